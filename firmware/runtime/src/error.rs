@@ -1,0 +1,57 @@
+//! The runtime's error type: small, `Copy`, usable without `alloc`.
+
+use core::fmt;
+
+/// Everything that can go wrong when loading or running a `.tkd` model.
+///
+/// Loading validates the whole blob, so after `Model::from_bytes` succeeds the
+/// only errors `run` can return concern the caller's buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Error {
+    /// The blob is shorter than its header or than the length the header declares.
+    Truncated { needed: usize, found: usize },
+    /// The blob does not start with the `.tkd` magic bytes.
+    BadMagic,
+    /// The blob was written by a newer (or unknown) format version.
+    UnsupportedVersion { found: u16, supported: u16 },
+    /// The CRC-32 stored in the header does not match the contents.
+    ChecksumMismatch { stored: u32, computed: u32 },
+    /// The blob is internally inconsistent; the text says which check failed.
+    Malformed(&'static str),
+    /// A layer uses an operator this runtime version does not implement.
+    UnsupportedOp(u8),
+    /// The input slice has the wrong number of elements.
+    InputLength { expected: usize, found: usize },
+    /// The arena is smaller than the model needs (`Model::arena_bytes`).
+    ArenaTooSmall { needed: usize, found: usize },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Error::Truncated { needed, found } => {
+                write!(f, "model blob is truncated: needs {needed} bytes, has {found}")
+            }
+            Error::BadMagic => f.write_str("not a tinykd model (bad magic bytes)"),
+            Error::UnsupportedVersion { found, supported } => write!(
+                f,
+                "model format version {found} is not supported (this runtime reads version {supported}); \
+                 rebuild the firmware with a newer tinykd-runtime"
+            ),
+            Error::ChecksumMismatch { stored, computed } => write!(
+                f,
+                "model blob is corrupt: CRC-32 is {computed:#010x}, header says {stored:#010x}"
+            ),
+            Error::Malformed(what) => write!(f, "model blob is malformed: {what}"),
+            Error::UnsupportedOp(op) => write!(f, "layer operator {op} is not supported by this runtime"),
+            Error::InputLength { expected, found } => {
+                write!(f, "input has {found} elements, the model expects {expected}")
+            }
+            Error::ArenaTooSmall { needed, found } => {
+                write!(f, "arena has {found} bytes, the model needs {needed}")
+            }
+        }
+    }
+}
+
+impl core::error::Error for Error {}

@@ -1,0 +1,185 @@
+//! The `.tkd` container layout, shared by the host writer and the device parser.
+//!
+//! All integers are little-endian. The blob is:
+//!
+//! ```text
+//! header (64 B) | layer table (layer_count × 64 B) | tensors, each 4-byte aligned
+//! ```
+//!
+//! Header fields (byte offset: field):
+//!
+//! | off | field |
+//! |----:|-------|
+//! | 0 | magic `TKDM` |
+//! | 4 | format version (u16) |
+//! | 6 | header length (u16, 64) |
+//! | 8 | total length in bytes (u32) |
+//! | 12 | CRC-32 (ISO-HDLC, as zlib) of bytes `16..total` (u32) |
+//! | 16 | layer count (u16) |
+//! | 18 | layer record length (u16, 64) |
+//! | 20 | class count (u16) |
+//! | 22 | input rank (u8, 1..=4) |
+//! | 23 | flags (u8, 0) |
+//! | 24 | input dims (4 × u16, unused dims 0) |
+//! | 32 | input element count (u32) |
+//! | 36 | input scale (f32 bits) — host-side metadata, never used by the int8 path |
+//! | 40 | input zero point (i32) |
+//! | 44 | output scale (f32 bits) |
+//! | 48 | output zero point (i32) |
+//! | 52 | arena bytes (u32), as planned by [`crate::plan_arena`] |
+//! | 56 | layer table offset (u32) |
+//! | 60 | reserved (0) |
+//!
+//! Layer record (byte offset: field):
+//!
+//! | off | field |
+//! |----:|-------|
+//! | 0 | operator ([`Op`]) |
+//! | 1 | fused activation (0 none, 1 ReLU, 2 ReLU6) — informative, the clamps below rule |
+//! | 2 | activation min (i8) |
+//! | 3 | activation max (i8) |
+//! | 4 | input element count (u32) |
+//! | 8 | output element count (u32) |
+//! | 12 | operator parameters (8 × u16) |
+//! | 28 | input zero point (i32) |
+//! | 32 | output zero point (i32) |
+//! | 36 | output scale (f32 bits, metadata) |
+//! | 40 | weights offset (u32), int8 |
+//! | 44 | weights length (u32) |
+//! | 48 | channel table offset (u32): per output channel `bias i32, multiplier i32, shift i32` |
+//! | 52 | channel count (u32) |
+//! | 56 | weight scales offset (u32): per output channel f32 (metadata, for exporters) |
+//! | 60 | reserved (0) |
+//!
+//! The channel table's bias already contains `−z_in · Σ w` (folded at export,
+//! as CMSIS-NN does) so the inner loop is a plain int8 dot product; the
+//! arithmetic is integer-exact, hence identical to TFLite's
+//! `Σ w·(x − z_in) + bias`.
+
+/// Magic bytes at the start of every `.tkd` blob.
+pub const MAGIC: [u8; 4] = *b"TKDM";
+/// The format version this runtime reads and the host writes.
+pub const VERSION: u16 = 1;
+/// Length of the fixed header.
+pub const HEADER_LEN: usize = 64;
+/// Length of one layer record.
+pub const LAYER_RECORD_LEN: usize = 64;
+/// Length of one channel-table entry (bias, multiplier, shift).
+pub const CHANNEL_ENTRY_LEN: usize = 12;
+/// Alignment of every tensor inside the blob.
+pub const TENSOR_ALIGN: usize = 4;
+/// Largest input rank the header can describe.
+pub const MAX_INPUT_RANK: usize = 4;
+/// Byte range covered by the CRC starts here (after magic, version, lengths and the CRC itself).
+pub const CRC_START: usize = 16;
+
+/// The CRC used for `.tkd` blobs (the zlib / PNG CRC-32).
+pub const CRC: crc::Crc<u32, crc::NoTable> = crc::Crc::<u32, crc::NoTable>::new(&crc::CRC_32_ISO_HDLC);
+
+/// Header field offsets.
+pub mod header {
+    pub const MAGIC: usize = 0;
+    pub const VERSION: usize = 4;
+    pub const HEADER_LEN: usize = 6;
+    pub const TOTAL_LEN: usize = 8;
+    pub const CRC: usize = 12;
+    pub const LAYER_COUNT: usize = 16;
+    pub const LAYER_RECORD_LEN: usize = 18;
+    pub const CLASS_COUNT: usize = 20;
+    pub const INPUT_RANK: usize = 22;
+    pub const FLAGS: usize = 23;
+    pub const INPUT_DIMS: usize = 24;
+    pub const INPUT_LEN: usize = 32;
+    pub const INPUT_SCALE: usize = 36;
+    pub const INPUT_ZERO_POINT: usize = 40;
+    pub const OUTPUT_SCALE: usize = 44;
+    pub const OUTPUT_ZERO_POINT: usize = 48;
+    pub const ARENA_BYTES: usize = 52;
+    pub const LAYER_TABLE: usize = 56;
+}
+
+/// Layer record field offsets.
+pub mod layer {
+    pub const OP: usize = 0;
+    pub const ACTIVATION: usize = 1;
+    pub const ACT_MIN: usize = 2;
+    pub const ACT_MAX: usize = 3;
+    pub const INPUT_LEN: usize = 4;
+    pub const OUTPUT_LEN: usize = 8;
+    pub const PARAMS: usize = 12;
+    pub const INPUT_ZERO_POINT: usize = 28;
+    pub const OUTPUT_ZERO_POINT: usize = 32;
+    pub const OUTPUT_SCALE: usize = 36;
+    pub const WEIGHTS_OFFSET: usize = 40;
+    pub const WEIGHTS_LEN: usize = 44;
+    pub const CHANNELS_OFFSET: usize = 48;
+    pub const CHANNEL_COUNT: usize = 52;
+    pub const WEIGHT_SCALES_OFFSET: usize = 56;
+    /// Number of u16 operator parameters.
+    pub const PARAM_COUNT: usize = 8;
+}
+
+/// Layer operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Op {
+    /// Fully connected: `params[0]` = input features, `params[1]` = output features;
+    /// weights `[out][in]`.
+    FullyConnected = 1,
+}
+
+impl Op {
+    /// Decodes an operator byte.
+    pub fn from_u8(v: u8) -> Option<Op> {
+        match v {
+            1 => Some(Op::FullyConnected),
+            _ => None,
+        }
+    }
+}
+
+/// Fused activation (informative: the clamps in the record are what the kernel applies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Activation {
+    None = 0,
+    Relu = 1,
+    Relu6 = 2,
+}
+
+impl Activation {
+    /// Decodes an activation byte.
+    pub fn from_u8(v: u8) -> Option<Activation> {
+        match v {
+            0 => Some(Activation::None),
+            1 => Some(Activation::Relu),
+            2 => Some(Activation::Relu6),
+            _ => None,
+        }
+    }
+}
+
+/// Reads a little-endian u16 at `off`; `None` when out of bounds.
+#[inline]
+pub fn read_u16(b: &[u8], off: usize) -> Option<u16> {
+    let s = b.get(off..off.checked_add(2)?)?;
+    Some(u16::from_le_bytes([s[0], s[1]]))
+}
+
+/// Reads a little-endian u32 at `off`; `None` when out of bounds.
+#[inline]
+pub fn read_u32(b: &[u8], off: usize) -> Option<u32> {
+    let s = b.get(off..off.checked_add(4)?)?;
+    Some(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+/// Reads a little-endian i32 at `off`; `None` when out of bounds.
+#[inline]
+pub fn read_i32(b: &[u8], off: usize) -> Option<i32> {
+    read_u32(b, off).map(|v| v as i32)
+}
+
+/// Rounds `n` up to the tensor alignment.
+pub const fn align_up(n: usize) -> usize {
+    (n + TENSOR_ALIGN - 1) / TENSOR_ALIGN * TENSOR_ALIGN
+}

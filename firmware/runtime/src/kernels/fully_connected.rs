@@ -1,0 +1,123 @@
+//! Fully connected (dense) layer: `y[o] = requant(bias[o] + Σ_i w[o][i] · x[i])`.
+
+use super::{ChannelQuant, Clamp};
+use crate::format::CHANNEL_ENTRY_LEN;
+
+/// Int8 fully connected layer.
+///
+/// * `input`: `in_features` int8 values.
+/// * `weights`: `[out_features][in_features]`, row-major.
+/// * `channels`: `out_features` channel-table entries (12 bytes each).
+/// * `output`: `out_features` int8 values.
+///
+/// Lengths are the caller's contract (checked once at model load); with
+/// inconsistent lengths the kernel writes fewer outputs but never panics.
+pub fn fully_connected(
+    input: &[i8],
+    weights: &[i8],
+    channels: &[u8],
+    output_zero_point: i32,
+    clamp: Clamp,
+    output: &mut [i8],
+) {
+    let in_features = input.len();
+    if in_features == 0 {
+        return;
+    }
+    let rows = weights.chunks_exact(in_features);
+    let entries = channels.chunks_exact(CHANNEL_ENTRY_LEN);
+    for ((out, row), entry) in output.iter_mut().zip(rows).zip(entries) {
+        let Ok(entry) = <&[u8; CHANNEL_ENTRY_LEN]>::try_from(entry) else {
+            return;
+        };
+        let q = ChannelQuant::from_le_bytes(entry);
+        let acc = q.bias.wrapping_add(dot(row, input));
+        *out = q.requantize(acc, output_zero_point, clamp.min, clamp.max);
+    }
+}
+
+/// Int8 dot product with an int32 accumulator, unrolled by four so that the
+/// compiler emits one load-multiply-accumulate chain per tap.
+#[inline(always)]
+fn dot(a: &[i8], b: &[i8]) -> i32 {
+    let mut acc0: i32 = 0;
+    let mut acc1: i32 = 0;
+    let mut ca = a.chunks_exact(4);
+    let mut cb = b.chunks_exact(4);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        acc0 = acc0
+            .wrapping_add(x[0] as i32 * y[0] as i32)
+            .wrapping_add(x[2] as i32 * y[2] as i32);
+        acc1 = acc1
+            .wrapping_add(x[1] as i32 * y[1] as i32)
+            .wrapping_add(x[3] as i32 * y[3] as i32);
+    }
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        acc0 = acc0.wrapping_add(*x as i32 * *y as i32);
+    }
+    acc0.wrapping_add(acc1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(entries: &[ChannelQuant]) -> [u8; 24] {
+        let mut t = [0u8; 24];
+        for (i, e) in entries.iter().enumerate() {
+            t[i * 12..i * 12 + 12].copy_from_slice(&e.to_le_bytes());
+        }
+        t
+    }
+
+    #[test]
+    fn hand_computed_two_outputs() {
+        // x = [1, -2, 3], W = [[1, 2, 3], [-4, 5, -6]].
+        // Row 0: 1 - 4 + 9 = 6, + bias 4 = 10; scale 0.5 -> 5; + zp -3 -> 2.
+        // Row 1: -4 - 10 - 18 = -32, + bias 0 = -32; scale 0.5 -> -16; + zp -3 -> -19.
+        let half = 1 << 30; // 0.5 in Q31 with shift 0
+        let t = table(&[
+            ChannelQuant { bias: 4, multiplier: half, shift: 0 },
+            ChannelQuant { bias: 0, multiplier: half, shift: 0 },
+        ]);
+        let mut out = [0i8; 2];
+        fully_connected(&[1, -2, 3], &[1, 2, 3, -4, 5, -6], &t, -3, Clamp { min: -128, max: 127 }, &mut out);
+        assert_eq!(out, [2, -19]);
+    }
+
+    #[test]
+    fn relu_clamp_and_saturation() {
+        // Same as above with a ReLU clamp at the zero point (-3): -19 -> -3.
+        let half = 1 << 30;
+        let t = table(&[
+            ChannelQuant { bias: 4, multiplier: half, shift: 0 },
+            ChannelQuant { bias: 0, multiplier: half, shift: 0 },
+        ]);
+        let mut out = [0i8; 2];
+        fully_connected(&[1, -2, 3], &[1, 2, 3, -4, 5, -6], &t, -3, Clamp { min: -3, max: 127 }, &mut out);
+        assert_eq!(out, [2, -3]);
+        // Large accumulators saturate at the int8 bounds: 127*127*3 = 48387, scale 0.5.
+        let t = table(&[
+            ChannelQuant { bias: 0, multiplier: half, shift: 0 },
+            ChannelQuant { bias: 0, multiplier: half, shift: 0 },
+        ]);
+        fully_connected(&[127, 127, 127], &[127, 127, 127, -127, -127, -127], &t, 0, Clamp { min: -128, max: 127 }, &mut out);
+        assert_eq!(out, [127, -128]);
+    }
+
+    #[test]
+    fn dot_handles_remainders() {
+        let a: [i8; 7] = [1, 2, 3, 4, 5, 6, 7];
+        let b: [i8; 7] = [-1, 1, -1, 1, -1, 1, -128];
+        assert_eq!(dot(&a, &b), -1 + 2 - 3 + 4 - 5 + 6 - 7 * 128);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn dot_matches_naive(v in proptest::collection::vec((-128i8..=127, -127i8..=127), 0..200)) {
+            let (a, b): (Vec<i8>, Vec<i8>) = v.into_iter().unzip();
+            let naive: i32 = a.iter().zip(&b).map(|(x, y)| *x as i32 * *y as i32).sum();
+            proptest::prop_assert_eq!(dot(&a, &b), naive);
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! `tinykd-runtime`: runs tinykd's int8 students on microcontrollers.
+//!
+//! `#![no_std]`, no allocation, no floating point in the inference path (a
+//! Cortex-M0 has no FPU), no panics on any input: a `.tkd` blob is fully
+//! validated by [`Model::from_bytes`], and [`Model::run`] only reads what was
+//! validated. The host crate `tinykd` evaluates int8 students with this very
+//! code, so host and device agree bit for bit by construction.
+//!
+//! ```no_run
+//! # fn demo(blob: &[u8], input: &[i8]) -> Result<usize, tinykd_runtime::Error> {
+//! use tinykd_runtime::{argmax, Model};
+//! let model = Model::from_bytes(blob)?;
+//! let mut arena = [0u8; 256]; // the exporter prints `ARENA_BYTES`
+//! let logits = model.run(input, &mut arena)?;
+//! Ok(argmax(logits))
+//! # }
+//! ```
+#![cfg_attr(not(test), no_std)]
+
+pub mod error;
+pub mod format;
+pub mod kernels;
+pub mod model;
+pub mod requant;
+
+pub use error::Error;
+pub use model::{Layer, Model, QuantParams};
+
+/// Plans the activation arena of a sequential network: layer `i` writes its
+/// output at the start of the arena when `i` is even and at the end when odd,
+/// reading the previous layer's output from the other end (layer 0 reads the
+/// caller's input). The arena must hold the first output and every adjacent
+/// pair of outputs.
+///
+/// Takes the layers' output lengths; returns the arena size in bytes.
+pub fn plan_arena<I>(output_lengths: I) -> Result<usize, Error>
+where
+    I: IntoIterator<Item = Result<usize, Error>>,
+{
+    let mut need = 0usize;
+    let mut prev: Option<usize> = None;
+    for len in output_lengths {
+        let len = len?;
+        need = need.max(match prev {
+            None => len,
+            Some(p) => p.checked_add(len).ok_or(Error::Malformed("arena size overflows"))?,
+        });
+        prev = Some(len);
+    }
+    Ok(need)
+}
+
+/// Index of the largest logit (the first one on ties).
+pub fn argmax(logits: &[i8]) -> usize {
+    let mut best = 0;
+    for (i, v) in logits.iter().enumerate() {
+        if *v > logits[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Real value of a quantized number: `scale · (q − zero_point)`.
+pub fn dequantize(q: i8, params: QuantParams) -> f32 {
+    params.scale * (q as i32 - params.zero_point) as f32
+}
+
+/// Quantizes a real input value: `round(x / scale) + zero_point`, rounding
+/// half away from zero, saturated to int8. Outside the int8 path (sensors
+/// give real values); the host quantizes datasets with this same function.
+pub fn quantize(x: f32, params: QuantParams) -> i8 {
+    let v = x / params.scale;
+    // `as` saturates and maps NaN to 0.
+    let r = if v >= 0.0 { (v + 0.5) as i32 } else { (v - 0.5) as i32 };
+    r.saturating_add(params.zero_point).clamp(-128, 127) as i8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arena_plan_is_max_adjacent_pair() {
+        let plan = |v: &[usize]| plan_arena(v.iter().map(|&x| Ok(x))).unwrap();
+        assert_eq!(plan(&[32]), 32);
+        assert_eq!(plan(&[32, 10]), 42);
+        assert_eq!(plan(&[64, 8, 64, 10]), 74);
+        assert_eq!(plan(&[]), 0);
+    }
+
+    #[test]
+    fn argmax_takes_first_of_ties() {
+        assert_eq!(argmax(&[1, 5, 5, -3]), 1);
+        assert_eq!(argmax(&[-128, -128]), 0);
+    }
+
+    #[test]
+    fn quantize_rounds_half_away_and_saturates() {
+        let p = QuantParams { scale: 0.5, zero_point: -10 };
+        assert_eq!(quantize(1.25, p), -7); // 2.5 -> 3
+        assert_eq!(quantize(-1.25, p), -13); // -2.5 -> -3
+        assert_eq!(quantize(1000.0, p), 127);
+        assert_eq!(quantize(-1000.0, p), -128);
+        assert_eq!(quantize(f32::NAN, p), -10);
+        assert_eq!(dequantize(-7, p), 1.5);
+    }
+}

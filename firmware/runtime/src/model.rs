@@ -1,0 +1,368 @@
+//! Loading (with full validation) and running a `.tkd` model.
+
+use crate::error::Error;
+use crate::format::{self, header, layer, Activation, Op, read_i32, read_u16, read_u32};
+use crate::kernels::{self, Clamp};
+
+/// Quantization of a tensor: `real = scale · (q − zero_point)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QuantParams {
+    pub scale: f32,
+    pub zero_point: i32,
+}
+
+/// One decoded layer record. Offsets index into the model blob.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Layer {
+    pub op: Op,
+    pub activation: Activation,
+    pub clamp: Clamp,
+    pub input_len: usize,
+    pub output_len: usize,
+    pub params: [u16; layer::PARAM_COUNT],
+    pub input_zero_point: i32,
+    pub output: QuantParams,
+    pub weights_offset: usize,
+    pub weights_len: usize,
+    pub channels_offset: usize,
+    pub channel_count: usize,
+    pub weight_scales_offset: usize,
+}
+
+/// A validated model, borrowing its blob (flash on a device).
+#[derive(Debug, Clone, Copy)]
+pub struct Model<'a> {
+    blob: &'a [u8],
+    layer_count: usize,
+    layer_table: usize,
+    class_count: usize,
+    input_rank: usize,
+    input_dims: [u16; format::MAX_INPUT_RANK],
+    input_len: usize,
+    input: QuantParams,
+    output: QuantParams,
+    arena_bytes: usize,
+}
+
+fn malformed(what: &'static str) -> Error {
+    Error::Malformed(what)
+}
+
+impl<'a> Model<'a> {
+    /// Validates a `.tkd` blob: magic, version, length, CRC, every layer
+    /// record, tensor bounds, shape chaining and the arena plan. Any corrupt or
+    /// truncated blob is an `Err`, never a panic.
+    pub fn from_bytes(bytes: &'a [u8]) -> Result<Model<'a>, Error> {
+        if bytes.len() < format::HEADER_LEN {
+            return Err(Error::Truncated { needed: format::HEADER_LEN, found: bytes.len() });
+        }
+        if bytes[header::MAGIC..header::MAGIC + 4] != format::MAGIC {
+            return Err(Error::BadMagic);
+        }
+        let short = malformed("header field out of bounds");
+        let version = read_u16(bytes, header::VERSION).ok_or(short)?;
+        if version != format::VERSION {
+            return Err(Error::UnsupportedVersion { found: version, supported: format::VERSION });
+        }
+        if read_u16(bytes, header::HEADER_LEN).ok_or(short)? as usize != format::HEADER_LEN {
+            return Err(malformed("unexpected header length"));
+        }
+        let total = read_u32(bytes, header::TOTAL_LEN).ok_or(short)? as usize;
+        if total < format::HEADER_LEN {
+            return Err(malformed("declared length is shorter than the header"));
+        }
+        if bytes.len() < total {
+            return Err(Error::Truncated { needed: total, found: bytes.len() });
+        }
+        // Trailing bytes (e.g. flash padding) are ignored; the CRC covers the declared length.
+        let blob = &bytes[..total];
+        let stored = read_u32(blob, header::CRC).ok_or(short)?;
+        let computed = format::CRC.checksum(&blob[format::CRC_START..]);
+        if stored != computed {
+            return Err(Error::ChecksumMismatch { stored, computed });
+        }
+
+        let layer_count = read_u16(blob, header::LAYER_COUNT).ok_or(short)? as usize;
+        if read_u16(blob, header::LAYER_RECORD_LEN).ok_or(short)? as usize != format::LAYER_RECORD_LEN {
+            return Err(malformed("unexpected layer record length"));
+        }
+        let class_count = read_u16(blob, header::CLASS_COUNT).ok_or(short)? as usize;
+        let input_rank = blob[header::INPUT_RANK] as usize;
+        if blob[header::FLAGS] != 0 {
+            return Err(malformed("unknown header flags"));
+        }
+        if input_rank == 0 || input_rank > format::MAX_INPUT_RANK {
+            return Err(malformed("input rank must be 1..=4"));
+        }
+        let mut input_dims = [0u16; format::MAX_INPUT_RANK];
+        let mut dims_product: usize = 1;
+        for (i, d) in input_dims.iter_mut().enumerate() {
+            *d = read_u16(blob, header::INPUT_DIMS + 2 * i).ok_or(short)?;
+            if i < input_rank {
+                dims_product = dims_product.saturating_mul(*d as usize);
+            } else if *d != 0 {
+                return Err(malformed("unused input dims must be 0"));
+            }
+        }
+        let input_len = read_u32(blob, header::INPUT_LEN).ok_or(short)? as usize;
+        if input_len == 0 || dims_product != input_len {
+            return Err(malformed("input dims do not multiply to the input length"));
+        }
+        let input = QuantParams {
+            scale: f32::from_bits(read_u32(blob, header::INPUT_SCALE).ok_or(short)?),
+            zero_point: read_i32(blob, header::INPUT_ZERO_POINT).ok_or(short)?,
+        };
+        let output = QuantParams {
+            scale: f32::from_bits(read_u32(blob, header::OUTPUT_SCALE).ok_or(short)?),
+            zero_point: read_i32(blob, header::OUTPUT_ZERO_POINT).ok_or(short)?,
+        };
+        let arena_bytes = read_u32(blob, header::ARENA_BYTES).ok_or(short)? as usize;
+        let layer_table = read_u32(blob, header::LAYER_TABLE).ok_or(short)? as usize;
+        if layer_count == 0 {
+            return Err(malformed("model has no layers"));
+        }
+        if class_count == 0 {
+            return Err(malformed("class count is 0"));
+        }
+        let table_end = layer_count
+            .checked_mul(format::LAYER_RECORD_LEN)
+            .and_then(|n| n.checked_add(layer_table))
+            .ok_or(malformed("layer table out of bounds"))?;
+        if layer_table < format::HEADER_LEN || table_end > total {
+            return Err(malformed("layer table out of bounds"));
+        }
+
+        let model = Model {
+            blob,
+            layer_count,
+            layer_table,
+            class_count,
+            input_rank,
+            input_dims,
+            input_len,
+            input,
+            output,
+            arena_bytes,
+        };
+
+        let mut expected_input = input_len;
+        let mut last_output = 0;
+        for i in 0..layer_count {
+            let l = model.layer(i)?;
+            if l.input_len != expected_input {
+                return Err(malformed("layer input length does not match the previous output"));
+            }
+            if l.output_len == 0 {
+                return Err(malformed("layer output is empty"));
+            }
+            model.validate_layer(&l)?;
+            expected_input = l.output_len;
+            last_output = l.output_len;
+        }
+        if last_output != class_count {
+            return Err(malformed("last layer output length differs from the class count"));
+        }
+        let needed = crate::plan_arena(model.layers().map(|l| l.map(|l| l.output_len)))?;
+        if arena_bytes < needed {
+            return Err(malformed("declared arena is smaller than the plan"));
+        }
+        Ok(model)
+    }
+
+    fn tensor_in_bounds(&self, offset: usize, len: usize) -> bool {
+        offset >= format::HEADER_LEN && offset.checked_add(len).is_some_and(|end| end <= self.blob.len())
+    }
+
+    fn validate_layer(&self, l: &Layer) -> Result<(), Error> {
+        if l.clamp.min > l.clamp.max {
+            return Err(malformed("activation min exceeds max"));
+        }
+        match l.op {
+            Op::FullyConnected => {
+                let (inf, outf) = (l.params[0] as usize, l.params[1] as usize);
+                if inf != l.input_len || outf != l.output_len {
+                    return Err(malformed("fully connected shape does not match its lengths"));
+                }
+                if l.weights_len != inf * outf {
+                    return Err(malformed("fully connected weight count is not in × out"));
+                }
+                if l.channel_count != outf {
+                    return Err(malformed("channel table size differs from output features"));
+                }
+            }
+        }
+        let channels_len = l.channel_count * format::CHANNEL_ENTRY_LEN;
+        if !self.tensor_in_bounds(l.weights_offset, l.weights_len)
+            || !self.tensor_in_bounds(l.channels_offset, channels_len)
+            || !self.tensor_in_bounds(l.weight_scales_offset, l.channel_count * 4)
+        {
+            return Err(malformed("tensor out of bounds"));
+        }
+        for c in 0..l.channel_count {
+            let e = l.channels_offset + c * format::CHANNEL_ENTRY_LEN;
+            let mult = read_i32(self.blob, e + 4).ok_or(malformed("channel table out of bounds"))?;
+            let shift = read_i32(self.blob, e + 8).ok_or(malformed("channel table out of bounds"))?;
+            if mult < 0 || !(-31..=30).contains(&shift) {
+                return Err(malformed("requantization multiplier or shift out of range"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes layer record `i` (bounds-checked, not semantically validated).
+    pub fn layer(&self, i: usize) -> Result<Layer, Error> {
+        let short = malformed("layer record out of bounds");
+        if i >= self.layer_count {
+            return Err(short);
+        }
+        let r = self.layer_table + i * format::LAYER_RECORD_LEN;
+        let b = self.blob.get(r..r + format::LAYER_RECORD_LEN).ok_or(short)?;
+        let op = Op::from_u8(b[layer::OP]).ok_or(Error::UnsupportedOp(b[layer::OP]))?;
+        let activation = Activation::from_u8(b[layer::ACTIVATION]).ok_or(malformed("unknown activation"))?;
+        let mut params = [0u16; layer::PARAM_COUNT];
+        for (k, p) in params.iter_mut().enumerate() {
+            *p = read_u16(b, layer::PARAMS + 2 * k).ok_or(short)?;
+        }
+        let u = |off| read_u32(b, off).map(|v| v as usize).ok_or(short);
+        Ok(Layer {
+            op,
+            activation,
+            clamp: Clamp { min: b[layer::ACT_MIN] as i8, max: b[layer::ACT_MAX] as i8 },
+            input_len: u(layer::INPUT_LEN)?,
+            output_len: u(layer::OUTPUT_LEN)?,
+            params,
+            input_zero_point: read_i32(b, layer::INPUT_ZERO_POINT).ok_or(short)?,
+            output: QuantParams {
+                scale: f32::from_bits(read_u32(b, layer::OUTPUT_SCALE).ok_or(short)?),
+                zero_point: read_i32(b, layer::OUTPUT_ZERO_POINT).ok_or(short)?,
+            },
+            weights_offset: u(layer::WEIGHTS_OFFSET)?,
+            weights_len: u(layer::WEIGHTS_LEN)?,
+            channels_offset: u(layer::CHANNELS_OFFSET)?,
+            channel_count: u(layer::CHANNEL_COUNT)?,
+            weight_scales_offset: u(layer::WEIGHT_SCALES_OFFSET)?,
+        })
+    }
+
+    /// All layers, in order.
+    pub fn layers(&self) -> impl Iterator<Item = Result<Layer, Error>> + '_ {
+        (0..self.layer_count).map(|i| self.layer(i))
+    }
+
+    /// Number of layers.
+    pub fn layer_count(&self) -> usize {
+        self.layer_count
+    }
+
+    /// Number of int8 input elements `run` expects.
+    pub fn input_len(&self) -> usize {
+        self.input_len
+    }
+
+    /// Input shape (without batch), e.g. `[1, 40]`.
+    pub fn input_shape(&self) -> &[u16] {
+        &self.input_dims[..self.input_rank]
+    }
+
+    /// Number of output classes (length of the slice `run` returns).
+    pub fn class_count(&self) -> usize {
+        self.class_count
+    }
+
+    /// Quantization of the input tensor.
+    pub fn input_quant(&self) -> QuantParams {
+        self.input
+    }
+
+    /// Quantization of the output logits.
+    pub fn output_quant(&self) -> QuantParams {
+        self.output
+    }
+
+    /// Arena size `run` needs, in bytes.
+    pub fn arena_bytes(&self) -> usize {
+        self.arena_bytes
+    }
+
+    /// The blob this model was loaded from (validated length).
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.blob
+    }
+
+    /// Int8 weights of a layer.
+    pub fn weights(&self, l: &Layer) -> &'a [i8] {
+        let b = &self.blob[l.weights_offset..l.weights_offset + l.weights_len];
+        i8_slice(b)
+    }
+
+    /// Raw channel table of a layer (`bias, multiplier, shift` per channel).
+    pub fn channel_table(&self, l: &Layer) -> &'a [u8] {
+        &self.blob[l.channels_offset..l.channels_offset + l.channel_count * format::CHANNEL_ENTRY_LEN]
+    }
+
+    /// Per-output-channel weight scales (host metadata for exporters).
+    pub fn weight_scale(&self, l: &Layer, channel: usize) -> Option<f32> {
+        if channel >= l.channel_count {
+            return None;
+        }
+        read_u32(self.blob, l.weight_scales_offset + 4 * channel).map(f32::from_bits)
+    }
+
+    /// Runs the model on one int8 input and returns the int8 logits, which
+    /// live in `arena`.
+    pub fn run<'b>(&self, input: &[i8], arena: &'b mut [u8]) -> Result<&'b [i8], Error> {
+        if input.len() != self.input_len {
+            return Err(Error::InputLength { expected: self.input_len, found: input.len() });
+        }
+        if arena.len() < self.arena_bytes {
+            return Err(Error::ArenaTooSmall { needed: self.arena_bytes, found: arena.len() });
+        }
+        let arena = &mut arena[..self.arena_bytes];
+        let total = arena.len();
+        // Ping-pong plan (see `plan_arena`): even layers write at the start of
+        // the arena, odd layers at its end; layer 0 reads the caller's input.
+        let mut prev: (usize, usize) = (0, 0);
+        for i in 0..self.layer_count {
+            let l = self.layer(i)?;
+            let out_range = if i % 2 == 0 { (0, l.output_len) } else { (total - l.output_len, total) };
+            if i == 0 {
+                let out = i8_slice_mut(&mut arena[out_range.0..out_range.1]);
+                self.run_layer(&l, input, out);
+            } else {
+                // The planner guarantees the two regions do not overlap.
+                let (src, dst) = if i % 2 == 0 {
+                    let (lo, hi) = arena.split_at_mut(prev.0);
+                    (&hi[..prev.1 - prev.0], &mut lo[..out_range.1])
+                } else {
+                    let (lo, hi) = arena.split_at_mut(out_range.0);
+                    (&lo[prev.0..prev.1], &mut hi[..])
+                };
+                self.run_layer(&l, i8_slice(src), i8_slice_mut(dst));
+            }
+            prev = out_range;
+        }
+        Ok(i8_slice(&arena[prev.0..prev.1]))
+    }
+
+    fn run_layer(&self, l: &Layer, input: &[i8], output: &mut [i8]) {
+        match l.op {
+            Op::FullyConnected => kernels::fully_connected(
+                input,
+                self.weights(l),
+                self.channel_table(l),
+                l.output.zero_point,
+                l.clamp,
+                output,
+            ),
+        }
+    }
+}
+
+/// Views bytes as int8 (same size and alignment; safe through `bytemuck`).
+fn i8_slice(b: &[u8]) -> &[i8] {
+    bytemuck::cast_slice(b)
+}
+
+fn i8_slice_mut(b: &mut [u8]) -> &mut [i8] {
+    bytemuck::cast_slice_mut(b)
+}

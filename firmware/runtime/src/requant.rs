@@ -1,0 +1,92 @@
+//! Fixed-point requantization, exactly as TensorFlow Lite's reference
+//! `MultiplyByQuantizedMultiplier` (gemmlowp's saturating rounding doubling
+//! high multiply followed by a rounding right shift). Integer only: a
+//! Cortex-M0 has no FPU, and bit-exactness with TFLite depends on every
+//! rounding step matching.
+
+/// `(a · b · 2) >> 32` with round-half-away-from-zero, saturating the single
+/// overflow case `i32::MIN · i32::MIN`.
+#[inline(always)]
+pub fn saturating_rounding_doubling_high_mul(a: i32, b: i32) -> i32 {
+    if a == i32::MIN && b == i32::MIN {
+        return i32::MAX;
+    }
+    let ab = a as i64 * b as i64;
+    let nudge: i64 = if ab >= 0 { 1 << 30 } else { 1 - (1 << 30) };
+    // Division (not shift) truncates toward zero, as in the reference.
+    ((ab + nudge) / (1i64 << 31)) as i32
+}
+
+/// `x / 2^exponent`, rounding half away from zero. `exponent` is in `0..=31`.
+#[inline(always)]
+pub fn rounding_divide_by_pot(x: i32, exponent: u32) -> i32 {
+    let mask: i32 = ((1i64 << exponent) - 1) as i32;
+    let remainder = x & mask;
+    let threshold = (mask >> 1) + (x < 0) as i32;
+    (x >> exponent) + (remainder > threshold) as i32
+}
+
+/// Multiplies `x` by the real number `multiplier · 2^(shift − 31)`.
+///
+/// `multiplier` is a Q31 value in `[2^30, 2^31)` (or 0) and `shift` is in
+/// `-31..=30`, as produced by the host's `quantize_multiplier`.
+#[inline(always)]
+pub fn multiply_by_quantized_multiplier(x: i32, multiplier: i32, shift: i32) -> i32 {
+    let left = if shift > 0 { shift as u32 } else { 0 };
+    let right = if shift > 0 { 0 } else { (-shift) as u32 };
+    // The reference multiplies without overflow checks; wrapping keeps the
+    // same two's-complement result without a panic path.
+    let high = saturating_rounding_doubling_high_mul(x.wrapping_shl(left), multiplier);
+    rounding_divide_by_pot(high, right)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn high_mul_hand_cases() {
+        // 2^30 is 0.5 in Q31: x * 0.5, rounded half away from zero.
+        assert_eq!(saturating_rounding_doubling_high_mul(10, 1 << 30), 5);
+        assert_eq!(saturating_rounding_doubling_high_mul(11, 1 << 30), 6);
+        assert_eq!(saturating_rounding_doubling_high_mul(-11, 1 << 30), -6);
+        assert_eq!(saturating_rounding_doubling_high_mul(-10, 1 << 30), -5);
+        assert_eq!(saturating_rounding_doubling_high_mul(i32::MIN, i32::MIN), i32::MAX);
+        assert_eq!(saturating_rounding_doubling_high_mul(i32::MAX, i32::MAX), i32::MAX - 1);
+    }
+
+    #[test]
+    fn divide_by_pot_hand_cases() {
+        assert_eq!(rounding_divide_by_pot(5, 1), 3); // 2.5 -> 3
+        assert_eq!(rounding_divide_by_pot(-5, 1), -3); // -2.5 -> -3
+        assert_eq!(rounding_divide_by_pot(7, 2), 2); // 1.75 -> 2
+        assert_eq!(rounding_divide_by_pot(-7, 2), -2);
+        assert_eq!(rounding_divide_by_pot(6, 2), 2); // 1.5 -> 2
+        assert_eq!(rounding_divide_by_pot(-6, 2), -2); // -1.5 -> -2
+        assert_eq!(rounding_divide_by_pot(5, 0), 5);
+    }
+
+    #[test]
+    fn multiplier_hand_cases() {
+        // 0.75 = 0.75 * 2^0 -> multiplier round(0.75 * 2^31), shift 0.
+        let m = (0.75f64 * (1u64 << 31) as f64).round() as i32;
+        assert_eq!(multiply_by_quantized_multiplier(100, m, 0), 75);
+        // 0.1875 = 0.75 * 2^-2: 100 * 0.1875 = 18.75 -> 19.
+        assert_eq!(multiply_by_quantized_multiplier(100, m, -2), 19);
+        assert_eq!(multiply_by_quantized_multiplier(-100, m, -2), -19);
+        // 1.5 = 0.75 * 2^1.
+        assert_eq!(multiply_by_quantized_multiplier(7, m, 1), 11); // 10.5 -> 11
+        assert_eq!(multiply_by_quantized_multiplier(0, m, -5), 0);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn matches_real_multiplication(x in -1_000_000i32..1_000_000, q in 0.5f64..1.0, shift in -20i32..2) {
+            let m = (q * (1u64 << 31) as f64).round().min(i32::MAX as f64) as i32;
+            let real = x as f64 * (m as f64 / (1u64 << 31) as f64) * 2f64.powi(shift);
+            let got = multiply_by_quantized_multiplier(x, m, shift);
+            // Two roundings (high mul, then shift) stay within one unit.
+            proptest::prop_assert!((got as f64 - real).abs() <= 1.0, "x={x} m={m} shift={shift} got={got} real={real}");
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! Command line (DESIGN §11): clap derive, doc comments are the help.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::data::SplitName;
+use crate::distill::LossKind;
+use crate::emulate;
+use crate::pipeline::{self, DistillOptions};
+use crate::progress::Progress;
+use crate::quant::Calibration;
+use crate::teacher::BackendChoice;
+
+/// Knowledge distillation for microcontrollers: ONNX teacher → int8 no_std student.
+#[derive(Debug, Parser)]
+#[command(name = "tinykd", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train a student on a teacher's softened outputs (and the hard labels).
+    ///
+    /// Example: tinykd distill --teacher models/teachers/mnist1d_cnn.onnx --data models/data/mnist1d.npz
+    ///          --student "dense(64) relu dense(32) relu dense(10)" --temperature 4 --alpha 0.9 --out student.ckpt
+    Distill(DistillArgs),
+    /// Quantize a float student to int8 (TFLite spec) and write a .tkd blob.
+    ///
+    /// Example: tinykd quantize --student student.ckpt --data models/data/mnist1d.npz --out student.tkd
+    Quantize(QuantizeArgs),
+    /// Measure a teacher (.onnx), float student (.ckpt) or int8 student (.tkd) on a split.
+    ///
+    /// Example: tinykd eval --model student.tkd --data models/data/mnist1d.npz --json
+    Eval(EvalArgs),
+    /// Run an int8 student on an emulated board (QEMU) and compare with the host bit for bit.
+    ///
+    /// Example: tinykd emulate --model student.tkd --data models/data/mnist1d.npz --board qemu-mps2-an385 --json
+    Emulate(EmulateArgs),
+    /// Run the whole pipeline from a TOML config: teacher, distill, quantize, eval (and emulate).
+    ///
+    /// Example: tinykd run models/configs/mnist1d_mlp.toml
+    Run(RunArgs),
+}
+
+/// Options shared by everything that runs a teacher.
+#[derive(Debug, Clone, Args)]
+pub struct TeacherArgs {
+    /// ONNX teacher; repeat for an ensemble (mean of tempered probabilities).
+    #[arg(long = "teacher", value_name = "T.onnx")]
+    pub teachers: Vec<PathBuf>,
+    /// ONNX runtime for the teacher.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
+    /// Name of the teacher output holding class scores (default: the first float [N, C] output).
+    #[arg(long, value_name = "NAME")]
+    pub teacher_output: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DistillArgs {
+    #[command(flatten)]
+    pub teacher: TeacherArgs,
+    /// Dataset (.npz with x_train, y_train, x_test, y_test).
+    #[arg(long, value_name = "D.npz")]
+    pub data: PathBuf,
+    /// Student spec, e.g. "dense(64) relu dense(10)".
+    #[arg(long, value_name = "SPEC")]
+    pub student: String,
+    /// Softmax temperature of the soft targets.
+    #[arg(long, default_value_t = 4.0)]
+    pub temperature: f32,
+    /// Weight of the soft (teacher) term; 1 − α weighs the hard labels. 0 = no teacher.
+    #[arg(long, default_value_t = 0.9)]
+    pub alpha: f32,
+    /// Soft-term loss: KL on softened distributions (×T²) or MSE on logits.
+    #[arg(long, value_enum, default_value_t = LossKind::Kl)]
+    pub loss: LossKind,
+    #[arg(long, default_value_t = 60)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Adam learning rate (cosine-decayed to 0).
+    #[arg(long = "lr", default_value_t = 3e-3)]
+    pub learning_rate: f32,
+    /// Decoupled (AdamW) weight decay.
+    #[arg(long, default_value_t = 1e-4)]
+    pub weight_decay: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Share of train held out for model selection when the data has no x_val.
+    #[arg(long, default_value_t = 0.1)]
+    pub val_fraction: f32,
+    /// Scale applied to uint8 inputs.
+    #[arg(long, default_value_t = 1.0 / 255.0)]
+    pub input_scale: f32,
+    /// Skip training the α = 0 baseline shown next to the distilled student.
+    #[arg(long)]
+    pub no_baseline: bool,
+    /// Where to write the float student checkpoint.
+    #[arg(long, value_name = "student.ckpt")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct QuantizeArgs {
+    /// Float student checkpoint from `tinykd distill`.
+    #[arg(long, value_name = "student.ckpt")]
+    pub student: PathBuf,
+    /// Dataset: train is the calibration set, test measures accuracy.
+    #[arg(long, value_name = "D.npz")]
+    pub data: PathBuf,
+    #[arg(long, value_enum, default_value_t = Calibration::Minmax)]
+    pub calibration: Calibration,
+    #[arg(long, default_value_t = 1.0 / 255.0)]
+    pub input_scale: f32,
+    /// Where to write the int8 model.
+    #[arg(long, value_name = "student.tkd")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// .onnx teacher, .ckpt float student or .tkd int8 student.
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long, value_name = "D.npz")]
+    pub data: PathBuf,
+    #[arg(long, value_enum, default_value_t = SplitName::Test)]
+    pub split: SplitName,
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
+    #[arg(long, value_name = "NAME")]
+    pub teacher_output: Option<String>,
+    #[arg(long, default_value_t = 1.0 / 255.0)]
+    pub input_scale: f32,
+    /// Print one JSON object instead of a sentence.
+    #[arg(long)]
+    pub json: bool,
+    /// Write predictions (pred) and logits to an .npz.
+    #[arg(long, value_name = "OUT.npz")]
+    pub save_outputs: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct EmulateArgs {
+    /// Int8 student (.tkd).
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long, value_name = "D.npz")]
+    pub data: PathBuf,
+    #[arg(long, value_enum, default_value_t = SplitName::Test)]
+    pub split: SplitName,
+    /// Emulated board.
+    #[arg(long, default_value = "qemu-mps2-an385")]
+    pub board: String,
+    /// Use only the first N samples of the split.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[arg(long, default_value_t = 1.0 / 255.0)]
+    pub input_scale: f32,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Pipeline config (TOML); relative paths are relative to the file.
+    pub config: PathBuf,
+    /// Print the final summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    let progress = Progress::from_env();
+    match cli.command {
+        Command::Distill(a) => cmd_distill(a, &progress),
+        Command::Quantize(a) => cmd_quantize(a),
+        Command::Eval(a) => cmd_eval(a, &progress),
+        Command::Emulate(a) => cmd_emulate(a),
+        Command::Run(a) => crate::cli_run::run_config(&a.config, a.json, &progress),
+    }
+}
+
+fn pct(v: f64) -> String {
+    format!("{:.2}%", v * 100.0)
+}
+
+fn cmd_distill(a: DistillArgs, progress: &Progress) -> Result<()> {
+    let opts = DistillOptions {
+        teachers: a.teacher.teachers,
+        data: a.data,
+        student: a.student,
+        temperature: a.temperature,
+        alpha: a.alpha,
+        loss: a.loss,
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        learning_rate: a.learning_rate,
+        weight_decay: a.weight_decay,
+        seed: a.seed,
+        val_fraction: a.val_fraction,
+        backend: a.teacher.backend,
+        teacher_output: a.teacher.teacher_output,
+        input_scale: a.input_scale,
+        baseline: !a.no_baseline,
+    };
+    let out = pipeline::distill(&opts, progress)?;
+    out.checkpoint.save(&a.out)?;
+    if let Some(t) = out.teacher_test_accuracy {
+        println!("teacher               test accuracy {}", pct(t));
+    }
+    println!("student (α = {:<4})    test accuracy {}  ({} parameters)", opts.alpha, pct(out.kd.test_accuracy), out.kd.student.param_count());
+    if let Some(b) = &out.baseline {
+        println!("baseline (α = 0)      test accuracy {}", pct(b.test_accuracy));
+    }
+    println!("wrote {}", a.out.display());
+    Ok(())
+}
+
+fn cmd_quantize(a: QuantizeArgs) -> Result<()> {
+    let out = pipeline::quantize(&a.student, &a.data, a.calibration, a.input_scale)?;
+    crate::util::write_atomic(&a.out, &out.bytes)?;
+    println!("float student  test accuracy {}", pct(out.float_accuracy));
+    println!("int8 student   test accuracy {}  (agrees with float on {})", pct(out.int8_accuracy), pct(out.float_agreement));
+    println!("wrote {} ({} bytes)", a.out.display(), out.bytes.len());
+    Ok(())
+}
+
+fn cmd_eval(a: EvalArgs, progress: &Progress) -> Result<()> {
+    let r = pipeline::evaluate(&a.model, &a.data, a.split, a.backend, a.teacher_output.as_deref(), a.input_scale, progress)?;
+    if let Some(p) = &a.save_outputs {
+        pipeline::save_outputs(p, &r)?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        match r.accuracy {
+            Some(acc) => println!("{} on {} ({} samples): accuracy {}", a.model.display(), a.split.as_str(), r.n, pct(acc)),
+            None => println!("{} on {} ({} samples): no labels", a.model.display(), a.split.as_str(), r.n),
+        }
+    }
+    Ok(())
+}
+
+fn cmd_emulate(a: EmulateArgs) -> Result<()> {
+    let report = emulate_model(&a.model, &a.data, a.split, &a.board, a.limit, a.input_scale)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_emulation(&report);
+    }
+    Ok(())
+}
+
+/// Prints an emulation report as sentences.
+pub fn print_emulation(r: &emulate::EmulationReport) {
+    println!("board {}: {} samples", r.board, r.n);
+    if let Some(acc) = r.accuracy {
+        println!("  device accuracy     {}", pct(acc));
+    }
+    println!("  agreement with host {} (int8 logits, bit for bit)", pct(r.agreement));
+    println!("  instructions/inference {:.0}", r.instructions_per_inference);
+    println!("  flash {} B (model {} B), RAM {} B (static {} B + peak stack {} B)", r.flash_bytes, r.model_bytes, r.ram_bytes, r.static_ram_bytes, r.peak_stack_bytes);
+}
+
+/// Loads data, quantizes the split's inputs with the model's parameters and
+/// runs the board.
+pub fn emulate_model(
+    model: &Path,
+    data_path: &Path,
+    split: SplitName,
+    board: &str,
+    limit: Option<usize>,
+    input_scale: f32,
+) -> Result<emulate::EmulationReport> {
+    let board = emulate::board(board)?;
+    let bytes = crate::export::tkd::read(model)?;
+    let m = tinykd_runtime::Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let data = crate::data::Dataset::load(data_path, crate::data::LoadOptions { input_scale })?;
+    if m.input_len() != data.sample_len() {
+        bail!("{}: samples have shape {:?} but the model expects {:?}", data_path.display(), data.sample_shape, m.input_shape());
+    }
+    let s = data.split(split)?;
+    let n = limit.map_or(s.n, |l| l.min(s.n));
+    if n == 0 {
+        bail!("nothing to emulate: --limit 0");
+    }
+    let x = &s.x[..n * data.sample_len()];
+    let q = pipeline::quantize_inputs(&m, x);
+    let labels = s.y.as_ref().map(|y| &y[..n]);
+    emulate::emulate(board, model, &q, n, labels).with_context(|| format!("emulating {} on {}", model.display(), board.name))
+}

@@ -1,0 +1,194 @@
+//! `tinykd run CONFIG.toml`: the whole pipeline from one file.
+//!
+//! ```toml
+//! data = "../data/mnist1d.npz"             # relative to this file
+//! teachers = ["../teachers/mnist1d_cnn.onnx"]
+//! backend = "tract"                         # auto | ort | tract
+//! student = "dense(64) relu dense(32) relu dense(10)"
+//!
+//! [distill]                                 # every key optional
+//! temperature = 4.0
+//! alpha = 0.9
+//! epochs = 60
+//!
+//! [emulate]                                 # optional
+//! board = "qemu-mps2-an385"
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::distill::LossKind;
+use crate::pipeline::{self, DistillOptions};
+use crate::progress::Progress;
+use crate::quant::Calibration;
+use crate::teacher::BackendChoice;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    data: PathBuf,
+    #[serde(default)]
+    teachers: Vec<PathBuf>,
+    #[serde(default)]
+    backend: BackendChoice,
+    teacher_output: Option<String>,
+    student: String,
+    /// Output directory; default `out/<config name>` under the current directory.
+    out_dir: Option<PathBuf>,
+    #[serde(default)]
+    distill: DistillSection,
+    #[serde(default)]
+    quantize: QuantizeSection,
+    emulate: Option<EmulateSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct DistillSection {
+    temperature: f32,
+    alpha: f32,
+    loss: LossKind,
+    epochs: usize,
+    batch_size: usize,
+    learning_rate: f32,
+    weight_decay: f32,
+    seed: u64,
+    val_fraction: f32,
+    input_scale: f32,
+    baseline: bool,
+}
+
+impl Default for DistillSection {
+    fn default() -> Self {
+        DistillSection {
+            temperature: 4.0,
+            alpha: 0.9,
+            loss: LossKind::Kl,
+            epochs: 60,
+            batch_size: 64,
+            learning_rate: 3e-3,
+            weight_decay: 1e-4,
+            seed: 0,
+            val_fraction: 0.1,
+            input_scale: 1.0 / 255.0,
+            baseline: true,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct QuantizeSection {
+    calibration: Calibration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmulateSection {
+    board: String,
+    limit: Option<usize>,
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
+}
+
+fn pct(v: f64) -> String {
+    format!("{:6.2}%", v * 100.0)
+}
+
+/// Runs a config file end to end and prints the accuracy summary.
+pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read config", path.display()))?;
+    let cfg: Config = toml::from_str(&text).with_context(|| format!("{}: invalid config", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("run");
+    let out_dir = cfg.out_dir.clone().map(|d| resolve(base, &d)).unwrap_or_else(|| PathBuf::from("out").join(stem));
+    let data = resolve(base, &cfg.data);
+    let d = &cfg.distill;
+    let opts = DistillOptions {
+        teachers: cfg.teachers.iter().map(|t| resolve(base, t)).collect(),
+        data: data.clone(),
+        student: cfg.student.clone(),
+        temperature: d.temperature,
+        alpha: d.alpha,
+        loss: d.loss,
+        epochs: d.epochs,
+        batch_size: d.batch_size,
+        learning_rate: d.learning_rate,
+        weight_decay: d.weight_decay,
+        seed: d.seed,
+        val_fraction: d.val_fraction,
+        backend: cfg.backend,
+        teacher_output: cfg.teacher_output.clone(),
+        input_scale: d.input_scale,
+        baseline: d.baseline,
+    };
+    let started = std::time::Instant::now();
+    let outcome = pipeline::distill(&opts, progress)?;
+    let ckpt = out_dir.join("student.ckpt");
+    outcome.checkpoint.save(&ckpt)?;
+    let q = pipeline::quantize(&ckpt, &data, cfg.quantize.calibration, d.input_scale)?;
+    let tkd = out_dir.join("student.tkd");
+    crate::util::write_atomic(&tkd, &q.bytes)?;
+    let baseline_int8 = match &outcome.baseline {
+        Some(b) => {
+            let p = out_dir.join("baseline.ckpt");
+            crate::student::Checkpoint::new(b.student.clone(), json!({"alpha": 0.0})).save(&p)?;
+            let bq = pipeline::quantize(&p, &data, cfg.quantize.calibration, d.input_scale)?;
+            crate::util::write_atomic(&out_dir.join("baseline.tkd"), &bq.bytes)?;
+            Some(bq.int8_accuracy)
+        }
+        None => None,
+    };
+    let emulation = match &cfg.emulate {
+        Some(e) => Some(crate::cli::emulate_model(&tkd, &data, crate::data::SplitName::Test, &e.board, e.limit, d.input_scale)?),
+        None => None,
+    };
+    let summary = json!({
+        "config": path,
+        "teacher_test_accuracy": outcome.teacher_test_accuracy,
+        "teacher_backends": outcome.teacher_backends,
+        "student": opts.student,
+        "parameters": outcome.kd.student.param_count(),
+        "temperature": opts.temperature,
+        "alpha": opts.alpha,
+        "float_test_accuracy": outcome.kd.test_accuracy,
+        "int8_test_accuracy": q.int8_accuracy,
+        "int8_float_agreement": q.float_agreement,
+        "baseline_float_test_accuracy": outcome.baseline.as_ref().map(|b| b.test_accuracy),
+        "baseline_int8_test_accuracy": baseline_int8,
+        "tkd_bytes": q.bytes.len(),
+        "emulation": emulation,
+        "seconds": started.elapsed().as_secs_f64(),
+        "out_dir": out_dir,
+    });
+    crate::util::write_atomic(&out_dir.join("report.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    if as_json {
+        println!("{}", serde_json::to_string(&summary)?);
+        return Ok(());
+    }
+    println!("tinykd run {} ({:.1} s)", path.display(), started.elapsed().as_secs_f64());
+    println!("  student {} ({} parameters), T = {}, α = {}", opts.student, outcome.kd.student.param_count(), opts.temperature, opts.alpha);
+    if let Some(t) = outcome.teacher_test_accuracy {
+        println!("  teacher                          test accuracy {}  ({})", pct(t), outcome.teacher_backends.join(", "));
+    }
+    println!("  distilled student, float         test accuracy {}", pct(outcome.kd.test_accuracy));
+    println!("  distilled student, int8 (.tkd)   test accuracy {}  ({} bytes)", pct(q.int8_accuracy), q.bytes.len());
+    if let (Some(b), Some(bi)) = (&outcome.baseline, baseline_int8) {
+        println!("  baseline (α = 0), float          test accuracy {}", pct(b.test_accuracy));
+        println!("  baseline (α = 0), int8           test accuracy {}", pct(bi));
+    }
+    if let Some(e) = &emulation {
+        if let Some(acc) = e.accuracy {
+            println!("  on {} (QEMU)      test accuracy {}  agreement {}", e.board, pct(acc), pct(e.agreement));
+        }
+        println!("    {:.0} instructions/inference, flash {} B, RAM {} B", e.instructions_per_inference, e.flash_bytes, e.ram_bytes);
+    }
+    println!("  artefacts in {}", out_dir.display());
+    Ok(())
+}

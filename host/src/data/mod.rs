@@ -1,0 +1,148 @@
+//! Datasets: the `.npz` data contract (DESIGN §3), validated on load.
+//!
+//! Every sample is stored row-major as f32; `sample_shape` is the shape of one
+//! sample without the leading batch axis. Labels are class indices `0..C`.
+
+mod npz;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+/// One split of a dataset.
+#[derive(Debug, Clone, Default)]
+pub struct Split {
+    /// `n × sample_len` values, row-major.
+    pub x: Vec<f32>,
+    /// Labels, when the split has them.
+    pub y: Option<Vec<i64>>,
+    /// Number of samples.
+    pub n: usize,
+}
+
+impl Split {
+    /// Sample `i` as a slice of `sample_len` values.
+    pub fn sample(&self, i: usize, sample_len: usize) -> &[f32] {
+        &self.x[i * sample_len..(i + 1) * sample_len]
+    }
+}
+
+/// Which split a command works on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SplitName {
+    Train,
+    Val,
+    Test,
+    Unlabeled,
+}
+
+impl SplitName {
+    /// The name used in `.npz` keys (`x_<name>`) and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SplitName::Train => "train",
+            SplitName::Val => "val",
+            SplitName::Test => "test",
+            SplitName::Unlabeled => "unlabeled",
+        }
+    }
+}
+
+/// Options for reading a dataset.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    /// Multiplier applied to uint8 inputs (e.g. 1/255).
+    pub input_scale: f32,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { input_scale: 1.0 / 255.0 }
+    }
+}
+
+/// A loaded, validated dataset.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub path: PathBuf,
+    /// Shape of one sample, without the batch axis.
+    pub sample_shape: Vec<usize>,
+    pub train: Split,
+    pub test: Split,
+    pub val: Option<Split>,
+    pub unlabeled: Option<Split>,
+    /// Number of classes: one more than the largest label seen.
+    pub class_count: usize,
+}
+
+impl Dataset {
+    /// Loads and validates a dataset file (`.npz`).
+    pub fn load(path: &Path, opts: LoadOptions) -> Result<Dataset> {
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        match ext.as_str() {
+            "npz" => npz::load(path, opts),
+            _ => bail!(
+                "{}: unsupported dataset file type (expected a .npz file with x_train, y_train, x_test, y_test)",
+                path.display()
+            ),
+        }
+    }
+
+    /// Number of values in one sample.
+    pub fn sample_len(&self) -> usize {
+        self.sample_shape.iter().product()
+    }
+
+    /// A split by name, or an error naming what is missing.
+    pub fn split(&self, name: SplitName) -> Result<&Split> {
+        match name {
+            SplitName::Train => Ok(&self.train),
+            SplitName::Test => Ok(&self.test),
+            SplitName::Val => self
+                .val
+                .as_ref()
+                .with_context(|| format!("{}: has no validation split (x_val, y_val)", self.path.display())),
+            SplitName::Unlabeled => self
+                .unlabeled
+                .as_ref()
+                .with_context(|| format!("{}: has no unlabeled split (x_unlabeled)", self.path.display())),
+        }
+    }
+
+    /// Labels of a split, or an error if it has none.
+    pub fn labels(&self, name: SplitName) -> Result<&[i64]> {
+        self.split(name)?
+            .y
+            .as_deref()
+            .with_context(|| format!("{}: split '{}' has no labels (y_{})", self.path.display(), name.as_str(), name.as_str()))
+    }
+}
+
+/// Checks the invariants shared by every reader: finite inputs, non-empty
+/// splits, labels in range. `what` names the file for messages.
+pub(crate) fn validate_split(what: &Path, name: &str, split: &Split, sample_len: usize) -> Result<()> {
+    if split.n == 0 {
+        bail!("{}: split '{name}' is empty (x_{name} has 0 samples)", what.display());
+    }
+    if split.x.len() != split.n * sample_len {
+        bail!("{}: x_{name} has {} values, expected {} × {sample_len}", what.display(), split.x.len(), split.n);
+    }
+    if let Some(pos) = split.x.iter().position(|v| !v.is_finite()) {
+        bail!(
+            "{}: x_{name} contains a non-finite value ({}) at sample {}; clean the data (NaN/Inf are not allowed)",
+            what.display(),
+            split.x[pos],
+            pos / sample_len.max(1)
+        );
+    }
+    if let Some(y) = &split.y {
+        if y.len() != split.n {
+            bail!("{}: y_{name} has {} labels but x_{name} has {} samples", what.display(), y.len(), split.n);
+        }
+        if let Some((i, v)) = y.iter().enumerate().find(|(_, v)| **v < 0) {
+            bail!("{}: y_{name}[{i}] = {v}: labels must be class indices 0..C-1", what.display());
+        }
+    }
+    Ok(())
+}

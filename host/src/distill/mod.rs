@@ -1,0 +1,7 @@
+//! Distillation: losses and the training loop.
+
+pub mod loss;
+pub mod trainer;
+
+pub use loss::{LossConfig, LossKind};
+pub use trainer::{train, TrainConfig, TrainReport, TrainSet, ValSet};

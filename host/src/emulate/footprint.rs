@@ -1,0 +1,42 @@
+//! Flash and RAM use of a firmware ELF, from its section headers.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use object::{Object, ObjectSection, SectionFlags};
+
+/// Section sizes that matter on a microcontroller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Footprint {
+    /// Code, read-only data, vector table and the `.data` load image.
+    pub flash_bytes: u64,
+    /// `.data`, `.bss` and `.uninit` (the stack comes on top, measured at run time).
+    pub static_ram_bytes: u64,
+}
+
+impl Footprint {
+    /// Reads an ELF file.
+    pub fn of_elf(path: &Path) -> Result<Footprint> {
+        let data = std::fs::read(path).with_context(|| format!("{}: cannot read ELF", path.display()))?;
+        let file = object::File::parse(&*data).with_context(|| format!("{}: not an ELF file", path.display()))?;
+        let mut flash = 0;
+        let mut ram = 0;
+        for s in file.sections() {
+            let SectionFlags::Elf { sh_flags } = s.flags() else { continue };
+            const SHF_ALLOC: u64 = 0x2;
+            if sh_flags & SHF_ALLOC == 0 || s.size() == 0 {
+                continue;
+            }
+            let name = s.name().unwrap_or("");
+            if name.starts_with(".bss") || name.starts_with(".uninit") {
+                ram += s.size();
+            } else if name.starts_with(".data") {
+                ram += s.size();
+                flash += s.size();
+            } else {
+                flash += s.size();
+            }
+        }
+        Ok(Footprint { flash_bytes: flash, static_ram_bytes: ram })
+    }
+}

@@ -1,0 +1,20 @@
+//! tinykd: knowledge distillation for microcontrollers.
+//!
+//! Pipeline stages, one module each: [`teacher`] (ONNX teachers through
+//! onnxruntime or tract), [`data`] (datasets), [`student`] (firmware-shaped
+//! layers), [`distill`] (losses and training), [`quant`] (int8 to the TFLite
+//! spec), [`export`] (`.tkd` blobs), [`emulate`] (firmware in QEMU).
+//! [`pipeline`] strings them together the way the CLI does.
+
+pub mod cli;
+mod cli_run;
+pub mod data;
+pub mod distill;
+pub mod emulate;
+pub mod export;
+pub mod pipeline;
+pub mod progress;
+pub mod quant;
+pub mod student;
+pub mod teacher;
+pub mod util;

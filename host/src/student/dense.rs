@@ -1,0 +1,119 @@
+//! Dense (fully connected) layer on `matrixmultiply`'s SGEMM: `y = x Wᵀ + b`
+//! with `W` stored `[out][in]`, the layout the int8 kernel reads.
+
+use rand::Rng;
+use rand_distr::{Distribution, Normal};
+
+/// Weights and bias of a dense layer.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Dense {
+    pub inputs: usize,
+    pub outputs: usize,
+    /// `[outputs][inputs]`, row-major.
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+/// `c = alpha · a·b + beta · c` for row-major matrices, with explicit strides
+/// so transposes are free.
+#[allow(clippy::too_many_arguments)]
+fn gemm(m: usize, k: usize, n: usize, a: &[f32], rsa: isize, csa: isize, b: &[f32], rsb: isize, csb: isize, beta: f32, c: &mut [f32]) {
+    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
+    // SAFETY: the assert above bounds every index the strides reach: `a` is
+    // an m×k and `b` a k×n view of slices at least that large, `c` is m×n.
+    #[allow(unsafe_code)]
+    unsafe {
+        matrixmultiply::sgemm(m, k, n, 1.0, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, beta, c.as_mut_ptr(), n as isize, 1);
+    }
+}
+
+impl Dense {
+    /// He-normal initialisation (suits the ReLU that usually follows), zero bias.
+    pub fn new(inputs: usize, outputs: usize, rng: &mut impl Rng) -> Dense {
+        let std = (2.0 / inputs as f32).sqrt();
+        let normal = Normal::new(0.0, std).expect("finite std");
+        let weight = (0..inputs * outputs).map(|_| normal.sample(rng)).collect();
+        Dense { inputs, outputs, weight, bias: vec![0.0; outputs] }
+    }
+
+    /// Number of trainable parameters.
+    pub fn param_count(&self) -> usize {
+        self.weight.len() + self.bias.len()
+    }
+
+    /// Forward pass over a batch `x` of `[n][inputs]`.
+    pub fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
+        let mut y: Vec<f32> = (0..n).flat_map(|_| self.bias.iter().copied()).collect();
+        // y[n×out] += x[n×in] · Wᵀ[in×out]
+        gemm(n, self.inputs, self.outputs, x, self.inputs as isize, 1, &self.weight, 1, self.inputs as isize, 1.0, &mut y);
+        y
+    }
+
+    /// Backward pass: accumulates `dW`, `db` into `grad` and returns `dx`.
+    pub fn backward(&self, x: &[f32], dy: &[f32], n: usize, grad: &mut Dense) -> Vec<f32> {
+        // dW[out×in] += dyᵀ[out×n] · x[n×in]
+        gemm(self.outputs, n, self.inputs, dy, 1, self.outputs as isize, x, self.inputs as isize, 1, 1.0, &mut grad.weight);
+        for row in dy.chunks_exact(self.outputs) {
+            for (g, d) in grad.bias.iter_mut().zip(row) {
+                *g += d;
+            }
+        }
+        // dx[n×in] = dy[n×out] · W[out×in]
+        let mut dx = vec![0.0; n * self.inputs];
+        gemm(n, self.outputs, self.inputs, dy, self.outputs as isize, 1, &self.weight, self.inputs as isize, 1, 0.0, &mut dx);
+        dx
+    }
+
+    /// A zeroed layer of the same shape (gradient / optimizer state).
+    pub fn zeros_like(&self) -> Dense {
+        Dense { inputs: self.inputs, outputs: self.outputs, weight: vec![0.0; self.weight.len()], bias: vec![0.0; self.bias.len()] }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn forward_hand_computed() {
+        let d = Dense { inputs: 2, outputs: 2, weight: vec![1.0, 2.0, -1.0, 0.5], bias: vec![0.5, -1.0] };
+        // x = [[1, 1], [2, -2]]
+        assert_eq!(d.forward(&[1.0, 1.0, 2.0, -2.0], 2), vec![3.5, -1.5, -1.5, -4.0]);
+    }
+
+    #[test]
+    fn backward_matches_finite_differences() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let d = Dense::new(5, 3, &mut rng);
+        let n = 4;
+        let x: Vec<f32> = (0..n * 5).map(|i| ((i * 7 % 11) as f32 - 5.0) / 5.0).collect();
+        let w_out: Vec<f32> = (0..n * 3).map(|i| ((i * 5 % 7) as f32 - 3.0) / 3.0).collect();
+        // Loss = Σ w_out · y, so dy = w_out.
+        let loss = |d: &Dense, x: &[f32]| -> f64 { d.forward(x, n).iter().zip(&w_out).map(|(a, b)| (*a * *b) as f64).sum() };
+        let mut g = d.zeros_like();
+        let dx = d.backward(&x, &w_out, n, &mut g);
+        let h = 1e-2f32;
+        for i in 0..d.weight.len() {
+            let (mut p, mut m) = (d.clone(), d.clone());
+            p.weight[i] += h;
+            m.weight[i] -= h;
+            let num = (loss(&p, &x) - loss(&m, &x)) / (2.0 * h as f64);
+            assert!((num - g.weight[i] as f64).abs() < 1e-3, "dW[{i}]: {num} vs {}", g.weight[i]);
+        }
+        for i in 0..d.bias.len() {
+            let (mut p, mut m) = (d.clone(), d.clone());
+            p.bias[i] += h;
+            m.bias[i] -= h;
+            let num = (loss(&p, &x) - loss(&m, &x)) / (2.0 * h as f64);
+            assert!((num - g.bias[i] as f64).abs() < 1e-3, "db[{i}]");
+        }
+        for i in 0..x.len() {
+            let (mut xp, mut xm) = (x.clone(), x.clone());
+            xp[i] += h;
+            xm[i] -= h;
+            let num = (loss(&d, &xp) - loss(&d, &xm)) / (2.0 * h as f64);
+            assert!((num - dx[i] as f64).abs() < 1e-3, "dx[{i}]");
+        }
+    }
+}

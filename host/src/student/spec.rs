@@ -1,0 +1,242 @@
+//! The student spec language (DESIGN §5): `dense(32) relu dense(10)`.
+
+use anyhow::{bail, Context, Result};
+
+/// Padding of a convolution or pooling window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Padding {
+    Same,
+    Valid,
+}
+
+/// One layer of a student spec.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum LayerSpec {
+    Dense { units: usize },
+    Conv1d { channels: usize, kernel: usize, stride: usize, padding: Padding },
+    Conv2d { channels: usize, kernel: usize, stride: usize, padding: Padding },
+    Dwconv1d { kernel: usize, stride: usize, padding: Padding },
+    Dwconv2d { kernel: usize, stride: usize, padding: Padding },
+    Maxpool { size: usize, stride: usize },
+    Avgpool { size: usize, stride: usize },
+    Gap,
+    Relu,
+    Relu6,
+    Flatten,
+    Dropout { p: f32 },
+    Bn,
+}
+
+impl LayerSpec {
+    /// The spec-string form of this layer.
+    pub fn to_spec_string(&self) -> String {
+        let pad = |p: &Padding| if *p == Padding::Valid { ",valid" } else { "" };
+        let stride = |s: &usize| if *s != 1 { format!(",s{s}") } else { String::new() };
+        match self {
+            LayerSpec::Dense { units } => format!("dense({units})"),
+            LayerSpec::Conv1d { channels, kernel, stride: s, padding } => {
+                format!("conv1d({channels},k{kernel}{}{})", stride(s), pad(padding))
+            }
+            LayerSpec::Conv2d { channels, kernel, stride: s, padding } => {
+                format!("conv2d({channels},k{kernel}{}{})", stride(s), pad(padding))
+            }
+            LayerSpec::Dwconv1d { kernel, stride: s, padding } => format!("dwconv1d(k{kernel}{}{})", stride(s), pad(padding)),
+            LayerSpec::Dwconv2d { kernel, stride: s, padding } => format!("dwconv2d(k{kernel}{}{})", stride(s), pad(padding)),
+            LayerSpec::Maxpool { size, stride: s } => format!("maxpool({size}{})", stride(s)),
+            LayerSpec::Avgpool { size, stride: s } => format!("avgpool({size}{})", stride(s)),
+            LayerSpec::Gap => "gap".into(),
+            LayerSpec::Relu => "relu".into(),
+            LayerSpec::Relu6 => "relu6".into(),
+            LayerSpec::Flatten => "flatten".into(),
+            LayerSpec::Dropout { p } => format!("dropout({p})"),
+            LayerSpec::Bn => "bn".into(),
+        }
+    }
+}
+
+/// Formats a whole spec back to its string form.
+pub fn to_string(layers: &[LayerSpec]) -> String {
+    layers.iter().map(LayerSpec::to_spec_string).collect::<Vec<_>>().join(" ")
+}
+
+/// Parses a spec string such as `conv1d(8,k5,s2) relu gap dense(10)`.
+pub fn parse(spec: &str) -> Result<Vec<LayerSpec>> {
+    let mut layers = Vec::new();
+    for token in tokens(spec)? {
+        layers.push(parse_layer(&token).with_context(|| format!("in student spec '{spec}'"))?);
+    }
+    if layers.is_empty() {
+        bail!("student spec is empty (example: \"dense(32) relu dense(10)\")");
+    }
+    Ok(layers)
+}
+
+/// Splits on whitespace outside parentheses, so `conv1d(8, k5)` is one token.
+fn tokens(spec: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut depth = 0i32;
+    for c in spec.chars() {
+        match c {
+            '(' => {
+                depth += 1;
+                cur.push(c);
+            }
+            ')' => {
+                depth -= 1;
+                if depth < 0 {
+                    bail!("unbalanced ')' in student spec '{spec}'");
+                }
+                cur.push(c);
+            }
+            c if c.is_whitespace() && depth == 0 => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            c if c.is_whitespace() => {}
+            c => cur.push(c),
+        }
+    }
+    if depth != 0 {
+        bail!("unbalanced '(' in student spec '{spec}'");
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+fn parse_layer(token: &str) -> Result<LayerSpec> {
+    let (name, args) = match token.find('(') {
+        Some(i) => {
+            let inner = token[i + 1..].strip_suffix(')').with_context(|| format!("'{token}': expected ')' at the end"))?;
+            (&token[..i], inner.split(',').map(str::trim).filter(|s| !s.is_empty()).collect::<Vec<_>>())
+        }
+        None => (token, Vec::new()),
+    };
+    let name = name.to_ascii_lowercase();
+    let positive = |s: &str, what: &str| -> Result<usize> {
+        let v: usize = s.parse().with_context(|| format!("'{token}': {what} must be a positive integer, got '{s}'"))?;
+        if v == 0 {
+            bail!("'{token}': {what} must be at least 1");
+        }
+        Ok(v)
+    };
+    // Options shared by conv and depthwise layers: kK, sS, same|valid.
+    let window = |args: &[&str]| -> Result<(usize, usize, Padding)> {
+        let (mut k, mut s, mut p) = (None, 1, Padding::Same);
+        for a in args {
+            if let Some(v) = a.strip_prefix('k') {
+                k = Some(positive(v, "kernel size")?);
+            } else if let Some(v) = a.strip_prefix('s') {
+                if *a == "same" {
+                    p = Padding::Same;
+                } else {
+                    s = positive(v, "stride")?;
+                }
+            } else if *a == "valid" {
+                p = Padding::Valid;
+            } else {
+                bail!("'{token}': unknown option '{a}' (expected kK, sS, same or valid)");
+            }
+        }
+        Ok((k.with_context(|| format!("'{token}': kernel size kK is required"))?, s, p))
+    };
+    let no_args = |l: LayerSpec| -> Result<LayerSpec> {
+        if !args.is_empty() {
+            bail!("'{token}': takes no arguments");
+        }
+        Ok(l)
+    };
+    match name.as_str() {
+        "dense" => match args.as_slice() {
+            [n] => Ok(LayerSpec::Dense { units: positive(n, "units")? }),
+            _ => bail!("'{token}': expected dense(N)"),
+        },
+        "conv1d" | "conv2d" => {
+            let (c, rest) = args.split_first().with_context(|| format!("'{token}': expected {name}(C,kK[,sS][,same|valid])"))?;
+            let channels = positive(c, "channels")?;
+            let (kernel, stride, padding) = window(rest)?;
+            Ok(if name == "conv1d" {
+                LayerSpec::Conv1d { channels, kernel, stride, padding }
+            } else {
+                LayerSpec::Conv2d { channels, kernel, stride, padding }
+            })
+        }
+        "dwconv1d" | "dwconv2d" => {
+            let (kernel, stride, padding) = window(&args)?;
+            Ok(if name == "dwconv1d" {
+                LayerSpec::Dwconv1d { kernel, stride, padding }
+            } else {
+                LayerSpec::Dwconv2d { kernel, stride, padding }
+            })
+        }
+        "maxpool" | "avgpool" => {
+            let (k, rest) = args.split_first().with_context(|| format!("'{token}': expected {name}(K[,sS])"))?;
+            let size = positive(k, "pool size")?;
+            let stride = match rest {
+                [] => size,
+                [s] => positive(s.strip_prefix('s').with_context(|| format!("'{token}': expected sS"))?, "stride")?,
+                _ => bail!("'{token}': expected {name}(K[,sS])"),
+            };
+            Ok(if name == "maxpool" { LayerSpec::Maxpool { size, stride } } else { LayerSpec::Avgpool { size, stride } })
+        }
+        "dropout" => match args.as_slice() {
+            [p] => {
+                let p: f32 = p.parse().with_context(|| format!("'{token}': dropout rate must be a number"))?;
+                if !(0.0..1.0).contains(&p) {
+                    bail!("'{token}': dropout rate must be in [0, 1)");
+                }
+                Ok(LayerSpec::Dropout { p })
+            }
+            _ => bail!("'{token}': expected dropout(P)"),
+        },
+        "gap" => no_args(LayerSpec::Gap),
+        "relu" => no_args(LayerSpec::Relu),
+        "relu6" => no_args(LayerSpec::Relu6),
+        "flatten" => no_args(LayerSpec::Flatten),
+        "bn" => no_args(LayerSpec::Bn),
+        _ => bail!(
+            "unknown layer '{token}' (layers: dense, conv1d, conv2d, dwconv1d, dwconv2d, maxpool, avgpool, gap, relu, relu6, flatten, dropout, bn)"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_design_example() {
+        let l = parse("conv1d(8,k5,s2) relu conv1d(16, k3, s2, valid) relu gap dense(10)").unwrap();
+        assert_eq!(l[0], LayerSpec::Conv1d { channels: 8, kernel: 5, stride: 2, padding: Padding::Same });
+        assert_eq!(l[2], LayerSpec::Conv1d { channels: 16, kernel: 3, stride: 2, padding: Padding::Valid });
+        assert_eq!(l[4], LayerSpec::Gap);
+        assert_eq!(l[5], LayerSpec::Dense { units: 10 });
+        assert_eq!(to_string(&l), "conv1d(8,k5,s2) relu conv1d(16,k3,s2,valid) relu gap dense(10)");
+    }
+
+    #[test]
+    fn parses_pools_and_dropout() {
+        let l = parse("maxpool(2) avgpool(3,s1) dropout(0.25) relu6 flatten bn").unwrap();
+        assert_eq!(l[0], LayerSpec::Maxpool { size: 2, stride: 2 });
+        assert_eq!(l[1], LayerSpec::Avgpool { size: 3, stride: 1 });
+        assert_eq!(l[2], LayerSpec::Dropout { p: 0.25 });
+    }
+
+    #[test]
+    fn rejects_bad_specs_with_reasons() {
+        let err = |s: &str| format!("{:#}", parse(s).unwrap_err());
+        assert!(err("dense(0)").contains("at least 1"));
+        assert!(err("dense(x)").contains("positive integer"));
+        assert!(err("conv1d(8)").contains("kernel size"));
+        assert!(err("lstm(8)").contains("unknown layer"));
+        assert!(err("dense(8").contains("unbalanced"));
+        assert!(err("dropout(1.5)").contains("[0, 1)"));
+        assert!(err("relu(3)").contains("no arguments"));
+        assert!(err("  ").contains("empty"));
+    }
+}

@@ -16,6 +16,7 @@ use crate::quant::{self, Calibration};
 use crate::student::{Checkpoint, Student};
 use crate::teacher::{BackendChoice, OutputKind, Teacher};
 use crate::util::{accuracy, argmax_rows};
+use npyz::WriterBuilder;
 
 /// Everything `distill` needs.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

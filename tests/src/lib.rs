@@ -1,1 +1,61 @@
+//! Emulator harness helpers: make a real student from models/ and run it on
+//! an emulated board through `tinykd`'s own emulate stage.
 
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use tinykd::data::SplitName;
+use tinykd::distill::LossKind;
+use tinykd::pipeline::{self, DistillOptions};
+use tinykd::progress::Progress;
+use tinykd::quant::Calibration;
+use tinykd::teacher::BackendChoice;
+
+/// The repository's `models/` directory.
+pub fn models() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("models")
+}
+
+/// Distills and quantizes a small MNIST-1D student into `dir/student.tkd`.
+pub fn mnist1d_student(dir: &Path, spec: &str, epochs: usize) -> Result<PathBuf> {
+    let data = models().join("data/mnist1d.npz");
+    let opts = DistillOptions {
+        teachers: vec![models().join("teachers/mnist1d_cnn.onnx")],
+        data: data.clone(),
+        student: spec.into(),
+        temperature: 4.0,
+        alpha: 0.9,
+        loss: LossKind::Kl,
+        epochs,
+        batch_size: 64,
+        learning_rate: 3e-3,
+        weight_decay: 1e-4,
+        seed: 1,
+        val_fraction: 0.1,
+        backend: BackendChoice::Tract,
+        teacher_output: None,
+        input_scale: 1.0 / 255.0,
+        baseline: false,
+    };
+    let out = pipeline::distill(&opts, &Progress::hidden())?;
+    let ckpt = dir.join("student.ckpt");
+    out.checkpoint.save(&ckpt)?;
+    let q = pipeline::quantize(&ckpt, &data, Calibration::Minmax, opts.input_scale)?;
+    let tkd = dir.join("student.tkd");
+    tinykd::util::write_atomic(&tkd, &q.bytes)?;
+    Ok(tkd)
+}
+
+/// Host accuracy of a `.tkd` on the MNIST-1D test split (the runtime on the host).
+pub fn host_accuracy(tkd: &Path) -> Result<f64> {
+    let r = pipeline::evaluate(
+        tkd,
+        &models().join("data/mnist1d.npz"),
+        SplitName::Test,
+        BackendChoice::Tract,
+        None,
+        1.0 / 255.0,
+        &Progress::hidden(),
+    )?;
+    r.accuracy.ok_or_else(|| anyhow::anyhow!("no labels"))
+}

@@ -49,7 +49,9 @@ mod tests {
         // 2^30 is 0.5 in Q31: x * 0.5, rounded half away from zero.
         assert_eq!(saturating_rounding_doubling_high_mul(10, 1 << 30), 5);
         assert_eq!(saturating_rounding_doubling_high_mul(11, 1 << 30), 6);
-        assert_eq!(saturating_rounding_doubling_high_mul(-11, 1 << 30), -6);
+        // The reference's nudge makes negative ties round toward zero: -5.5 -> -5.
+        assert_eq!(saturating_rounding_doubling_high_mul(-11, 1 << 30), -5);
+        assert_eq!(saturating_rounding_doubling_high_mul(-13, 1 << 30), -6);
         assert_eq!(saturating_rounding_doubling_high_mul(-10, 1 << 30), -5);
         assert_eq!(saturating_rounding_doubling_high_mul(i32::MIN, i32::MIN), i32::MAX);
         assert_eq!(saturating_rounding_doubling_high_mul(i32::MAX, i32::MAX), i32::MAX - 1);

@@ -47,7 +47,7 @@ pub fn encode(m: &TkdModel) -> Result<Vec<u8>> {
     }
     let table = format::HEADER_LEN;
     let mut out = vec![0u8; table + m.layers.len() * format::LAYER_RECORD_LEN];
-    let mut push = |out: &mut Vec<u8>, bytes: &[u8]| -> Result<usize> {
+    let push = |out: &mut Vec<u8>, bytes: &[u8]| -> Result<usize> {
         out.resize(format::align_up(out.len()), 0);
         let off = out.len();
         out.extend_from_slice(bytes);

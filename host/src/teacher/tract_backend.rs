@@ -7,7 +7,7 @@ use tract_onnx::prelude::*;
 
 use super::{Backend, Dim, RawOutput};
 
-type Runnable = TypedRunnableModel;
+type Runnable = std::sync::Arc<TypedRunnableModel>;
 
 pub(crate) struct TractBackend {
     model: Runnable,
@@ -60,8 +60,8 @@ impl Backend for TractBackend {
                 let name = self.output_names.get(i).cloned().unwrap_or_else(|| format!("output{i}"));
                 let shape = t.shape().to_vec();
                 let values = match t.datum_type() {
-                    DatumType::F32 => Some(t.as_slice::<f32>()?.to_vec()),
-                    DatumType::F64 => Some(t.as_slice::<f64>()?.iter().map(|v| *v as f32).collect()),
+                    DatumType::F32 => Some(t.to_plain_array_view::<f32>()?.iter().copied().collect()),
+                    DatumType::F64 => Some(t.to_plain_array_view::<f64>()?.iter().map(|v| *v as f32).collect()),
                     _ => None,
                 };
                 Ok(RawOutput { name, shape, values })

@@ -1,0 +1,65 @@
+#![allow(clippy::unwrap_used)]
+//! Helpers shared by the integration tests: paths to models/, the binary, npz writing.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn models() -> PathBuf {
+    repo().join("models")
+}
+
+pub fn tinykd(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tinykd")).args(args).current_dir(dir).output().expect("run tinykd")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts a failed run: non-zero exit, a one-line `error:` cause containing
+/// `needle`, and no panic.
+pub fn assert_clean_failure(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "expected failure, got success; stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    let line = err.lines().find(|l| l.starts_with("error:")).unwrap_or_else(|| panic!("no error line in: {err}"));
+    assert!(line.contains(needle), "error line '{line}' lacks '{needle}'");
+}
+
+/// A float32 array for `write_npz`.
+#[derive(Debug)]
+pub struct F32Array<'a> {
+    pub name: &'a str,
+    pub shape: Vec<u64>,
+    pub data: Vec<f32>,
+}
+
+/// Writes an npz with float32 arrays and int64 arrays.
+use npyz::WriterBuilder;
+
+pub fn write_npz(path: &Path, floats: &[F32Array<'_>], ints: &[(&str, Vec<i64>)]) {
+    let mut npz = npyz::npz::NpzWriter::create(path).unwrap();
+    for a in floats {
+        let mut w = npz.array::<f32>(a.name, Default::default()).unwrap().default_dtype().shape(&a.shape).begin_nd().unwrap();
+        w.extend(a.data.iter().copied()).unwrap();
+        w.finish().unwrap();
+    }
+    for (name, v) in ints {
+        let mut w = npz.array::<i64>(name, Default::default()).unwrap().default_dtype().shape(&[v.len() as u64]).begin_nd().unwrap();
+        w.extend(v.iter().copied()).unwrap();
+        w.finish().unwrap();
+    }
+}
+
+pub fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_str(stdout(o).trim()).unwrap_or_else(|e| panic!("bad JSON ({e}): {}", stdout(o)))
+}

@@ -1,0 +1,47 @@
+#![allow(clippy::unwrap_used)]
+//! ort and tract give the same logits (1e-4) on every teacher in models/.
+
+mod common;
+
+use common::*;
+use tinykd::data::{Dataset, LoadOptions};
+use tinykd::progress::Progress;
+use tinykd::teacher::{BackendChoice, Teacher};
+
+/// The dataset a teacher in models/teachers was trained on: its name's prefix.
+fn data_for(teacher: &std::path::Path) -> std::path::PathBuf {
+    let name = teacher.file_stem().unwrap().to_str().unwrap();
+    let prefix = name.split('_').next().unwrap();
+    models().join("data").join(format!("{prefix}.npz"))
+}
+
+#[test]
+fn ort_and_tract_agree_on_every_teacher() {
+    if std::env::var_os("TINYKD_SKIP_ORT").is_some() {
+        eprintln!("TINYKD_SKIP_ORT set: skipping the ort comparison");
+        return;
+    }
+    let mut teachers: Vec<_> = std::fs::read_dir(models().join("teachers"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+        .collect();
+    teachers.sort();
+    assert!(teachers.len() >= 3, "expected the teachers of models/: {teachers:?}");
+    for t in teachers {
+        let data = Dataset::load(&data_for(&t), LoadOptions::default()).unwrap();
+        let s = &data.test;
+        let mut ort = Teacher::open(&t, BackendChoice::Ort, None).unwrap_or_else(|e| panic!("{}: {e:#}", t.display()));
+        let mut tract = Teacher::open(&t, BackendChoice::Tract, None).unwrap();
+        let a = ort.logits(&s.x, s.n, &data.sample_shape, &Progress::hidden()).unwrap();
+        let b = tract.logits(&s.x, s.n, &data.sample_shape, &Progress::hidden()).unwrap();
+        assert_eq!(a.classes, b.classes);
+        assert_eq!(a.kind, b.kind);
+        // Probability teachers are compared as probabilities: their logs
+        // magnify differences between tiny probabilities.
+        let raw = |v: f32| if a.kind == tinykd::teacher::OutputKind::Probabilities { v.exp() } else { v };
+        let max = a.logits.iter().zip(&b.logits).map(|(x, y)| (raw(*x) - raw(*y)).abs()).fold(0f32, f32::max);
+        eprintln!("{}: {} samples, {:?}, max |ort − tract| = {max:e}", t.display(), s.n, a.kind);
+        assert!(max <= 1e-4, "{}: ort and tract differ by {max}", t.display());
+    }
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a fresh Debian/Ubuntu machine:
+# the embedded Rust targets, QEMU (Arm and RISC-V) and the onnxruntime wheel
+# (its libonnxruntime.so is what the `ort` backend loads). Idempotent.
+set -euo pipefail
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+        echo "setup: need root for: $*" >&2; return 1; fi
+}
+
+echo "setup: rust targets"
+rustup target add thumbv7m-none-eabi thumbv6m-none-eabi thumbv7em-none-eabihf riscv32imac-unknown-none-elf >/dev/null
+
+if ! command -v qemu-system-arm >/dev/null || ! command -v qemu-system-riscv32 >/dev/null; then
+    echo "setup: qemu"
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get update -qq
+    pkgs="qemu-system-arm qemu-system-misc"
+    if ! as_root apt-get install -y -qq --no-install-recommends $pkgs >/dev/null; then
+        # Some images carry a newer qemu-utils from backports that conflicts
+        # with the distribution's qemu-system packages; tinykd does not need it.
+        as_root apt-get install -y -qq --no-install-recommends $pkgs qemu-utils- >/dev/null
+    fi
+fi
+
+if ! python3 -c "import onnxruntime" 2>/dev/null; then
+    echo "setup: onnxruntime wheel"
+    python3 -m pip install --quiet --disable-pip-version-check "onnxruntime==1.31.*" \
+        || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "onnxruntime==1.31.*"
+fi
+echo "setup: done"

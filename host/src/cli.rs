@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::data::SplitName;
@@ -215,7 +215,12 @@ fn cmd_distill(a: DistillArgs, progress: &Progress) -> Result<()> {
     if let Some(t) = out.teacher_test_accuracy {
         println!("teacher               test accuracy {}", pct(t));
     }
-    println!("student (α = {:<4})    test accuracy {}  ({} parameters)", opts.alpha, pct(out.kd.test_accuracy), out.kd.student.param_count());
+    println!(
+        "student (α = {:<4})    test accuracy {}  ({} parameters)",
+        opts.alpha,
+        pct(out.kd.test_accuracy),
+        out.kd.student.param_count()
+    );
     if let Some(b) = &out.baseline {
         println!("baseline (α = 0)      test accuracy {}", pct(b.test_accuracy));
     }
@@ -227,13 +232,25 @@ fn cmd_quantize(a: QuantizeArgs) -> Result<()> {
     let out = pipeline::quantize(&a.student, &a.data, a.calibration, a.input_scale)?;
     crate::util::write_atomic(&a.out, &out.bytes)?;
     println!("float student  test accuracy {}", pct(out.float_accuracy));
-    println!("int8 student   test accuracy {}  (agrees with float on {})", pct(out.int8_accuracy), pct(out.float_agreement));
+    println!(
+        "int8 student   test accuracy {}  (agrees with float on {})",
+        pct(out.int8_accuracy),
+        pct(out.float_agreement)
+    );
     println!("wrote {} ({} bytes)", a.out.display(), out.bytes.len());
     Ok(())
 }
 
 fn cmd_eval(a: EvalArgs, progress: &Progress) -> Result<()> {
-    let r = pipeline::evaluate(&a.model, &a.data, a.split, a.backend, a.teacher_output.as_deref(), a.input_scale, progress)?;
+    let r = pipeline::evaluate(
+        &a.model,
+        &a.data,
+        a.split,
+        a.backend,
+        a.teacher_output.as_deref(),
+        a.input_scale,
+        progress,
+    )?;
     if let Some(p) = &a.save_outputs {
         pipeline::save_outputs(p, &r)?;
     }
@@ -241,7 +258,9 @@ fn cmd_eval(a: EvalArgs, progress: &Progress) -> Result<()> {
         println!("{}", serde_json::to_string(&r)?);
     } else {
         match r.accuracy {
-            Some(acc) => println!("{} on {} ({} samples): accuracy {}", a.model.display(), a.split.as_str(), r.n, pct(acc)),
+            Some(acc) => {
+                println!("{} on {} ({} samples): accuracy {}", a.model.display(), a.split.as_str(), r.n, pct(acc))
+            }
             None => println!("{} on {} ({} samples): no labels", a.model.display(), a.split.as_str(), r.n),
         }
     }
@@ -266,7 +285,10 @@ pub fn print_emulation(r: &emulate::EmulationReport) {
     }
     println!("  agreement with host {} (int8 logits, bit for bit)", pct(r.agreement));
     println!("  instructions/inference {:.0}", r.instructions_per_inference);
-    println!("  flash {} B (model {} B), RAM {} B (static {} B + peak stack {} B)", r.flash_bytes, r.model_bytes, r.ram_bytes, r.static_ram_bytes, r.peak_stack_bytes);
+    println!(
+        "  flash {} B (model {} B), RAM {} B (static {} B + peak stack {} B)",
+        r.flash_bytes, r.model_bytes, r.ram_bytes, r.static_ram_bytes, r.peak_stack_bytes
+    );
 }
 
 /// Loads data, quantizes the split's inputs with the model's parameters and
@@ -284,7 +306,12 @@ pub fn emulate_model(
     let m = tinykd_runtime::Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
     let data = crate::data::Dataset::load(data_path, crate::data::LoadOptions { input_scale })?;
     if m.input_len() != data.sample_len() {
-        bail!("{}: samples have shape {:?} but the model expects {:?}", data_path.display(), data.sample_shape, m.input_shape());
+        bail!(
+            "{}: samples have shape {:?} but the model expects {:?}",
+            data_path.display(),
+            data.sample_shape,
+            m.input_shape()
+        );
     }
     let s = data.split(split)?;
     let n = limit.map_or(s.n, |l| l.min(s.n));
@@ -294,5 +321,6 @@ pub fn emulate_model(
     let x = &s.x[..n * data.sample_len()];
     let q = pipeline::quantize_inputs(&m, x);
     let labels = s.y.as_ref().map(|y| &y[..n]);
-    emulate::emulate(board, model, &q, n, labels).with_context(|| format!("emulating {} on {}", model.display(), board.name))
+    emulate::emulate(board, model, &q, n, labels)
+        .with_context(|| format!("emulating {} on {}", model.display(), board.name))
 }

@@ -146,7 +146,14 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
         None => None,
     };
     let emulation = match &cfg.emulate {
-        Some(e) => Some(crate::cli::emulate_model(&tkd, &data, crate::data::SplitName::Test, &e.board, e.limit, d.input_scale)?),
+        Some(e) => Some(crate::cli::emulate_model(
+            &tkd,
+            &data,
+            crate::data::SplitName::Test,
+            &e.board,
+            e.limit,
+            d.input_scale,
+        )?),
         None => None,
     };
     let summary = json!({
@@ -173,9 +180,19 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
         return Ok(());
     }
     println!("tinykd run {} ({:.1} s)", path.display(), started.elapsed().as_secs_f64());
-    println!("  student {} ({} parameters), T = {}, α = {}", opts.student, outcome.kd.student.param_count(), opts.temperature, opts.alpha);
+    println!(
+        "  student {} ({} parameters), T = {}, α = {}",
+        opts.student,
+        outcome.kd.student.param_count(),
+        opts.temperature,
+        opts.alpha
+    );
     if let Some(t) = outcome.teacher_test_accuracy {
-        println!("  teacher                          test accuracy {}  ({})", pct(t), outcome.teacher_backends.join(", "));
+        println!(
+            "  teacher                          test accuracy {}  ({})",
+            pct(t),
+            outcome.teacher_backends.join(", ")
+        );
     }
     println!("  distilled student, float         test accuracy {}", pct(outcome.kd.test_accuracy));
     println!("  distilled student, int8 (.tkd)   test accuracy {}  ({} bytes)", pct(q.int8_accuracy), q.bytes.len());
@@ -187,7 +204,10 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
         if let Some(acc) = e.accuracy {
             println!("  on {} (QEMU)      test accuracy {}  agreement {}", e.board, pct(acc), pct(e.agreement));
         }
-        println!("    {:.0} instructions/inference, flash {} B, RAM {} B", e.instructions_per_inference, e.flash_bytes, e.ram_bytes);
+        println!(
+            "    {:.0} instructions/inference, flash {} B, RAM {} B",
+            e.instructions_per_inference, e.flash_bytes, e.ram_bytes
+        );
     }
     println!("  artefacts in {}", out_dir.display());
     Ok(())

@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
-use rand::seq::SliceRandom;
+use anyhow::{Context, Result, bail};
 use rand::SeedableRng;
+use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
@@ -58,7 +58,7 @@ impl DistillOptions {
         if !(0.0..0.9).contains(&self.val_fraction) {
             bail!("--val-fraction must be in [0, 0.9), got {}", self.val_fraction);
         }
-        if !(self.learning_rate > 0.0) {
+        if self.learning_rate <= 0.0 || !self.learning_rate.is_finite() {
             bail!("--lr must be positive");
         }
         Ok(())
@@ -116,15 +116,15 @@ pub fn teacher_logits(
         let (_, train, test) = all.remove(0);
         return Ok(TeacherLogits { classes, train, test, backends, kinds });
     }
-    let combine = |pick: &dyn Fn(&(usize, Vec<f32>, Vec<f32>)) -> &Vec<f32>| -> Vec<f32> {
-        let n = pick(&all[0]).len() / classes;
+    let combine = |members: Vec<&Vec<f32>>| -> Vec<f32> {
+        let n = members[0].len() / classes;
         let mut out = vec![0f32; n * classes];
         for i in 0..n {
             let mut mean = vec![0f64; classes];
-            for m in &all {
-                let p = distill::loss::softmax(&pick(m)[i * classes..(i + 1) * classes], temperature);
+            for m in &members {
+                let p = distill::loss::softmax(&m[i * classes..(i + 1) * classes], temperature);
                 for (a, b) in mean.iter_mut().zip(p) {
-                    *a += b / all.len() as f64;
+                    *a += b / members.len() as f64;
                 }
             }
             for (o, p) in out[i * classes..(i + 1) * classes].iter_mut().zip(mean) {
@@ -133,8 +133,8 @@ pub fn teacher_logits(
         }
         out
     };
-    let train = combine(&|m| &m.1);
-    let test = combine(&|m| &m.2);
+    let train = combine(all.iter().map(|m| &m.1).collect());
+    let test = combine(all.iter().map(|m| &m.2).collect());
     Ok(TeacherLogits { classes, train, test, backends, kinds })
 }
 
@@ -143,7 +143,7 @@ pub fn split_validation(labels: Option<&[i64]>, n: usize, fraction: f32, seed: u
     if fraction <= 0.0 {
         return ((0..n).collect(), Vec::new());
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0f_5a11);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_0F5A);
     let mut groups: std::collections::BTreeMap<i64, Vec<usize>> = Default::default();
     for i in 0..n {
         groups.entry(labels.map_or(0, |y| y[i])).or_default().push(i);
@@ -196,7 +196,14 @@ pub fn distill(opts: &DistillOptions, progress: &Progress) -> Result<DistillOutc
     let teacher = if opts.teachers.is_empty() {
         None
     } else {
-        Some(teacher_logits(&opts.teachers, &data, opts.backend, opts.teacher_output.as_deref(), opts.temperature, progress)?)
+        Some(teacher_logits(
+            &opts.teachers,
+            &data,
+            opts.backend,
+            opts.teacher_output.as_deref(),
+            opts.temperature,
+            progress,
+        )?)
     };
     let classes = teacher.as_ref().map_or(data.class_count, |t| t.classes);
     if classes < 2 {
@@ -238,7 +245,11 @@ pub fn distill(opts: &DistillOptions, progress: &Progress) -> Result<DistillOutc
             loss: LossConfig { kind: opts.loss, temperature: opts.temperature, alpha },
         };
         let set = if alpha > 0.0 { set } else { TrainSet { teacher: None, ..set } };
-        progress.note(&format!("training {what} student '{}' ({} parameters, α = {alpha})", opts.student, student.param_count()));
+        progress.note(&format!(
+            "training {what} student '{}' ({} parameters, α = {alpha})",
+            opts.student,
+            student.param_count()
+        ));
         let report = distill::train(&mut student, set, val, &cfg, progress);
         let logits = student.forward(&data.test.x, data.test.n);
         let pred = argmax_rows(&logits, classes);
@@ -285,7 +296,12 @@ pub struct QuantizeOutcome {
 
 /// Quantizes a checkpoint with the train split as calibration set and
 /// measures float vs int8 test accuracy.
-pub fn quantize(checkpoint: &Path, data_path: &Path, calibration: Calibration, input_scale: f32) -> Result<QuantizeOutcome> {
+pub fn quantize(
+    checkpoint: &Path,
+    data_path: &Path,
+    calibration: Calibration,
+    input_scale: f32,
+) -> Result<QuantizeOutcome> {
     let ck = Checkpoint::load(checkpoint)?;
     let data = Dataset::load(data_path, LoadOptions { input_scale })?;
     check_student_data(&ck.student, &data)?;
@@ -312,7 +328,12 @@ fn check_student_data(s: &Student, data: &Dataset) -> Result<()> {
         );
     }
     if data.class_count > s.classes {
-        bail!("{}: labels go up to {} but the student has {} classes", data.path.display(), data.class_count - 1, s.classes);
+        bail!(
+            "{}: labels go up to {} but the student has {} classes",
+            data.path.display(),
+            data.class_count - 1,
+            s.classes
+        );
     }
     Ok(())
 }
@@ -407,7 +428,12 @@ pub fn evaluate(
             let mut t = Teacher::open(model, backend, teacher_output)?;
             progress.note(&format!("teacher {}: backend {} ({})", model.display(), t.backend_name(), t.backend_note));
             let out = t.logits(&s.x, s.n, &data.sample_shape, progress)?;
-            (argmax_rows(&out.logits, out.classes), Logits::Float(out.logits), out.classes, Some(t.backend_name().to_owned()))
+            (
+                argmax_rows(&out.logits, out.classes),
+                Logits::Float(out.logits),
+                out.classes,
+                Some(t.backend_name().to_owned()),
+            )
         }
         ModelKind::Float => {
             let ck = Checkpoint::load(model)?;
@@ -419,7 +445,12 @@ pub fn evaluate(
             let bytes = crate::export::tkd::read(model)?;
             let m = tinykd_runtime::Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
             if m.input_len() != data.sample_len() {
-                bail!("{}: samples have shape {:?} but the model expects {:?}", data_path.display(), data.sample_shape, m.input_shape());
+                bail!(
+                    "{}: samples have shape {:?} but the model expects {:?}",
+                    data_path.display(),
+                    data.sample_shape,
+                    m.input_shape()
+                );
             }
             let (p, l) = run_int8(&bytes, &s.x, s.n)?;
             (p, Logits::Int8(l), m.class_count(), None)
@@ -456,7 +487,8 @@ pub fn save_outputs(path: &Path, report: &EvalReport) -> Result<()> {
         w.finish()?;
         match &report.logits {
             Logits::Float(l) => {
-                let mut w = npz.array::<f32>("logits", Default::default())?.default_dtype().shape(&[n, c]).begin_nd()?;
+                let mut w =
+                    npz.array::<f32>("logits", Default::default())?.default_dtype().shape(&[n, c]).begin_nd()?;
                 w.extend(l.iter().copied())?;
                 w.finish()?;
             }
@@ -468,5 +500,6 @@ pub fn save_outputs(path: &Path, report: &EvalReport) -> Result<()> {
             Logits::None => {}
         }
     }
-    crate::util::write_atomic(path, &buf.into_inner()).with_context(|| format!("{}: cannot save outputs", path.display()))
+    crate::util::write_atomic(path, &buf.into_inner())
+        .with_context(|| format!("{}: cannot save outputs", path.display()))
 }

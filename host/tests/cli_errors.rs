@@ -10,7 +10,21 @@ use common::*;
 
 fn distill(d: &Path, teacher: &str, data: &str) -> std::process::Output {
     tinykd(
-        &["distill", "--teacher", teacher, "--data", data, "--backend", "tract", "--student", "dense(8) relu dense(10)", "--epochs", "1", "--out", "s.ckpt"],
+        &[
+            "distill",
+            "--teacher",
+            teacher,
+            "--data",
+            data,
+            "--backend",
+            "tract",
+            "--student",
+            "dense(8) relu dense(10)",
+            "--epochs",
+            "1",
+            "--out",
+            "s.ckpt",
+        ],
         d,
     )
 }
@@ -103,7 +117,11 @@ fn nan_in_inputs() {
 #[test]
 fn missing_dataset_key() {
     let dir = tempfile::tempdir().unwrap();
-    write_npz(&dir.path().join("d.npz"), &[F32Array { name: "x_train", shape: vec![2, 40], data: vec![0.0; 80] }], &[("y_train", vec![0, 1])]);
+    write_npz(
+        &dir.path().join("d.npz"),
+        &[F32Array { name: "x_train", shape: vec![2, 40], data: vec![0.0; 80] }],
+        &[("y_train", vec![0, 1])],
+    );
     let o = distill(dir.path(), &teacher(), "d.npz");
     assert_clean_failure(&o, "missing array 'x_test'");
 }
@@ -113,7 +131,19 @@ fn unsupported_student_layer_is_refused_before_training() {
     let dir = tempfile::tempdir().unwrap();
     let data = models().join("data/mnist1d.npz");
     let o = tinykd(
-        &["distill", "--teacher", &teacher(), "--data", data.to_str().unwrap(), "--backend", "tract", "--student", "dense(8) relu lstm(4) dense(10)", "--out", "s.ckpt"],
+        &[
+            "distill",
+            "--teacher",
+            &teacher(),
+            "--data",
+            data.to_str().unwrap(),
+            "--backend",
+            "tract",
+            "--student",
+            "dense(8) relu lstm(4) dense(10)",
+            "--out",
+            "s.ckpt",
+        ],
         dir.path(),
     );
     assert_clean_failure(&o, "unknown layer 'lstm(4)'");

@@ -15,8 +15,19 @@ fn mnist1d_distill_quantize_eval() {
 
     let o = tinykd(
         &[
-            "distill", "--teacher", teacher, "--data", data, "--backend", "tract", "--student",
-            "dense(64) relu dense(32) relu dense(10)", "--epochs", "25", "--out", "s.ckpt",
+            "distill",
+            "--teacher",
+            teacher,
+            "--data",
+            data,
+            "--backend",
+            "tract",
+            "--student",
+            "dense(64) relu dense(32) relu dense(10)",
+            "--epochs",
+            "25",
+            "--out",
+            "s.ckpt",
         ],
         d,
     );
@@ -63,8 +74,22 @@ fn same_seed_same_checkpoint() {
     let run = |out: &str| {
         let o = tinykd(
             &[
-                "distill", "--teacher", teacher.to_str().unwrap(), "--data", data.to_str().unwrap(), "--backend", "tract",
-                "--student", "dense(16) relu dense(10)", "--epochs", "3", "--no-baseline", "--seed", "9", "--out", out,
+                "distill",
+                "--teacher",
+                teacher.to_str().unwrap(),
+                "--data",
+                data.to_str().unwrap(),
+                "--backend",
+                "tract",
+                "--student",
+                "dense(16) relu dense(10)",
+                "--epochs",
+                "3",
+                "--no-baseline",
+                "--seed",
+                "9",
+                "--out",
+                out,
             ],
             d,
         );

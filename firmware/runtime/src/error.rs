@@ -38,10 +38,9 @@ impl fmt::Display for Error {
                 "model format version {found} is not supported (this runtime reads version {supported}); \
                  rebuild the firmware with a newer tinykd-runtime"
             ),
-            Error::ChecksumMismatch { stored, computed } => write!(
-                f,
-                "model blob is corrupt: CRC-32 is {computed:#010x}, header says {stored:#010x}"
-            ),
+            Error::ChecksumMismatch { stored, computed } => {
+                write!(f, "model blob is corrupt: CRC-32 is {computed:#010x}, header says {stored:#010x}")
+            }
             Error::Malformed(what) => write!(f, "model blob is malformed: {what}"),
             Error::UnsupportedOp(op) => write!(f, "layer operator {op} is not supported by this runtime"),
             Error::InputLength { expected, found } => {

@@ -181,5 +181,5 @@ pub fn read_i32(b: &[u8], off: usize) -> Option<i32> {
 
 /// Rounds `n` up to the tensor alignment.
 pub const fn align_up(n: usize) -> usize {
-    (n + TENSOR_ALIGN - 1) / TENSOR_ALIGN * TENSOR_ALIGN
+    n.div_ceil(TENSOR_ALIGN) * TENSOR_ALIGN
 }

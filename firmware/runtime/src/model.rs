@@ -1,7 +1,7 @@
 //! Loading (with full validation) and running a `.tkd` model.
 
 use crate::error::Error;
-use crate::format::{self, header, layer, Activation, Op, read_i32, read_u16, read_u32};
+use crate::format::{self, Activation, Op, header, layer, read_i32, read_u16, read_u32};
 use crate::kernels::{self, Clamp};
 
 /// Quantization of a tensor: `real = scale · (q − zero_point)`.

@@ -7,7 +7,7 @@ mod npz;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 
 /// One split of a dataset.
 #[derive(Debug, Clone, Default)]
@@ -112,10 +112,9 @@ impl Dataset {
 
     /// Labels of a split, or an error if it has none.
     pub fn labels(&self, name: SplitName) -> Result<&[i64]> {
-        self.split(name)?
-            .y
-            .as_deref()
-            .with_context(|| format!("{}: split '{}' has no labels (y_{})", self.path.display(), name.as_str(), name.as_str()))
+        self.split(name)?.y.as_deref().with_context(|| {
+            format!("{}: split '{}' has no labels (y_{})", self.path.display(), name.as_str(), name.as_str())
+        })
     }
 }
 

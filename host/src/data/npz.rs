@@ -5,11 +5,11 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use npyz::npz::NpzArchive;
 use npyz::{DType, TypeChar};
 
-use super::{validate_split, Dataset, LoadOptions, Split};
+use super::{Dataset, LoadOptions, Split, validate_split};
 
 type Archive = NpzArchive<BufReader<File>>;
 
@@ -25,9 +25,7 @@ enum ArrayData {
 }
 
 fn read_array(archive: &mut Archive, path: &Path, key: &str) -> Result<Option<Array>> {
-    let Some(file) = archive
-        .by_name(key)
-        .with_context(|| format!("{}: cannot read array '{key}'", path.display()))?
+    let Some(file) = archive.by_name(key).with_context(|| format!("{}: cannot read array '{key}'", path.display()))?
     else {
         return Ok(None);
     };
@@ -44,11 +42,21 @@ fn read_array(archive: &mut Archive, path: &Path, key: &str) -> Result<Option<Ar
         }
         (TypeChar::Uint, 1) => ArrayData::Bytes(file.into_vec::<u8>().with_context(ctx)?),
         (TypeChar::Int, 8) => ArrayData::Int(file.into_vec::<i64>().with_context(ctx)?),
-        (TypeChar::Int, 4) => ArrayData::Int(file.into_vec::<i32>().with_context(ctx)?.into_iter().map(i64::from).collect()),
-        (TypeChar::Int, 2) => ArrayData::Int(file.into_vec::<i16>().with_context(ctx)?.into_iter().map(i64::from).collect()),
-        (TypeChar::Int, 1) => ArrayData::Int(file.into_vec::<i8>().with_context(ctx)?.into_iter().map(i64::from).collect()),
-        (TypeChar::Uint, 2) => ArrayData::Int(file.into_vec::<u16>().with_context(ctx)?.into_iter().map(i64::from).collect()),
-        (TypeChar::Uint, 4) => ArrayData::Int(file.into_vec::<u32>().with_context(ctx)?.into_iter().map(i64::from).collect()),
+        (TypeChar::Int, 4) => {
+            ArrayData::Int(file.into_vec::<i32>().with_context(ctx)?.into_iter().map(i64::from).collect())
+        }
+        (TypeChar::Int, 2) => {
+            ArrayData::Int(file.into_vec::<i16>().with_context(ctx)?.into_iter().map(i64::from).collect())
+        }
+        (TypeChar::Int, 1) => {
+            ArrayData::Int(file.into_vec::<i8>().with_context(ctx)?.into_iter().map(i64::from).collect())
+        }
+        (TypeChar::Uint, 2) => {
+            ArrayData::Int(file.into_vec::<u16>().with_context(ctx)?.into_iter().map(i64::from).collect())
+        }
+        (TypeChar::Uint, 4) => {
+            ArrayData::Int(file.into_vec::<u32>().with_context(ctx)?.into_iter().map(i64::from).collect())
+        }
         _ => bail!("{}: array '{key}' has unsupported dtype {ts}", path.display()),
     };
     Ok(Some(Array { shape, data }))
@@ -56,16 +64,14 @@ fn read_array(archive: &mut Archive, path: &Path, key: &str) -> Result<Option<Ar
 
 fn inputs(path: &Path, key: &str, a: Array, opts: LoadOptions) -> Result<(Vec<usize>, Vec<f32>)> {
     if a.shape.len() < 2 {
-        bail!(
-            "{}: {key} has shape {:?}; expected [N, ...sample shape] with at least 2 axes",
-            path.display(),
-            a.shape
-        );
+        bail!("{}: {key} has shape {:?}; expected [N, ...sample shape] with at least 2 axes", path.display(), a.shape);
     }
     let x = match a.data {
         ArrayData::Float(v) => v,
         ArrayData::Bytes(v) => v.into_iter().map(|b| b as f32 * opts.input_scale).collect(),
-        ArrayData::Int(_) => bail!("{}: {key} must be float32/float64 (or uint8 with --input-scale), found integers", path.display()),
+        ArrayData::Int(_) => {
+            bail!("{}: {key} must be float32/float64 (or uint8 with --input-scale), found integers", path.display())
+        }
     };
     Ok((a.shape, x))
 }
@@ -77,7 +83,9 @@ fn labels(path: &Path, key: &str, a: Array) -> Result<Vec<i64>> {
     match a.data {
         ArrayData::Int(v) => Ok(v),
         ArrayData::Bytes(v) => Ok(v.into_iter().map(i64::from).collect()),
-        ArrayData::Float(_) => bail!("{}: {key} must hold integer class indices (int32/int64), found floats", path.display()),
+        ArrayData::Float(_) => {
+            bail!("{}: {key} must hold integer class indices (int32/int64), found floats", path.display())
+        }
     }
 }
 
@@ -97,12 +105,9 @@ pub(super) fn load(path: &Path, opts: LoadOptions) -> Result<Dataset> {
         let this = shape[1..].to_vec();
         match &sample_shape {
             None => sample_shape = Some(this),
-            Some(s) if *s != this => bail!(
-                "{}: {xk} has sample shape {:?} but x_train has {:?}",
-                path.display(),
-                this,
-                s
-            ),
+            Some(s) if *s != this => {
+                bail!("{}: {xk} has sample shape {:?} but x_train has {:?}", path.display(), this, s)
+            }
             Some(_) => {}
         }
         let y = if labelled {
@@ -122,7 +127,9 @@ pub(super) fn load(path: &Path, opts: LoadOptions) -> Result<Dataset> {
     if sample_len == 0 {
         bail!("{}: samples have shape {:?} (no values)", path.display(), sample_shape);
     }
-    for (name, s) in [("train", Some(&train)), ("test", Some(&test)), ("val", val.as_ref()), ("unlabeled", unlabeled.as_ref())] {
+    for (name, s) in
+        [("train", Some(&train)), ("test", Some(&test)), ("val", val.as_ref()), ("unlabeled", unlabeled.as_ref())]
+    {
         if let Some(s) = s {
             validate_split(path, name, s, sample_len)?;
         }

@@ -35,7 +35,13 @@ pub fn softmax(z: &[f32], t: f32) -> Vec<f64> {
 ///
 /// `teacher` is the teacher's logits (None: no soft term); `label` the class
 /// (None: unlabeled, only the soft term counts).
-pub fn sample_loss(student: &[f32], teacher: Option<&[f32]>, label: Option<usize>, cfg: &LossConfig, grad: &mut [f32]) -> f64 {
+pub fn sample_loss(
+    student: &[f32],
+    teacher: Option<&[f32]>,
+    label: Option<usize>,
+    cfg: &LossConfig,
+    grad: &mut [f32],
+) -> f64 {
     grad.iter_mut().for_each(|g| *g = 0.0);
     let mut loss = 0.0;
     let alpha = cfg.alpha as f64;
@@ -45,7 +51,8 @@ pub fn sample_loss(student: &[f32], teacher: Option<&[f32]>, label: Option<usize
                 let temp = cfg.temperature as f64;
                 let ps = softmax(student, cfg.temperature);
                 let pt = softmax(t, cfg.temperature);
-                let kl: f64 = pt.iter().zip(&ps).filter(|(p, _)| **p > 0.0).map(|(p, q)| p * (p.ln() - q.max(1e-300).ln())).sum();
+                let kl: f64 =
+                    pt.iter().zip(&ps).filter(|(p, _)| **p > 0.0).map(|(p, q)| p * (p.ln() - q.max(1e-300).ln())).sum();
                 loss += alpha * temp * temp * kl;
                 // d/ds [T²·KL] = T·(p_s − p_t)
                 for ((g, q), p) in grad.iter_mut().zip(&ps).zip(&pt) {

@@ -4,4 +4,4 @@ pub mod loss;
 pub mod trainer;
 
 pub use loss::{LossConfig, LossKind};
-pub use trainer::{train, TrainConfig, TrainReport, TrainSet, ValSet};
+pub use trainer::{TrainConfig, TrainReport, TrainSet, ValSet, train};

@@ -2,11 +2,11 @@
 //! cosine schedule, keeping the weights of the best validation epoch.
 //! Single-threaded and seeded, so a seed gives bit-identical weights.
 
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use super::loss::{sample_loss, LossConfig};
+use super::loss::{LossConfig, sample_loss};
 use crate::progress::Progress;
 use crate::student::{Dense, Student};
 
@@ -89,7 +89,13 @@ pub fn evaluate(student: &Student, x: &[f32], n: usize, labels: &[i64]) -> f64 {
 }
 
 /// Trains `student` in place.
-pub fn train(student: &mut Student, set: TrainSet<'_>, val: Option<ValSet<'_>>, cfg: &TrainConfig, progress: &Progress) -> TrainReport {
+pub fn train(
+    student: &mut Student,
+    set: TrainSet<'_>,
+    val: Option<ValSet<'_>>,
+    cfg: &TrainConfig,
+    progress: &Progress,
+) -> TrainReport {
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let classes = student.classes;
     let len = student.input_len();
@@ -143,9 +149,19 @@ pub fn train(student: &mut Student, set: TrainSet<'_>, val: Option<ValSet<'_>>, 
     match best {
         Some((acc, epoch, weights)) => {
             *student = weights;
-            TrainReport { epochs: cfg.epochs, best_epoch: epoch, best_val_accuracy: Some(acc), final_train_loss: last_loss }
+            TrainReport {
+                epochs: cfg.epochs,
+                best_epoch: epoch,
+                best_val_accuracy: Some(acc),
+                final_train_loss: last_loss,
+            }
         }
-        None => TrainReport { epochs: cfg.epochs, best_epoch: cfg.epochs, best_val_accuracy: None, final_train_loss: last_loss },
+        None => TrainReport {
+            epochs: cfg.epochs,
+            best_epoch: cfg.epochs,
+            best_val_accuracy: None,
+            final_train_loss: last_loss,
+        },
     }
 }
 

@@ -6,7 +6,7 @@ mod footprint;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use tinykd_runtime::Model;
 
 pub use footprint::Footprint;
@@ -83,7 +83,8 @@ pub fn build_firmware(board: &Board, model_path: &Path) -> Result<PathBuf> {
     if !dir.join("Cargo.toml").is_file() {
         bail!("board crate not found at {} (set TINYKD_FIRMWARE_DIR to tinykd's firmware/ directory)", dir.display());
     }
-    let model_path = std::fs::canonicalize(model_path).with_context(|| format!("{}: cannot resolve", model_path.display()))?;
+    let model_path =
+        std::fs::canonicalize(model_path).with_context(|| format!("{}: cannot resolve", model_path.display()))?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = Command::new(&cargo)
         .args(["build", "--release", "--quiet"])
@@ -113,11 +114,23 @@ pub fn build_firmware(board: &Board, model_path: &Path) -> Result<PathBuf> {
 
 /// Runs `model_bytes` (a validated `.tkd`) on the board over `inputs`
 /// (already quantized, `n × input_len`), comparing with the host runtime.
-pub fn emulate(board: &Board, model_path: &Path, inputs: &[i8], n: usize, labels: Option<&[i64]>) -> Result<EmulationReport> {
+pub fn emulate(
+    board: &Board,
+    model_path: &Path,
+    inputs: &[i8],
+    n: usize,
+    labels: Option<&[i64]>,
+) -> Result<EmulationReport> {
     let bytes = crate::export::tkd::read(model_path)?;
     let model = Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", model_path.display()))?;
     if bytes.len() as u64 > board.flash_bytes {
-        bail!("{}: model of {} bytes does not fit {}'s {} bytes of flash", model_path.display(), bytes.len(), board.name, board.flash_bytes);
+        bail!(
+            "{}: model of {} bytes does not fit {}'s {} bytes of flash",
+            model_path.display(),
+            bytes.len(),
+            board.name,
+            board.flash_bytes
+        );
     }
     let qemu = which(board.qemu).with_context(|| {
         format!("{} not found on PATH; install it (Debian/Ubuntu: apt-get install {})", board.qemu, board.qemu_package)
@@ -219,7 +232,5 @@ fn parse_outputs(raw: &[u8], n: usize, classes: usize) -> Result<DeviceOutputs> 
 
 /// Finds an executable on PATH.
 pub fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file())
-    })
+    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()))
 }

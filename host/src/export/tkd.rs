@@ -1,8 +1,8 @@
 //! `.tkd` writer. The layout is defined in `tinykd_runtime::format`; every
 //! blob written here is read back through the runtime before it is returned.
 
-use anyhow::{bail, Context, Result};
-use tinykd_runtime::format::{self, header, layer, Activation, Op};
+use anyhow::{Context, Result, bail};
+use tinykd_runtime::format::{self, Activation, Op, header, layer};
 use tinykd_runtime::kernels::{ChannelQuant, Clamp};
 use tinykd_runtime::{Model, QuantParams};
 
@@ -87,8 +87,8 @@ pub fn encode(m: &TkdModel) -> Result<Vec<u8>> {
         out[at..at + format::LAYER_RECORD_LEN].copy_from_slice(&r);
     }
     out.resize(format::align_up(out.len()), 0);
-    let arena = tinykd_runtime::plan_arena(m.layers.iter().map(|l| Ok(l.output_len)))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let arena =
+        tinykd_runtime::plan_arena(m.layers.iter().map(|l| Ok(l.output_len))).map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let total = out.len();
     let h = &mut out[..format::HEADER_LEN];
@@ -96,14 +96,16 @@ pub fn encode(m: &TkdModel) -> Result<Vec<u8>> {
     h[header::VERSION..header::VERSION + 2].copy_from_slice(&format::VERSION.to_le_bytes());
     h[header::HEADER_LEN..header::HEADER_LEN + 2].copy_from_slice(&(format::HEADER_LEN as u16).to_le_bytes());
     h[header::TOTAL_LEN..header::TOTAL_LEN + 4].copy_from_slice(&u32_of(total, "model size")?.to_le_bytes());
-    h[header::LAYER_COUNT..header::LAYER_COUNT + 2].copy_from_slice(&u16_of(m.layers.len(), "layer count")?.to_le_bytes());
+    h[header::LAYER_COUNT..header::LAYER_COUNT + 2]
+        .copy_from_slice(&u16_of(m.layers.len(), "layer count")?.to_le_bytes());
     h[header::LAYER_RECORD_LEN..header::LAYER_RECORD_LEN + 2]
         .copy_from_slice(&(format::LAYER_RECORD_LEN as u16).to_le_bytes());
     h[header::CLASS_COUNT..header::CLASS_COUNT + 2].copy_from_slice(&u16_of(m.classes, "class count")?.to_le_bytes());
     h[header::INPUT_RANK] = m.input_shape.len() as u8;
     h[header::FLAGS] = 0;
     for (k, d) in m.input_shape.iter().enumerate() {
-        h[header::INPUT_DIMS + 2 * k..header::INPUT_DIMS + 2 * k + 2].copy_from_slice(&u16_of(*d, "input dim")?.to_le_bytes());
+        h[header::INPUT_DIMS + 2 * k..header::INPUT_DIMS + 2 * k + 2]
+            .copy_from_slice(&u16_of(*d, "input dim")?.to_le_bytes());
     }
     let input_len: usize = m.input_shape.iter().product();
     h[header::INPUT_LEN..header::INPUT_LEN + 4].copy_from_slice(&u32_of(input_len, "input length")?.to_le_bytes());

@@ -2,10 +2,10 @@
 //! per-output-channel symmetric int8 weights, per-tensor asymmetric int8
 //! activations, int32 bias at `s_in · s_w`, Q31 requantization multipliers.
 
-use anyhow::{bail, Result};
-use tinykd_runtime::format::{layer, Activation, Op};
-use tinykd_runtime::kernels::{ChannelQuant, Clamp};
+use anyhow::{Result, bail};
 use tinykd_runtime::QuantParams;
+use tinykd_runtime::format::{Activation, Op, layer};
+use tinykd_runtime::kernels::{ChannelQuant, Clamp};
 
 use crate::export::tkd::{TkdLayer, TkdModel};
 use crate::student::{Layer, Student};
@@ -127,7 +127,8 @@ pub fn quantize_student(student: &Student, calib: &[f32], n: usize, _method: Cal
             let row_sum: i64 = q_row.iter().map(|w| *w as i64).sum();
             // Fold −z_in·Σw into the bias so the kernel's inner loop is a plain dot product.
             let folded = bias - in_params.zero_point as i64 * row_sum;
-            let folded = i32::try_from(folded).map_err(|_| anyhow::anyhow!("bias of layer {block} output {o} overflows int32"))?;
+            let folded = i32::try_from(folded)
+                .map_err(|_| anyhow::anyhow!("bias of layer {block} output {o} overflows int32"))?;
             let (multiplier, shift) = quantize_multiplier(acc_scale / out.scale as f64);
             channels.push(ChannelQuant { bias: folded, multiplier, shift });
             weight_scales.push(s_w);

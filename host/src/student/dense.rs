@@ -17,13 +17,40 @@ pub struct Dense {
 /// `c = alpha · a·b + beta · c` for row-major matrices, with explicit strides
 /// so transposes are free.
 #[allow(clippy::too_many_arguments)]
-fn gemm(m: usize, k: usize, n: usize, a: &[f32], rsa: isize, csa: isize, b: &[f32], rsb: isize, csb: isize, beta: f32, c: &mut [f32]) {
+fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    rsa: isize,
+    csa: isize,
+    b: &[f32],
+    rsb: isize,
+    csb: isize,
+    beta: f32,
+    c: &mut [f32],
+) {
     assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
     // SAFETY: the assert above bounds every index the strides reach: `a` is
     // an m×k and `b` a k×n view of slices at least that large, `c` is m×n.
     #[allow(unsafe_code)]
     unsafe {
-        matrixmultiply::sgemm(m, k, n, 1.0, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, beta, c.as_mut_ptr(), n as isize, 1);
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            rsa,
+            csa,
+            b.as_ptr(),
+            rsb,
+            csb,
+            beta,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
     }
 }
 
@@ -45,14 +72,38 @@ impl Dense {
     pub fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
         let mut y: Vec<f32> = (0..n).flat_map(|_| self.bias.iter().copied()).collect();
         // y[n×out] += x[n×in] · Wᵀ[in×out]
-        gemm(n, self.inputs, self.outputs, x, self.inputs as isize, 1, &self.weight, 1, self.inputs as isize, 1.0, &mut y);
+        gemm(
+            n,
+            self.inputs,
+            self.outputs,
+            x,
+            self.inputs as isize,
+            1,
+            &self.weight,
+            1,
+            self.inputs as isize,
+            1.0,
+            &mut y,
+        );
         y
     }
 
     /// Backward pass: accumulates `dW`, `db` into `grad` and returns `dx`.
     pub fn backward(&self, x: &[f32], dy: &[f32], n: usize, grad: &mut Dense) -> Vec<f32> {
         // dW[out×in] += dyᵀ[out×n] · x[n×in]
-        gemm(self.outputs, n, self.inputs, dy, 1, self.outputs as isize, x, self.inputs as isize, 1, 1.0, &mut grad.weight);
+        gemm(
+            self.outputs,
+            n,
+            self.inputs,
+            dy,
+            1,
+            self.outputs as isize,
+            x,
+            self.inputs as isize,
+            1,
+            1.0,
+            &mut grad.weight,
+        );
         for row in dy.chunks_exact(self.outputs) {
             for (g, d) in grad.bias.iter_mut().zip(row) {
                 *g += d;
@@ -60,13 +111,30 @@ impl Dense {
         }
         // dx[n×in] = dy[n×out] · W[out×in]
         let mut dx = vec![0.0; n * self.inputs];
-        gemm(n, self.outputs, self.inputs, dy, self.outputs as isize, 1, &self.weight, self.inputs as isize, 1, 0.0, &mut dx);
+        gemm(
+            n,
+            self.outputs,
+            self.inputs,
+            dy,
+            self.outputs as isize,
+            1,
+            &self.weight,
+            self.inputs as isize,
+            1,
+            0.0,
+            &mut dx,
+        );
         dx
     }
 
     /// A zeroed layer of the same shape (gradient / optimizer state).
     pub fn zeros_like(&self) -> Dense {
-        Dense { inputs: self.inputs, outputs: self.outputs, weight: vec![0.0; self.weight.len()], bias: vec![0.0; self.bias.len()] }
+        Dense {
+            inputs: self.inputs,
+            outputs: self.outputs,
+            weight: vec![0.0; self.weight.len()],
+            bias: vec![0.0; self.bias.len()],
+        }
     }
 }
 
@@ -90,7 +158,8 @@ mod tests {
         let x: Vec<f32> = (0..n * 5).map(|i| ((i * 7 % 11) as f32 - 5.0) / 5.0).collect();
         let w_out: Vec<f32> = (0..n * 3).map(|i| ((i * 5 % 7) as f32 - 3.0) / 3.0).collect();
         // Loss = Σ w_out · y, so dy = w_out.
-        let loss = |d: &Dense, x: &[f32]| -> f64 { d.forward(x, n).iter().zip(&w_out).map(|(a, b)| (*a * *b) as f64).sum() };
+        let loss =
+            |d: &Dense, x: &[f32]| -> f64 { d.forward(x, n).iter().zip(&w_out).map(|(a, b)| (*a * *b) as f64).sum() };
         let mut g = d.zeros_like();
         let dx = d.backward(&x, &w_out, n, &mut g);
         let h = 1e-2f32;

@@ -1,6 +1,6 @@
 //! The student spec language (DESIGN §5): `dense(32) relu dense(10)`.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 
 /// Padding of a convolution or pooling window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -42,8 +42,12 @@ impl LayerSpec {
             LayerSpec::Conv2d { channels, kernel, stride: s, padding } => {
                 format!("conv2d({channels},k{kernel}{}{})", stride(s), pad(padding))
             }
-            LayerSpec::Dwconv1d { kernel, stride: s, padding } => format!("dwconv1d(k{kernel}{}{})", stride(s), pad(padding)),
-            LayerSpec::Dwconv2d { kernel, stride: s, padding } => format!("dwconv2d(k{kernel}{}{})", stride(s), pad(padding)),
+            LayerSpec::Dwconv1d { kernel, stride: s, padding } => {
+                format!("dwconv1d(k{kernel}{}{})", stride(s), pad(padding))
+            }
+            LayerSpec::Dwconv2d { kernel, stride: s, padding } => {
+                format!("dwconv2d(k{kernel}{}{})", stride(s), pad(padding))
+            }
             LayerSpec::Maxpool { size, stride: s } => format!("maxpool({size}{})", stride(s)),
             LayerSpec::Avgpool { size, stride: s } => format!("avgpool({size}{})", stride(s)),
             LayerSpec::Gap => "gap".into(),
@@ -112,7 +116,8 @@ fn tokens(spec: &str) -> Result<Vec<String>> {
 fn parse_layer(token: &str) -> Result<LayerSpec> {
     let (name, args) = match token.find('(') {
         Some(i) => {
-            let inner = token[i + 1..].strip_suffix(')').with_context(|| format!("'{token}': expected ')' at the end"))?;
+            let inner =
+                token[i + 1..].strip_suffix(')').with_context(|| format!("'{token}': expected ')' at the end"))?;
             (&token[..i], inner.split(',').map(str::trim).filter(|s| !s.is_empty()).collect::<Vec<_>>())
         }
         None => (token, Vec::new()),
@@ -157,7 +162,8 @@ fn parse_layer(token: &str) -> Result<LayerSpec> {
             _ => bail!("'{token}': expected dense(N)"),
         },
         "conv1d" | "conv2d" => {
-            let (c, rest) = args.split_first().with_context(|| format!("'{token}': expected {name}(C,kK[,sS][,same|valid])"))?;
+            let (c, rest) =
+                args.split_first().with_context(|| format!("'{token}': expected {name}(C,kK[,sS][,same|valid])"))?;
             let channels = positive(c, "channels")?;
             let (kernel, stride, padding) = window(rest)?;
             Ok(if name == "conv1d" {
@@ -182,7 +188,11 @@ fn parse_layer(token: &str) -> Result<LayerSpec> {
                 [s] => positive(s.strip_prefix('s').with_context(|| format!("'{token}': expected sS"))?, "stride")?,
                 _ => bail!("'{token}': expected {name}(K[,sS])"),
             };
-            Ok(if name == "maxpool" { LayerSpec::Maxpool { size, stride } } else { LayerSpec::Avgpool { size, stride } })
+            Ok(if name == "maxpool" {
+                LayerSpec::Maxpool { size, stride }
+            } else {
+                LayerSpec::Avgpool { size, stride }
+            })
         }
         "dropout" => match args.as_slice() {
             [p] => {

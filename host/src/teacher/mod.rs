@@ -10,7 +10,7 @@ mod tract_backend;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 
 /// Which ONNX runtime executes a teacher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize, Default)]
@@ -100,9 +100,8 @@ impl Teacher {
                 Ok(lib) => match ort_backend::OrtBackend::open(path, &lib) {
                     Ok(b) => (Box::new(b), format!("auto: onnxruntime found at {}", lib.display())),
                     Err(e) => {
-                        let t = tract_backend::TractBackend::open(path).with_context(|| {
-                            format!("onnxruntime also failed: {e:#}")
-                        })?;
+                        let t = tract_backend::TractBackend::open(path)
+                            .with_context(|| format!("onnxruntime also failed: {e:#}"))?;
                         (Box::new(t), format!("auto: onnxruntime could not load the model ({e:#}); using tract"))
                     }
                 },
@@ -176,7 +175,13 @@ impl Teacher {
     }
 
     /// Runs the teacher over `n` samples and returns its logits.
-    pub fn logits(&mut self, x: &[f32], n: usize, sample_shape: &[usize], progress: &crate::progress::Progress) -> Result<TeacherOutputs> {
+    pub fn logits(
+        &mut self,
+        x: &[f32],
+        n: usize,
+        sample_shape: &[usize],
+        progress: &crate::progress::Progress,
+    ) -> Result<TeacherOutputs> {
         let sample_len: usize = sample_shape.iter().product();
         let forced = self.plan_input(sample_shape)?;
         let batch = forced.unwrap_or(self.batch_size).max(1);
@@ -217,7 +222,12 @@ impl Teacher {
         bar.finish();
         let (_, output_name) = chosen.context("no samples to run the teacher on")?;
         if let Some(pos) = logits.iter().position(|v| !v.is_finite()) {
-            bail!("{}: teacher produced a non-finite output ({}) for sample {}", self.path.display(), logits[pos], pos / classes);
+            bail!(
+                "{}: teacher produced a non-finite output ({}) for sample {}",
+                self.path.display(),
+                logits[pos],
+                pos / classes
+            );
         }
         let kind = detect_kind(&logits, classes);
         if kind == OutputKind::Probabilities {
@@ -244,7 +254,11 @@ impl Teacher {
                 format!("{}: no output named '{name}' (outputs: {})", self.path.display(), describe())
             })?;
             if !fits(&outputs[i]) {
-                bail!("{}: output '{name}' is not a float [N, classes] tensor (outputs: {})", self.path.display(), describe());
+                bail!(
+                    "{}: output '{name}' is not a float [N, classes] tensor (outputs: {})",
+                    self.path.display(),
+                    describe()
+                );
             }
             return Ok((i, outputs[i].shape[1]));
         }

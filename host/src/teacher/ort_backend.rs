@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result, anyhow};
 use ort::environment::Environment;
 use ort::session::Session;
 use ort::value::{Tensor, TensorElementType, ValueType};
@@ -40,10 +40,11 @@ pub(crate) fn find_library() -> std::result::Result<PathBuf, String> {
             }
         }
     }
-    let mut dirs: Vec<PathBuf> = std::env::var_os("LD_LIBRARY_PATH")
-        .map(|v| std::env::split_paths(&v).collect())
-        .unwrap_or_default();
-    dirs.extend(["/usr/local/lib", "/usr/lib", "/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu"].map(PathBuf::from));
+    let mut dirs: Vec<PathBuf> =
+        std::env::var_os("LD_LIBRARY_PATH").map(|v| std::env::split_paths(&v).collect()).unwrap_or_default();
+    dirs.extend(
+        ["/usr/local/lib", "/usr/lib", "/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu"].map(PathBuf::from),
+    );
     dirs.iter()
         .find_map(|d| newest_library_in(d))
         .ok_or_else(|| format!("onnxruntime library not found; {INSTALL_HINT}"))
@@ -54,9 +55,9 @@ fn newest_library_in(dir: &Path) -> Option<PathBuf> {
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libonnxruntime.so") || n == "libonnxruntime.dylib" || n == "onnxruntime.dll")
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with("libonnxruntime.so") || n == "libonnxruntime.dylib" || n == "onnxruntime.dll"
+            })
         })
         .collect();
     // Prefer the fully versioned name (the real file, not a dangling symlink).
@@ -91,13 +92,21 @@ impl OrtBackend {
             .map_err(|e| anyhow!("{e}"))
             .with_context(ctx)?;
         let [input] = session.inputs() else {
-            anyhow::bail!("{}: teacher has {} inputs; tinykd needs exactly one", path.display(), session.inputs().len());
+            anyhow::bail!(
+                "{}: teacher has {} inputs; tinykd needs exactly one",
+                path.display(),
+                session.inputs().len()
+            );
         };
         let input_dims = match input.dtype() {
             ValueType::Tensor { ty: TensorElementType::Float32, shape, .. } => {
                 shape.iter().map(|&d| if d < 0 { Dim::Symbolic } else { Dim::Fixed(d as usize) }).collect()
             }
-            other => anyhow::bail!("{}: teacher input '{}' is {other}; tinykd feeds float32 tensors", path.display(), input.name()),
+            other => anyhow::bail!(
+                "{}: teacher input '{}' is {other}; tinykd feeds float32 tensors",
+                path.display(),
+                input.name()
+            ),
         };
         let input_name = input.name().to_owned();
         Ok(OrtBackend { session, input_name, input_dims })
@@ -116,10 +125,7 @@ impl Backend for OrtBackend {
     fn run(&mut self, x: &[f32], shape: &[usize]) -> Result<Vec<RawOutput>> {
         let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
         let tensor = Tensor::from_array((dims, x.to_vec())).map_err(|e| anyhow!("{e}"))?;
-        let outputs = self
-            .session
-            .run(vec![(self.input_name.as_str(), tensor)])
-            .map_err(|e| anyhow!("{e}"))?;
+        let outputs = self.session.run(vec![(self.input_name.as_str(), tensor)]).map_err(|e| anyhow!("{e}"))?;
         let mut raw = Vec::with_capacity(outputs.len());
         for (name, value) in outputs.iter() {
             let (shape, values) = match value.dtype() {

@@ -25,11 +25,8 @@ impl TractBackend {
             anyhow::bail!("{}: teacher has {} inputs; tinykd needs exactly one", path.display(), typed.inputs.len());
         }
         let fact = typed.input_fact(0).with_context(ctx)?;
-        let input_dims = fact
-            .shape
-            .iter()
-            .map(|d| d.to_i64().ok().map_or(Dim::Symbolic, |v| Dim::Fixed(v as usize)))
-            .collect();
+        let input_dims =
+            fact.shape.iter().map(|d| d.to_i64().ok().map_or(Dim::Symbolic, |v| Dim::Fixed(v as usize))).collect();
         let output_names = typed.outputs.iter().map(|o| typed.node(o.node).name.clone()).collect::<Vec<_>>();
         let output_names = output_names
             .into_iter()

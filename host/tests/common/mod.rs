@@ -49,12 +49,19 @@ use npyz::WriterBuilder;
 pub fn write_npz(path: &Path, floats: &[F32Array<'_>], ints: &[(&str, Vec<i64>)]) {
     let mut npz = npyz::npz::NpzWriter::create(path).unwrap();
     for a in floats {
-        let mut w = npz.array::<f32>(a.name, Default::default()).unwrap().default_dtype().shape(&a.shape).begin_nd().unwrap();
+        let mut w =
+            npz.array::<f32>(a.name, Default::default()).unwrap().default_dtype().shape(&a.shape).begin_nd().unwrap();
         w.extend(a.data.iter().copied()).unwrap();
         w.finish().unwrap();
     }
     for (name, v) in ints {
-        let mut w = npz.array::<i64>(name, Default::default()).unwrap().default_dtype().shape(&[v.len() as u64]).begin_nd().unwrap();
+        let mut w = npz
+            .array::<i64>(name, Default::default())
+            .unwrap()
+            .default_dtype()
+            .shape(&[v.len() as u64])
+            .begin_nd()
+            .unwrap();
         w.extend(v.iter().copied()).unwrap();
         w.finish().unwrap();
     }

@@ -11,7 +11,7 @@
 #![no_std]
 #![no_main]
 
-use cortex_m::peripheral::{syst::SystClkSource, SYST};
+use cortex_m::peripheral::{SYST, syst::SystClkSource};
 use cortex_m_rt::entry;
 use semihosting::fs::File;
 use semihosting::io::{Read, Write};
@@ -29,11 +29,19 @@ const STACK_PAINT: u32 = 0xC0DE_C0DE;
 /// How far below the current stack pointer the stack is painted.
 const PAINT_BYTES: usize = 64 * 1024;
 
-#[derive(Debug)]
 enum Failure {
     Model(tinykd_runtime::Error),
     Io(&'static str),
     Format(&'static str),
+}
+
+impl core::fmt::Display for Failure {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Failure::Model(e) => write!(f, "{e}"),
+            Failure::Io(what) | Failure::Format(what) => f.write_str(what),
+        }
+    }
 }
 
 #[entry]
@@ -42,7 +50,7 @@ fn main() -> ! {
     let code = match run(bottom) {
         Ok(()) => 0,
         Err(e) => {
-            semihosting::eprintln!("board error: {:?}", e);
+            semihosting::eprintln!("board error: {}", e);
             1
         }
     };
@@ -119,8 +127,7 @@ unsafe extern "C" {
 #[inline(never)]
 fn paint_stack() -> usize {
     let sp = cortex_m::register::msp::read() as usize;
-    // SAFETY: only the address of the linker symbol is taken.
-    let limit = unsafe { core::ptr::addr_of!(_stack_end) as usize };
+    let limit = core::ptr::addr_of!(_stack_end) as usize;
     let bottom = sp.saturating_sub(PAINT_BYTES).max(limit);
     let top = sp - 256; // leave this function's own frame alone
     let mut p = bottom & !3;
@@ -135,8 +142,7 @@ fn paint_stack() -> usize {
 
 /// Bytes of stack used at the deepest point since `paint_stack`.
 fn peak_stack(bottom: usize) -> usize {
-    // SAFETY: only the address of the linker symbol is taken.
-    let top = unsafe { core::ptr::addr_of!(_stack_start) as usize };
+    let top = core::ptr::addr_of!(_stack_start) as usize;
     let mut p = bottom;
     // SAFETY: reads within the painted region, which is plain RAM.
     while p < top && unsafe { core::ptr::read_volatile(p as *const u32) } == STACK_PAINT {

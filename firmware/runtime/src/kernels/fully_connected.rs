@@ -45,12 +45,8 @@ fn dot(a: &[i8], b: &[i8]) -> i32 {
     let mut ca = a.chunks_exact(4);
     let mut cb = b.chunks_exact(4);
     for (x, y) in (&mut ca).zip(&mut cb) {
-        acc0 = acc0
-            .wrapping_add(x[0] as i32 * y[0] as i32)
-            .wrapping_add(x[2] as i32 * y[2] as i32);
-        acc1 = acc1
-            .wrapping_add(x[1] as i32 * y[1] as i32)
-            .wrapping_add(x[3] as i32 * y[3] as i32);
+        acc0 = acc0.wrapping_add(x[0] as i32 * y[0] as i32).wrapping_add(x[2] as i32 * y[2] as i32);
+        acc1 = acc1.wrapping_add(x[1] as i32 * y[1] as i32).wrapping_add(x[3] as i32 * y[3] as i32);
     }
     for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
         acc0 = acc0.wrapping_add(*x as i32 * *y as i32);
@@ -101,7 +97,14 @@ mod tests {
             ChannelQuant { bias: 0, multiplier: half, shift: 0 },
             ChannelQuant { bias: 0, multiplier: half, shift: 0 },
         ]);
-        fully_connected(&[127, 127, 127], &[127, 127, 127, -127, -127, -127], &t, 0, Clamp { min: -128, max: 127 }, &mut out);
+        fully_connected(
+            &[127, 127, 127],
+            &[127, 127, 127, -127, -127, -127],
+            &t,
+            0,
+            Clamp { min: -128, max: 127 },
+            &mut out,
+        );
         assert_eq!(out, [127, -128]);
     }
 

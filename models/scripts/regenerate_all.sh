@@ -22,5 +22,6 @@ run() {
 
 run make_data.py
 run train_digits_svc.py
+run train_digits_forest.py
 run train_digits_teacher.py
 run train_mnist1d_teacher.py

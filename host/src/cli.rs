@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::data::SplitName;
-use crate::distill::LossKind;
+use crate::distill::{Augment, LossKind, Optimizer, Schedule};
 use crate::emulate;
 use crate::pipeline::{self, DistillOptions};
 use crate::progress::Progress;
@@ -28,6 +28,17 @@ pub enum Command {
     /// Example: tinykd distill --teacher models/teachers/mnist1d_cnn.onnx --data models/data/mnist1d.npz
     ///          --student "dense(64) relu dense(32) relu dense(10)" --temperature 4 --alpha 0.9 --out student.ckpt
     Distill(DistillArgs),
+    /// Grid over temperature × α (× students × seeds), selected on validation accuracy.
+    ///
+    /// α = 0 (no teacher) is always in the grid. Writes sweep.md, sweep.json, sweep.png and the
+    /// selected student.ckpt to the --out directory.
+    /// Example: tinykd sweep --teacher models/teachers/mnist1d_cnn.onnx --data models/data/mnist1d.npz
+    ///          --student "dense(32) relu dense(10)" --temperatures 1,2,4,8 --alphas 0,0.5,0.9,1 --out sweep/
+    Sweep(SweepArgs),
+    /// Run the teacher(s) over every split and fill the teacher-logit cache.
+    ///
+    /// Example: tinykd teach --teacher models/teachers/mnist1d_cnn.onnx --data models/data/mnist1d.npz
+    Teach(TeachArgs),
     /// Quantize a float student to int8 (TFLite spec) and write a .tkd blob.
     ///
     /// Example: tinykd quantize --student student.ckpt --data models/data/mnist1d.npz --out student.tkd
@@ -100,9 +111,115 @@ pub struct DistillArgs {
     /// Skip training the α = 0 baseline shown next to the distilled student.
     #[arg(long)]
     pub no_baseline: bool,
+    #[arg(long, value_enum, default_value_t = Optimizer::Adamw)]
+    pub optimizer: Optimizer,
+    #[arg(long, value_enum, default_value_t = Schedule::Cosine)]
+    pub schedule: Schedule,
+    /// Linear learning-rate warm-up, in epochs.
+    #[arg(long, default_value_t = 0)]
+    pub warmup_epochs: usize,
+    /// Early stopping: epochs without a better validation accuracy (0 = off).
+    #[arg(long, default_value_t = 0)]
+    pub patience: usize,
+    /// Augmentation: largest random shift along the last axis (zero-filled).
+    #[arg(long, default_value_t = 0)]
+    pub shift: usize,
+    /// Augmentation: standard deviation of Gaussian noise.
+    #[arg(long, default_value_t = 0.0)]
+    pub noise: f32,
+    /// Augmented views per sample (each labelled by the teacher once, cached).
+    #[arg(long, default_value_t = 1)]
+    pub views: usize,
+    /// Keep the labels of only this share of train (stratified); the rest is unlabeled transfer data.
+    #[arg(long, default_value_t = 1.0)]
+    pub labelled_fraction: f32,
+    /// Ignore x_unlabeled even when the data has it.
+    #[arg(long)]
+    pub no_unlabeled: bool,
+    #[command(flatten)]
+    pub cache: CacheArgs,
     /// Where to write the float student checkpoint.
     #[arg(long, value_name = "student.ckpt")]
     pub out: PathBuf,
+}
+
+/// Teacher-logit cache options.
+#[derive(Debug, Clone, Args)]
+pub struct CacheArgs {
+    /// Teacher-logit cache directory [default: $TINYKD_CACHE_DIR or ~/.cache/tinykd].
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Do not read or write the teacher-logit cache.
+    #[arg(long, conflicts_with = "cache")]
+    pub no_cache: bool,
+}
+
+impl CacheArgs {
+    pub fn dir(&self) -> Option<PathBuf> {
+        if self.no_cache { None } else { Some(self.cache.clone().unwrap_or_else(crate::teacher::cache::default_dir)) }
+    }
+}
+
+impl DistillArgs {
+    /// The pipeline options these flags describe.
+    pub fn to_options(&self) -> DistillOptions {
+        DistillOptions {
+            teachers: self.teacher.teachers.clone(),
+            data: self.data.clone(),
+            student: self.student.clone(),
+            temperature: self.temperature,
+            alpha: self.alpha,
+            loss: self.loss,
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            learning_rate: self.learning_rate,
+            weight_decay: self.weight_decay,
+            seed: self.seed,
+            val_fraction: self.val_fraction,
+            backend: self.teacher.backend,
+            teacher_output: self.teacher.teacher_output.clone(),
+            input_scale: self.input_scale,
+            baseline: !self.no_baseline,
+            optimizer: self.optimizer,
+            schedule: self.schedule,
+            warmup_epochs: self.warmup_epochs,
+            patience: self.patience,
+            augment: Augment { shift: self.shift, noise: self.noise, views: self.views },
+            labelled_fraction: self.labelled_fraction,
+            use_unlabeled: !self.no_unlabeled,
+            cache_dir: self.cache.dir(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    pub distill: DistillArgs,
+    /// Temperatures to try.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+    pub temperatures: Vec<f32>,
+    /// Soft-term weights to try (0 is always added).
+    #[arg(long, value_delimiter = ',', default_value = "0,0.5,0.9,1")]
+    pub alphas: Vec<f32>,
+    /// Several student specs separated by ';' (default: --student).
+    #[arg(long)]
+    pub students: Option<String>,
+    /// Seeds; each grid point reports the mean and spread over them.
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    pub seeds: Vec<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct TeachArgs {
+    #[command(flatten)]
+    pub teacher: TeacherArgs,
+    #[arg(long, value_name = "D.npz")]
+    pub data: PathBuf,
+    #[arg(long, default_value_t = 1.0 / 255.0)]
+    pub input_scale: f32,
+    #[command(flatten)]
+    pub cache: CacheArgs,
 }
 
 #[derive(Debug, Args)]
@@ -180,6 +297,8 @@ pub fn run(cli: Cli) -> Result<()> {
     let progress = Progress::from_env();
     match cli.command {
         Command::Distill(a) => cmd_distill(a, &progress),
+        Command::Sweep(a) => cmd_sweep(a, &progress),
+        Command::Teach(a) => cmd_teach(a, &progress),
         Command::Quantize(a) => cmd_quantize(a),
         Command::Eval(a) => cmd_eval(a, &progress),
         Command::Emulate(a) => cmd_emulate(a),
@@ -192,24 +311,7 @@ fn pct(v: f64) -> String {
 }
 
 fn cmd_distill(a: DistillArgs, progress: &Progress) -> Result<()> {
-    let opts = DistillOptions {
-        teachers: a.teacher.teachers,
-        data: a.data,
-        student: a.student,
-        temperature: a.temperature,
-        alpha: a.alpha,
-        loss: a.loss,
-        epochs: a.epochs,
-        batch_size: a.batch_size,
-        learning_rate: a.learning_rate,
-        weight_decay: a.weight_decay,
-        seed: a.seed,
-        val_fraction: a.val_fraction,
-        backend: a.teacher.backend,
-        teacher_output: a.teacher.teacher_output,
-        input_scale: a.input_scale,
-        baseline: !a.no_baseline,
-    };
+    let opts = a.to_options();
     let out = pipeline::distill(&opts, progress)?;
     out.checkpoint.save(&a.out)?;
     if let Some(t) = out.teacher_test_accuracy {
@@ -225,6 +327,49 @@ fn cmd_distill(a: DistillArgs, progress: &Progress) -> Result<()> {
         println!("baseline (α = 0)      test accuracy {}", pct(b.test_accuracy));
     }
     println!("wrote {}", a.out.display());
+    Ok(())
+}
+
+fn cmd_sweep(a: SweepArgs, progress: &Progress) -> Result<()> {
+    let base = a.distill.to_options();
+    let students = match &a.students {
+        Some(list) => list.split(';').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
+        None => vec![base.student.clone()],
+    };
+    let out_dir = a.distill.out.clone();
+    let opts = pipeline::SweepOptions { base, temperatures: a.temperatures, alphas: a.alphas, students, seeds: a.seeds, out_dir: out_dir.clone() };
+    let out = pipeline::sweep(&opts, progress)?;
+    let table = pipeline::sweep_markdown(&out);
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("{}: cannot create", out_dir.display()))?;
+    crate::util::write_atomic(&out_dir.join("sweep.md"), table.as_bytes())?;
+    let json = serde_json::json!({ "rows": out.rows, "selected": out.best, "baseline": out.baseline });
+    crate::util::write_atomic(&out_dir.join("sweep.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+    out.checkpoint.save(&out_dir.join("student.ckpt"))?;
+    crate::pipeline::sweep_plot(&out, &out_dir.join("sweep.png"))?;
+    print!("{table}");
+    let (b, base) = (&out.rows[out.best], &out.rows[out.baseline]);
+    println!(
+        "selected: {} T = {} α = {}: test {} (α = 0 baseline: {})",
+        b.student,
+        b.temperature.map_or("–".into(), |t| t.to_string()),
+        b.alpha,
+        pct(b.test_accuracy),
+        pct(base.test_accuracy)
+    );
+    println!("wrote {}/sweep.md, sweep.json, sweep.png, student.ckpt", out_dir.display());
+    Ok(())
+}
+
+fn cmd_teach(a: TeachArgs, progress: &Progress) -> Result<()> {
+    let data = crate::data::Dataset::load(&a.data, crate::data::LoadOptions { input_scale: a.input_scale })?;
+    let Some(cache) = a.cache.dir() else { bail!("tinykd teach fills the cache: drop --no-cache") };
+    let mut set = crate::teacher::TeacherSet::new(&a.teacher.teachers, a.teacher.backend, a.teacher.teacher_output.as_deref(), Some(cache.clone()))?;
+    for name in [SplitName::Train, SplitName::Val, SplitName::Test, SplitName::Unlabeled] {
+        let Ok(s) = data.split(name) else { continue };
+        let (_, classes) = set.logits(&s.x, s.n, &data.sample_shape, 1.0, progress)?;
+        println!("{:<9} {} samples × {classes} classes", name.as_str(), s.n);
+    }
+    println!("cache {}: {} samples computed, {} already cached", cache.display(), set.computed_samples, set.cached_samples);
     Ok(())
 }
 

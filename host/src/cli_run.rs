@@ -21,7 +21,7 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::distill::LossKind;
+use crate::distill::{LossKind, Optimizer, Schedule};
 use crate::pipeline::{self, DistillOptions};
 use crate::progress::Progress;
 use crate::quant::Calibration;
@@ -46,36 +46,46 @@ struct Config {
     emulate: Option<EmulateSection>,
 }
 
-#[derive(Debug, Deserialize)]
+/// Every key optional: unset keys keep `tinykd distill`'s defaults.
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 struct DistillSection {
-    temperature: f32,
-    alpha: f32,
-    loss: LossKind,
-    epochs: usize,
-    batch_size: usize,
-    learning_rate: f32,
-    weight_decay: f32,
-    seed: u64,
-    val_fraction: f32,
-    input_scale: f32,
-    baseline: bool,
+    temperature: Option<f32>,
+    alpha: Option<f32>,
+    loss: Option<LossKind>,
+    epochs: Option<usize>,
+    batch_size: Option<usize>,
+    learning_rate: Option<f32>,
+    weight_decay: Option<f32>,
+    seed: Option<u64>,
+    val_fraction: Option<f32>,
+    input_scale: Option<f32>,
+    baseline: Option<bool>,
+    optimizer: Option<Optimizer>,
+    schedule: Option<Schedule>,
+    warmup_epochs: Option<usize>,
+    patience: Option<usize>,
+    shift: Option<usize>,
+    noise: Option<f32>,
+    views: Option<usize>,
+    labelled_fraction: Option<f32>,
+    use_unlabeled: Option<bool>,
 }
 
-impl Default for DistillSection {
-    fn default() -> Self {
-        DistillSection {
-            temperature: 4.0,
-            alpha: 0.9,
-            loss: LossKind::Kl,
-            epochs: 60,
-            batch_size: 64,
-            learning_rate: 3e-3,
-            weight_decay: 1e-4,
-            seed: 0,
-            val_fraction: 0.1,
-            input_scale: 1.0 / 255.0,
-            baseline: true,
+impl DistillSection {
+    fn apply(&self, o: &mut DistillOptions) {
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f { o.$f = v; } )* };
+        }
+        set!(temperature, alpha, loss, epochs, batch_size, learning_rate, weight_decay, seed, val_fraction, input_scale, baseline, optimizer, schedule, warmup_epochs, patience, labelled_fraction, use_unlabeled);
+        if let Some(v) = self.shift {
+            o.augment.shift = v;
+        }
+        if let Some(v) = self.noise {
+            o.augment.noise = v;
+        }
+        if let Some(v) = self.views {
+            o.augment.views = v;
         }
     }
 }
@@ -109,37 +119,23 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("run");
     let out_dir = cfg.out_dir.clone().map(|d| resolve(base, &d)).unwrap_or_else(|| PathBuf::from("out").join(stem));
     let data = resolve(base, &cfg.data);
-    let d = &cfg.distill;
-    let opts = DistillOptions {
-        teachers: cfg.teachers.iter().map(|t| resolve(base, t)).collect(),
-        data: data.clone(),
-        student: cfg.student.clone(),
-        temperature: d.temperature,
-        alpha: d.alpha,
-        loss: d.loss,
-        epochs: d.epochs,
-        batch_size: d.batch_size,
-        learning_rate: d.learning_rate,
-        weight_decay: d.weight_decay,
-        seed: d.seed,
-        val_fraction: d.val_fraction,
-        backend: cfg.backend,
-        teacher_output: cfg.teacher_output.clone(),
-        input_scale: d.input_scale,
-        baseline: d.baseline,
-    };
+    let mut opts = DistillOptions::new(cfg.teachers.iter().map(|t| resolve(base, t)).collect(), data.clone(), &cfg.student);
+    opts.backend = cfg.backend;
+    opts.teacher_output = cfg.teacher_output.clone();
+    cfg.distill.apply(&mut opts);
+    let input_scale = opts.input_scale;
     let started = std::time::Instant::now();
     let outcome = pipeline::distill(&opts, progress)?;
     let ckpt = out_dir.join("student.ckpt");
     outcome.checkpoint.save(&ckpt)?;
-    let q = pipeline::quantize(&ckpt, &data, cfg.quantize.calibration, d.input_scale)?;
+    let q = pipeline::quantize(&ckpt, &data, cfg.quantize.calibration, input_scale)?;
     let tkd = out_dir.join("student.tkd");
     crate::util::write_atomic(&tkd, &q.bytes)?;
     let baseline_int8 = match &outcome.baseline {
         Some(b) => {
             let p = out_dir.join("baseline.ckpt");
             crate::student::Checkpoint::new(b.student.clone(), json!({"alpha": 0.0})).save(&p)?;
-            let bq = pipeline::quantize(&p, &data, cfg.quantize.calibration, d.input_scale)?;
+            let bq = pipeline::quantize(&p, &data, cfg.quantize.calibration, input_scale)?;
             crate::util::write_atomic(&out_dir.join("baseline.tkd"), &bq.bytes)?;
             Some(bq.int8_accuracy)
         }
@@ -152,7 +148,7 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
             crate::data::SplitName::Test,
             &e.board,
             e.limit,
-            d.input_scale,
+            input_scale,
         )?),
         None => None,
     };

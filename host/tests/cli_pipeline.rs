@@ -99,3 +99,31 @@ fn same_seed_same_checkpoint() {
     };
     assert_eq!(run("a.ckpt"), run("b.ckpt"));
 }
+
+#[test]
+fn second_distill_reads_the_teacher_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let teacher = models().join("teachers/mnist1d_cnn.onnx");
+    let data = models().join("data/mnist1d.npz");
+    let run = || {
+        let o = tinykd(
+            &[
+                "distill", "--teacher", teacher.to_str().unwrap(), "--data", data.to_str().unwrap(), "--backend", "tract",
+                "--student", "dense(8) relu dense(10)", "--epochs", "1", "--no-baseline", "--shift", "2", "--views", "2",
+                "--out", "s.ckpt",
+            ],
+            d,
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        stderr(&o)
+    };
+    let first = run();
+    assert!(first.contains("backend tract"), "first run must run the teacher: {first}");
+    let second = run();
+    assert!(!second.contains("backend"), "second run opened a teacher: {second}");
+    assert!(second.contains("from the cache"), "{second}");
+    // The cache holds f16 logits: 2 files (training views, test split).
+    let entries = std::fs::read_dir(d.join("cache")).unwrap().count();
+    assert_eq!(entries, 2);
+}

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use tinykd::data::SplitName;
-use tinykd::distill::LossKind;
 use tinykd::pipeline::{self, DistillOptions};
 use tinykd::progress::Progress;
 use tinykd::quant::Calibration;
@@ -19,24 +18,11 @@ pub fn models() -> PathBuf {
 /// Distills and quantizes a small MNIST-1D student into `dir/student.tkd`.
 pub fn mnist1d_student(dir: &Path, spec: &str, epochs: usize) -> Result<PathBuf> {
     let data = models().join("data/mnist1d.npz");
-    let opts = DistillOptions {
-        teachers: vec![models().join("teachers/mnist1d_cnn.onnx")],
-        data: data.clone(),
-        student: spec.into(),
-        temperature: 4.0,
-        alpha: 0.9,
-        loss: LossKind::Kl,
-        epochs,
-        batch_size: 64,
-        learning_rate: 3e-3,
-        weight_decay: 1e-4,
-        seed: 1,
-        val_fraction: 0.1,
-        backend: BackendChoice::Tract,
-        teacher_output: None,
-        input_scale: 1.0 / 255.0,
-        baseline: false,
-    };
+    let mut opts = DistillOptions::new(vec![models().join("teachers/mnist1d_cnn.onnx")], data.clone(), spec);
+    opts.epochs = epochs;
+    opts.seed = 1;
+    opts.backend = BackendChoice::Tract;
+    opts.baseline = false;
     let out = pipeline::distill(&opts, &Progress::hidden())?;
     let ckpt = dir.join("student.ckpt");
     out.checkpoint.save(&ckpt)?;

@@ -1,7 +1,9 @@
 //! Distillation: losses and the training loop.
 
+pub mod augment;
 pub mod loss;
 pub mod trainer;
 
+pub use augment::Augment;
 pub use loss::{LossConfig, LossKind};
-pub use trainer::{TrainConfig, TrainReport, TrainSet, ValSet, train};
+pub use trainer::{Optimizer, Schedule, TrainConfig, TrainReport, TrainSet, ValSet, train};

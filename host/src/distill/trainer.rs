@@ -3,12 +3,36 @@
 //! Single-threaded and seeded, so a seed gives bit-identical weights.
 
 use rand::SeedableRng;
+use rand::Rng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
 use super::loss::{LossConfig, sample_loss};
 use crate::progress::Progress;
-use crate::student::{Dense, Student};
+use crate::student::{Grads, Student};
+
+/// Optimiser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimizer {
+    /// Adam with decoupled weight decay.
+    #[default]
+    Adamw,
+    /// SGD with Nesterov-free momentum 0.9 and decoupled weight decay.
+    Sgd,
+}
+
+/// Learning-rate schedule after warm-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// Cosine decay to zero.
+    #[default]
+    Cosine,
+    /// ×0.1 at 50 % and 75 % of the epochs.
+    Step,
+    Constant,
+}
 
 /// Optimisation settings.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -16,21 +40,45 @@ pub struct TrainConfig {
     pub epochs: usize,
     pub batch_size: usize,
     pub learning_rate: f32,
-    /// Decoupled (AdamW) weight decay.
+    /// Decoupled weight decay.
     pub weight_decay: f32,
+    pub optimizer: Optimizer,
+    pub schedule: Schedule,
+    /// Linear warm-up epochs.
+    pub warmup_epochs: usize,
+    /// Stop after this many epochs without a better validation accuracy (0 = never).
+    pub patience: usize,
     pub seed: u64,
     pub loss: LossConfig,
 }
 
-/// Training inputs: samples, optional labels and optional teacher logits,
-/// all aligned by index.
+impl TrainConfig {
+    /// Learning rate at `step` of `total` (steps of `per_epoch`).
+    fn lr_at(&self, step: usize, total: usize, per_epoch: usize) -> f32 {
+        let warm = self.warmup_epochs * per_epoch;
+        if step < warm {
+            return self.learning_rate * (step + 1) as f32 / warm as f32;
+        }
+        let t = (step - warm) as f32 / (total - warm).max(1) as f32;
+        match self.schedule {
+            Schedule::Cosine => self.learning_rate * 0.5 * (1.0 + (std::f32::consts::PI * t).cos()),
+            Schedule::Step => self.learning_rate * if t < 0.5 { 1.0 } else if t < 0.75 { 0.1 } else { 0.01 },
+            Schedule::Constant => self.learning_rate,
+        }
+    }
+}
+
+/// Training inputs: `views` versions of each of `n` samples (view-major:
+/// sample `i` of view `v` is row `v·n + i`), labels, and teacher logits for
+/// every view.
 #[derive(Debug, Clone, Copy)]
 pub struct TrainSet<'a> {
     pub x: &'a [f32],
     pub n: usize,
+    pub views: usize,
     /// `None` for an unlabeled sample.
     pub labels: &'a [Option<usize>],
-    /// `n × classes` teacher logits.
+    /// `views × n × classes` teacher logits.
     pub teacher: Option<&'a [f32]>,
 }
 
@@ -51,9 +99,11 @@ pub struct TrainReport {
     pub final_train_loss: f64,
 }
 
+/// Adam with decoupled weight decay (AdamW) over every parameter tensor.
 struct Adam {
-    m: Vec<Dense>,
-    v: Vec<Dense>,
+    m: Grads,
+    v: Grads,
+    decay: Vec<Vec<bool>>,
     t: i32,
 }
 
@@ -62,12 +112,21 @@ impl Adam {
     const B2: f32 = 0.999;
     const EPS: f32 = 1e-8;
 
-    fn step(&mut self, student: &mut Student, grads: &[Dense], lr: f32, wd: f32) {
+    fn new(student: &Student) -> Adam {
+        Adam { m: student.zero_grads(), v: student.zero_grads(), decay: student.decay_mask(), t: 0 }
+    }
+
+    fn step(&mut self, student: &mut Student, grads: &Grads, lr: f32, wd: f32, optimizer: Optimizer) {
+        if optimizer == Optimizer::Sgd {
+            return self.sgd(student, grads, lr, wd);
+        }
         self.t += 1;
         let c1 = 1.0 - Self::B1.powi(self.t);
         let c2 = 1.0 - Self::B2.powi(self.t);
-        for (((p, g), m), v) in student.dense_layers_mut().zip(grads).zip(&mut self.m).zip(&mut self.v) {
-            let update = |w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], decay: f32| {
+        for (li, layer) in student.layers.iter_mut().enumerate() {
+            for (pi, w) in layer.params_mut().into_iter().enumerate() {
+                let (g, m, v) = (&grads[li][pi], &mut self.m[li][pi], &mut self.v[li][pi]);
+                let decay = if self.decay[li][pi] { wd } else { 0.0 };
                 for i in 0..w.len() {
                     m[i] = Self::B1 * m[i] + (1.0 - Self::B1) * g[i];
                     v[i] = Self::B2 * v[i] + (1.0 - Self::B2) * g[i] * g[i];
@@ -75,9 +134,23 @@ impl Adam {
                     let vh = v[i] / c2;
                     w[i] -= lr * (mh / (vh.sqrt() + Self::EPS) + decay * w[i]);
                 }
-            };
-            update(&mut p.weight, &g.weight, &mut m.weight, &mut v.weight, wd);
-            update(&mut p.bias, &g.bias, &mut m.bias, &mut v.bias, 0.0);
+            }
+        }
+    }
+}
+
+impl Adam {
+    /// SGD with momentum 0.9 (the first-moment buffer holds the velocity).
+    fn sgd(&mut self, student: &mut Student, grads: &Grads, lr: f32, wd: f32) {
+        for (li, layer) in student.layers.iter_mut().enumerate() {
+            for (pi, w) in layer.params_mut().into_iter().enumerate() {
+                let (g, m) = (&grads[li][pi], &mut self.m[li][pi]);
+                let decay = if self.decay[li][pi] { wd } else { 0.0 };
+                for i in 0..w.len() {
+                    m[i] = 0.9 * m[i] + g[i];
+                    w[i] -= lr * (m[i] + decay * w[i]);
+                }
+            }
         }
     }
 }
@@ -99,13 +172,14 @@ pub fn train(
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let classes = student.classes;
     let len = student.input_len();
-    let zero = student.zero_grads();
-    let mut adam = Adam { m: zero.clone(), v: zero, t: 0 };
+    let mut adam = Adam::new(student);
     let mut order: Vec<usize> = (0..set.n).collect();
-    let total_steps = cfg.epochs * set.n.div_ceil(cfg.batch_size.max(1));
+    let per_epoch = set.n.div_ceil(cfg.batch_size.max(1));
+    let total_steps = cfg.epochs * per_epoch;
     let mut step = 0usize;
     let mut best: Option<(f64, usize, Student)> = None;
     let mut last_loss = 0.0;
+    let mut epochs_run = 0;
     let bar = progress.bar(cfg.epochs as u64, "train");
     for epoch in 0..cfg.epochs {
         order.shuffle(&mut rng);
@@ -113,26 +187,28 @@ pub fn train(
         for batch in order.chunks(cfg.batch_size.max(1)) {
             let b = batch.len();
             let mut x = Vec::with_capacity(b * len);
-            for &i in batch {
-                x.extend_from_slice(&set.x[i * len..(i + 1) * len]);
+            // The view of each sample for this step (its row in `set.x`).
+            let rows: Vec<usize> = batch.iter().map(|&i| if set.views > 1 { rng.random_range(0..set.views) * set.n + i } else { i }).collect();
+            for &r in &rows {
+                x.extend_from_slice(&set.x[r * len..(r + 1) * len]);
             }
             let (logits, tape) = student.forward_train(&x, b, &mut rng);
             let mut dlogits = vec![0.0f32; b * classes];
-            for (k, &i) in batch.iter().enumerate() {
+            for (k, (&i, &r)) in batch.iter().zip(&rows).enumerate() {
                 let s = &logits[k * classes..(k + 1) * classes];
-                let t = set.teacher.map(|t| &t[i * classes..(i + 1) * classes]);
+                let t = set.teacher.map(|t| &t[r * classes..(r + 1) * classes]);
                 let g = &mut dlogits[k * classes..(k + 1) * classes];
                 epoch_loss += sample_loss(s, t, set.labels[i], &cfg.loss, g);
                 g.iter_mut().for_each(|v| *v /= b as f32);
             }
             let mut grads = student.zero_grads();
             student.backward(&tape, dlogits, b, &mut grads);
-            // Cosine decay from the base rate to zero over all steps.
-            let lr = cfg.learning_rate * 0.5 * (1.0 + (std::f32::consts::PI * step as f32 / total_steps as f32).cos());
-            adam.step(student, &grads, lr, cfg.weight_decay);
+            let lr = cfg.lr_at(step, total_steps, per_epoch);
+            adam.step(student, &grads, lr, cfg.weight_decay, cfg.optimizer);
             step += 1;
         }
         last_loss = epoch_loss / set.n as f64;
+        epochs_run = epoch + 1;
         if let Some(v) = val {
             let acc = evaluate(student, v.x, v.n, v.labels);
             // Ties keep the later epoch: later weights saw more training.
@@ -140,25 +216,29 @@ pub fn train(
                 best = Some((acc, epoch + 1, student.clone()));
             }
             bar.set_message(format!("loss {last_loss:.4} val {:.2}%", acc * 100.0));
+            bar.inc(1);
+            if cfg.patience > 0 && best.as_ref().is_some_and(|(_, e, _)| epoch + 1 - e >= cfg.patience) {
+                break;
+            }
         } else {
             bar.set_message(format!("loss {last_loss:.4}"));
+            bar.inc(1);
         }
-        bar.inc(1);
     }
     bar.finish_and_clear();
     match best {
         Some((acc, epoch, weights)) => {
             *student = weights;
             TrainReport {
-                epochs: cfg.epochs,
+                epochs: epochs_run,
                 best_epoch: epoch,
                 best_val_accuracy: Some(acc),
                 final_train_loss: last_loss,
             }
         }
         None => TrainReport {
-            epochs: cfg.epochs,
-            best_epoch: cfg.epochs,
+            epochs: epochs_run,
+            best_epoch: epochs_run,
             best_val_accuracy: None,
             final_train_loss: last_loss,
         },
@@ -190,6 +270,10 @@ mod tests {
             batch_size: 16,
             learning_rate: 1e-2,
             weight_decay: 0.0,
+            optimizer: Optimizer::Adamw,
+            schedule: Schedule::Cosine,
+            warmup_epochs: 0,
+            patience: 0,
             seed,
             loss: LossConfig { kind: LossKind::Kl, temperature: 1.0, alpha: 0.0 },
         }
@@ -200,7 +284,7 @@ mod tests {
         let (x, labels, y) = toy();
         let mut rng = <ChaCha8Rng as SeedableRng>::seed_from_u64(0);
         let mut s = Student::from_spec("dense(8) relu dense(2)", &[2], 2, &mut rng).unwrap();
-        let set = TrainSet { x: &x, n: 200, labels: &labels, teacher: None };
+        let set = TrainSet { x: &x, n: 200, views: 1, labels: &labels, teacher: None };
         train(&mut s, set, None, &cfg(1), &Progress::hidden());
         assert!(evaluate(&s, &x, 200, &y) > 0.95);
     }
@@ -211,7 +295,7 @@ mod tests {
         let run = |seed| {
             let mut rng = <ChaCha8Rng as SeedableRng>::seed_from_u64(seed);
             let mut s = Student::from_spec("dense(8) relu dropout(0.2) dense(2)", &[2], 2, &mut rng).unwrap();
-            let set = TrainSet { x: &x, n: 200, labels: &labels, teacher: None };
+            let set = TrainSet { x: &x, n: 200, views: 1, labels: &labels, teacher: None };
             train(&mut s, set, None, &cfg(seed), &Progress::hidden());
             s
         };

@@ -8,7 +8,8 @@ use tinykd_runtime::format::{Activation, Op, layer};
 use tinykd_runtime::kernels::{ChannelQuant, Clamp};
 
 use crate::export::tkd::{TkdLayer, TkdModel};
-use crate::student::{Layer, Student};
+use crate::student::spec::Padding;
+use crate::student::{Layer, PoolKind, Student};
 
 /// How activation ranges are taken from the calibration set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize, Default)]
@@ -70,91 +71,277 @@ fn range(v: &[f32]) -> (f32, f32) {
     v.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), x| (lo.min(*x), hi.max(*x)))
 }
 
+/// Channels-first `[C, H, W]` sample to the device's channels-last `[H, W, C]`.
+pub fn chw_to_hwc(x: &[f32], shape: crate::student::Shape) -> Vec<f32> {
+    let [c, h, w] = shape;
+    let p = h * w;
+    if c == 1 || p == 1 {
+        return x.to_vec();
+    }
+    let len = c * p;
+    let mut out = vec![0.0; x.len()];
+    for (src, dst) in x.chunks_exact(len).zip(out.chunks_exact_mut(len)) {
+        for ci in 0..c {
+            for i in 0..p {
+                dst[i * c + ci] = src[ci * p + i];
+            }
+        }
+    }
+    out
+}
+
+/// A weighted layer with what is fused into it on the device.
+struct Fused<'a> {
+    /// Weights in the device layout and bias, BatchNorm folded in.
+    weights: Vec<f32>,
+    bias: Vec<f32>,
+    /// Values per output channel in `weights`.
+    per_channel: usize,
+    activation: Activation,
+    layer: &'a Layer,
+    /// Index of the activation (in `Student::activations`) that is this op's output.
+    output_act: usize,
+}
+
+/// Folds a following BatchNorm and picks up a following activation.
+fn fuse<'a>(student: &'a Student, i: usize) -> (Fused<'a>, usize) {
+    let layer = &student.layers[i];
+    let in_shape = student.shapes[i];
+    let (mut weights, mut bias, per_channel) = match layer {
+        Layer::Dense(d) => {
+            // The device flattens channels-last: permute the input columns.
+            let [c, h, w] = in_shape;
+            let p = h * w;
+            let mut wt = d.weight.clone();
+            if c > 1 && p > 1 {
+                for o in 0..d.outputs {
+                    let row = &d.weight[o * d.inputs..(o + 1) * d.inputs];
+                    let dst = &mut wt[o * d.inputs..(o + 1) * d.inputs];
+                    for ci in 0..c {
+                        for pi in 0..p {
+                            dst[pi * c + ci] = row[ci * p + pi];
+                        }
+                    }
+                }
+            }
+            (wt, d.bias.clone(), d.inputs)
+        }
+        Layer::Conv(cv) => {
+            // [O][C][kh][kw] → [O][kh][kw][C]
+            let [c, _, _] = cv.in_shape;
+            let [kh, kw] = cv.kernel;
+            let k = c * kh * kw;
+            let mut wt = vec![0.0; cv.weight.len()];
+            for o in 0..cv.out_channels {
+                for ci in 0..c {
+                    for y in 0..kh {
+                        for x in 0..kw {
+                            wt[o * k + (y * kw + x) * c + ci] = cv.weight[o * k + (ci * kh + y) * kw + x];
+                        }
+                    }
+                }
+            }
+            (wt, cv.bias.clone(), k)
+        }
+        Layer::Depthwise(dw) => {
+            // [C][kh][kw] → [kh][kw][C]; kept per channel here ([C][kh·kw]) for
+            // quantization and transposed when the layer is written.
+            let [kh, kw] = dw.kernel;
+            (dw.weight.clone(), dw.bias.clone(), kh * kw)
+        }
+        _ => unreachable!("fuse is called on weighted layers"),
+    };
+    let mut j = i + 1;
+    if let Some(Layer::BatchNorm(bn)) = student.layers.get(j) {
+        let (a, b) = bn.affine();
+        for (o, (scale, shift)) in a.iter().zip(&b).enumerate() {
+            weights[o * per_channel..(o + 1) * per_channel].iter_mut().for_each(|w| *w *= scale);
+            bias[o] = bias[o] * scale + shift;
+        }
+        j += 1;
+    }
+    let activation = match student.layers.get(j) {
+        Some(Layer::Relu) => {
+            j += 1;
+            Activation::Relu
+        }
+        Some(Layer::Relu6) => {
+            j += 1;
+            Activation::Relu6
+        }
+        _ => Activation::None,
+    };
+    (Fused { weights, bias, per_channel, activation, layer, output_act: j }, j)
+}
+
+fn clamp_for(activation: Activation, out: QuantParams) -> Clamp {
+    match activation {
+        Activation::None => Clamp { min: -128, max: 127 },
+        Activation::Relu => Clamp { min: out.zero_point.clamp(-128, 127) as i8, max: 127 },
+        Activation::Relu6 => Clamp {
+            min: out.zero_point.clamp(-128, 127) as i8,
+            max: (out.zero_point + (6.0 / out.scale).round() as i32).clamp(-128, 127) as i8,
+        },
+    }
+}
+
+fn u16p(v: usize, what: &str) -> Result<u16> {
+    u16::try_from(v).map_err(|_| anyhow::anyhow!("{what} = {v} is too large for the firmware format"))
+}
+
 /// Quantizes a trained student, calibrating activation ranges on `calib`
-/// (`n` samples).
+/// (`n` samples, the data's layout).
 pub fn quantize_student(student: &Student, calib: &[f32], n: usize, _method: Calibration) -> Result<TkdModel> {
     if n == 0 {
         bail!("the calibration set is empty");
     }
+    let acts = student.activations(calib, n);
     let (lo, hi) = range(calib);
     let input = activation_params(lo, hi);
-    let block_outs = student.block_outputs(calib, n);
 
     let mut layers = Vec::new();
     let mut in_params = input;
-    let mut block = 0;
-    let mut iter = student.layers.iter().peekable();
-    while let Some(l) = iter.next() {
-        let Layer::Dense(d) = l else { continue };
-        // The activation fused into this dense layer, if the next
-        // non-structural layer is one.
-        let activation = loop {
-            match iter.peek() {
-                Some(Layer::Dropout { .. } | Layer::Flatten) => {
-                    iter.next();
+    let mut i = 0;
+    while i < student.layers.len() {
+        let in_shape = student.shapes[i];
+        let [c, h, w] = in_shape;
+        let input_len = c * h * w;
+        match &student.layers[i] {
+            Layer::Dense(_) | Layer::Conv(_) | Layer::Depthwise(_) => {
+                let (f, next) = fuse(student, i);
+                let out_shape = student.shapes[next];
+                let (olo, ohi) = range(&acts[f.output_act]);
+                let out = activation_params(olo, ohi);
+                let channels = f.bias.len();
+                let mut q_weights = Vec::with_capacity(f.weights.len());
+                let mut table = Vec::with_capacity(channels);
+                let mut weight_scales = Vec::with_capacity(channels);
+                for o in 0..channels {
+                    let row = &f.weights[o * f.per_channel..(o + 1) * f.per_channel];
+                    let max_abs = row.iter().fold(0f32, |a, w| a.max(w.abs()));
+                    let s_w = if max_abs > 0.0 { max_abs / 127.0 } else { 1.0 };
+                    let q_row: Vec<i8> = row.iter().map(|w| (w / s_w).round().clamp(-127.0, 127.0) as i8).collect();
+                    let acc_scale = in_params.scale as f64 * s_w as f64;
+                    let bias = (f.bias[o] as f64 / acc_scale).round().clamp(i32::MIN as f64, i32::MAX as f64) as i64;
+                    // Fully connected folds −z_in·Σw into the bias (plain dot
+                    // product on the device); convolutions skip padded taps,
+                    // so they keep TFLite's plain bias and subtract z_in per tap.
+                    let stored = if matches!(f.layer, Layer::Dense(_)) {
+                        bias - in_params.zero_point as i64 * q_row.iter().map(|w| *w as i64).sum::<i64>()
+                    } else {
+                        bias
+                    };
+                    let stored = i32::try_from(stored).map_err(|_| anyhow::anyhow!("bias of layer {i} channel {o} overflows int32"))?;
+                    let (multiplier, shift) = quantize_multiplier(acc_scale / out.scale as f64);
+                    table.push(ChannelQuant { bias: stored, multiplier, shift });
+                    weight_scales.push(s_w);
+                    q_weights.extend(q_row);
                 }
-                Some(Layer::Relu) => {
-                    iter.next();
-                    break Activation::Relu;
-                }
-                Some(Layer::Relu6) => {
-                    iter.next();
-                    break Activation::Relu6;
-                }
-                _ => break Activation::None,
+                let mut params = [0u16; layer::PARAM_COUNT];
+                let op = match f.layer {
+                    Layer::Dense(d) => {
+                        params[0] = u16p(d.inputs, "dense inputs")?;
+                        params[1] = u16p(d.outputs, "dense outputs")?;
+                        Op::FullyConnected
+                    }
+                    Layer::Conv(cv) => {
+                        params = [
+                            u16p(h, "height")?,
+                            u16p(w, "width")?,
+                            u16p(c, "channels")?,
+                            u16p(cv.out_channels, "channels")?,
+                            u16p(cv.kernel[0], "kernel")?,
+                            u16p(cv.kernel[1], "kernel")?,
+                            u16p(cv.stride, "stride")?,
+                            (cv.padding == Padding::Same) as u16,
+                        ];
+                        Op::Conv2d
+                    }
+                    Layer::Depthwise(dw) => {
+                        params = [
+                            u16p(h, "height")?,
+                            u16p(w, "width")?,
+                            u16p(c, "channels")?,
+                            u16p(c, "channels")?,
+                            u16p(dw.kernel[0], "kernel")?,
+                            u16p(dw.kernel[1], "kernel")?,
+                            u16p(dw.stride, "stride")?,
+                            (dw.padding == Padding::Same) as u16,
+                        ];
+                        // [C][kh·kw] → [kh·kw][C] (TFLite's depthwise layout).
+                        let taps = f.per_channel;
+                        let mut t = vec![0i8; q_weights.len()];
+                        for ci in 0..c {
+                            for k in 0..taps {
+                                t[k * c + ci] = q_weights[ci * taps + k];
+                            }
+                        }
+                        q_weights = t;
+                        Op::DepthwiseConv2d
+                    }
+                    _ => unreachable!(),
+                };
+                layers.push(TkdLayer {
+                    op,
+                    activation: f.activation,
+                    clamp: clamp_for(f.activation, out),
+                    input_len,
+                    output_len: out_shape.iter().product(),
+                    params,
+                    input_zero_point: in_params.zero_point,
+                    output: out,
+                    weights: q_weights,
+                    channels: table,
+                    weight_scales,
+                });
+                in_params = out;
+                i = next;
             }
-        };
-        let (olo, ohi) = range(&block_outs[block]);
-        let out = activation_params(olo, ohi);
-        let clamp = match activation {
-            Activation::None => Clamp { min: -128, max: 127 },
-            Activation::Relu => Clamp { min: out.zero_point.clamp(-128, 127) as i8, max: 127 },
-            Activation::Relu6 => Clamp {
-                min: out.zero_point.clamp(-128, 127) as i8,
-                max: (out.zero_point + (6.0 / out.scale).round() as i32).clamp(-128, 127) as i8,
-            },
-        };
-        let mut weights = Vec::with_capacity(d.weight.len());
-        let mut channels = Vec::with_capacity(d.outputs);
-        let mut weight_scales = Vec::with_capacity(d.outputs);
-        for o in 0..d.outputs {
-            let row = &d.weight[o * d.inputs..(o + 1) * d.inputs];
-            let max_abs = row.iter().fold(0f32, |a, w| a.max(w.abs()));
-            let s_w = if max_abs > 0.0 { max_abs / 127.0 } else { 1.0 };
-            let q_row: Vec<i8> = row.iter().map(|w| (w / s_w).round().clamp(-127.0, 127.0) as i8).collect();
-            let acc_scale = in_params.scale as f64 * s_w as f64;
-            let bias = (d.bias[o] as f64 / acc_scale).round().clamp(i32::MIN as f64, i32::MAX as f64) as i64;
-            let row_sum: i64 = q_row.iter().map(|w| *w as i64).sum();
-            // Fold −z_in·Σw into the bias so the kernel's inner loop is a plain dot product.
-            let folded = bias - in_params.zero_point as i64 * row_sum;
-            let folded = i32::try_from(folded)
-                .map_err(|_| anyhow::anyhow!("bias of layer {block} output {o} overflows int32"))?;
-            let (multiplier, shift) = quantize_multiplier(acc_scale / out.scale as f64);
-            channels.push(ChannelQuant { bias: folded, multiplier, shift });
-            weight_scales.push(s_w);
-            weights.extend(q_row);
+            Layer::Pool(p) => {
+                let out_shape = p.out_shape();
+                let params = [
+                    u16p(h, "height")?,
+                    u16p(w, "width")?,
+                    u16p(c, "channels")?,
+                    u16p(p.size[0], "pool")?,
+                    u16p(p.size[1], "pool")?,
+                    u16p(p.stride, "stride")?,
+                    (p.padding == Padding::Same) as u16,
+                    0,
+                ];
+                layers.push(pass_through(if p.kind == PoolKind::Max { Op::MaxPool2d } else { Op::AvgPool2d }, params, input_len, out_shape.iter().product(), in_params));
+                i += 1;
+            }
+            Layer::Gap { .. } => {
+                let params = [u16p(h, "height")?, u16p(w, "width")?, u16p(c, "channels")?, 0, 0, 0, 0, 0];
+                layers.push(pass_through(Op::GlobalAvgPool, params, input_len, c, in_params));
+                i += 1;
+            }
+            Layer::Flatten | Layer::Dropout { .. } => i += 1,
+            Layer::BatchNorm(_) | Layer::Relu | Layer::Relu6 => {
+                bail!("layer {i} ({:?}) cannot be quantized on its own: it must follow a dense or conv layer", student.layers[i])
+            }
         }
-        let mut params = [0u16; layer::PARAM_COUNT];
-        params[0] = u16::try_from(d.inputs)?;
-        params[1] = u16::try_from(d.outputs)?;
-        layers.push(TkdLayer {
-            op: Op::FullyConnected,
-            activation,
-            clamp,
-            input_len: d.inputs,
-            output_len: d.outputs,
-            params,
-            input_zero_point: in_params.zero_point,
-            output: out,
-            weights,
-            channels,
-            weight_scales,
-        });
-        in_params = out;
-        block += 1;
     }
     let output = layers.last().map(|l| l.output).unwrap_or(input);
     Ok(TkdModel { input_shape: student.input_shape.clone(), input, output, classes: student.classes, layers })
+}
+
+/// A layer that keeps its input's quantization (pools).
+fn pass_through(op: Op, params: [u16; layer::PARAM_COUNT], input_len: usize, output_len: usize, q: QuantParams) -> TkdLayer {
+    TkdLayer {
+        op,
+        activation: Activation::None,
+        clamp: Clamp { min: -128, max: 127 },
+        input_len,
+        output_len,
+        params,
+        input_zero_point: q.zero_point,
+        output: q,
+        weights: Vec::new(),
+        channels: Vec::new(),
+        weight_scales: Vec::new(),
+    }
 }
 
 #[cfg(test)]
@@ -191,28 +378,51 @@ mod tests {
         assert_eq!(activation_params(0.0, 0.0), QuantParams { scale: 1.0, zero_point: 0 });
     }
 
-    #[test]
-    fn quantized_dense_matches_float_closely() {
+    /// Runs a student in float and as int8 through the runtime; returns the
+    /// largest logit error relative to the logit range, and the share of equal argmaxes.
+    fn int8_vs_float(spec: &str, shape: &[usize], classes: usize) -> (f32, f64) {
         use rand::SeedableRng;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
-        let s = Student::from_spec("dense(16) relu dense(4)", &[8], 4, &mut rng).unwrap();
+        let s = Student::from_spec(spec, shape, classes, &mut rng).unwrap();
+        let len: usize = shape.iter().product();
         let n = 64;
-        let x: Vec<f32> = (0..n * 8).map(|i| ((i * 31 % 23) as f32 - 11.0) / 11.0).collect();
+        let x: Vec<f32> = (0..n * len).map(|i| ((i * 31 % 23) as f32 - 11.0) / 11.0).collect();
         let q = quantize_student(&s, &x, n, Calibration::Minmax).unwrap();
         let bytes = crate::export::tkd::encode(&q).unwrap();
+        let (pred, logits) = crate::pipeline::run_int8(&bytes, &x, n).unwrap();
         let m = tinykd_runtime::Model::from_bytes(&bytes).unwrap();
         let float = s.forward(&x, n);
-        let mut arena = vec![0u8; m.arena_bytes()];
-        let mut max_err = 0f32;
-        for i in 0..n {
-            let qi: Vec<i8> = x[i * 8..(i + 1) * 8].iter().map(|v| quantize_value(*v, m.input_quant())).collect();
-            let out = m.run(&qi, &mut arena).unwrap();
-            for (c, v) in out.iter().enumerate() {
-                let real = tinykd_runtime::dequantize(*v, m.output_quant());
-                max_err = max_err.max((real - float[i * 4 + c]).abs());
-            }
-        }
         let (lo, hi) = range(&float);
-        assert!(max_err < 0.05 * (hi - lo), "max error {max_err} on a range of {}", hi - lo);
+        let max_err = logits.iter().zip(&float).map(|(q, f)| (tinykd_runtime::dequantize(*q, m.output_quant()) - f).abs()).fold(0f32, f32::max);
+        let fpred = crate::util::argmax_rows(&float, classes);
+        let agree = pred.iter().zip(&fpred).filter(|(a, b)| a == b).count() as f64 / n as f64;
+        (max_err / (hi - lo), agree)
+    }
+
+    #[test]
+    fn quantized_dense_matches_float_closely() {
+        let (err, _) = int8_vs_float("dense(16) relu dense(4)", &[8], 4);
+        assert!(err < 0.05, "relative error {err}");
+    }
+
+    #[test]
+    fn quantized_conv_students_match_float_closely() {
+        for (spec, shape) in [
+            ("conv1d(8,k5,s2) relu conv1d(16,k3,s2) relu gap dense(10)", vec![40]),
+            ("conv1d(6,k3) bn relu maxpool(2) dwconv1d(k3,s2) relu6 avgpool(2) flatten dense(10)", vec![2, 24]),
+            ("conv2d(4,k3) relu conv2d(8,k3,s2,valid) relu flatten dense(10)", vec![1, 8, 8]),
+            ("conv2d(4,k3,s2) relu dwconv2d(k3) relu gap dense(10)", vec![3, 6, 6]),
+        ] {
+            let (err, agree) = int8_vs_float(spec, &shape, 10);
+            assert!(err < 0.08, "{spec}: relative error {err}");
+            assert!(agree > 0.85, "{spec}: argmax agreement {agree}");
+        }
+    }
+
+    #[test]
+    fn chw_to_hwc_interleaves_channels() {
+        // Two channels of three positions: [a0 a1 a2 | b0 b1 b2] → [a0 b0 a1 b1 a2 b2].
+        assert_eq!(chw_to_hwc(&[1.0, 2.0, 3.0, 10.0, 20.0, 30.0], [2, 1, 3]), vec![1.0, 10.0, 2.0, 20.0, 3.0, 30.0]);
+        assert_eq!(chw_to_hwc(&[1.0, 2.0], [1, 1, 2]), vec![1.0, 2.0]);
     }
 }

@@ -17,7 +17,7 @@ pub struct Dense {
 /// `c = alpha · a·b + beta · c` for row-major matrices, with explicit strides
 /// so transposes are free.
 #[allow(clippy::too_many_arguments)]
-fn gemm(
+pub(crate) fn gemm(
     m: usize,
     k: usize,
     n: usize,
@@ -88,24 +88,12 @@ impl Dense {
         y
     }
 
-    /// Backward pass: accumulates `dW`, `db` into `grad` and returns `dx`.
-    pub fn backward(&self, x: &[f32], dy: &[f32], n: usize, grad: &mut Dense) -> Vec<f32> {
+    /// Backward pass: accumulates `dW`, `db` into `gw`, `gb` and returns `dx`.
+    pub fn backward_into(&self, x: &[f32], dy: &[f32], n: usize, gw: &mut [f32], gb: &mut [f32]) -> Vec<f32> {
         // dW[out×in] += dyᵀ[out×n] · x[n×in]
-        gemm(
-            self.outputs,
-            n,
-            self.inputs,
-            dy,
-            1,
-            self.outputs as isize,
-            x,
-            self.inputs as isize,
-            1,
-            1.0,
-            &mut grad.weight,
-        );
+        gemm(self.outputs, n, self.inputs, dy, 1, self.outputs as isize, x, self.inputs as isize, 1, 1.0, gw);
         for row in dy.chunks_exact(self.outputs) {
-            for (g, d) in grad.bias.iter_mut().zip(row) {
+            for (g, d) in gb.iter_mut().zip(row) {
                 *g += d;
             }
         }
@@ -125,16 +113,6 @@ impl Dense {
             &mut dx,
         );
         dx
-    }
-
-    /// A zeroed layer of the same shape (gradient / optimizer state).
-    pub fn zeros_like(&self) -> Dense {
-        Dense {
-            inputs: self.inputs,
-            outputs: self.outputs,
-            weight: vec![0.0; self.weight.len()],
-            bias: vec![0.0; self.bias.len()],
-        }
     }
 }
 
@@ -160,8 +138,8 @@ mod tests {
         // Loss = Σ w_out · y, so dy = w_out.
         let loss =
             |d: &Dense, x: &[f32]| -> f64 { d.forward(x, n).iter().zip(&w_out).map(|(a, b)| (*a * *b) as f64).sum() };
-        let mut g = d.zeros_like();
-        let dx = d.backward(&x, &w_out, n, &mut g);
+        let mut g = Dense { weight: vec![0.0; d.weight.len()], bias: vec![0.0; d.bias.len()], ..d.clone() };
+        let dx = d.backward_into(&x, &w_out, n, &mut g.weight, &mut g.bias);
         let h = 1e-2f32;
         for i in 0..d.weight.len() {
             let (mut p, mut m) = (d.clone(), d.clone());

@@ -4,15 +4,27 @@
 //! small and fixed by the firmware, and the training loop must be
 //! bit-reproducible for a seed.
 
+pub mod batchnorm;
+pub mod conv;
 pub mod dense;
+pub mod depthwise;
+pub mod geometry;
+pub mod pool;
 pub mod spec;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{bail, Context, Result};
 use rand::Rng;
 
+pub use batchnorm::BatchNorm;
+pub use conv::Conv;
 pub use dense::Dense;
+pub use depthwise::Depthwise;
+pub use geometry::Shape;
+pub use pool::{Pool, PoolKind};
 pub use spec::LayerSpec;
 
 /// A trainable layer.
@@ -20,6 +32,11 @@ pub use spec::LayerSpec;
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Layer {
     Dense(Dense),
+    Conv(Conv),
+    Depthwise(Depthwise),
+    Pool(Pool),
+    Gap { shape: Shape },
+    BatchNorm(BatchNorm),
     Relu,
     Relu6,
     Flatten,
@@ -27,11 +44,44 @@ pub enum Layer {
 }
 
 impl Layer {
-    /// Output feature count for a given input feature count.
-    fn output_len(&self, input: usize) -> usize {
+    /// Trainable tensors, in a fixed order.
+    pub fn params(&self) -> Vec<&Vec<f32>> {
         match self {
-            Layer::Dense(d) => d.outputs,
-            _ => input,
+            Layer::Dense(d) => vec![&d.weight, &d.bias],
+            Layer::Conv(c) => vec![&c.weight, &c.bias],
+            Layer::Depthwise(d) => vec![&d.weight, &d.bias],
+            Layer::BatchNorm(b) => vec![&b.gamma, &b.beta],
+            _ => vec![],
+        }
+    }
+
+    pub fn params_mut(&mut self) -> Vec<&mut Vec<f32>> {
+        match self {
+            Layer::Dense(d) => vec![&mut d.weight, &mut d.bias],
+            Layer::Conv(c) => vec![&mut c.weight, &mut c.bias],
+            Layer::Depthwise(d) => vec![&mut d.weight, &mut d.bias],
+            Layer::BatchNorm(b) => vec![&mut b.gamma, &mut b.beta],
+            _ => vec![],
+        }
+    }
+
+    /// Whether weight decay applies to parameter `i` (weights yes; biases and BN no).
+    fn decays(&self, i: usize) -> bool {
+        i == 0 && matches!(self, Layer::Dense(_) | Layer::Conv(_) | Layer::Depthwise(_))
+    }
+
+    /// Inference forward over `n` samples.
+    fn forward(&self, x: Vec<f32>, n: usize) -> Vec<f32> {
+        match self {
+            Layer::Dense(d) => d.forward(&x, n),
+            Layer::Conv(c) => c.forward(&x, n),
+            Layer::Depthwise(d) => d.forward(&x, n),
+            Layer::Pool(p) => p.forward(&x, n),
+            Layer::Gap { shape } => pool::gap_forward(*shape, &x, n),
+            Layer::BatchNorm(b) => b.forward(&x, n),
+            Layer::Relu => x.into_iter().map(|v| v.max(0.0)).collect(),
+            Layer::Relu6 => x.into_iter().map(|v| v.clamp(0.0, 6.0)).collect(),
+            Layer::Flatten | Layer::Dropout { .. } => x,
         }
     }
 }
@@ -44,6 +94,8 @@ pub struct Student {
     pub input_shape: Vec<usize>,
     pub classes: usize,
     pub layers: Vec<Layer>,
+    /// `[C, H, W]` input shape of every layer, then the output shape.
+    pub shapes: Vec<Shape>,
 }
 
 /// Intermediate values a backward pass needs.
@@ -55,38 +107,93 @@ pub struct Tape {
     masks: Vec<Option<Vec<f32>>>,
 }
 
+/// Gradients: one vector per parameter tensor, layer by layer.
+pub type Grads = Vec<Vec<Vec<f32>>>;
+
+fn fusable(prev: Option<&Layer>) -> bool {
+    matches!(prev, Some(Layer::Dense(_) | Layer::Conv(_) | Layer::Depthwise(_) | Layer::BatchNorm(_)))
+}
+
 impl Student {
     /// Builds a freshly initialised student from a spec. Layers the firmware
     /// cannot run, or orderings it cannot fuse, are refused here, before any
     /// training starts.
     pub fn from_spec(spec: &str, input_shape: &[usize], classes: usize, rng: &mut impl Rng) -> Result<Student> {
         let specs = spec::parse(spec)?;
-        let mut layers = Vec::new();
-        let mut features: usize = input_shape.iter().product();
-        let mut prev_dense = false;
+        let Some(mut shape) = geometry::as_chw(input_shape) else {
+            bail!("input shape {input_shape:?} is not supported: students take [L], [C, L] or [C, H, W] samples");
+        };
+        let mut layers: Vec<Layer> = Vec::new();
+        let mut shapes = vec![shape];
         for s in &specs {
+            let name = s.to_spec_string();
+            let current = shape;
+            let too_small = || anyhow::anyhow!("student spec '{spec}': {name} does not fit its input of shape [C, H, W] = {current:?}");
+            let one_d = |what: &str| -> Result<()> {
+                if shape[1] != 1 {
+                    bail!("student spec '{spec}': {what} needs 1-D input [C, L], got [C, H, W] = {shape:?} (use the 2-D layer)");
+                }
+                Ok(())
+            };
+            let two_d = |what: &str| -> Result<()> {
+                if shape[1] == 1 {
+                    bail!("student spec '{spec}': {what} needs 2-D input [C, H, W], got 1-D [C, L] = [{}, {}] (use the 1-D layer)", shape[0], shape[2]);
+                }
+                Ok(())
+            };
             let layer = match s {
-                LayerSpec::Dense { units } => Layer::Dense(Dense::new(features, *units, rng)),
+                LayerSpec::Dense { units } => Layer::Dense(Dense::new(shape.iter().product(), *units, rng)),
+                LayerSpec::Conv1d { channels, kernel, stride, padding } => {
+                    one_d("conv1d")?;
+                    Layer::Conv(Conv::new(shape, *channels, [1, *kernel], *stride, *padding, rng).ok_or_else(too_small)?)
+                }
+                LayerSpec::Conv2d { channels, kernel, stride, padding } => {
+                    two_d("conv2d")?;
+                    Layer::Conv(Conv::new(shape, *channels, [*kernel, *kernel], *stride, *padding, rng).ok_or_else(too_small)?)
+                }
+                LayerSpec::Dwconv1d { kernel, stride, padding } => {
+                    one_d("dwconv1d")?;
+                    Layer::Depthwise(Depthwise::new(shape, [1, *kernel], *stride, *padding, rng).ok_or_else(too_small)?)
+                }
+                LayerSpec::Dwconv2d { kernel, stride, padding } => {
+                    two_d("dwconv2d")?;
+                    Layer::Depthwise(Depthwise::new(shape, [*kernel, *kernel], *stride, *padding, rng).ok_or_else(too_small)?)
+                }
+                LayerSpec::Maxpool { size, stride } | LayerSpec::Avgpool { size, stride } => {
+                    let kind = if matches!(s, LayerSpec::Maxpool { .. }) { PoolKind::Max } else { PoolKind::Avg };
+                    let k = if shape[1] == 1 { [1, *size] } else { [*size, *size] };
+                    Layer::Pool(Pool::new(kind, shape, k, *stride, spec::Padding::Valid).ok_or_else(too_small)?)
+                }
+                LayerSpec::Gap => Layer::Gap { shape },
+                LayerSpec::Bn => {
+                    if !matches!(layers.last(), Some(Layer::Dense(_) | Layer::Conv(_) | Layer::Depthwise(_))) {
+                        bail!("student spec '{spec}': bn must directly follow dense, conv or dwconv (it is folded into it on the device)");
+                    }
+                    Layer::BatchNorm(BatchNorm::new(shape[0], shape[1] * shape[2]))
+                }
                 LayerSpec::Relu | LayerSpec::Relu6 => {
-                    if !prev_dense {
-                        bail!(
-                            "student spec '{spec}': {} must directly follow a dense layer (it is fused into it on the device)",
-                            s.to_spec_string()
-                        );
+                    if !fusable(layers.last()) {
+                        bail!("student spec '{spec}': {name} must directly follow dense, conv, dwconv or bn (it is fused into it on the device)");
                     }
                     if *s == LayerSpec::Relu { Layer::Relu } else { Layer::Relu6 }
                 }
                 LayerSpec::Flatten => Layer::Flatten,
                 LayerSpec::Dropout { p } => Layer::Dropout { p: *p },
-                other => bail!(
-                    "student spec '{spec}': layer {} is not supported by this version of the firmware runtime \
-                     (supported: dense, relu, relu6, flatten, dropout)",
-                    other.to_spec_string()
-                ),
             };
-            prev_dense = matches!(layer, Layer::Dense(_));
-            features = layer.output_len(features);
+            shape = match &layer {
+                Layer::Dense(d) => [d.outputs, 1, 1],
+                Layer::Conv(c) => c.out_shape(),
+                Layer::Depthwise(d) => d.out_shape(),
+                Layer::Pool(p) => p.out_shape(),
+                Layer::Gap { shape } => [shape[0], 1, 1],
+                Layer::Flatten => [shape.iter().product(), 1, 1],
+                _ => shape,
+            };
+            if shape.contains(&0) {
+                return Err(too_small());
+            }
             layers.push(layer);
+            shapes.push(shape);
         }
         match layers.iter().rev().find(|l| !matches!(l, Layer::Dropout { .. } | Layer::Flatten)) {
             Some(Layer::Dense(d)) if d.outputs == classes => {}
@@ -96,7 +203,7 @@ impl Student {
             ),
             _ => bail!("student spec '{spec}': must end with dense({classes}) producing the class logits"),
         }
-        Ok(Student { spec: spec.to_owned(), input_shape: input_shape.to_vec(), classes, layers })
+        Ok(Student { spec: spec.to_owned(), input_shape: input_shape.to_vec(), classes, layers, shapes })
     }
 
     /// Number of input values per sample.
@@ -106,86 +213,73 @@ impl Student {
 
     /// Number of trainable parameters.
     pub fn param_count(&self) -> usize {
-        self.layers.iter().map(|l| if let Layer::Dense(d) = l { d.param_count() } else { 0 }).sum()
+        self.layers.iter().flat_map(|l| l.params()).map(|p| p.len()).sum()
     }
 
     /// Inference forward pass over `n` samples; returns `n × classes` logits.
     pub fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
-        let mut a = x.to_vec();
-        for l in &self.layers {
-            a = match l {
-                Layer::Dense(d) => d.forward(&a, n),
-                Layer::Relu => a.into_iter().map(|v| v.max(0.0)).collect(),
-                Layer::Relu6 => a.into_iter().map(|v| v.clamp(0.0, 6.0)).collect(),
-                Layer::Flatten | Layer::Dropout { .. } => a,
-            };
-        }
-        a
+        self.layers.iter().fold(x.to_vec(), |a, l| l.forward(a, n))
     }
 
-    /// Outputs of every fused block (dense + its activation) for calibration:
-    /// one vector per dense layer, post-activation.
-    pub fn block_outputs(&self, x: &[f32], n: usize) -> Vec<Vec<f32>> {
-        let mut outs: Vec<Vec<f32>> = Vec::new();
-        let mut a = x.to_vec();
+    /// The input of every layer and the final output (inference mode).
+    pub fn activations(&self, x: &[f32], n: usize) -> Vec<Vec<f32>> {
+        let mut acts = vec![x.to_vec()];
         for l in &self.layers {
-            a = match l {
-                Layer::Dense(d) => {
-                    let y = d.forward(&a, n);
-                    outs.push(y.clone());
-                    y
-                }
-                Layer::Relu => a.into_iter().map(|v| v.max(0.0)).collect(),
-                Layer::Relu6 => a.into_iter().map(|v| v.clamp(0.0, 6.0)).collect(),
-                Layer::Flatten | Layer::Dropout { .. } => a,
-            };
-            if matches!(l, Layer::Relu | Layer::Relu6) {
-                if let Some(last) = outs.last_mut() {
-                    last.clone_from(&a);
-                }
-            }
+            let next = l.forward(acts[acts.len() - 1].clone(), n);
+            acts.push(next);
         }
-        outs
+        acts
     }
 
-    /// Training forward pass (dropout active); records what backward needs.
-    pub fn forward_train(&self, x: &[f32], n: usize, rng: &mut impl Rng) -> (Vec<f32>, Tape) {
+    /// Training forward pass (dropout active, batch statistics, running
+    /// averages updated); records what backward needs.
+    pub fn forward_train(&mut self, x: &[f32], n: usize, rng: &mut impl Rng) -> (Vec<f32>, Tape) {
         let mut tape = Tape::default();
         let mut a = x.to_vec();
-        for l in &self.layers {
-            tape.inputs.push(a.clone());
+        for l in &mut self.layers {
             let mut mask = None;
-            a = match l {
-                Layer::Dense(d) => d.forward(&a, n),
-                Layer::Relu => a.into_iter().map(|v| v.max(0.0)).collect(),
-                Layer::Relu6 => a.into_iter().map(|v| v.clamp(0.0, 6.0)).collect(),
-                Layer::Flatten => a,
+            let next = match l {
+                Layer::BatchNorm(b) => b.forward_train(&a, n),
                 Layer::Dropout { p } => {
-                    let keep = 1.0 - p;
-                    let m: Vec<f32> =
-                        (0..a.len()).map(|_| if rng.random::<f32>() < keep { 1.0 / keep } else { 0.0 }).collect();
+                    let keep = 1.0 - *p;
+                    let m: Vec<f32> = (0..a.len()).map(|_| if rng.random::<f32>() < keep { 1.0 / keep } else { 0.0 }).collect();
                     let out = a.iter().zip(&m).map(|(v, k)| v * k).collect();
                     mask = Some(m);
                     out
                 }
+                other => other.forward(a.clone(), n),
             };
+            tape.inputs.push(std::mem::replace(&mut a, next));
             tape.masks.push(mask);
         }
         (a, tape)
     }
 
-    /// Backward pass from `dlogits`; accumulates into `grads` (one `Dense`
-    /// per dense layer, in order).
-    pub fn backward(&self, tape: &Tape, dlogits: Vec<f32>, n: usize, grads: &mut [Dense]) {
+    /// Backward pass from `dlogits`; accumulates into `grads` (see `zero_grads`).
+    pub fn backward(&self, tape: &Tape, dlogits: Vec<f32>, n: usize, grads: &mut Grads) {
         let mut d = dlogits;
-        let mut gi = grads.len();
         for (i, l) in self.layers.iter().enumerate().rev() {
             let x = &tape.inputs[i];
+            let g = &mut grads[i];
             d = match l {
                 Layer::Dense(dense) => {
-                    gi -= 1;
-                    dense.backward(x, &d, n, &mut grads[gi])
+                    let (gw, gb) = g.split_at_mut(1);
+                    dense.backward_into(x, &d, n, &mut gw[0], &mut gb[0])
                 }
+                Layer::Conv(c) => {
+                    let (gw, gb) = g.split_at_mut(1);
+                    c.backward(x, &d, n, &mut gw[0], &mut gb[0])
+                }
+                Layer::Depthwise(c) => {
+                    let (gw, gb) = g.split_at_mut(1);
+                    c.backward(x, &d, n, &mut gw[0], &mut gb[0])
+                }
+                Layer::BatchNorm(b) => {
+                    let (gg, gb) = g.split_at_mut(1);
+                    b.backward(x, &d, n, &mut gg[0], &mut gb[0])
+                }
+                Layer::Pool(p) => p.backward(x, &d, n),
+                Layer::Gap { shape } => pool::gap_backward(*shape, &d, n),
                 Layer::Relu => d.iter().zip(x).map(|(g, v)| if *v > 0.0 { *g } else { 0.0 }).collect(),
                 Layer::Relu6 => d.iter().zip(x).map(|(g, v)| if *v > 0.0 && *v < 6.0 { *g } else { 0.0 }).collect(),
                 Layer::Flatten => d,
@@ -197,17 +291,17 @@ impl Student {
         }
     }
 
-    /// Zeroed gradient buffers, one per dense layer.
-    pub fn zero_grads(&self) -> Vec<Dense> {
-        self.dense_layers().map(Dense::zeros_like).collect()
+    /// Zeroed gradient buffers shaped like the parameters.
+    pub fn zero_grads(&self) -> Grads {
+        self.layers.iter().map(|l| l.params().iter().map(|p| vec![0.0; p.len()]).collect()).collect()
     }
 
-    /// The dense layers, in order.
-    pub fn dense_layers(&self) -> impl Iterator<Item = &Dense> {
-        self.layers.iter().filter_map(|l| if let Layer::Dense(d) = l { Some(d) } else { None })
+    /// Whether each parameter tensor takes weight decay (same nesting as `Grads`).
+    pub fn decay_mask(&self) -> Vec<Vec<bool>> {
+        self.layers.iter().map(|l| (0..l.params().len()).map(|i| l.decays(i)).collect()).collect()
     }
 
-    /// The dense layers, mutably.
+    /// The dense layers, mutably (tests).
     pub fn dense_layers_mut(&mut self) -> impl Iterator<Item = &mut Dense> {
         self.layers.iter_mut().filter_map(|l| if let Layer::Dense(d) = l { Some(d) } else { None })
     }
@@ -268,8 +362,14 @@ mod tests {
 
     #[test]
     fn refuses_what_the_firmware_cannot_run() {
-        let e = format!("{:#}", Student::from_spec("conv1d(8,k3) relu dense(10)", &[40], 10, &mut rng()).unwrap_err());
-        assert!(e.contains("not supported"), "{e}");
+        let e = format!("{:#}", Student::from_spec("conv2d(8,k3) relu dense(10)", &[40], 10, &mut rng()).unwrap_err());
+        assert!(e.contains("needs 2-D input"), "{e}");
+        let e = format!("{:#}", Student::from_spec("conv1d(8,k9,valid) dense(10)", &[1, 5], 10, &mut rng()).unwrap_err());
+        assert!(e.contains("does not fit"), "{e}");
+        let e = format!("{:#}", Student::from_spec("conv1d(8,k3) maxpool(2) relu dense(10)", &[40], 10, &mut rng()).unwrap_err());
+        assert!(e.contains("must directly follow"), "{e}");
+        let e = format!("{:#}", Student::from_spec("gap bn dense(10)", &[40], 10, &mut rng()).unwrap_err());
+        assert!(e.contains("bn must directly follow"), "{e}");
         let e = format!("{:#}", Student::from_spec("relu dense(10)", &[40], 10, &mut rng()).unwrap_err());
         assert!(e.contains("must directly follow"), "{e}");
         let e = format!("{:#}", Student::from_spec("dense(32) relu dense(5)", &[40], 10, &mut rng()).unwrap_err());
@@ -278,31 +378,47 @@ mod tests {
 
     #[test]
     fn whole_network_gradient_matches_finite_differences() {
-        let s = Student::from_spec("dense(6) relu dense(5) relu6 dense(3)", &[4], 3, &mut rng()).unwrap();
-        let n = 3;
-        let x: Vec<f32> = (0..n * 4).map(|i| ((i * 13 % 9) as f32 - 4.0) / 2.0).collect();
-        let w: Vec<f32> = (0..n * 3).map(|i| ((i * 3 % 5) as f32 - 2.0) / 2.0).collect();
-        let loss = |s: &Student| -> f64 { s.forward(&x, n).iter().zip(&w).map(|(a, b)| (*a * *b) as f64).sum() };
-        let (_, tape) = s.forward_train(&x, n, &mut rng());
-        let mut g = s.zero_grads();
-        s.backward(&tape, w.clone(), n, &mut g);
-        let h = 1e-3f32;
-        for (li, gl) in g.iter().enumerate() {
-            for i in 0..gl.weight.len() {
-                let bump = |delta: f32| {
-                    let mut c = s.clone();
-                    c.dense_layers_mut().nth(li).unwrap().weight[i] += delta;
-                    loss(&c)
-                };
-                let num = (bump(h) - bump(-h)) / (2.0 * h as f64);
-                assert!((num - gl.weight[i] as f64).abs() < 2e-2, "layer {li} w{i}: {num} vs {}", gl.weight[i]);
+        let specs = [
+            ("dense(6) relu dense(5) relu6 dense(3)", vec![4]),
+            ("conv1d(4,k3,s2) relu maxpool(2) dwconv1d(k3) relu6 gap dense(3)", vec![1, 20]),
+            ("conv2d(3,k3) relu avgpool(2) flatten dense(3)", vec![2, 6, 6]),
+        ];
+        for (spec, shape) in specs {
+            let mut s = Student::from_spec(spec, &shape, 3, &mut rng()).unwrap();
+            // Non-zero biases keep pre-activations off the ReLU kinks.
+            for l in &mut s.layers {
+                if let Some(b) = l.params_mut().into_iter().nth(1) {
+                    b.iter_mut().enumerate().for_each(|(i, v)| *v += 0.05 + 0.01 * i as f32);
+                }
+            }
+            let n = 3;
+            let len: usize = shape.iter().product();
+            let x: Vec<f32> = (0..n * len).map(|i| ((i * 13 % 9) as f32 - 4.0) / 2.0 + i as f32 * 1e-3).collect();
+            let w: Vec<f32> = (0..n * 3).map(|i| ((i * 3 % 5) as f32 - 2.0) / 2.0).collect();
+            let loss = |s: &Student| -> f64 { s.forward(&x, n).iter().zip(&w).map(|(a, b)| (*a * *b) as f64).sum() };
+            let (_, tape) = s.clone().forward_train(&x, n, &mut rng());
+            let mut g = s.zero_grads();
+            s.backward(&tape, w.clone(), n, &mut g);
+            let h = 1e-3f32;
+            for (li, gl) in g.iter().enumerate() {
+                for (pi, gp) in gl.iter().enumerate() {
+                    for i in 0..gp.len() {
+                        let bump = |delta: f32| {
+                            let mut c = s.clone();
+                            c.layers[li].params_mut()[pi][i] += delta;
+                            loss(&c)
+                        };
+                        let num = (bump(h) - bump(-h)) / (2.0 * h as f64);
+                        assert!((num - gp[i] as f64).abs() < 2e-2 * (1.0 + num.abs()), "{spec}: layer {li} param {pi}[{i}]: {num} vs {}", gp[i]);
+                    }
+                }
             }
         }
     }
 
     #[test]
     fn dropout_is_identity_at_inference_and_masks_in_training() {
-        let s = Student::from_spec("dense(50) dropout(0.5) dense(2)", &[3], 2, &mut rng()).unwrap();
+        let mut s = Student::from_spec("dense(50) dropout(0.5) dense(2)", &[3], 2, &mut rng()).unwrap();
         let x = [1.0, 2.0, 3.0];
         assert_eq!(s.forward(&x, 1), s.forward(&x, 1));
         let (_, tape) = s.forward_train(&x, 1, &mut rng());

@@ -5,12 +5,16 @@
 //! turns it into logits (log-probabilities for probability outputs), which is
 //! what the distillation loss consumes.
 
+pub mod cache;
 mod ort_backend;
+mod set;
 mod tract_backend;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+
+pub use set::TeacherSet;
 
 /// Which ONNX runtime executes a teacher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize, Default)]
@@ -278,7 +282,7 @@ pub fn detect_kind(values: &[f32], classes: usize) -> OutputKind {
 }
 
 /// Fails early, with a clear message, on a missing or obviously non-ONNX file.
-fn check_onnx_file(path: &Path) -> Result<()> {
+pub(crate) fn check_onnx_file(path: &Path) -> Result<()> {
     let meta = std::fs::metadata(path).with_context(|| format!("{}: cannot read teacher", path.display()))?;
     if !meta.is_file() {
         bail!("{}: teacher is not a file", path.display());

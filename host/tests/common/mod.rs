@@ -13,8 +13,14 @@ pub fn models() -> PathBuf {
     repo().join("models")
 }
 
+/// Runs the binary in `dir`, with the teacher cache inside `dir/cache`.
 pub fn tinykd(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tinykd")).args(args).current_dir(dir).output().expect("run tinykd")
+    Command::new(env!("CARGO_BIN_EXE_tinykd"))
+        .args(args)
+        .current_dir(dir)
+        .env("TINYKD_CACHE_DIR", dir.join("cache"))
+        .output()
+        .expect("run tinykd")
 }
 
 pub fn stdout(o: &Output) -> String {

@@ -1,0 +1,373 @@
+//! `distill`: data preparation (validation split, labelled fraction,
+//! unlabeled data, augmented views, teacher logits through the cache) and
+//! student training.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+
+use crate::data::{Dataset, LoadOptions, SplitName};
+use crate::distill::{self, Augment, LossConfig, LossKind, Optimizer, Schedule, TrainConfig, TrainSet, ValSet};
+use crate::progress::Progress;
+use crate::student::{Checkpoint, Student};
+use crate::teacher::{BackendChoice, TeacherSet};
+use crate::util::{accuracy, argmax_rows};
+
+/// Everything `distill` needs.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct DistillOptions {
+    pub teachers: Vec<PathBuf>,
+    pub data: PathBuf,
+    pub student: String,
+    pub temperature: f32,
+    pub alpha: f32,
+    pub loss: LossKind,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f32,
+    pub weight_decay: f32,
+    pub seed: u64,
+    pub val_fraction: f32,
+    pub backend: BackendChoice,
+    pub teacher_output: Option<String>,
+    pub input_scale: f32,
+    /// Also train the same student on hard labels only (α = 0) for comparison.
+    pub baseline: bool,
+    pub optimizer: Optimizer,
+    pub schedule: Schedule,
+    pub warmup_epochs: usize,
+    pub patience: usize,
+    pub augment: Augment,
+    /// Share of the training labels kept; the rest of the train split becomes
+    /// unlabeled transfer data (label-scarce experiments).
+    pub labelled_fraction: f32,
+    /// Train on `x_unlabeled` too (soft term only) when the data has it.
+    pub use_unlabeled: bool,
+    /// Teacher-logit cache directory (`None`: no cache).
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl DistillOptions {
+    /// Defaults for everything but the inputs.
+    pub fn new(teachers: Vec<PathBuf>, data: PathBuf, student: &str) -> DistillOptions {
+        DistillOptions {
+            teachers,
+            data,
+            student: student.into(),
+            temperature: 4.0,
+            alpha: 0.9,
+            loss: LossKind::Kl,
+            epochs: 60,
+            batch_size: 64,
+            learning_rate: 3e-3,
+            weight_decay: 1e-4,
+            seed: 0,
+            val_fraction: 0.1,
+            backend: BackendChoice::Auto,
+            teacher_output: None,
+            input_scale: 1.0 / 255.0,
+            baseline: true,
+            optimizer: Optimizer::Adamw,
+            schedule: Schedule::Cosine,
+            warmup_epochs: 0,
+            patience: 0,
+            augment: Augment::default(),
+            labelled_fraction: 1.0,
+            use_unlabeled: true,
+            cache_dir: Some(crate::teacher::cache::default_dir()),
+        }
+    }
+}
+
+impl DistillOptions {
+    /// Checks ranges before any work starts.
+    pub fn validate(&self) -> Result<()> {
+        if self.teachers.is_empty() && self.alpha > 0.0 {
+            bail!("--teacher is required unless --alpha 0");
+        }
+        if !(0.0..=1.0).contains(&self.alpha) {
+            bail!("--alpha must be in [0, 1], got {}", self.alpha);
+        }
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            bail!("--temperature must be positive, got {}", self.temperature);
+        }
+        if self.epochs == 0 || self.batch_size == 0 {
+            bail!("--epochs and --batch-size must be at least 1");
+        }
+        if !(0.0..0.9).contains(&self.val_fraction) {
+            bail!("--val-fraction must be in [0, 0.9), got {}", self.val_fraction);
+        }
+        if self.learning_rate <= 0.0 || !self.learning_rate.is_finite() {
+            bail!("--lr must be positive");
+        }
+        if !(self.labelled_fraction > 0.0 && self.labelled_fraction <= 1.0) {
+            bail!("--labelled-fraction must be in (0, 1], got {}", self.labelled_fraction);
+        }
+        if self.augment.views == 0 {
+            bail!("--views must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Train/validation index split: stratified by label, seeded.
+pub fn split_validation(labels: Option<&[i64]>, n: usize, fraction: f32, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    if fraction <= 0.0 {
+        return ((0..n).collect(), Vec::new());
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_0F5A);
+    let mut groups: std::collections::BTreeMap<i64, Vec<usize>> = Default::default();
+    for i in 0..n {
+        groups.entry(labels.map_or(0, |y| y[i])).or_default().push(i);
+    }
+    let (mut train, mut val) = (Vec::new(), Vec::new());
+    for (_, mut idx) in groups {
+        idx.shuffle(&mut rng);
+        let k = ((idx.len() as f32) * fraction).round() as usize;
+        val.extend_from_slice(&idx[..k]);
+        train.extend_from_slice(&idx[k..]);
+    }
+    train.sort_unstable();
+    val.sort_unstable();
+    (train, val)
+}
+
+pub(crate) fn gather(x: &[f32], len: usize, idx: &[usize]) -> Vec<f32> {
+    idx.iter().flat_map(|&i| x[i * len..(i + 1) * len].iter().copied()).collect()
+}
+
+/// A trained student with its test accuracy.
+#[derive(Debug, Clone)]
+pub struct TrainedStudent {
+    pub student: Student,
+    pub report: distill::TrainReport,
+    pub test_accuracy: f64,
+    pub teacher_agreement: Option<f64>,
+}
+
+/// Outcome of a distillation.
+#[derive(Debug, Clone)]
+pub struct DistillOutcome {
+    pub kd: TrainedStudent,
+    pub baseline: Option<TrainedStudent>,
+    pub teacher_test_accuracy: Option<f64>,
+    pub teacher_backends: Vec<String>,
+    /// Samples the teacher computed in this run (0: everything came from the cache).
+    pub teacher_computed_samples: usize,
+    pub checkpoint: Checkpoint,
+}
+
+/// Keeps the labels of a stratified, seeded `fraction` of `idx`.
+fn keep_labels(y: &[i64], idx: &[usize], fraction: f32, seed: u64) -> Vec<bool> {
+    if fraction >= 1.0 {
+        return vec![true; idx.len()];
+    }
+    let labels: Vec<i64> = idx.iter().map(|&i| y[i]).collect();
+    // Reuse the stratified splitter: its "validation" part is what stays labelled.
+    let (_, kept) = split_validation(Some(&labels), labels.len(), fraction, seed ^ 0x1ABE1);
+    let mut keep = vec![false; idx.len()];
+    kept.into_iter().for_each(|k| keep[k] = true);
+    keep
+}
+
+/// Everything training needs, computed once: sweeps train many students on it.
+#[derive(Debug)]
+pub struct Prepared {
+    pub data: Dataset,
+    /// `views × n × len` training inputs (view-major).
+    pub views: Vec<f32>,
+    pub n: usize,
+    pub view_count: usize,
+    pub labels: Vec<Option<usize>>,
+    pub labelled: usize,
+    /// Teacher logits for every view, and for the test split.
+    pub teacher_train: Option<Vec<f32>>,
+    pub teacher_test: Option<Vec<f32>>,
+    pub classes: usize,
+    /// Validation samples `(x, y, n)`.
+    pub val: Option<(Vec<f32>, Vec<i64>, usize)>,
+    pub teacher_test_accuracy: Option<f64>,
+    pub teacher_backends: Vec<String>,
+    pub teacher_computed_samples: usize,
+    pub teacher_kinds: Vec<crate::teacher::OutputKind>,
+}
+
+/// Loads and validates the data, builds the training set and its views, and
+/// gets the teacher's logits (from the cache when possible).
+pub fn prepare(opts: &DistillOptions, progress: &Progress) -> Result<Prepared> {
+    opts.validate()?;
+    let data = Dataset::load(&opts.data, LoadOptions { input_scale: opts.input_scale })?;
+    let y_train = data.labels(SplitName::Train).ok().map(<[i64]>::to_vec);
+    if y_train.is_none() && opts.alpha < 1.0 {
+        bail!("{}: y_train is missing; without labels use --alpha 1", opts.data.display());
+    }
+    let y_test = data.labels(SplitName::Test)?.to_vec();
+    let mut teachers = if opts.teachers.is_empty() {
+        None
+    } else {
+        Some(TeacherSet::new(&opts.teachers, opts.backend, opts.teacher_output.as_deref(), opts.cache_dir.clone())?)
+    };
+    let len = data.sample_len();
+    let shape = data.sample_shape.clone();
+
+    // Validation: x_val when present, else a stratified part of train.
+    let (train_idx, val) = match (&data.val, data.labels(SplitName::Val)) {
+        (Some(v), Ok(y)) => ((0..data.train.n).collect::<Vec<_>>(), Some((v.x.clone(), y.to_vec(), v.n))),
+        _ => {
+            let (t, v) = split_validation(y_train.as_deref(), data.train.n, opts.val_fraction, opts.seed);
+            let vd = match (v.is_empty(), &y_train) {
+                (false, Some(y)) => Some((gather(&data.train.x, len, &v), v.iter().map(|&i| y[i]).collect::<Vec<_>>(), v.len())),
+                _ => None,
+            };
+            (t, vd)
+        }
+    };
+    // Training samples: labelled train (some labels dropped when asked), then x_unlabeled.
+    let mut x = gather(&data.train.x, len, &train_idx);
+    let mut labels: Vec<Option<usize>> = match &y_train {
+        Some(y) => {
+            let keep = keep_labels(y, &train_idx, opts.labelled_fraction, opts.seed);
+            train_idx.iter().zip(keep).map(|(&i, k)| k.then_some(y[i] as usize)).collect()
+        }
+        None => vec![None; train_idx.len()],
+    };
+    if let (Some(u), true) = (&data.unlabeled, opts.use_unlabeled && opts.alpha > 0.0 && teachers.is_some()) {
+        x.extend_from_slice(&u.x);
+        labels.extend(std::iter::repeat_n(None, u.n));
+    }
+    let n = labels.len();
+    let labelled = labels.iter().filter(|l| l.is_some()).count();
+    if labelled == 0 && opts.alpha < 1.0 {
+        bail!("no labelled training samples left; use --alpha 1");
+    }
+    let views = opts.augment.views_of(&x, n, &shape, opts.seed);
+    let view_count = views.len() / (n * len);
+    progress.note(&format!("training set: {n} samples ({labelled} labelled, {} unlabeled), {view_count} view(s) each", n - labelled));
+
+    let (teacher_train, teacher_test, classes) = match teachers.as_mut() {
+        Some(t) => {
+            let (train, c) = t.logits(&views, n * view_count, &shape, opts.temperature, progress)?;
+            let (test, _) = t.logits(&data.test.x, data.test.n, &shape, opts.temperature, progress)?;
+            (Some(train), Some(test), c)
+        }
+        None => (None, None, data.class_count),
+    };
+    if data.class_count > classes {
+        bail!(
+            "{}: teacher has {classes} classes but the labels in {} go up to {} (class count mismatch)",
+            opts.teachers.first().map_or_else(String::new, |p| p.display().to_string()),
+            data.path.display(),
+            data.class_count - 1
+        );
+    }
+    if classes < 2 {
+        bail!("{}: needs at least 2 classes", opts.data.display());
+    }
+    let teacher_test_accuracy = teacher_test.as_ref().map(|t| accuracy(&argmax_rows(t, classes), &y_test));
+    if let Some(acc) = teacher_test_accuracy {
+        progress.note(&format!("teacher test accuracy: {:.2}%", acc * 100.0));
+    }
+    Ok(Prepared {
+        data,
+        views,
+        n,
+        view_count,
+        labels,
+        labelled,
+        teacher_train,
+        teacher_test,
+        classes,
+        val,
+        teacher_test_accuracy,
+        teacher_backends: teachers.as_ref().map(|t| t.backends.clone()).unwrap_or_default(),
+        teacher_computed_samples: teachers.as_ref().map_or(0, |t| t.computed_samples),
+        teacher_kinds: teachers.as_ref().map(|t| t.kinds.clone()).unwrap_or_default(),
+    })
+}
+
+/// Trains one student on prepared data with the given spec, α, T and seed.
+pub fn train_student(p: &Prepared, opts: &DistillOptions, spec: &str, alpha: f32, temperature: f32, seed: u64, progress: &Progress) -> Result<TrainedStudent> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut student = Student::from_spec(spec, &p.data.sample_shape, p.classes, &mut rng)?;
+    let cfg = TrainConfig {
+        epochs: opts.epochs,
+        batch_size: opts.batch_size,
+        learning_rate: opts.learning_rate,
+        weight_decay: opts.weight_decay,
+        optimizer: opts.optimizer,
+        schedule: opts.schedule,
+        warmup_epochs: opts.warmup_epochs,
+        patience: opts.patience,
+        seed,
+        loss: LossConfig { kind: opts.loss, temperature, alpha },
+    };
+    // Without a teacher term the unlabeled samples carry no signal: the
+    // baseline trains on the labelled samples (same views) only.
+    let base_rows: Vec<usize>;
+    let (x_owned, labels_owned, n);
+    let set = if alpha > 0.0 && p.teacher_train.is_some() {
+        TrainSet { x: &p.views, n: p.n, views: p.view_count, labels: &p.labels, teacher: p.teacher_train.as_deref() }
+    } else {
+        let len = p.data.sample_len();
+        base_rows = (0..p.n).filter(|&i| p.labels[i].is_some()).collect();
+        n = base_rows.len();
+        let mut x = Vec::with_capacity(p.view_count * n * len);
+        for v in 0..p.view_count {
+            for &i in &base_rows {
+                let r = v * p.n + i;
+                x.extend_from_slice(&p.views[r * len..(r + 1) * len]);
+            }
+        }
+        x_owned = x;
+        labels_owned = base_rows.iter().map(|&i| p.labels[i]).collect::<Vec<_>>();
+        TrainSet { x: &x_owned, n, views: p.view_count, labels: &labels_owned, teacher: None }
+    };
+    let val = p.val.as_ref().map(|(x, y, n)| ValSet { x, n: *n, labels: y });
+    progress.note(&format!("training '{spec}' ({} parameters, T = {temperature}, α = {alpha}, seed {seed})", student.param_count()));
+    let report = distill::train(&mut student, set, val, &cfg, progress);
+    let y_test = p.data.labels(SplitName::Test)?;
+    let logits = student.forward(&p.data.test.x, p.data.test.n);
+    let pred = argmax_rows(&logits, p.classes);
+    let test_accuracy = accuracy(&pred, y_test);
+    let teacher_agreement = p.teacher_test.as_ref().map(|t| {
+        let tp = argmax_rows(t, p.classes);
+        pred.iter().zip(&tp).filter(|(a, b)| a == b).count() as f64 / pred.len() as f64
+    });
+    Ok(TrainedStudent { student, report, test_accuracy, teacher_agreement })
+}
+
+/// Prepares, trains the student (and its α = 0 baseline), and returns the
+/// checkpoint to save.
+pub fn distill(opts: &DistillOptions, progress: &Progress) -> Result<DistillOutcome> {
+    let p = prepare(opts, progress)?;
+    let kd = train_student(&p, opts, &opts.student, opts.alpha, opts.temperature, opts.seed, progress)?;
+    let baseline = if opts.baseline && opts.alpha > 0.0 && p.labelled > 0 {
+        Some(train_student(&p, opts, &opts.student, 0.0, opts.temperature, opts.seed, progress)?)
+    } else {
+        None
+    };
+    let training = json!({
+        "options": opts,
+        "teacher_backends": p.teacher_backends,
+        "teacher_output_kinds": p.teacher_kinds,
+        "teacher_test_accuracy": p.teacher_test_accuracy,
+        "report": kd.report,
+        "test_accuracy": kd.test_accuracy,
+        "teacher_agreement": kd.teacher_agreement,
+        "baseline_test_accuracy": baseline.as_ref().map(|b| b.test_accuracy),
+        "parameters": kd.student.param_count(),
+    });
+    let checkpoint = Checkpoint::new(kd.student.clone(), training);
+    Ok(DistillOutcome {
+        kd,
+        baseline,
+        teacher_test_accuracy: p.teacher_test_accuracy,
+        teacher_backends: p.teacher_backends.clone(),
+        teacher_computed_samples: p.teacher_computed_samples,
+        checkpoint,
+    })
+}

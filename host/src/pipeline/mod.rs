@@ -1,0 +1,246 @@
+//! The pipeline stages as library calls: what the CLI commands and
+//! `tinykd run` execute.
+
+mod distill;
+mod sweep;
+
+pub use distill::{distill, prepare, split_validation, train_student, DistillOptions, DistillOutcome, Prepared, TrainedStudent};
+pub use sweep::{markdown as sweep_markdown, plot as sweep_plot, sweep, SweepOptions, SweepOutcome, SweepRow};
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use npyz::WriterBuilder;
+
+use crate::data::{Dataset, LoadOptions, SplitName};
+use crate::progress::Progress;
+use crate::quant::{self, Calibration};
+use crate::student::{Checkpoint, Student};
+use crate::teacher::{BackendChoice, Teacher};
+use crate::util::{accuracy, argmax_rows};
+
+/// Result of quantizing a checkpoint.
+#[derive(Debug, Clone)]
+pub struct QuantizeOutcome {
+    pub bytes: Vec<u8>,
+    pub float_accuracy: f64,
+    pub int8_accuracy: f64,
+    /// Share of test samples where int8 and float predictions agree.
+    pub float_agreement: f64,
+}
+
+/// Quantizes a checkpoint with the train split as calibration set and
+/// measures float vs int8 test accuracy.
+pub fn quantize(
+    checkpoint: &Path,
+    data_path: &Path,
+    calibration: Calibration,
+    input_scale: f32,
+) -> Result<QuantizeOutcome> {
+    let ck = Checkpoint::load(checkpoint)?;
+    let data = Dataset::load(data_path, LoadOptions { input_scale })?;
+    check_student_data(&ck.student, &data)?;
+    let q = quant::quantize_student(&ck.student, &data.train.x, data.train.n, calibration)?;
+    let bytes = crate::export::tkd::encode(&q)?;
+    let y = data.labels(SplitName::Test)?;
+    let float_pred = argmax_rows(&ck.student.forward(&data.test.x, data.test.n), ck.student.classes);
+    let (int8_pred, _) = run_int8(&bytes, &data.test.x, data.test.n)?;
+    Ok(QuantizeOutcome {
+        float_accuracy: accuracy(&float_pred, y),
+        int8_accuracy: accuracy(&int8_pred, y),
+        float_agreement: float_pred.iter().zip(&int8_pred).filter(|(a, b)| a == b).count() as f64 / y.len() as f64,
+        bytes,
+    })
+}
+
+fn check_student_data(s: &Student, data: &Dataset) -> Result<()> {
+    if s.input_len() != data.sample_len() {
+        bail!(
+            "{}: samples have shape {:?} but the student expects {:?}",
+            data.path.display(),
+            data.sample_shape,
+            s.input_shape
+        );
+    }
+    if data.class_count > s.classes {
+        bail!(
+            "{}: labels go up to {} but the student has {} classes",
+            data.path.display(),
+            data.class_count - 1,
+            s.classes
+        );
+    }
+    Ok(())
+}
+
+/// Quantizes inputs with the model's input parameters (the runtime's
+/// rounding), reordered to the device's channels-last layout.
+pub fn quantize_inputs(model: &tinykd_runtime::Model<'_>, x: &[f32]) -> Vec<i8> {
+    let p = model.input_quant();
+    let dims: Vec<usize> = model.input_shape().iter().map(|d| *d as usize).collect();
+    let x = match crate::student::geometry::as_chw(&dims) {
+        Some(shape) => crate::quant::chw_to_hwc(x, shape),
+        None => x.to_vec(),
+    };
+    x.iter().map(|v| tinykd_runtime::quantize(*v, p)).collect()
+}
+
+/// Runs a `.tkd` blob through the firmware runtime: predictions and int8 logits.
+pub fn run_int8(bytes: &[u8], x: &[f32], n: usize) -> Result<(Vec<usize>, Vec<i8>)> {
+    let model = tinykd_runtime::Model::from_bytes(bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let len = model.input_len();
+    if x.len() != n * len {
+        bail!("inputs have {} values per sample, the model expects {len}", x.len() / n.max(1));
+    }
+    let q = quantize_inputs(&model, x);
+    let mut arena = vec![0u8; model.arena_bytes()];
+    let mut pred = Vec::with_capacity(n);
+    let mut logits = Vec::with_capacity(n * model.class_count());
+    for i in 0..n {
+        let out = model.run(&q[i * len..(i + 1) * len], &mut arena).map_err(|e| anyhow::anyhow!("{e}"))?;
+        pred.push(tinykd_runtime::argmax(out));
+        logits.extend_from_slice(out);
+    }
+    Ok((pred, logits))
+}
+
+/// What kind of model a path holds, by extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    Teacher,
+    Float,
+    Int8,
+}
+
+impl ModelKind {
+    pub fn of(path: &Path) -> Result<ModelKind> {
+        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+            Some("onnx") => Ok(ModelKind::Teacher),
+            Some("ckpt") | Some("json") => Ok(ModelKind::Float),
+            Some("tkd") => Ok(ModelKind::Int8),
+            _ => bail!("{}: unknown model type (expected .onnx, .ckpt or .tkd)", path.display()),
+        }
+    }
+}
+
+/// Evaluation of one model on one split.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EvalReport {
+    pub model: PathBuf,
+    pub kind: ModelKind,
+    pub split: SplitName,
+    pub n: usize,
+    pub accuracy: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    pub classes: usize,
+    #[serde(skip)]
+    pub pred: Vec<usize>,
+    #[serde(skip)]
+    pub logits: Logits,
+}
+
+/// Logits as the model produces them.
+#[derive(Debug, Clone, Default)]
+pub enum Logits {
+    #[default]
+    None,
+    Float(Vec<f32>),
+    Int8(Vec<i8>),
+}
+
+/// Evaluates a teacher, float checkpoint or `.tkd` on a split.
+pub fn evaluate(
+    model: &Path,
+    data_path: &Path,
+    split: SplitName,
+    backend: BackendChoice,
+    teacher_output: Option<&str>,
+    input_scale: f32,
+    progress: &Progress,
+) -> Result<EvalReport> {
+    let kind = ModelKind::of(model)?;
+    let data = Dataset::load(data_path, LoadOptions { input_scale })?;
+    let s = data.split(split)?;
+    let labels = s.y.as_deref();
+    let (pred, logits, classes, backend_name) = match kind {
+        ModelKind::Teacher => {
+            let mut t = Teacher::open(model, backend, teacher_output)?;
+            progress.note(&format!("teacher {}: backend {} ({})", model.display(), t.backend_name(), t.backend_note));
+            let out = t.logits(&s.x, s.n, &data.sample_shape, progress)?;
+            (
+                argmax_rows(&out.logits, out.classes),
+                Logits::Float(out.logits),
+                out.classes,
+                Some(t.backend_name().to_owned()),
+            )
+        }
+        ModelKind::Float => {
+            let ck = Checkpoint::load(model)?;
+            check_student_data(&ck.student, &data)?;
+            let l = ck.student.forward(&s.x, s.n);
+            (argmax_rows(&l, ck.student.classes), Logits::Float(l), ck.student.classes, None)
+        }
+        ModelKind::Int8 => {
+            let bytes = crate::export::tkd::read(model)?;
+            let m = tinykd_runtime::Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if m.input_len() != data.sample_len() {
+                bail!(
+                    "{}: samples have shape {:?} but the model expects {:?}",
+                    data_path.display(),
+                    data.sample_shape,
+                    m.input_shape()
+                );
+            }
+            let (p, l) = run_int8(&bytes, &s.x, s.n)?;
+            (p, Logits::Int8(l), m.class_count(), None)
+        }
+    };
+    if let Some(y) = labels {
+        if let Some(bad) = y.iter().find(|v| **v as usize >= classes) {
+            bail!("{}: label {bad} is out of range for a model with {classes} classes", data_path.display());
+        }
+    }
+    Ok(EvalReport {
+        model: model.to_path_buf(),
+        kind,
+        split,
+        n: s.n,
+        accuracy: labels.map(|y| accuracy(&pred, y)),
+        backend: backend_name,
+        classes,
+        pred,
+        logits,
+    })
+}
+
+/// Writes `pred` (int32 [N]) and `logits` ([N, C]) to an `.npz`, atomically.
+pub fn save_outputs(path: &Path, report: &EvalReport) -> Result<()> {
+    let n = report.n as u64;
+    let c = report.classes as u64;
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        let mut npz = npyz::npz::NpzWriter::new(&mut buf);
+        let pred: Vec<i32> = report.pred.iter().map(|p| *p as i32).collect();
+        let mut w = npz.array::<i32>("pred", Default::default())?.default_dtype().shape(&[n]).begin_nd()?;
+        w.extend(pred)?;
+        w.finish()?;
+        match &report.logits {
+            Logits::Float(l) => {
+                let mut w =
+                    npz.array::<f32>("logits", Default::default())?.default_dtype().shape(&[n, c]).begin_nd()?;
+                w.extend(l.iter().copied())?;
+                w.finish()?;
+            }
+            Logits::Int8(l) => {
+                let mut w = npz.array::<i8>("logits", Default::default())?.default_dtype().shape(&[n, c]).begin_nd()?;
+                w.extend(l.iter().copied())?;
+                w.finish()?;
+            }
+            Logits::None => {}
+        }
+    }
+    crate::util::write_atomic(path, &buf.into_inner())
+        .with_context(|| format!("{}: cannot save outputs", path.display()))
+}

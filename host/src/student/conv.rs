@@ -1,0 +1,196 @@
+//! 2-D convolution (1-D is H = 1) on im2col + SGEMM, channels-first like
+//! PyTorch: input `[C, H, W]`, weight `[O][C][kh][kw]`. Padding follows
+//! TFLite (`geometry::window`), so training sees the device's windows.
+
+use rand::Rng;
+use rand_distr::{Distribution, Normal};
+
+use super::dense::gemm;
+use super::geometry::{window, Shape};
+use super::spec::Padding;
+
+/// A convolution layer with its geometry.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Conv {
+    pub in_shape: Shape,
+    pub out_channels: usize,
+    pub kernel: [usize; 2],
+    pub stride: usize,
+    pub padding: Padding,
+    /// `[O][C][kh][kw]`.
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+impl Conv {
+    /// He-normal initialisation. `None` when a VALID window does not fit.
+    pub fn new(in_shape: Shape, out_channels: usize, kernel: [usize; 2], stride: usize, padding: Padding, rng: &mut impl Rng) -> Option<Conv> {
+        window(in_shape[1], kernel[0], stride, padding)?;
+        window(in_shape[2], kernel[1], stride, padding)?;
+        let fan_in = in_shape[0] * kernel[0] * kernel[1];
+        let normal = Normal::new(0.0, (2.0 / fan_in as f32).sqrt()).ok()?;
+        let weight = (0..out_channels * fan_in).map(|_| normal.sample(rng)).collect();
+        Some(Conv { in_shape, out_channels, kernel, stride, padding, weight, bias: vec![0.0; out_channels] })
+    }
+
+    /// Output shape and leading padding (top, left).
+    pub fn geometry(&self) -> (Shape, [usize; 2]) {
+        let (oh, pt) = window(self.in_shape[1], self.kernel[0], self.stride, self.padding).unwrap_or((0, 0));
+        let (ow, pl) = window(self.in_shape[2], self.kernel[1], self.stride, self.padding).unwrap_or((0, 0));
+        ([self.out_channels, oh, ow], [pt, pl])
+    }
+
+    pub fn out_shape(&self) -> Shape {
+        self.geometry().0
+    }
+
+    fn patch_len(&self) -> usize {
+        self.in_shape[0] * self.kernel[0] * self.kernel[1]
+    }
+
+    /// im2col of one sample: `[C·kh·kw][oh·ow]`, zeros where the window leaves the input.
+    fn im2col(&self, x: &[f32], cols: &mut [f32]) {
+        let ([_, oh, ow], [pt, pl]) = self.geometry();
+        let [c, h, w] = self.in_shape;
+        let [kh, kw] = self.kernel;
+        let p = oh * ow;
+        for ci in 0..c {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let row = ((ci * kh + ky) * kw + kx) * p;
+                    for oy in 0..oh {
+                        let iy = (oy * self.stride + ky) as isize - pt as isize;
+                        for ox in 0..ow {
+                            let ix = (ox * self.stride + kx) as isize - pl as isize;
+                            cols[row + oy * ow + ox] = if iy >= 0 && (iy as usize) < h && ix >= 0 && (ix as usize) < w {
+                                x[(ci * h + iy as usize) * w + ix as usize]
+                            } else {
+                                0.0
+                            };
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds the columns back into an input-shaped gradient.
+    fn col2im(&self, cols: &[f32], dx: &mut [f32]) {
+        let ([_, oh, ow], [pt, pl]) = self.geometry();
+        let [c, h, w] = self.in_shape;
+        let [kh, kw] = self.kernel;
+        let p = oh * ow;
+        for ci in 0..c {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let row = ((ci * kh + ky) * kw + kx) * p;
+                    for oy in 0..oh {
+                        let iy = (oy * self.stride + ky) as isize - pt as isize;
+                        if iy < 0 || iy as usize >= h {
+                            continue;
+                        }
+                        for ox in 0..ow {
+                            let ix = (ox * self.stride + kx) as isize - pl as isize;
+                            if ix >= 0 && (ix as usize) < w {
+                                dx[(ci * h + iy as usize) * w + ix as usize] += cols[row + oy * ow + ox];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
+        let in_len: usize = self.in_shape.iter().product();
+        let [o, oh, ow] = self.out_shape();
+        let p = oh * ow;
+        let k = self.patch_len();
+        let mut cols = vec![0.0; k * p];
+        let mut y = vec![0.0; n * o * p];
+        for s in 0..n {
+            self.im2col(&x[s * in_len..(s + 1) * in_len], &mut cols);
+            let ys = &mut y[s * o * p..(s + 1) * o * p];
+            for (oc, b) in self.bias.iter().enumerate() {
+                ys[oc * p..(oc + 1) * p].iter_mut().for_each(|v| *v = *b);
+            }
+            gemm(o, k, p, &self.weight, k as isize, 1, &cols, p as isize, 1, 1.0, ys);
+        }
+        y
+    }
+
+    /// Accumulates `dW`, `db` into `gw`, `gb`; returns `dx`.
+    pub fn backward(&self, x: &[f32], dy: &[f32], n: usize, gw: &mut [f32], gb: &mut [f32]) -> Vec<f32> {
+        let in_len: usize = self.in_shape.iter().product();
+        let [o, oh, ow] = self.out_shape();
+        let p = oh * ow;
+        let k = self.patch_len();
+        let mut cols = vec![0.0; k * p];
+        let mut dcols = vec![0.0; k * p];
+        let mut dx = vec![0.0; n * in_len];
+        for s in 0..n {
+            self.im2col(&x[s * in_len..(s + 1) * in_len], &mut cols);
+            let dys = &dy[s * o * p..(s + 1) * o * p];
+            // dW[O×K] += dY[O×P] · colsᵀ[P×K]
+            gemm(o, p, k, dys, p as isize, 1, &cols, 1, p as isize, 1.0, gw);
+            for (oc, g) in gb.iter_mut().enumerate() {
+                *g += dys[oc * p..(oc + 1) * p].iter().sum::<f32>();
+            }
+            // dcols[K×P] = Wᵀ[K×O] · dY[O×P]
+            gemm(k, o, p, &self.weight, 1, k as isize, dys, p as isize, 1, 0.0, &mut dcols);
+            self.col2im(&dcols, &mut dx[s * in_len..(s + 1) * in_len]);
+        }
+        dx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::student::testing::check_gradients;
+    use rand::SeedableRng;
+
+    #[test]
+    fn forward_hand_computed_1d() {
+        // One channel, kernel 3, SAME, stride 1: x = [1, 2, 3, 4], w = [1, 0, -1], b = 0.5.
+        // Windows (zero-padded): [0,1,2] → -2, [1,2,3] → -2, [2,3,4] → -2, [3,4,0] → 3; + 0.5.
+        let c = Conv { in_shape: [1, 1, 4], out_channels: 1, kernel: [1, 3], stride: 1, padding: Padding::Same, weight: vec![1.0, 0.0, -1.0], bias: vec![0.5] };
+        assert_eq!(c.forward(&[1.0, 2.0, 3.0, 4.0], 1), vec![-1.5, -1.5, -1.5, 3.5]);
+    }
+
+    #[test]
+    fn forward_hand_computed_stride2_valid() {
+        // x = [1..=5], kernel 2 VALID stride 2 → windows [1,2], [3,4]; w = [1, 1] → [3, 7].
+        let c = Conv { in_shape: [1, 1, 5], out_channels: 1, kernel: [1, 2], stride: 2, padding: Padding::Valid, weight: vec![1.0, 1.0], bias: vec![0.0] };
+        assert_eq!(c.forward(&[1.0, 2.0, 3.0, 4.0, 5.0], 1), vec![3.0, 7.0]);
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        for (shape, k, s, pad) in [
+            ([2, 1, 9], [1, 3], 2, Padding::Same),
+            ([2, 5, 5], [3, 3], 1, Padding::Same),
+            ([1, 6, 6], [3, 3], 2, Padding::Valid),
+        ] {
+            let conv = Conv::new(shape, 3, k, s, pad, &mut rng).unwrap();
+            let n = 2;
+            let in_len: usize = shape.iter().product();
+            let out_len: usize = conv.out_shape().iter().product();
+            check_gradients(
+                n * in_len,
+                n * out_len,
+                vec![conv.weight.clone(), conv.bias.clone()],
+                |x, params| {
+                    let c = Conv { weight: params[0].clone(), bias: params[1].clone(), ..conv.clone() };
+                    c.forward(x, n)
+                },
+                |x, params, dy, grads| {
+                    let c = Conv { weight: params[0].clone(), bias: params[1].clone(), ..conv.clone() };
+                    let (gw, rest) = grads.split_at_mut(1);
+                    c.backward(x, dy, n, &mut gw[0], &mut rest[0])
+                },
+            );
+        }
+    }
+}

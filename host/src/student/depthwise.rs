@@ -1,0 +1,139 @@
+//! Depthwise convolution (one filter per channel, depth multiplier 1),
+//! channels-first: input `[C, H, W]`, weight `[C][kh][kw]`. Direct loops:
+//! the per-channel work is too small for a GEMM to pay off.
+
+use rand::Rng;
+use rand_distr::{Distribution, Normal};
+
+use super::geometry::{window, Shape};
+use super::spec::Padding;
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Depthwise {
+    pub in_shape: Shape,
+    pub kernel: [usize; 2],
+    pub stride: usize,
+    pub padding: Padding,
+    /// `[C][kh][kw]`.
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+impl Depthwise {
+    pub fn new(in_shape: Shape, kernel: [usize; 2], stride: usize, padding: Padding, rng: &mut impl Rng) -> Option<Depthwise> {
+        window(in_shape[1], kernel[0], stride, padding)?;
+        window(in_shape[2], kernel[1], stride, padding)?;
+        let fan_in = kernel[0] * kernel[1];
+        let normal = Normal::new(0.0, (2.0 / fan_in as f32).sqrt()).ok()?;
+        let weight = (0..in_shape[0] * fan_in).map(|_| normal.sample(rng)).collect();
+        Some(Depthwise { in_shape, kernel, stride, padding, weight, bias: vec![0.0; in_shape[0]] })
+    }
+
+    pub fn geometry(&self) -> (Shape, [usize; 2]) {
+        let (oh, pt) = window(self.in_shape[1], self.kernel[0], self.stride, self.padding).unwrap_or((0, 0));
+        let (ow, pl) = window(self.in_shape[2], self.kernel[1], self.stride, self.padding).unwrap_or((0, 0));
+        ([self.in_shape[0], oh, ow], [pt, pl])
+    }
+
+    pub fn out_shape(&self) -> Shape {
+        self.geometry().0
+    }
+
+    /// Visits every (output index, input index, weight index) triple.
+    fn taps(&self, mut f: impl FnMut(usize, usize, usize)) {
+        let ([c, oh, ow], [pt, pl]) = self.geometry();
+        let [_, h, w] = self.in_shape;
+        let [kh, kw] = self.kernel;
+        for ci in 0..c {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let o = (ci * oh + oy) * ow + ox;
+                    for ky in 0..kh {
+                        let iy = (oy * self.stride + ky) as isize - pt as isize;
+                        if iy < 0 || iy as usize >= h {
+                            continue;
+                        }
+                        for kx in 0..kw {
+                            let ix = (ox * self.stride + kx) as isize - pl as isize;
+                            if ix >= 0 && (ix as usize) < w {
+                                f(o, (ci * h + iy as usize) * w + ix as usize, (ci * kh + ky) * kw + kx);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
+        let in_len: usize = self.in_shape.iter().product();
+        let [c, oh, ow] = self.out_shape();
+        let p = oh * ow;
+        let mut y = vec![0.0; n * c * p];
+        for s in 0..n {
+            let xs = &x[s * in_len..(s + 1) * in_len];
+            let ys = &mut y[s * c * p..(s + 1) * c * p];
+            for (ci, b) in self.bias.iter().enumerate() {
+                ys[ci * p..(ci + 1) * p].iter_mut().for_each(|v| *v = *b);
+            }
+            self.taps(|o, i, k| ys[o] += xs[i] * self.weight[k]);
+        }
+        y
+    }
+
+    pub fn backward(&self, x: &[f32], dy: &[f32], n: usize, gw: &mut [f32], gb: &mut [f32]) -> Vec<f32> {
+        let in_len: usize = self.in_shape.iter().product();
+        let [c, oh, ow] = self.out_shape();
+        let p = oh * ow;
+        let mut dx = vec![0.0; n * in_len];
+        for s in 0..n {
+            let xs = &x[s * in_len..(s + 1) * in_len];
+            let dys = &dy[s * c * p..(s + 1) * c * p];
+            let dxs = &mut dx[s * in_len..(s + 1) * in_len];
+            for (ci, g) in gb.iter_mut().enumerate() {
+                *g += dys[ci * p..(ci + 1) * p].iter().sum::<f32>();
+            }
+            self.taps(|o, i, k| {
+                gw[k] += dys[o] * xs[i];
+                dxs[i] += dys[o] * self.weight[k];
+            });
+        }
+        dx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::student::testing::check_gradients;
+    use rand::SeedableRng;
+
+    #[test]
+    fn forward_hand_computed() {
+        // Two channels, kernel 2 VALID: ch0 x=[1,2,3] w=[1,1] → [3,5]; ch1 x=[1,0,-1] w=[2,-1] → [2,1]; bias [0, 1].
+        let d = Depthwise { in_shape: [2, 1, 3], kernel: [1, 2], stride: 1, padding: Padding::Valid, weight: vec![1.0, 1.0, 2.0, -1.0], bias: vec![0.0, 1.0] };
+        assert_eq!(d.forward(&[1.0, 2.0, 3.0, 1.0, 0.0, -1.0], 1), vec![3.0, 5.0, 3.0, 2.0]);
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        for (shape, k, s, pad) in [([3, 1, 8], [1, 3], 2, Padding::Same), ([2, 5, 4], [3, 3], 1, Padding::Same), ([2, 5, 5], [3, 3], 2, Padding::Valid)] {
+            let d = Depthwise::new(shape, k, s, pad, &mut rng).unwrap();
+            let n = 2;
+            let in_len: usize = shape.iter().product();
+            let out_len: usize = d.out_shape().iter().product();
+            let mk = |p: &[Vec<f32>]| Depthwise { weight: p[0].clone(), bias: p[1].clone(), ..d.clone() };
+            check_gradients(
+                n * in_len,
+                n * out_len,
+                vec![d.weight.clone(), d.bias.clone()],
+                |x, p| mk(p).forward(x, n),
+                |x, p, dy, g| {
+                    let (gw, gb) = g.split_at_mut(1);
+                    mk(p).backward(x, dy, n, &mut gw[0], &mut gb[0])
+                },
+            );
+        }
+    }
+}

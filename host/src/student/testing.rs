@@ -1,0 +1,49 @@
+//! Finite-difference gradient checking shared by the layer tests.
+
+use rand::{Rng, SeedableRng};
+
+type Forward<'a> = dyn Fn(&[f32], &[Vec<f32>]) -> Vec<f32> + 'a;
+
+/// Checks a layer's analytic gradients against central differences of the
+/// scalar `Σ r·y` (fixed random `r`), for every parameter and input value.
+/// `backward(x, params, dy, grads) -> dx` must accumulate into `grads`.
+pub fn check_gradients(
+    x_len: usize,
+    y_len: usize,
+    params: Vec<Vec<f32>>,
+    forward: impl Fn(&[f32], &[Vec<f32>]) -> Vec<f32>,
+    backward: impl Fn(&[f32], &[Vec<f32>], &[f32], &mut [Vec<f32>]) -> Vec<f32>,
+) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    // Distinct inputs at least 0.01 apart (a shuffled ramp): max-pool ties
+    // and kinks stay out of reach of the step h.
+    let mut x: Vec<f32> = (0..x_len).map(|i| (i as f32 - x_len as f32 / 2.0) * 0.01 + 0.005).collect();
+    for i in (1..x.len()).rev() {
+        x.swap(i, rng.random_range(0..=i));
+    }
+    let r: Vec<f32> = (0..y_len).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let f: &Forward<'_> = &forward;
+    let loss = |x: &[f32], p: &[Vec<f32>]| -> f64 { f(x, p).iter().zip(&r).map(|(a, b)| *a as f64 * *b as f64).sum() };
+    let mut grads: Vec<Vec<f32>> = params.iter().map(|p| vec![0.0; p.len()]).collect();
+    let dx = backward(&x, &params, &r, &mut grads);
+    assert_eq!(dx.len(), x_len);
+    let h = 2e-3f32;
+    let tol = |num: f64, ana: f32| (num - ana as f64).abs() <= 2e-2 * (1.0 + num.abs());
+    for (pi, p) in params.iter().enumerate() {
+        for i in 0..p.len() {
+            let mut plus = params.clone();
+            let mut minus = params.clone();
+            plus[pi][i] += h;
+            minus[pi][i] -= h;
+            let num = (loss(&x, &plus) - loss(&x, &minus)) / (2.0 * h as f64);
+            assert!(tol(num, grads[pi][i]), "param {pi}[{i}]: numeric {num} vs analytic {}", grads[pi][i]);
+        }
+    }
+    for i in 0..x_len {
+        let (mut xp, mut xm) = (x.clone(), x.clone());
+        xp[i] += h;
+        xm[i] -= h;
+        let num = (loss(&xp, &params) - loss(&xm, &params)) / (2.0 * h as f64);
+        assert!(tol(num, dx[i]), "dx[{i}]: numeric {num} vs analytic {}", dx[i]);
+    }
+}

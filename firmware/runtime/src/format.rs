@@ -51,10 +51,28 @@
 //! | 56 | weight scales offset (u32): per output channel f32 (metadata, for exporters) |
 //! | 60 | reserved (0) |
 //!
-//! The channel table's bias already contains `−z_in · Σ w` (folded at export,
-//! as CMSIS-NN does) so the inner loop is a plain int8 dot product; the
-//! arithmetic is integer-exact, hence identical to TFLite's
-//! `Σ w·(x − z_in) + bias`.
+//! Activations (including the model input) are stored channels-last (HWC):
+//! element `(h, w, c)` of an `H × W × C` tensor is at `(h · W + w) · C + c`,
+//! and 1-D data has `H = 1`. The host transposes its channels-first data
+//! when it quantizes inputs.
+//!
+//! The meaning of the channel table's bias depends on the operator:
+//!
+//! * [`Op::FullyConnected`]: the bias already contains `−z_in · Σ w` (folded
+//!   at export, as CMSIS-NN does) so the inner loop is a plain int8 dot
+//!   product; the arithmetic is integer-exact, hence identical to TFLite's
+//!   `Σ w·(x − z_in) + bias`. The record's input zero point is informative.
+//! * [`Op::Conv2d`] and [`Op::DepthwiseConv2d`]: the bias is the plain int32
+//!   bias, *not* folded. With SAME padding an edge window has only part of
+//!   its taps in the input, so the zero-point correction differs per output
+//!   position and cannot be one constant per channel; the kernel applies it
+//!   using the record's input zero point (offset 28), which must be in
+//!   `-128..=127`.
+//!
+//! Convolution and pooling shapes follow TFLite: VALID gives
+//! `(in − k) / stride + 1` outputs (needs `in ≥ k`); SAME gives
+//! `ceil(in / stride)` outputs with `max((out − 1)·stride + k − in, 0) / 2`
+//! padding before (rounded down). Taps outside the input are skipped.
 
 /// Magic bytes at the start of every `.tkd` blob.
 pub const MAGIC: [u8; 4] = *b"TKDM";
@@ -119,13 +137,31 @@ pub mod layer {
     pub const PARAM_COUNT: usize = 8;
 }
 
-/// Layer operators.
+/// Layer operators. `params` are the record's 8 u16 operator parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Op {
     /// Fully connected: `params[0]` = input features, `params[1]` = output features;
-    /// weights `[out][in]`.
+    /// weights `[out][in]`; channel table bias folded (see the module doc).
     FullyConnected = 1,
+    /// Convolution: params `[in_h, in_w, in_c, out_c, kernel_h, kernel_w, stride,
+    /// padding]` (padding 0 VALID, 1 SAME; one stride for H and W); weights
+    /// `[out_c][kernel_h][kernel_w][in_c]`; `out_c` channel entries, plain bias.
+    /// A 1-D convolution has `in_h = kernel_h = 1`.
+    Conv2d = 2,
+    /// Depthwise convolution with depth multiplier 1: params as [`Op::Conv2d`]
+    /// with `out_c = in_c`; weights `[kernel_h][kernel_w][c]` (TFLite's layout);
+    /// `c` channel entries, plain bias.
+    DepthwiseConv2d = 3,
+    /// Max pool: params `[in_h, in_w, c, pool_h, pool_w, stride, padding, 0]`; no
+    /// weights, no channel table; output quantization = input quantization.
+    MaxPool2d = 4,
+    /// Average pool, params as [`Op::MaxPool2d`]: the average of the in-bounds
+    /// taps rounded half away from zero (TFLite), at most 2^23 taps per window.
+    AvgPool2d = 5,
+    /// Global average pool: params `[in_h, in_w, c, 0, 0, 0, 0, 0]`; output `c`
+    /// values, each the rounded average over all `in_h · in_w ≤ 2^23` positions.
+    GlobalAvgPool = 6,
 }
 
 impl Op {
@@ -133,6 +169,11 @@ impl Op {
     pub fn from_u8(v: u8) -> Option<Op> {
         match v {
             1 => Some(Op::FullyConnected),
+            2 => Some(Op::Conv2d),
+            3 => Some(Op::DepthwiseConv2d),
+            4 => Some(Op::MaxPool2d),
+            5 => Some(Op::AvgPool2d),
+            6 => Some(Op::GlobalAvgPool),
             _ => None,
         }
     }

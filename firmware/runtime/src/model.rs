@@ -2,7 +2,7 @@
 
 use crate::error::Error;
 use crate::format::{self, Activation, Op, header, layer, read_i32, read_u16, read_u32};
-use crate::kernels::{self, Clamp};
+use crate::kernels::{self, Clamp, ConvParams, Padding, PoolParams, Window, pool::MAX_AVG_COUNT};
 
 /// Quantization of a tensor: `real = scale · (q − zero_point)`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -46,6 +46,47 @@ pub struct Model<'a> {
 
 fn malformed(what: &'static str) -> Error {
     Error::Malformed(what)
+}
+
+impl Layer {
+    /// Shape and quantization of a [`Op::Conv2d`] or [`Op::DepthwiseConv2d`]
+    /// layer, from params `[in_h, in_w, in_c, out_c, kernel_h, kernel_w,
+    /// stride, padding]`. Checks the parameters themselves; lengths are
+    /// checked by `Model::from_bytes`.
+    pub fn conv_params(&self) -> Result<ConvParams, Error> {
+        let [in_h, in_w, in_c, out_c, kh, kw, stride, padding] = self.params;
+        if in_c == 0 || out_c == 0 {
+            return Err(malformed("convolution channel count is 0"));
+        }
+        let padding =
+            Padding::from_u16(padding).ok_or(malformed("convolution padding must be 0 (valid) or 1 (same)"))?;
+        let window =
+            Window::new(in_h.into(), in_w.into(), kh.into(), kw.into(), stride.into(), padding).map_err(malformed)?;
+        Ok(ConvParams {
+            window,
+            in_channels: in_c.into(),
+            out_channels: out_c.into(),
+            input_zero_point: self.input_zero_point,
+            output_zero_point: self.output.zero_point,
+            clamp: self.clamp,
+        })
+    }
+
+    /// Shape of a [`Op::MaxPool2d`] or [`Op::AvgPool2d`] layer, from params
+    /// `[in_h, in_w, c, pool_h, pool_w, stride, padding, 0]`.
+    pub fn pool_params(&self) -> Result<PoolParams, Error> {
+        let [in_h, in_w, c, ph, pw, stride, padding, reserved] = self.params;
+        if reserved != 0 {
+            return Err(malformed("pool parameter 7 must be 0"));
+        }
+        if c == 0 {
+            return Err(malformed("pool channel count is 0"));
+        }
+        let padding = Padding::from_u16(padding).ok_or(malformed("pool padding must be 0 (valid) or 1 (same)"))?;
+        let window =
+            Window::new(in_h.into(), in_w.into(), ph.into(), pw.into(), stride.into(), padding).map_err(malformed)?;
+        Ok(PoolParams { window, channels: c.into(), clamp: self.clamp })
+    }
 }
 
 impl<'a> Model<'a> {
@@ -190,11 +231,74 @@ impl<'a> Model<'a> {
                     return Err(malformed("channel table size differs from output features"));
                 }
             }
+            Op::Conv2d | Op::DepthwiseConv2d => {
+                let p = l.conv_params()?;
+                let depthwise = l.op == Op::DepthwiseConv2d;
+                if depthwise && p.out_channels != p.in_channels {
+                    return Err(malformed("depthwise convolution needs out_c == in_c"));
+                }
+                // The kernels subtract it from int8 inputs; TFLite's int8 zero points are int8.
+                if !(-128..=127).contains(&p.input_zero_point) {
+                    return Err(malformed("convolution input zero point is outside -128..=127"));
+                }
+                if p.window.input_len(p.in_channels) != Some(l.input_len) {
+                    return Err(malformed("convolution input length is not in_h × in_w × in_c"));
+                }
+                if p.window.output_len(p.out_channels) != Some(l.output_len) {
+                    return Err(malformed("convolution output length does not match its shape and padding"));
+                }
+                let filter = p.window.kernel_len().and_then(|k| k.checked_mul(p.in_channels));
+                let weights = if depthwise { filter } else { filter.and_then(|f| f.checked_mul(p.out_channels)) };
+                if weights != Some(l.weights_len) {
+                    return Err(malformed("convolution weight count does not match its shape"));
+                }
+                if l.channel_count != p.out_channels {
+                    return Err(malformed("channel table size differs from output channels"));
+                }
+            }
+            Op::MaxPool2d | Op::AvgPool2d => {
+                let p = l.pool_params()?;
+                if p.window.input_len(p.channels) != Some(l.input_len) {
+                    return Err(malformed("pool input length is not in_h × in_w × c"));
+                }
+                if p.window.output_len(p.channels) != Some(l.output_len) {
+                    return Err(malformed("pool output length does not match its shape and padding"));
+                }
+                if l.op == Op::AvgPool2d && p.window.kernel_len().is_none_or(|n| n > MAX_AVG_COUNT) {
+                    return Err(malformed("average pool window has more than 2^23 taps"));
+                }
+                if l.weights_len != 0 || l.channel_count != 0 {
+                    return Err(malformed("pooling layer has weights or a channel table"));
+                }
+            }
+            Op::GlobalAvgPool => {
+                let [in_h, in_w, c, rest @ ..] = l.params.map(usize::from);
+                if rest.iter().any(|&v| v != 0) {
+                    return Err(malformed("global average pool parameters 3..8 must be 0"));
+                }
+                if in_h == 0 || in_w == 0 || c == 0 {
+                    return Err(malformed("global average pool dimension is 0"));
+                }
+                if in_h * in_w > MAX_AVG_COUNT {
+                    return Err(malformed("global average pool has more than 2^23 positions"));
+                }
+                if in_h.checked_mul(in_w).and_then(|n| n.checked_mul(c)) != Some(l.input_len) {
+                    return Err(malformed("global average pool input length is not in_h × in_w × c"));
+                }
+                if l.output_len != c {
+                    return Err(malformed("global average pool output length is not c"));
+                }
+                if l.weights_len != 0 || l.channel_count != 0 {
+                    return Err(malformed("pooling layer has weights or a channel table"));
+                }
+            }
         }
-        let channels_len = l.channel_count * format::CHANNEL_ENTRY_LEN;
+        let too_many = malformed("channel table out of bounds");
+        let channels_len = l.channel_count.checked_mul(format::CHANNEL_ENTRY_LEN).ok_or(too_many)?;
+        let scales_len = l.channel_count.checked_mul(4).ok_or(too_many)?;
         if !self.tensor_in_bounds(l.weights_offset, l.weights_len)
             || !self.tensor_in_bounds(l.channels_offset, channels_len)
-            || !self.tensor_in_bounds(l.weight_scales_offset, l.channel_count * 4)
+            || !self.tensor_in_bounds(l.weight_scales_offset, scales_len)
         {
             return Err(malformed("tensor out of bounds"));
         }
@@ -327,7 +431,7 @@ impl<'a> Model<'a> {
             let out_range = if i % 2 == 0 { (0, l.output_len) } else { (total - l.output_len, total) };
             if i == 0 {
                 let out = i8_slice_mut(&mut arena[out_range.0..out_range.1]);
-                self.run_layer(&l, input, out);
+                self.run_layer(&l, input, out)?;
             } else {
                 // The planner guarantees the two regions do not overlap.
                 let (src, dst) = if i % 2 == 0 {
@@ -337,14 +441,16 @@ impl<'a> Model<'a> {
                     let (lo, hi) = arena.split_at_mut(out_range.0);
                     (&lo[prev.0..prev.1], &mut hi[..])
                 };
-                self.run_layer(&l, i8_slice(src), i8_slice_mut(dst));
+                self.run_layer(&l, i8_slice(src), i8_slice_mut(dst))?;
             }
             prev = out_range;
         }
         Ok(i8_slice(&arena[prev.0..prev.1]))
     }
 
-    fn run_layer(&self, l: &Layer, input: &[i8], output: &mut [i8]) {
+    /// Runs one validated layer. The parameter decoding cannot fail after
+    /// `from_bytes`; if it did, the error surfaces instead of garbage output.
+    fn run_layer(&self, l: &Layer, input: &[i8], output: &mut [i8]) -> Result<(), Error> {
         match l.op {
             Op::FullyConnected => kernels::fully_connected(
                 input,
@@ -354,7 +460,15 @@ impl<'a> Model<'a> {
                 l.clamp,
                 output,
             ),
+            Op::Conv2d => kernels::conv2d(&l.conv_params()?, input, self.weights(l), self.channel_table(l), output),
+            Op::DepthwiseConv2d => {
+                kernels::depthwise_conv2d(&l.conv_params()?, input, self.weights(l), self.channel_table(l), output)
+            }
+            Op::MaxPool2d => kernels::max_pool2d(&l.pool_params()?, input, output),
+            Op::AvgPool2d => kernels::avg_pool2d(&l.pool_params()?, input, output),
+            Op::GlobalAvgPool => kernels::global_avg_pool(l.params[2].into(), l.clamp, input, output),
         }
+        Ok(())
     }
 }
 
@@ -366,3 +480,6 @@ fn i8_slice(b: &[u8]) -> &[i8] {
 fn i8_slice_mut(b: &mut [u8]) -> &mut [i8] {
     bytemuck::cast_slice_mut(b)
 }
+
+#[cfg(test)]
+mod tests;

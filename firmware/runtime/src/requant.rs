@@ -40,6 +40,53 @@ pub fn multiply_by_quantized_multiplier(x: i32, multiplier: i32, shift: i32) -> 
     rounding_divide_by_pot(high, right)
 }
 
+/// [`multiply_by_quantized_multiplier`] for one fixed `(multiplier, shift)`,
+/// with the per-channel work (shift split, rounding mask) done once, so the
+/// per-output cost is a shift, one `smlal`, and the rounding.
+///
+/// Bit-identical to [`multiply_by_quantized_multiplier`] for every `x`
+/// (proptest below) when `shift` is in `-31..=30`. Outside that range the
+/// reference is undefined; this type stays panic-free and clamps the right
+/// shift to 31.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuantizedMultiplier {
+    multiplier: i32,
+    left: u32,
+    right: u32,
+    /// `2^right − 1`: the bits the right shift drops.
+    mask: i32,
+    /// `mask / 2`: the rounding threshold for non-negative values.
+    half: i32,
+}
+
+impl QuantizedMultiplier {
+    pub fn new(multiplier: i32, shift: i32) -> QuantizedMultiplier {
+        let left = if shift > 0 { shift as u32 } else { 0 };
+        let right = if shift > 0 { 0 } else { shift.unsigned_abs().min(31) };
+        let mask = ((1i64 << right) - 1) as i32;
+        QuantizedMultiplier { multiplier, left, right, mask, half: mask >> 1 }
+    }
+
+    /// `x · multiplier · 2^(shift − 31)`, rounded as TFLite does.
+    #[inline(always)]
+    pub fn apply(self, x: i32) -> i32 {
+        let x = x.wrapping_shl(self.left);
+        // The high multiply: the reference adds 2^30 (product ≥ 0) or
+        // 1 − 2^30 (product < 0) and divides by 2^31 truncating toward zero.
+        // For a negative sum, truncation is `(v + 2^31 − 1) >> 31`, which
+        // with the negative nudge is again `(product + 2^30) >> 31`: one
+        // formula, no sign test. Only MIN · MIN leaves i32, and saturates.
+        let high = if x == i32::MIN && self.multiplier == i32::MIN {
+            i32::MAX
+        } else {
+            ((x as i64 * self.multiplier as i64 + (1 << 30)) >> 31) as i32
+        };
+        // Rounding right shift, half away from zero (as `rounding_divide_by_pot`).
+        let threshold = self.half + (high < 0) as i32;
+        (high >> self.right) + ((high & self.mask) > threshold) as i32
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,7 +128,37 @@ mod tests {
         assert_eq!(multiply_by_quantized_multiplier(0, m, -5), 0);
     }
 
+    #[test]
+    fn precomputed_multiplier_edge_cases() {
+        for (x, m, shift) in [
+            (i32::MIN, i32::MIN, 0),
+            (i32::MIN, i32::MAX, 0),
+            (i32::MAX, i32::MAX, -31),
+            (-1, 1 << 30, 0),
+            (-11, 1 << 30, 0),
+            (i32::MIN, 1 << 30, -31),
+            (1 << 20, i32::MAX, 30),
+            (0, 0, 0),
+        ] {
+            assert_eq!(
+                QuantizedMultiplier::new(m, shift).apply(x),
+                multiply_by_quantized_multiplier(x, m, shift),
+                "x={x} m={m} shift={shift}"
+            );
+        }
+    }
+
     proptest::proptest! {
+        #[test]
+        fn precomputed_multiplier_is_bit_identical(x: i32, m: i32, shift in -31i32..=30) {
+            proptest::prop_assert_eq!(QuantizedMultiplier::new(m, shift).apply(x), multiply_by_quantized_multiplier(x, m, shift));
+        }
+
+        #[test]
+        fn precomputed_multiplier_small_values(x in -70_000i32..70_000, m in (1i32 << 30)..=i32::MAX, shift in -31i32..=2) {
+            proptest::prop_assert_eq!(QuantizedMultiplier::new(m, shift).apply(x), multiply_by_quantized_multiplier(x, m, shift));
+        }
+
         #[test]
         fn matches_real_multiplication(x in -1_000_000i32..1_000_000, q in 0.5f64..1.0, shift in -20i32..2) {
             let m = (q * (1u64 << 31) as f64).round().min(i32::MAX as f64) as i32;

@@ -1,14 +1,35 @@
-//! Int8 kernels. Portable Rust, integer only, no allocation, no panics on the
-//! lengths `Model::from_bytes` has validated.
+//! Int8 kernels. Portable Rust, integer only, no allocation, no panics on any
+//! arguments: each kernel checks its slice lengths against its shape once,
+//! up front (`Model::from_bytes` has validated them already); the window
+//! kernels write nothing if they disagree, fully connected writes the
+//! outputs it can.
+//!
+//! Activations are channels-last (HWC): element `(h, w, c)` of an `H × W × C`
+//! tensor is at `(h · W + w) · C + c`; 1-D data has `H = 1`.
 
+pub mod conv;
+pub mod depthwise;
 pub mod fully_connected;
+pub mod pool;
+#[cfg(test)]
+pub(crate) mod reference;
+pub mod window;
 
+pub use conv::conv2d;
+pub use depthwise::depthwise_conv2d;
 pub use fully_connected::fully_connected;
+pub use pool::{avg_pool2d, global_avg_pool, max_pool2d};
+pub use window::{Padding, Window};
+
+use crate::format::CHANNEL_ENTRY_LEN;
+use crate::requant::QuantizedMultiplier;
 
 /// Per-output-channel requantization parameters, read from the channel table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChannelQuant {
-    /// Bias with the input zero point folded in: `bias − z_in · Σ w`.
+    /// Int32 bias. Fully connected layers store it with the input zero point
+    /// folded in (`bias − z_in · Σ w`); convolutions store the plain bias
+    /// (see [`crate::format`]).
     pub bias: i32,
     /// Q31 multiplier of `s_in · s_w / s_out`.
     pub multiplier: i32,
@@ -37,12 +58,42 @@ impl ChannelQuant {
     }
 
     /// Requantizes an int32 accumulator to int8: scale, add the output zero
-    /// point, clamp to the fused activation range.
+    /// point, clamp to the fused activation range. (`acc` already holds the bias.)
     #[inline(always)]
     pub fn requantize(self, acc: i32, output_zero_point: i32, act_min: i8, act_max: i8) -> i8 {
-        let scaled = crate::requant::multiply_by_quantized_multiplier(acc, self.multiplier, self.shift);
-        let v = scaled.saturating_add(output_zero_point);
-        v.clamp(act_min as i32, act_max as i32) as i8
+        Requantizer::new(self, output_zero_point, Clamp { min: act_min, max: act_max }).apply(acc)
+    }
+
+    /// Entry `i` of a raw channel table, `None` past its end.
+    #[inline(always)]
+    pub fn read(table: &[u8], i: usize) -> Option<ChannelQuant> {
+        let start = i.checked_mul(CHANNEL_ENTRY_LEN)?;
+        let entry = table.get(start..start.checked_add(CHANNEL_ENTRY_LEN)?)?;
+        Some(ChannelQuant::from_le_bytes(entry.try_into().ok()?))
+    }
+}
+
+/// [`ChannelQuant::requantize`] for one output channel, decoded once per
+/// channel rather than per output (the multiplier's shift split and rounding
+/// mask; see [`QuantizedMultiplier`]). Bit-identical by construction: it *is*
+/// the definition `ChannelQuant::requantize` uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Requantizer {
+    multiplier: QuantizedMultiplier,
+    output_zero_point: i32,
+    clamp: Clamp,
+}
+
+impl Requantizer {
+    #[inline(always)]
+    pub fn new(q: ChannelQuant, output_zero_point: i32, clamp: Clamp) -> Requantizer {
+        Requantizer { multiplier: QuantizedMultiplier::new(q.multiplier, q.shift), output_zero_point, clamp }
+    }
+
+    /// Scales an accumulator (bias included), adds the output zero point, clamps.
+    #[inline(always)]
+    pub fn apply(self, acc: i32) -> i8 {
+        self.clamp.apply(self.multiplier.apply(acc).saturating_add(self.output_zero_point))
     }
 }
 
@@ -51,4 +102,33 @@ impl ChannelQuant {
 pub struct Clamp {
     pub min: i8,
     pub max: i8,
+}
+
+impl Clamp {
+    /// Clamps `v`; `max` then `min`, so an inverted range cannot panic.
+    #[inline(always)]
+    pub fn apply(self, v: i32) -> i8 {
+        v.max(self.min as i32).min(self.max as i32) as i8
+    }
+}
+
+/// Shape and quantization of a convolution (regular or depthwise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvParams {
+    pub window: Window,
+    pub in_channels: usize,
+    /// Must equal `in_channels` for a depthwise convolution (depth multiplier 1).
+    pub out_channels: usize,
+    /// Subtracted from every input value (`x − z_in`), TFLite's `input_offset`.
+    pub input_zero_point: i32,
+    pub output_zero_point: i32,
+    pub clamp: Clamp,
+}
+
+/// Shape of a pooling layer; input and output share their quantization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolParams {
+    pub window: Window,
+    pub channels: usize,
+    pub clamp: Clamp,
 }

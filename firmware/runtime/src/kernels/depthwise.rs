@@ -1,0 +1,217 @@
+//! Depthwise 2-D convolution (depth multiplier 1), channels-last, TFLite semantics:
+//!
+//! ```text
+//! y[oy][ox][c] = requant(bias[c] + Σ_{in-bounds ky, kx} w[ky][kx][c] · (x[iy][ix][c] − z_in))
+//! ```
+//!
+//! Weights are `[kernel_h][kernel_w][c]` (TFLite's layout), so for one tap the
+//! weights of consecutive channels are contiguous, like the input pixel's
+//! channels. The kernel therefore works per output pixel on a block of up to
+//! [`BLOCK`] channels with int32 accumulators on the stack: each in-bounds tap
+//! adds `x · w` over a contiguous run of channels (no strided loads, no
+//! per-channel loop bookkeeping), then each accumulator is requantized.
+//! Interior windows start from `bias − z_in · Σ w` (precomputed per channel);
+//! windows that hang over an edge start from the plain bias and accumulate
+//! `w · (x − z_in)` directly. All in wrapping int32, as TFLite's accumulator.
+
+use super::{ChannelQuant, ConvParams, Requantizer};
+
+/// Channels per block: the accumulators and per-channel data of a block live
+/// on the stack (40 bytes per channel, 320 in all). Eight matches the
+/// channel counts of tiny models, which then take the fixed-length path.
+const BLOCK: usize = 8;
+
+/// Int8 depthwise convolution.
+///
+/// * `input`: `in_h × in_w × c` (HWC).
+/// * `weights`: `[kernel_h][kernel_w][c]`.
+/// * `channels`: `c` channel-table entries, with the plain (unfolded) bias.
+/// * `output`: `out_h × out_w × c` (HWC).
+///
+/// Writes nothing if `p.out_channels ≠ p.in_channels` or a slice length
+/// disagrees with `p`.
+pub fn depthwise_conv2d(p: &ConvParams, input: &[i8], weights: &[i8], channels: &[u8], output: &mut [i8]) {
+    let win = p.window;
+    let ch = p.in_channels;
+    let lengths_ok = p.out_channels == ch
+        && win.input_len(ch) == Some(input.len())
+        && win.kernel_len().and_then(|k| k.checked_mul(ch)) == Some(weights.len())
+        && ch.checked_mul(crate::format::CHANNEL_ENTRY_LEN) == Some(channels.len())
+        && win.output_len(ch) == Some(output.len());
+    if !lengths_ok || ch == 0 {
+        return;
+    }
+    let (in_w, kw, zin) = (win.in_w(), win.kernel_w(), p.input_zero_point);
+    let blank = Channel {
+        bias: 0,
+        full_bias: 0,
+        requant: Requantizer::new(ChannelQuant { bias: 0, multiplier: 0, shift: 0 }, 0, p.clamp),
+    };
+    for c0 in (0..ch).step_by(BLOCK) {
+        let n = BLOCK.min(ch - c0);
+        let mut block = [blank; BLOCK];
+        for (k, chan) in block.iter_mut().enumerate().take(n) {
+            let Some(q) = ChannelQuant::read(channels, c0 + k) else { return };
+            // Σ w of this channel over every tap of the filter.
+            let wsum = weights.iter().skip(c0 + k).step_by(ch).fold(0i32, |s, w| s.wrapping_add(*w as i32));
+            *chan = Channel {
+                bias: q.bias,
+                full_bias: q.bias.wrapping_sub(zin.wrapping_mul(wsum)),
+                requant: Requantizer::new(q, p.output_zero_point, p.clamp),
+            };
+        }
+        let block = &block[..n];
+        for (oy, out_row) in output.chunks_exact_mut(win.out_w() * ch).enumerate() {
+            let rows = win.rows(oy);
+            for (ox, pixel) in out_row.chunks_exact_mut(ch).enumerate() {
+                let cols = win.cols(ox);
+                let full = win.is_full(rows, cols);
+                let mut acc = [0i32; BLOCK];
+                for (a, chan) in acc.iter_mut().zip(block) {
+                    *a = if full { chan.full_bias } else { chan.bias };
+                }
+                let acc = &mut acc[..n];
+                for (ky, iy) in rows.iter() {
+                    for (kx, ix) in cols.iter() {
+                        let x = (iy * in_w + ix) * ch + c0;
+                        let w = (ky * kw + kx) * ch + c0;
+                        let (Some(x), Some(w)) = (input.get(x..x + n), weights.get(w..w + n)) else { return };
+                        match (full, <&mut [i32; BLOCK]>::try_from(&mut *acc), x.try_into(), w.try_into()) {
+                            // A whole block: fixed length, so its MACs are straight-line code.
+                            (true, Ok(acc), Ok(x), Ok(w)) => tap_block(acc, x, w),
+                            (true, ..) => tap(acc, x, w),
+                            (false, ..) => tap_offset(acc, x, w, zin),
+                        }
+                    }
+                }
+                let Some(out) = pixel.get_mut(c0..c0 + n) else { return };
+                for ((y, a), chan) in out.iter_mut().zip(acc.iter()).zip(block) {
+                    *y = chan.requant.apply(*a);
+                }
+            }
+        }
+    }
+}
+
+/// Per-channel data, decoded once per block.
+#[derive(Debug, Clone, Copy)]
+struct Channel {
+    /// The channel table's (plain) bias.
+    bias: i32,
+    /// `bias − z_in · Σ w` over the whole filter: the start of an interior window.
+    full_bias: i32,
+    requant: Requantizer,
+}
+
+/// [`tap`] for a whole block.
+#[inline(always)]
+fn tap_block(acc: &mut [i32; BLOCK], x: &[i8; BLOCK], w: &[i8; BLOCK]) {
+    for k in 0..BLOCK {
+        acc[k] = acc[k].wrapping_add(x[k] as i32 * w[k] as i32);
+    }
+}
+
+/// `acc[c] += x[c] · w[c]`: one tap of an interior window.
+#[inline(always)]
+fn tap(acc: &mut [i32], x: &[i8], w: &[i8]) {
+    for ((a, x), w) in acc.iter_mut().zip(x).zip(w) {
+        *a = a.wrapping_add(*x as i32 * *w as i32);
+    }
+}
+
+/// `acc[c] += w[c] · (x[c] − z_in)`: one tap of an edge window (the
+/// definition itself, since only some taps of the filter are in bounds).
+#[inline(always)]
+fn tap_offset(acc: &mut [i32], x: &[i8], w: &[i8], zin: i32) {
+    for ((a, x), w) in acc.iter_mut().zip(x).zip(w) {
+        *a = a.wrapping_add((*x as i32).wrapping_sub(zin).wrapping_mul(*w as i32));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::reference::{self, conv_case, conv_params, quant, table};
+    use super::super::{Clamp, Padding, Window};
+    use super::*;
+    use proptest::prelude::*;
+
+    const HALF: i32 = 1 << 30; // 0.5 in Q31, shift 0
+
+    fn params(win: Window, c: usize, zin: i32, zout: i32, clamp: Clamp) -> ConvParams {
+        ConvParams {
+            window: win,
+            in_channels: c,
+            out_channels: c,
+            input_zero_point: zin,
+            output_zero_point: zout,
+            clamp,
+        }
+    }
+
+    #[test]
+    fn hand_computed_1d_same_three_channels() {
+        // Width 3, 3 channels, kernel 3, stride 1, SAME (pad 1 each side), z_in = 2.
+        // x[w] = [[2, 3, 4], [4, 6, 8], [0, 0, 0]] -> x − z_in = [[0, 1, 2], [2, 4, 6], [−2, −2, −2]].
+        // w[kx] = [[1, 1, 1], [2, 0, −1], [3, −1, 1]]; biases [0, 10, −10]; all × 0.5, z_out 0.
+        // Channel 0 (w = 1, 2, 3; x−z = 0, 2, −2):
+        //   ox 0 (taps 1, 2): 2·0 + 3·2 = 6;  ox 1: 0 + 4 − 6 = −2;  ox 2 (taps 0, 1): 2 − 4 = −2.
+        //   × 0.5 -> [3, −1, −1].
+        // Channel 1 (w = 1, 0, −1; x−z = 1, 4, −2):
+        //   ox 0: 0·1 − 4 = −4; ox 1: 1 + 0 + 2 = 3; ox 2: 4 + 0 = 4; + 10 -> [6, 13, 14]
+        //   × 0.5 -> [3, 7, 7] (6.5 -> 7).
+        // Channel 2 (w = 1, −1, 1; x−z = 2, 6, −2):
+        //   ox 0: −2 + 6 = 4; ox 1: 2 − 6 − 2 = −6; ox 2: 6 + 2 = 8; − 10 -> [−6, −16, −2]
+        //   × 0.5 -> [−3, −8, −1].
+        let win = Window::new(1, 3, 1, 3, 1, Padding::Same).unwrap();
+        let x = [2, 3, 4, 4, 6, 8, 0, 0, 0];
+        let w = [1, 1, 1, 2, 0, -1, 3, -1, 1];
+        let t = table(&[
+            ChannelQuant { bias: 0, multiplier: HALF, shift: 0 },
+            ChannelQuant { bias: 10, multiplier: HALF, shift: 0 },
+            ChannelQuant { bias: -10, multiplier: HALF, shift: 0 },
+        ]);
+        let mut out = [0i8; 9];
+        depthwise_conv2d(&params(win, 3, 2, 0, Clamp { min: -128, max: 127 }), &x, &w, &t, &mut out);
+        assert_eq!(out, [3, 3, -3, -1, 7, -8, -1, 7, -1]);
+    }
+
+    #[test]
+    fn hand_computed_2d_valid_stride_2() {
+        // 3×3×2 input, channel 0 = 1..=9 and channel 1 = −1..=−9 (row-major), z_in = 0.
+        // 2×2 kernel, stride 2, VALID: a single output window {0, 1, 3, 4}.
+        // Channel 0 weights [[1, 0], [0, 1]] (a diagonal): 1 + 5 = 6.
+        // Channel 1 weights [[1, 1], [1, 1]]: −(1 + 2 + 4 + 5) = −12.
+        // × 0.5 shift 1 (× 1), z_out −3: [3, −15]; clamp [−10, 127]: [3, −10].
+        let win = Window::new(3, 3, 2, 2, 2, Padding::Valid).unwrap();
+        let x: Vec<i8> = (1..=9).flat_map(|v| [v, -v]).collect();
+        let w = [1, 1, 0, 1, 0, 1, 1, 1]; // [ky][kx][c]
+        let t = table(&[
+            ChannelQuant { bias: 0, multiplier: HALF, shift: 1 },
+            ChannelQuant { bias: 0, multiplier: HALF, shift: 1 },
+        ]);
+        let mut out = [0i8; 2];
+        depthwise_conv2d(&params(win, 2, 0, -3, Clamp { min: -10, max: 127 }), &x, &w, &t, &mut out);
+        assert_eq!(out, [3, -10]);
+    }
+
+    #[test]
+    fn channel_mismatch_writes_nothing() {
+        let win = Window::new(1, 2, 1, 1, 1, Padding::Valid).unwrap();
+        let mut p = params(win, 1, 0, 0, Clamp { min: -128, max: 127 });
+        p.out_channels = 2;
+        let t = table(&[ChannelQuant { bias: 0, multiplier: HALF, shift: 0 }; 2]);
+        let mut out = [9i8; 4];
+        depthwise_conv2d(&p, &[1, 2], &[1], &t, &mut out);
+        assert_eq!(out, [9; 4]);
+    }
+
+    proptest! {
+        #[test]
+        fn matches_naive_reference((p, x, w, ch) in conv_case(true), q in quant()) {
+            let want = reference::depthwise_conv2d(p, &x, &w, &ch, q);
+            let mut got = vec![0i8; want.len()];
+            depthwise_conv2d(&conv_params(p, q), &x, &w, &table(&ch), &mut got);
+            prop_assert_eq!(got, want);
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! End-to-end tests of `Model`: a hand-built blob with every operator,
+//! checked against the naive reference pipeline, and corruption of that blob.
+
+use super::*;
+use crate::format::{HEADER_LEN, LAYER_RECORD_LEN, align_up};
+use crate::kernels::ChannelQuant;
+use crate::kernels::reference::{self, Quant};
+
+/// One layer to serialise (a minimal copy of the host writer).
+#[derive(Clone)]
+struct L {
+    op: Op,
+    clamp: Clamp,
+    input_len: usize,
+    output_len: usize,
+    params: [u16; 8],
+    zin: i32,
+    zout: i32,
+    weights: Vec<i8>,
+    channels: Vec<ChannelQuant>,
+}
+
+impl L {
+    fn quant(&self) -> Quant {
+        Quant { zin: self.zin, zout: self.zout, min: self.clamp.min, max: self.clamp.max }
+    }
+}
+
+/// Serialises a model: header, layer table, then each layer's weights,
+/// channel table and weight scales, 4-byte aligned, and the CRC.
+fn build(input_dims: &[u16], classes: u16, zin: i32, layers: &[L]) -> Vec<u8> {
+    let mut out = vec![0u8; HEADER_LEN + layers.len() * LAYER_RECORD_LEN];
+    let push = |out: &mut Vec<u8>, bytes: &[u8]| {
+        out.resize(align_up(out.len()), 0);
+        let off = out.len();
+        out.extend_from_slice(bytes);
+        off as u32
+    };
+    for (i, l) in layers.iter().enumerate() {
+        let w: Vec<u8> = l.weights.iter().map(|v| *v as u8).collect();
+        let w_off = push(&mut out, &w);
+        let c: Vec<u8> = l.channels.iter().flat_map(|c| c.to_le_bytes()).collect();
+        let c_off = push(&mut out, &c);
+        let s: Vec<u8> = l.channels.iter().flat_map(|_| 0.01f32.to_le_bytes()).collect();
+        let s_off = push(&mut out, &s);
+        let r = &mut out[HEADER_LEN + i * LAYER_RECORD_LEN..][..LAYER_RECORD_LEN];
+        let put = |r: &mut [u8], off: usize, v: u32| r[off..off + 4].copy_from_slice(&v.to_le_bytes());
+        r[layer::OP] = l.op as u8;
+        r[layer::ACT_MIN] = l.clamp.min as u8;
+        r[layer::ACT_MAX] = l.clamp.max as u8;
+        put(r, layer::INPUT_LEN, l.input_len as u32);
+        put(r, layer::OUTPUT_LEN, l.output_len as u32);
+        for (k, p) in l.params.iter().enumerate() {
+            r[layer::PARAMS + 2 * k..][..2].copy_from_slice(&p.to_le_bytes());
+        }
+        put(r, layer::INPUT_ZERO_POINT, l.zin as u32);
+        put(r, layer::OUTPUT_ZERO_POINT, l.zout as u32);
+        put(r, layer::OUTPUT_SCALE, 0.05f32.to_bits());
+        put(r, layer::WEIGHTS_OFFSET, w_off);
+        put(r, layer::WEIGHTS_LEN, w.len() as u32);
+        put(r, layer::CHANNELS_OFFSET, c_off);
+        put(r, layer::CHANNEL_COUNT, l.channels.len() as u32);
+        put(r, layer::WEIGHT_SCALES_OFFSET, s_off);
+    }
+    out.resize(align_up(out.len()), 0);
+    let arena = crate::plan_arena(layers.iter().map(|l| Ok(l.output_len))).unwrap();
+    let total = out.len() as u32;
+    let h = &mut out[..HEADER_LEN];
+    h[..4].copy_from_slice(&format::MAGIC);
+    h[header::VERSION..][..2].copy_from_slice(&format::VERSION.to_le_bytes());
+    h[header::HEADER_LEN..][..2].copy_from_slice(&(HEADER_LEN as u16).to_le_bytes());
+    h[header::TOTAL_LEN..][..4].copy_from_slice(&total.to_le_bytes());
+    h[header::LAYER_COUNT..][..2].copy_from_slice(&(layers.len() as u16).to_le_bytes());
+    h[header::LAYER_RECORD_LEN..][..2].copy_from_slice(&(LAYER_RECORD_LEN as u16).to_le_bytes());
+    h[header::CLASS_COUNT..][..2].copy_from_slice(&classes.to_le_bytes());
+    h[header::INPUT_RANK] = input_dims.len() as u8;
+    for (k, d) in input_dims.iter().enumerate() {
+        h[header::INPUT_DIMS + 2 * k..][..2].copy_from_slice(&d.to_le_bytes());
+    }
+    let input_len: u32 = input_dims.iter().map(|d| *d as u32).product();
+    h[header::INPUT_LEN..][..4].copy_from_slice(&input_len.to_le_bytes());
+    h[header::INPUT_SCALE..][..4].copy_from_slice(&0.1f32.to_bits().to_le_bytes());
+    h[header::INPUT_ZERO_POINT..][..4].copy_from_slice(&zin.to_le_bytes());
+    h[header::OUTPUT_SCALE..][..4].copy_from_slice(&0.2f32.to_bits().to_le_bytes());
+    h[header::OUTPUT_ZERO_POINT..][..4].copy_from_slice(&layers[layers.len() - 1].zout.to_le_bytes());
+    h[header::ARENA_BYTES..][..4].copy_from_slice(&(arena as u32).to_le_bytes());
+    h[header::LAYER_TABLE..][..4].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
+    fix_crc(&mut out);
+    out
+}
+
+fn fix_crc(b: &mut [u8]) {
+    let crc = format::CRC.checksum(&b[format::CRC_START..]);
+    b[header::CRC..][..4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Deterministic int8 values (a 32-bit LCG), so failures reproduce.
+fn values(seed: u32, n: usize, lo: i32, hi: i32) -> Vec<i8> {
+    let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (lo + ((s >> 8) % (hi - lo + 1) as u32) as i32) as i8
+        })
+        .collect()
+}
+
+/// `m · 2^shift` as a Q31 multiplier with `m` in [0.5, 1).
+fn multiplier(m: f64, shift: i32, bias: i32) -> ChannelQuant {
+    ChannelQuant { bias, multiplier: (m * (1u64 << 31) as f64).round() as i32, shift }
+}
+
+const INPUT_ZP: i32 = -3;
+
+/// conv2d → maxpool → depthwise → avgpool → global avgpool → fully connected,
+/// on a 6×6×2 input: every new operator, with SAME and VALID padding, strides
+/// 1 and 2, partial edge windows, a ReLU clamp and non-zero zero points.
+fn pipeline() -> Vec<L> {
+    let relu = Clamp { min: 5, max: 127 }; // ReLU at the zero point 5
+    let none = Clamp { min: -128, max: 127 };
+    let fc_w = values(6, 12, -90, 90);
+    let fc_zin = -2;
+    vec![
+        L {
+            op: Op::Conv2d,
+            clamp: relu,
+            input_len: 72,
+            output_len: 144,
+            params: [6, 6, 2, 4, 3, 3, 1, 1], // 3×3, stride 1, SAME -> 6×6×4
+            zin: INPUT_ZP,
+            zout: 5,
+            weights: values(1, 4 * 3 * 3 * 2, -127, 127),
+            channels: (0..4).map(|o| multiplier(0.6 + 0.05 * o as f64, -7, 400 * o - 700)).collect(),
+        },
+        L {
+            op: Op::MaxPool2d,
+            clamp: relu,
+            input_len: 144,
+            output_len: 36,
+            params: [6, 6, 4, 2, 2, 2, 0, 0], // 2×2, stride 2, VALID -> 3×3×4
+            zin: 5,
+            zout: 5,
+            weights: vec![],
+            channels: vec![],
+        },
+        L {
+            op: Op::DepthwiseConv2d,
+            clamp: none,
+            input_len: 36,
+            output_len: 36,
+            params: [3, 3, 4, 4, 3, 3, 1, 1], // 3×3, stride 1, SAME -> 3×3×4
+            zin: 5,
+            zout: -2,
+            weights: values(2, 3 * 3 * 4, -127, 127),
+            channels: (0..4).map(|c| multiplier(0.55 + 0.1 * c as f64, -5, 150 - 100 * c)).collect(),
+        },
+        L {
+            op: Op::AvgPool2d,
+            clamp: none,
+            input_len: 36,
+            output_len: 16,
+            params: [3, 3, 4, 2, 2, 2, 1, 0], // 2×2, stride 2, SAME -> 2×2×4 with 1- and 2-tap edge windows
+            zin: -2,
+            zout: -2,
+            weights: vec![],
+            channels: vec![],
+        },
+        L {
+            op: Op::GlobalAvgPool,
+            clamp: none,
+            input_len: 16,
+            output_len: 4,
+            params: [2, 2, 4, 0, 0, 0, 0, 0],
+            zin: -2,
+            zout: -2,
+            weights: vec![],
+            channels: vec![],
+        },
+        L {
+            op: Op::FullyConnected,
+            clamp: none,
+            input_len: 4,
+            output_len: 3,
+            params: [4, 3, 0, 0, 0, 0, 0, 0],
+            zin: fc_zin,
+            zout: 1,
+            // Fully connected biases hold −z_in·Σw (folded at export).
+            channels: fc_w
+                .chunks(4)
+                .enumerate()
+                .map(|(o, row)| {
+                    let wsum: i32 = row.iter().map(|w| *w as i32).sum();
+                    multiplier(0.8, -6, 50 * o as i32 - fc_zin * wsum)
+                })
+                .collect(),
+            weights: fc_w,
+        },
+    ]
+}
+
+/// The naive reference pipeline; returns every layer's output.
+fn reference_run(layers: &[L], input: &[i8]) -> Vec<Vec<i8>> {
+    let mut outs: Vec<Vec<i8>> = Vec::new();
+    for l in layers {
+        let x = outs.last().map_or(input, |v| v.as_slice());
+        let (p, q) = (l.params, l.quant());
+        outs.push(match l.op {
+            Op::Conv2d => reference::conv2d(p, x, &l.weights, &l.channels, q),
+            Op::DepthwiseConv2d => reference::depthwise_conv2d(p, x, &l.weights, &l.channels, q),
+            Op::MaxPool2d => reference::max_pool2d(p, x, q),
+            Op::AvgPool2d => reference::avg_pool2d(p, x, q),
+            Op::GlobalAvgPool => reference::global_avg_pool(p, x, q),
+            Op::FullyConnected => reference::fully_connected(x, &l.weights, &l.channels, q),
+        });
+    }
+    outs
+}
+
+fn blob() -> Vec<u8> {
+    build(&[6, 6, 2], 3, INPUT_ZP, &pipeline())
+}
+
+#[test]
+fn pipeline_matches_the_naive_reference() {
+    let bytes = blob();
+    let model = Model::from_bytes(&bytes).unwrap();
+    assert_eq!(model.layer_count(), 6);
+    // Ping-pong plan: max(144, 144 + 36, 36 + 36, 36 + 16, 16 + 4, 4 + 3) = 180.
+    assert_eq!(model.arena_bytes(), 180);
+    let mut arena = [0u8; 180];
+    let mut distinct_logits = std::collections::BTreeSet::new();
+    for seed in 0..64 {
+        let input = values(100 + seed, 72, -128, 127);
+        let want = reference_run(&pipeline(), &input);
+        // The test is only meaningful if intermediate tensors are not saturated
+        // or constant: check the conv output spans a range of values.
+        let conv = &want[0];
+        assert!(conv.iter().filter(|v| **v > 5 && **v < 127).count() > 20, "conv output degenerate: {conv:?}");
+        let got = model.run(&input, &mut arena).unwrap();
+        assert_eq!(got, want[5].as_slice(), "seed {seed}, reference layers {want:?}");
+        distinct_logits.insert(got.to_vec());
+    }
+    assert!(distinct_logits.len() > 10, "logits barely depend on the input: {distinct_logits:?}");
+}
+
+#[test]
+fn every_corruption_is_an_error_never_a_panic() {
+    let bytes = blob();
+    for i in 0..bytes.len() {
+        for bit in 0..8 {
+            let mut b = bytes.clone();
+            b[i] ^= 1 << bit;
+            assert!(Model::from_bytes(&b).is_err(), "flipping bit {bit} of byte {i} went unnoticed");
+        }
+    }
+    for len in 0..bytes.len() {
+        assert!(Model::from_bytes(&bytes[..len]).is_err(), "truncation to {len} accepted");
+    }
+}
+
+/// Corruptions with a recomputed CRC reach the semantic checks: each is
+/// rejected or, if it still describes a consistent model (e.g. a changed
+/// weight or zero point), runs without panicking.
+#[test]
+fn corruption_behind_a_valid_crc_never_panics() {
+    let bytes = blob();
+    let mut accepted = 0;
+    for i in format::CRC_START..bytes.len() {
+        for bit in 0..8 {
+            let mut b = bytes.clone();
+            b[i] ^= 1 << bit;
+            fix_crc(&mut b);
+            if let Ok(m) = Model::from_bytes(&b) {
+                accepted += 1;
+                if m.arena_bytes() > 1 << 20 {
+                    continue; // a flipped high bit of the declared arena: valid, just too big to allocate here
+                }
+                let mut arena = vec![0u8; m.arena_bytes()];
+                let input = vec![7i8; m.input_len()];
+                let out = m.run(&input, &mut arena).unwrap();
+                assert_eq!(out.len(), m.class_count());
+            }
+        }
+    }
+    // Weight, bias and zero-point bits are legitimately free; structure bits are not.
+    assert!(accepted > 0 && accepted < (bytes.len() - format::CRC_START) * 8);
+}
+
+/// Each new validation rule, with the blob otherwise intact.
+#[test]
+fn malformed_layers_name_the_broken_rule() {
+    let check = |edit: &dyn Fn(&mut Vec<L>), want: Error| {
+        let mut layers = pipeline();
+        edit(&mut layers);
+        assert_eq!(Model::from_bytes(&build(&[6, 6, 2], 3, INPUT_ZP, &layers)).err(), Some(want));
+    };
+    let m = Error::Malformed;
+    check(&|l| l[0].params[7] = 2, m("convolution padding must be 0 (valid) or 1 (same)"));
+    check(&|l| l[0].params[6] = 0, m("window stride is 0"));
+    check(&|l| l[0].params[4] = 0, m("window kernel height or width is 0"));
+    check(&|l| l[0].params[3] = 0, m("convolution channel count is 0"));
+    check(
+        &|l| {
+            l[0].params[4] = 7;
+            l[0].params[7] = 0;
+        },
+        m("valid padding needs an input at least as large as the window"),
+    );
+    check(&|l| l[0].params[2] = 1, m("convolution input length is not in_h × in_w × in_c"));
+    check(&|l| l[0].params[6] = 2, m("convolution output length does not match its shape and padding"));
+    check(&|l| l[0].weights.truncate(71), m("convolution weight count does not match its shape"));
+    check(&|l| l[0].zin = 128, m("convolution input zero point is outside -128..=127"));
+    check(
+        &|l| {
+            let extra = l[0].channels[0];
+            l[0].channels.push(extra);
+        },
+        m("channel table size differs from output channels"),
+    );
+    check(&|l| l[2].params[3] = 3, m("depthwise convolution needs out_c == in_c"));
+    check(&|l| l[2].weights.truncate(27), m("convolution weight count does not match its shape"));
+    check(&|l| l[1].params[7] = 1, m("pool parameter 7 must be 0"));
+    check(&|l| l[1].params[5] = 1, m("pool output length does not match its shape and padding"));
+    check(&|l| l[1].params[5] = 0, m("window stride is 0"));
+    check(&|l| l[3].params[6] = 7, m("pool padding must be 0 (valid) or 1 (same)"));
+    check(&|l| l[3].weights = vec![1], m("pooling layer has weights or a channel table"));
+    check(&|l| l[4].params[5] = 1, m("global average pool parameters 3..8 must be 0"));
+    check(&|l| l[4].params[0] = 0, m("global average pool dimension is 0"));
+    check(&|l| l[4].params[1] = 3, m("global average pool input length is not in_h × in_w × c"));
+    check(&|l| l[4].channels = vec![l[0].channels[0]], m("pooling layer has weights or a channel table"));
+}
+
+#[test]
+fn unknown_operators_are_unsupported() {
+    let mut b = blob();
+    b[HEADER_LEN + 2 * LAYER_RECORD_LEN + layer::OP] = 7;
+    fix_crc(&mut b);
+    assert_eq!(Model::from_bytes(&b).err(), Some(Error::UnsupportedOp(7)));
+}
+
+#[test]
+fn large_average_windows_are_refused() {
+    // A single global average pool over 4096 × 4096 positions (> 2^23) of one channel.
+    let gap = |h: u16| L {
+        op: Op::GlobalAvgPool,
+        clamp: Clamp { min: -128, max: 127 },
+        input_len: h as usize * 4096,
+        output_len: 1,
+        params: [h, 4096, 1, 0, 0, 0, 0, 0],
+        zin: 0,
+        zout: 0,
+        weights: vec![],
+        channels: vec![],
+    };
+    let b = build(&[4096, 4096], 1, 0, &[gap(4096)]);
+    assert_eq!(Model::from_bytes(&b).err(), Some(Error::Malformed("global average pool has more than 2^23 positions")));
+    // 2048 × 4096 = 2^23 is the largest accepted.
+    let b = build(&[2048, 4096], 1, 0, &[gap(2048)]);
+    assert!(Model::from_bytes(&b).is_ok());
+    // An average pool whose 4096 × 4096 SAME window hangs over a 1×1 input.
+    let avg = L { op: Op::AvgPool2d, params: [1, 1, 1, 4096, 4096, 1, 1, 0], input_len: 1, ..gap(1) };
+    let b = build(&[1], 1, 0, &[avg]);
+    assert_eq!(Model::from_bytes(&b).err(), Some(Error::Malformed("average pool window has more than 2^23 taps")));
+}

@@ -51,6 +51,11 @@ pub enum Command {
     ///
     /// Example: tinykd emulate --model student.tkd --data models/data/mnist1d.npz --board qemu-mps2-an385 --json
     Emulate(EmulateArgs),
+    /// Student-training throughput of tinykd against PyTorch (same student, data, batch, epochs, loss).
+    ///
+    /// PyTorch runs through scripts/bench_train_pytorch.py when --python has torch.
+    /// Example: tinykd bench --data models/data/mnist1d.npz --student "dense(40) relu dense(32) relu dense(10)"
+    Bench(BenchArgs),
     /// Run the whole pipeline from a TOML config: teacher, distill, quantize, eval (and emulate).
     ///
     /// Example: tinykd run models/configs/mnist1d_mlp.toml
@@ -284,6 +289,24 @@ pub struct EmulateArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[arg(long, value_name = "D.npz")]
+    pub data: PathBuf,
+    /// Student specs to time, separated by ';'.
+    #[arg(long)]
+    pub student: String,
+    #[arg(long, default_value_t = 5)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Python interpreter with torch for the comparison.
+    #[arg(long, default_value = "python3")]
+    pub python: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct RunArgs {
     /// Pipeline config (TOML); relative paths are relative to the file.
     pub config: PathBuf,
@@ -302,6 +325,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Quantize(a) => cmd_quantize(a),
         Command::Eval(a) => cmd_eval(a, &progress),
         Command::Emulate(a) => cmd_emulate(a),
+        Command::Bench(a) => cmd_bench(a),
         Command::Run(a) => crate::cli_run::run_config(&a.config, a.json, &progress),
     }
 }
@@ -364,12 +388,35 @@ fn cmd_teach(a: TeachArgs, progress: &Progress) -> Result<()> {
     let data = crate::data::Dataset::load(&a.data, crate::data::LoadOptions { input_scale: a.input_scale })?;
     let Some(cache) = a.cache.dir() else { bail!("tinykd teach fills the cache: drop --no-cache") };
     let mut set = crate::teacher::TeacherSet::new(&a.teacher.teachers, a.teacher.backend, a.teacher.teacher_output.as_deref(), Some(cache.clone()))?;
+    set.expected_classes = (data.class_count > 0).then_some(data.class_count);
     for name in [SplitName::Train, SplitName::Val, SplitName::Test, SplitName::Unlabeled] {
         let Ok(s) = data.split(name) else { continue };
         let (_, classes) = set.logits(&s.x, s.n, &data.sample_shape, 1.0, progress)?;
         println!("{:<9} {} samples × {classes} classes", name.as_str(), s.n);
     }
     println!("cache {}: {} samples computed, {} already cached", cache.display(), set.computed_samples, set.cached_samples);
+    Ok(())
+}
+
+fn cmd_bench(a: BenchArgs) -> Result<()> {
+    let mut rows = Vec::new();
+    for spec in a.student.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        let ours = crate::bench::tinykd_training(&a.data, spec, a.epochs, a.batch_size)?;
+        let torch = crate::bench::pytorch_training(&a.python, &a.data, spec, a.epochs, a.batch_size)?;
+        let ratio = torch.as_ref().map(|t| ours.samples_per_second / t.samples_per_second);
+        if !a.json {
+            println!("{spec} ({} parameters), batch {}, {} epochs:", ours.parameters, a.batch_size, a.epochs);
+            println!("  tinykd   {:>10.0} samples/s", ours.samples_per_second);
+            match (&torch, ratio) {
+                (Some(t), Some(r)) => println!("  PyTorch  {:>10.0} samples/s  → tinykd is {r:.2}× PyTorch", t.samples_per_second),
+                _ => println!("  PyTorch  not available ({} has no torch)", a.python),
+            }
+        }
+        rows.push(serde_json::json!({ "student": spec, "tinykd": ours, "pytorch": torch, "ratio": ratio }));
+    }
+    if a.json {
+        println!("{}", serde_json::to_string(&rows)?);
+    }
     Ok(())
 }
 

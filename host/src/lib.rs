@@ -6,6 +6,7 @@
 //! spec), [`export`] (`.tkd` blobs), [`emulate`] (firmware in QEMU).
 //! [`pipeline`] strings them together the way the CLI does.
 
+pub mod bench;
 pub mod cli;
 mod cli_run;
 pub mod data;

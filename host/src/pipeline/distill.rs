@@ -209,7 +209,9 @@ pub fn prepare(opts: &DistillOptions, progress: &Progress) -> Result<Prepared> {
     let mut teachers = if opts.teachers.is_empty() {
         None
     } else {
-        Some(TeacherSet::new(&opts.teachers, opts.backend, opts.teacher_output.as_deref(), opts.cache_dir.clone())?)
+        let mut set = TeacherSet::new(&opts.teachers, opts.backend, opts.teacher_output.as_deref(), opts.cache_dir.clone())?;
+        set.expected_classes = (data.class_count > 0).then_some(data.class_count);
+        Some(set)
     };
     let len = data.sample_len();
     let shape = data.sample_shape.clone();

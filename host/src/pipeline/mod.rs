@@ -167,6 +167,7 @@ pub fn evaluate(
     let (pred, logits, classes, backend_name) = match kind {
         ModelKind::Teacher => {
             let mut t = Teacher::open(model, backend, teacher_output)?;
+            t.expected_classes = (data.class_count > 0).then_some(data.class_count);
             progress.note(&format!("teacher {}: backend {} ({})", model.display(), t.backend_name(), t.backend_note));
             let out = t.logits(&s.x, s.n, &data.sample_shape, progress)?;
             (

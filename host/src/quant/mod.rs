@@ -106,7 +106,13 @@ struct Fused<'a> {
 /// Folds a following BatchNorm and picks up a following activation.
 fn fuse<'a>(student: &'a Student, i: usize) -> (Fused<'a>, usize) {
     let layer = &student.layers[i];
-    let in_shape = student.shapes[i];
+    // The layout the device feeds this layer: a Flatten (or Dropout) in
+    // between changes nothing on the device, so look through them.
+    let mut k = i;
+    while k > 0 && matches!(student.layers[k - 1], Layer::Flatten | Layer::Dropout { .. }) {
+        k -= 1;
+    }
+    let in_shape = student.shapes[k];
     let (mut weights, mut bias, per_channel) = match layer {
         Layer::Dense(d) => {
             // The device flattens channels-last: permute the input columns.

@@ -85,6 +85,11 @@ pub fn key(teacher: &[u8; 32], x: &[f32], shape: &[usize], temperature_tag: f32)
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Rounds values to what an entry stores (f16), in place.
+pub fn round_to_f16(v: &mut [f32]) {
+    v.iter_mut().for_each(|x| *x = f16::from_f32(*x).to_f32());
+}
+
 /// Reads an entry; `None` when absent or unreadable (then it is recomputed).
 pub fn load(dir: &Path, key: &str, n: usize) -> Option<(Vec<f32>, usize, OutputKind)> {
     let bytes = std::fs::read(dir.join(format!("{key}.tkc"))).ok()?;

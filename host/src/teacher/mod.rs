@@ -70,6 +70,8 @@ pub struct Teacher {
     /// Why `auto` picked this backend (shown to the user).
     pub backend_note: String,
     output_name: Option<String>,
+    /// The data's class count, when known: helps pick the class-score output.
+    pub expected_classes: Option<usize>,
     /// Samples per backend call.
     pub batch_size: usize,
 }
@@ -120,6 +122,7 @@ impl Teacher {
             backend,
             backend_note: note,
             output_name: output_name.map(str::to_owned),
+            expected_classes: None,
             batch_size: 256,
         })
     }
@@ -242,8 +245,9 @@ impl Teacher {
         Ok(TeacherOutputs { logits, classes, kind, output_name })
     }
 
-    /// Picks the class-score output: the one named by `--teacher-output`, else
-    /// the first float output of shape [n, C] with C ≥ 2.
+    /// Picks the class-score output: the one named by `--teacher-output`,
+    /// else among the float `[n, C]` outputs (C ≥ 2) the best by
+    /// [`output_preference`], the first on ties.
     fn choose_output(&self, outputs: &[RawOutput], n: usize) -> Result<(usize, usize)> {
         let describe = || {
             outputs
@@ -266,11 +270,31 @@ impl Teacher {
             }
             return Ok((i, outputs[i].shape[1]));
         }
-        let i = outputs.iter().position(fits).with_context(|| {
-            format!("{}: no float [N, classes] output to distill from (outputs: {})", self.path.display(), describe())
-        })?;
+        let i = (0..outputs.len())
+            .filter(|&i| fits(&outputs[i]))
+            .max_by_key(|&i| (output_preference(&outputs[i], self.expected_classes), std::cmp::Reverse(i)))
+            .with_context(|| {
+                format!("{}: no float [N, classes] output to distill from (outputs: {})", self.path.display(), describe())
+            })?;
         Ok((i, outputs[i].shape[1]))
     }
+}
+
+/// How likely an output is to hold class scores: its width matching the
+/// data's class count counts most, then its name (logits over probabilities
+/// over generic names; embeddings and features last).
+fn output_preference(o: &RawOutput, expected_classes: Option<usize>) -> (bool, i32) {
+    let name = o.name.to_ascii_lowercase();
+    let by_name = if name.contains("logit") {
+        3
+    } else if name.contains("prob") {
+        2
+    } else if ["embed", "feature", "hidden", "latent"].iter().any(|w| name.contains(w)) {
+        -1
+    } else {
+        0
+    };
+    (expected_classes.is_some_and(|c| o.shape.get(1) == Some(&c)), by_name)
 }
 
 /// Rows that are all in [0, 1] and sum to 1 are probabilities.

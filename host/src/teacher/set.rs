@@ -26,6 +26,8 @@ pub struct TeacherSet {
     pub computed_samples: usize,
     pub cached_samples: usize,
     pub kinds: Vec<OutputKind>,
+    /// The data's class count (helps pick a multi-output teacher's scores).
+    pub expected_classes: Option<usize>,
 }
 
 impl std::fmt::Debug for TeacherSet {
@@ -46,7 +48,7 @@ impl TeacherSet {
             super::check_onnx_file(p)?;
             members.push(Member { path: p.clone(), key: cache::teacher_key(std::slice::from_ref(p), output)?, teacher: None });
         }
-        Ok(TeacherSet { members, backend, output: output.map(str::to_owned), cache_dir, backends: Vec::new(), computed_samples: 0, cached_samples: 0, kinds: Vec::new() })
+        Ok(TeacherSet { members, backend, output: output.map(str::to_owned), cache_dir, backends: Vec::new(), computed_samples: 0, cached_samples: 0, kinds: Vec::new(), expected_classes: None })
     }
 
     /// Logits of every teacher for `n` samples; an ensemble is combined as
@@ -58,7 +60,8 @@ impl TeacherSet {
         shape.extend_from_slice(sample_shape);
         let first_path = self.members[0].path.clone();
         for m in &mut self.members {
-            let key = cache::key(&m.key, x, &shape, 0.0);
+            // The class count steers which output is chosen, so it is part of the key.
+            let key = cache::key(&m.key, x, &shape, self.expected_classes.unwrap_or(0) as f32);
             let hit = self.cache_dir.as_ref().and_then(|d| cache::load(d, &key, n));
             let (logits, classes, kind) = match hit {
                 Some(v) => {
@@ -68,14 +71,18 @@ impl TeacherSet {
                 }
                 None => {
                     if m.teacher.is_none() {
-                        let t = Teacher::open(&m.path, self.backend, self.output.as_deref())?;
+                        let mut t = Teacher::open(&m.path, self.backend, self.output.as_deref())?;
+                        t.expected_classes = self.expected_classes;
                         progress.note(&format!("teacher {}: backend {} ({})", m.path.display(), t.backend_name(), t.backend_note));
                         self.backends.push(t.backend_name().to_owned());
                         m.teacher = Some(t);
                     }
                     let Some(t) = m.teacher.as_mut() else { unreachable!("opened above") };
-                    let out = t.logits(x, n, sample_shape, progress)?;
+                    let mut out = t.logits(x, n, sample_shape, progress)?;
                     self.computed_samples += n;
+                    // Round as the cache stores them, so a run that computes the
+                    // logits and a run that reads them train bit-identically.
+                    cache::round_to_f16(&mut out.logits);
                     if let Some(dir) = &self.cache_dir {
                         if let Err(e) = cache::store(dir, &key, &out.logits, out.classes, out.kind) {
                             progress.note(&format!("warning: cannot write the teacher cache: {e:#}"));

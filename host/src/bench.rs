@@ -1,0 +1,81 @@
+//! `tinykd bench`: student-training throughput against PyTorch on the same
+//! student, data, batch size, epochs and loss, measured in the same run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use rand::SeedableRng;
+use rand_distr::{Distribution, Normal};
+
+use crate::data::{Dataset, LoadOptions, SplitName};
+use crate::distill::{self, LossConfig, LossKind, Optimizer, Schedule, TrainConfig, TrainSet};
+use crate::progress::Progress;
+use crate::student::Student;
+
+/// One side of the comparison.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Throughput {
+    pub samples_per_second: f64,
+    pub seconds: f64,
+    pub parameters: usize,
+}
+
+/// tinykd's training throughput: KD loss against fixed random teacher logits.
+pub fn tinykd_training(data: &Path, spec: &str, epochs: usize, batch_size: usize) -> Result<Throughput> {
+    let d = Dataset::load(data, LoadOptions::default())?;
+    let y = d.labels(SplitName::Train)?;
+    let classes = d.class_count;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let mut student = Student::from_spec(spec, &d.sample_shape, classes, &mut rng)?;
+    let normal = Normal::new(0.0f32, 3.0).context("normal")?;
+    let teacher: Vec<f32> = (0..d.train.n * classes).map(|_| normal.sample(&mut rng)).collect();
+    let labels: Vec<Option<usize>> = y.iter().map(|v| Some(*v as usize)).collect();
+    let set = TrainSet { x: &d.train.x, n: d.train.n, views: 1, labels: &labels, teacher: Some(&teacher) };
+    let cfg = TrainConfig {
+        epochs,
+        batch_size,
+        learning_rate: 3e-3,
+        weight_decay: 0.0,
+        optimizer: Optimizer::Adamw,
+        schedule: Schedule::Constant,
+        warmup_epochs: 0,
+        patience: 0,
+        seed: 0,
+        loss: LossConfig { kind: LossKind::Kl, temperature: 4.0, alpha: 0.9 },
+    };
+    let start = Instant::now();
+    distill::train(&mut student, set, None, &cfg, &Progress::hidden());
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(Throughput { samples_per_second: (epochs * d.train.n) as f64 / seconds, seconds, parameters: student.param_count() })
+}
+
+/// The PyTorch script shipped with tinykd.
+pub fn pytorch_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("scripts").join("bench_train_pytorch.py")
+}
+
+/// PyTorch's throughput, or `None` when `python` has no torch.
+pub fn pytorch_training(python: &str, data: &Path, spec: &str, epochs: usize, batch_size: usize) -> Result<Option<Throughput>> {
+    let has_torch = Command::new(python).args(["-c", "import torch"]).output().is_ok_and(|o| o.status.success());
+    if !has_torch {
+        return Ok(None);
+    }
+    let out = Command::new(python)
+        .arg(pytorch_script())
+        .args(["--data"])
+        .arg(data)
+        .args(["--student", spec, "--epochs", &epochs.to_string(), "--batch-size", &batch_size.to_string()])
+        .output()
+        .with_context(|| format!("cannot run {python}"))?;
+    if !out.status.success() {
+        bail!("the PyTorch benchmark failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("the PyTorch benchmark printed no JSON")?;
+    Ok(Some(Throughput {
+        samples_per_second: v["samples_per_second"].as_f64().unwrap_or(0.0),
+        seconds: v["seconds"].as_f64().unwrap_or(0.0),
+        parameters: v["parameters"].as_u64().unwrap_or(0) as usize,
+    }))
+}

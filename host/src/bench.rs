@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
@@ -48,7 +48,11 @@ pub fn tinykd_training(data: &Path, spec: &str, epochs: usize, batch_size: usize
     let start = Instant::now();
     distill::train(&mut student, set, None, &cfg, &Progress::hidden());
     let seconds = start.elapsed().as_secs_f64();
-    Ok(Throughput { samples_per_second: (epochs * d.train.n) as f64 / seconds, seconds, parameters: student.param_count() })
+    Ok(Throughput {
+        samples_per_second: (epochs * d.train.n) as f64 / seconds,
+        seconds,
+        parameters: student.param_count(),
+    })
 }
 
 /// The PyTorch script shipped with tinykd.
@@ -57,7 +61,13 @@ pub fn pytorch_script() -> PathBuf {
 }
 
 /// PyTorch's throughput, or `None` when `python` has no torch.
-pub fn pytorch_training(python: &str, data: &Path, spec: &str, epochs: usize, batch_size: usize) -> Result<Option<Throughput>> {
+pub fn pytorch_training(
+    python: &str,
+    data: &Path,
+    spec: &str,
+    epochs: usize,
+    batch_size: usize,
+) -> Result<Option<Throughput>> {
     let has_torch = Command::new(python).args(["-c", "import torch"]).output().is_ok_and(|o| o.status.success());
     if !has_torch {
         return Ok(None);

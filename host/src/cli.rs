@@ -361,7 +361,14 @@ fn cmd_sweep(a: SweepArgs, progress: &Progress) -> Result<()> {
         None => vec![base.student.clone()],
     };
     let out_dir = a.distill.out.clone();
-    let opts = pipeline::SweepOptions { base, temperatures: a.temperatures, alphas: a.alphas, students, seeds: a.seeds, out_dir: out_dir.clone() };
+    let opts = pipeline::SweepOptions {
+        base,
+        temperatures: a.temperatures,
+        alphas: a.alphas,
+        students,
+        seeds: a.seeds,
+        out_dir: out_dir.clone(),
+    };
     let out = pipeline::sweep(&opts, progress)?;
     let table = pipeline::sweep_markdown(&out);
     std::fs::create_dir_all(&out_dir).with_context(|| format!("{}: cannot create", out_dir.display()))?;
@@ -387,14 +394,24 @@ fn cmd_sweep(a: SweepArgs, progress: &Progress) -> Result<()> {
 fn cmd_teach(a: TeachArgs, progress: &Progress) -> Result<()> {
     let data = crate::data::Dataset::load(&a.data, crate::data::LoadOptions { input_scale: a.input_scale })?;
     let Some(cache) = a.cache.dir() else { bail!("tinykd teach fills the cache: drop --no-cache") };
-    let mut set = crate::teacher::TeacherSet::new(&a.teacher.teachers, a.teacher.backend, a.teacher.teacher_output.as_deref(), Some(cache.clone()))?;
+    let mut set = crate::teacher::TeacherSet::new(
+        &a.teacher.teachers,
+        a.teacher.backend,
+        a.teacher.teacher_output.as_deref(),
+        Some(cache.clone()),
+    )?;
     set.expected_classes = (data.class_count > 0).then_some(data.class_count);
     for name in [SplitName::Train, SplitName::Val, SplitName::Test, SplitName::Unlabeled] {
         let Ok(s) = data.split(name) else { continue };
         let (_, classes) = set.logits(&s.x, s.n, &data.sample_shape, 1.0, progress)?;
         println!("{:<9} {} samples × {classes} classes", name.as_str(), s.n);
     }
-    println!("cache {}: {} samples computed, {} already cached", cache.display(), set.computed_samples, set.cached_samples);
+    println!(
+        "cache {}: {} samples computed, {} already cached",
+        cache.display(),
+        set.computed_samples,
+        set.cached_samples
+    );
     Ok(())
 }
 
@@ -408,7 +425,9 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             println!("{spec} ({} parameters), batch {}, {} epochs:", ours.parameters, a.batch_size, a.epochs);
             println!("  tinykd   {:>10.0} samples/s", ours.samples_per_second);
             match (&torch, ratio) {
-                (Some(t), Some(r)) => println!("  PyTorch  {:>10.0} samples/s  → tinykd is {r:.2}× PyTorch", t.samples_per_second),
+                (Some(t), Some(r)) => {
+                    println!("  PyTorch  {:>10.0} samples/s  → tinykd is {r:.2}× PyTorch", t.samples_per_second)
+                }
                 _ => println!("  PyTorch  not available ({} has no torch)", a.python),
             }
         }

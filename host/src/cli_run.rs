@@ -77,7 +77,25 @@ impl DistillSection {
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = self.$f { o.$f = v; } )* };
         }
-        set!(temperature, alpha, loss, epochs, batch_size, learning_rate, weight_decay, seed, val_fraction, input_scale, baseline, optimizer, schedule, warmup_epochs, patience, labelled_fraction, use_unlabeled);
+        set!(
+            temperature,
+            alpha,
+            loss,
+            epochs,
+            batch_size,
+            learning_rate,
+            weight_decay,
+            seed,
+            val_fraction,
+            input_scale,
+            baseline,
+            optimizer,
+            schedule,
+            warmup_epochs,
+            patience,
+            labelled_fraction,
+            use_unlabeled
+        );
         if let Some(v) = self.shift {
             o.augment.shift = v;
         }
@@ -119,7 +137,8 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("run");
     let out_dir = cfg.out_dir.clone().map(|d| resolve(base, &d)).unwrap_or_else(|| PathBuf::from("out").join(stem));
     let data = resolve(base, &cfg.data);
-    let mut opts = DistillOptions::new(cfg.teachers.iter().map(|t| resolve(base, t)).collect(), data.clone(), &cfg.student);
+    let mut opts =
+        DistillOptions::new(cfg.teachers.iter().map(|t| resolve(base, t)).collect(), data.clone(), &cfg.student);
     opts.backend = cfg.backend;
     opts.teacher_output = cfg.teacher_output.clone();
     cfg.distill.apply(&mut opts);
@@ -142,14 +161,9 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
         None => None,
     };
     let emulation = match &cfg.emulate {
-        Some(e) => Some(crate::cli::emulate_model(
-            &tkd,
-            &data,
-            crate::data::SplitName::Test,
-            &e.board,
-            e.limit,
-            input_scale,
-        )?),
+        Some(e) => {
+            Some(crate::cli::emulate_model(&tkd, &data, crate::data::SplitName::Test, &e.board, e.limit, input_scale)?)
+        }
         None => None,
     };
     let summary = json!({

@@ -109,9 +109,24 @@ fn second_distill_reads_the_teacher_cache() {
     let run = || {
         let o = tinykd(
             &[
-                "distill", "--teacher", teacher.to_str().unwrap(), "--data", data.to_str().unwrap(), "--backend", "tract",
-                "--student", "dense(8) relu dense(10)", "--epochs", "1", "--no-baseline", "--shift", "2", "--views", "2",
-                "--out", "s.ckpt",
+                "distill",
+                "--teacher",
+                teacher.to_str().unwrap(),
+                "--data",
+                data.to_str().unwrap(),
+                "--backend",
+                "tract",
+                "--student",
+                "dense(8) relu dense(10)",
+                "--epochs",
+                "1",
+                "--no-baseline",
+                "--shift",
+                "2",
+                "--views",
+                "2",
+                "--out",
+                "s.ckpt",
             ],
             d,
         );

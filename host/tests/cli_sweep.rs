@@ -14,9 +14,23 @@ fn sweep_selects_alpha_zero_when_the_teacher_is_useless() {
     let data = models().join("data/mnist1d.npz");
     let o = tinykd(
         &[
-            "sweep", "--teacher", teacher.to_str().unwrap(), "--data", data.to_str().unwrap(), "--backend", "tract",
-            "--student", "dense(32) relu dense(10)", "--epochs", "8", "--temperatures", "1,4", "--alphas", "0.9,1",
-            "--out", "sweep",
+            "sweep",
+            "--teacher",
+            teacher.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--backend",
+            "tract",
+            "--student",
+            "dense(32) relu dense(10)",
+            "--epochs",
+            "8",
+            "--temperatures",
+            "1,4",
+            "--alphas",
+            "0.9,1",
+            "--out",
+            "sweep",
         ],
         d,
     );

@@ -43,7 +43,11 @@ impl Augment {
         for _ in 1..views {
             for i in 0..n {
                 let s = &x[i * len..(i + 1) * len];
-                let shift = if self.shift > 0 { rng.random_range(-(self.shift as i64)..=self.shift as i64) as isize } else { 0 };
+                let shift = if self.shift > 0 {
+                    rng.random_range(-(self.shift as i64)..=self.shift as i64) as isize
+                } else {
+                    0
+                };
                 // Shift every row of the last axis by the same amount.
                 for row in s.chunks_exact(last) {
                     for j in 0..last {

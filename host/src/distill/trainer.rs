@@ -2,8 +2,8 @@
 //! cosine schedule, keeping the weights of the best validation epoch.
 //! Single-threaded and seeded, so a seed gives bit-identical weights.
 
-use rand::SeedableRng;
 use rand::Rng;
+use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
@@ -62,7 +62,16 @@ impl TrainConfig {
         let t = (step - warm) as f32 / (total - warm).max(1) as f32;
         match self.schedule {
             Schedule::Cosine => self.learning_rate * 0.5 * (1.0 + (std::f32::consts::PI * t).cos()),
-            Schedule::Step => self.learning_rate * if t < 0.5 { 1.0 } else if t < 0.75 { 0.1 } else { 0.01 },
+            Schedule::Step => {
+                self.learning_rate
+                    * if t < 0.5 {
+                        1.0
+                    } else if t < 0.75 {
+                        0.1
+                    } else {
+                        0.01
+                    }
+            }
             Schedule::Constant => self.learning_rate,
         }
     }
@@ -188,7 +197,10 @@ pub fn train(
             let b = batch.len();
             let mut x = Vec::with_capacity(b * len);
             // The view of each sample for this step (its row in `set.x`).
-            let rows: Vec<usize> = batch.iter().map(|&i| if set.views > 1 { rng.random_range(0..set.views) * set.n + i } else { i }).collect();
+            let rows: Vec<usize> = batch
+                .iter()
+                .map(|&i| if set.views > 1 { rng.random_range(0..set.views) * set.n + i } else { i })
+                .collect();
             for &r in &rows {
                 x.extend_from_slice(&set.x[r * len..(r + 1) * len]);
             }

@@ -4,9 +4,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
-use rand::seq::SliceRandom;
+use anyhow::{Result, bail};
 use rand::SeedableRng;
+use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
@@ -209,7 +209,8 @@ pub fn prepare(opts: &DistillOptions, progress: &Progress) -> Result<Prepared> {
     let mut teachers = if opts.teachers.is_empty() {
         None
     } else {
-        let mut set = TeacherSet::new(&opts.teachers, opts.backend, opts.teacher_output.as_deref(), opts.cache_dir.clone())?;
+        let mut set =
+            TeacherSet::new(&opts.teachers, opts.backend, opts.teacher_output.as_deref(), opts.cache_dir.clone())?;
         set.expected_classes = (data.class_count > 0).then_some(data.class_count);
         Some(set)
     };
@@ -222,7 +223,9 @@ pub fn prepare(opts: &DistillOptions, progress: &Progress) -> Result<Prepared> {
         _ => {
             let (t, v) = split_validation(y_train.as_deref(), data.train.n, opts.val_fraction, opts.seed);
             let vd = match (v.is_empty(), &y_train) {
-                (false, Some(y)) => Some((gather(&data.train.x, len, &v), v.iter().map(|&i| y[i]).collect::<Vec<_>>(), v.len())),
+                (false, Some(y)) => {
+                    Some((gather(&data.train.x, len, &v), v.iter().map(|&i| y[i]).collect::<Vec<_>>(), v.len()))
+                }
                 _ => None,
             };
             (t, vd)
@@ -248,7 +251,10 @@ pub fn prepare(opts: &DistillOptions, progress: &Progress) -> Result<Prepared> {
     }
     let views = opts.augment.views_of(&x, n, &shape, opts.seed);
     let view_count = views.len() / (n * len);
-    progress.note(&format!("training set: {n} samples ({labelled} labelled, {} unlabeled), {view_count} view(s) each", n - labelled));
+    progress.note(&format!(
+        "training set: {n} samples ({labelled} labelled, {} unlabeled), {view_count} view(s) each",
+        n - labelled
+    ));
 
     let (teacher_train, teacher_test, classes) = match teachers.as_mut() {
         Some(t) => {
@@ -292,7 +298,15 @@ pub fn prepare(opts: &DistillOptions, progress: &Progress) -> Result<Prepared> {
 }
 
 /// Trains one student on prepared data with the given spec, α, T and seed.
-pub fn train_student(p: &Prepared, opts: &DistillOptions, spec: &str, alpha: f32, temperature: f32, seed: u64, progress: &Progress) -> Result<TrainedStudent> {
+pub fn train_student(
+    p: &Prepared,
+    opts: &DistillOptions,
+    spec: &str,
+    alpha: f32,
+    temperature: f32,
+    seed: u64,
+    progress: &Progress,
+) -> Result<TrainedStudent> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut student = Student::from_spec(spec, &p.data.sample_shape, p.classes, &mut rng)?;
     let cfg = TrainConfig {
@@ -329,7 +343,10 @@ pub fn train_student(p: &Prepared, opts: &DistillOptions, spec: &str, alpha: f32
         TrainSet { x: &x_owned, n, views: p.view_count, labels: &labels_owned, teacher: None }
     };
     let val = p.val.as_ref().map(|(x, y, n)| ValSet { x, n: *n, labels: y });
-    progress.note(&format!("training '{spec}' ({} parameters, T = {temperature}, α = {alpha}, seed {seed})", student.param_count()));
+    progress.note(&format!(
+        "training '{spec}' ({} parameters, T = {temperature}, α = {alpha}, seed {seed})",
+        student.param_count()
+    ));
     let report = distill::train(&mut student, set, val, &cfg, progress);
     let y_test = p.data.labels(SplitName::Test)?;
     let logits = student.forward(&p.data.test.x, p.data.test.n);

@@ -4,8 +4,10 @@
 mod distill;
 mod sweep;
 
-pub use distill::{distill, prepare, split_validation, train_student, DistillOptions, DistillOutcome, Prepared, TrainedStudent};
-pub use sweep::{markdown as sweep_markdown, plot as sweep_plot, sweep, SweepOptions, SweepOutcome, SweepRow};
+pub use distill::{
+    DistillOptions, DistillOutcome, Prepared, TrainedStudent, distill, prepare, split_validation, train_student,
+};
+pub use sweep::{SweepOptions, SweepOutcome, SweepRow, markdown as sweep_markdown, plot as sweep_plot, sweep};
 
 use std::path::{Path, PathBuf};
 

@@ -5,10 +5,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{Result, bail};
 use serde_json::json;
 
-use super::distill::{prepare, train_student, DistillOptions, TrainedStudent};
+use super::distill::{DistillOptions, TrainedStudent, prepare, train_student};
 use crate::progress::Progress;
 use crate::student::Checkpoint;
 
@@ -129,9 +129,17 @@ pub fn sweep(o: &SweepOptions, progress: &Progress) -> Result<SweepOutcome> {
 
 /// The sweep table as Markdown.
 pub fn markdown(out: &SweepOutcome) -> String {
-    let mut s = String::from("| student | params | T | α | val acc | test acc (mean ± std over seeds) |\n|---|---:|---:|---:|---:|---|\n");
+    let mut s = String::from(
+        "| student | params | T | α | val acc | test acc (mean ± std over seeds) |\n|---|---:|---:|---:|---:|---|\n",
+    );
     for (i, r) in out.rows.iter().enumerate() {
-        let mark = if i == out.best { " **selected**" } else if i == out.baseline { " (baseline)" } else { "" };
+        let mark = if i == out.best {
+            " **selected**"
+        } else if i == out.baseline {
+            " (baseline)"
+        } else {
+            ""
+        };
         s.push_str(&format!(
             "| `{}` | {} | {} | {} | {:.2}% | {:.2}% ± {:.2}{} |\n",
             r.student,
@@ -190,7 +198,10 @@ pub fn plot(out: &SweepOutcome, path: &std::path::Path) -> Result<()> {
         let mut builder = ChartBuilder::on(&root);
         builder.margin(20);
         if text {
-            builder.caption(format!("{student}: test accuracy vs temperature"), ("sans-serif", 18)).x_label_area_size(40).y_label_area_size(50);
+            builder
+                .caption(format!("{student}: test accuracy vs temperature"), ("sans-serif", 18))
+                .x_label_area_size(40)
+                .y_label_area_size(50);
         }
         let mut chart = builder.build_cartesian_2d((tmin - 0.5)..(tmax + 0.5), lo..hi)?;
         if text {
@@ -210,14 +221,18 @@ pub fn plot(out: &SweepOutcome, path: &std::path::Path) -> Result<()> {
                 .collect();
             let series = chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?;
             if text {
-                series.label(format!("α = {a}")).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+                series
+                    .label(format!("α = {a}"))
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
             }
             chart.draw_series(pts.iter().map(|p| Circle::new(*p, 4, color.filled())))?;
         }
         if let Some(base) = rows.iter().find(|r| r.alpha == 0.0) {
             let y = base.test_accuracy * 100.0;
-            let dashes: Vec<(f64, f64)> = (0..40).map(|k| tmin - 0.5 + (tmax - tmin + 1.0) * k as f64 / 39.0).map(|x| (x, y)).collect();
-            let series = chart.draw_series(dashes.chunks(2).map(|seg| PathElement::new(seg.to_vec(), BLACK.stroke_width(1))))?;
+            let dashes: Vec<(f64, f64)> =
+                (0..40).map(|k| tmin - 0.5 + (tmax - tmin + 1.0) * k as f64 / 39.0).map(|x| (x, y)).collect();
+            let series =
+                chart.draw_series(dashes.chunks(2).map(|seg| PathElement::new(seg.to_vec(), BLACK.stroke_width(1))))?;
             if text {
                 series.label("α = 0 (labels only)").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
             }

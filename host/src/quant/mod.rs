@@ -237,7 +237,8 @@ pub fn quantize_student(student: &Student, calib: &[f32], n: usize, _method: Cal
                     } else {
                         bias
                     };
-                    let stored = i32::try_from(stored).map_err(|_| anyhow::anyhow!("bias of layer {i} channel {o} overflows int32"))?;
+                    let stored = i32::try_from(stored)
+                        .map_err(|_| anyhow::anyhow!("bias of layer {i} channel {o} overflows int32"))?;
                     let (multiplier, shift) = quantize_multiplier(acc_scale / out.scale as f64);
                     table.push(ChannelQuant { bias: stored, multiplier, shift });
                     weight_scales.push(s_w);
@@ -315,7 +316,13 @@ pub fn quantize_student(student: &Student, calib: &[f32], n: usize, _method: Cal
                     (p.padding == Padding::Same) as u16,
                     0,
                 ];
-                layers.push(pass_through(if p.kind == PoolKind::Max { Op::MaxPool2d } else { Op::AvgPool2d }, params, input_len, out_shape.iter().product(), in_params));
+                layers.push(pass_through(
+                    if p.kind == PoolKind::Max { Op::MaxPool2d } else { Op::AvgPool2d },
+                    params,
+                    input_len,
+                    out_shape.iter().product(),
+                    in_params,
+                ));
                 i += 1;
             }
             Layer::Gap { .. } => {
@@ -325,7 +332,10 @@ pub fn quantize_student(student: &Student, calib: &[f32], n: usize, _method: Cal
             }
             Layer::Flatten | Layer::Dropout { .. } => i += 1,
             Layer::BatchNorm(_) | Layer::Relu | Layer::Relu6 => {
-                bail!("layer {i} ({:?}) cannot be quantized on its own: it must follow a dense or conv layer", student.layers[i])
+                bail!(
+                    "layer {i} ({:?}) cannot be quantized on its own: it must follow a dense or conv layer",
+                    student.layers[i]
+                )
             }
         }
     }
@@ -334,7 +344,13 @@ pub fn quantize_student(student: &Student, calib: &[f32], n: usize, _method: Cal
 }
 
 /// A layer that keeps its input's quantization (pools).
-fn pass_through(op: Op, params: [u16; layer::PARAM_COUNT], input_len: usize, output_len: usize, q: QuantParams) -> TkdLayer {
+fn pass_through(
+    op: Op,
+    params: [u16; layer::PARAM_COUNT],
+    input_len: usize,
+    output_len: usize,
+    q: QuantParams,
+) -> TkdLayer {
     TkdLayer {
         op,
         activation: Activation::None,
@@ -399,7 +415,11 @@ mod tests {
         let m = tinykd_runtime::Model::from_bytes(&bytes).unwrap();
         let float = s.forward(&x, n);
         let (lo, hi) = range(&float);
-        let max_err = logits.iter().zip(&float).map(|(q, f)| (tinykd_runtime::dequantize(*q, m.output_quant()) - f).abs()).fold(0f32, f32::max);
+        let max_err = logits
+            .iter()
+            .zip(&float)
+            .map(|(q, f)| (tinykd_runtime::dequantize(*q, m.output_quant()) - f).abs())
+            .fold(0f32, f32::max);
         let fpred = crate::util::argmax_rows(&float, classes);
         let agree = pred.iter().zip(&fpred).filter(|(a, b)| a == b).count() as f64 / n as f64;
         (max_err / (hi - lo), agree)

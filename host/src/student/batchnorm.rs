@@ -18,7 +18,14 @@ const MOMENTUM: f32 = 0.1;
 
 impl BatchNorm {
     pub fn new(channels: usize, spatial: usize) -> BatchNorm {
-        BatchNorm { channels, spatial, gamma: vec![1.0; channels], beta: vec![0.0; channels], running_mean: vec![0.0; channels], running_var: vec![1.0; channels] }
+        BatchNorm {
+            channels,
+            spatial,
+            gamma: vec![1.0; channels],
+            beta: vec![0.0; channels],
+            running_mean: vec![0.0; channels],
+            running_var: vec![1.0; channels],
+        }
     }
 
     /// Per-channel scale and shift of the inference transform `y = a·x + b`.

@@ -6,7 +6,7 @@ use rand::Rng;
 use rand_distr::{Distribution, Normal};
 
 use super::dense::gemm;
-use super::geometry::{window, Shape};
+use super::geometry::{Shape, window};
 use super::spec::Padding;
 
 /// A convolution layer with its geometry.
@@ -24,7 +24,14 @@ pub struct Conv {
 
 impl Conv {
     /// He-normal initialisation. `None` when a VALID window does not fit.
-    pub fn new(in_shape: Shape, out_channels: usize, kernel: [usize; 2], stride: usize, padding: Padding, rng: &mut impl Rng) -> Option<Conv> {
+    pub fn new(
+        in_shape: Shape,
+        out_channels: usize,
+        kernel: [usize; 2],
+        stride: usize,
+        padding: Padding,
+        rng: &mut impl Rng,
+    ) -> Option<Conv> {
         window(in_shape[1], kernel[0], stride, padding)?;
         window(in_shape[2], kernel[1], stride, padding)?;
         let fan_in = in_shape[0] * kernel[0] * kernel[1];
@@ -48,16 +55,17 @@ impl Conv {
         self.in_shape[0] * self.kernel[0] * self.kernel[1]
     }
 
-    /// im2col of one sample: `[C·kh·kw][oh·ow]`, zeros where the window leaves the input.
-    fn im2col(&self, x: &[f32], cols: &mut [f32]) {
+    /// im2col of one sample into columns `offset..offset + oh·ow` of a
+    /// `[C·kh·kw][stride]` matrix, zeros where the window leaves the input.
+    fn im2col(&self, x: &[f32], cols: &mut [f32], stride: usize, offset: usize) {
         let ([_, oh, ow], [pt, pl]) = self.geometry();
         let [c, h, w] = self.in_shape;
         let [kh, kw] = self.kernel;
-        let p = oh * ow;
+
         for ci in 0..c {
             for ky in 0..kh {
                 for kx in 0..kw {
-                    let row = ((ci * kh + ky) * kw + kx) * p;
+                    let row = ((ci * kh + ky) * kw + kx) * stride + offset;
                     for oy in 0..oh {
                         let iy = (oy * self.stride + ky) as isize - pt as isize;
                         for ox in 0..ow {
@@ -74,16 +82,17 @@ impl Conv {
         }
     }
 
-    /// Adds the columns back into an input-shaped gradient.
-    fn col2im(&self, cols: &[f32], dx: &mut [f32]) {
+    /// Adds columns `offset..offset + oh·ow` of a `[C·kh·kw][stride]` matrix
+    /// back into an input-shaped gradient.
+    fn col2im(&self, cols: &[f32], dx: &mut [f32], stride: usize, offset: usize) {
         let ([_, oh, ow], [pt, pl]) = self.geometry();
         let [c, h, w] = self.in_shape;
         let [kh, kw] = self.kernel;
-        let p = oh * ow;
+
         for ci in 0..c {
             for ky in 0..kh {
                 for kx in 0..kw {
-                    let row = ((ci * kh + ky) * kw + kx) * p;
+                    let row = ((ci * kh + ky) * kw + kx) * stride + offset;
                     for oy in 0..oh {
                         let iy = (oy * self.stride + ky) as isize - pt as isize;
                         if iy < 0 || iy as usize >= h {
@@ -101,20 +110,29 @@ impl Conv {
         }
     }
 
+    /// Forward over a batch: one im2col matrix `[K][n·P]` for the whole
+    /// batch and a single GEMM, so small layers are not dominated by call overhead.
     pub fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
         let in_len: usize = self.in_shape.iter().product();
         let [o, oh, ow] = self.out_shape();
         let p = oh * ow;
         let k = self.patch_len();
-        let mut cols = vec![0.0; k * p];
+        let np = n * p;
+        let mut cols = vec![0.0; k * np];
+        for s in 0..n {
+            self.im2col(&x[s * in_len..(s + 1) * in_len], &mut cols, np, s * p);
+        }
+        let mut all = vec![0.0; o * np];
+        gemm(o, k, np, &self.weight, k as isize, 1, &cols, np as isize, 1, 0.0, &mut all);
         let mut y = vec![0.0; n * o * p];
         for s in 0..n {
-            self.im2col(&x[s * in_len..(s + 1) * in_len], &mut cols);
-            let ys = &mut y[s * o * p..(s + 1) * o * p];
-            for (oc, b) in self.bias.iter().enumerate() {
-                ys[oc * p..(oc + 1) * p].iter_mut().for_each(|v| *v = *b);
+            for oc in 0..o {
+                let src = &all[oc * np + s * p..oc * np + (s + 1) * p];
+                let b = self.bias[oc];
+                for (d, v) in y[(s * o + oc) * p..(s * o + oc + 1) * p].iter_mut().zip(src) {
+                    *d = v + b;
+                }
             }
-            gemm(o, k, p, &self.weight, k as isize, 1, &cols, p as isize, 1, 1.0, ys);
         }
         y
     }
@@ -125,20 +143,30 @@ impl Conv {
         let [o, oh, ow] = self.out_shape();
         let p = oh * ow;
         let k = self.patch_len();
-        let mut cols = vec![0.0; k * p];
-        let mut dcols = vec![0.0; k * p];
+        let np = n * p;
+        let mut cols = vec![0.0; k * np];
+        for s in 0..n {
+            self.im2col(&x[s * in_len..(s + 1) * in_len], &mut cols, np, s * p);
+        }
+        // dY as [O][n·P].
+        let mut dall = vec![0.0; o * np];
+        for s in 0..n {
+            for oc in 0..o {
+                let src = &dy[(s * o + oc) * p..(s * o + oc + 1) * p];
+                dall[oc * np + s * p..oc * np + (s + 1) * p].copy_from_slice(src);
+            }
+        }
+        for (oc, g) in gb.iter_mut().enumerate() {
+            *g += dall[oc * np..(oc + 1) * np].iter().sum::<f32>();
+        }
+        // dW[O×K] += dY[O×nP] · colsᵀ[nP×K]
+        gemm(o, np, k, &dall, np as isize, 1, &cols, 1, np as isize, 1.0, gw);
+        // dcols[K×nP] = Wᵀ[K×O] · dY[O×nP]
+        let mut dcols = vec![0.0; k * np];
+        gemm(k, o, np, &self.weight, 1, k as isize, &dall, np as isize, 1, 0.0, &mut dcols);
         let mut dx = vec![0.0; n * in_len];
         for s in 0..n {
-            self.im2col(&x[s * in_len..(s + 1) * in_len], &mut cols);
-            let dys = &dy[s * o * p..(s + 1) * o * p];
-            // dW[O×K] += dY[O×P] · colsᵀ[P×K]
-            gemm(o, p, k, dys, p as isize, 1, &cols, 1, p as isize, 1.0, gw);
-            for (oc, g) in gb.iter_mut().enumerate() {
-                *g += dys[oc * p..(oc + 1) * p].iter().sum::<f32>();
-            }
-            // dcols[K×P] = Wᵀ[K×O] · dY[O×P]
-            gemm(k, o, p, &self.weight, 1, k as isize, dys, p as isize, 1, 0.0, &mut dcols);
-            self.col2im(&dcols, &mut dx[s * in_len..(s + 1) * in_len]);
+            self.col2im(&dcols, &mut dx[s * in_len..(s + 1) * in_len], np, s * p);
         }
         dx
     }
@@ -154,14 +182,30 @@ mod tests {
     fn forward_hand_computed_1d() {
         // One channel, kernel 3, SAME, stride 1: x = [1, 2, 3, 4], w = [1, 0, -1], b = 0.5.
         // Windows (zero-padded): [0,1,2] → -2, [1,2,3] → -2, [2,3,4] → -2, [3,4,0] → 3; + 0.5.
-        let c = Conv { in_shape: [1, 1, 4], out_channels: 1, kernel: [1, 3], stride: 1, padding: Padding::Same, weight: vec![1.0, 0.0, -1.0], bias: vec![0.5] };
+        let c = Conv {
+            in_shape: [1, 1, 4],
+            out_channels: 1,
+            kernel: [1, 3],
+            stride: 1,
+            padding: Padding::Same,
+            weight: vec![1.0, 0.0, -1.0],
+            bias: vec![0.5],
+        };
         assert_eq!(c.forward(&[1.0, 2.0, 3.0, 4.0], 1), vec![-1.5, -1.5, -1.5, 3.5]);
     }
 
     #[test]
     fn forward_hand_computed_stride2_valid() {
         // x = [1..=5], kernel 2 VALID stride 2 → windows [1,2], [3,4]; w = [1, 1] → [3, 7].
-        let c = Conv { in_shape: [1, 1, 5], out_channels: 1, kernel: [1, 2], stride: 2, padding: Padding::Valid, weight: vec![1.0, 1.0], bias: vec![0.0] };
+        let c = Conv {
+            in_shape: [1, 1, 5],
+            out_channels: 1,
+            kernel: [1, 2],
+            stride: 2,
+            padding: Padding::Valid,
+            weight: vec![1.0, 1.0],
+            bias: vec![0.0],
+        };
         assert_eq!(c.forward(&[1.0, 2.0, 3.0, 4.0, 5.0], 1), vec![3.0, 7.0]);
     }
 

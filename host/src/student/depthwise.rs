@@ -5,7 +5,7 @@
 use rand::Rng;
 use rand_distr::{Distribution, Normal};
 
-use super::geometry::{window, Shape};
+use super::geometry::{Shape, window};
 use super::spec::Padding;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -20,7 +20,13 @@ pub struct Depthwise {
 }
 
 impl Depthwise {
-    pub fn new(in_shape: Shape, kernel: [usize; 2], stride: usize, padding: Padding, rng: &mut impl Rng) -> Option<Depthwise> {
+    pub fn new(
+        in_shape: Shape,
+        kernel: [usize; 2],
+        stride: usize,
+        padding: Padding,
+        rng: &mut impl Rng,
+    ) -> Option<Depthwise> {
         window(in_shape[1], kernel[0], stride, padding)?;
         window(in_shape[2], kernel[1], stride, padding)?;
         let fan_in = kernel[0] * kernel[1];
@@ -111,14 +117,25 @@ mod tests {
     #[test]
     fn forward_hand_computed() {
         // Two channels, kernel 2 VALID: ch0 x=[1,2,3] w=[1,1] → [3,5]; ch1 x=[1,0,-1] w=[2,-1] → [2,1]; bias [0, 1].
-        let d = Depthwise { in_shape: [2, 1, 3], kernel: [1, 2], stride: 1, padding: Padding::Valid, weight: vec![1.0, 1.0, 2.0, -1.0], bias: vec![0.0, 1.0] };
+        let d = Depthwise {
+            in_shape: [2, 1, 3],
+            kernel: [1, 2],
+            stride: 1,
+            padding: Padding::Valid,
+            weight: vec![1.0, 1.0, 2.0, -1.0],
+            bias: vec![0.0, 1.0],
+        };
         assert_eq!(d.forward(&[1.0, 2.0, 3.0, 1.0, 0.0, -1.0], 1), vec![3.0, 5.0, 3.0, 2.0]);
     }
 
     #[test]
     fn gradients_match_finite_differences() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
-        for (shape, k, s, pad) in [([3, 1, 8], [1, 3], 2, Padding::Same), ([2, 5, 4], [3, 3], 1, Padding::Same), ([2, 5, 5], [3, 3], 2, Padding::Valid)] {
+        for (shape, k, s, pad) in [
+            ([3, 1, 8], [1, 3], 2, Padding::Same),
+            ([2, 5, 4], [3, 3], 1, Padding::Same),
+            ([2, 5, 5], [3, 3], 2, Padding::Valid),
+        ] {
             let d = Depthwise::new(shape, k, s, pad, &mut rng).unwrap();
             let n = 2;
             let in_len: usize = shape.iter().product();

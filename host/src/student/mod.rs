@@ -16,7 +16,7 @@ pub(crate) mod testing;
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use rand::Rng;
 
 pub use batchnorm::BatchNorm;
@@ -128,16 +128,24 @@ impl Student {
         for s in &specs {
             let name = s.to_spec_string();
             let current = shape;
-            let too_small = || anyhow::anyhow!("student spec '{spec}': {name} does not fit its input of shape [C, H, W] = {current:?}");
+            let too_small = || {
+                anyhow::anyhow!("student spec '{spec}': {name} does not fit its input of shape [C, H, W] = {current:?}")
+            };
             let one_d = |what: &str| -> Result<()> {
                 if shape[1] != 1 {
-                    bail!("student spec '{spec}': {what} needs 1-D input [C, L], got [C, H, W] = {shape:?} (use the 2-D layer)");
+                    bail!(
+                        "student spec '{spec}': {what} needs 1-D input [C, L], got [C, H, W] = {shape:?} (use the 2-D layer)"
+                    );
                 }
                 Ok(())
             };
             let two_d = |what: &str| -> Result<()> {
                 if shape[1] == 1 {
-                    bail!("student spec '{spec}': {what} needs 2-D input [C, H, W], got 1-D [C, L] = [{}, {}] (use the 1-D layer)", shape[0], shape[2]);
+                    bail!(
+                        "student spec '{spec}': {what} needs 2-D input [C, H, W], got 1-D [C, L] = [{}, {}] (use the 1-D layer)",
+                        shape[0],
+                        shape[2]
+                    );
                 }
                 Ok(())
             };
@@ -145,11 +153,16 @@ impl Student {
                 LayerSpec::Dense { units } => Layer::Dense(Dense::new(shape.iter().product(), *units, rng)),
                 LayerSpec::Conv1d { channels, kernel, stride, padding } => {
                     one_d("conv1d")?;
-                    Layer::Conv(Conv::new(shape, *channels, [1, *kernel], *stride, *padding, rng).ok_or_else(too_small)?)
+                    Layer::Conv(
+                        Conv::new(shape, *channels, [1, *kernel], *stride, *padding, rng).ok_or_else(too_small)?,
+                    )
                 }
                 LayerSpec::Conv2d { channels, kernel, stride, padding } => {
                     two_d("conv2d")?;
-                    Layer::Conv(Conv::new(shape, *channels, [*kernel, *kernel], *stride, *padding, rng).ok_or_else(too_small)?)
+                    Layer::Conv(
+                        Conv::new(shape, *channels, [*kernel, *kernel], *stride, *padding, rng)
+                            .ok_or_else(too_small)?,
+                    )
                 }
                 LayerSpec::Dwconv1d { kernel, stride, padding } => {
                     one_d("dwconv1d")?;
@@ -157,7 +170,9 @@ impl Student {
                 }
                 LayerSpec::Dwconv2d { kernel, stride, padding } => {
                     two_d("dwconv2d")?;
-                    Layer::Depthwise(Depthwise::new(shape, [*kernel, *kernel], *stride, *padding, rng).ok_or_else(too_small)?)
+                    Layer::Depthwise(
+                        Depthwise::new(shape, [*kernel, *kernel], *stride, *padding, rng).ok_or_else(too_small)?,
+                    )
                 }
                 LayerSpec::Maxpool { size, stride } | LayerSpec::Avgpool { size, stride } => {
                     let kind = if matches!(s, LayerSpec::Maxpool { .. }) { PoolKind::Max } else { PoolKind::Avg };
@@ -167,13 +182,17 @@ impl Student {
                 LayerSpec::Gap => Layer::Gap { shape },
                 LayerSpec::Bn => {
                     if !matches!(layers.last(), Some(Layer::Dense(_) | Layer::Conv(_) | Layer::Depthwise(_))) {
-                        bail!("student spec '{spec}': bn must directly follow dense, conv or dwconv (it is folded into it on the device)");
+                        bail!(
+                            "student spec '{spec}': bn must directly follow dense, conv or dwconv (it is folded into it on the device)"
+                        );
                     }
                     Layer::BatchNorm(BatchNorm::new(shape[0], shape[1] * shape[2]))
                 }
                 LayerSpec::Relu | LayerSpec::Relu6 => {
                     if !fusable(layers.last()) {
-                        bail!("student spec '{spec}': {name} must directly follow dense, conv, dwconv or bn (it is fused into it on the device)");
+                        bail!(
+                            "student spec '{spec}': {name} must directly follow dense, conv, dwconv or bn (it is fused into it on the device)"
+                        );
                     }
                     if *s == LayerSpec::Relu { Layer::Relu } else { Layer::Relu6 }
                 }
@@ -242,7 +261,8 @@ impl Student {
                 Layer::BatchNorm(b) => b.forward_train(&a, n),
                 Layer::Dropout { p } => {
                     let keep = 1.0 - *p;
-                    let m: Vec<f32> = (0..a.len()).map(|_| if rng.random::<f32>() < keep { 1.0 / keep } else { 0.0 }).collect();
+                    let m: Vec<f32> =
+                        (0..a.len()).map(|_| if rng.random::<f32>() < keep { 1.0 / keep } else { 0.0 }).collect();
                     let out = a.iter().zip(&m).map(|(v, k)| v * k).collect();
                     mask = Some(m);
                     out
@@ -364,9 +384,13 @@ mod tests {
     fn refuses_what_the_firmware_cannot_run() {
         let e = format!("{:#}", Student::from_spec("conv2d(8,k3) relu dense(10)", &[40], 10, &mut rng()).unwrap_err());
         assert!(e.contains("needs 2-D input"), "{e}");
-        let e = format!("{:#}", Student::from_spec("conv1d(8,k9,valid) dense(10)", &[1, 5], 10, &mut rng()).unwrap_err());
+        let e =
+            format!("{:#}", Student::from_spec("conv1d(8,k9,valid) dense(10)", &[1, 5], 10, &mut rng()).unwrap_err());
         assert!(e.contains("does not fit"), "{e}");
-        let e = format!("{:#}", Student::from_spec("conv1d(8,k3) maxpool(2) relu dense(10)", &[40], 10, &mut rng()).unwrap_err());
+        let e = format!(
+            "{:#}",
+            Student::from_spec("conv1d(8,k3) maxpool(2) relu dense(10)", &[40], 10, &mut rng()).unwrap_err()
+        );
         assert!(e.contains("must directly follow"), "{e}");
         let e = format!("{:#}", Student::from_spec("gap bn dense(10)", &[40], 10, &mut rng()).unwrap_err());
         assert!(e.contains("bn must directly follow"), "{e}");
@@ -402,14 +426,17 @@ mod tests {
             let h = 1e-3f32;
             for (li, gl) in g.iter().enumerate() {
                 for (pi, gp) in gl.iter().enumerate() {
-                    for i in 0..gp.len() {
+                    for (i, analytic) in gp.iter().enumerate() {
                         let bump = |delta: f32| {
                             let mut c = s.clone();
                             c.layers[li].params_mut()[pi][i] += delta;
                             loss(&c)
                         };
                         let num = (bump(h) - bump(-h)) / (2.0 * h as f64);
-                        assert!((num - gp[i] as f64).abs() < 2e-2 * (1.0 + num.abs()), "{spec}: layer {li} param {pi}[{i}]: {num} vs {}", gp[i]);
+                        assert!(
+                            (num - *analytic as f64).abs() < 2e-2 * (1.0 + num.abs()),
+                            "{spec}: layer {li} param {pi}[{i}]: {num} vs {analytic}"
+                        );
                     }
                 }
             }

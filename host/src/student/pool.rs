@@ -2,7 +2,7 @@
 //! padding follow TFLite: out-of-bounds taps are skipped, and an average
 //! divides by the number of in-bounds taps — what the int8 kernels do.
 
-use super::geometry::{window, Shape};
+use super::geometry::{Shape, window};
 use super::spec::Padding;
 
 /// Max or average pooling.
@@ -145,15 +145,31 @@ mod tests {
     #[test]
     fn gradients_match_finite_differences() {
         for kind in [PoolKind::Max, PoolKind::Avg] {
-            for (shape, k, s, pad) in [([2, 1, 9], [1, 2], 2, Padding::Same), ([2, 5, 5], [3, 3], 2, Padding::Valid), ([1, 4, 5], [2, 2], 1, Padding::Same)] {
+            for (shape, k, s, pad) in [
+                ([2, 1, 9], [1, 2], 2, Padding::Same),
+                ([2, 5, 5], [3, 3], 2, Padding::Valid),
+                ([1, 4, 5], [2, 2], 1, Padding::Same),
+            ] {
                 let p = Pool::new(kind, shape, k, s, pad).unwrap();
                 let n = 2;
                 let in_len: usize = shape.iter().product();
                 let out_len: usize = p.out_shape().iter().product();
-                check_gradients(n * in_len, n * out_len, vec![], |x, _| p.forward(x, n), |x, _, dy, _| p.backward(x, dy, n));
+                check_gradients(
+                    n * in_len,
+                    n * out_len,
+                    vec![],
+                    |x, _| p.forward(x, n),
+                    |x, _, dy, _| p.backward(x, dy, n),
+                );
             }
         }
         let shape = [3, 2, 4];
-        check_gradients(2 * 24, 2 * 3, vec![], |x, _| gap_forward(shape, x, 2), |_, _, dy, _| gap_backward(shape, dy, 2));
+        check_gradients(
+            2 * 24,
+            2 * 3,
+            vec![],
+            |x, _| gap_forward(shape, x, 2),
+            |_, _, dy, _| gap_backward(shape, dy, 2),
+        );
     }
 }

@@ -42,7 +42,9 @@ pub fn default_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
         return PathBuf::from(d).join("tinykd");
     }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("tinykd")).unwrap_or_else(|| PathBuf::from(".tinykd-cache"))
+    std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".cache").join("tinykd"))
+        .unwrap_or_else(|| PathBuf::from(".tinykd-cache"))
 }
 
 /// Hash of the teacher side of the key (computed once per teacher set).
@@ -59,7 +61,11 @@ pub fn teacher_key(files: &[PathBuf], output: Option<&str>) -> Result<[u8; 32]> 
             let mut extra: Vec<PathBuf> = std::fs::read_dir(dir)
                 .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
                 .unwrap_or_default();
-            extra.retain(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n != stem && n.starts_with(stem) && n.ends_with(".data")));
+            extra.retain(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n != stem && n.starts_with(stem) && n.ends_with(".data"))
+            });
             extra.sort();
             for e in extra {
                 h.update(std::fs::read(&e).unwrap_or_default());

@@ -274,7 +274,11 @@ impl Teacher {
             .filter(|&i| fits(&outputs[i]))
             .max_by_key(|&i| (output_preference(&outputs[i], self.expected_classes), std::cmp::Reverse(i)))
             .with_context(|| {
-                format!("{}: no float [N, classes] output to distill from (outputs: {})", self.path.display(), describe())
+                format!(
+                    "{}: no float [N, classes] output to distill from (outputs: {})",
+                    self.path.display(),
+                    describe()
+                )
             })?;
         Ok((i, outputs[i].shape[1]))
     }

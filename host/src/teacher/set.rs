@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{Result, bail};
 
-use super::{cache, BackendChoice, OutputKind, Teacher};
+use super::{BackendChoice, OutputKind, Teacher, cache};
 use crate::progress::Progress;
 
 struct Member {
@@ -32,29 +32,57 @@ pub struct TeacherSet {
 
 impl std::fmt::Debug for TeacherSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TeacherSet").field("teachers", &self.members.iter().map(|m| &m.path).collect::<Vec<_>>()).finish()
+        f.debug_struct("TeacherSet")
+            .field("teachers", &self.members.iter().map(|m| &m.path).collect::<Vec<_>>())
+            .finish()
     }
 }
 
 impl TeacherSet {
     /// Checks the files and hashes them; opens nothing yet. `cache_dir`
     /// `None` disables the cache.
-    pub fn new(paths: &[PathBuf], backend: BackendChoice, output: Option<&str>, cache_dir: Option<PathBuf>) -> Result<TeacherSet> {
+    pub fn new(
+        paths: &[PathBuf],
+        backend: BackendChoice,
+        output: Option<&str>,
+        cache_dir: Option<PathBuf>,
+    ) -> Result<TeacherSet> {
         if paths.is_empty() {
             bail!("no teacher given (--teacher T.onnx)");
         }
         let mut members = Vec::new();
         for p in paths {
             super::check_onnx_file(p)?;
-            members.push(Member { path: p.clone(), key: cache::teacher_key(std::slice::from_ref(p), output)?, teacher: None });
+            members.push(Member {
+                path: p.clone(),
+                key: cache::teacher_key(std::slice::from_ref(p), output)?,
+                teacher: None,
+            });
         }
-        Ok(TeacherSet { members, backend, output: output.map(str::to_owned), cache_dir, backends: Vec::new(), computed_samples: 0, cached_samples: 0, kinds: Vec::new(), expected_classes: None })
+        Ok(TeacherSet {
+            members,
+            backend,
+            output: output.map(str::to_owned),
+            cache_dir,
+            backends: Vec::new(),
+            computed_samples: 0,
+            cached_samples: 0,
+            kinds: Vec::new(),
+            expected_classes: None,
+        })
     }
 
     /// Logits of every teacher for `n` samples; an ensemble is combined as
     /// the mean of probabilities tempered at `temperature`, returned as
     /// `T·log(mean)` so that softmax at T gives that mean back.
-    pub fn logits(&mut self, x: &[f32], n: usize, sample_shape: &[usize], temperature: f32, progress: &Progress) -> Result<(Vec<f32>, usize)> {
+    pub fn logits(
+        &mut self,
+        x: &[f32],
+        n: usize,
+        sample_shape: &[usize],
+        temperature: f32,
+        progress: &Progress,
+    ) -> Result<(Vec<f32>, usize)> {
         let mut all: Vec<(Vec<f32>, usize)> = Vec::new();
         let mut shape = vec![n];
         shape.extend_from_slice(sample_shape);
@@ -73,7 +101,12 @@ impl TeacherSet {
                     if m.teacher.is_none() {
                         let mut t = Teacher::open(&m.path, self.backend, self.output.as_deref())?;
                         t.expected_classes = self.expected_classes;
-                        progress.note(&format!("teacher {}: backend {} ({})", m.path.display(), t.backend_name(), t.backend_note));
+                        progress.note(&format!(
+                            "teacher {}: backend {} ({})",
+                            m.path.display(),
+                            t.backend_name(),
+                            t.backend_note
+                        ));
                         self.backends.push(t.backend_name().to_owned());
                         m.teacher = Some(t);
                     }

@@ -56,6 +56,10 @@ pub enum Command {
     /// PyTorch runs through scripts/bench_train_pytorch.py when --python has torch.
     /// Example: tinykd bench --data models/data/mnist1d.npz --student "dense(40) relu dense(32) relu dense(10)"
     Bench(BenchArgs),
+    /// Describe a dataset (.npz, .csv, IDX directory), a teacher (.onnx) or an int8 model (.tkd).
+    ///
+    /// Example: tinykd inspect models/data/mnist1d.npz
+    Inspect(InspectArgs),
     /// Run the whole pipeline from a TOML config: teacher, distill, quantize, eval (and emulate).
     ///
     /// Example: tinykd run models/configs/mnist1d_mlp.toml
@@ -307,6 +311,11 @@ pub struct BenchArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct InspectArgs {
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
 pub struct RunArgs {
     /// Pipeline config (TOML); relative paths are relative to the file.
     pub config: PathBuf,
@@ -326,6 +335,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => cmd_eval(a, &progress),
         Command::Emulate(a) => cmd_emulate(a),
         Command::Bench(a) => cmd_bench(a),
+        Command::Inspect(a) => crate::cli_inspect::inspect(&a.file),
         Command::Run(a) => crate::cli_run::run_config(&a.config, a.json, &progress),
     }
 }

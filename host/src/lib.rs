@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod cli;
+mod cli_inspect;
 mod cli_run;
 pub mod data;
 pub mod distill;

@@ -142,3 +142,23 @@ fn second_distill_reads_the_teacher_cache() {
     let entries = std::fs::read_dir(d.join("cache")).unwrap().count();
     assert_eq!(entries, 2);
 }
+
+#[test]
+fn csv_data_and_inspect() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut text = String::from("x1,x2,label\n");
+    for i in 0..200 {
+        let c = i % 2;
+        text.push_str(&format!("{},{},{c}\n", c as f32 * 2.0 - 1.0 + (i % 7) as f32 * 0.05, (i % 5) as f32 * 0.1));
+    }
+    std::fs::write(d.join("d.csv"), text).unwrap();
+    let o = tinykd(&["distill", "--data", "d.csv", "--student", "dense(8) relu dense(2)", "--alpha", "0", "--epochs", "150", "--out", "s.ckpt"], d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("test accuracy 100.00%"), "{}", stdout(&o));
+    let o = tinykd(&["inspect", "d.csv"], d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("train        160 samples"), "{}", stdout(&o));
+    let o = tinykd(&["inspect", models().join("data/mnist1d.npz").to_str().unwrap()], d);
+    assert!(stdout(&o).contains("x_train      <f4    [4000, 40]"), "{}", stdout(&o));
+}

@@ -4,6 +4,7 @@
 //! sample without the leading batch axis. Labels are class indices `0..C`.
 
 mod npz;
+mod table;
 
 use std::path::{Path, PathBuf};
 
@@ -77,13 +78,20 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Loads and validates a dataset file (`.npz`).
+    /// Loads and validates a dataset: an `.npz` (DESIGN §3), a CSV table (last
+    /// column the label; split 80/20, stratified, seed 0) or a directory of
+    /// MNIST-style IDX files.
     pub fn load(path: &Path, opts: LoadOptions) -> Result<Dataset> {
+        if path.is_dir() {
+            return table::load_idx_dir(path, opts);
+        }
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
         match ext.as_str() {
             "npz" => npz::load(path, opts),
+            "csv" | "tsv" => table::load_csv(path),
             _ => bail!(
-                "{}: unsupported dataset file type (expected a .npz file with x_train, y_train, x_test, y_test)",
+                "{}: unsupported dataset (expected a .npz with x_train, y_train, x_test, y_test; a .csv whose last \
+                 column is the label; or a directory of MNIST-style IDX files)",
                 path.display()
             ),
         }

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use anyhow::{Context, Result, anyhow};
 use ort::environment::Environment;
 use ort::session::Session;
-use ort::value::{Tensor, TensorElementType, ValueType};
+use ort::value::{DynMapValueType, DynSequenceValueType, Tensor, TensorElementType, ValueType};
 
 use super::{Backend, Dim, RawOutput};
 
@@ -134,6 +134,26 @@ impl Backend for OrtBackend {
                     (s.iter().map(|&d| d as usize).collect(), Some(v.to_vec()))
                 }
                 ValueType::Tensor { shape, .. } => (shape.iter().map(|&d| d.max(0) as usize).collect(), None),
+                // scikit-learn's ZipMap: one {class: probability} map per sample.
+                ValueType::Sequence(inner)
+                    if matches!(**inner, ValueType::Map { key: TensorElementType::Int64, value: TensorElementType::Float32 }) =>
+                {
+                    let seq = value.downcast::<DynSequenceValueType>().map_err(|e| anyhow!("{e}"))?;
+                    let maps = seq.try_extract_sequence::<DynMapValueType>().map_err(|e| anyhow!("{e}"))?;
+                    let mut values = Vec::new();
+                    let mut classes = 0;
+                    for m in &maps {
+                        let mut kv = m.try_extract_key_values::<i64, f32>().map_err(|e| anyhow!("{e}"))?;
+                        kv.sort_by_key(|(k, _)| *k);
+                        if kv.iter().enumerate().any(|(i, (k, _))| *k != i as i64) {
+                            anyhow::bail!("ZipMap output '{name}' does not map classes 0..C-1; export the model with zipmap=False");
+                        }
+                        classes = kv.len();
+                        values.extend(kv.into_iter().map(|(_, v)| v));
+                    }
+                    (vec![maps.len(), classes], Some(values))
+                }
+                ValueType::Sequence(_) => (vec![0], None),
                 _ => (Vec::new(), None),
             };
             raw.push(RawOutput { name: name.to_owned(), shape, values });

@@ -89,3 +89,33 @@ pub fn pytorch_training(
         parameters: v["parameters"].as_u64().unwrap_or(0) as usize,
     }))
 }
+
+/// Teacher inference throughput of one backend at one batch size.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TeacherThroughput {
+    pub backend: String,
+    pub batch: usize,
+    pub samples: usize,
+    pub samples_per_second: f64,
+}
+
+/// Times `teacher` on the first test samples of `data` with `backend`, at
+/// each batch size (batch 1 on at most 256 samples).
+pub fn teacher_throughput(teacher: &Path, data: &Path, backend: crate::teacher::BackendChoice, batches: &[usize]) -> Result<Vec<TeacherThroughput>> {
+    let d = Dataset::load(data, LoadOptions::default())?;
+    let mut t = crate::teacher::Teacher::open(teacher, backend, None)?;
+    t.expected_classes = Some(d.class_count);
+    let len = d.sample_len();
+    let mut out = Vec::new();
+    for &b in batches {
+        t.batch_size = b;
+        let n = d.test.n.min(if b == 1 { 256 } else { 2048 });
+        // One warm-up batch: onnxruntime and tract both plan on first use.
+        t.logits(&d.test.x[..len * b.min(n)], b.min(n), &d.sample_shape, &Progress::hidden())?;
+        let start = Instant::now();
+        t.logits(&d.test.x[..n * len], n, &d.sample_shape, &Progress::hidden())?;
+        let s = start.elapsed().as_secs_f64();
+        out.push(TeacherThroughput { backend: t.backend_name().into(), batch: b, samples: n, samples_per_second: n as f64 / s });
+    }
+    Ok(out)
+}

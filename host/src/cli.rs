@@ -51,10 +51,13 @@ pub enum Command {
     ///
     /// Example: tinykd emulate --model student.tkd --data models/data/mnist1d.npz --board qemu-mps2-an385 --json
     Emulate(EmulateArgs),
-    /// Student-training throughput of tinykd against PyTorch (same student, data, batch, epochs, loss).
+    /// Throughput: student training against PyTorch, and teacher inference (ort vs tract).
     ///
-    /// PyTorch runs through scripts/bench_train_pytorch.py when --python has torch.
-    /// Example: tinykd bench --data models/data/mnist1d.npz --student "dense(40) relu dense(32) relu dense(10)"
+    /// With --student: tinykd's training against PyTorch on the same student, data, batch,
+    /// epochs and loss (PyTorch runs scripts/bench_train_pytorch.py when --python has torch).
+    /// With --teacher: samples/s of onnxruntime and tract at batch 1, 32 and 256.
+    /// Example: tinykd bench --data models/data/mnist1d.npz --student "dense(32) relu dense(10)"
+    ///          --teacher models/teachers/mnist1d_cnn.onnx
     Bench(BenchArgs),
     /// Describe a dataset (.npz, .csv, IDX directory), a teacher (.onnx) or an int8 model (.tkd).
     ///
@@ -298,7 +301,10 @@ pub struct BenchArgs {
     pub data: PathBuf,
     /// Student specs to time, separated by ';'.
     #[arg(long)]
-    pub student: String,
+    pub student: Option<String>,
+    /// Teachers whose inference to time with both backends.
+    #[arg(long = "teacher")]
+    pub teachers: Vec<PathBuf>,
     #[arg(long, default_value_t = 5)]
     pub epochs: usize,
     #[arg(long, default_value_t = 64)]
@@ -426,8 +432,32 @@ fn cmd_teach(a: TeachArgs, progress: &Progress) -> Result<()> {
 }
 
 fn cmd_bench(a: BenchArgs) -> Result<()> {
+    if a.student.is_none() && a.teachers.is_empty() {
+        bail!("give --student SPEC (training throughput) and/or --teacher T.onnx (inference throughput)");
+    }
     let mut rows = Vec::new();
-    for spec in a.student.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+    for t in &a.teachers {
+        let mut by_backend = Vec::new();
+        for backend in [BackendChoice::Ort, BackendChoice::Tract] {
+            match crate::bench::teacher_throughput(t, &a.data, backend, &[1, 32, 256]) {
+                Ok(r) => by_backend.push(r),
+                Err(e) => eprintln!("{}: {backend:?} not measured: {e:#}", t.display()),
+            }
+        }
+        if !a.json {
+            println!("{} inference (samples/s):", t.display());
+            for r in by_backend.iter().flatten() {
+                println!("  {:<6} batch {:>3}  {:>10.0}", r.backend, r.batch, r.samples_per_second);
+            }
+            if let [o, tr] = by_backend.as_slice() {
+                for (x, y) in o.iter().zip(tr) {
+                    println!("  batch {:>3}: ort / tract = {:.2}", x.batch, x.samples_per_second / y.samples_per_second);
+                }
+            }
+        }
+        rows.push(serde_json::json!({ "teacher": t, "throughput": by_backend }));
+    }
+    for spec in a.student.as_deref().unwrap_or("").split(';').map(str::trim).filter(|s| !s.is_empty()) {
         let ours = crate::bench::tinykd_training(&a.data, spec, a.epochs, a.batch_size)?;
         let torch = crate::bench::pytorch_training(&a.python, &a.data, spec, a.epochs, a.batch_size)?;
         let ratio = torch.as_ref().map(|t| ours.samples_per_second / t.samples_per_second);

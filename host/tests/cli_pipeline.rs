@@ -162,3 +162,25 @@ fn csv_data_and_inspect() {
     let o = tinykd(&["inspect", models().join("data/mnist1d.npz").to_str().unwrap()], d);
     assert!(stdout(&o).contains("x_train      <f4    [4000, 40]"), "{}", stdout(&o));
 }
+
+#[test]
+fn bench_reports_training_and_teacher_throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = models().join("data/mnist1d.npz");
+    let teacher = models().join("teachers/mnist1d_cnn.onnx");
+    let o = tinykd(
+        &[
+            "bench", "--data", data.to_str().unwrap(), "--student", "dense(8) relu dense(10)", "--epochs", "1",
+            "--python", "/nonexistent/python", "--teacher", teacher.to_str().unwrap(), "--json",
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = json(&o);
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    let tract = rows[0]["throughput"].as_array().unwrap().iter().flat_map(|b| b.as_array().unwrap()).find(|r| r["backend"] == "tract");
+    assert!(tract.is_some_and(|r| r["samples_per_second"].as_f64().unwrap() > 0.0));
+    assert!(rows[1]["tinykd"]["samples_per_second"].as_f64().unwrap() > 0.0);
+    assert!(rows[1]["pytorch"].is_null());
+}

@@ -193,7 +193,7 @@ pub fn plot(out: &SweepOutcome, path: &std::path::Path) -> Result<()> {
     let (tmin, tmax) = (temps.first().copied().unwrap_or(1.0) as f64, temps.last().copied().unwrap_or(1.0) as f64);
     let text = register_font();
     let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
-        let root = BitMapBackend::new(path, (800, 500)).into_drawing_area();
+        let root = BitMapBackend::new(path, (900, 500)).into_drawing_area();
         root.fill(&WHITE)?;
         let mut builder = ChartBuilder::on(&root);
         builder.margin(20);

@@ -101,7 +101,12 @@ pub struct TeacherThroughput {
 
 /// Times `teacher` on the first test samples of `data` with `backend`, at
 /// each batch size (batch 1 on at most 256 samples).
-pub fn teacher_throughput(teacher: &Path, data: &Path, backend: crate::teacher::BackendChoice, batches: &[usize]) -> Result<Vec<TeacherThroughput>> {
+pub fn teacher_throughput(
+    teacher: &Path,
+    data: &Path,
+    backend: crate::teacher::BackendChoice,
+    batches: &[usize],
+) -> Result<Vec<TeacherThroughput>> {
     let d = Dataset::load(data, LoadOptions::default())?;
     let mut t = crate::teacher::Teacher::open(teacher, backend, None)?;
     t.expected_classes = Some(d.class_count);
@@ -115,7 +120,12 @@ pub fn teacher_throughput(teacher: &Path, data: &Path, backend: crate::teacher::
         let start = Instant::now();
         t.logits(&d.test.x[..n * len], n, &d.sample_shape, &Progress::hidden())?;
         let s = start.elapsed().as_secs_f64();
-        out.push(TeacherThroughput { backend: t.backend_name().into(), batch: b, samples: n, samples_per_second: n as f64 / s });
+        out.push(TeacherThroughput {
+            backend: t.backend_name().into(),
+            batch: b,
+            samples: n,
+            samples_per_second: n as f64 / s,
+        });
     }
     Ok(out)
 }

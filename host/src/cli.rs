@@ -11,7 +11,7 @@ use crate::emulate;
 use crate::pipeline::{self, DistillOptions};
 use crate::progress::Progress;
 use crate::quant::Calibration;
-use crate::teacher::BackendChoice;
+use crate::teacher::{BackendChoice, OutputKind};
 
 /// Knowledge distillation for microcontrollers: ONNX teacher → int8 no_std student.
 #[derive(Debug, Parser)]
@@ -78,9 +78,13 @@ pub struct TeacherArgs {
     /// ONNX runtime for the teacher.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
-    /// Name of the teacher output holding class scores (default: the first float [N, C] output).
+    /// Name of the teacher output holding class scores (default: the float [N, C] output
+    /// whose width is the class count, preferring names with "logit", then "prob").
     #[arg(long, value_name = "NAME")]
     pub teacher_output: Option<String>,
+    /// What the teacher output holds (default: detected; rows in [0, 1] summing to 1 are probabilities).
+    #[arg(long, value_enum)]
+    pub teacher_output_kind: Option<OutputKind>,
 }
 
 #[derive(Debug, Args)]
@@ -190,6 +194,7 @@ impl DistillArgs {
             val_fraction: self.val_fraction,
             backend: self.teacher.backend,
             teacher_output: self.teacher.teacher_output.clone(),
+            teacher_output_kind: self.teacher.teacher_output_kind,
             input_scale: self.input_scale,
             baseline: !self.no_baseline,
             optimizer: self.optimizer,
@@ -264,6 +269,9 @@ pub struct EvalArgs {
     pub backend: BackendChoice,
     #[arg(long, value_name = "NAME")]
     pub teacher_output: Option<String>,
+    /// What the teacher output holds (default: detected).
+    #[arg(long, value_enum)]
+    pub teacher_output_kind: Option<OutputKind>,
     #[arg(long, default_value_t = 1.0 / 255.0)]
     pub input_scale: f32,
     /// Print one JSON object instead of a sentence.
@@ -417,6 +425,7 @@ fn cmd_teach(a: TeachArgs, progress: &Progress) -> Result<()> {
         Some(cache.clone()),
     )?;
     set.expected_classes = (data.class_count > 0).then_some(data.class_count);
+    set.kind_override = a.teacher.teacher_output_kind;
     for name in [SplitName::Train, SplitName::Val, SplitName::Test, SplitName::Unlabeled] {
         let Ok(s) = data.split(name) else { continue };
         let (_, classes) = set.logits(&s.x, s.n, &data.sample_shape, 1.0, progress)?;
@@ -451,7 +460,11 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             }
             if let [o, tr] = by_backend.as_slice() {
                 for (x, y) in o.iter().zip(tr) {
-                    println!("  batch {:>3}: ort / tract = {:.2}", x.batch, x.samples_per_second / y.samples_per_second);
+                    println!(
+                        "  batch {:>3}: ort / tract = {:.2}",
+                        x.batch,
+                        x.samples_per_second / y.samples_per_second
+                    );
                 }
             }
         }

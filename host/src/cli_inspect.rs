@@ -19,7 +19,8 @@ pub fn inspect(path: &Path) -> Result<()> {
 
 fn inspect_data(path: &Path) -> Result<()> {
     if path.extension().is_some_and(|e| e == "npz") {
-        let mut npz = npyz::npz::NpzArchive::open(path).with_context(|| format!("{}: cannot open as .npz", path.display()))?;
+        let mut npz =
+            npyz::npz::NpzArchive::open(path).with_context(|| format!("{}: cannot open as .npz", path.display()))?;
         let names: Vec<String> = npz.array_names().map(str::to_owned).collect();
         println!("{}: {} arrays", path.display(), names.len());
         for name in names {
@@ -47,7 +48,9 @@ fn inspect_data(path: &Path) -> Result<()> {
 }
 
 fn inspect_onnx(path: &Path) -> Result<()> {
-    let proto = tract_onnx::onnx().proto_model_for_path(path).with_context(|| format!("{}: cannot read as ONNX", path.display()))?;
+    let proto = tract_onnx::onnx()
+        .proto_model_for_path(path)
+        .with_context(|| format!("{}: cannot read as ONNX", path.display()))?;
     let opsets: Vec<String> = proto
         .opset_import
         .iter()
@@ -79,7 +82,11 @@ fn inspect_onnx(path: &Path) -> Result<()> {
                 println!("  input  {i}: {} {:?}", m.node(o.node).name, m.outlet_fact(*o)?);
             }
             for (i, o) in m.output_outlets()?.iter().enumerate() {
-                println!("  output {i}: {} {:?}", m.outlet_label(*o).unwrap_or(&m.node(o.node).name), m.outlet_fact(*o)?);
+                println!(
+                    "  output {i}: {} {:?}",
+                    m.outlet_label(*o).unwrap_or(&m.node(o.node).name),
+                    m.outlet_fact(*o)?
+                );
             }
         }
         Err(e) => println!("  tract cannot load it: {e:#}"),
@@ -92,8 +99,21 @@ fn inspect_tkd(path: &Path) -> Result<()> {
     let m = tinykd_runtime::Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let iq = m.input_quant();
     let oq = m.output_quant();
-    println!("{}: tinykd model, format v{}, {} bytes, CRC ok", path.display(), tinykd_runtime::format::VERSION, bytes.len());
-    println!("  input {:?} (int8, scale {} zero point {}), {} classes (scale {} zero point {})", m.input_shape(), iq.scale, iq.zero_point, m.class_count(), oq.scale, oq.zero_point);
+    println!(
+        "{}: tinykd model, format v{}, {} bytes, CRC ok",
+        path.display(),
+        tinykd_runtime::format::VERSION,
+        bytes.len()
+    );
+    println!(
+        "  input {:?} (int8, scale {} zero point {}), {} classes (scale {} zero point {})",
+        m.input_shape(),
+        iq.scale,
+        iq.zero_point,
+        m.class_count(),
+        oq.scale,
+        oq.zero_point
+    );
     println!("  arena {} bytes", m.arena_bytes());
     for (i, l) in m.layers().enumerate() {
         let l = l.map_err(|e| anyhow::anyhow!("{e}"))?;

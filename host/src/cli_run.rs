@@ -36,6 +36,7 @@ struct Config {
     #[serde(default)]
     backend: BackendChoice,
     teacher_output: Option<String>,
+    teacher_output_kind: Option<crate::teacher::OutputKind>,
     student: String,
     /// Output directory; default `out/<config name>` under the current directory.
     out_dir: Option<PathBuf>,
@@ -141,6 +142,7 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
         DistillOptions::new(cfg.teachers.iter().map(|t| resolve(base, t)).collect(), data.clone(), &cfg.student);
     opts.backend = cfg.backend;
     opts.teacher_output = cfg.teacher_output.clone();
+    opts.teacher_output_kind = cfg.teacher_output_kind;
     cfg.distill.apply(&mut opts);
     let input_scale = opts.input_scale;
     let started = std::time::Instant::now();

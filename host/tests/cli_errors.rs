@@ -169,3 +169,19 @@ fn ort_backend_without_library_says_how_to_install() {
         .unwrap();
     assert_clean_failure(&o, "pip install onnxruntime");
 }
+
+#[test]
+fn empty_split() {
+    let dir = tempfile::tempdir().unwrap();
+    write_npz(
+        &dir.path().join("d.npz"),
+        &[
+            F32Array { name: "x_train", shape: vec![4, 40], data: vec![0.5; 160] },
+            F32Array { name: "x_test", shape: vec![0, 40], data: vec![] },
+        ],
+        &[("y_train", vec![0, 1, 2, 3]), ("y_test", vec![])],
+    );
+    let o = distill(dir.path(), &teacher(), "d.npz");
+    assert_clean_failure(&o, "split 'test' is empty");
+    assert!(!dir.path().join("s.ckpt").exists());
+}

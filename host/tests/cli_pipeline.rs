@@ -153,7 +153,22 @@ fn csv_data_and_inspect() {
         text.push_str(&format!("{},{},{c}\n", c as f32 * 2.0 - 1.0 + (i % 7) as f32 * 0.05, (i % 5) as f32 * 0.1));
     }
     std::fs::write(d.join("d.csv"), text).unwrap();
-    let o = tinykd(&["distill", "--data", "d.csv", "--student", "dense(8) relu dense(2)", "--alpha", "0", "--epochs", "150", "--out", "s.ckpt"], d);
+    let o = tinykd(
+        &[
+            "distill",
+            "--data",
+            "d.csv",
+            "--student",
+            "dense(8) relu dense(2)",
+            "--alpha",
+            "0",
+            "--epochs",
+            "150",
+            "--out",
+            "s.ckpt",
+        ],
+        d,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("test accuracy 100.00%"), "{}", stdout(&o));
     let o = tinykd(&["inspect", "d.csv"], d);
@@ -170,8 +185,18 @@ fn bench_reports_training_and_teacher_throughput() {
     let teacher = models().join("teachers/mnist1d_cnn.onnx");
     let o = tinykd(
         &[
-            "bench", "--data", data.to_str().unwrap(), "--student", "dense(8) relu dense(10)", "--epochs", "1",
-            "--python", "/nonexistent/python", "--teacher", teacher.to_str().unwrap(), "--json",
+            "bench",
+            "--data",
+            data.to_str().unwrap(),
+            "--student",
+            "dense(8) relu dense(10)",
+            "--epochs",
+            "1",
+            "--python",
+            "/nonexistent/python",
+            "--teacher",
+            teacher.to_str().unwrap(),
+            "--json",
         ],
         dir.path(),
     );
@@ -179,7 +204,12 @@ fn bench_reports_training_and_teacher_throughput() {
     let v = json(&o);
     let rows = v.as_array().unwrap();
     assert_eq!(rows.len(), 2);
-    let tract = rows[0]["throughput"].as_array().unwrap().iter().flat_map(|b| b.as_array().unwrap()).find(|r| r["backend"] == "tract");
+    let tract = rows[0]["throughput"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|b| b.as_array().unwrap())
+        .find(|r| r["backend"] == "tract");
     assert!(tract.is_some_and(|r| r["samples_per_second"].as_f64().unwrap() > 0.0));
     assert!(rows[1]["tinykd"]["samples_per_second"].as_f64().unwrap() > 0.0);
     assert!(rows[1]["pytorch"].is_null());

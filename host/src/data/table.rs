@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 
-use super::{validate_split, Dataset, LoadOptions, Split};
+use super::{Dataset, LoadOptions, Split, validate_split};
 
 /// Stratified, seeded split of one labelled table into train (80 %) and test.
 fn split_table(path: &Path, x: Vec<f32>, y: Vec<i64>, len: usize, sample_shape: Vec<usize>) -> Result<Dataset> {
@@ -48,14 +48,24 @@ pub(super) fn load_csv(path: &Path) -> Result<Dataset> {
             bail!("{}:{}: expected at least one feature and a label column", path.display(), line_no + 1);
         }
         if *width.get_or_insert(fields.len()) != fields.len() {
-            bail!("{}:{}: {} columns, the first row has {}", path.display(), line_no + 1, fields.len(), width.unwrap_or(0));
+            bail!(
+                "{}:{}: {} columns, the first row has {}",
+                path.display(),
+                line_no + 1,
+                fields.len(),
+                width.unwrap_or(0)
+            );
         }
         for (i, v) in parsed[..fields.len() - 1].iter().enumerate() {
-            let v = v.with_context(|| format!("{}:{}: column {} is not a number: '{}'", path.display(), line_no + 1, i + 1, fields[i]))?;
+            let v = v.with_context(|| {
+                format!("{}:{}: column {} is not a number: '{}'", path.display(), line_no + 1, i + 1, fields[i])
+            })?;
             x.push(v as f32);
         }
         let label = fields[fields.len() - 1];
-        let l: f64 = label.parse().with_context(|| format!("{}:{}: label '{label}' is not a class index", path.display(), line_no + 1))?;
+        let l: f64 = label
+            .parse()
+            .with_context(|| format!("{}:{}: label '{label}' is not a class index", path.display(), line_no + 1))?;
         if l.fract() != 0.0 || l < 0.0 {
             bail!("{}:{}: label {label} is not a class index 0..C-1", path.display(), line_no + 1);
         }
@@ -72,7 +82,11 @@ pub(super) fn load_csv(path: &Path) -> Result<Dataset> {
 fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
     let b = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
     if b.len() < 4 || b[0] != 0 || b[1] != 0 {
-        bail!("{}: not an IDX file (bad magic){}", path.display(), if b.starts_with(&[0x1f, 0x8b]) { "; gunzip it first" } else { "" });
+        bail!(
+            "{}: not an IDX file (bad magic){}",
+            path.display(),
+            if b.starts_with(&[0x1f, 0x8b]) { "; gunzip it first" } else { "" }
+        );
     }
     if b[2] != 0x08 {
         bail!("{}: IDX element type {:#04x} is not supported (unsigned bytes, 0x08, are)", path.display(), b[2]);
@@ -82,7 +96,9 @@ fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
     if b.len() < header {
         bail!("{}: truncated IDX header", path.display());
     }
-    let dims: Vec<usize> = (0..rank).map(|i| u32::from_be_bytes([b[4 + 4 * i], b[5 + 4 * i], b[6 + 4 * i], b[7 + 4 * i]]) as usize).collect();
+    let dims: Vec<usize> = (0..rank)
+        .map(|i| u32::from_be_bytes([b[4 + 4 * i], b[5 + 4 * i], b[6 + 4 * i], b[7 + 4 * i]]) as usize)
+        .collect();
     let count: usize = dims.iter().product();
     if b.len() != header + count {
         bail!("{}: IDX data has {} bytes, its dims {:?} need {count}", path.display(), b.len() - header, dims);
@@ -100,7 +116,9 @@ pub(super) fn load_idx_dir(dir: &Path, opts: LoadOptions) -> Result<Dataset> {
     let find = |prefixes: &[&str], what: &str| -> Result<std::path::PathBuf> {
         files
             .iter()
-            .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| prefixes.iter().any(|pre| n.starts_with(pre))))
+            .find(|p| {
+                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| prefixes.iter().any(|pre| n.starts_with(pre)))
+            })
             .cloned()
             .with_context(|| format!("{}: no {what} file ({}*)", dir.display(), prefixes[0]))
     };
@@ -108,7 +126,13 @@ pub(super) fn load_idx_dir(dir: &Path, opts: LoadOptions) -> Result<Dataset> {
         let (dims, px) = read_idx(images)?;
         let (ldims, lb) = read_idx(labels)?;
         if dims.is_empty() || ldims.len() != 1 || ldims[0] != dims[0] {
-            bail!("{} and {}: {} images but {:?} labels", images.display(), labels.display(), dims.first().unwrap_or(&0), ldims);
+            bail!(
+                "{} and {}: {} images but {:?} labels",
+                images.display(),
+                labels.display(),
+                dims.first().unwrap_or(&0),
+                ldims
+            );
         }
         // Images become one-channel [1, H, W] samples (channels first).
         let mut shape = vec![1];
@@ -116,8 +140,12 @@ pub(super) fn load_idx_dir(dir: &Path, opts: LoadOptions) -> Result<Dataset> {
         let x = px.into_iter().map(|v| v as f32 * opts.input_scale).collect();
         Ok((Split { x, y: Some(lb.into_iter().map(i64::from).collect()), n: dims[0] }, shape))
     };
-    let (train, shape) = split(&find(&["train-images"], "training images")?, &find(&["train-labels"], "training labels")?)?;
-    let (test, test_shape) = split(&find(&["t10k-images", "test-images"], "test images")?, &find(&["t10k-labels", "test-labels"], "test labels")?)?;
+    let (train, shape) =
+        split(&find(&["train-images"], "training images")?, &find(&["train-labels"], "training labels")?)?;
+    let (test, test_shape) = split(
+        &find(&["t10k-images", "test-images"], "test images")?,
+        &find(&["t10k-labels", "test-labels"], "test labels")?,
+    )?;
     if shape != test_shape {
         bail!("{}: train images are {:?}, test images {:?}", dir.display(), shape, test_shape);
     }
@@ -125,7 +153,8 @@ pub(super) fn load_idx_dir(dir: &Path, opts: LoadOptions) -> Result<Dataset> {
     for (name, s) in [("train", &train), ("test", &test)] {
         validate_split(dir, name, s, len)?;
     }
-    let class_count = [&train, &test].iter().filter_map(|s| s.y.as_ref()).flatten().max().map_or(0, |m| *m as usize + 1);
+    let class_count =
+        [&train, &test].iter().filter_map(|s| s.y.as_ref()).flatten().max().map_or(0, |m| *m as usize + 1);
     Ok(Dataset { path: dir.to_path_buf(), sample_shape: shape, train, test, val: None, unlabeled: None, class_count })
 }
 

@@ -34,6 +34,8 @@ pub struct DistillOptions {
     pub val_fraction: f32,
     pub backend: BackendChoice,
     pub teacher_output: Option<String>,
+    /// Forces what the teacher output holds (`None`: detected).
+    pub teacher_output_kind: Option<crate::teacher::OutputKind>,
     pub input_scale: f32,
     /// Also train the same student on hard labels only (α = 0) for comparison.
     pub baseline: bool,
@@ -69,6 +71,7 @@ impl DistillOptions {
             val_fraction: 0.1,
             backend: BackendChoice::Auto,
             teacher_output: None,
+            teacher_output_kind: None,
             input_scale: 1.0 / 255.0,
             baseline: true,
             optimizer: Optimizer::Adamw,
@@ -212,6 +215,7 @@ pub fn prepare(opts: &DistillOptions, progress: &Progress) -> Result<Prepared> {
         let mut set =
             TeacherSet::new(&opts.teachers, opts.backend, opts.teacher_output.as_deref(), opts.cache_dir.clone())?;
         set.expected_classes = (data.class_count > 0).then_some(data.class_count);
+        set.kind_override = opts.teacher_output_kind;
         Some(set)
     };
     let len = data.sample_len();

@@ -162,6 +162,21 @@ pub fn evaluate(
     input_scale: f32,
     progress: &Progress,
 ) -> Result<EvalReport> {
+    evaluate_with(model, data_path, split, backend, teacher_output, None, input_scale, progress)
+}
+
+/// `evaluate`, with the teacher's output kind forced when `kind` is given.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_with(
+    model: &Path,
+    data_path: &Path,
+    split: SplitName,
+    backend: BackendChoice,
+    teacher_output: Option<&str>,
+    output_kind: Option<crate::teacher::OutputKind>,
+    input_scale: f32,
+    progress: &Progress,
+) -> Result<EvalReport> {
     let kind = ModelKind::of(model)?;
     let data = Dataset::load(data_path, LoadOptions { input_scale })?;
     let s = data.split(split)?;
@@ -170,6 +185,7 @@ pub fn evaluate(
         ModelKind::Teacher => {
             let mut t = Teacher::open(model, backend, teacher_output)?;
             t.expected_classes = (data.class_count > 0).then_some(data.class_count);
+            t.kind_override = output_kind;
             progress.note(&format!("teacher {}: backend {} ({})", model.display(), t.backend_name(), t.backend_note));
             let out = t.logits(&s.x, s.n, &data.sample_shape, progress)?;
             (

@@ -56,7 +56,7 @@ pub(crate) trait Backend {
 }
 
 /// Whether the chosen output holds probabilities or logits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputKind {
     Logits,
@@ -72,6 +72,8 @@ pub struct Teacher {
     output_name: Option<String>,
     /// The data's class count, when known: helps pick the class-score output.
     pub expected_classes: Option<usize>,
+    /// Forces the output kind instead of detecting it.
+    pub kind_override: Option<OutputKind>,
     /// Samples per backend call.
     pub batch_size: usize,
 }
@@ -123,6 +125,7 @@ impl Teacher {
             backend_note: note,
             output_name: output_name.map(str::to_owned),
             expected_classes: None,
+            kind_override: None,
             batch_size: 256,
         })
     }
@@ -236,7 +239,10 @@ impl Teacher {
                 pos / classes
             );
         }
-        let kind = detect_kind(&logits, classes);
+        let kind = match self.kind_override {
+            Some(k) => k,
+            None => detect_kind(&logits, classes),
+        };
         if kind == OutputKind::Probabilities {
             for v in &mut logits {
                 *v = v.max(1e-12).ln();

@@ -136,7 +136,10 @@ impl Backend for OrtBackend {
                 ValueType::Tensor { shape, .. } => (shape.iter().map(|&d| d.max(0) as usize).collect(), None),
                 // scikit-learn's ZipMap: one {class: probability} map per sample.
                 ValueType::Sequence(inner)
-                    if matches!(**inner, ValueType::Map { key: TensorElementType::Int64, value: TensorElementType::Float32 }) =>
+                    if matches!(
+                        **inner,
+                        ValueType::Map { key: TensorElementType::Int64, value: TensorElementType::Float32 }
+                    ) =>
                 {
                     let seq = value.downcast::<DynSequenceValueType>().map_err(|e| anyhow!("{e}"))?;
                     let maps = seq.try_extract_sequence::<DynMapValueType>().map_err(|e| anyhow!("{e}"))?;
@@ -146,7 +149,9 @@ impl Backend for OrtBackend {
                         let mut kv = m.try_extract_key_values::<i64, f32>().map_err(|e| anyhow!("{e}"))?;
                         kv.sort_by_key(|(k, _)| *k);
                         if kv.iter().enumerate().any(|(i, (k, _))| *k != i as i64) {
-                            anyhow::bail!("ZipMap output '{name}' does not map classes 0..C-1; export the model with zipmap=False");
+                            anyhow::bail!(
+                                "ZipMap output '{name}' does not map classes 0..C-1; export the model with zipmap=False"
+                            );
                         }
                         classes = kv.len();
                         values.extend(kv.into_iter().map(|(_, v)| v));

@@ -28,6 +28,8 @@ pub struct TeacherSet {
     pub kinds: Vec<OutputKind>,
     /// The data's class count (helps pick a multi-output teacher's scores).
     pub expected_classes: Option<usize>,
+    /// Forces logits or probabilities instead of detecting them.
+    pub kind_override: Option<OutputKind>,
 }
 
 impl std::fmt::Debug for TeacherSet {
@@ -69,6 +71,7 @@ impl TeacherSet {
             cached_samples: 0,
             kinds: Vec::new(),
             expected_classes: None,
+            kind_override: None,
         })
     }
 
@@ -89,7 +92,12 @@ impl TeacherSet {
         let first_path = self.members[0].path.clone();
         for m in &mut self.members {
             // The class count steers which output is chosen, so it is part of the key.
-            let key = cache::key(&m.key, x, &shape, self.expected_classes.unwrap_or(0) as f32);
+            let kind_tag = match self.kind_override {
+                None => 0.0,
+                Some(OutputKind::Logits) => 0.25,
+                Some(OutputKind::Probabilities) => 0.5,
+            };
+            let key = cache::key(&m.key, x, &shape, self.expected_classes.unwrap_or(0) as f32 + kind_tag);
             let hit = self.cache_dir.as_ref().and_then(|d| cache::load(d, &key, n));
             let (logits, classes, kind) = match hit {
                 Some(v) => {
@@ -101,6 +109,7 @@ impl TeacherSet {
                     if m.teacher.is_none() {
                         let mut t = Teacher::open(&m.path, self.backend, self.output.as_deref())?;
                         t.expected_classes = self.expected_classes;
+                        t.kind_override = self.kind_override;
                         progress.note(&format!(
                             "teacher {}: backend {} ({})",
                             m.path.display(),

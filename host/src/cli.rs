@@ -569,14 +569,7 @@ pub fn emulate_model(
     let bytes = crate::export::tkd::read(model)?;
     let m = tinykd_runtime::Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
     let data = crate::data::Dataset::load(data_path, crate::data::LoadOptions { input_scale })?;
-    if m.input_len() != data.sample_len() {
-        bail!(
-            "{}: samples have shape {:?} but the model expects {:?}",
-            data_path.display(),
-            data.sample_shape,
-            m.input_shape()
-        );
-    }
+    pipeline::check_model_data(&m, &data)?;
     let s = data.split(split)?;
     let n = limit.map_or(s.n, |l| l.min(s.n));
     if n == 0 {

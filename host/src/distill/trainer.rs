@@ -164,6 +164,32 @@ impl Adam {
     }
 }
 
+/// Batches at least this large are split across two threads.
+const PARALLEL_MIN_BATCH: usize = 16;
+
+/// Loss of a (part of a) batch and its gradient with respect to the logits,
+/// divided by the full batch size `b`.
+fn batch_loss(
+    logits: &[f32],
+    samples: &[usize],
+    rows: &[usize],
+    set: TrainSet<'_>,
+    cfg: &TrainConfig,
+    b: usize,
+) -> (Vec<f32>, f64) {
+    let classes = logits.len() / samples.len().max(1);
+    let mut dlogits = vec![0.0f32; logits.len()];
+    let mut loss = 0.0;
+    for (k, (&i, &r)) in samples.iter().zip(rows).enumerate() {
+        let s = &logits[k * classes..(k + 1) * classes];
+        let t = set.teacher.map(|t| &t[r * classes..(r + 1) * classes]);
+        let g = &mut dlogits[k * classes..(k + 1) * classes];
+        loss += sample_loss(s, t, set.labels[i], &cfg.loss, g);
+        g.iter_mut().for_each(|v| *v /= b as f32);
+    }
+    (dlogits, loss)
+}
+
 /// Accuracy of a float student on labelled samples.
 pub fn evaluate(student: &Student, x: &[f32], n: usize, labels: &[i64]) -> f64 {
     let logits = student.forward(x, n);
@@ -179,7 +205,6 @@ pub fn train(
     progress: &Progress,
 ) -> TrainReport {
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let classes = student.classes;
     let len = student.input_len();
     let mut adam = Adam::new(student);
     let mut order: Vec<usize> = (0..set.n).collect();
@@ -204,17 +229,35 @@ pub fn train(
             for &r in &rows {
                 x.extend_from_slice(&set.x[r * len..(r + 1) * len]);
             }
-            let (logits, tape) = student.forward_train(&x, b, &mut rng);
-            let mut dlogits = vec![0.0f32; b * classes];
-            for (k, (&i, &r)) in batch.iter().zip(&rows).enumerate() {
-                let s = &logits[k * classes..(k + 1) * classes];
-                let t = set.teacher.map(|t| &t[r * classes..(r + 1) * classes]);
-                let g = &mut dlogits[k * classes..(k + 1) * classes];
-                epoch_loss += sample_loss(s, t, set.labels[i], &cfg.loss, g);
-                g.iter_mut().for_each(|v| *v /= b as f32);
-            }
-            let mut grads = student.zero_grads();
-            student.backward(&tape, dlogits, b, &mut grads);
+            // Without BatchNorm a batch splits into two halves trained on the
+            // two cores; the halves, their dropout seeds and the order the
+            // gradients are summed in are fixed, so results stay bit-identical.
+            let grads = if b >= PARALLEL_MIN_BATCH && !student.has_batch_norm() {
+                let half = b / 2;
+                let seeds: (u64, u64) = (rng.random(), rng.random());
+                let st: &Student = student;
+                let part = |lo: usize, hi: usize, seed: u64| {
+                    let mut r = ChaCha8Rng::seed_from_u64(seed);
+                    let (logits, tape) = st.forward_train_shared(&x[lo * len..hi * len], hi - lo, &mut r);
+                    let (dlogits, loss) = batch_loss(&logits, &batch[lo..hi], &rows[lo..hi], set, cfg, b);
+                    let mut g = st.zero_grads();
+                    st.backward(&tape, dlogits, hi - lo, &mut g);
+                    (g, loss)
+                };
+                let ((mut g0, l0), (g1, l1)) = rayon::join(|| part(0, half, seeds.0), || part(half, b, seeds.1));
+                for (a, c) in g0.iter_mut().flatten().zip(g1.iter().flatten()) {
+                    a.iter_mut().zip(c).for_each(|(x, y)| *x += y);
+                }
+                epoch_loss += l0 + l1;
+                g0
+            } else {
+                let (logits, tape) = student.forward_train(&x, b, &mut rng);
+                let (dlogits, loss) = batch_loss(&logits, batch, &rows, set, cfg, b);
+                epoch_loss += loss;
+                let mut grads = student.zero_grads();
+                student.backward(&tape, dlogits, b, &mut grads);
+                grads
+            };
             let lr = cfg.lr_at(step, total_steps, per_epoch);
             adam.step(student, &grads, lr, cfg.weight_decay, cfg.optimizer);
             step += 1;

@@ -75,6 +75,19 @@ fn check_student_data(s: &Student, data: &Dataset) -> Result<()> {
     Ok(())
 }
 
+/// Checks that a `.tkd` model takes the data's samples.
+pub fn check_model_data(m: &tinykd_runtime::Model<'_>, data: &Dataset) -> Result<()> {
+    if m.input_len() != data.sample_len() {
+        bail!(
+            "{}: samples have shape {:?} but the model expects {:?}",
+            data.path.display(),
+            data.sample_shape,
+            m.input_shape()
+        );
+    }
+    Ok(())
+}
+
 /// Quantizes inputs with the model's input parameters (the runtime's
 /// rounding), reordered to the device's channels-last layout.
 pub fn quantize_inputs(model: &tinykd_runtime::Model<'_>, x: &[f32]) -> Vec<i8> {
@@ -204,14 +217,7 @@ pub fn evaluate_with(
         ModelKind::Int8 => {
             let bytes = crate::export::tkd::read(model)?;
             let m = tinykd_runtime::Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
-            if m.input_len() != data.sample_len() {
-                bail!(
-                    "{}: samples have shape {:?} but the model expects {:?}",
-                    data_path.display(),
-                    data.sample_shape,
-                    m.input_shape()
-                );
-            }
+            check_model_data(&m, &data)?;
             let (p, l) = run_int8(&bytes, &s.x, s.n)?;
             (p, Logits::Int8(l), m.class_count(), None)
         }

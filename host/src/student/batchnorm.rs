@@ -67,6 +67,12 @@ impl BatchNorm {
 
     /// Training: batch statistics; updates the running averages.
     pub fn forward_train(&mut self, x: &[f32], n: usize) -> Vec<f32> {
+        self.update_running(x, n);
+        self.forward_batch(x, n)
+    }
+
+    /// Folds a training batch's statistics into the running averages.
+    pub fn update_running(&mut self, x: &[f32], n: usize) {
         let (mean, var) = self.batch_stats(x, n);
         let count = (n * self.spatial) as f32;
         for c in 0..self.channels {
@@ -74,6 +80,11 @@ impl BatchNorm {
             self.running_mean[c] = (1.0 - MOMENTUM) * self.running_mean[c] + MOMENTUM * mean[c];
             self.running_var[c] = (1.0 - MOMENTUM) * self.running_var[c] + MOMENTUM * unbiased;
         }
+    }
+
+    /// The training transform (batch statistics) without touching the running averages.
+    pub fn forward_batch(&self, x: &[f32], n: usize) -> Vec<f32> {
+        let (mean, var) = self.batch_stats(x, n);
         let mut y = x.to_vec();
         self.each(n, |c, i| y[i] = self.gamma[c] * (x[i] - mean[c]) / (var[c] + EPS).sqrt() + self.beta[c]);
         y

@@ -253,12 +253,29 @@ impl Student {
     /// Training forward pass (dropout active, batch statistics, running
     /// averages updated); records what backward needs.
     pub fn forward_train(&mut self, x: &[f32], n: usize, rng: &mut impl Rng) -> (Vec<f32>, Tape) {
+        let (out, tape) = self.forward_train_shared(x, n, rng);
+        for (l, input) in self.layers.iter_mut().zip(&tape.inputs) {
+            if let Layer::BatchNorm(b) = l {
+                b.update_running(input, n);
+            }
+        }
+        (out, tape)
+    }
+
+    /// Whether any layer normalises over the batch (so a batch cannot be
+    /// split across threads without changing what is computed).
+    pub fn has_batch_norm(&self) -> bool {
+        self.layers.iter().any(|l| matches!(l, Layer::BatchNorm(_)))
+    }
+
+    /// Training forward pass that leaves BatchNorm's running averages alone.
+    pub fn forward_train_shared(&self, x: &[f32], n: usize, rng: &mut impl Rng) -> (Vec<f32>, Tape) {
         let mut tape = Tape::default();
         let mut a = x.to_vec();
-        for l in &mut self.layers {
+        for l in &self.layers {
             let mut mask = None;
             let next = match l {
-                Layer::BatchNorm(b) => b.forward_train(&a, n),
+                Layer::BatchNorm(b) => b.forward_batch(&a, n),
                 Layer::Dropout { p } => {
                     let keep = 1.0 - *p;
                     let m: Vec<f32> =

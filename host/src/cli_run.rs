@@ -37,7 +37,8 @@ struct Config {
     backend: BackendChoice,
     teacher_output: Option<String>,
     teacher_output_kind: Option<crate::teacher::OutputKind>,
-    student: String,
+    /// A spec string, or the TOML form: an array of layer tables.
+    student: StudentField,
     /// Output directory; default `out/<config name>` under the current directory.
     out_dir: Option<PathBuf>,
     #[serde(default)]
@@ -45,6 +46,22 @@ struct Config {
     #[serde(default)]
     quantize: QuantizeSection,
     emulate: Option<EmulateSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StudentField {
+    Spec(String),
+    Layers(Vec<crate::student::LayerSpec>),
+}
+
+impl StudentField {
+    fn spec(&self) -> Result<String> {
+        match self {
+            StudentField::Spec(s) => Ok(s.clone()),
+            StudentField::Layers(l) => crate::student::spec::from_layers(l),
+        }
+    }
 }
 
 /// Every key optional: unset keys keep `tinykd distill`'s defaults.
@@ -138,8 +155,11 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("run");
     let out_dir = cfg.out_dir.clone().map(|d| resolve(base, &d)).unwrap_or_else(|| PathBuf::from("out").join(stem));
     let data = resolve(base, &cfg.data);
-    let mut opts =
-        DistillOptions::new(cfg.teachers.iter().map(|t| resolve(base, t)).collect(), data.clone(), &cfg.student);
+    let mut opts = DistillOptions::new(
+        cfg.teachers.iter().map(|t| resolve(base, t)).collect(),
+        data.clone(),
+        &cfg.student.spec()?,
+    );
     opts.backend = cfg.backend;
     opts.teacher_output = cfg.teacher_output.clone();
     opts.teacher_output_kind = cfg.teacher_output_kind;

@@ -214,3 +214,30 @@ fn bench_reports_training_and_teacher_throughput() {
     assert!(rows[1]["tinykd"]["samples_per_second"].as_f64().unwrap() > 0.0);
     assert!(rows[1]["pytorch"].is_null());
 }
+
+#[test]
+fn run_config_with_toml_student() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cfg = format!(
+        r#"data = "{}"
+teachers = ["{}"]
+backend = "tract"
+student = [{{ kind = "conv1d", channels = 4, kernel = 5, stride = 2 }}, {{ kind = "relu" }}, {{ kind = "gap" }}, {{ kind = "dense", units = 10 }}]
+out_dir = "out"
+[distill]
+epochs = 2
+"#,
+        models().join("data/mnist1d.npz").display(),
+        models().join("teachers/mnist1d_cnn.onnx").display()
+    );
+    std::fs::write(d.join("c.toml"), cfg).unwrap();
+    let o = tinykd(&["run", "c.toml"], d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("out/report.json")).unwrap()).unwrap();
+    assert_eq!(report["student"], "conv1d(4,k5,s2) relu gap dense(10)");
+    assert!(report["int8_test_accuracy"].as_f64().unwrap() > 0.1);
+    for f in ["student.ckpt", "student.tkd", "baseline.ckpt", "baseline.tkd"] {
+        assert!(d.join("out").join(f).is_file(), "{f}");
+    }
+}

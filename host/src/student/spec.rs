@@ -10,22 +10,70 @@ pub enum Padding {
     Valid,
 }
 
-/// One layer of a student spec.
+fn one() -> usize {
+    1
+}
+
+fn same() -> Padding {
+    Padding::Same
+}
+
+/// One layer of a student spec. Also the TOML form of a layer, e.g.
+/// `{ kind = "conv1d", channels = 8, kernel = 5, stride = 2 }` (stride 1 and
+/// SAME padding by default; a pool's stride defaults to its size when 0).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum LayerSpec {
-    Dense { units: usize },
-    Conv1d { channels: usize, kernel: usize, stride: usize, padding: Padding },
-    Conv2d { channels: usize, kernel: usize, stride: usize, padding: Padding },
-    Dwconv1d { kernel: usize, stride: usize, padding: Padding },
-    Dwconv2d { kernel: usize, stride: usize, padding: Padding },
-    Maxpool { size: usize, stride: usize },
-    Avgpool { size: usize, stride: usize },
+    Dense {
+        units: usize,
+    },
+    Conv1d {
+        channels: usize,
+        kernel: usize,
+        #[serde(default = "one")]
+        stride: usize,
+        #[serde(default = "same")]
+        padding: Padding,
+    },
+    Conv2d {
+        channels: usize,
+        kernel: usize,
+        #[serde(default = "one")]
+        stride: usize,
+        #[serde(default = "same")]
+        padding: Padding,
+    },
+    Dwconv1d {
+        kernel: usize,
+        #[serde(default = "one")]
+        stride: usize,
+        #[serde(default = "same")]
+        padding: Padding,
+    },
+    Dwconv2d {
+        kernel: usize,
+        #[serde(default = "one")]
+        stride: usize,
+        #[serde(default = "same")]
+        padding: Padding,
+    },
+    Maxpool {
+        size: usize,
+        #[serde(default)]
+        stride: usize,
+    },
+    Avgpool {
+        size: usize,
+        #[serde(default)]
+        stride: usize,
+    },
     Gap,
     Relu,
     Relu6,
     Flatten,
-    Dropout { p: f32 },
+    Dropout {
+        p: f32,
+    },
     Bn,
 }
 
@@ -58,6 +106,21 @@ impl LayerSpec {
             LayerSpec::Bn => "bn".into(),
         }
     }
+}
+
+/// The spec string of a TOML layer list (validated by parsing it back).
+pub fn from_layers(layers: &[LayerSpec]) -> Result<String> {
+    let fixed: Vec<LayerSpec> = layers
+        .iter()
+        .map(|l| match l {
+            LayerSpec::Maxpool { size, stride: 0 } => LayerSpec::Maxpool { size: *size, stride: *size },
+            LayerSpec::Avgpool { size, stride: 0 } => LayerSpec::Avgpool { size: *size, stride: *size },
+            other => other.clone(),
+        })
+        .collect();
+    let s = to_string(&fixed);
+    parse(&s)?;
+    Ok(s)
 }
 
 /// Formats a whole spec back to its string form.
@@ -235,6 +298,30 @@ mod tests {
         assert_eq!(l[0], LayerSpec::Maxpool { size: 2, stride: 2 });
         assert_eq!(l[1], LayerSpec::Avgpool { size: 3, stride: 1 });
         assert_eq!(l[2], LayerSpec::Dropout { p: 0.25 });
+    }
+
+    #[test]
+    fn toml_form_matches_the_string_form() {
+        #[derive(serde::Deserialize)]
+        struct Doc {
+            student: Vec<LayerSpec>,
+        }
+        let doc: Doc = toml::from_str(
+            r#"student = [
+                { kind = "conv1d", channels = 8, kernel = 5, stride = 2 },
+                { kind = "relu" },
+                { kind = "maxpool", size = 2 },
+                { kind = "conv1d", channels = 16, kernel = 3, padding = "valid" },
+                { kind = "gap" },
+                { kind = "dense", units = 10 },
+            ]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            from_layers(&doc.student).unwrap(),
+            "conv1d(8,k5,s2) relu maxpool(2,s2) conv1d(16,k3,valid) gap dense(10)"
+        );
+        assert!(toml::from_str::<Doc>(r#"student = [{ kind = "dense", unit = 3 }]"#).is_err());
     }
 
     #[test]

@@ -241,3 +241,31 @@ epochs = 2
         assert!(d.join("out").join(f).is_file(), "{f}");
     }
 }
+
+#[test]
+fn directory_of_npy_files_with_uint8_inputs() {
+    use npyz::WriterBuilder;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = d.join("data");
+    std::fs::create_dir(&data).unwrap();
+    let write_u8 = |name: &str, n: u64| {
+        let f = std::fs::File::create(data.join(name)).unwrap();
+        let mut w = npyz::WriteOptions::new().default_dtype().shape(&[n, 4]).writer(f).begin_nd().unwrap();
+        w.extend((0..n * 4).map(|i| if (i / 4) % 2 == 0 { 0u8 } else { 255u8 })).unwrap();
+        w.finish().unwrap();
+    };
+    let write_i32 = |name: &str, n: i32| {
+        let f = std::fs::File::create(data.join(name)).unwrap();
+        let mut w = npyz::WriteOptions::new().default_dtype().shape(&[n as u64]).writer(f).begin_nd().unwrap();
+        w.extend((0..n).map(|i| i % 2)).unwrap();
+        w.finish().unwrap();
+    };
+    write_u8("x_train.npy", 40);
+    write_i32("y_train.npy", 40);
+    write_u8("x_test.npy", 10);
+    write_i32("y_test.npy", 10);
+    let o = tinykd(&["inspect", "data"], d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("train         40 samples, x in [0.000, 1.000], per class [20, 20]"), "{}", stdout(&o));
+}

@@ -78,11 +78,15 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Loads and validates a dataset: an `.npz` (DESIGN §3), a CSV table (last
-    /// column the label; split 80/20, stratified, seed 0) or a directory of
-    /// MNIST-style IDX files.
+    /// Loads and validates a dataset: an `.npz` (DESIGN §3), a directory of
+    /// `.npy` files named like the `.npz` keys, a CSV table (last column the
+    /// label; split 80/20, stratified, seed 0) or a directory of MNIST-style
+    /// IDX files.
     pub fn load(path: &Path, opts: LoadOptions) -> Result<Dataset> {
         if path.is_dir() {
+            if path.join("x_train.npy").is_file() {
+                return npz::load_npy_dir(path, opts);
+            }
             return table::load_idx_dir(path, opts);
         }
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
@@ -90,8 +94,9 @@ impl Dataset {
             "npz" => npz::load(path, opts),
             "csv" | "tsv" => table::load_csv(path),
             _ => bail!(
-                "{}: unsupported dataset (expected a .npz with x_train, y_train, x_test, y_test; a .csv whose last \
-                 column is the label; or a directory of MNIST-style IDX files)",
+                "{}: unsupported dataset (expected a .npz with x_train, y_train, x_test, y_test; a directory of \
+                 x_train.npy, y_train.npy, …; a .csv whose last column is the label; or a directory of MNIST-style \
+                 IDX files)",
                 path.display()
             ),
         }

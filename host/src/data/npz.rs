@@ -24,11 +24,48 @@ enum ArrayData {
     Bytes(Vec<u8>),
 }
 
-fn read_array(archive: &mut Archive, path: &Path, key: &str) -> Result<Option<Array>> {
-    let Some(file) = archive.by_name(key).with_context(|| format!("{}: cannot read array '{key}'", path.display()))?
-    else {
-        return Ok(None);
-    };
+/// Where the arrays come from: one `.npz`, or a directory of `<key>.npy` files.
+enum Source {
+    Npz(Archive),
+    Dir(std::path::PathBuf),
+}
+
+impl Source {
+    fn names(&self) -> Vec<String> {
+        match self {
+            Source::Npz(a) => a.array_names().map(str::to_owned).collect(),
+            Source::Dir(d) => std::fs::read_dir(d)
+                .map(|rd| {
+                    rd.filter_map(|e| e.ok())
+                        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".npy")).map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
+fn read_array(source: &mut Source, path: &Path, key: &str) -> Result<Option<Array>> {
+    match source {
+        Source::Npz(archive) => {
+            let file =
+                archive.by_name(key).with_context(|| format!("{}: cannot read array '{key}'", path.display()))?;
+            file.map(|f| decode(f, path, key)).transpose()
+        }
+        Source::Dir(dir) => {
+            let p = dir.join(format!("{key}.npy"));
+            if !p.is_file() {
+                return Ok(None);
+            }
+            let f = File::open(&p).with_context(|| format!("{}: cannot open", p.display()))?;
+            let file =
+                npyz::NpyFile::new(BufReader::new(f)).with_context(|| format!("{}: not a .npy file", p.display()))?;
+            decode(file, &p, key).map(Some)
+        }
+    }
+}
+
+fn decode<R: std::io::Read>(file: npyz::NpyFile<R>, path: &Path, key: &str) -> Result<Array> {
     let shape: Vec<usize> = file.shape().iter().map(|&d| d as usize).collect();
     let DType::Plain(ts) = file.dtype() else {
         bail!("{}: array '{key}' has a structured dtype; expected a plain numeric array", path.display());
@@ -59,7 +96,7 @@ fn read_array(archive: &mut Archive, path: &Path, key: &str) -> Result<Option<Ar
         }
         _ => bail!("{}: array '{key}' has unsupported dtype {ts}", path.display()),
     };
-    Ok(Some(Array { shape, data }))
+    Ok(Array { shape, data })
 }
 
 fn inputs(path: &Path, key: &str, a: Array, opts: LoadOptions) -> Result<(Vec<usize>, Vec<f32>)> {
@@ -90,13 +127,23 @@ fn labels(path: &Path, key: &str, a: Array) -> Result<Vec<i64>> {
 }
 
 pub(super) fn load(path: &Path, opts: LoadOptions) -> Result<Dataset> {
-    let mut archive = NpzArchive::open(path).with_context(|| format!("{}: cannot open as .npz", path.display()))?;
+    let archive = NpzArchive::open(path).with_context(|| format!("{}: cannot open as .npz", path.display()))?;
+    load_from(path, Source::Npz(archive), opts)
+}
+
+/// A directory holding `x_train.npy`, `y_train.npy`, `x_test.npy`, … (the
+/// `.npz` keys as separate files).
+pub(super) fn load_npy_dir(dir: &Path, opts: LoadOptions) -> Result<Dataset> {
+    load_from(dir, Source::Dir(dir.to_path_buf()), opts)
+}
+
+fn load_from(path: &Path, mut archive: Source, opts: LoadOptions) -> Result<Dataset> {
     let mut sample_shape: Option<Vec<usize>> = None;
-    let mut split = |archive: &mut Archive, name: &str, required: bool, labelled: bool| -> Result<Option<Split>> {
+    let mut split = |archive: &mut Source, name: &str, required: bool, labelled: bool| -> Result<Option<Split>> {
         let xk = format!("x_{name}");
         let Some(xa) = read_array(archive, path, &xk)? else {
             if required {
-                let keys: Vec<String> = archive.array_names().map(str::to_owned).collect();
+                let keys = archive.names();
                 bail!("{}: missing array '{xk}' (found: {})", path.display(), keys.join(", "));
             }
             return Ok(None);

@@ -168,20 +168,10 @@ pub fn emulate(
     let classes = model.class_count();
     let parsed = parse_outputs(&raw, n, classes)?;
 
-    let mut arena = vec![0u8; model.arena_bytes()];
-    let len = model.input_len();
-    let mut agree = 0usize;
-    let mut device_pred = Vec::with_capacity(n);
-    let mut host_pred = Vec::with_capacity(n);
-    for i in 0..n {
-        let host = model.run(&inputs[i * len..(i + 1) * len], &mut arena).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let dev = &parsed.logits[i * classes..(i + 1) * classes];
-        if host == dev {
-            agree += 1;
-        }
-        host_pred.push(tinykd_runtime::argmax(host));
-        device_pred.push(tinykd_runtime::argmax(dev));
-    }
+    let (host_pred, host_logits) = crate::pipeline::run_quantized(&model, inputs, n)?;
+    let agree =
+        host_logits.chunks_exact(classes).zip(parsed.logits.chunks_exact(classes)).filter(|(h, d)| h == d).count();
+    let device_pred: Vec<usize> = parsed.logits.chunks_exact(classes).map(tinykd_runtime::argmax).collect();
     let ticks: u64 = parsed.ticks.iter().map(|t| *t as u64).sum();
     Ok(EmulationReport {
         board: board.name.into(),

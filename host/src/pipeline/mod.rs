@@ -107,7 +107,13 @@ pub fn run_int8(bytes: &[u8], x: &[f32], n: usize) -> Result<(Vec<usize>, Vec<i8
     if x.len() != n * len {
         bail!("inputs have {} values per sample, the model expects {len}", x.len() / n.max(1));
     }
-    let q = quantize_inputs(&model, x);
+    run_quantized(&model, &quantize_inputs(&model, x), n)
+}
+
+/// Runs `n` already-quantized (channels-last) inputs through the runtime:
+/// predictions and int8 logits.
+pub fn run_quantized(model: &tinykd_runtime::Model<'_>, q: &[i8], n: usize) -> Result<(Vec<usize>, Vec<i8>)> {
+    let len = model.input_len();
     let mut arena = vec![0u8; model.arena_bytes()];
     let mut pred = Vec::with_capacity(n);
     let mut logits = Vec::with_capacity(n * model.class_count());

@@ -6,7 +6,7 @@ use rand::Rng;
 use rand_distr::{Distribution, Normal};
 
 use super::dense::gemm;
-use super::geometry::{Shape, window};
+use super::geometry::{Shape, window, window2d};
 use super::spec::Padding;
 
 /// A convolution layer with its geometry.
@@ -42,9 +42,8 @@ impl Conv {
 
     /// Output shape and leading padding (top, left).
     pub fn geometry(&self) -> (Shape, [usize; 2]) {
-        let (oh, pt) = window(self.in_shape[1], self.kernel[0], self.stride, self.padding).unwrap_or((0, 0));
-        let (ow, pl) = window(self.in_shape[2], self.kernel[1], self.stride, self.padding).unwrap_or((0, 0));
-        ([self.out_channels, oh, ow], [pt, pl])
+        let ([oh, ow], pad) = window2d(self.in_shape, self.kernel, self.stride, self.padding);
+        ([self.out_channels, oh, ow], pad)
     }
 
     pub fn out_shape(&self) -> Shape {

@@ -5,7 +5,7 @@
 use rand::Rng;
 use rand_distr::{Distribution, Normal};
 
-use super::geometry::{Shape, window};
+use super::geometry::{Shape, window, window2d};
 use super::spec::Padding;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -36,9 +36,8 @@ impl Depthwise {
     }
 
     pub fn geometry(&self) -> (Shape, [usize; 2]) {
-        let (oh, pt) = window(self.in_shape[1], self.kernel[0], self.stride, self.padding).unwrap_or((0, 0));
-        let (ow, pl) = window(self.in_shape[2], self.kernel[1], self.stride, self.padding).unwrap_or((0, 0));
-        ([self.in_shape[0], oh, ow], [pt, pl])
+        let ([oh, ow], pad) = window2d(self.in_shape, self.kernel, self.stride, self.padding);
+        ([self.in_shape[0], oh, ow], pad)
     }
 
     pub fn out_shape(&self) -> Shape {

@@ -16,6 +16,14 @@ pub fn window(input: usize, k: usize, stride: usize, padding: Padding) -> Option
     }
 }
 
+/// Output size `[oh, ow]` and leading padding `[top, left]` of a `kernel`
+/// window over the `[H, W]` of `shape`; zeros when it does not fit.
+pub fn window2d(shape: Shape, kernel: [usize; 2], stride: usize, padding: Padding) -> ([usize; 2], [usize; 2]) {
+    let (oh, pt) = window(shape[1], kernel[0], stride, padding).unwrap_or((0, 0));
+    let (ow, pl) = window(shape[2], kernel[1], stride, padding).unwrap_or((0, 0));
+    ([oh, ow], [pt, pl])
+}
+
 /// Channels-first activation shape `[C, H, W]` (1-D data has H = 1).
 pub type Shape = [usize; 3];
 

@@ -2,7 +2,7 @@
 //! padding follow TFLite: out-of-bounds taps are skipped, and an average
 //! divides by the number of in-bounds taps — what the int8 kernels do.
 
-use super::geometry::{Shape, window};
+use super::geometry::{Shape, window, window2d};
 use super::spec::Padding;
 
 /// Max or average pooling.
@@ -31,9 +31,8 @@ impl Pool {
     }
 
     pub fn geometry(&self) -> (Shape, [usize; 2]) {
-        let (oh, pt) = window(self.in_shape[1], self.size[0], self.stride, self.padding).unwrap_or((0, 0));
-        let (ow, pl) = window(self.in_shape[2], self.size[1], self.stride, self.padding).unwrap_or((0, 0));
-        ([self.in_shape[0], oh, ow], [pt, pl])
+        let ([oh, ow], pad) = window2d(self.in_shape, self.size, self.stride, self.padding);
+        ([self.in_shape[0], oh, ow], pad)
     }
 
     pub fn out_shape(&self) -> Shape {

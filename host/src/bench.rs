@@ -32,7 +32,7 @@ pub fn tinykd_training(data: &Path, spec: &str, epochs: usize, batch_size: usize
     let normal = Normal::new(0.0f32, 3.0).context("normal")?;
     let teacher: Vec<f32> = (0..d.train.n * classes).map(|_| normal.sample(&mut rng)).collect();
     let labels: Vec<Option<usize>> = y.iter().map(|v| Some(*v as usize)).collect();
-    let set = TrainSet { x: &d.train.x, n: d.train.n, views: 1, labels: &labels, teacher: Some(&teacher) };
+    let set = TrainSet { x: &d.train.x, n: d.train.n, views: 1, labels: &labels, teacher: Some(&teacher), mix: &[] };
     let cfg = TrainConfig {
         epochs,
         batch_size,

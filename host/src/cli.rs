@@ -146,6 +146,13 @@ pub struct DistillArgs {
     /// Augmented views per sample (each labelled by the teacher once, cached).
     #[arg(long, default_value_t = 1)]
     pub views: usize,
+    /// Augmentation: mixup with weight λ ~ Beta(a, a) (folded to λ ≥ ½), a = this value; 0 = off.
+    /// Mixed views are teacher-labelled like the others; their hard label is the same mix.
+    #[arg(long, default_value_t = 0.0, value_name = "A")]
+    pub mixup: f32,
+    /// Share of the augmented views that are mixed (with --mixup).
+    #[arg(long, default_value_t = 0.5)]
+    pub mixup_share: f32,
     /// Keep the labels of only this share of train (stratified); the rest is unlabeled transfer data.
     #[arg(long, default_value_t = 1.0)]
     pub labelled_fraction: f32,
@@ -154,8 +161,8 @@ pub struct DistillArgs {
     pub no_unlabeled: bool,
     #[command(flatten)]
     pub cache: CacheArgs,
-    /// Where to write the float student checkpoint.
-    #[arg(long, value_name = "student.ckpt")]
+    /// Where to write the float student checkpoint (sweep: the output directory).
+    #[arg(long, value_name = "PATH")]
     pub out: PathBuf,
 }
 
@@ -201,7 +208,13 @@ impl DistillArgs {
             schedule: self.schedule,
             warmup_epochs: self.warmup_epochs,
             patience: self.patience,
-            augment: Augment { shift: self.shift, noise: self.noise, views: self.views },
+            augment: Augment {
+                shift: self.shift,
+                noise: self.noise,
+                views: self.views,
+                mixup: self.mixup,
+                mixup_share: self.mixup_share,
+            },
             labelled_fraction: self.labelled_fraction,
             use_unlabeled: !self.no_unlabeled,
             cache_dir: self.cache.dir(),

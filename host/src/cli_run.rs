@@ -86,6 +86,8 @@ struct DistillSection {
     shift: Option<usize>,
     noise: Option<f32>,
     views: Option<usize>,
+    mixup: Option<f32>,
+    mixup_share: Option<f32>,
     labelled_fraction: Option<f32>,
     use_unlabeled: Option<bool>,
 }
@@ -122,6 +124,12 @@ impl DistillSection {
         }
         if let Some(v) = self.views {
             o.augment.views = v;
+        }
+        if let Some(v) = self.mixup {
+            o.augment.mixup = v;
+        }
+        if let Some(v) = self.mixup_share {
+            o.augment.mixup_share = v;
         }
     }
 }

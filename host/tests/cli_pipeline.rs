@@ -269,3 +269,47 @@ fn directory_of_npy_files_with_uint8_inputs() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("train         40 samples, x in [0.000, 1.000], per class [20, 20]"), "{}", stdout(&o));
 }
+
+#[test]
+fn label_scarce_distill_with_mixup_trains_both_students() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let teacher = models().join("teachers/mnist1d_cnn.onnx");
+    let data = models().join("data/mnist1d.npz");
+    #[rustfmt::skip]
+    let o = tinykd(
+        &[
+            "distill", "--teacher", teacher.to_str().unwrap(), "--data", data.to_str().unwrap(),
+            "--backend", "tract", "--student", "dense(16) relu dense(10)", "--epochs", "2",
+            "--labelled-fraction", "0.3", "--shift", "2", "--views", "3", "--mixup", "0.4",
+            "--mixup-share", "0.5", "--alpha", "0.5", "--out", "s.ckpt",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("baseline (α = 0)"), "the baseline (labelled rows, remapped mixup partners) trained: {out}");
+    assert!(stderr(&o).contains("1081 labelled, 2520 unlabeled"), "{}", stderr(&o));
+    let ckpt: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("s.ckpt")).unwrap()).unwrap();
+    let augment = &ckpt["training"]["options"]["augment"];
+    assert_eq!(augment["mixup"], 0.4f32 as f64, "{augment}");
+
+    let o = tinykd(
+        &[
+            "distill",
+            "--data",
+            data.to_str().unwrap(),
+            "--alpha",
+            "0",
+            "--student",
+            "dense(10)",
+            "--mixup=-1",
+            "--views",
+            "2",
+            "--out",
+            "x.ckpt",
+        ],
+        d,
+    );
+    assert_clean_failure(&o, "--mixup must be a non-negative number");
+}

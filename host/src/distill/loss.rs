@@ -23,6 +23,21 @@ pub struct LossConfig {
     pub alpha: f32,
 }
 
+/// A sample's hard label: `weight` of `class` and `1 − weight` of `other`
+/// (a mixup view mixes two labels; a plain sample has weight 1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HardLabel {
+    pub class: usize,
+    pub other: usize,
+    pub weight: f32,
+}
+
+impl HardLabel {
+    pub fn one(class: usize) -> HardLabel {
+        HardLabel { class, other: class, weight: 1.0 }
+    }
+}
+
 /// Softmax of `z / t`, computed stably in f64 for the loss value.
 pub fn softmax(z: &[f32], t: f32) -> Vec<f64> {
     let max = z.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b)) as f64;
@@ -38,7 +53,7 @@ pub fn softmax(z: &[f32], t: f32) -> Vec<f64> {
 pub fn sample_loss(
     student: &[f32],
     teacher: Option<&[f32]>,
-    label: Option<usize>,
+    label: Option<HardLabel>,
     cfg: &LossConfig,
     grad: &mut [f32],
 ) -> f64 {
@@ -73,9 +88,11 @@ pub fn sample_loss(
         // Without a teacher the hard term carries the whole loss.
         let w = if teacher.is_some() { 1.0 - alpha } else { 1.0 };
         let p = softmax(student, 1.0);
-        loss += -w * p[y].max(1e-300).ln();
+        let (a, b, la) = (y.class, y.other, y.weight as f64);
+        loss += -w * (la * p[a].max(1e-300).ln() + (1.0 - la) * p[b].max(1e-300).ln());
         for (i, (g, q)) in grad.iter_mut().zip(&p).enumerate() {
-            *g += (w * (q - if i == y { 1.0 } else { 0.0 })) as f32;
+            let target = if i == a { la } else { 0.0 } + if i == b { 1.0 - la } else { 0.0 };
+            *g += (w * (q - target)) as f32;
         }
     }
     loss
@@ -85,7 +102,7 @@ pub fn sample_loss(
 mod tests {
     use super::*;
 
-    fn numeric_grad(s: &[f32], t: Option<&[f32]>, y: Option<usize>, cfg: &LossConfig) -> Vec<f64> {
+    fn numeric_grad(s: &[f32], t: Option<&[f32]>, y: Option<HardLabel>, cfg: &LossConfig) -> Vec<f64> {
         let h = 1e-3f32;
         let mut g = vec![0.0; s.len()];
         (0..s.len())
@@ -105,7 +122,8 @@ mod tests {
         for kind in [LossKind::Kl, LossKind::Mse] {
             for (alpha, temp) in [(0.0, 1.0), (0.5, 2.0), (0.9, 4.0), (1.0, 8.0)] {
                 let cfg = LossConfig { kind, temperature: temp, alpha };
-                for y in [Some(2), None] {
+                let mixed = HardLabel { class: 2, other: 0, weight: 0.7 };
+                for y in [Some(HardLabel::one(2)), Some(mixed), None] {
                     let mut g = vec![0.0; 4];
                     sample_loss(&s, Some(&t), y, &cfg, &mut g);
                     let num = numeric_grad(&s, Some(&t), y, &cfg);
@@ -122,14 +140,20 @@ mod tests {
         // Equal logits: KL = 0; CE = ln(C).
         let cfg = LossConfig { kind: LossKind::Kl, temperature: 4.0, alpha: 0.5 };
         let mut g = vec![0.0; 2];
-        let l = sample_loss(&[1.0, 1.0], Some(&[1.0, 1.0]), Some(0), &cfg, &mut g);
+        let l = sample_loss(&[1.0, 1.0], Some(&[1.0, 1.0]), Some(HardLabel::one(0)), &cfg, &mut g);
         assert!((l - 0.5 * 2f64.ln()).abs() < 1e-9);
         // α = 1 ignores labels entirely; α = 0 ignores the teacher.
         let cfg1 = LossConfig { alpha: 1.0, ..cfg };
-        assert_eq!(sample_loss(&[0.0, 1.0], Some(&[0.0, 1.0]), Some(0), &cfg1, &mut g), 0.0);
+        assert_eq!(sample_loss(&[0.0, 1.0], Some(&[0.0, 1.0]), Some(HardLabel::one(0)), &cfg1, &mut g), 0.0);
         let cfg0 = LossConfig { alpha: 0.0, ..cfg };
-        let l0 = sample_loss(&[0.0, 0.0], Some(&[5.0, -5.0]), Some(1), &cfg0, &mut g);
+        let l0 = sample_loss(&[0.0, 0.0], Some(&[5.0, -5.0]), Some(HardLabel::one(1)), &cfg0, &mut g);
         assert!((l0 - 2f64.ln()).abs() < 1e-9);
+        // A mixed label: CE = −(0.75·ln p₀ + 0.25·ln p₁), gradient p − [0.75, 0.25].
+        let mixed = HardLabel { class: 0, other: 1, weight: 0.75 };
+        let l = sample_loss(&[2f32.ln(), 0.0], None, Some(mixed), &cfg0, &mut g);
+        let want = -(0.75 * (2.0f64 / 3.0).ln() + 0.25 * (1.0f64 / 3.0).ln());
+        assert!((l - want).abs() < 1e-6, "{l} vs {want}");
+        assert!((g[0] - (2.0 / 3.0 - 0.75)).abs() < 1e-6 && (g[1] - (1.0 / 3.0 - 0.25)).abs() < 1e-6, "{g:?}");
         // KL with T: p_t = softmax([2,0]/2), p_s = uniform → T²·KL.
         let cfgt = LossConfig { kind: LossKind::Kl, temperature: 2.0, alpha: 1.0 };
         let l = sample_loss(&[0.0, 0.0], Some(&[2.0, 0.0]), None, &cfgt, &mut g);

@@ -4,6 +4,6 @@ pub mod augment;
 pub mod loss;
 pub mod trainer;
 
-pub use augment::Augment;
-pub use loss::{LossConfig, LossKind};
+pub use augment::{Augment, Mix, Views};
+pub use loss::{HardLabel, LossConfig, LossKind};
 pub use trainer::{Optimizer, Schedule, TrainConfig, TrainReport, TrainSet, ValSet, train};

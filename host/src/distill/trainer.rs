@@ -7,7 +7,8 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use super::loss::{LossConfig, sample_loss};
+use super::augment::Mix;
+use super::loss::{HardLabel, LossConfig, sample_loss};
 use crate::progress::Progress;
 use crate::student::{Grads, Student};
 
@@ -89,6 +90,23 @@ pub struct TrainSet<'a> {
     pub labels: &'a [Option<usize>],
     /// `views × n × classes` teacher logits.
     pub teacher: Option<&'a [f32]>,
+    /// Mixup of every row (`views × n`; empty: nothing mixed).
+    pub mix: &'a [Mix],
+}
+
+impl TrainSet<'_> {
+    /// The hard label of row `r` (sample `i`), mixed when the row is.
+    fn label(&self, i: usize, r: usize) -> Option<HardLabel> {
+        let y = self.labels[i]?;
+        match self.mix.get(r) {
+            Some(m) if m.lambda < 1.0 => {
+                // Partners share the labelled/unlabeled group, so this is `Some`.
+                let other = self.labels[m.partner]?;
+                Some(HardLabel { class: y, other, weight: m.lambda })
+            }
+            _ => Some(HardLabel::one(y)),
+        }
+    }
 }
 
 /// Labelled samples for model selection.
@@ -184,7 +202,7 @@ fn batch_loss(
         let s = &logits[k * classes..(k + 1) * classes];
         let t = set.teacher.map(|t| &t[r * classes..(r + 1) * classes]);
         let g = &mut dlogits[k * classes..(k + 1) * classes];
-        loss += sample_loss(s, t, set.labels[i], &cfg.loss, g);
+        loss += sample_loss(s, t, set.label(i, r), &cfg.loss, g);
         g.iter_mut().for_each(|v| *v /= b as f32);
     }
     (dlogits, loss)
@@ -339,7 +357,7 @@ mod tests {
         let (x, labels, y) = toy();
         let mut rng = <ChaCha8Rng as SeedableRng>::seed_from_u64(0);
         let mut s = Student::from_spec("dense(8) relu dense(2)", &[2], 2, &mut rng).unwrap();
-        let set = TrainSet { x: &x, n: 200, views: 1, labels: &labels, teacher: None };
+        let set = TrainSet { x: &x, n: 200, views: 1, labels: &labels, teacher: None, mix: &[] };
         train(&mut s, set, None, &cfg(1), &Progress::hidden());
         assert!(evaluate(&s, &x, 200, &y) > 0.95);
     }
@@ -350,7 +368,7 @@ mod tests {
         let run = |seed| {
             let mut rng = <ChaCha8Rng as SeedableRng>::seed_from_u64(seed);
             let mut s = Student::from_spec("dense(8) relu dropout(0.2) dense(2)", &[2], 2, &mut rng).unwrap();
-            let set = TrainSet { x: &x, n: 200, views: 1, labels: &labels, teacher: None };
+            let set = TrainSet { x: &x, n: 200, views: 1, labels: &labels, teacher: None, mix: &[] };
             train(&mut s, set, None, &cfg(seed), &Progress::hidden());
             s
         };

@@ -110,10 +110,7 @@ impl DistillOptions {
         if !(self.labelled_fraction > 0.0 && self.labelled_fraction <= 1.0) {
             bail!("--labelled-fraction must be in (0, 1], got {}", self.labelled_fraction);
         }
-        if self.augment.views == 0 {
-            bail!("--views must be at least 1");
-        }
-        Ok(())
+        self.augment.validate()
     }
 }
 
@@ -183,6 +180,8 @@ pub struct Prepared {
     pub data: Dataset,
     /// `views × n × len` training inputs (view-major).
     pub views: Vec<f32>,
+    /// Mixup of every view row (empty: no mixup).
+    pub mix: Vec<distill::Mix>,
     pub n: usize,
     pub view_count: usize,
     pub labels: Vec<Option<usize>>,
@@ -253,7 +252,8 @@ pub fn prepare(opts: &DistillOptions, progress: &Progress) -> Result<Prepared> {
     if labelled == 0 && opts.alpha < 1.0 {
         bail!("no labelled training samples left; use --alpha 1");
     }
-    let views = opts.augment.views_of(&x, n, &shape, opts.seed);
+    let groups: Vec<bool> = labels.iter().map(Option::is_some).collect();
+    let distill::Views { x: views, mix } = opts.augment.views_of(&x, n, &shape, &groups, opts.seed);
     let view_count = views.len() / (n * len);
     progress.note(&format!(
         "training set: {n} samples ({labelled} labelled, {} unlabeled), {view_count} view(s) each",
@@ -286,6 +286,7 @@ pub fn prepare(opts: &DistillOptions, progress: &Progress) -> Result<Prepared> {
     Ok(Prepared {
         data,
         views,
+        mix,
         n,
         view_count,
         labels,
@@ -328,9 +329,16 @@ pub fn train_student(
     // Without a teacher term the unlabeled samples carry no signal: the
     // baseline trains on the labelled samples (same views) only.
     let base_rows: Vec<usize>;
-    let (x_owned, labels_owned, n);
+    let (x_owned, labels_owned, mix_owned, n);
     let set = if alpha > 0.0 && p.teacher_train.is_some() {
-        TrainSet { x: &p.views, n: p.n, views: p.view_count, labels: &p.labels, teacher: p.teacher_train.as_deref() }
+        TrainSet {
+            x: &p.views,
+            n: p.n,
+            views: p.view_count,
+            labels: &p.labels,
+            teacher: p.teacher_train.as_deref(),
+            mix: &p.mix,
+        }
     } else {
         let len = p.data.sample_len();
         base_rows = (0..p.n).filter(|&i| p.labels[i].is_some()).collect();
@@ -344,7 +352,18 @@ pub fn train_student(
         }
         x_owned = x;
         labels_owned = base_rows.iter().map(|&i| p.labels[i]).collect::<Vec<_>>();
-        TrainSet { x: &x_owned, n, views: p.view_count, labels: &labels_owned, teacher: None }
+        // Mixup partners are labelled like their rows, so they are all in `base_rows`.
+        let mut position = vec![usize::MAX; p.n];
+        base_rows.iter().enumerate().for_each(|(k, &i)| position[i] = k);
+        mix_owned = if p.mix.is_empty() {
+            Vec::new()
+        } else {
+            (0..p.view_count)
+                .flat_map(|v| base_rows.iter().map(move |&i| v * p.n + i))
+                .map(|r| distill::Mix { partner: position[p.mix[r].partner], lambda: p.mix[r].lambda })
+                .collect()
+        };
+        TrainSet { x: &x_owned, n, views: p.view_count, labels: &labels_owned, teacher: None, mix: &mix_owned }
     };
     let val = p.val.as_ref().map(|(x, y, n)| ValSet { x, n: *n, labels: y });
     progress.note(&format!(

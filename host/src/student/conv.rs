@@ -6,7 +6,7 @@ use rand::Rng;
 use rand_distr::{Distribution, Normal};
 
 use super::dense::gemm;
-use super::geometry::{Shape, window, window2d};
+use super::geometry::{Shape, valid_outputs, window, window2d};
 use super::spec::Padding;
 
 /// A convolution layer with its geometry.
@@ -55,25 +55,31 @@ impl Conv {
     }
 
     /// im2col of one sample into columns `offset..offset + oh·ow` of a
-    /// `[C·kh·kw][stride]` matrix, zeros where the window leaves the input.
+    /// `[C·kh·kw][stride]` matrix. `cols` must start zeroed: taps outside the
+    /// input are skipped, which is the zero padding.
     fn im2col(&self, x: &[f32], cols: &mut [f32], stride: usize, offset: usize) {
         let ([_, oh, ow], [pt, pl]) = self.geometry();
         let [c, h, w] = self.in_shape;
         let [kh, kw] = self.kernel;
-
+        let s = self.stride;
         for ci in 0..c {
             for ky in 0..kh {
                 for kx in 0..kw {
                     let row = ((ci * kh + ky) * kw + kx) * stride + offset;
-                    for oy in 0..oh {
-                        let iy = (oy * self.stride + ky) as isize - pt as isize;
-                        for ox in 0..ow {
-                            let ix = (ox * self.stride + kx) as isize - pl as isize;
-                            cols[row + oy * ow + ox] = if iy >= 0 && (iy as usize) < h && ix >= 0 && (ix as usize) < w {
-                                x[(ci * h + iy as usize) * w + ix as usize]
-                            } else {
-                                0.0
-                            };
+                    let xs = valid_outputs(ow, s, kx, pl, w);
+                    if xs.is_empty() {
+                        continue;
+                    }
+                    for oy in valid_outputs(oh, s, ky, pt, h) {
+                        let src = &x[(ci * h + oy * s + ky - pt) * w..][..w];
+                        let dst = &mut cols[row + oy * ow..][..ow];
+                        let first = xs.start * s + kx - pl;
+                        if s == 1 {
+                            dst[xs.clone()].copy_from_slice(&src[first..first + xs.len()]);
+                        } else {
+                            for (d, v) in dst[xs.clone()].iter_mut().zip(src[first..].iter().step_by(s)) {
+                                *d = *v;
+                            }
                         }
                     }
                 }
@@ -87,21 +93,21 @@ impl Conv {
         let ([_, oh, ow], [pt, pl]) = self.geometry();
         let [c, h, w] = self.in_shape;
         let [kh, kw] = self.kernel;
-
+        let s = self.stride;
         for ci in 0..c {
             for ky in 0..kh {
                 for kx in 0..kw {
                     let row = ((ci * kh + ky) * kw + kx) * stride + offset;
-                    for oy in 0..oh {
-                        let iy = (oy * self.stride + ky) as isize - pt as isize;
-                        if iy < 0 || iy as usize >= h {
-                            continue;
-                        }
-                        for ox in 0..ow {
-                            let ix = (ox * self.stride + kx) as isize - pl as isize;
-                            if ix >= 0 && (ix as usize) < w {
-                                dx[(ci * h + iy as usize) * w + ix as usize] += cols[row + oy * ow + ox];
-                            }
+                    let xs = valid_outputs(ow, s, kx, pl, w);
+                    if xs.is_empty() {
+                        continue;
+                    }
+                    for oy in valid_outputs(oh, s, ky, pt, h) {
+                        let dst = &mut dx[(ci * h + oy * s + ky - pt) * w..][..w];
+                        let src = &cols[row + oy * ow..][..ow];
+                        let first = xs.start * s + kx - pl;
+                        for (d, v) in dst[first..].iter_mut().step_by(s).zip(&src[xs.clone()]) {
+                            *d += *v;
                         }
                     }
                 }
@@ -110,8 +116,10 @@ impl Conv {
     }
 
     /// Forward over a batch: one im2col matrix `[K][n·P]` for the whole
-    /// batch and a single GEMM, so small layers are not dominated by call overhead.
-    pub fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
+    /// batch and a single GEMM, so small layers are not dominated by call
+    /// overhead. Returns the output and the im2col matrix, which training
+    /// keeps for the backward pass.
+    pub fn forward_cols(&self, x: &[f32], n: usize) -> (Vec<f32>, Vec<f32>) {
         let in_len: usize = self.in_shape.iter().product();
         let [o, oh, ow] = self.out_shape();
         let p = oh * ow;
@@ -133,20 +141,26 @@ impl Conv {
                 }
             }
         }
-        y
+        (y, cols)
+    }
+
+    pub fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
+        self.forward_cols(x, n).0
     }
 
     /// Accumulates `dW`, `db` into `gw`, `gb`; returns `dx`.
     pub fn backward(&self, x: &[f32], dy: &[f32], n: usize, gw: &mut [f32], gb: &mut [f32]) -> Vec<f32> {
+        let (_, cols) = self.forward_cols(x, n);
+        self.backward_cols(&cols, dy, n, gw, gb)
+    }
+
+    /// [`Conv::backward`] from the im2col matrix of [`Conv::forward_cols`].
+    pub fn backward_cols(&self, cols: &[f32], dy: &[f32], n: usize, gw: &mut [f32], gb: &mut [f32]) -> Vec<f32> {
         let in_len: usize = self.in_shape.iter().product();
         let [o, oh, ow] = self.out_shape();
         let p = oh * ow;
         let k = self.patch_len();
         let np = n * p;
-        let mut cols = vec![0.0; k * np];
-        for s in 0..n {
-            self.im2col(&x[s * in_len..(s + 1) * in_len], &mut cols, np, s * p);
-        }
         // dY as [O][n·P].
         let mut dall = vec![0.0; o * np];
         for s in 0..n {
@@ -159,7 +173,7 @@ impl Conv {
             *g += dall[oc * np..(oc + 1) * np].iter().sum::<f32>();
         }
         // dW[O×K] += dY[O×nP] · colsᵀ[nP×K]
-        gemm(o, np, k, &dall, np as isize, 1, &cols, 1, np as isize, 1.0, gw);
+        gemm(o, np, k, &dall, np as isize, 1, cols, 1, np as isize, 1.0, gw);
         // dcols[K×nP] = Wᵀ[K×O] · dY[O×nP]
         let mut dcols = vec![0.0; k * np];
         gemm(k, o, np, &self.weight, 1, k as isize, &dall, np as isize, 1, 0.0, &mut dcols);
@@ -206,6 +220,24 @@ mod tests {
             bias: vec![0.0],
         };
         assert_eq!(c.forward(&[1.0, 2.0, 3.0, 4.0, 5.0], 1), vec![3.0, 7.0]);
+    }
+
+    #[test]
+    fn forward_matches_direct_loops_on_every_geometry() {
+        use crate::student::testing::{conv_geometries, direct_conv};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+        for (shape, k, s, pad) in conv_geometries() {
+            let conv = Conv::new(shape, 3, k, s, pad, &mut rng).unwrap();
+            let conv = Conv { bias: vec![0.1, -0.2, 0.3], ..conv };
+            let n = 2;
+            let x: Vec<f32> = (0..n * shape.iter().product::<usize>()).map(|i| (i % 7) as f32 - 3.0).collect();
+            let want = direct_conv(&x, n, shape, &conv.weight, &conv.bias, k, s, pad, false);
+            let got = conv.forward(&x, n);
+            assert_eq!(got.len(), want.len());
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-4, "{shape:?} k{k:?} s{s} {pad:?}: {got:?} vs {want:?}");
+            }
+        }
     }
 
     #[test]

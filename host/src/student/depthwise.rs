@@ -5,7 +5,7 @@
 use rand::Rng;
 use rand_distr::{Distribution, Normal};
 
-use super::geometry::{Shape, window, window2d};
+use super::geometry::{Shape, valid_outputs, window, window2d};
 use super::spec::Padding;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -44,26 +44,26 @@ impl Depthwise {
         self.geometry().0
     }
 
-    /// Visits every (output index, input index, weight index) triple.
-    fn taps(&self, mut f: impl FnMut(usize, usize, usize)) {
+    /// Visits the in-bounds taps run by run: `(o, i, k, len)` means outputs
+    /// `o..o + len` read inputs `i, i + stride, …` with weight `k`. Runs
+    /// replace a bounds test per tap with a straight loop.
+    fn runs(&self, mut f: impl FnMut(usize, usize, usize, usize)) {
         let ([c, oh, ow], [pt, pl]) = self.geometry();
         let [_, h, w] = self.in_shape;
         let [kh, kw] = self.kernel;
+        let s = self.stride;
         for ci in 0..c {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let o = (ci * oh + oy) * ow + ox;
-                    for ky in 0..kh {
-                        let iy = (oy * self.stride + ky) as isize - pt as isize;
-                        if iy < 0 || iy as usize >= h {
-                            continue;
-                        }
-                        for kx in 0..kw {
-                            let ix = (ox * self.stride + kx) as isize - pl as isize;
-                            if ix >= 0 && (ix as usize) < w {
-                                f(o, (ci * h + iy as usize) * w + ix as usize, (ci * kh + ky) * kw + kx);
-                            }
-                        }
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let k = (ci * kh + ky) * kw + kx;
+                    let xs = valid_outputs(ow, s, kx, pl, w);
+                    if xs.is_empty() {
+                        continue;
+                    }
+                    for oy in valid_outputs(oh, s, ky, pt, h) {
+                        let o = (ci * oh + oy) * ow + xs.start;
+                        let i = (ci * h + oy * s + ky - pt) * w + xs.start * s + kx - pl;
+                        f(o, i, k, xs.len());
                     }
                 }
             }
@@ -74,14 +74,20 @@ impl Depthwise {
         let in_len: usize = self.in_shape.iter().product();
         let [c, oh, ow] = self.out_shape();
         let p = oh * ow;
+        let s = self.stride;
         let mut y = vec![0.0; n * c * p];
-        for s in 0..n {
-            let xs = &x[s * in_len..(s + 1) * in_len];
-            let ys = &mut y[s * c * p..(s + 1) * c * p];
+        for smp in 0..n {
+            let xs = &x[smp * in_len..(smp + 1) * in_len];
+            let ys = &mut y[smp * c * p..(smp + 1) * c * p];
             for (ci, b) in self.bias.iter().enumerate() {
                 ys[ci * p..(ci + 1) * p].iter_mut().for_each(|v| *v = *b);
             }
-            self.taps(|o, i, k| ys[o] += xs[i] * self.weight[k]);
+            self.runs(|o, i, k, len| {
+                let w = self.weight[k];
+                for (d, v) in ys[o..o + len].iter_mut().zip(xs[i..].iter().step_by(s)) {
+                    *d += v * w;
+                }
+            });
         }
         y
     }
@@ -90,17 +96,25 @@ impl Depthwise {
         let in_len: usize = self.in_shape.iter().product();
         let [c, oh, ow] = self.out_shape();
         let p = oh * ow;
+        let s = self.stride;
         let mut dx = vec![0.0; n * in_len];
-        for s in 0..n {
-            let xs = &x[s * in_len..(s + 1) * in_len];
-            let dys = &dy[s * c * p..(s + 1) * c * p];
-            let dxs = &mut dx[s * in_len..(s + 1) * in_len];
+        for smp in 0..n {
+            let xs = &x[smp * in_len..(smp + 1) * in_len];
+            let dys = &dy[smp * c * p..(smp + 1) * c * p];
+            let dxs = &mut dx[smp * in_len..(smp + 1) * in_len];
             for (ci, g) in gb.iter_mut().enumerate() {
                 *g += dys[ci * p..(ci + 1) * p].iter().sum::<f32>();
             }
-            self.taps(|o, i, k| {
-                gw[k] += dys[o] * xs[i];
-                dxs[i] += dys[o] * self.weight[k];
+            self.runs(|o, i, k, len| {
+                let w = self.weight[k];
+                let mut acc = 0.0;
+                for (g, v) in dys[o..o + len].iter().zip(xs[i..].iter().step_by(s)) {
+                    acc += g * v;
+                }
+                gw[k] += acc;
+                for (d, g) in dxs[i..].iter_mut().step_by(s).zip(&dys[o..o + len]) {
+                    *d += g * w;
+                }
             });
         }
         dx
@@ -125,6 +139,23 @@ mod tests {
             bias: vec![0.0, 1.0],
         };
         assert_eq!(d.forward(&[1.0, 2.0, 3.0, 1.0, 0.0, -1.0], 1), vec![3.0, 5.0, 3.0, 2.0]);
+    }
+
+    #[test]
+    fn forward_matches_direct_loops_on_every_geometry() {
+        use crate::student::testing::{conv_geometries, direct_conv};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        for (shape, k, s, pad) in conv_geometries() {
+            let d = Depthwise { bias: vec![0.5, -0.5], ..Depthwise::new(shape, k, s, pad, &mut rng).unwrap() };
+            let n = 2;
+            let x: Vec<f32> = (0..n * shape.iter().product::<usize>()).map(|i| (i % 5) as f32 - 2.0).collect();
+            let want = direct_conv(&x, n, shape, &d.weight, &d.bias, k, s, pad, true);
+            let got = d.forward(&x, n);
+            assert_eq!(got.len(), want.len());
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-4, "{shape:?} k{k:?} s{s} {pad:?}: {got:?} vs {want:?}");
+            }
+        }
     }
 
     #[test]

@@ -24,6 +24,20 @@ pub fn window2d(shape: Shape, kernel: [usize; 2], stride: usize, padding: Paddin
     ([oh, ow], [pt, pl])
 }
 
+/// The outputs `o` in `0..out` whose tap at kernel offset `k` reads inside
+/// the input: `0 <= o·stride + k − pad < input`. Walking these ranges instead
+/// of testing every tap keeps the inner loops branch-free.
+pub fn valid_outputs(out: usize, stride: usize, k: usize, pad: usize, input: usize) -> std::ops::Range<usize> {
+    // o·stride ≥ pad − k
+    let lo = pad.saturating_sub(k).div_ceil(stride);
+    // o·stride ≤ input − 1 + pad − k
+    let hi = match (input + pad).checked_sub(k + 1) {
+        Some(last) => (last / stride + 1).min(out),
+        None => 0,
+    };
+    lo.min(hi)..hi
+}
+
 /// Channels-first activation shape `[C, H, W]` (1-D data has H = 1).
 pub type Shape = [usize; 3];
 
@@ -49,5 +63,27 @@ mod tests {
         assert_eq!(window(8, 3, 2, Padding::Valid), Some((3, 0)));
         assert_eq!(window(2, 3, 1, Padding::Valid), None);
         assert_eq!(window(7, 2, 2, Padding::Same), Some((4, 0))); // total 1 → 0 before
+    }
+
+    #[test]
+    fn valid_outputs_match_a_per_tap_test() {
+        for input in 1..12 {
+            for k in 0..5 {
+                for stride in 1..4 {
+                    for pad in 0..4 {
+                        for out in 0..10 {
+                            let want: Vec<usize> = (0..out)
+                                .filter(|o| {
+                                    let i = (o * stride + k) as isize - pad as isize;
+                                    i >= 0 && (i as usize) < input
+                                })
+                                .collect();
+                            let got: Vec<usize> = valid_outputs(out, stride, k, pad, input).collect();
+                            assert_eq!(got, want, "input {input} k {k} stride {stride} pad {pad} out {out}");
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -105,6 +105,8 @@ pub struct Tape {
     inputs: Vec<Vec<f32>>,
     /// Dropout keep-masks (scaled), per layer when applicable.
     masks: Vec<Option<Vec<f32>>>,
+    /// im2col matrices of convolutions, reused by their backward pass.
+    cols: Vec<Option<Vec<f32>>>,
 }
 
 /// Gradients: one vector per parameter tensor, layer by layer.
@@ -274,7 +276,13 @@ impl Student {
         let mut a = x.to_vec();
         for l in &self.layers {
             let mut mask = None;
+            let mut cols = None;
             let next = match l {
+                Layer::Conv(c) => {
+                    let (y, m) = c.forward_cols(&a, n);
+                    cols = Some(m);
+                    y
+                }
                 Layer::BatchNorm(b) => b.forward_batch(&a, n),
                 Layer::Dropout { p } => {
                     let keep = 1.0 - *p;
@@ -288,6 +296,7 @@ impl Student {
             };
             tape.inputs.push(std::mem::replace(&mut a, next));
             tape.masks.push(mask);
+            tape.cols.push(cols);
         }
         (a, tape)
     }
@@ -305,7 +314,10 @@ impl Student {
                 }
                 Layer::Conv(c) => {
                     let (gw, gb) = g.split_at_mut(1);
-                    c.backward(x, &d, n, &mut gw[0], &mut gb[0])
+                    match &tape.cols[i] {
+                        Some(cols) => c.backward_cols(cols, &d, n, &mut gw[0], &mut gb[0]),
+                        None => c.backward(x, &d, n, &mut gw[0], &mut gb[0]),
+                    }
                 }
                 Layer::Depthwise(c) => {
                     let (gw, gb) = g.split_at_mut(1);

@@ -47,3 +47,75 @@ pub fn check_gradients(
         assert!(tol(num, dx[i]), "dx[{i}]: numeric {num} vs analytic {}", dx[i]);
     }
 }
+
+/// Direct-loop convolution with a bounds test per tap: the reference the
+/// im2col and run-based kernels are compared with. `groups == channels`
+/// gives a depthwise convolution (one filter per channel).
+#[allow(clippy::too_many_arguments)]
+pub fn direct_conv(
+    x: &[f32],
+    n: usize,
+    in_shape: [usize; 3],
+    weight: &[f32],
+    bias: &[f32],
+    kernel: [usize; 2],
+    stride: usize,
+    padding: super::spec::Padding,
+    depthwise: bool,
+) -> Vec<f32> {
+    let [c, h, w] = in_shape;
+    let ([oh, ow], [pt, pl]) = super::geometry::window2d(in_shape, kernel, stride, padding);
+    let [kh, kw] = kernel;
+    let mut y = Vec::with_capacity(n * bias.len() * oh * ow);
+    for s in 0..n {
+        let xs = &x[s * c * h * w..];
+        for (oc, b) in bias.iter().enumerate() {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = *b as f64;
+                    let channels = if depthwise { oc..oc + 1 } else { 0..c };
+                    for ci in channels {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * stride + ky) as isize - pt as isize;
+                                let ix = (ox * stride + kx) as isize - pl as isize;
+                                if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= w {
+                                    continue;
+                                }
+                                let wi = if depthwise {
+                                    (oc * kh + ky) * kw + kx
+                                } else {
+                                    ((oc * c + ci) * kh + ky) * kw + kx
+                                };
+                                acc += (xs[(ci * h + iy as usize) * w + ix as usize] * weight[wi]) as f64;
+                            }
+                        }
+                    }
+                    y.push(acc as f32);
+                }
+            }
+        }
+    }
+    y
+}
+
+/// Small convolution geometries covering SAME/VALID, strides 1–3, 1-D and
+/// 2-D, kernels larger than the input and padding on both sides.
+pub fn conv_geometries() -> Vec<([usize; 3], [usize; 2], usize, super::spec::Padding)> {
+    use super::spec::Padding;
+    let mut out = Vec::new();
+    for (h, w) in [(1, 1), (1, 2), (1, 7), (1, 10), (3, 3), (4, 5), (6, 6)] {
+        for k in 1..=4 {
+            let kernel = if h == 1 { [1, k] } else { [k, k] };
+            for stride in 1..=3 {
+                for padding in [Padding::Same, Padding::Valid] {
+                    if padding == Padding::Valid && (kernel[0] > h || kernel[1] > w) {
+                        continue;
+                    }
+                    out.push(([2, h, w], kernel, stride, padding));
+                }
+            }
+        }
+    }
+    out
+}

@@ -6,7 +6,7 @@ use rand::Rng;
 use rand_distr::{Distribution, Normal};
 
 use super::dense::gemm;
-use super::geometry::{Shape, valid_outputs, window, window2d};
+use super::geometry::{Shape, TapRun, tap_runs, window, window2d};
 use super::spec::Padding;
 
 /// A convolution layer with its geometry.
@@ -57,30 +57,18 @@ impl Conv {
     /// im2col of one sample into columns `offset..offset + oh·ow` of a
     /// `[C·kh·kw][stride]` matrix. `cols` must start zeroed: taps outside the
     /// input are skipped, which is the zero padding.
-    fn im2col(&self, x: &[f32], cols: &mut [f32], stride: usize, offset: usize) {
-        let ([_, oh, ow], [pt, pl]) = self.geometry();
+    fn im2col(&self, runs: &[TapRun], x: &[f32], cols: &mut [f32], stride: usize, offset: usize) {
         let [c, h, w] = self.in_shape;
-        let [kh, kw] = self.kernel;
-        let s = self.stride;
+        let taps = self.kernel[0] * self.kernel[1];
         for ci in 0..c {
-            for ky in 0..kh {
-                for kx in 0..kw {
-                    let row = ((ci * kh + ky) * kw + kx) * stride + offset;
-                    let xs = valid_outputs(ow, s, kx, pl, w);
-                    if xs.is_empty() {
-                        continue;
-                    }
-                    for oy in valid_outputs(oh, s, ky, pt, h) {
-                        let src = &x[(ci * h + oy * s + ky - pt) * w..][..w];
-                        let dst = &mut cols[row + oy * ow..][..ow];
-                        let first = xs.start * s + kx - pl;
-                        if s == 1 {
-                            dst[xs.clone()].copy_from_slice(&src[first..first + xs.len()]);
-                        } else {
-                            for (d, v) in dst[xs.clone()].iter_mut().zip(src[first..].iter().step_by(s)) {
-                                *d = *v;
-                            }
-                        }
+            let xc = &x[ci * h * w..(ci + 1) * h * w];
+            for r in runs {
+                let dst = &mut cols[(ci * taps + r.tap) * stride + offset + r.out..][..r.len];
+                if self.stride == 1 {
+                    dst.copy_from_slice(&xc[r.input..r.input + r.len]);
+                } else {
+                    for (d, v) in dst.iter_mut().zip(xc[r.input..].iter().step_by(self.stride)) {
+                        *d = *v;
                     }
                 }
             }
@@ -89,26 +77,20 @@ impl Conv {
 
     /// Adds columns `offset..offset + oh·ow` of a `[C·kh·kw][stride]` matrix
     /// back into an input-shaped gradient.
-    fn col2im(&self, cols: &[f32], dx: &mut [f32], stride: usize, offset: usize) {
-        let ([_, oh, ow], [pt, pl]) = self.geometry();
+    fn col2im(&self, runs: &[TapRun], cols: &[f32], dx: &mut [f32], stride: usize, offset: usize) {
         let [c, h, w] = self.in_shape;
-        let [kh, kw] = self.kernel;
-        let s = self.stride;
+        let taps = self.kernel[0] * self.kernel[1];
         for ci in 0..c {
-            for ky in 0..kh {
-                for kx in 0..kw {
-                    let row = ((ci * kh + ky) * kw + kx) * stride + offset;
-                    let xs = valid_outputs(ow, s, kx, pl, w);
-                    if xs.is_empty() {
-                        continue;
+            let dxc = &mut dx[ci * h * w..(ci + 1) * h * w];
+            for r in runs {
+                let src = &cols[(ci * taps + r.tap) * stride + offset + r.out..][..r.len];
+                if self.stride == 1 {
+                    for (d, v) in dxc[r.input..r.input + r.len].iter_mut().zip(src) {
+                        *d += *v;
                     }
-                    for oy in valid_outputs(oh, s, ky, pt, h) {
-                        let dst = &mut dx[(ci * h + oy * s + ky - pt) * w..][..w];
-                        let src = &cols[row + oy * ow..][..ow];
-                        let first = xs.start * s + kx - pl;
-                        for (d, v) in dst[first..].iter_mut().step_by(s).zip(&src[xs.clone()]) {
-                            *d += *v;
-                        }
+                } else {
+                    for (d, v) in dxc[r.input..].iter_mut().step_by(self.stride).zip(src) {
+                        *d += *v;
                     }
                 }
             }
@@ -126,8 +108,9 @@ impl Conv {
         let k = self.patch_len();
         let np = n * p;
         let mut cols = vec![0.0; k * np];
+        let runs = tap_runs(self.in_shape, self.kernel, self.stride, self.padding);
         for s in 0..n {
-            self.im2col(&x[s * in_len..(s + 1) * in_len], &mut cols, np, s * p);
+            self.im2col(&runs, &x[s * in_len..(s + 1) * in_len], &mut cols, np, s * p);
         }
         let mut all = vec![0.0; o * np];
         gemm(o, k, np, &self.weight, k as isize, 1, &cols, np as isize, 1, 0.0, &mut all);
@@ -151,11 +134,21 @@ impl Conv {
     /// Accumulates `dW`, `db` into `gw`, `gb`; returns `dx`.
     pub fn backward(&self, x: &[f32], dy: &[f32], n: usize, gw: &mut [f32], gb: &mut [f32]) -> Vec<f32> {
         let (_, cols) = self.forward_cols(x, n);
-        self.backward_cols(&cols, dy, n, gw, gb)
+        self.backward_cols(&cols, dy, n, gw, gb, true)
     }
 
-    /// [`Conv::backward`] from the im2col matrix of [`Conv::forward_cols`].
-    pub fn backward_cols(&self, cols: &[f32], dy: &[f32], n: usize, gw: &mut [f32], gb: &mut [f32]) -> Vec<f32> {
+    /// [`Conv::backward`] from the im2col matrix of [`Conv::forward_cols`];
+    /// `input_grad: false` skips `dx` (the first layer's is never used) and
+    /// returns an empty vector.
+    pub fn backward_cols(
+        &self,
+        cols: &[f32],
+        dy: &[f32],
+        n: usize,
+        gw: &mut [f32],
+        gb: &mut [f32],
+        input_grad: bool,
+    ) -> Vec<f32> {
         let in_len: usize = self.in_shape.iter().product();
         let [o, oh, ow] = self.out_shape();
         let p = oh * ow;
@@ -174,12 +167,16 @@ impl Conv {
         }
         // dW[O×K] += dY[O×nP] · colsᵀ[nP×K]
         gemm(o, np, k, &dall, np as isize, 1, cols, 1, np as isize, 1.0, gw);
+        if !input_grad {
+            return Vec::new();
+        }
         // dcols[K×nP] = Wᵀ[K×O] · dY[O×nP]
         let mut dcols = vec![0.0; k * np];
         gemm(k, o, np, &self.weight, 1, k as isize, &dall, np as isize, 1, 0.0, &mut dcols);
         let mut dx = vec![0.0; n * in_len];
+        let runs = tap_runs(self.in_shape, self.kernel, self.stride, self.padding);
         for s in 0..n {
-            self.col2im(&dcols, &mut dx[s * in_len..(s + 1) * in_len], np, s * p);
+            self.col2im(&runs, &dcols, &mut dx[s * in_len..(s + 1) * in_len], np, s * p);
         }
         dx
     }

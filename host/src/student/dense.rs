@@ -89,13 +89,25 @@ impl Dense {
     }
 
     /// Backward pass: accumulates `dW`, `db` into `gw`, `gb` and returns `dx`.
-    pub fn backward_into(&self, x: &[f32], dy: &[f32], n: usize, gw: &mut [f32], gb: &mut [f32]) -> Vec<f32> {
+    /// `input_grad: false` skips `dx` and returns an empty vector.
+    pub fn backward_into(
+        &self,
+        x: &[f32],
+        dy: &[f32],
+        n: usize,
+        gw: &mut [f32],
+        gb: &mut [f32],
+        input_grad: bool,
+    ) -> Vec<f32> {
         // dW[out×in] += dyᵀ[out×n] · x[n×in]
         gemm(self.outputs, n, self.inputs, dy, 1, self.outputs as isize, x, self.inputs as isize, 1, 1.0, gw);
         for row in dy.chunks_exact(self.outputs) {
             for (g, d) in gb.iter_mut().zip(row) {
                 *g += d;
             }
+        }
+        if !input_grad {
+            return Vec::new();
         }
         // dx[n×in] = dy[n×out] · W[out×in]
         let mut dx = vec![0.0; n * self.inputs];
@@ -139,7 +151,7 @@ mod tests {
         let loss =
             |d: &Dense, x: &[f32]| -> f64 { d.forward(x, n).iter().zip(&w_out).map(|(a, b)| (*a * *b) as f64).sum() };
         let mut g = Dense { weight: vec![0.0; d.weight.len()], bias: vec![0.0; d.bias.len()], ..d.clone() };
-        let dx = d.backward_into(&x, &w_out, n, &mut g.weight, &mut g.bias);
+        let dx = d.backward_into(&x, &w_out, n, &mut g.weight, &mut g.bias, true);
         let h = 1e-2f32;
         for i in 0..d.weight.len() {
             let (mut p, mut m) = (d.clone(), d.clone());

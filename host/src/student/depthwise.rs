@@ -5,7 +5,7 @@
 use rand::Rng;
 use rand_distr::{Distribution, Normal};
 
-use super::geometry::{Shape, valid_outputs, window, window2d};
+use super::geometry::{Shape, TapRun, tap_runs, window, window2d};
 use super::spec::Padding;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -45,27 +45,14 @@ impl Depthwise {
     }
 
     /// Visits the in-bounds taps run by run: `(o, i, k, len)` means outputs
-    /// `o..o + len` read inputs `i, i + stride, …` with weight `k`. Runs
-    /// replace a bounds test per tap with a straight loop.
-    fn runs(&self, mut f: impl FnMut(usize, usize, usize, usize)) {
-        let ([c, oh, ow], [pt, pl]) = self.geometry();
+    /// `o..o + len` read inputs `i, i + stride, …` with weight `k`.
+    fn runs(&self, runs: &[TapRun], mut f: impl FnMut(usize, usize, usize, usize)) {
+        let ([c, oh, ow], _) = self.geometry();
         let [_, h, w] = self.in_shape;
-        let [kh, kw] = self.kernel;
-        let s = self.stride;
+        let taps = self.kernel[0] * self.kernel[1];
         for ci in 0..c {
-            for ky in 0..kh {
-                for kx in 0..kw {
-                    let k = (ci * kh + ky) * kw + kx;
-                    let xs = valid_outputs(ow, s, kx, pl, w);
-                    if xs.is_empty() {
-                        continue;
-                    }
-                    for oy in valid_outputs(oh, s, ky, pt, h) {
-                        let o = (ci * oh + oy) * ow + xs.start;
-                        let i = (ci * h + oy * s + ky - pt) * w + xs.start * s + kx - pl;
-                        f(o, i, k, xs.len());
-                    }
-                }
+            for r in runs {
+                f(ci * oh * ow + r.out, ci * h * w + r.input, ci * taps + r.tap, r.len);
             }
         }
     }
@@ -75,6 +62,7 @@ impl Depthwise {
         let [c, oh, ow] = self.out_shape();
         let p = oh * ow;
         let s = self.stride;
+        let runs = tap_runs(self.in_shape, self.kernel, s, self.padding);
         let mut y = vec![0.0; n * c * p];
         for smp in 0..n {
             let xs = &x[smp * in_len..(smp + 1) * in_len];
@@ -82,7 +70,7 @@ impl Depthwise {
             for (ci, b) in self.bias.iter().enumerate() {
                 ys[ci * p..(ci + 1) * p].iter_mut().for_each(|v| *v = *b);
             }
-            self.runs(|o, i, k, len| {
+            self.runs(&runs, |o, i, k, len| {
                 let w = self.weight[k];
                 for (d, v) in ys[o..o + len].iter_mut().zip(xs[i..].iter().step_by(s)) {
                     *d += v * w;
@@ -93,25 +81,42 @@ impl Depthwise {
     }
 
     pub fn backward(&self, x: &[f32], dy: &[f32], n: usize, gw: &mut [f32], gb: &mut [f32]) -> Vec<f32> {
+        self.backward_with(x, dy, n, gw, gb, true)
+    }
+
+    /// `input_grad: false` skips `dx` and returns an empty vector.
+    pub fn backward_with(
+        &self,
+        x: &[f32],
+        dy: &[f32],
+        n: usize,
+        gw: &mut [f32],
+        gb: &mut [f32],
+        input_grad: bool,
+    ) -> Vec<f32> {
         let in_len: usize = self.in_shape.iter().product();
         let [c, oh, ow] = self.out_shape();
         let p = oh * ow;
         let s = self.stride;
-        let mut dx = vec![0.0; n * in_len];
+        let runs = tap_runs(self.in_shape, self.kernel, s, self.padding);
+        let mut dx = vec![0.0; if input_grad { n * in_len } else { 0 }];
         for smp in 0..n {
             let xs = &x[smp * in_len..(smp + 1) * in_len];
             let dys = &dy[smp * c * p..(smp + 1) * c * p];
-            let dxs = &mut dx[smp * in_len..(smp + 1) * in_len];
+            let dxs = if input_grad { &mut dx[smp * in_len..(smp + 1) * in_len] } else { &mut [][..] };
             for (ci, g) in gb.iter_mut().enumerate() {
                 *g += dys[ci * p..(ci + 1) * p].iter().sum::<f32>();
             }
-            self.runs(|o, i, k, len| {
+            self.runs(&runs, |o, i, k, len| {
                 let w = self.weight[k];
                 let mut acc = 0.0;
                 for (g, v) in dys[o..o + len].iter().zip(xs[i..].iter().step_by(s)) {
                     acc += g * v;
                 }
                 gw[k] += acc;
+                if !input_grad {
+                    return;
+                }
                 for (d, g) in dxs[i..].iter_mut().step_by(s).zip(&dys[o..o + len]) {
                     *d += g * w;
                 }

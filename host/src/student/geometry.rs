@@ -38,6 +38,44 @@ pub fn valid_outputs(out: usize, stride: usize, k: usize, pad: usize, input: usi
     lo.min(hi)..hi
 }
 
+/// A straight run of in-bounds taps of one channel: outputs
+/// `out..out + len` (flat `oy·ow + ox`) read inputs `input, input + stride,
+/// …` (flat `iy·w + ix`) through kernel tap `tap` (`ky·kw + kx`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TapRun {
+    pub tap: usize,
+    pub out: usize,
+    pub input: usize,
+    pub len: usize,
+}
+
+/// Every in-bounds tap of a `kernel` window over one `[H, W]` channel of
+/// `shape`, as runs (TFLite windows). Convolution, depthwise convolution and
+/// their gradients all walk these, computed once per call instead of testing
+/// bounds per tap.
+pub fn tap_runs(shape: Shape, kernel: [usize; 2], stride: usize, padding: Padding) -> Vec<TapRun> {
+    let ([oh, ow], [pt, pl]) = window2d(shape, kernel, stride, padding);
+    let [_, h, w] = shape;
+    let mut runs = Vec::new();
+    for ky in 0..kernel[0] {
+        for kx in 0..kernel[1] {
+            let xs = valid_outputs(ow, stride, kx, pl, w);
+            if xs.is_empty() {
+                continue;
+            }
+            for oy in valid_outputs(oh, stride, ky, pt, h) {
+                runs.push(TapRun {
+                    tap: ky * kernel[1] + kx,
+                    out: oy * ow + xs.start,
+                    input: (oy * stride + ky - pt) * w + xs.start * stride + kx - pl,
+                    len: xs.len(),
+                });
+            }
+        }
+    }
+    runs
+}
+
 /// Channels-first activation shape `[C, H, W]` (1-D data has H = 1).
 pub type Shape = [usize; 3];
 

@@ -73,15 +73,25 @@ impl Layer {
     /// Inference forward over `n` samples.
     fn forward(&self, x: Vec<f32>, n: usize) -> Vec<f32> {
         match self {
-            Layer::Dense(d) => d.forward(&x, n),
-            Layer::Conv(c) => c.forward(&x, n),
-            Layer::Depthwise(d) => d.forward(&x, n),
-            Layer::Pool(p) => p.forward(&x, n),
-            Layer::Gap { shape } => pool::gap_forward(*shape, &x, n),
-            Layer::BatchNorm(b) => b.forward(&x, n),
             Layer::Relu => x.into_iter().map(|v| v.max(0.0)).collect(),
             Layer::Relu6 => x.into_iter().map(|v| v.clamp(0.0, 6.0)).collect(),
             Layer::Flatten | Layer::Dropout { .. } => x,
+            _ => self.forward_ref(&x, n),
+        }
+    }
+
+    /// Inference forward that leaves its input alone (training keeps it).
+    fn forward_ref(&self, x: &[f32], n: usize) -> Vec<f32> {
+        match self {
+            Layer::Dense(d) => d.forward(x, n),
+            Layer::Conv(c) => c.forward(x, n),
+            Layer::Depthwise(d) => d.forward(x, n),
+            Layer::Pool(p) => p.forward(x, n),
+            Layer::Gap { shape } => pool::gap_forward(*shape, x, n),
+            Layer::BatchNorm(b) => b.forward(x, n),
+            Layer::Relu => x.iter().map(|v| v.max(0.0)).collect(),
+            Layer::Relu6 => x.iter().map(|v| v.clamp(0.0, 6.0)).collect(),
+            Layer::Flatten | Layer::Dropout { .. } => x.to_vec(),
         }
     }
 }
@@ -292,7 +302,7 @@ impl Student {
                     mask = Some(m);
                     out
                 }
-                other => other.forward(a.clone(), n),
+                other => other.forward_ref(&a, n),
             };
             tape.inputs.push(std::mem::replace(&mut a, next));
             tape.masks.push(mask);
@@ -304,24 +314,27 @@ impl Student {
     /// Backward pass from `dlogits`; accumulates into `grads` (see `zero_grads`).
     pub fn backward(&self, tape: &Tape, dlogits: Vec<f32>, n: usize, grads: &mut Grads) {
         let mut d = dlogits;
-        for (i, l) in self.layers.iter().enumerate().rev() {
+        // Below the first layer with parameters no gradient is needed.
+        let first = self.layers.iter().position(|l| !l.params().is_empty()).unwrap_or(0);
+        for (i, l) in self.layers.iter().enumerate().skip(first).rev() {
+            let input_grad = i > first;
             let x = &tape.inputs[i];
             let g = &mut grads[i];
             d = match l {
                 Layer::Dense(dense) => {
                     let (gw, gb) = g.split_at_mut(1);
-                    dense.backward_into(x, &d, n, &mut gw[0], &mut gb[0])
+                    dense.backward_into(x, &d, n, &mut gw[0], &mut gb[0], input_grad)
                 }
                 Layer::Conv(c) => {
                     let (gw, gb) = g.split_at_mut(1);
                     match &tape.cols[i] {
-                        Some(cols) => c.backward_cols(cols, &d, n, &mut gw[0], &mut gb[0]),
+                        Some(cols) => c.backward_cols(cols, &d, n, &mut gw[0], &mut gb[0], input_grad),
                         None => c.backward(x, &d, n, &mut gw[0], &mut gb[0]),
                     }
                 }
                 Layer::Depthwise(c) => {
                     let (gw, gb) = g.split_at_mut(1);
-                    c.backward(x, &d, n, &mut gw[0], &mut gb[0])
+                    c.backward_with(x, &d, n, &mut gw[0], &mut gb[0], input_grad)
                 }
                 Layer::BatchNorm(b) => {
                     let (gg, gb) = g.split_at_mut(1);

@@ -3,8 +3,10 @@
 size, epochs, data, KD loss against fixed teacher logits, Adam) and prints
 one JSON line with its training throughput.
 
-Supports the spec subset the benchmark uses: dense(N), conv1d(C,kK[,sS]
-[,same|valid]), relu, relu6, gap, flatten. Needs torch and numpy.
+Supports the 1-D part of the spec language: dense(N), conv1d(C,kK[,sS]
+[,same|valid]), dwconv1d(kK[,sS][,same|valid]), maxpool(K[,sS]),
+avgpool(K[,sS]), bn, relu, relu6, dropout(P), gap, flatten. Needs torch and
+numpy.
 """
 import argparse
 import json
@@ -29,9 +31,10 @@ def parse(spec, in_shape, classes):
                 flat, c = True, c * l
             layers.append(nn.Linear(c, int(args[0])))
             c = int(args[0])
-        elif name == "conv1d":
-            out, k, s, pad = int(args[0]), 1, 1, "same"
-            for a in args[1:]:
+        elif name in ("conv1d", "dwconv1d"):
+            depthwise = name == "dwconv1d"
+            out, k, s, pad = (c if depthwise else int(args[0])), 1, 1, "same"
+            for a in (args if depthwise else args[1:]):
                 if a.startswith("k"):
                     k = int(a[1:])
                 elif a.startswith("s") and a != "same":
@@ -39,9 +42,18 @@ def parse(spec, in_shape, classes):
                 elif a in ("same", "valid"):
                     pad = a
             p = (k - 1) // 2 if pad == "same" else 0
-            layers.append(nn.Conv1d(c, out, k, stride=s, padding=p))
+            layers.append(nn.Conv1d(c, out, k, stride=s, padding=p, groups=c if depthwise else 1))
             l = (l + 2 * p - k) // s + 1
             c = out
+        elif name in ("maxpool", "avgpool"):
+            k = int(args[0])
+            s = int(args[1][1:]) if len(args) > 1 else k
+            layers.append((nn.MaxPool1d if name == "maxpool" else nn.AvgPool1d)(k, stride=s))
+            l = (l - k) // s + 1
+        elif name == "bn":
+            layers.append(nn.BatchNorm1d(c))
+        elif name == "dropout":
+            layers.append(nn.Dropout(float(args[0])))
         elif name == "relu":
             layers.append(nn.ReLU())
         elif name == "relu6":

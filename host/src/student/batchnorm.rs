@@ -53,66 +53,94 @@ impl BatchNorm {
         y
     }
 
-    /// Batch mean and biased variance per channel.
-    fn batch_stats(&self, x: &[f32], n: usize) -> (Vec<f32>, Vec<f32>) {
-        let count = (n * self.spatial) as f32;
-        let mut mean = vec![0.0f32; self.channels];
-        self.each(n, |c, i| mean[c] += x[i]);
+    /// Per-channel sums of `f(channel, index)` over one shard.
+    fn channel_sums(&self, n: usize, f: impl Fn(usize, usize) -> f32) -> Vec<f32> {
+        let mut sums = vec![0.0f32; self.channels];
+        self.each(n, |c, i| sums[c] += f(c, i));
+        sums
+    }
+
+    /// Mean and biased variance per channel over a batch given as shards
+    /// `(x, n)`: sums are taken per shard and added in shard order, so a
+    /// batch split across threads normalises exactly as one batch would
+    /// (up to float summation order), and a single shard is the plain batch.
+    pub fn stats(&self, shards: &[(&[f32], usize)]) -> BatchStats {
+        let count = shards.iter().map(|(_, n)| n * self.spatial).sum::<usize>() as f32;
+        let add = |a: Vec<f32>, b: Vec<f32>| a.into_iter().zip(b).map(|(x, y)| x + y).collect::<Vec<f32>>();
+        let zero = vec![0.0f32; self.channels];
+        let mut mean = shards.iter().map(|(x, n)| self.channel_sums(*n, |_, i| x[i])).fold(zero.clone(), add);
         mean.iter_mut().for_each(|m| *m /= count);
-        let mut var = vec![0.0f32; self.channels];
-        self.each(n, |c, i| var[c] += (x[i] - mean[c]).powi(2));
+        let mut var =
+            shards.iter().map(|(x, n)| self.channel_sums(*n, |c, i| (x[i] - mean[c]).powi(2))).fold(zero, add);
         var.iter_mut().for_each(|v| *v /= count);
-        (mean, var)
+        let inv_std = var.iter().map(|v| 1.0 / (v + EPS).sqrt()).collect();
+        BatchStats { mean, var, inv_std, count }
     }
 
     /// Training: batch statistics; updates the running averages.
     pub fn forward_train(&mut self, x: &[f32], n: usize) -> Vec<f32> {
-        self.update_running(x, n);
-        self.forward_batch(x, n)
+        let st = self.stats(&[(x, n)]);
+        self.update_running(&st);
+        self.normalize(x, n, &st)
     }
 
     /// Folds a training batch's statistics into the running averages.
-    pub fn update_running(&mut self, x: &[f32], n: usize) {
-        let (mean, var) = self.batch_stats(x, n);
-        let count = (n * self.spatial) as f32;
+    pub fn update_running(&mut self, st: &BatchStats) {
+        let count = st.count;
         for c in 0..self.channels {
-            let unbiased = if count > 1.0 { var[c] * count / (count - 1.0) } else { var[c] };
-            self.running_mean[c] = (1.0 - MOMENTUM) * self.running_mean[c] + MOMENTUM * mean[c];
+            let unbiased = if count > 1.0 { st.var[c] * count / (count - 1.0) } else { st.var[c] };
+            self.running_mean[c] = (1.0 - MOMENTUM) * self.running_mean[c] + MOMENTUM * st.mean[c];
             self.running_var[c] = (1.0 - MOMENTUM) * self.running_var[c] + MOMENTUM * unbiased;
         }
     }
 
-    /// The training transform (batch statistics) without touching the running averages.
-    pub fn forward_batch(&self, x: &[f32], n: usize) -> Vec<f32> {
-        let (mean, var) = self.batch_stats(x, n);
+    /// The training transform with the batch's statistics.
+    pub fn normalize(&self, x: &[f32], n: usize, st: &BatchStats) -> Vec<f32> {
         let mut y = x.to_vec();
-        self.each(n, |c, i| y[i] = self.gamma[c] * (x[i] - mean[c]) / (var[c] + EPS).sqrt() + self.beta[c]);
+        self.each(n, |c, i| y[i] = self.gamma[c] * (x[i] - st.mean[c]) * st.inv_std[c] + self.beta[c]);
         y
     }
 
-    /// Backward of the training transform; accumulates dγ, dβ; returns dx.
-    pub fn backward(&self, x: &[f32], dy: &[f32], n: usize, g_gamma: &mut [f32], g_beta: &mut [f32]) -> Vec<f32> {
-        let (mean, var) = self.batch_stats(x, n);
-        let count = (n * self.spatial) as f32;
-        let inv: Vec<f32> = var.iter().map(|v| 1.0 / (v + EPS).sqrt()).collect();
-        let mut sum_dy = vec![0.0f32; self.channels];
-        let mut sum_dy_xhat = vec![0.0f32; self.channels];
-        self.each(n, |c, i| {
-            let xhat = (x[i] - mean[c]) * inv[c];
-            sum_dy[c] += dy[i];
-            sum_dy_xhat[c] += dy[i] * xhat;
-        });
-        for c in 0..self.channels {
-            g_gamma[c] += sum_dy_xhat[c];
-            g_beta[c] += sum_dy[c];
-        }
+    /// One shard's `[Σ dy, Σ dy·x̂]` per channel: they are dβ and dγ, and,
+    /// summed over the shards, what every shard's `dx` needs.
+    pub fn grad_sums(&self, x: &[f32], dy: &[f32], n: usize, st: &BatchStats) -> [Vec<f32>; 2] {
+        let sum_dy = self.channel_sums(n, |_, i| dy[i]);
+        let sum_dy_xhat = self.channel_sums(n, |c, i| dy[i] * (x[i] - st.mean[c]) * st.inv_std[c]);
+        [sum_dy, sum_dy_xhat]
+    }
+
+    /// `dx` of one shard from the whole batch's gradient sums.
+    pub fn input_grad(&self, x: &[f32], dy: &[f32], n: usize, st: &BatchStats, sums: &[Vec<f32>; 2]) -> Vec<f32> {
+        let [sum_dy, sum_dy_xhat] = sums;
+        let count = st.count;
         let mut dx = vec![0.0; x.len()];
         self.each(n, |c, i| {
-            let xhat = (x[i] - mean[c]) * inv[c];
-            dx[i] = self.gamma[c] * inv[c] / count * (count * dy[i] - sum_dy[c] - xhat * sum_dy_xhat[c]);
+            let xhat = (x[i] - st.mean[c]) * st.inv_std[c];
+            dx[i] = self.gamma[c] * st.inv_std[c] / count * (count * dy[i] - sum_dy[c] - xhat * sum_dy_xhat[c]);
         });
         dx
     }
+
+    /// Backward of the training transform over one batch; accumulates dγ,
+    /// dβ; returns dx.
+    pub fn backward(&self, x: &[f32], dy: &[f32], n: usize, g_gamma: &mut [f32], g_beta: &mut [f32]) -> Vec<f32> {
+        let st = self.stats(&[(x, n)]);
+        let sums = self.grad_sums(x, dy, n, &st);
+        g_beta.iter_mut().zip(&sums[0]).for_each(|(g, s)| *g += s);
+        g_gamma.iter_mut().zip(&sums[1]).for_each(|(g, s)| *g += s);
+        self.input_grad(x, dy, n, &st, &sums)
+    }
+}
+
+/// Statistics of one training batch, per channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchStats {
+    pub mean: Vec<f32>,
+    /// Biased variance.
+    pub var: Vec<f32>,
+    pub inv_std: Vec<f32>,
+    /// Values per channel in the batch.
+    pub count: f32,
 }
 
 #[cfg(test)]
@@ -127,6 +155,29 @@ mod tests {
         let mean: f32 = y.iter().sum::<f32>() / 4.0;
         assert!(mean.abs() < 1e-6);
         assert!((bn.running_mean[0] - 0.4).abs() < 1e-6); // 0.1 · 4
+    }
+
+    #[test]
+    fn shards_normalise_like_one_batch() {
+        let bn = BatchNorm { gamma: vec![1.5, 0.5], beta: vec![0.1, -0.2], ..BatchNorm::new(2, 3) };
+        let x: Vec<f32> = (0..30).map(|i| ((i * 7) % 11) as f32 * 0.3 - 1.0).collect();
+        let dy: Vec<f32> = (0..30).map(|i| ((i * 5) % 13) as f32 * 0.1 - 0.6).collect();
+        let whole = bn.stats(&[(&x, 5)]);
+        let (a, b) = x.split_at(12);
+        let split = bn.stats(&[(a, 2), (b, 3)]);
+        for (u, v) in whole.mean.iter().chain(&whole.var).zip(split.mean.iter().chain(&split.var)) {
+            assert!((u - v).abs() < 1e-6, "{whole:?} vs {split:?}");
+        }
+        let (mut gg, mut gb) = (vec![0.0; 2], vec![0.0; 2]);
+        let dx = bn.backward(&x, &dy, 5, &mut gg, &mut gb);
+        let (da, db) = dy.split_at(12);
+        let parts = [bn.grad_sums(a, da, 2, &split), bn.grad_sums(b, db, 3, &split)];
+        let sums = [0, 1].map(|k| parts[0][k].iter().zip(&parts[1][k]).map(|(p, q)| p + q).collect::<Vec<f32>>());
+        let mut dx_split = bn.input_grad(a, da, 2, &split, &sums);
+        dx_split.extend(bn.input_grad(b, db, 3, &split, &sums));
+        for (u, v) in dx.iter().zip(&dx_split).chain(gb.iter().zip(&sums[0])).chain(gg.iter().zip(&sums[1])) {
+            assert!((u - v).abs() < 1e-5, "{u} vs {v}");
+        }
     }
 
     #[test]

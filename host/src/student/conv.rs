@@ -64,11 +64,13 @@ impl Conv {
             let xc = &x[ci * h * w..(ci + 1) * h * w];
             for r in runs {
                 let dst = &mut cols[(ci * taps + r.tap) * stride + offset + r.out..][..r.len];
-                if self.stride == 1 {
-                    dst.copy_from_slice(&xc[r.input..r.input + r.len]);
+                let s = self.stride;
+                let src = &xc[r.input..r.input + (r.len - 1) * s + 1];
+                if s == 1 {
+                    dst.copy_from_slice(src);
                 } else {
-                    for (d, v) in dst.iter_mut().zip(xc[r.input..].iter().step_by(self.stride)) {
-                        *d = *v;
+                    for (j, d) in dst.iter_mut().enumerate() {
+                        *d = src[j * s];
                     }
                 }
             }
@@ -84,13 +86,13 @@ impl Conv {
             let dxc = &mut dx[ci * h * w..(ci + 1) * h * w];
             for r in runs {
                 let src = &cols[(ci * taps + r.tap) * stride + offset + r.out..][..r.len];
-                if self.stride == 1 {
-                    for (d, v) in dxc[r.input..r.input + r.len].iter_mut().zip(src) {
-                        *d += *v;
-                    }
+                let s = self.stride;
+                let dst = &mut dxc[r.input..r.input + (r.len - 1) * s + 1];
+                if s == 1 {
+                    dst.iter_mut().zip(src).for_each(|(d, v)| *d += *v);
                 } else {
-                    for (d, v) in dxc[r.input..].iter_mut().step_by(self.stride).zip(src) {
-                        *d += *v;
+                    for (j, v) in src.iter().enumerate() {
+                        dst[j * s] += *v;
                     }
                 }
             }

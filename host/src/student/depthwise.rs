@@ -72,8 +72,9 @@ impl Depthwise {
             }
             self.runs(&runs, |o, i, k, len| {
                 let w = self.weight[k];
-                for (d, v) in ys[o..o + len].iter_mut().zip(xs[i..].iter().step_by(s)) {
-                    *d += v * w;
+                let src = &xs[i..i + (len - 1) * s + 1];
+                for (j, d) in ys[o..o + len].iter_mut().enumerate() {
+                    *d += src[j * s] * w;
                 }
             });
         }
@@ -110,15 +111,17 @@ impl Depthwise {
             self.runs(&runs, |o, i, k, len| {
                 let w = self.weight[k];
                 let mut acc = 0.0;
-                for (g, v) in dys[o..o + len].iter().zip(xs[i..].iter().step_by(s)) {
-                    acc += g * v;
+                let src = &xs[i..i + (len - 1) * s + 1];
+                for (j, g) in dys[o..o + len].iter().enumerate() {
+                    acc += g * src[j * s];
                 }
                 gw[k] += acc;
                 if !input_grad {
                     return;
                 }
-                for (d, g) in dxs[i..].iter_mut().step_by(s).zip(&dys[o..o + len]) {
-                    *d += g * w;
+                let dst = &mut dxs[i..i + (len - 1) * s + 1];
+                for (j, g) in dys[o..o + len].iter().enumerate() {
+                    dst[j * s] += g * w;
                 }
             });
         }

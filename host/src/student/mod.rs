@@ -13,6 +13,7 @@ pub mod pool;
 pub mod spec;
 #[cfg(test)]
 pub(crate) mod testing;
+mod training;
 
 use std::path::Path;
 
@@ -26,6 +27,7 @@ pub use depthwise::Depthwise;
 pub use geometry::Shape;
 pub use pool::{Pool, PoolKind};
 pub use spec::LayerSpec;
+pub use training::Tape;
 
 /// A trainable layer.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -106,17 +108,6 @@ pub struct Student {
     pub layers: Vec<Layer>,
     /// `[C, H, W]` input shape of every layer, then the output shape.
     pub shapes: Vec<Shape>,
-}
-
-/// Intermediate values a backward pass needs.
-#[derive(Debug, Default)]
-pub struct Tape {
-    /// Input of every layer.
-    inputs: Vec<Vec<f32>>,
-    /// Dropout keep-masks (scaled), per layer when applicable.
-    masks: Vec<Option<Vec<f32>>>,
-    /// im2col matrices of convolutions, reused by their backward pass.
-    cols: Vec<Option<Vec<f32>>>,
 }
 
 /// Gradients: one vector per parameter tensor, layer by layer.
@@ -262,95 +253,17 @@ impl Student {
         acts
     }
 
-    /// Training forward pass (dropout active, batch statistics, running
-    /// averages updated); records what backward needs.
-    pub fn forward_train(&mut self, x: &[f32], n: usize, rng: &mut impl Rng) -> (Vec<f32>, Tape) {
-        let (out, tape) = self.forward_train_shared(x, n, rng);
-        for (l, input) in self.layers.iter_mut().zip(&tape.inputs) {
-            if let Layer::BatchNorm(b) = l {
-                b.update_running(input, n);
-            }
-        }
-        (out, tape)
-    }
-
-    /// Whether any layer normalises over the batch (so a batch cannot be
-    /// split across threads without changing what is computed).
-    pub fn has_batch_norm(&self) -> bool {
-        self.layers.iter().any(|l| matches!(l, Layer::BatchNorm(_)))
-    }
-
-    /// Training forward pass that leaves BatchNorm's running averages alone.
-    pub fn forward_train_shared(&self, x: &[f32], n: usize, rng: &mut impl Rng) -> (Vec<f32>, Tape) {
-        let mut tape = Tape::default();
-        let mut a = x.to_vec();
-        for l in &self.layers {
-            let mut mask = None;
-            let mut cols = None;
-            let next = match l {
-                Layer::Conv(c) => {
-                    let (y, m) = c.forward_cols(&a, n);
-                    cols = Some(m);
-                    y
-                }
-                Layer::BatchNorm(b) => b.forward_batch(&a, n),
-                Layer::Dropout { p } => {
-                    let keep = 1.0 - *p;
-                    let m: Vec<f32> =
-                        (0..a.len()).map(|_| if rng.random::<f32>() < keep { 1.0 / keep } else { 0.0 }).collect();
-                    let out = a.iter().zip(&m).map(|(v, k)| v * k).collect();
-                    mask = Some(m);
-                    out
-                }
-                other => other.forward_ref(&a, n),
-            };
-            tape.inputs.push(std::mem::replace(&mut a, next));
-            tape.masks.push(mask);
-            tape.cols.push(cols);
-        }
-        (a, tape)
-    }
-
-    /// Backward pass from `dlogits`; accumulates into `grads` (see `zero_grads`).
-    pub fn backward(&self, tape: &Tape, dlogits: Vec<f32>, n: usize, grads: &mut Grads) {
-        let mut d = dlogits;
-        // Below the first layer with parameters no gradient is needed.
-        let first = self.layers.iter().position(|l| !l.params().is_empty()).unwrap_or(0);
-        for (i, l) in self.layers.iter().enumerate().skip(first).rev() {
-            let input_grad = i > first;
-            let x = &tape.inputs[i];
-            let g = &mut grads[i];
-            d = match l {
-                Layer::Dense(dense) => {
-                    let (gw, gb) = g.split_at_mut(1);
-                    dense.backward_into(x, &d, n, &mut gw[0], &mut gb[0], input_grad)
-                }
-                Layer::Conv(c) => {
-                    let (gw, gb) = g.split_at_mut(1);
-                    match &tape.cols[i] {
-                        Some(cols) => c.backward_cols(cols, &d, n, &mut gw[0], &mut gb[0], input_grad),
-                        None => c.backward(x, &d, n, &mut gw[0], &mut gb[0]),
-                    }
-                }
-                Layer::Depthwise(c) => {
-                    let (gw, gb) = g.split_at_mut(1);
-                    c.backward_with(x, &d, n, &mut gw[0], &mut gb[0], input_grad)
-                }
-                Layer::BatchNorm(b) => {
-                    let (gg, gb) = g.split_at_mut(1);
-                    b.backward(x, &d, n, &mut gg[0], &mut gb[0])
-                }
-                Layer::Pool(p) => p.backward(x, &d, n),
-                Layer::Gap { shape } => pool::gap_backward(*shape, &d, n),
-                Layer::Relu => d.iter().zip(x).map(|(g, v)| if *v > 0.0 { *g } else { 0.0 }).collect(),
-                Layer::Relu6 => d.iter().zip(x).map(|(g, v)| if *v > 0.0 && *v < 6.0 { *g } else { 0.0 }).collect(),
-                Layer::Flatten => d,
-                Layer::Dropout { .. } => match &tape.masks[i] {
-                    Some(m) => d.iter().zip(m).map(|(g, k)| g * k).collect(),
-                    None => d,
-                },
-            };
-        }
+    /// Multiply-accumulates of one inference (dense, conv and depthwise layers).
+    pub fn macs_per_sample(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| match l {
+                Layer::Dense(d) => d.inputs * d.outputs,
+                Layer::Conv(c) => c.out_shape().iter().product::<usize>() * c.in_shape[0] * c.kernel[0] * c.kernel[1],
+                Layer::Depthwise(d) => d.out_shape().iter().product::<usize>() * d.kernel[0] * d.kernel[1],
+                _ => 0,
+            })
+            .sum()
     }
 
     /// Zeroed gradient buffers shaped like the parameters.
@@ -420,6 +333,14 @@ mod tests {
 
     fn rng() -> rand_chacha::ChaCha8Rng {
         rand_chacha::ChaCha8Rng::seed_from_u64(7)
+    }
+
+    #[test]
+    fn counts_multiply_accumulates() {
+        // conv: 4 out × 5 positions × (2 in × 3 taps) = 120; dwconv: 4 × 5 × 3 = 60; dense: 20 × 3 = 60.
+        let s = Student::from_spec("conv1d(4,k3,s2) relu dwconv1d(k3) relu flatten dense(3)", &[2, 10], 3, &mut rng())
+            .unwrap();
+        assert_eq!(s.macs_per_sample(), 120 + 60 + 60);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod augment;
 pub mod loss;
+mod pair;
 pub mod trainer;
 
 pub use augment::{Augment, Mix, Views};

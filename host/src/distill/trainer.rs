@@ -8,8 +8,11 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
+use std::sync::Arc;
+
 use super::augment::Mix;
 use super::loss::{HardLabel, LossConfig, sample_loss};
+use super::pair::Pair;
 use crate::progress::Progress;
 use crate::student::{Grads, Student};
 
@@ -184,12 +187,14 @@ impl Adam {
 }
 
 /// Forward multiply-accumulates per synchronisation below which a batch
-/// stays on one core. Handing work to the second core and waiting for it
-/// costs tens of microseconds (measured on 2-core virtual machines: a
-/// `rayon::join` of two empty closures takes ~20 µs, and about 40 µs
-/// once there is work), so small students train faster on one core: a
-/// 40-32-10 MLP at batch 64 runs 1.5× faster alone, the 2k-parameter CNN
-/// 1.17× faster split.
+/// stays on one core. Handing work to the second core and taking the result
+/// back is not free even with the spinning helper (`pair`), and half
+/// batches make less efficient GEMMs. Measured on a 2-core VM, batch 64: a
+/// 40-32-10 MLP (105k MACs per batch) trains ~2× faster on one core; the
+/// 2k-parameter CNN (1.2M) ~1.4× faster split, a 6× larger CNN ~1.5×; a
+/// 40-256-128-10 MLP (2.8M) about the same either way. BatchNorm students
+/// synchronise at every BatchNorm layer, so they need a larger batch or
+/// model to split.
 const PARALLEL_MIN_MACS_PER_SYNC: usize = 1_000_000;
 
 /// Whether batches of `b` samples are split across two cores. Without
@@ -242,6 +247,31 @@ pub fn train(
     train_splitting_above(student, set, val, cfg, progress, PARALLEL_MIN_MACS_PER_SYNC)
 }
 
+/// Half of a split batch: what the helper thread (or the trainer) needs to
+/// compute its gradients.
+struct HalfJob {
+    model: Arc<Student>,
+    x: Vec<f32>,
+    samples: Vec<usize>,
+    rows: Vec<usize>,
+    /// Dropout seed of this half.
+    seed: u64,
+    /// Size of the whole batch (the loss is a mean over it).
+    b: usize,
+}
+
+impl HalfJob {
+    fn run(self, set: TrainSet<'_>, cfg: &TrainConfig) -> (Grads, f64) {
+        let n = self.samples.len();
+        let mut r = ChaCha8Rng::seed_from_u64(self.seed);
+        let (logits, tape) = self.model.forward_train_shared(&self.x, n, &mut r);
+        let (dlogits, loss) = batch_loss(&logits, &self.samples, &self.rows, set, cfg, self.b);
+        let mut g = self.model.zero_grads();
+        self.model.backward(&tape, dlogits, n, &mut g);
+        (g, loss)
+    }
+}
+
 /// [`train`] with batches split across two cores above `min_macs_per_sync`.
 fn train_splitting_above(
     student: &mut Student,
@@ -251,9 +281,102 @@ fn train_splitting_above(
     progress: &Progress,
     min_macs_per_sync: usize,
 ) -> TrainReport {
+    // Students without BatchNorm hand half of each batch to a helper thread
+    // kept for the whole run (see `pair`); BatchNorm students split in
+    // lockstep on the thread pool.
+    let helper = !student.has_batch_norm() && splits_batches(student, cfg.batch_size.max(1), min_macs_per_sync);
+    std::thread::scope(|scope| {
+        let pair = helper.then(|| Pair::new(scope, move |job: HalfJob| job.run(set, cfg)));
+        train_loop(student, set, val, cfg, progress, min_macs_per_sync, pair.as_ref())
+    })
+}
+
+/// Gradients of one batch (`x`, its samples and view rows), split across
+/// two cores when it pays; adds the batch's loss to `epoch_loss`.
+#[allow(clippy::too_many_arguments)]
+fn batch_grads(
+    model: &mut Arc<Student>,
+    x: &[f32],
+    batch: &[usize],
+    rows: &[usize],
+    set: TrainSet<'_>,
+    cfg: &TrainConfig,
+    rng: &mut ChaCha8Rng,
+    split: Option<Option<&Pair<'_, HalfJob, (Grads, f64)>>>,
+    epoch_loss: &mut f64,
+) -> Grads {
+    let b = batch.len();
+    let len = model.input_len();
+    let Some(pair) = split else {
+        let student = Arc::make_mut(model);
+        let (logits, tape) = student.forward_train(x, b, rng);
+        let (dlogits, loss) = batch_loss(&logits, batch, rows, set, cfg, b);
+        *epoch_loss += loss;
+        let mut grads = student.zero_grads();
+        student.backward(&tape, dlogits, b, &mut grads);
+        return grads;
+    };
+    // Two fixed halves with their own dropout seeds, gradients summed in a
+    // fixed order: results stay bit-identical for a seed.
+    let half = b / 2;
+    let seeds: [u64; 2] = [rng.random(), rng.random()];
+    let halves = [(0, half), (half, b)];
+    let (mut g0, g1) = match pair {
+        Some(pair) => {
+            let job = |k: usize| {
+                let (lo, hi) = halves[k];
+                HalfJob {
+                    model: Arc::clone(model),
+                    x: x[lo * len..hi * len].to_vec(),
+                    samples: batch[lo..hi].to_vec(),
+                    rows: rows[lo..hi].to_vec(),
+                    seed: seeds[k],
+                    b,
+                }
+            };
+            pair.submit(job(1));
+            let (g0, l0) = job(0).run(set, cfg);
+            let (g1, l1) = pair.wait();
+            *epoch_loss += l0 + l1;
+            (g0, g1)
+        }
+        None => {
+            // BatchNorm: the halves run in lockstep so it sees the whole batch.
+            let mut rngs = seeds.map(ChaCha8Rng::seed_from_u64);
+            let shards = halves.map(|(lo, hi)| (&x[lo * len..hi * len], hi - lo));
+            let out = model.forward_train_shards(&shards, &mut rngs);
+            let mut parts = Vec::with_capacity(2);
+            for ((logits, tape), (lo, hi)) in out.iter().zip(halves) {
+                let (dlogits, loss) = batch_loss(logits, &batch[lo..hi], &rows[lo..hi], set, cfg, b);
+                *epoch_loss += loss;
+                parts.push((tape, dlogits, hi - lo, model.zero_grads()));
+            }
+            model.backward_shards(&mut parts);
+            let g1 = parts.pop().map(|p| p.3).unwrap_or_default();
+            let g0 = parts.pop().map(|p| p.3).unwrap_or_default();
+            Arc::make_mut(model).update_running(&out[0].1);
+            (g0, g1)
+        }
+    };
+    for (a, c) in g0.iter_mut().flatten().zip(g1.iter().flatten()) {
+        a.iter_mut().zip(c).for_each(|(x, y)| *x += y);
+    }
+    g0
+}
+
+fn train_loop(
+    student: &mut Student,
+    set: TrainSet<'_>,
+    val: Option<ValSet<'_>>,
+    cfg: &TrainConfig,
+    progress: &Progress,
+    min_macs_per_sync: usize,
+    pair: Option<&Pair<'_, HalfJob, (Grads, f64)>>,
+) -> TrainReport {
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let len = student.input_len();
     let mut adam = Adam::new(student);
+    let mut model = Arc::new(student.clone());
     let mut order: Vec<usize> = (0..set.n).collect();
     let per_epoch = set.n.div_ceil(cfg.batch_size.max(1));
     let total_steps = cfg.epochs * per_epoch;
@@ -276,67 +399,19 @@ fn train_splitting_above(
             for &r in &rows {
                 x.extend_from_slice(&set.x[r * len..(r + 1) * len]);
             }
-            // A large enough batch splits into two halves trained on the two
-            // cores; the halves, their dropout seeds and the order the
-            // gradients are summed in are fixed, so results stay
-            // bit-identical. Without BatchNorm each half runs its whole pass
-            // alone; with it the halves run in lockstep so BatchNorm sees the
-            // whole batch.
-            let grads = if splits_batches(student, b, min_macs_per_sync) {
-                let half = b / 2;
-                let mut rngs = [ChaCha8Rng::seed_from_u64(rng.random()), ChaCha8Rng::seed_from_u64(rng.random())];
-                let halves = [(0, half), (half, b)];
-                let (mut g0, g1) = if student.has_batch_norm() {
-                    let shards = halves.map(|(lo, hi)| (&x[lo * len..hi * len], hi - lo));
-                    let out = student.forward_train_shards(&shards, &mut rngs);
-                    let mut parts = Vec::with_capacity(2);
-                    for ((logits, tape), (lo, hi)) in out.iter().zip(halves) {
-                        let (dlogits, loss) = batch_loss(logits, &batch[lo..hi], &rows[lo..hi], set, cfg, b);
-                        epoch_loss += loss;
-                        parts.push((tape, dlogits, hi - lo, student.zero_grads()));
-                    }
-                    student.backward_shards(&mut parts);
-                    let g1 = parts.pop().map(|p| p.3).unwrap_or_default();
-                    let g0 = parts.pop().map(|p| p.3).unwrap_or_default();
-                    student.update_running(&out[0].1);
-                    (g0, g1)
-                } else {
-                    let st: &Student = student;
-                    let part = |(lo, hi): (usize, usize), r: &mut ChaCha8Rng| {
-                        let (logits, tape) = st.forward_train_shared(&x[lo * len..hi * len], hi - lo, r);
-                        let (dlogits, loss) = batch_loss(&logits, &batch[lo..hi], &rows[lo..hi], set, cfg, b);
-                        let mut g = st.zero_grads();
-                        st.backward(&tape, dlogits, hi - lo, &mut g);
-                        (g, loss)
-                    };
-                    let [r0, r1] = &mut rngs;
-                    let ((g0, l0), (g1, l1)) = rayon::join(|| part(halves[0], r0), || part(halves[1], r1));
-                    epoch_loss += l0 + l1;
-                    (g0, g1)
-                };
-                for (a, c) in g0.iter_mut().flatten().zip(g1.iter().flatten()) {
-                    a.iter_mut().zip(c).for_each(|(x, y)| *x += y);
-                }
-                g0
-            } else {
-                let (logits, tape) = student.forward_train(&x, b, &mut rng);
-                let (dlogits, loss) = batch_loss(&logits, batch, &rows, set, cfg, b);
-                epoch_loss += loss;
-                let mut grads = student.zero_grads();
-                student.backward(&tape, dlogits, b, &mut grads);
-                grads
-            };
+            let split = splits_batches(&model, b, min_macs_per_sync).then_some(pair);
+            let grads = batch_grads(&mut model, &x, batch, &rows, set, cfg, &mut rng, split, &mut epoch_loss);
             let lr = cfg.lr_at(step, total_steps, per_epoch);
-            adam.step(student, &grads, lr, cfg.weight_decay, cfg.optimizer);
+            adam.step(Arc::make_mut(&mut model), &grads, lr, cfg.weight_decay, cfg.optimizer);
             step += 1;
         }
         last_loss = epoch_loss / set.n as f64;
         epochs_run = epoch + 1;
         if let Some(v) = val {
-            let acc = evaluate(student, v.x, v.n, v.labels);
+            let acc = evaluate(&model, v.x, v.n, v.labels);
             // Ties keep the later epoch: later weights saw more training.
             if best.as_ref().is_none_or(|(b, _, _)| acc >= *b) {
-                best = Some((acc, epoch + 1, student.clone()));
+                best = Some((acc, epoch + 1, (*model).clone()));
             }
             bar.set_message(format!("loss {last_loss:.4} val {:.2}%", acc * 100.0));
             bar.inc(1);
@@ -349,6 +424,7 @@ fn train_splitting_above(
         }
     }
     bar.finish_and_clear();
+    *student = Arc::unwrap_or_clone(model);
     match best {
         Some((acc, epoch, weights)) => {
             *student = weights;

@@ -231,7 +231,11 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
         println!(
             "  teacher                          test accuracy {}  ({})",
             pct(t),
-            outcome.teacher_backends.join(", ")
+            if outcome.teacher_backends.is_empty() {
+                "logits from the cache".to_string()
+            } else {
+                outcome.teacher_backends.join(", ")
+            }
         );
     }
     println!("  distilled student, float         test accuracy {}", pct(outcome.kd.test_accuracy));

@@ -336,6 +336,24 @@ mod tests {
     }
 
     #[test]
+    fn checkpoints_of_every_layer_kind_load_back() {
+        let dir = tempfile::tempdir().unwrap();
+        for (spec, shape) in [
+            (
+                "conv1d(4,k3,s2) bn relu maxpool(2) dwconv1d(k3) relu6 avgpool(2,s1) dropout(0.1) flatten dense(3)",
+                vec![2, 20],
+            ),
+            ("conv2d(4,k3) relu maxpool(2) dwconv2d(k3) bn relu gap dense(3)", vec![1, 8, 8]),
+        ] {
+            let s = Student::from_spec(spec, &shape, 3, &mut rng()).unwrap();
+            let path = dir.path().join("s.ckpt");
+            Checkpoint::new(s.clone(), serde_json::json!({ "note": spec })).save(&path).unwrap();
+            let back = Checkpoint::load(&path).unwrap_or_else(|e| panic!("{spec}: {e:#}"));
+            assert_eq!(back.student, s, "{spec}");
+        }
+    }
+
+    #[test]
     fn counts_multiply_accumulates() {
         // conv: 4 out × 5 positions × (2 in × 3 taps) = 120; dwconv: 4 × 5 × 3 = 60; dense: 20 × 3 = 60.
         let s = Student::from_spec("conv1d(4,k3,s2) relu dwconv1d(k3) relu flatten dense(3)", &[2, 10], 3, &mut rng())

@@ -15,6 +15,8 @@ pub enum PoolKind {
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Pool {
+    /// Serialised as `pool`: a layer's `kind` key is its layer type.
+    #[serde(rename = "pool")]
     pub kind: PoolKind,
     pub in_shape: Shape,
     pub size: [usize; 2],

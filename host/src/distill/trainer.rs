@@ -503,6 +503,21 @@ mod tests {
     }
 
     #[test]
+    fn mixed_rows_carry_both_labels() {
+        let labels = [Some(1), Some(4), None, None];
+        // Two views: view 1 of sample 0 mixes in sample 1; view 1 of sample 2 mixes in sample 3.
+        let mut mix: Vec<Mix> = (0..8).map(|r| Mix { partner: r % 4, lambda: 1.0 }).collect();
+        mix[4] = Mix { partner: 1, lambda: 0.7 };
+        mix[6] = Mix { partner: 3, lambda: 0.6 };
+        let set = TrainSet { x: &[], n: 4, views: 2, labels: &labels, teacher: None, mix: &mix };
+        assert_eq!(set.label(0, 0), Some(HardLabel::one(1)));
+        assert_eq!(set.label(0, 4), Some(HardLabel { class: 1, other: 4, weight: 0.7 }));
+        assert_eq!(set.label(2, 6), None, "unlabeled rows stay unlabeled, mixed or not");
+        let plain = TrainSet { mix: &[], ..set };
+        assert_eq!(plain.label(0, 4), Some(HardLabel::one(1)));
+    }
+
+    #[test]
     fn split_batches_train_deterministically_with_and_without_batch_norm() {
         let (x, labels, y) = toy();
         for spec in ["dense(8) bn relu dropout(0.1) dense(2)", "dense(8) relu dropout(0.1) dense(2)"] {

@@ -8,8 +8,6 @@
 
 pub mod bench;
 pub mod cli;
-mod cli_inspect;
-mod cli_run;
 pub mod data;
 pub mod distill;
 pub mod emulate;

@@ -192,7 +192,7 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
     };
     let emulation = match &cfg.emulate {
         Some(e) => {
-            Some(crate::cli::emulate_model(&tkd, &data, crate::data::SplitName::Test, &e.board, e.limit, input_scale)?)
+            Some(super::emulate_model(&tkd, &data, crate::data::SplitName::Test, &e.board, e.limit, input_scale)?)
         }
         None => None,
     };

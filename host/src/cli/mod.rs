@@ -1,14 +1,21 @@
-//! Command line (DESIGN §11): clap derive, doc comments are the help.
+//! Command line (DESIGN §11): clap derive, doc comments are the help. This
+//! file holds the arguments; `commands` runs them, `run` runs a config file,
+//! `inspect` describes a file.
 
-use std::path::{Path, PathBuf};
+mod commands;
+mod inspect;
+mod run;
 
-use anyhow::{Context, Result, bail};
+pub use commands::{emulate_model, print_emulation};
+
+use std::path::PathBuf;
+
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
 use crate::data::SplitName;
 use crate::distill::{Augment, LossKind, Optimizer, Schedule};
-use crate::emulate;
-use crate::pipeline::{self, DistillOptions};
+use crate::pipeline::DistillOptions;
 use crate::progress::Progress;
 use crate::quant::Calibration;
 use crate::teacher::{BackendChoice, OutputKind};
@@ -355,242 +362,14 @@ pub struct RunArgs {
 pub fn run(cli: Cli) -> Result<()> {
     let progress = Progress::from_env();
     match cli.command {
-        Command::Distill(a) => cmd_distill(a, &progress),
-        Command::Sweep(a) => cmd_sweep(a, &progress),
-        Command::Teach(a) => cmd_teach(a, &progress),
-        Command::Quantize(a) => cmd_quantize(a),
-        Command::Eval(a) => cmd_eval(a, &progress),
-        Command::Emulate(a) => cmd_emulate(a),
-        Command::Bench(a) => cmd_bench(a),
-        Command::Inspect(a) => crate::cli_inspect::inspect(&a.file),
-        Command::Run(a) => crate::cli_run::run_config(&a.config, a.json, &progress),
+        Command::Distill(a) => commands::distill(a, &progress),
+        Command::Sweep(a) => commands::sweep(a, &progress),
+        Command::Teach(a) => commands::teach(a, &progress),
+        Command::Quantize(a) => commands::quantize(a),
+        Command::Eval(a) => commands::eval(a, &progress),
+        Command::Emulate(a) => commands::emulate(a),
+        Command::Bench(a) => commands::bench(a),
+        Command::Inspect(a) => inspect::inspect(&a.file),
+        Command::Run(a) => run::run_config(&a.config, a.json, &progress),
     }
-}
-
-fn pct(v: f64) -> String {
-    format!("{:.2}%", v * 100.0)
-}
-
-fn cmd_distill(a: DistillArgs, progress: &Progress) -> Result<()> {
-    let opts = a.to_options();
-    let out = pipeline::distill(&opts, progress)?;
-    out.checkpoint.save(&a.out)?;
-    if let Some(t) = out.teacher_test_accuracy {
-        println!("teacher               test accuracy {}", pct(t));
-    }
-    println!(
-        "student (α = {:<4})    test accuracy {}  ({} parameters)",
-        opts.alpha,
-        pct(out.kd.test_accuracy),
-        out.kd.student.param_count()
-    );
-    if let Some(b) = &out.baseline {
-        println!("baseline (α = 0)      test accuracy {}", pct(b.test_accuracy));
-    }
-    println!("wrote {}", a.out.display());
-    Ok(())
-}
-
-fn cmd_sweep(a: SweepArgs, progress: &Progress) -> Result<()> {
-    let base = a.distill.to_options();
-    let students = match &a.students {
-        Some(list) => list.split(';').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect(),
-        None => vec![base.student.clone()],
-    };
-    let out_dir = a.distill.out.clone();
-    let opts = pipeline::SweepOptions {
-        base,
-        temperatures: a.temperatures,
-        alphas: a.alphas,
-        students,
-        seeds: a.seeds,
-        out_dir: out_dir.clone(),
-    };
-    let out = pipeline::sweep(&opts, progress)?;
-    let table = pipeline::sweep_markdown(&out);
-    std::fs::create_dir_all(&out_dir).with_context(|| format!("{}: cannot create", out_dir.display()))?;
-    crate::util::write_atomic(&out_dir.join("sweep.md"), table.as_bytes())?;
-    let json = serde_json::json!({ "rows": out.rows, "selected": out.best, "baseline": out.baseline });
-    crate::util::write_atomic(&out_dir.join("sweep.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
-    out.checkpoint.save(&out_dir.join("student.ckpt"))?;
-    crate::pipeline::sweep_plot(&out, &out_dir.join("sweep.png"))?;
-    print!("{table}");
-    let (b, base) = (&out.rows[out.best], &out.rows[out.baseline]);
-    println!(
-        "selected: {} T = {} α = {}: test {} (α = 0 baseline: {})",
-        b.student,
-        b.temperature.map_or("–".into(), |t| t.to_string()),
-        b.alpha,
-        pct(b.test_accuracy),
-        pct(base.test_accuracy)
-    );
-    println!("wrote {}/sweep.md, sweep.json, sweep.png, student.ckpt", out_dir.display());
-    Ok(())
-}
-
-fn cmd_teach(a: TeachArgs, progress: &Progress) -> Result<()> {
-    let data = crate::data::Dataset::load(&a.data, crate::data::LoadOptions { input_scale: a.input_scale })?;
-    let Some(cache) = a.cache.dir() else { bail!("tinykd teach fills the cache: drop --no-cache") };
-    let mut set = crate::teacher::TeacherSet::new(
-        &a.teacher.teachers,
-        a.teacher.backend,
-        a.teacher.teacher_output.as_deref(),
-        Some(cache.clone()),
-    )?;
-    set.expected_classes = (data.class_count > 0).then_some(data.class_count);
-    set.kind_override = a.teacher.teacher_output_kind;
-    for name in [SplitName::Train, SplitName::Val, SplitName::Test, SplitName::Unlabeled] {
-        let Ok(s) = data.split(name) else { continue };
-        let (_, classes) = set.logits(&s.x, s.n, &data.sample_shape, 1.0, progress)?;
-        println!("{:<9} {} samples × {classes} classes", name.as_str(), s.n);
-    }
-    println!(
-        "cache {}: {} samples computed, {} already cached",
-        cache.display(),
-        set.computed_samples,
-        set.cached_samples
-    );
-    Ok(())
-}
-
-fn cmd_bench(a: BenchArgs) -> Result<()> {
-    if a.student.is_none() && a.teachers.is_empty() {
-        bail!("give --student SPEC (training throughput) and/or --teacher T.onnx (inference throughput)");
-    }
-    let mut rows = Vec::new();
-    for t in &a.teachers {
-        let mut by_backend = Vec::new();
-        for backend in [BackendChoice::Ort, BackendChoice::Tract] {
-            match crate::bench::teacher_throughput(t, &a.data, backend, &[1, 32, 256]) {
-                Ok(r) => by_backend.push(r),
-                Err(e) => eprintln!("{}: {backend:?} not measured: {e:#}", t.display()),
-            }
-        }
-        if !a.json {
-            println!("{} inference (samples/s):", t.display());
-            for r in by_backend.iter().flatten() {
-                println!("  {:<6} batch {:>3}  {:>10.0}", r.backend, r.batch, r.samples_per_second);
-            }
-            if let [o, tr] = by_backend.as_slice() {
-                for (x, y) in o.iter().zip(tr) {
-                    println!(
-                        "  batch {:>3}: ort / tract = {:.2}",
-                        x.batch,
-                        x.samples_per_second / y.samples_per_second
-                    );
-                }
-            }
-        }
-        rows.push(serde_json::json!({ "teacher": t, "throughput": by_backend }));
-    }
-    for spec in a.student.as_deref().unwrap_or("").split(';').map(str::trim).filter(|s| !s.is_empty()) {
-        let ours = crate::bench::tinykd_training(&a.data, spec, a.epochs, a.batch_size)?;
-        let torch = crate::bench::pytorch_training(&a.python, &a.data, spec, a.epochs, a.batch_size)?;
-        let ratio = torch.as_ref().map(|t| ours.samples_per_second / t.samples_per_second);
-        if !a.json {
-            println!("{spec} ({} parameters), batch {}, {} epochs:", ours.parameters, a.batch_size, a.epochs);
-            println!("  tinykd   {:>10.0} samples/s", ours.samples_per_second);
-            match (&torch, ratio) {
-                (Some(t), Some(r)) => {
-                    println!("  PyTorch  {:>10.0} samples/s  → tinykd is {r:.2}× PyTorch", t.samples_per_second)
-                }
-                _ => println!("  PyTorch  not available ({} has no torch)", a.python),
-            }
-        }
-        rows.push(serde_json::json!({ "student": spec, "tinykd": ours, "pytorch": torch, "ratio": ratio }));
-    }
-    if a.json {
-        println!("{}", serde_json::to_string(&rows)?);
-    }
-    Ok(())
-}
-
-fn cmd_quantize(a: QuantizeArgs) -> Result<()> {
-    let out = pipeline::quantize(&a.student, &a.data, a.calibration, a.input_scale)?;
-    crate::util::write_atomic(&a.out, &out.bytes)?;
-    println!("float student  test accuracy {}", pct(out.float_accuracy));
-    println!(
-        "int8 student   test accuracy {}  (agrees with float on {})",
-        pct(out.int8_accuracy),
-        pct(out.float_agreement)
-    );
-    println!("wrote {} ({} bytes)", a.out.display(), out.bytes.len());
-    Ok(())
-}
-
-fn cmd_eval(a: EvalArgs, progress: &Progress) -> Result<()> {
-    let r = pipeline::evaluate(
-        &a.model,
-        &a.data,
-        a.split,
-        a.backend,
-        a.teacher_output.as_deref(),
-        a.input_scale,
-        progress,
-    )?;
-    if let Some(p) = &a.save_outputs {
-        pipeline::save_outputs(p, &r)?;
-    }
-    if a.json {
-        println!("{}", serde_json::to_string(&r)?);
-    } else {
-        match r.accuracy {
-            Some(acc) => {
-                println!("{} on {} ({} samples): accuracy {}", a.model.display(), a.split.as_str(), r.n, pct(acc))
-            }
-            None => println!("{} on {} ({} samples): no labels", a.model.display(), a.split.as_str(), r.n),
-        }
-    }
-    Ok(())
-}
-
-fn cmd_emulate(a: EmulateArgs) -> Result<()> {
-    let report = emulate_model(&a.model, &a.data, a.split, &a.board, a.limit, a.input_scale)?;
-    if a.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print_emulation(&report);
-    }
-    Ok(())
-}
-
-/// Prints an emulation report as sentences.
-pub fn print_emulation(r: &emulate::EmulationReport) {
-    println!("board {}: {} samples", r.board, r.n);
-    if let Some(acc) = r.accuracy {
-        println!("  device accuracy     {}", pct(acc));
-    }
-    println!("  agreement with host {} (int8 logits, bit for bit)", pct(r.agreement));
-    println!("  instructions/inference {:.0}", r.instructions_per_inference);
-    println!(
-        "  flash {} B (model {} B), RAM {} B (static {} B + peak stack {} B)",
-        r.flash_bytes, r.model_bytes, r.ram_bytes, r.static_ram_bytes, r.peak_stack_bytes
-    );
-}
-
-/// Loads data, quantizes the split's inputs with the model's parameters and
-/// runs the board.
-pub fn emulate_model(
-    model: &Path,
-    data_path: &Path,
-    split: SplitName,
-    board: &str,
-    limit: Option<usize>,
-    input_scale: f32,
-) -> Result<emulate::EmulationReport> {
-    let board = emulate::board(board)?;
-    let bytes = crate::export::tkd::read(model)?;
-    let m = tinykd_runtime::Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let data = crate::data::Dataset::load(data_path, crate::data::LoadOptions { input_scale })?;
-    pipeline::check_model_data(&m, &data)?;
-    let s = data.split(split)?;
-    let n = limit.map_or(s.n, |l| l.min(s.n));
-    if n == 0 {
-        bail!("nothing to emulate: --limit 0");
-    }
-    let x = &s.x[..n * data.sample_len()];
-    let q = pipeline::quantize_inputs(&m, x);
-    let labels = s.y.as_ref().map(|y| &y[..n]);
-    emulate::emulate(board, model, &q, n, labels)
-        .with_context(|| format!("emulating {} on {}", model.display(), board.name))
 }

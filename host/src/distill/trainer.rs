@@ -1,7 +1,8 @@
 //! Mini-batch training of a student with the distillation loss, AdamW and a
 //! cosine schedule, keeping the weights of the best validation epoch.
-//! Batches run on both cores in fixed halves and everything is seeded, so a
-//! seed gives bit-identical weights.
+//! Batches with enough work run on both cores in fixed halves (see
+//! `splits_batches`) and everything is seeded, so a seed gives bit-identical
+//! weights.
 
 use rand::Rng;
 use rand::SeedableRng;

@@ -1,6 +1,7 @@
 //! Embeds the student named by `TINYKD_MODEL` (a `.tkd` file) into the
 //! firmware, validated by the runtime's own parser, and emits its sizes so
-//! the arena is exactly as large as the exporter planned.
+//! the arena is exactly as large as the exporter planned and only the
+//! kernels of the model's operators are linked.
 
 use std::env;
 use std::fs;
@@ -27,11 +28,14 @@ fn main() {
             "/// Length of the embedded model blob.\npub const MODEL_LEN: usize = {};\n\
              /// Arena the model needs, as planned at export.\npub const ARENA_BYTES: usize = {};\n\
              /// Int8 input elements per inference.\npub const INPUT_LEN: usize = {};\n\
-             /// Output classes.\npub const CLASS_COUNT: usize = {};\n",
+             /// Output classes.\npub const CLASS_COUNT: usize = {};\n\
+             /// Operators the model uses: only their kernels are linked.\n\
+             pub const MODEL_OPS: tinykd_runtime::format::OpSet = {:#x};\n",
             model.as_bytes().len(),
             model.arena_bytes(),
             model.input_len(),
-            model.class_count()
+            model.class_count(),
+            model.ops().unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         ),
     )
     .expect("write model_info.rs");

@@ -20,6 +20,9 @@ pub enum Error {
     Malformed(&'static str),
     /// A layer uses an operator this runtime version does not implement.
     UnsupportedOp(u8),
+    /// A layer uses an operator left out of this firmware build (see
+    /// `Model::run_with_ops`).
+    OpNotBuiltIn(u8),
     /// The input slice has the wrong number of elements.
     InputLength { expected: usize, found: usize },
     /// The arena is smaller than the model needs (`Model::arena_bytes`).
@@ -43,6 +46,12 @@ impl fmt::Display for Error {
             }
             Error::Malformed(what) => write!(f, "model blob is malformed: {what}"),
             Error::UnsupportedOp(op) => write!(f, "layer operator {op} is not supported by this runtime"),
+            Error::OpNotBuiltIn(op) => {
+                write!(
+                    f,
+                    "layer operator {op} is not built into this firmware (build it with the model's operator set)"
+                )
+            }
             Error::InputLength { expected, found } => {
                 write!(f, "input has {found} elements, the model expects {expected}")
             }

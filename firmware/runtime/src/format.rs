@@ -164,7 +164,25 @@ pub enum Op {
     GlobalAvgPool = 6,
 }
 
+/// A set of operators as a bit mask (bit `op as u8`): what a firmware build
+/// links. [`crate::Model::run_with_ops`] takes it as a const parameter so the
+/// kernels of operators outside the set are never linked.
+pub type OpSet = u32;
+
+/// Every operator this runtime implements.
+pub const ALL_OPS: OpSet = Op::FullyConnected.bit()
+    | Op::Conv2d.bit()
+    | Op::DepthwiseConv2d.bit()
+    | Op::MaxPool2d.bit()
+    | Op::AvgPool2d.bit()
+    | Op::GlobalAvgPool.bit();
+
 impl Op {
+    /// This operator's bit in an [`OpSet`].
+    pub const fn bit(self) -> OpSet {
+        1 << self as u8
+    }
+
     /// Decodes an operator byte.
     pub fn from_u8(v: u8) -> Option<Op> {
         match v {

@@ -1,7 +1,7 @@
 //! Loading (with full validation) and running a `.tkd` model.
 
 use crate::error::Error;
-use crate::format::{self, Activation, Op, header, layer, read_i32, read_u16, read_u32};
+use crate::format::{self, ALL_OPS, Activation, Op, OpSet, header, layer, read_i32, read_u16, read_u32};
 use crate::kernels::{self, Clamp, ConvParams, Padding, PoolParams, Window, pool::MAX_AVG_COUNT};
 
 /// Quantization of a tensor: `real = scale · (q − zero_point)`.
@@ -412,9 +412,28 @@ impl<'a> Model<'a> {
         read_u32(self.blob, l.weight_scales_offset + 4 * channel).map(f32::from_bits)
     }
 
+    /// The operators this model uses.
+    pub fn ops(&self) -> Result<OpSet, Error> {
+        (0..self.layer_count).try_fold(0, |set, i| Ok(set | self.layer(i)?.op.bit()))
+    }
+
     /// Runs the model on one int8 input and returns the int8 logits, which
-    /// live in `arena`.
+    /// live in `arena`. Links every kernel; firmware for one model should
+    /// call [`Model::run_with_ops`] with that model's operator set.
     pub fn run<'b>(&self, input: &[i8], arena: &'b mut [u8]) -> Result<&'b [i8], Error> {
+        self.run_with_ops::<ALL_OPS>(input, arena)
+    }
+
+    /// [`Model::run`] with only the kernels of the operators in `OPS` (an
+    /// [`OpSet`], e.g. the `MODEL_OPS` a board's build script computes from
+    /// the embedded model): the others are never called, so the linker drops
+    /// them. A layer outside `OPS` is [`Error::OpNotBuiltIn`], before any
+    /// layer runs.
+    pub fn run_with_ops<'b, const OPS: OpSet>(&self, input: &[i8], arena: &'b mut [u8]) -> Result<&'b [i8], Error> {
+        let missing = self.ops()? & !OPS;
+        if missing != 0 {
+            return Err(Error::OpNotBuiltIn(missing.trailing_zeros() as u8));
+        }
         if input.len() != self.input_len {
             return Err(Error::InputLength { expected: self.input_len, found: input.len() });
         }
@@ -431,7 +450,7 @@ impl<'a> Model<'a> {
             let out_range = if i % 2 == 0 { (0, l.output_len) } else { (total - l.output_len, total) };
             if i == 0 {
                 let out = i8_slice_mut(&mut arena[out_range.0..out_range.1]);
-                self.run_layer(&l, input, out)?;
+                self.run_layer::<OPS>(&l, input, out)?;
             } else {
                 // The planner guarantees the two regions do not overlap.
                 let (src, dst) = if i % 2 == 0 {
@@ -441,7 +460,7 @@ impl<'a> Model<'a> {
                     let (lo, hi) = arena.split_at_mut(out_range.0);
                     (&lo[prev.0..prev.1], &mut hi[..])
                 };
-                self.run_layer(&l, i8_slice(src), i8_slice_mut(dst))?;
+                self.run_layer::<OPS>(&l, i8_slice(src), i8_slice_mut(dst))?;
             }
             prev = out_range;
         }
@@ -450,9 +469,11 @@ impl<'a> Model<'a> {
 
     /// Runs one validated layer. The parameter decoding cannot fail after
     /// `from_bytes`; if it did, the error surfaces instead of garbage output.
-    fn run_layer(&self, l: &Layer, input: &[i8], output: &mut [i8]) -> Result<(), Error> {
+    fn run_layer<const OPS: OpSet>(&self, l: &Layer, input: &[i8], output: &mut [i8]) -> Result<(), Error> {
+        // Each arm's guard is a constant: arms outside `OPS` compile away.
+        let has = |op: Op| OPS & op.bit() != 0;
         match l.op {
-            Op::FullyConnected => kernels::fully_connected(
+            Op::FullyConnected if has(Op::FullyConnected) => kernels::fully_connected(
                 input,
                 self.weights(l),
                 self.channel_table(l),
@@ -460,13 +481,18 @@ impl<'a> Model<'a> {
                 l.clamp,
                 output,
             ),
-            Op::Conv2d => kernels::conv2d(&l.conv_params()?, input, self.weights(l), self.channel_table(l), output),
-            Op::DepthwiseConv2d => {
+            Op::Conv2d if has(Op::Conv2d) => {
+                kernels::conv2d(&l.conv_params()?, input, self.weights(l), self.channel_table(l), output)
+            }
+            Op::DepthwiseConv2d if has(Op::DepthwiseConv2d) => {
                 kernels::depthwise_conv2d(&l.conv_params()?, input, self.weights(l), self.channel_table(l), output)
             }
-            Op::MaxPool2d => kernels::max_pool2d(&l.pool_params()?, input, output),
-            Op::AvgPool2d => kernels::avg_pool2d(&l.pool_params()?, input, output),
-            Op::GlobalAvgPool => kernels::global_avg_pool(l.params[2].into(), l.clamp, input, output),
+            Op::MaxPool2d if has(Op::MaxPool2d) => kernels::max_pool2d(&l.pool_params()?, input, output),
+            Op::AvgPool2d if has(Op::AvgPool2d) => kernels::avg_pool2d(&l.pool_params()?, input, output),
+            Op::GlobalAvgPool if has(Op::GlobalAvgPool) => {
+                kernels::global_avg_pool(l.params[2].into(), l.clamp, input, output)
+            }
+            op => return Err(Error::OpNotBuiltIn(op as u8)),
         }
         Ok(())
     }

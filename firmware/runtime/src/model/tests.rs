@@ -362,3 +362,34 @@ fn large_average_windows_are_refused() {
     let b = build(&[1], 1, 0, &[avg]);
     assert_eq!(Model::from_bytes(&b).err(), Some(Error::Malformed("average pool window has more than 2^23 taps")));
 }
+
+#[test]
+fn a_build_with_the_models_operators_runs_it_and_a_smaller_one_refuses() {
+    let bytes = blob();
+    let model = Model::from_bytes(&bytes).unwrap();
+    assert_eq!(model.ops().unwrap(), ALL_OPS, "the test pipeline uses every operator");
+    const WITHOUT_DEPTHWISE: OpSet = ALL_OPS & !Op::DepthwiseConv2d.bit();
+    let mut arena = [0u8; 180];
+    let mut arena2 = [0u8; 180];
+    for seed in 0..8 {
+        let input = values(300 + seed, 72, -128, 127);
+        let all = model.run(&input, &mut arena).unwrap();
+        let own = model.run_with_ops::<ALL_OPS>(&input, &mut arena2).unwrap();
+        assert_eq!(all, own);
+    }
+    let input = values(1, 72, -128, 127);
+    let err = model.run_with_ops::<WITHOUT_DEPTHWISE>(&input, &mut arena).unwrap_err();
+    assert_eq!(err, Error::OpNotBuiltIn(Op::DepthwiseConv2d as u8));
+    assert!(err.to_string().contains("not built into this firmware"), "{err}");
+
+    // A model of one fully connected layer needs only that kernel.
+    let fc = pipeline().into_iter().filter(|l| l.op == Op::FullyConnected).collect::<Vec<_>>();
+    let fc_bytes = build(&[4], 3, -2, &fc);
+    let fc_model = Model::from_bytes(&fc_bytes).unwrap();
+    assert_eq!(fc_model.ops().unwrap(), Op::FullyConnected.bit());
+    const FC_ONLY: OpSet = Op::FullyConnected.bit();
+    let x = values(2, 4, -128, 127);
+    let mut a = [0u8; 64];
+    let want = fc_model.run(&x, &mut a).unwrap().to_vec();
+    assert_eq!(fc_model.run_with_ops::<FC_ONLY>(&x, &mut a).unwrap(), want.as_slice());
+}

@@ -35,7 +35,7 @@ fn main() {
             model.arena_bytes(),
             model.input_len(),
             model.class_count(),
-            model.ops().unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            model.ops()
         ),
     )
     .expect("write model_info.rs");

@@ -42,6 +42,8 @@ pub struct Model<'a> {
     input: QuantParams,
     output: QuantParams,
     arena_bytes: usize,
+    /// Operators the layers use (computed once at load).
+    ops: OpSet,
 }
 
 fn malformed(what: &'static str) -> Error {
@@ -173,7 +175,7 @@ impl<'a> Model<'a> {
             return Err(malformed("layer table out of bounds"));
         }
 
-        let model = Model {
+        let mut model = Model {
             blob,
             layer_count,
             layer_table,
@@ -184,9 +186,11 @@ impl<'a> Model<'a> {
             input,
             output,
             arena_bytes,
+            ops: 0,
         };
 
         let mut expected_input = input_len;
+        let mut ops = 0;
         let mut last_output = 0;
         for i in 0..layer_count {
             let l = model.layer(i)?;
@@ -197,6 +201,7 @@ impl<'a> Model<'a> {
                 return Err(malformed("layer output is empty"));
             }
             model.validate_layer(&l)?;
+            ops |= l.op.bit();
             expected_input = l.output_len;
             last_output = l.output_len;
         }
@@ -207,6 +212,7 @@ impl<'a> Model<'a> {
         if arena_bytes < needed {
             return Err(malformed("declared arena is smaller than the plan"));
         }
+        model.ops = ops;
         Ok(model)
     }
 
@@ -413,8 +419,8 @@ impl<'a> Model<'a> {
     }
 
     /// The operators this model uses.
-    pub fn ops(&self) -> Result<OpSet, Error> {
-        (0..self.layer_count).try_fold(0, |set, i| Ok(set | self.layer(i)?.op.bit()))
+    pub fn ops(&self) -> OpSet {
+        self.ops
     }
 
     /// Runs the model on one int8 input and returns the int8 logits, which
@@ -430,7 +436,7 @@ impl<'a> Model<'a> {
     /// them. A layer outside `OPS` is [`Error::OpNotBuiltIn`], before any
     /// layer runs.
     pub fn run_with_ops<'b, const OPS: OpSet>(&self, input: &[i8], arena: &'b mut [u8]) -> Result<&'b [i8], Error> {
-        let missing = self.ops()? & !OPS;
+        let missing = self.ops & !OPS;
         if missing != 0 {
             return Err(Error::OpNotBuiltIn(missing.trailing_zeros() as u8));
         }

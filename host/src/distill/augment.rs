@@ -84,6 +84,11 @@ impl Augment {
         if !(0.0..=1.0).contains(&self.mixup_share) {
             anyhow::bail!("--mixup-share must be in [0, 1], got {}", self.mixup_share);
         }
+        if self.views == 1 && (self.shift > 0 || self.noise > 0.0 || self.mixup > 0.0) {
+            anyhow::bail!(
+                "--shift, --noise and --mixup make augmented views of each sample: set --views K (K ≥ 2, e.g. 8)"
+            );
+        }
         Ok(())
     }
 
@@ -203,6 +208,8 @@ mod tests {
             Augment { mixup: -1.0, ..Augment::default() },
             Augment { mixup_share: 1.5, ..Augment::default() },
             Augment { noise: f32::NAN, ..Augment::default() },
+            Augment { shift: 2, ..Augment::default() },
+            Augment { mixup: 0.4, views: 1, ..Augment::default() },
         ] {
             assert!(bad.validate().is_err(), "{bad:?}");
         }

@@ -92,7 +92,13 @@ impl<'scope, J: Send + 'scope, R: Send + 'scope> Pair<'scope, J, R> {
     /// The result of the last submitted job. A panic in the helper is
     /// raised here, in the trainer's thread.
     pub fn wait(&self) -> R {
-        wait_until(|| self.slot.has_result.load(Ordering::Acquire));
+        // A helper that is gone (it never is while the pair lives, but a
+        // bug must not hang training) ends the wait too.
+        let gone = || self.handle.as_ref().is_none_or(|h| h.is_finished());
+        wait_until(|| self.slot.has_result.load(Ordering::Acquire) || gone());
+        if !self.slot.has_result.load(Ordering::Acquire) {
+            panic!("training helper thread stopped without a result");
+        }
         self.slot.has_result.store(false, Ordering::Release);
         let result = self.slot.result.lock().map(|mut r| r.take()).unwrap_or(None);
         match result {

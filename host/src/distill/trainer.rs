@@ -106,6 +106,7 @@ impl TrainSet<'_> {
         match self.mix.get(r) {
             Some(m) if m.lambda < 1.0 => {
                 // Partners share the labelled/unlabeled group, so this is `Some`.
+                debug_assert!(self.labels[m.partner].is_some(), "row {r}: unlabeled mixup partner");
                 let other = self.labels[m.partner]?;
                 Some(HardLabel { class: y, other, weight: m.lambda })
             }

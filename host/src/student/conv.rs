@@ -3,10 +3,9 @@
 //! TFLite (`geometry::window`), so training sees the device's windows.
 
 use rand::Rng;
-use rand_distr::{Distribution, Normal};
 
 use super::dense::gemm;
-use super::geometry::{Shape, TapRun, tap_runs, window, window2d};
+use super::geometry::{Shape, TapRun, fits, tap_runs, window2d};
 use super::spec::Padding;
 
 /// A convolution layer with its geometry.
@@ -32,11 +31,11 @@ impl Conv {
         padding: Padding,
         rng: &mut impl Rng,
     ) -> Option<Conv> {
-        window(in_shape[1], kernel[0], stride, padding)?;
-        window(in_shape[2], kernel[1], stride, padding)?;
+        if !fits(in_shape, kernel, stride, padding) {
+            return None;
+        }
         let fan_in = in_shape[0] * kernel[0] * kernel[1];
-        let normal = Normal::new(0.0, (2.0 / fan_in as f32).sqrt()).ok()?;
-        let weight = (0..out_channels * fan_in).map(|_| normal.sample(rng)).collect();
+        let weight = super::he_normal(out_channels * fan_in, fan_in, rng)?;
         Some(Conv { in_shape, out_channels, kernel, stride, padding, weight, bias: vec![0.0; out_channels] })
     }
 
@@ -104,16 +103,11 @@ impl Conv {
     /// overhead. Returns the output and the im2col matrix, which training
     /// keeps for the backward pass.
     pub fn forward_cols(&self, x: &[f32], n: usize) -> (Vec<f32>, Vec<f32>) {
-        let in_len: usize = self.in_shape.iter().product();
         let [o, oh, ow] = self.out_shape();
         let p = oh * ow;
         let k = self.patch_len();
         let np = n * p;
-        let mut cols = vec![0.0; k * np];
-        let runs = tap_runs(self.in_shape, self.kernel, self.stride, self.padding);
-        for s in 0..n {
-            self.im2col(&runs, &x[s * in_len..(s + 1) * in_len], &mut cols, np, s * p);
-        }
+        let cols = self.cols(x, n);
         let mut all = vec![0.0; o * np];
         gemm(o, k, np, &self.weight, k as isize, 1, &cols, np as isize, 1, 0.0, &mut all);
         let mut y = vec![0.0; n * o * p];
@@ -133,10 +127,23 @@ impl Conv {
         self.forward_cols(x, n).0
     }
 
+    /// The `[C·kh·kw][n·P]` im2col matrix of a batch (sample `s` in columns
+    /// `s·P..(s + 1)·P`).
+    fn cols(&self, x: &[f32], n: usize) -> Vec<f32> {
+        let in_len: usize = self.in_shape.iter().product();
+        let p: usize = self.out_shape()[1..].iter().product();
+        let np = n * p;
+        let mut cols = vec![0.0; self.patch_len() * np];
+        let runs = tap_runs(self.in_shape, self.kernel, self.stride, self.padding);
+        for s in 0..n {
+            self.im2col(&runs, &x[s * in_len..(s + 1) * in_len], &mut cols, np, s * p);
+        }
+        cols
+    }
+
     /// Accumulates `dW`, `db` into `gw`, `gb`; returns `dx`.
     pub fn backward(&self, x: &[f32], dy: &[f32], n: usize, gw: &mut [f32], gb: &mut [f32]) -> Vec<f32> {
-        let (_, cols) = self.forward_cols(x, n);
-        self.backward_cols(&cols, dy, n, gw, gb, true)
+        self.backward_cols(&self.cols(x, n), dy, n, gw, gb, true)
     }
 
     /// [`Conv::backward`] from the im2col matrix of [`Conv::forward_cols`];

@@ -2,7 +2,6 @@
 //! with `W` stored `[out][in]`, the layout the int8 kernel reads.
 
 use rand::Rng;
-use rand_distr::{Distribution, Normal};
 
 /// Weights and bias of a dense layer.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -57,9 +56,8 @@ pub(crate) fn gemm(
 impl Dense {
     /// He-normal initialisation (suits the ReLU that usually follows), zero bias.
     pub fn new(inputs: usize, outputs: usize, rng: &mut impl Rng) -> Dense {
-        let std = (2.0 / inputs as f32).sqrt();
-        let normal = Normal::new(0.0, std).expect("finite std");
-        let weight = (0..inputs * outputs).map(|_| normal.sample(rng)).collect();
+        // A layer always has inputs (shapes are never empty), so fan_in > 0.
+        let weight = super::he_normal(inputs * outputs, inputs, rng).expect("finite std");
         Dense { inputs, outputs, weight, bias: vec![0.0; outputs] }
     }
 

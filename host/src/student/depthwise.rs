@@ -3,9 +3,8 @@
 //! the per-channel work is too small for a GEMM to pay off.
 
 use rand::Rng;
-use rand_distr::{Distribution, Normal};
 
-use super::geometry::{Shape, TapRun, tap_runs, window, window2d};
+use super::geometry::{Shape, TapRun, fits, tap_runs, window2d};
 use super::spec::Padding;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -27,11 +26,11 @@ impl Depthwise {
         padding: Padding,
         rng: &mut impl Rng,
     ) -> Option<Depthwise> {
-        window(in_shape[1], kernel[0], stride, padding)?;
-        window(in_shape[2], kernel[1], stride, padding)?;
+        if !fits(in_shape, kernel, stride, padding) {
+            return None;
+        }
         let fan_in = kernel[0] * kernel[1];
-        let normal = Normal::new(0.0, (2.0 / fan_in as f32).sqrt()).ok()?;
-        let weight = (0..in_shape[0] * fan_in).map(|_| normal.sample(rng)).collect();
+        let weight = super::he_normal(in_shape[0] * fan_in, fan_in, rng)?;
         Some(Depthwise { in_shape, kernel, stride, padding, weight, bias: vec![0.0; in_shape[0]] })
     }
 

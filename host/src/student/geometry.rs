@@ -38,6 +38,12 @@ pub fn valid_outputs(out: usize, stride: usize, k: usize, pad: usize, input: usi
     lo.min(hi)..hi
 }
 
+/// Whether a `kernel` window fits `shape` (SAME always does; VALID needs
+/// the kernel no larger than the input).
+pub fn fits(shape: Shape, kernel: [usize; 2], stride: usize, padding: Padding) -> bool {
+    window(shape[1], kernel[0], stride, padding).is_some() && window(shape[2], kernel[1], stride, padding).is_some()
+}
+
 /// A straight run of in-bounds taps of one channel: outputs
 /// `out..out + len` (flat `oy·ow + ox`) read inputs `input, input + stride,
 /// …` (flat `iy·w + ix`) through kernel tap `tap` (`ky·kw + kx`).

@@ -110,6 +110,14 @@ pub struct Student {
     pub shapes: Vec<Shape>,
 }
 
+/// `count` He-normal weights (std √(2 / fan_in)), the initialisation of
+/// every dense and convolution layer. `None` when `fan_in` is 0.
+pub(crate) fn he_normal(count: usize, fan_in: usize, rng: &mut impl Rng) -> Option<Vec<f32>> {
+    use rand_distr::{Distribution, Normal};
+    let normal = Normal::new(0.0, (2.0 / fan_in as f32).sqrt()).ok()?;
+    Some((0..count).map(|_| normal.sample(rng)).collect())
+}
+
 /// Gradients: one vector per parameter tensor, layer by layer.
 pub type Grads = Vec<Vec<Vec<f32>>>;
 

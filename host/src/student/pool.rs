@@ -2,7 +2,7 @@
 //! padding follow TFLite: out-of-bounds taps are skipped, and an average
 //! divides by the number of in-bounds taps — what the int8 kernels do.
 
-use super::geometry::{Shape, window, window2d};
+use super::geometry::{Shape, fits, window2d};
 use super::spec::Padding;
 
 /// Max or average pooling.
@@ -27,9 +27,7 @@ pub struct Pool {
 impl Pool {
     /// `None` when the window does not fit.
     pub fn new(kind: PoolKind, in_shape: Shape, size: [usize; 2], stride: usize, padding: Padding) -> Option<Pool> {
-        window(in_shape[1], size[0], stride, padding)?;
-        window(in_shape[2], size[1], stride, padding)?;
-        Some(Pool { kind, in_shape, size, stride, padding })
+        fits(in_shape, size, stride, padding).then_some(Pool { kind, in_shape, size, stride, padding })
     }
 
     pub fn geometry(&self) -> (Shape, [usize; 2]) {

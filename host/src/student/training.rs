@@ -219,10 +219,10 @@ impl Student {
             }
             Layer::Conv(c) => {
                 let (gw, gb) = g.split_at_mut(1);
-                match &tape.cols[i] {
-                    Some(cols) => c.backward_cols(cols, d, n, &mut gw[0], &mut gb[0], input_grad),
-                    None => c.backward(x, d, n, &mut gw[0], &mut gb[0]),
-                }
+                let cols = tape.cols[i]
+                    .as_deref()
+                    .unwrap_or_else(|| unreachable!("the forward pass records im2col for conv layer {i}"));
+                c.backward_cols(cols, d, n, &mut gw[0], &mut gb[0], input_grad)
             }
             Layer::Depthwise(c) => {
                 let (gw, gb) = g.split_at_mut(1);

@@ -33,14 +33,16 @@ pub fn tinykd_training(data: &Path, spec: &str, epochs: usize, batch_size: usize
     let teacher: Vec<f32> = (0..d.train.n * classes).map(|_| normal.sample(&mut rng)).collect();
     let labels: Vec<Option<usize>> = y.iter().map(|v| Some(*v as usize)).collect();
     let set = TrainSet { x: &d.train.x, n: d.train.n, views: 1, labels: &labels, teacher: Some(&teacher), mix: &[] };
+    let per_epoch = d.train.n.div_ceil(batch_size.max(1));
     let cfg = TrainConfig {
-        epochs,
+        steps: epochs * per_epoch,
+        eval_every: per_epoch,
         batch_size,
         learning_rate: 3e-3,
         weight_decay: 0.0,
         optimizer: Optimizer::Adamw,
         schedule: Schedule::Constant,
-        warmup_epochs: 0,
+        warmup_steps: 0,
         patience: 0,
         seed: 0,
         loss: LossConfig { kind: LossKind::Kl, temperature: 4.0, alpha: 0.9 },

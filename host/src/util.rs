@@ -21,6 +21,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Softmax of `z / t`, computed stably in f64 (the loss value and the
+/// ensemble's mean of tempered probabilities both need it).
+pub fn softmax(z: &[f32], t: f32) -> Vec<f64> {
+    let max = z.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b)) as f64;
+    let e: Vec<f64> = z.iter().map(|v| ((*v as f64 - max) / t as f64).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.into_iter().map(|v| v / s).collect()
+}
+
 /// Share of equal elements in two label sequences.
 pub fn accuracy(pred: &[usize], labels: &[i64]) -> f64 {
     if pred.is_empty() {

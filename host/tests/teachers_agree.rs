@@ -15,6 +15,9 @@ fn data_for(teacher: &std::path::Path) -> std::path::PathBuf {
     models().join("data").join(format!("{prefix}.npz"))
 }
 
+/// Fixtures exported with skl2onnx's usual call (`FloatTensorType([None, 64])`, ZipMap off).
+const PLAIN_SKLEARN: &[&str] = &["digits_logreg_plain.onnx", "digits_forest_plain.onnx"];
+
 /// Teachers in models/ that tract 0.23 cannot run, with the op it names.
 const TRACT_UNSUPPORTED: &[(&str, &str)] = &[("digits_svc.onnx", "SVMClassifier")];
 
@@ -30,6 +33,9 @@ fn ort_and_tract_agree_on_every_teacher() {
         .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
         .collect();
     teachers.sort();
+    // scikit-learn exported the usual way: input `X` [None, 64] (no batch
+    // name, no fact for tract), ZipMap off, no Reshape in front.
+    teachers.extend(PLAIN_SKLEARN.iter().map(|f| models().join("fixtures").join(f)));
     let mut compared = 0;
     for t in teachers {
         let name = t.file_name().unwrap().to_str().unwrap();
@@ -66,5 +72,27 @@ fn ort_and_tract_agree_on_every_teacher() {
         assert!(max <= 1e-4, "{name}: ort and tract differ by {max}");
         compared += 1;
     }
-    assert!(compared >= 3, "expected at least the three teachers both backends run, compared {compared}");
+    assert!(compared >= 5, "expected the three teachers and two plain fixtures both backends run, compared {compared}");
+}
+
+#[test]
+fn zipmap_in_tract_is_a_clear_error_and_ort_runs_it() {
+    let t = models().join("fixtures/digits_logreg_plain_zipmap.onnx");
+    let e = format!("{:#}", Teacher::open(&t, BackendChoice::Tract, None).unwrap_err());
+    assert!(e.contains("tract cannot run ZipMap") && e.contains("--backend ort") && e.contains("zipmap"), "{e}");
+    assert!(!e.contains('\n'), "one line: {e}");
+    if std::env::var_os("TINYKD_SKIP_ORT").is_some() {
+        return;
+    }
+    let data = Dataset::load(&models().join("data/digits.npz"), LoadOptions::default()).unwrap();
+    let (s, shape) = (&data.test, &data.sample_shape);
+    let mut zipmap = Teacher::open(&t, BackendChoice::Ort, None).unwrap();
+    let a = zipmap.logits(&s.x, s.n, shape, &Progress::hidden()).unwrap();
+    let plain = models().join("fixtures/digits_logreg_plain.onnx");
+    let b = Teacher::open(&plain, BackendChoice::Tract, None)
+        .unwrap()
+        .logits(&s.x, s.n, shape, &Progress::hidden())
+        .unwrap();
+    let max = a.logits.iter().zip(&b.logits).map(|(x, y)| (x.exp() - y.exp()).abs()).fold(0f32, f32::max);
+    assert!(max <= 1e-4, "ZipMap probabilities (ort) and plain probabilities (tract) differ by {max}");
 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use tinykd::data::SplitName;
+use tinykd::data::{ReadOptions, SplitName};
 use tinykd::pipeline::{self, DistillOptions};
 use tinykd::progress::Progress;
 use tinykd::quant::Calibration;
@@ -19,14 +19,14 @@ pub fn models() -> PathBuf {
 pub fn mnist1d_student(dir: &Path, spec: &str, epochs: usize) -> Result<PathBuf> {
     let data = models().join("data/mnist1d.npz");
     let mut opts = DistillOptions::new(vec![models().join("teachers/mnist1d_cnn.onnx")], data.clone(), spec);
-    opts.epochs = epochs;
+    opts.epochs = Some(epochs);
     opts.seed = 1;
     opts.backend = BackendChoice::Tract;
     opts.baseline = false;
     let out = pipeline::distill(&opts, &Progress::hidden())?;
     let ckpt = dir.join("student.ckpt");
     out.checkpoint.save(&ckpt)?;
-    let q = pipeline::quantize(&ckpt, &data, Calibration::Minmax, opts.input_scale)?;
+    let q = pipeline::quantize(&ckpt, &data, Calibration::Minmax, ReadOptions::default())?;
     let tkd = dir.join("student.tkd");
     tinykd::util::write_atomic(&tkd, &q.bytes)?;
     Ok(tkd)
@@ -40,7 +40,7 @@ pub fn host_accuracy(tkd: &Path) -> Result<f64> {
         SplitName::Test,
         BackendChoice::Tract,
         None,
-        1.0 / 255.0,
+        ReadOptions::default(),
         &Progress::hidden(),
     )?;
     r.accuracy.ok_or_else(|| anyhow::anyhow!("no labels"))

@@ -4,7 +4,7 @@
 //! 1-D CNN student. One test: the board crate is rebuilt per model, so the
 //! runs must not overlap.
 
-use tinykd::data::SplitName;
+use tinykd::data::{ReadOptions, SplitName};
 use tinykd_emulator_tests::{host_accuracy, mnist1d_student, models};
 
 fn check(spec: &str, epochs: usize, macs: f64) {
@@ -12,7 +12,7 @@ fn check(spec: &str, epochs: usize, macs: f64) {
     let tkd = mnist1d_student(dir.path(), spec, epochs).unwrap();
     let host = host_accuracy(&tkd).unwrap();
     let data = models().join("data/mnist1d.npz");
-    let r = tinykd::cli::emulate_model(&tkd, &data, SplitName::Test, "qemu-mps2-an385", None, 1.0 / 255.0)
+    let r = tinykd::cli::emulate_model(&tkd, &data, SplitName::Test, "qemu-mps2-an385", None, ReadOptions::default())
         .unwrap_or_else(|e| panic!("{e:#}"));
     eprintln!(
         "{spec}: n={} accuracy={:?} agreement={} instructions/inference={:.0} ({:.2}/MAC) flash={} ram={} (stack {})",

@@ -19,7 +19,7 @@
 //! | 18 | layer record length (u16, 64) |
 //! | 20 | class count (u16) |
 //! | 22 | input rank (u8, 1..=4) |
-//! | 23 | flags (u8, 0) |
+//! | 23 | flags (u8): bit 0 = the host's data stores samples channels-last ([`FLAG_DATA_CHANNELS_LAST`]; host metadata), other bits 0 |
 //! | 24 | input dims (4 × u16, unused dims 0) |
 //! | 32 | input element count (u32) |
 //! | 36 | input scale (f32 bits) — host-side metadata, never used by the int8 path |
@@ -76,6 +76,14 @@
 
 /// Magic bytes at the start of every `.tkd` blob.
 pub const MAGIC: [u8; 4] = *b"TKDM";
+/// Header flag: the dataset the model was trained on stores its samples
+/// channels-last (`[T, C]`, `[H, W, C]`). Host-side metadata, so that
+/// `tinykd eval` reads data the way the model was trained; the device input
+/// is channels-last either way.
+pub const FLAG_DATA_CHANNELS_LAST: u8 = 1;
+/// Every header flag this runtime knows.
+pub const KNOWN_FLAGS: u8 = FLAG_DATA_CHANNELS_LAST;
+
 /// The format version this runtime reads and the host writes.
 pub const VERSION: u16 = 1;
 /// Length of the fixed header.

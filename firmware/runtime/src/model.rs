@@ -131,7 +131,7 @@ impl<'a> Model<'a> {
         }
         let class_count = read_u16(blob, header::CLASS_COUNT).ok_or(short)? as usize;
         let input_rank = blob[header::INPUT_RANK] as usize;
-        if blob[header::FLAGS] != 0 {
+        if blob[header::FLAGS] & !format::KNOWN_FLAGS != 0 {
             return Err(malformed("unknown header flags"));
         }
         if input_rank == 0 || input_rank > format::MAX_INPUT_RANK {

@@ -20,19 +20,43 @@ pub(super) fn distill(a: DistillArgs, progress: &Progress) -> Result<()> {
     let opts = a.to_options();
     let out = pipeline::distill(&opts, progress)?;
     out.checkpoint.save(&a.out)?;
-    if let Some(t) = out.teacher_test_accuracy {
-        println!("teacher               test accuracy {}", pct(t));
+    if a.json {
+        let run = |s: &pipeline::TrainedStudent| {
+            serde_json::json!({
+                "test_accuracy": s.test_accuracy,
+                "teacher_agreement": s.teacher_agreement,
+                "steps": s.report.steps,
+                "step_budget": s.report.step_budget,
+                "rows": s.report.rows,
+                "best_val_accuracy": s.report.best_val_accuracy,
+            })
+        };
+        let mut kd = run(&out.kd);
+        kd["alpha"] = opts.alpha.to_string().parse::<f64>().unwrap_or_default().into();
+        kd["parameters"] = out.kd.student.param_count().into();
+        let json = serde_json::json!({
+            "teacher_test_accuracy": out.teacher_test_accuracy,
+            "student": kd,
+            "baseline": out.baseline.as_ref().map(run),
+            "out": a.out,
+        });
+        outln!("{json}");
+        return Ok(());
     }
-    println!(
-        "student (α = {:<4})    test accuracy {}  ({} parameters)",
+    if let Some(t) = out.teacher_test_accuracy {
+        outln!("teacher               test accuracy {}", pct(t));
+    }
+    outln!(
+        "student (α = {:<4})    test accuracy {}  ({} parameters, {} optimizer steps)",
         opts.alpha,
         pct(out.kd.test_accuracy),
-        out.kd.student.param_count()
+        out.kd.student.param_count(),
+        out.kd.report.steps
     );
     if let Some(b) = &out.baseline {
-        println!("baseline (α = 0)      test accuracy {}", pct(b.test_accuracy));
+        outln!("baseline (α = 0)      test accuracy {}  ({} optimizer steps)", pct(b.test_accuracy), b.report.steps);
     }
-    println!("wrote {}", a.out.display());
+    outln!("wrote {}", a.out.display());
     Ok(())
 }
 
@@ -59,9 +83,9 @@ pub(super) fn sweep(a: SweepArgs, progress: &Progress) -> Result<()> {
     crate::util::write_atomic(&out_dir.join("sweep.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
     out.checkpoint.save(&out_dir.join("student.ckpt"))?;
     crate::pipeline::sweep_plot(&out, &out_dir.join("sweep.png"))?;
-    print!("{table}");
+    out!("{table}");
     let (b, base) = (&out.rows[out.best], &out.rows[out.baseline]);
-    println!(
+    outln!(
         "selected: {} T = {} α = {}: test {} (α = 0 baseline: {})",
         b.student,
         b.temperature.map_or("–".into(), |t| t.to_string()),
@@ -69,12 +93,13 @@ pub(super) fn sweep(a: SweepArgs, progress: &Progress) -> Result<()> {
         pct(b.test_accuracy),
         pct(base.test_accuracy)
     );
-    println!("wrote {}/sweep.md, sweep.json, sweep.png, student.ckpt", out_dir.display());
+    outln!("wrote {}/sweep.md, sweep.json, sweep.png, student.ckpt", out_dir.display());
     Ok(())
 }
 
 pub(super) fn teach(a: TeachArgs, progress: &Progress) -> Result<()> {
-    let data = crate::data::Dataset::load(&a.data, crate::data::LoadOptions { input_scale: a.input_scale })?;
+    let load = crate::data::LoadOptions { input_scale: a.input_scale, layout: a.layout };
+    let data = crate::data::Dataset::load(&a.data, load)?;
     let Some(cache) = a.cache.dir() else { bail!("tinykd teach fills the cache: drop --no-cache") };
     let mut set = crate::teacher::TeacherSet::new(
         &a.teacher.teachers,
@@ -86,10 +111,10 @@ pub(super) fn teach(a: TeachArgs, progress: &Progress) -> Result<()> {
     set.kind_override = a.teacher.teacher_output_kind;
     for name in [SplitName::Train, SplitName::Val, SplitName::Test, SplitName::Unlabeled] {
         let Ok(s) = data.split(name) else { continue };
-        let (_, classes) = set.logits(&s.x, s.n, &data.sample_shape, 1.0, progress)?;
-        println!("{:<9} {} samples × {classes} classes", name.as_str(), s.n);
+        let (_, classes) = set.logits(&data.stored_order(&s.x), s.n, &data.stored_shape, 1.0, progress)?;
+        outln!("{:<9} {} samples × {classes} classes", name.as_str(), s.n);
     }
-    println!(
+    outln!(
         "cache {}: {} samples computed, {} already cached",
         cache.display(),
         set.computed_samples,
@@ -112,17 +137,13 @@ pub(super) fn bench(a: BenchArgs) -> Result<()> {
             }
         }
         if !a.json {
-            println!("{} inference (samples/s):", t.display());
+            outln!("{} inference (samples/s):", t.display());
             for r in by_backend.iter().flatten() {
-                println!("  {:<6} batch {:>3}  {:>10.0}", r.backend, r.batch, r.samples_per_second);
+                outln!("  {:<6} batch {:>3}  {:>10.0}", r.backend, r.batch, r.samples_per_second);
             }
             if let [o, tr] = by_backend.as_slice() {
                 for (x, y) in o.iter().zip(tr) {
-                    println!(
-                        "  batch {:>3}: ort / tract = {:.2}",
-                        x.batch,
-                        x.samples_per_second / y.samples_per_second
-                    );
+                    outln!("  batch {:>3}: ort / tract = {:.2}", x.batch, x.samples_per_second / y.samples_per_second);
                 }
             }
         }
@@ -133,66 +154,67 @@ pub(super) fn bench(a: BenchArgs) -> Result<()> {
         let torch = crate::bench::pytorch_training(&a.python, &a.data, spec, a.epochs, a.batch_size)?;
         let ratio = torch.as_ref().map(|t| ours.samples_per_second / t.samples_per_second);
         if !a.json {
-            println!("{spec} ({} parameters), batch {}, {} epochs:", ours.parameters, a.batch_size, a.epochs);
-            println!("  tinykd   {:>10.0} samples/s", ours.samples_per_second);
+            outln!("{spec} ({} parameters), batch {}, {} epochs:", ours.parameters, a.batch_size, a.epochs);
+            outln!("  tinykd   {:>10.0} samples/s", ours.samples_per_second);
             match (&torch, ratio) {
                 (Some(t), Some(r)) => {
-                    println!("  PyTorch  {:>10.0} samples/s  → tinykd is {r:.2}× PyTorch", t.samples_per_second)
+                    outln!("  PyTorch  {:>10.0} samples/s  → tinykd is {r:.2}× PyTorch", t.samples_per_second)
                 }
-                _ => println!("  PyTorch  not available ({} has no torch)", a.python),
+                _ => outln!("  PyTorch  not available ({} has no torch)", a.python),
             }
         }
         rows.push(serde_json::json!({ "student": spec, "tinykd": ours, "pytorch": torch, "ratio": ratio }));
     }
     if a.json {
-        println!("{}", serde_json::to_string(&rows)?);
+        outln!("{}", serde_json::to_string(&rows)?);
     }
     Ok(())
 }
 
 pub(super) fn quantize(a: QuantizeArgs) -> Result<()> {
-    let out = pipeline::quantize(&a.student, &a.data, a.calibration, a.input_scale)?;
+    let out = pipeline::quantize(&a.student, &a.data, a.calibration, a.read.options())?;
     crate::util::write_atomic(&a.out, &out.bytes)?;
-    println!("float student  test accuracy {}", pct(out.float_accuracy));
-    println!(
+    outln!("float student  test accuracy {}", pct(out.float_accuracy));
+    outln!(
         "int8 student   test accuracy {}  (agrees with float on {})",
         pct(out.int8_accuracy),
         pct(out.float_agreement)
     );
-    println!("wrote {} ({} bytes)", a.out.display(), out.bytes.len());
+    outln!("wrote {} ({} bytes)", a.out.display(), out.bytes.len());
     Ok(())
 }
 
 pub(super) fn eval(a: EvalArgs, progress: &Progress) -> Result<()> {
-    let r = pipeline::evaluate(
+    let r = pipeline::evaluate_with(
         &a.model,
         &a.data,
         a.split,
         a.backend,
         a.teacher_output.as_deref(),
-        a.input_scale,
+        a.teacher_output_kind,
+        a.read.options(),
         progress,
     )?;
     if let Some(p) = &a.save_outputs {
         pipeline::save_outputs(p, &r)?;
     }
     if a.json {
-        println!("{}", serde_json::to_string(&r)?);
+        outln!("{}", serde_json::to_string(&r)?);
     } else {
         match r.accuracy {
             Some(acc) => {
-                println!("{} on {} ({} samples): accuracy {}", a.model.display(), a.split.as_str(), r.n, pct(acc))
+                outln!("{} on {} ({} samples): accuracy {}", a.model.display(), a.split.as_str(), r.n, pct(acc))
             }
-            None => println!("{} on {} ({} samples): no labels", a.model.display(), a.split.as_str(), r.n),
+            None => outln!("{} on {} ({} samples): no labels", a.model.display(), a.split.as_str(), r.n),
         }
     }
     Ok(())
 }
 
 pub(super) fn emulate(a: EmulateArgs) -> Result<()> {
-    let report = emulate_model(&a.model, &a.data, a.split, &a.board, a.limit, a.input_scale)?;
+    let report = emulate_model(&a.model, &a.data, a.split, &a.board, a.limit, a.read.options())?;
     if a.json {
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?);
     } else {
         print_emulation(&report);
     }
@@ -201,15 +223,19 @@ pub(super) fn emulate(a: EmulateArgs) -> Result<()> {
 
 /// Prints an emulation report as sentences.
 pub fn print_emulation(r: &emulate::EmulationReport) {
-    println!("board {}: {} samples", r.board, r.n);
+    outln!("board {}: {} samples", r.board, r.n);
     if let Some(acc) = r.accuracy {
-        println!("  device accuracy     {}", pct(acc));
+        outln!("  device accuracy     {}", pct(acc));
     }
-    println!("  agreement with host {} (int8 logits, bit for bit)", pct(r.agreement));
-    println!("  instructions/inference {:.0}", r.instructions_per_inference);
-    println!(
+    outln!("  agreement with host {} (int8 logits, bit for bit)", pct(r.agreement));
+    outln!("  instructions/inference {:.0}", r.instructions_per_inference);
+    outln!(
         "  flash {} B (model {} B), RAM {} B (static {} B + peak stack {} B)",
-        r.flash_bytes, r.model_bytes, r.ram_bytes, r.static_ram_bytes, r.peak_stack_bytes
+        r.flash_bytes,
+        r.model_bytes,
+        r.ram_bytes,
+        r.static_ram_bytes,
+        r.peak_stack_bytes
     );
 }
 
@@ -221,12 +247,12 @@ pub fn emulate_model(
     split: SplitName,
     board: &str,
     limit: Option<usize>,
-    input_scale: f32,
+    read: crate::data::ReadOptions,
 ) -> Result<emulate::EmulationReport> {
     let board = emulate::board(board)?;
     let bytes = crate::export::tkd::read(model)?;
     let m = tinykd_runtime::Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let data = crate::data::Dataset::load(data_path, crate::data::LoadOptions { input_scale })?;
+    let data = crate::data::Dataset::load(data_path, read.for_model(crate::export::tkd::data_layout(&bytes)))?;
     pipeline::check_model_data(&m, &data)?;
     let s = data.split(split)?;
     let n = limit.map_or(s.n, |l| l.min(s.n));

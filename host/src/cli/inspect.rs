@@ -5,32 +5,33 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use tract_onnx::prelude::*;
 
-use crate::data::{Dataset, LoadOptions, SplitName};
+use crate::data::{Dataset, Layout, LoadOptions, SplitName};
 
 /// Prints a description of `path`, chosen by its extension.
-pub fn inspect(path: &Path) -> Result<()> {
+pub fn inspect(path: &Path, layout: Layout) -> Result<()> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     match ext.as_str() {
         "onnx" => inspect_onnx(path),
         "tkd" => inspect_tkd(path),
-        _ => inspect_data(path),
+        _ => inspect_data(path, layout),
     }
 }
 
-fn inspect_data(path: &Path) -> Result<()> {
+fn inspect_data(path: &Path, layout: Layout) -> Result<()> {
     if path.extension().is_some_and(|e| e == "npz") {
         let mut npz =
             npyz::npz::NpzArchive::open(path).with_context(|| format!("{}: cannot open as .npz", path.display()))?;
         let names: Vec<String> = npz.array_names().map(str::to_owned).collect();
-        println!("{}: {} arrays", path.display(), names.len());
+        outln!("{}: {} arrays", path.display(), names.len());
         for name in names {
             if let Ok(Some(a)) = npz.by_name(&name) {
-                println!("  {name:<12} {:<6} {:?}", a.dtype().descr().trim_matches('\''), a.shape());
+                outln!("  {name:<12} {:<6} {:?}", a.dtype().descr().trim_matches('\''), a.shape());
             }
         }
     }
-    let d = Dataset::load(path, LoadOptions::default())?;
-    println!("sample shape {:?}, {} classes", d.sample_shape, d.class_count);
+    let d = Dataset::load(path, LoadOptions { layout, ..LoadOptions::default() })?;
+    outln!("sample shape {:?}, {} classes", d.stored_shape, d.class_count);
+    outln!("{}", d.describe_layout());
     for name in [SplitName::Train, SplitName::Val, SplitName::Test, SplitName::Unlabeled] {
         let Ok(s) = d.split(name) else { continue };
         let balance = match &s.y {
@@ -42,7 +43,7 @@ fn inspect_data(path: &Path) -> Result<()> {
             None => "unlabeled".into(),
         };
         let (lo, hi) = s.x.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), v| (a.min(*v), b.max(*v)));
-        println!("  {:<9} {:>6} samples, x in [{lo:.3}, {hi:.3}], {balance}", name.as_str(), s.n);
+        outln!("  {:<9} {:>6} samples, x in [{lo:.3}, {hi:.3}], {balance}", name.as_str(), s.n);
     }
     Ok(())
 }
@@ -56,7 +57,7 @@ fn inspect_onnx(path: &Path) -> Result<()> {
         .iter()
         .map(|o| format!("{}{}", if o.domain.is_empty() { "ai.onnx" } else { &o.domain }, o.version))
         .collect();
-    println!(
+    outln!(
         "{}: ONNX IR {}, opsets {}, produced by {} {}",
         path.display(),
         proto.ir_version,
@@ -68,30 +69,63 @@ fn inspect_onnx(path: &Path) -> Result<()> {
         let mut ops: Vec<&str> = g.node.iter().map(|n| n.op_type.as_str()).collect();
         ops.sort_unstable();
         ops.dedup();
-        println!("  {} nodes; operators: {}", g.node.len(), ops.join(", "));
+        outln!("  {} nodes; operators: {}", g.node.len(), ops.join(", "));
         let params: usize = g.initializer.iter().map(|t| t.dims.iter().product::<i64>().max(0) as usize).sum();
-        println!("  {params} values in initializers");
+        outln!("  {params} values in initializers");
         let external = g.initializer.iter().filter(|t| !t.external_data.is_empty()).count();
         if external > 0 {
-            println!("  {external} tensors stored as external data");
+            outln!("  {external} tensors stored as external data");
         }
     }
-    match tract_onnx::onnx().model_for_path(path) {
-        Ok(m) => {
-            for (i, o) in m.input_outlets()?.iter().enumerate() {
-                println!("  input  {i}: {} {:?}", m.node(o.node).name, m.outlet_fact(*o)?);
-            }
-            for (i, o) in m.output_outlets()?.iter().enumerate() {
-                println!(
-                    "  output {i}: {} {:?}",
-                    m.outlet_label(*o).unwrap_or(&m.node(o.node).name),
-                    m.outlet_fact(*o)?
-                );
-            }
+    // The file's own declarations, as written (tract's facts before analysis
+    // would show partly known shapes such as Keras's [N, 9] as "..,?").
+    if let Some(g) = &proto.graph {
+        let initializers: std::collections::HashSet<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
+        let inputs = g.input.iter().filter(|v| !initializers.contains(v.name.as_str()));
+        for (i, v) in inputs.enumerate() {
+            outln!("  input  {i}: {} {}", v.name, describe_value_type(v.r#type.as_ref()));
         }
-        Err(e) => println!("  tract cannot load it: {e:#}"),
+        for (i, v) in g.output.iter().enumerate() {
+            outln!("  output {i}: {} {}", v.name, describe_value_type(v.r#type.as_ref()));
+        }
+    }
+    if let Err(e) = crate::teacher::Teacher::open(path, crate::teacher::BackendChoice::Tract, None) {
+        outln!("  tract cannot run it: {e:#}");
     }
     Ok(())
+}
+
+/// `float32 [N, 64]` for a tensor type (`?` for an unnamed unknown axis).
+fn describe_value_type(t: Option<&tract_onnx::pb::TypeProto>) -> String {
+    use tract_onnx::pb::tensor_shape_proto::dimension::Value as D;
+    use tract_onnx::pb::type_proto::Value;
+    let Some(Value::TensorType(t)) = t.and_then(|t| t.value.as_ref()) else {
+        return "(not a tensor: a sequence or map)".into();
+    };
+    let dtype = match t.elem_type {
+        1 => "float32",
+        2 => "uint8",
+        3 => "int8",
+        5 => "int16",
+        6 => "int32",
+        7 => "int64",
+        8 => "string",
+        9 => "bool",
+        10 => "float16",
+        11 => "float64",
+        _ => "other",
+    };
+    let Some(shape) = &t.shape else { return format!("{dtype} (shape not declared)") };
+    let dims: Vec<String> = shape
+        .dim
+        .iter()
+        .map(|d| match &d.value {
+            Some(D::DimValue(v)) => v.to_string(),
+            Some(D::DimParam(p)) if !p.is_empty() => p.clone(),
+            _ => "?".into(),
+        })
+        .collect();
+    format!("{dtype} [{}]", dims.join(", "))
 }
 
 fn inspect_tkd(path: &Path) -> Result<()> {
@@ -99,13 +133,13 @@ fn inspect_tkd(path: &Path) -> Result<()> {
     let m = tinykd_runtime::Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let iq = m.input_quant();
     let oq = m.output_quant();
-    println!(
+    outln!(
         "{}: tinykd model, format v{}, {} bytes, CRC ok",
         path.display(),
         tinykd_runtime::format::VERSION,
         bytes.len()
     );
-    println!(
+    outln!(
         "  input {:?} (int8, scale {} zero point {}), {} classes (scale {} zero point {})",
         m.input_shape(),
         iq.scale,
@@ -114,12 +148,19 @@ fn inspect_tkd(path: &Path) -> Result<()> {
         oq.scale,
         oq.zero_point
     );
-    println!("  arena {} bytes", m.arena_bytes());
+    outln!("  arena {} bytes", m.arena_bytes());
     for (i, l) in m.layers().enumerate() {
         let l = l.map_err(|e| anyhow::anyhow!("{e}"))?;
-        println!(
+        outln!(
             "  layer {i}: {:?} {} → {} values, {:?}, params {:?}, {} weights, clamp [{}, {}]",
-            l.op, l.input_len, l.output_len, l.activation, l.params, l.weights_len, l.clamp.min, l.clamp.max
+            l.op,
+            l.input_len,
+            l.output_len,
+            l.activation,
+            l.params,
+            l.weights_len,
+            l.clamp.min,
+            l.clamp.max
         );
     }
     Ok(())

@@ -2,6 +2,16 @@
 //! file holds the arguments; `commands` runs them, `run` runs a config file,
 //! `inspect` describes a file.
 
+/// `println!` for command output: a reader that goes away (`tinykd inspect
+/// F | head`) ends the command quietly instead of a "Broken pipe" panic.
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::cli::write_out(format_args!("{}\n", format_args!($($arg)*))) };
+}
+/// `print!` counterpart of [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::cli::write_out(format_args!($($arg)*)) };
+}
+
 mod commands;
 mod inspect;
 mod run;
@@ -13,7 +23,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
-use crate::data::SplitName;
+use crate::data::{Layout, ReadOptions, SplitName};
 use crate::distill::{Augment, LossKind, Optimizer, Schedule};
 use crate::pipeline::DistillOptions;
 use crate::progress::Progress;
@@ -113,8 +123,16 @@ pub struct DistillArgs {
     /// Soft-term loss: KL on softened distributions (×T²) or MSE on logits.
     #[arg(long, value_enum, default_value_t = LossKind::Kl)]
     pub loss: LossKind,
-    #[arg(long, default_value_t = 60)]
-    pub epochs: usize,
+    /// Training length in epochs of the reference set: every training row of the distilled
+    /// run (labelled and unlabeled). The α = 0 baseline and every sweep cell take the same
+    /// number of optimizer steps, however few rows they train on. [default: 60 epochs, at
+    /// least 4,000 and at most 40,000 steps]
+    #[arg(long, value_name = "E")]
+    pub epochs: Option<usize>,
+    /// Training length in optimizer steps (batches) for every run of the comparison;
+    /// overrides --epochs.
+    #[arg(long, value_name = "N", conflicts_with = "epochs")]
+    pub steps: Option<usize>,
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
     /// Adam learning rate (cosine-decayed to 0).
@@ -131,6 +149,11 @@ pub struct DistillArgs {
     /// Scale applied to uint8 inputs.
     #[arg(long, default_value_t = 1.0 / 255.0)]
     pub input_scale: f32,
+    /// How a sample's axes are stored: channels-first ([C, L], [C, H, W], as PyTorch) or
+    /// channels-last ([T, C], [H, W, C], as Keras and most sensor logs). The student's convs
+    /// slide along time and --shift shifts along time in both; the teacher gets the file's layout.
+    #[arg(long, value_enum, default_value_t = Layout::ChannelsFirst)]
+    pub layout: Layout,
     /// Skip training the α = 0 baseline shown next to the distilled student.
     #[arg(long)]
     pub no_baseline: bool,
@@ -138,10 +161,11 @@ pub struct DistillArgs {
     pub optimizer: Optimizer,
     #[arg(long, value_enum, default_value_t = Schedule::Cosine)]
     pub schedule: Schedule,
-    /// Linear learning-rate warm-up, in epochs.
+    /// Linear learning-rate warm-up, in epochs of the reference set.
     #[arg(long, default_value_t = 0)]
     pub warmup_epochs: usize,
-    /// Early stopping: epochs without a better validation accuracy (0 = off).
+    /// Early stopping: validation checks without a better accuracy (0 = off). A check runs
+    /// every reference epoch, or every 1/200 of the step budget when that is longer.
     #[arg(long, default_value_t = 0)]
     pub patience: usize,
     /// Augmentation: largest random shift along the last axis (zero-filled).
@@ -171,6 +195,9 @@ pub struct DistillArgs {
     /// Where to write the float student checkpoint (sweep: the output directory).
     #[arg(long, value_name = "PATH")]
     pub out: PathBuf,
+    /// Print one JSON object (accuracies, step counts) instead of lines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Teacher-logit cache options.
@@ -201,6 +228,7 @@ impl DistillArgs {
             alpha: self.alpha,
             loss: self.loss,
             epochs: self.epochs,
+            steps: self.steps,
             batch_size: self.batch_size,
             learning_rate: self.learning_rate,
             weight_decay: self.weight_decay,
@@ -225,6 +253,7 @@ impl DistillArgs {
             labelled_fraction: self.labelled_fraction,
             use_unlabeled: !self.no_unlabeled,
             cache_dir: self.cache.dir(),
+            layout: self.layout,
         }
     }
 }
@@ -255,8 +284,29 @@ pub struct TeachArgs {
     pub data: PathBuf,
     #[arg(long, default_value_t = 1.0 / 255.0)]
     pub input_scale: f32,
+    /// How a sample's axes are stored (see distill --help).
+    #[arg(long, value_enum, default_value_t = Layout::ChannelsFirst)]
+    pub layout: Layout,
     #[command(flatten)]
     pub cache: CacheArgs,
+}
+
+/// How commands that take a trained model read the data.
+#[derive(Debug, Clone, Args)]
+pub struct ReadArgs {
+    /// Scale applied to uint8 inputs.
+    #[arg(long, default_value_t = 1.0 / 255.0)]
+    pub input_scale: f32,
+    /// How a sample's axes are stored [default: the layout the model was trained on,
+    /// else channels-first].
+    #[arg(long, value_enum)]
+    pub layout: Option<Layout>,
+}
+
+impl ReadArgs {
+    pub fn options(&self) -> ReadOptions {
+        ReadOptions { input_scale: self.input_scale, layout: self.layout }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -269,8 +319,8 @@ pub struct QuantizeArgs {
     pub data: PathBuf,
     #[arg(long, value_enum, default_value_t = Calibration::Minmax)]
     pub calibration: Calibration,
-    #[arg(long, default_value_t = 1.0 / 255.0)]
-    pub input_scale: f32,
+    #[command(flatten)]
+    pub read: ReadArgs,
     /// Where to write the int8 model.
     #[arg(long, value_name = "student.tkd")]
     pub out: PathBuf,
@@ -292,8 +342,8 @@ pub struct EvalArgs {
     /// What the teacher output holds (default: detected).
     #[arg(long, value_enum)]
     pub teacher_output_kind: Option<OutputKind>,
-    #[arg(long, default_value_t = 1.0 / 255.0)]
-    pub input_scale: f32,
+    #[command(flatten)]
+    pub read: ReadArgs,
     /// Print one JSON object instead of a sentence.
     #[arg(long)]
     pub json: bool,
@@ -317,8 +367,8 @@ pub struct EmulateArgs {
     /// Use only the first N samples of the split.
     #[arg(long)]
     pub limit: Option<usize>,
-    #[arg(long, default_value_t = 1.0 / 255.0)]
-    pub input_scale: f32,
+    #[command(flatten)]
+    pub read: ReadArgs,
     #[arg(long)]
     pub json: bool,
 }
@@ -347,6 +397,9 @@ pub struct BenchArgs {
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     pub file: PathBuf,
+    /// For a dataset: how a sample's axes are stored (see distill --help).
+    #[arg(long, value_enum, default_value_t = Layout::ChannelsFirst)]
+    pub layout: Layout,
 }
 
 #[derive(Debug, Args)]
@@ -356,6 +409,20 @@ pub struct RunArgs {
     /// Print the final summary as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Writes command output to stdout; exits quietly (status 0, as `head`'s
+/// writer would expect) when the reader has closed the pipe.
+pub fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
 }
 
 /// Runs a parsed command line.
@@ -369,7 +436,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => commands::eval(a, &progress),
         Command::Emulate(a) => commands::emulate(a),
         Command::Bench(a) => commands::bench(a),
-        Command::Inspect(a) => inspect::inspect(&a.file),
+        Command::Inspect(a) => inspect::inspect(&a.file, a.layout),
         Command::Run(a) => run::run_config(&a.config, a.json, &progress),
     }
 }

@@ -41,6 +41,9 @@ struct Config {
     student: StudentField,
     /// Output directory; default `out/<config name>` under the current directory.
     out_dir: Option<PathBuf>,
+    /// How the data file stores a sample's axes.
+    #[serde(default)]
+    layout: crate::data::Layout,
     #[serde(default)]
     distill: DistillSection,
     #[serde(default)]
@@ -72,6 +75,7 @@ struct DistillSection {
     alpha: Option<f32>,
     loss: Option<LossKind>,
     epochs: Option<usize>,
+    steps: Option<usize>,
     batch_size: Option<usize>,
     learning_rate: Option<f32>,
     weight_decay: Option<f32>,
@@ -101,7 +105,6 @@ impl DistillSection {
             temperature,
             alpha,
             loss,
-            epochs,
             batch_size,
             learning_rate,
             weight_decay,
@@ -116,6 +119,9 @@ impl DistillSection {
             labelled_fraction,
             use_unlabeled
         );
+        if self.epochs.is_some() || self.steps.is_some() {
+            (o.epochs, o.steps) = (self.epochs, self.steps);
+        }
         if let Some(v) = self.shift {
             o.augment.shift = v;
         }
@@ -171,29 +177,29 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
     opts.backend = cfg.backend;
     opts.teacher_output = cfg.teacher_output.clone();
     opts.teacher_output_kind = cfg.teacher_output_kind;
+    opts.layout = cfg.layout;
     cfg.distill.apply(&mut opts);
-    let input_scale = opts.input_scale;
+    let read = crate::data::ReadOptions { input_scale: opts.input_scale, layout: Some(opts.layout) };
     let started = std::time::Instant::now();
     let outcome = pipeline::distill(&opts, progress)?;
     let ckpt = out_dir.join("student.ckpt");
     outcome.checkpoint.save(&ckpt)?;
-    let q = pipeline::quantize(&ckpt, &data, cfg.quantize.calibration, input_scale)?;
+    let q = pipeline::quantize(&ckpt, &data, cfg.quantize.calibration, read)?;
     let tkd = out_dir.join("student.tkd");
     crate::util::write_atomic(&tkd, &q.bytes)?;
     let baseline_int8 = match &outcome.baseline {
         Some(b) => {
             let p = out_dir.join("baseline.ckpt");
-            crate::student::Checkpoint::new(b.student.clone(), json!({"alpha": 0.0})).save(&p)?;
-            let bq = pipeline::quantize(&p, &data, cfg.quantize.calibration, input_scale)?;
+            crate::student::Checkpoint::new(b.student.clone(), json!({"alpha": 0.0, "layout": opts.layout}))
+                .save(&p)?;
+            let bq = pipeline::quantize(&p, &data, cfg.quantize.calibration, read)?;
             crate::util::write_atomic(&out_dir.join("baseline.tkd"), &bq.bytes)?;
             Some(bq.int8_accuracy)
         }
         None => None,
     };
     let emulation = match &cfg.emulate {
-        Some(e) => {
-            Some(super::emulate_model(&tkd, &data, crate::data::SplitName::Test, &e.board, e.limit, input_scale)?)
-        }
+        Some(e) => Some(super::emulate_model(&tkd, &data, crate::data::SplitName::Test, &e.board, e.limit, read)?),
         None => None,
     };
     let summary = json!({
@@ -204,6 +210,8 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
         "parameters": outcome.kd.student.param_count(),
         "temperature": opts.temperature,
         "alpha": opts.alpha,
+        "steps": outcome.kd.report.steps,
+        "baseline_steps": outcome.baseline.as_ref().map(|b| b.report.steps),
         "float_test_accuracy": outcome.kd.test_accuracy,
         "int8_test_accuracy": q.int8_accuracy,
         "int8_float_agreement": q.float_agreement,
@@ -216,11 +224,11 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
     });
     crate::util::write_atomic(&out_dir.join("report.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
     if as_json {
-        println!("{}", serde_json::to_string(&summary)?);
+        outln!("{}", serde_json::to_string(&summary)?);
         return Ok(());
     }
-    println!("tinykd run {} ({:.1} s)", path.display(), started.elapsed().as_secs_f64());
-    println!(
+    outln!("tinykd run {} ({:.1} s)", path.display(), started.elapsed().as_secs_f64());
+    outln!(
         "  student {} ({} parameters), T = {}, α = {}",
         opts.student,
         outcome.kd.student.param_count(),
@@ -228,7 +236,7 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
         opts.alpha
     );
     if let Some(t) = outcome.teacher_test_accuracy {
-        println!(
+        outln!(
             "  teacher                          test accuracy {}  ({})",
             pct(t),
             if outcome.teacher_backends.is_empty() {
@@ -238,21 +246,31 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
             }
         );
     }
-    println!("  distilled student, float         test accuracy {}", pct(outcome.kd.test_accuracy));
-    println!("  distilled student, int8 (.tkd)   test accuracy {}  ({} bytes)", pct(q.int8_accuracy), q.bytes.len());
+    outln!(
+        "  distilled student, float         test accuracy {}  ({} optimizer steps)",
+        pct(outcome.kd.test_accuracy),
+        outcome.kd.report.steps
+    );
+    outln!("  distilled student, int8 (.tkd)   test accuracy {}  ({} bytes)", pct(q.int8_accuracy), q.bytes.len());
     if let (Some(b), Some(bi)) = (&outcome.baseline, baseline_int8) {
-        println!("  baseline (α = 0), float          test accuracy {}", pct(b.test_accuracy));
-        println!("  baseline (α = 0), int8           test accuracy {}", pct(bi));
+        outln!(
+            "  baseline (α = 0), float          test accuracy {}  ({} optimizer steps)",
+            pct(b.test_accuracy),
+            b.report.steps
+        );
+        outln!("  baseline (α = 0), int8           test accuracy {}", pct(bi));
     }
     if let Some(e) = &emulation {
         if let Some(acc) = e.accuracy {
-            println!("  on {} (QEMU)      test accuracy {}  agreement {}", e.board, pct(acc), pct(e.agreement));
+            outln!("  on {} (QEMU)      test accuracy {}  agreement {}", e.board, pct(acc), pct(e.agreement));
         }
-        println!(
+        outln!(
             "    {:.0} instructions/inference, flash {} B, RAM {} B",
-            e.instructions_per_inference, e.flash_bytes, e.ram_bytes
+            e.instructions_per_inference,
+            e.flash_bytes,
+            e.ram_bytes
         );
     }
-    println!("  artefacts in {}", out_dir.display());
+    outln!("  artefacts in {}", out_dir.display());
     Ok(())
 }

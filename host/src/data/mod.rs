@@ -1,10 +1,16 @@
 //! Datasets: the `.npz` data contract (DESIGN §3), validated on load.
 //!
 //! Every sample is stored row-major as f32; `sample_shape` is the shape of one
-//! sample without the leading batch axis. Labels are class indices `0..C`.
+//! sample without the leading batch axis, channels first (a channels-last
+//! file is transposed on load, see [`Layout`]). Labels are class indices `0..C`.
 
+mod layout;
 mod npz;
+mod split;
 mod table;
+
+pub use layout::Layout;
+pub use split::stratified_split;
 
 use std::path::{Path, PathBuf};
 
@@ -55,11 +61,34 @@ impl SplitName {
 pub struct LoadOptions {
     /// Multiplier applied to uint8 inputs (e.g. 1/255).
     pub input_scale: f32,
+    /// How the file's samples are laid out.
+    pub layout: Layout,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { input_scale: 1.0 / 255.0 }
+        LoadOptions { input_scale: 1.0 / 255.0, layout: Layout::ChannelsFirst }
+    }
+}
+
+/// How a command that works on a trained model reads data: the user's
+/// `--layout` when given, else the layout the model was trained with.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadOptions {
+    pub input_scale: f32,
+    pub layout: Option<Layout>,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions { input_scale: LoadOptions::default().input_scale, layout: None }
+    }
+}
+
+impl ReadOptions {
+    /// Load options for a model trained on `model_layout` data (`None`: not known).
+    pub fn for_model(self, model_layout: Option<Layout>) -> LoadOptions {
+        LoadOptions { input_scale: self.input_scale, layout: self.layout.or(model_layout).unwrap_or_default() }
     }
 }
 
@@ -67,8 +96,12 @@ impl Default for LoadOptions {
 #[derive(Debug, Clone)]
 pub struct Dataset {
     pub path: PathBuf,
-    /// Shape of one sample, without the batch axis.
+    /// Shape of one sample, without the batch axis, channels first.
     pub sample_shape: Vec<usize>,
+    /// Shape of one sample as the file stores it (what the teacher takes).
+    pub stored_shape: Vec<usize>,
+    /// How the file stores its samples.
+    pub layout: Layout,
     pub train: Split,
     pub test: Split,
     pub val: Option<Split>,
@@ -83,6 +116,31 @@ impl Dataset {
     /// label; split 80/20, stratified, seed 0) or a directory of MNIST-style
     /// IDX files.
     pub fn load(path: &Path, opts: LoadOptions) -> Result<Dataset> {
+        let mut d = Self::load_stored(path, opts)?;
+        d.stored_shape = d.sample_shape.clone();
+        d.layout = opts.layout;
+        d.sample_shape = opts.layout.to_internal_shape(&d.stored_shape);
+        let splits = [Some(&mut d.train), Some(&mut d.test), d.val.as_mut(), d.unlabeled.as_mut()];
+        for s in splits.into_iter().flatten() {
+            if let std::borrow::Cow::Owned(x) = opts.layout.to_internal(&s.x, &d.stored_shape) {
+                s.x = x;
+            }
+        }
+        Ok(d)
+    }
+
+    /// Channels-first samples (e.g. augmented views) in the file's layout,
+    /// which is what the teacher was trained on.
+    pub fn stored_order<'a>(&self, x: &'a [f32]) -> std::borrow::Cow<'a, [f32]> {
+        self.layout.to_stored(x, &self.stored_shape)
+    }
+
+    /// How a sample is read (shown by `distill` and `inspect`).
+    pub fn describe_layout(&self) -> String {
+        self.layout.describe(&self.stored_shape)
+    }
+
+    fn load_stored(path: &Path, opts: LoadOptions) -> Result<Dataset> {
         if path.is_dir() {
             if path.join("x_train.npy").is_file() {
                 return npz::load_npy_dir(path, opts);

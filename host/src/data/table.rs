@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use super::{Dataset, LoadOptions, Split, validate_split};
+use super::{Dataset, Layout, LoadOptions, Split, validate_split};
 
 /// Stratified, seeded split of one labelled table into train (80 %) and test.
 fn split_table(path: &Path, x: Vec<f32>, y: Vec<i64>, len: usize, sample_shape: Vec<usize>) -> Result<Dataset> {
@@ -13,7 +13,7 @@ fn split_table(path: &Path, x: Vec<f32>, y: Vec<i64>, len: usize, sample_shape: 
     if n < 2 {
         bail!("{}: needs at least 2 rows to make a train and a test split", path.display());
     }
-    let (train_idx, test_idx) = crate::pipeline::split_validation(Some(&y), n, 0.2, 0);
+    let (train_idx, test_idx) = super::stratified_split(Some(&y), n, 0.2, 0);
     let take = |idx: &[usize]| Split {
         x: idx.iter().flat_map(|&i| x[i * len..(i + 1) * len].iter().copied()).collect(),
         y: Some(idx.iter().map(|&i| y[i]).collect()),
@@ -24,7 +24,17 @@ fn split_table(path: &Path, x: Vec<f32>, y: Vec<i64>, len: usize, sample_shape: 
         validate_split(path, name, s, len)?;
     }
     let class_count = y.iter().max().map_or(0, |m| *m as usize + 1);
-    Ok(Dataset { path: path.to_path_buf(), sample_shape, train, test, val: None, unlabeled: None, class_count })
+    Ok(Dataset {
+        path: path.to_path_buf(),
+        stored_shape: sample_shape.clone(),
+        sample_shape,
+        layout: Layout::ChannelsFirst,
+        train,
+        test,
+        val: None,
+        unlabeled: None,
+        class_count,
+    })
 }
 
 /// Reads a CSV file: numeric columns, the last one the class index; a first
@@ -155,7 +165,17 @@ pub(super) fn load_idx_dir(dir: &Path, opts: LoadOptions) -> Result<Dataset> {
     }
     let class_count =
         [&train, &test].iter().filter_map(|s| s.y.as_ref()).flatten().max().map_or(0, |m| *m as usize + 1);
-    Ok(Dataset { path: dir.to_path_buf(), sample_shape: shape, train, test, val: None, unlabeled: None, class_count })
+    Ok(Dataset {
+        path: dir.to_path_buf(),
+        stored_shape: shape.clone(),
+        sample_shape: shape,
+        layout: Layout::ChannelsFirst,
+        train,
+        test,
+        val: None,
+        unlabeled: None,
+        class_count,
+    })
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //! Hinton et al. (2015): `L = α·T²·KL(softmax(t/T) ‖ softmax(s/T)) + (1−α)·CE(y, softmax(s))`.
 //! The T² keeps the soft term's gradient magnitude independent of T.
 
+use crate::util::softmax;
+
 /// How the soft (teacher) term compares student and teacher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -36,14 +38,6 @@ impl HardLabel {
     pub fn one(class: usize) -> HardLabel {
         HardLabel { class, other: class, weight: 1.0 }
     }
-}
-
-/// Softmax of `z / t`, computed stably in f64 for the loss value.
-pub fn softmax(z: &[f32], t: f32) -> Vec<f64> {
-    let max = z.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b)) as f64;
-    let e: Vec<f64> = z.iter().map(|v| ((*v as f64 - max) / t as f64).exp()).collect();
-    let s: f64 = e.iter().sum();
-    e.into_iter().map(|v| v / s).collect()
 }
 
 /// Loss of one sample and its gradient with respect to `student` logits.

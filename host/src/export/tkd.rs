@@ -30,6 +30,8 @@ pub struct TkdModel {
     pub output: QuantParams,
     pub classes: usize,
     pub layers: Vec<TkdLayer>,
+    /// The training data stored samples channels-last (header flag; host metadata).
+    pub data_channels_last: bool,
 }
 
 fn u16_of(v: usize, what: &str) -> Result<u16> {
@@ -102,7 +104,7 @@ pub fn encode(m: &TkdModel) -> Result<Vec<u8>> {
         .copy_from_slice(&(format::LAYER_RECORD_LEN as u16).to_le_bytes());
     h[header::CLASS_COUNT..header::CLASS_COUNT + 2].copy_from_slice(&u16_of(m.classes, "class count")?.to_le_bytes());
     h[header::INPUT_RANK] = m.input_shape.len() as u8;
-    h[header::FLAGS] = 0;
+    h[header::FLAGS] = if m.data_channels_last { format::FLAG_DATA_CHANNELS_LAST } else { 0 };
     for (k, d) in m.input_shape.iter().enumerate() {
         h[header::INPUT_DIMS + 2 * k..header::INPUT_DIMS + 2 * k + 2]
             .copy_from_slice(&u16_of(*d, "input dim")?.to_le_bytes());
@@ -119,6 +121,16 @@ pub fn encode(m: &TkdModel) -> Result<Vec<u8>> {
     out[header::CRC..header::CRC + 4].copy_from_slice(&crc.to_le_bytes());
     Model::from_bytes(&out).map_err(|e| anyhow::anyhow!("internal error: the written model does not validate: {e}"))?;
     Ok(out)
+}
+
+/// The layout of the data a validated blob was trained on.
+pub fn data_layout(bytes: &[u8]) -> Option<crate::data::Layout> {
+    let flags = *bytes.get(header::FLAGS)?;
+    Some(if flags & format::FLAG_DATA_CHANNELS_LAST != 0 {
+        crate::data::Layout::ChannelsLast
+    } else {
+        crate::data::Layout::ChannelsFirst
+    })
 }
 
 /// Loads and validates a `.tkd` file, with the file named in errors.
@@ -168,6 +180,7 @@ pub(crate) mod tests {
                     weight_scales: vec![0.02; 2],
                 },
             ],
+            data_channels_last: false,
         }
     }
 

@@ -4,13 +4,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use rand::SeedableRng;
-use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
-use crate::data::{Dataset, LoadOptions, SplitName};
+use crate::data::{Dataset, Layout, LoadOptions, SplitName};
 use crate::distill::{self, Augment, LossConfig, LossKind, Optimizer, Schedule, TrainConfig, TrainSet, ValSet};
 use crate::progress::Progress;
 use crate::student::{Checkpoint, Student};
@@ -26,7 +25,11 @@ pub struct DistillOptions {
     pub temperature: f32,
     pub alpha: f32,
     pub loss: LossKind,
-    pub epochs: usize,
+    /// Training length in epochs of the reference set (see [`StepBudget`]).
+    pub epochs: Option<usize>,
+    /// Training length in optimizer steps; wins over `epochs`.
+    #[serde(default)]
+    pub steps: Option<usize>,
     pub batch_size: usize,
     pub learning_rate: f32,
     pub weight_decay: f32,
@@ -51,6 +54,9 @@ pub struct DistillOptions {
     pub use_unlabeled: bool,
     /// Teacher-logit cache directory (`None`: no cache).
     pub cache_dir: Option<PathBuf>,
+    /// How the data file lays out a sample's axes.
+    #[serde(default)]
+    pub layout: Layout,
 }
 
 impl DistillOptions {
@@ -63,7 +69,8 @@ impl DistillOptions {
             temperature: 4.0,
             alpha: 0.9,
             loss: LossKind::Kl,
-            epochs: 60,
+            epochs: None,
+            steps: None,
             batch_size: 64,
             learning_rate: 3e-3,
             weight_decay: 1e-4,
@@ -82,6 +89,7 @@ impl DistillOptions {
             labelled_fraction: 1.0,
             use_unlabeled: true,
             cache_dir: Some(crate::teacher::cache::default_dir()),
+            layout: Layout::ChannelsFirst,
         }
     }
 }
@@ -98,8 +106,11 @@ impl DistillOptions {
         if !(self.temperature > 0.0 && self.temperature.is_finite()) {
             bail!("--temperature must be positive, got {}", self.temperature);
         }
-        if self.epochs == 0 || self.batch_size == 0 {
-            bail!("--epochs and --batch-size must be at least 1");
+        if self.epochs == Some(0) || self.steps == Some(0) || self.batch_size == 0 {
+            bail!("--epochs, --steps and --batch-size must be at least 1");
+        }
+        if self.epochs.is_some() && self.steps.is_some() {
+            bail!("give the training length as epochs or as steps, not both");
         }
         if !(0.0..0.9).contains(&self.val_fraction) {
             bail!("--val-fraction must be in [0, 0.9), got {}", self.val_fraction);
@@ -114,26 +125,48 @@ impl DistillOptions {
     }
 }
 
-/// Train/validation index split: stratified by label, seeded.
-pub fn split_validation(labels: Option<&[i64]>, n: usize, fraction: f32, seed: u64) -> (Vec<usize>, Vec<usize>) {
-    if fraction <= 0.0 {
-        return ((0..n).collect(), Vec::new());
+/// The training length every member of a comparison gets: the distilled
+/// student, its α = 0 baseline, every sweep cell and seed. It is counted in
+/// optimizer steps over a *reference set* — every training row of the
+/// distilled run (labelled and unlabeled samples) — so a baseline that
+/// trains on the labelled tenth of a label-scarce split takes as many steps
+/// as the distilled student, i.e. ten times as many passes over its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct StepBudget {
+    pub steps: usize,
+    /// Steps per epoch of the reference set.
+    pub steps_per_epoch: usize,
+    /// Steps between validation checks (patience counts these).
+    pub eval_every: usize,
+    /// Rows of the reference set.
+    pub reference_rows: usize,
+}
+
+impl StepBudget {
+    /// Default budget without `--epochs` or `--steps`: 60 epochs of the
+    /// reference set, but at least this many steps, so that a small dataset
+    /// (100 samples: 2 steps per epoch) still trains to convergence…
+    pub const MIN_DEFAULT_STEPS: usize = 4_000;
+    /// …and at most this many, so a large one finishes in reasonable time.
+    pub const MAX_DEFAULT_STEPS: usize = 40_000;
+    /// Validation checks per run at most (more would cost time on tiny data).
+    const MAX_CHECKS: usize = 200;
+
+    pub fn new(opts: &DistillOptions, reference_rows: usize) -> StepBudget {
+        let steps_per_epoch = reference_rows.div_ceil(opts.batch_size.max(1)).max(1);
+        let steps = match (opts.steps, opts.epochs) {
+            (Some(s), _) => s,
+            (None, Some(e)) => e * steps_per_epoch,
+            (None, None) => (60 * steps_per_epoch).clamp(Self::MIN_DEFAULT_STEPS, Self::MAX_DEFAULT_STEPS),
+        };
+        let eval_every = steps_per_epoch.max(steps.div_ceil(Self::MAX_CHECKS));
+        StepBudget { steps, steps_per_epoch, eval_every, reference_rows }
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_0F5A);
-    let mut groups: std::collections::BTreeMap<i64, Vec<usize>> = Default::default();
-    for i in 0..n {
-        groups.entry(labels.map_or(0, |y| y[i])).or_default().push(i);
+
+    /// The budget in epochs of the reference set.
+    pub fn epochs(&self) -> f64 {
+        self.steps as f64 / self.steps_per_epoch as f64
     }
-    let (mut train, mut val) = (Vec::new(), Vec::new());
-    for (_, mut idx) in groups {
-        idx.shuffle(&mut rng);
-        let k = ((idx.len() as f32) * fraction).round() as usize;
-        val.extend_from_slice(&idx[..k]);
-        train.extend_from_slice(&idx[k..]);
-    }
-    train.sort_unstable();
-    val.sort_unstable();
-    (train, val)
 }
 
 pub(crate) fn gather(x: &[f32], len: usize, idx: &[usize]) -> Vec<f32> {
@@ -168,7 +201,7 @@ fn keep_labels(y: &[i64], idx: &[usize], fraction: f32, seed: u64) -> Vec<bool> 
     }
     let labels: Vec<i64> = idx.iter().map(|&i| y[i]).collect();
     // Reuse the stratified splitter: its "validation" part is what stays labelled.
-    let (_, kept) = split_validation(Some(&labels), labels.len(), fraction, seed ^ 0x1ABE1);
+    let (_, kept) = crate::data::stratified_split(Some(&labels), labels.len(), fraction, seed ^ 0x1ABE1);
     let mut keep = vec![false; idx.len()];
     kept.into_iter().for_each(|k| keep[k] = true);
     keep
@@ -201,8 +234,26 @@ pub struct Prepared {
 /// Loads and validates the data, builds the training set and its views, and
 /// gets the teacher's logits (from the cache when possible).
 pub fn prepare(opts: &DistillOptions, progress: &Progress) -> Result<Prepared> {
+    prepare_for(opts, &[&opts.student], progress)
+}
+
+/// [`prepare`], checking every student spec in `specs` against the data
+/// first, so a spec that cannot work fails before the teacher runs.
+pub fn prepare_for(opts: &DistillOptions, specs: &[&str], progress: &Progress) -> Result<Prepared> {
     opts.validate()?;
-    let data = Dataset::load(&opts.data, LoadOptions { input_scale: opts.input_scale })?;
+    let data = Dataset::load(&opts.data, LoadOptions { input_scale: opts.input_scale, layout: opts.layout })?;
+    progress.note(&data.describe_layout());
+    for spec in specs {
+        // The class count is the teacher's to say (checked after it runs);
+        // here the layers are checked against the sample shape.
+        let classes = match crate::student::spec::parse(spec)?.last() {
+            Some(crate::student::LayerSpec::Dense { units }) => *units,
+            _ => data.class_count.max(2),
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        Student::from_spec(spec, &data.sample_shape, classes, &mut rng)
+            .with_context(|| format!("student '{spec}' does not fit the data ({})", data.describe_layout()))?;
+    }
     let y_train = data.labels(SplitName::Train).ok().map(<[i64]>::to_vec);
     if y_train.is_none() && opts.alpha < 1.0 {
         bail!("{}: y_train is missing; without labels use --alpha 1", opts.data.display());
@@ -224,7 +275,7 @@ pub fn prepare(opts: &DistillOptions, progress: &Progress) -> Result<Prepared> {
     let (train_idx, val) = match (&data.val, data.labels(SplitName::Val)) {
         (Some(v), Ok(y)) => ((0..data.train.n).collect::<Vec<_>>(), Some((v.x.clone(), y.to_vec(), v.n))),
         _ => {
-            let (t, v) = split_validation(y_train.as_deref(), data.train.n, opts.val_fraction, opts.seed);
+            let (t, v) = crate::data::stratified_split(y_train.as_deref(), data.train.n, opts.val_fraction, opts.seed);
             let vd = match (v.is_empty(), &y_train) {
                 (false, Some(y)) => {
                     Some((gather(&data.train.x, len, &v), v.iter().map(|&i| y[i]).collect::<Vec<_>>(), v.len()))
@@ -262,8 +313,12 @@ pub fn prepare(opts: &DistillOptions, progress: &Progress) -> Result<Prepared> {
 
     let (teacher_train, teacher_test, classes) = match teachers.as_mut() {
         Some(t) => {
-            let (train, c) = t.logits(&views, n * view_count, &shape, opts.temperature, progress)?;
-            let (test, _) = t.logits(&data.test.x, data.test.n, &shape, opts.temperature, progress)?;
+            // The teacher sees the file's layout, the student channels first.
+            let stored = &data.stored_shape;
+            let (train, c) =
+                t.logits(&data.stored_order(&views), n * view_count, stored, opts.temperature, progress)?;
+            let (test, _) =
+                t.logits(&data.stored_order(&data.test.x), data.test.n, stored, opts.temperature, progress)?;
             (Some(train), Some(test), c)
         }
         None => (None, None, data.class_count),
@@ -314,14 +369,16 @@ pub fn train_student(
 ) -> Result<TrainedStudent> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut student = Student::from_spec(spec, &p.data.sample_shape, p.classes, &mut rng)?;
+    let budget = StepBudget::new(opts, p.n);
     let cfg = TrainConfig {
-        epochs: opts.epochs,
+        steps: budget.steps,
+        eval_every: budget.eval_every,
         batch_size: opts.batch_size,
         learning_rate: opts.learning_rate,
         weight_decay: opts.weight_decay,
         optimizer: opts.optimizer,
         schedule: opts.schedule,
-        warmup_epochs: opts.warmup_epochs,
+        warmup_steps: opts.warmup_epochs * budget.steps_per_epoch,
         patience: opts.patience,
         seed,
         loss: LossConfig { kind: opts.loss, temperature, alpha },
@@ -371,6 +428,19 @@ pub fn train_student(
         student.param_count()
     ));
     let report = distill::train(&mut student, set, val, &cfg, progress);
+    progress.note(&format!(
+        "  {} optimizer steps of {} (budget: {:.1} epochs of {} reference rows); {:.1} passes over this run's {} rows{}",
+        report.steps,
+        report.step_budget,
+        budget.epochs(),
+        budget.reference_rows,
+        report.passes,
+        report.rows,
+        match report.best_val_accuracy {
+            Some(a) => format!("; best validation {:.2}% at step {}", a * 100.0, report.best_step),
+            None => String::new(),
+        }
+    ));
     let y_test = p.data.labels(SplitName::Test)?;
     let logits = student.forward(&p.data.test.x, p.data.test.n);
     let pred = argmax_rows(&logits, p.classes);

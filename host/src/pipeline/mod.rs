@@ -5,7 +5,7 @@ mod distill;
 mod sweep;
 
 pub use distill::{
-    DistillOptions, DistillOutcome, Prepared, TrainedStudent, distill, prepare, split_validation, train_student,
+    DistillOptions, DistillOutcome, Prepared, StepBudget, TrainedStudent, distill, prepare, prepare_for, train_student,
 };
 pub use sweep::{SweepOptions, SweepOutcome, SweepRow, markdown as sweep_markdown, plot as sweep_plot, sweep};
 
@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use npyz::WriterBuilder;
 
-use crate::data::{Dataset, LoadOptions, SplitName};
+use crate::data::{Dataset, Layout, ReadOptions, SplitName};
 use crate::progress::Progress;
 use crate::quant::{self, Calibration};
 use crate::student::{Checkpoint, Student};
@@ -37,12 +37,13 @@ pub fn quantize(
     checkpoint: &Path,
     data_path: &Path,
     calibration: Calibration,
-    input_scale: f32,
+    read: ReadOptions,
 ) -> Result<QuantizeOutcome> {
     let ck = Checkpoint::load(checkpoint)?;
-    let data = Dataset::load(data_path, LoadOptions { input_scale })?;
+    let data = Dataset::load(data_path, read.for_model(ck.layout()))?;
     check_student_data(&ck.student, &data)?;
-    let q = quant::quantize_student(&ck.student, &data.train.x, data.train.n, calibration)?;
+    let mut q = quant::quantize_student(&ck.student, &data.train.x, data.train.n, calibration)?;
+    q.data_channels_last = data.layout == Layout::ChannelsLast;
     let bytes = crate::export::tkd::encode(&q)?;
     let y = data.labels(SplitName::Test)?;
     let float_pred = argmax_rows(&ck.student.forward(&data.test.x, data.test.n), ck.student.classes);
@@ -178,10 +179,10 @@ pub fn evaluate(
     split: SplitName,
     backend: BackendChoice,
     teacher_output: Option<&str>,
-    input_scale: f32,
+    read: ReadOptions,
     progress: &Progress,
 ) -> Result<EvalReport> {
-    evaluate_with(model, data_path, split, backend, teacher_output, None, input_scale, progress)
+    evaluate_with(model, data_path, split, backend, teacher_output, None, read, progress)
 }
 
 /// `evaluate`, with the teacher's output kind forced when `kind` is given.
@@ -193,39 +194,49 @@ pub fn evaluate_with(
     backend: BackendChoice,
     teacher_output: Option<&str>,
     output_kind: Option<crate::teacher::OutputKind>,
-    input_scale: f32,
+    read: ReadOptions,
     progress: &Progress,
 ) -> Result<EvalReport> {
     let kind = ModelKind::of(model)?;
-    let data = Dataset::load(data_path, LoadOptions { input_scale })?;
+    // Students remember the layout they were trained on; a teacher takes the
+    // file's own layout whatever it is.
+    let (checkpoint, blob) = match kind {
+        ModelKind::Teacher => (None, None),
+        ModelKind::Float => (Some(Checkpoint::load(model)?), None),
+        ModelKind::Int8 => (None, Some(crate::export::tkd::read(model)?)),
+    };
+    let model_layout = match (&checkpoint, &blob) {
+        (Some(ck), _) => ck.layout(),
+        (_, Some(bytes)) => crate::export::tkd::data_layout(bytes),
+        _ => None,
+    };
+    let data = Dataset::load(data_path, read.for_model(model_layout))?;
     let s = data.split(split)?;
     let labels = s.y.as_deref();
-    let (pred, logits, classes, backend_name) = match kind {
-        ModelKind::Teacher => {
+    let (pred, logits, classes, backend_name) = match (checkpoint, blob) {
+        (Some(ck), _) => {
+            check_student_data(&ck.student, &data)?;
+            let l = ck.student.forward(&s.x, s.n);
+            (argmax_rows(&l, ck.student.classes), Logits::Float(l), ck.student.classes, None)
+        }
+        (_, Some(bytes)) => {
+            let m = tinykd_runtime::Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+            check_model_data(&m, &data)?;
+            let (p, l) = run_int8(&bytes, &s.x, s.n)?;
+            (p, Logits::Int8(l), m.class_count(), None)
+        }
+        _ => {
             let mut t = Teacher::open(model, backend, teacher_output)?;
             t.expected_classes = (data.class_count > 0).then_some(data.class_count);
             t.kind_override = output_kind;
             progress.note(&format!("teacher {}: backend {} ({})", model.display(), t.backend_name(), t.backend_note));
-            let out = t.logits(&s.x, s.n, &data.sample_shape, progress)?;
+            let out = t.logits(&data.stored_order(&s.x), s.n, &data.stored_shape, progress)?;
             (
                 argmax_rows(&out.logits, out.classes),
                 Logits::Float(out.logits),
                 out.classes,
                 Some(t.backend_name().to_owned()),
             )
-        }
-        ModelKind::Float => {
-            let ck = Checkpoint::load(model)?;
-            check_student_data(&ck.student, &data)?;
-            let l = ck.student.forward(&s.x, s.n);
-            (argmax_rows(&l, ck.student.classes), Logits::Float(l), ck.student.classes, None)
-        }
-        ModelKind::Int8 => {
-            let bytes = crate::export::tkd::read(model)?;
-            let m = tinykd_runtime::Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
-            check_model_data(&m, &data)?;
-            let (p, l) = run_int8(&bytes, &s.x, s.n)?;
-            (p, Logits::Int8(l), m.class_count(), None)
         }
     };
     if let Some(y) = labels {

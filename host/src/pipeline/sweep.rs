@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use serde_json::json;
 
-use super::distill::{DistillOptions, TrainedStudent, prepare, train_student};
+use super::distill::{DistillOptions, TrainedStudent, prepare_for, train_student};
 use crate::progress::Progress;
 use crate::student::Checkpoint;
 
@@ -23,7 +23,8 @@ pub struct SweepOptions {
     pub out_dir: PathBuf,
 }
 
-/// One grid point, averaged over seeds.
+/// One grid point, averaged over seeds. Selection uses the mean validation
+/// accuracy over the seeds, which is steadier than any one seed's.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SweepRow {
     pub student: String,
@@ -35,6 +36,8 @@ pub struct SweepRow {
     pub test_accuracy: f64,
     pub test_accuracy_std: f64,
     pub test_accuracies: Vec<f64>,
+    /// Optimizer steps of each seed's run (equal unless early stopping cut one short).
+    pub steps: Vec<usize>,
 }
 
 /// The grid and the selection.
@@ -75,7 +78,8 @@ pub fn sweep(o: &SweepOptions, progress: &Progress) -> Result<SweepOutcome> {
             if prepared.is_none() || per_temperature {
                 let mut opts = o.base.clone();
                 opts.temperature = t;
-                prepared = Some(prepare(&opts, progress)?);
+                let specs: Vec<&str> = o.students.iter().map(String::as_str).collect();
+                prepared = Some(prepare_for(&opts, &specs, progress)?);
             }
             let Some(p) = prepared.as_ref() else { unreachable!() };
             for &a in &alphas {
@@ -85,8 +89,10 @@ pub fn sweep(o: &SweepOptions, progress: &Progress) -> Result<SweepOutcome> {
                 let mut val = Vec::new();
                 let mut test = Vec::new();
                 let mut first = None;
+                let mut steps = Vec::new();
                 for &seed in &o.seeds {
                     let s = train_student(p, &o.base, spec, a, t, seed, progress)?;
+                    steps.push(s.report.steps);
                     val.push(s.report.best_val_accuracy.unwrap_or(0.0));
                     test.push(s.test_accuracy);
                     first.get_or_insert(s);
@@ -102,6 +108,7 @@ pub fn sweep(o: &SweepOptions, progress: &Progress) -> Result<SweepOutcome> {
                     test_accuracy: test_mean,
                     test_accuracy_std: test_std,
                     test_accuracies: test,
+                    steps,
                 });
                 models.push(first);
             }
@@ -127,10 +134,16 @@ pub fn sweep(o: &SweepOptions, progress: &Progress) -> Result<SweepOutcome> {
     Ok(SweepOutcome { rows, best, baseline, checkpoint })
 }
 
+/// "8438", or "7200–8438" when early stopping made the seeds differ.
+fn steps_cell(steps: &[usize]) -> String {
+    let (lo, hi) = (steps.iter().min().copied().unwrap_or(0), steps.iter().max().copied().unwrap_or(0));
+    if lo == hi { lo.to_string() } else { format!("{lo}–{hi}") }
+}
+
 /// The sweep table as Markdown.
 pub fn markdown(out: &SweepOutcome) -> String {
     let mut s = String::from(
-        "| student | params | T | α | val acc | test acc (mean ± std over seeds) |\n|---|---:|---:|---:|---:|---|\n",
+        "| student | params | T | α | steps | val acc (mean over seeds) | test acc (mean ± std over seeds) |\n|---|---:|---:|---:|---:|---:|---|\n",
     );
     for (i, r) in out.rows.iter().enumerate() {
         let mark = if i == out.best {
@@ -141,11 +154,12 @@ pub fn markdown(out: &SweepOutcome) -> String {
             ""
         };
         s.push_str(&format!(
-            "| `{}` | {} | {} | {} | {:.2}% | {:.2}% ± {:.2}{} |\n",
+            "| `{}` | {} | {} | {} | {} | {:.2}% | {:.2}% ± {:.2}{} |\n",
             r.student,
             r.parameters,
             r.temperature.map_or("–".into(), |t| t.to_string()),
             r.alpha,
+            steps_cell(&r.steps),
             r.val_accuracy * 100.0,
             r.test_accuracy * 100.0,
             r.test_accuracy_std * 100.0,

@@ -340,7 +340,14 @@ pub fn quantize_student(student: &Student, calib: &[f32], n: usize, _method: Cal
         }
     }
     let output = layers.last().map(|l| l.output).unwrap_or(input);
-    Ok(TkdModel { input_shape: student.input_shape.clone(), input, output, classes: student.classes, layers })
+    Ok(TkdModel {
+        input_shape: student.input_shape.clone(),
+        input,
+        output,
+        classes: student.classes,
+        layers,
+        data_channels_last: false,
+    })
 }
 
 /// A layer that keeps its input's quantization (pools).

@@ -327,6 +327,14 @@ impl Checkpoint {
         Ok(ck)
     }
 
+    /// The layout of the data the student was trained on, when recorded
+    /// (`layout` or `options.layout` in the training record).
+    pub fn layout(&self) -> Option<crate::data::Layout> {
+        let t = &self.training;
+        let v = t.get("layout").or_else(|| t.get("options").and_then(|o| o.get("layout")))?;
+        serde_json::from_value(v.clone()).ok()
+    }
+
     /// Writes the checkpoint atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string(self)?;

@@ -49,7 +49,8 @@ pub struct RawOutput {
 pub(crate) trait Backend {
     /// Short name for reports ("ort", "tract").
     fn name(&self) -> &'static str;
-    /// Declared shape of the (single) input, including the batch axis.
+    /// Declared shape of the (single) input, including the batch axis; empty
+    /// when the model declares none (the data's shape is used).
     fn input_dims(&self) -> &[Dim];
     /// Runs one batch of `n` samples laid out row-major with `shape` = [n, ...].
     fn run(&mut self, x: &[f32], shape: &[usize]) -> Result<Vec<RawOutput>>;
@@ -154,15 +155,17 @@ impl Teacher {
             )
         };
         let Some((batch, rest)) = dims.split_first() else {
-            return Err(mismatch());
+            // No declared shape: the backend takes the data's (tract completes its fact from it).
+            return Ok(None);
         };
         let same_shape = rest.len() == sample_shape.len()
             && rest.iter().zip(sample_shape).all(|(d, s)| matches!(d, Dim::Symbolic) || *d == Dim::Fixed(*s));
         // A flat teacher input on shaped data (or the reverse) is the same
         // row-major memory; accept it when the element counts agree.
-        let flat_ok = (rest.len() == 1 || sample_shape.len() == 1)
-            && rest.iter().try_fold(1usize, |acc, d| if let Dim::Fixed(v) = d { Some(acc * v) } else { None })
-                == Some(sample_len);
+        let flat_ok = rest == [Dim::Symbolic]
+            || (rest.len() == 1 || sample_shape.len() == 1)
+                && rest.iter().try_fold(1usize, |acc, d| if let Dim::Fixed(v) = d { Some(acc * v) } else { None })
+                    == Some(sample_len);
         if !same_shape && !flat_ok {
             return Err(mismatch());
         }
@@ -174,10 +177,12 @@ impl Teacher {
 
     /// Input shape of one batch for the backend.
     fn batch_shape(&self, n: usize, sample_shape: &[usize]) -> Vec<usize> {
-        let rest = &self.backend.input_dims()[1..];
+        let rest = self.backend.input_dims().get(1..).unwrap_or_default();
         let mut shape = vec![n];
-        if rest.len() == sample_shape.len() {
+        if rest.len() == sample_shape.len() || self.backend.input_dims().is_empty() {
             shape.extend_from_slice(sample_shape);
+        } else if rest.len() == 1 {
+            shape.push(sample_shape.iter().product());
         } else {
             shape.extend(rest.iter().map(|d| if let Dim::Fixed(v) = d { *v } else { 1 }));
         }

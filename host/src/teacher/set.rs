@@ -151,7 +151,7 @@ impl TeacherSet {
         for i in 0..n {
             let mut mean = vec![0f64; classes];
             for (m, _) in &all {
-                let p = crate::distill::loss::softmax(&m[i * classes..(i + 1) * classes], temperature);
+                let p = crate::util::softmax(&m[i * classes..(i + 1) * classes], temperature);
                 mean.iter_mut().zip(p).for_each(|(a, b)| *a += b / all.len() as f64);
             }
             for (o, p) in out[i * classes..(i + 1) * classes].iter_mut().zip(mean) {

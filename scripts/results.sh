@@ -5,9 +5,15 @@
 # after the release build. Run from the repository root:
 #   bash scripts/results.sh            # every row
 #   bash scripts/results.sh cnn2k      # one row (names below)
+# Every run of a row, the α = 0 baseline included, trains for the same number
+# of optimizer steps (--epochs counts epochs of the whole training set, see
+# the README); sweep.md lists the steps. TINYKD=path uses another build of
+# the binary (the arithmetic, hence every number, is the same in any profile).
 set -euo pipefail
-cargo build --release --quiet
-tinykd=target/release/tinykd
+if [[ -z "${TINYKD:-}" ]]; then
+    cargo build --release --quiet
+fi
+tinykd=${TINYKD:-target/release/tinykd}
 out=out/results
 mnist1d=(--teacher models/teachers/mnist1d_cnn.onnx --data models/data/mnist1d.npz --backend tract)
 augment=(--shift 3 --noise 0.05 --views 8 --epochs 150 --seeds 0,1,2)

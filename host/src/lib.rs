@@ -3,14 +3,14 @@
 //! Pipeline stages, one module each: [`teacher`] (ONNX teachers through
 //! onnxruntime or tract), [`data`] (datasets), [`student`] (firmware-shaped
 //! layers), [`distill`] (losses and training), [`quant`] (int8 to the TFLite
-//! spec), [`export`] (`.tkd` blobs), [`emulate`] (firmware in QEMU).
+//! spec), [`export`] (`.tkd` blobs), [`device`] (firmware on emulated and real boards).
 //! [`pipeline`] strings them together the way the CLI does.
 
 pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod distill;
-pub mod emulate;
+pub mod device;
 pub mod export;
 pub mod pipeline;
 pub mod progress;

@@ -29,6 +29,23 @@ pub enum Error {
     ArenaTooSmall { needed: usize, found: usize },
 }
 
+impl Error {
+    /// A number for each kind of error (for a serial protocol's error frame).
+    pub fn code(&self) -> u8 {
+        match self {
+            Error::Truncated { .. } => 1,
+            Error::BadMagic => 2,
+            Error::UnsupportedVersion { .. } => 3,
+            Error::ChecksumMismatch { .. } => 4,
+            Error::Malformed(_) => 5,
+            Error::UnsupportedOp(_) => 6,
+            Error::OpNotBuiltIn(_) => 7,
+            Error::InputLength { .. } => 8,
+            Error::ArenaTooSmall { .. } => 9,
+        }
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {

@@ -50,6 +50,16 @@ where
     Ok(need)
 }
 
+/// Views bytes as int8 values (same size and alignment; no copy).
+pub fn as_i8(b: &[u8]) -> &[i8] {
+    bytemuck::cast_slice(b)
+}
+
+/// Views int8 values as bytes (no copy).
+pub fn as_u8(v: &[i8]) -> &[u8] {
+    bytemuck::cast_slice(v)
+}
+
 /// Index of the largest logit (the first one on ties).
 pub fn argmax(logits: &[i8]) -> usize {
     let mut best = 0;

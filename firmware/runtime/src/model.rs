@@ -399,6 +399,11 @@ impl<'a> Model<'a> {
         self.blob
     }
 
+    /// The blob's CRC-32 (header field, checked at load): names the model.
+    pub fn crc(&self) -> u32 {
+        read_u32(self.blob, header::CRC).unwrap_or(0)
+    }
+
     /// Int8 weights of a layer.
     pub fn weights(&self, l: &Layer) -> &'a [i8] {
         let b = &self.blob[l.weights_offset..l.weights_offset + l.weights_len];

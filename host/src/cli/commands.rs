@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 
 use super::{BenchArgs, DistillArgs, EmulateArgs, EvalArgs, QuantizeArgs, SweepArgs, TeachArgs};
 use crate::data::SplitName;
-use crate::emulate;
+
 use crate::pipeline;
 use crate::progress::Progress;
 use crate::teacher::BackendChoice;
@@ -222,13 +222,13 @@ pub(super) fn emulate(a: EmulateArgs) -> Result<()> {
 }
 
 /// Prints an emulation report as sentences.
-pub fn print_emulation(r: &emulate::EmulationReport) {
+pub fn print_emulation(r: &crate::device::EmulationReport) {
     outln!("board {}: {} samples", r.board, r.n);
     if let Some(acc) = r.accuracy {
         outln!("  device accuracy     {}", pct(acc));
     }
     outln!("  agreement with host {} (int8 logits, bit for bit)", pct(r.agreement));
-    outln!("  instructions/inference {:.0}", r.instructions_per_inference);
+    outln!("  {}/inference {:.0} ({} counter)", r.counted, r.instructions_per_inference, r.device.counter);
     outln!(
         "  flash {} B (model {} B), RAM {} B (static {} B + peak stack {} B)",
         r.flash_bytes,
@@ -248,8 +248,8 @@ pub fn emulate_model(
     board: &str,
     limit: Option<usize>,
     read: crate::data::ReadOptions,
-) -> Result<emulate::EmulationReport> {
-    let board = emulate::board(board)?;
+) -> Result<crate::device::EmulationReport> {
+    let board = crate::device::board(board)?;
     let bytes = crate::export::tkd::read(model)?;
     let m = tinykd_runtime::Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
     let data = crate::data::Dataset::load(data_path, read.for_model(crate::export::tkd::data_layout(&bytes)))?;
@@ -262,6 +262,6 @@ pub fn emulate_model(
     let x = &s.x[..n * data.sample_len()];
     let q = pipeline::quantize_inputs(&m, x);
     let labels = s.y.as_ref().map(|y| &y[..n]);
-    emulate::emulate(board, model, &q, n, labels)
+    crate::device::emulate(board, model, &q, n, labels)
         .with_context(|| format!("emulating {} on {}", model.display(), board.name))
 }

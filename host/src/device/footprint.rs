@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use object::{Object, ObjectSection, SectionFlags};
+use object::{Object, ObjectSection, SectionFlags, SectionKind};
 
 /// Section sizes that matter on a microcontroller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -28,7 +28,11 @@ impl Footprint {
                 continue;
             }
             let name = s.name().unwrap_or("");
-            if name.starts_with(".bss") || name.starts_with(".uninit") {
+            // riscv-rt describes the free RAM as `.heap` and `.stack` sections: not data.
+            if name == ".stack" || name == ".heap" {
+                continue;
+            }
+            if name.starts_with(".bss") || name.starts_with(".uninit") || s.kind() == SectionKind::UninitializedData {
                 ram += s.size();
             } else if name.starts_with(".data") {
                 ram += s.size();

@@ -1,0 +1,29 @@
+//! RISC-V: the retired-instruction counter (`minstret`), exact under QEMU's
+//! `-icount` and on silicon alike.
+
+/// `minstret` as a [`crate::Clock`].
+#[derive(Debug, Default)]
+pub struct InstretClock;
+
+impl crate::Clock for InstretClock {
+    fn now(&mut self) -> u64 {
+        riscv::register::minstret::read64()
+    }
+}
+
+/// Defines `main` for a RISC-V board: paints the stack, sets up the UART
+/// (`$link`, a [`crate::Link`]) and serves the embedded model.
+#[macro_export]
+macro_rules! riscv_board {
+    (board: $board:expr, setup: $link:expr) => {
+        $crate::embedded_model!();
+
+        #[riscv_rt::entry]
+        fn main() -> ! {
+            let bottom = $crate::stack::paint();
+            let mut link = $link;
+            let mut clock = $crate::instret::InstretClock;
+            $crate::run::<_, _, ARENA_BYTES, RX_BYTES, MODEL_OPS>(&MODEL.0, &mut link, &mut clock, &$board, bottom)
+        }
+    };
+}

@@ -1,0 +1,77 @@
+//! What every tinykd board crate shares: the embedded student, the serve
+//! loop of the board protocol (`tinykd-protocol`) over the board's UART,
+//! a 64-bit cycle or instruction counter, and the peak stack measurement.
+//!
+//! A board crate is its HAL's (or its emulated UART's) serial port, its
+//! counter and its `memory.x`: its `main` calls [`run`] through the
+//! [`board_main!`] macro and does nothing else.
+#![no_std]
+
+#[cfg(feature = "riscv")]
+pub mod instret;
+pub mod stack;
+#[cfg(feature = "cortex-m")]
+pub mod systick;
+pub mod uart;
+
+pub use tinykd_protocol as protocol;
+pub use tinykd_protocol::device::{Board, Clock, EioLink, Link, NbLink};
+pub use tinykd_protocol::message::Counter;
+pub use tinykd_runtime as runtime;
+
+use tinykd_runtime::format::OpSet;
+
+/// A panic in a board image stops the core; the host sees the line go
+/// quiet and says so. (The inference path has no panics: the runtime
+/// returns errors.)
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// Serves the embedded model forever. `ARENA` is the model's arena,
+/// `RX` the receive buffer (its input length, at least 16 bytes), both
+/// on the stack so that the measured peak stack is the RAM the model takes.
+#[inline(never)]
+pub fn run<L: Link, C: Clock, const ARENA: usize, const RX: usize, const OPS: OpSet>(
+    blob: &[u8],
+    link: &mut L,
+    clock: &mut C,
+    board: &Board<'_>,
+    paint_bottom: usize,
+) -> ! {
+    let mut arena = [0u8; ARENA];
+    let mut rx = [0u8; RX];
+    let mut peak = || stack::peak(paint_bottom) as u32;
+    match tinykd_runtime::Model::from_bytes(blob) {
+        Ok(model) => tinykd_protocol::device::serve::<L, C, OPS>(
+            &model, &mut arena, &mut rx, link, clock, board, &mut peak,
+        ),
+        // The build script validated the blob: this only happens to a
+        // flash that was corrupted after programming. Say so and stop.
+        Err(_) => loop {
+            link.write_all(b"tinykd: the model in flash is corrupt\r\n");
+            for _ in 0..1_000_000 {
+                core::hint::spin_loop();
+            }
+        },
+    }
+}
+
+/// Defines the embedded model (`MODEL`, 16-byte aligned) and its sizes
+/// (`ARENA_BYTES`, `INPUT_LEN`, `CLASS_COUNT`, `MODEL_OPS`, `RX_BYTES`)
+/// from the files the board's build script (`tinykd-board-build`) wrote.
+#[macro_export]
+macro_rules! embedded_model {
+    () => {
+        include!(concat!(env!("OUT_DIR"), "/model_info.rs"));
+        #[repr(C, align(16))]
+        struct Aligned<T: ?Sized>(T);
+        static MODEL: &Aligned<[u8; MODEL_LEN]> = &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/model.tkd")));
+        /// Receive buffer: one input frame's payload (and room for small frames).
+        const RX_BYTES: usize = if INPUT_LEN > 16 { INPUT_LEN } else { 16 };
+    };
+}

@@ -1,0 +1,301 @@
+//! The firmware side: answer hello frames with the model's identity, run
+//! inference requests, refuse bad frames with an error frame. A board gives
+//! [`serve`] its UART as a [`Link`] and its cycle counter as a [`Clock`].
+
+use tinykd_runtime::Model;
+use tinykd_runtime::format::OpSet;
+
+use crate::frame::{Decoder, FrameError, HEADER_LEN, Kind, SYNC, Step, crc_of};
+use crate::message::{Counter, ErrorCode, Info, Outcome};
+
+/// A serial line, byte by byte.
+pub trait Link {
+    /// The next received byte, if one has arrived (never blocks).
+    fn read_byte(&mut self) -> Option<u8>;
+    /// Sends `bytes`, blocking until the UART has taken them.
+    fn write_all(&mut self, bytes: &[u8]);
+}
+
+/// A free-running 64-bit counter (core cycles, or instructions).
+pub trait Clock {
+    fn now(&mut self) -> u64;
+}
+
+/// What a board tells the host about itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Board<'a> {
+    pub name: &'a str,
+    pub counter: Counter,
+    /// The core clock the firmware set up, in Hz.
+    pub core_hz: u32,
+    /// Counter ticks of silence after which a partial frame is dropped and
+    /// answered with [`ErrorCode::Truncated`].
+    pub frame_timeout_ticks: u64,
+}
+
+/// Sends one frame whose payload is the concatenation of `parts`.
+fn send<L: Link>(link: &mut L, kind: Kind, parts: &[&[u8]]) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut head = [0u8; HEADER_LEN];
+    head[..2].copy_from_slice(&SYNC);
+    head[2] = kind as u8;
+    head[3..5].copy_from_slice(&(len as u16).to_le_bytes());
+    link.write_all(&head);
+    parts.iter().for_each(|p| link.write_all(p));
+    link.write_all(&crc_of(kind as u8, parts).to_le_bytes());
+}
+
+fn send_error<L: Link>(link: &mut L, code: ErrorCode, detail: u32) {
+    send(link, Kind::Error, &[&code.payload(detail)]);
+}
+
+/// Serves `model` over `link` forever. `rx` receives frame payloads (at
+/// least the model's input length); `arena` is the model's arena;
+/// `peak_stack` measures the deepest stack use so far (0 when unknown).
+/// `OPS` is the operator set the firmware links (`Model::run_with_ops`).
+pub fn serve<L: Link, C: Clock, const OPS: OpSet>(
+    model: &Model<'_>,
+    arena: &mut [u8],
+    rx: &mut [u8],
+    link: &mut L,
+    clock: &mut C,
+    board: &Board<'_>,
+    peak_stack: &mut dyn FnMut() -> u32,
+) -> ! {
+    let receive_buffer = rx.len().min(u16::MAX as usize) as u16;
+    let info = |peak: u32, link: &mut L| {
+        let i = Info {
+            version: crate::VERSION,
+            counter: board.counter,
+            model_crc: model.crc(),
+            model_bytes: model.as_bytes().len() as u32,
+            input_len: model.input_len() as u32,
+            classes: model.class_count() as u16,
+            arena_bytes: model.arena_bytes() as u32,
+            ops: OPS,
+            receive_buffer,
+            peak_stack: peak,
+            core_hz: board.core_hz,
+            board: board.name,
+        };
+        let mut buf = [0u8; 96];
+        if let Some(n) = i.encode(&mut buf) {
+            send(link, Kind::Info, &[&buf[..n]]);
+        }
+    };
+    // Announce ourselves: the host waits for this before it sends anything
+    // (QEMU drops bytes that arrive before the UART is enabled).
+    info(peak_stack(), link);
+    let mut decoder = Decoder::new(rx);
+    let mut last_byte = clock.now();
+    loop {
+        let Some(b) = link.read_byte() else {
+            if decoder.in_frame() && clock.now().wrapping_sub(last_byte) > board.frame_timeout_ticks {
+                decoder.reset();
+                send_error(link, ErrorCode::Truncated, 0);
+            }
+            continue;
+        };
+        last_byte = clock.now();
+        match decoder.push(b) {
+            Step::Pending => {}
+            Step::Rejected(FrameError::Checksum) => send_error(link, ErrorCode::Checksum, 0),
+            Step::Rejected(FrameError::Oversized { max, .. }) => send_error(link, ErrorCode::Oversized, max as u32),
+            Step::Complete => {
+                let frame = decoder.frame();
+                match Kind::from_u8(frame.kind) {
+                    Some(Kind::Hello) => info(peak_stack(), link),
+                    Some(Kind::Infer) if frame.payload.len() != model.input_len() => {
+                        send_error(link, ErrorCode::InputLength, model.input_len() as u32)
+                    }
+                    Some(Kind::Infer) => {
+                        let input = tinykd_runtime::as_i8(frame.payload);
+                        let start = clock.now();
+                        let result = model.run_with_ops::<OPS>(input, arena);
+                        let ticks = clock.now().wrapping_sub(start);
+                        match result {
+                            Ok(logits) => {
+                                let class = tinykd_runtime::argmax(logits) as u16;
+                                let head = Outcome::head(class, ticks);
+                                send(link, Kind::Outcome, &[&head, tinykd_runtime::as_u8(logits)]);
+                            }
+                            Err(e) => send_error(link, ErrorCode::Model, e.code() as u32),
+                        }
+                    }
+                    _ => send_error(link, ErrorCode::UnknownKind, frame.kind as u32),
+                }
+            }
+        }
+    }
+}
+
+/// A UART with `embedded-io` traits (e.g. `nrf51-hal`'s, or the drivers of
+/// the emulated boards) as a [`Link`].
+#[derive(Debug)]
+pub struct EioLink<T>(pub T);
+
+impl<T: embedded_io::Read + embedded_io::ReadReady + embedded_io::Write> Link for EioLink<T> {
+    fn read_byte(&mut self) -> Option<u8> {
+        if !self.0.read_ready().unwrap_or(false) {
+            return None;
+        }
+        let mut b = [0u8; 1];
+        match self.0.read(&mut b) {
+            Ok(1) => Some(b[0]),
+            _ => None,
+        }
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) {
+        // A UART write error (e.g. a framing fault) loses this frame; the
+        // host notices the missing or corrupt reply and says so.
+        let _ = self.0.write_all(bytes);
+        let _ = self.0.flush();
+    }
+}
+
+/// A UART with `embedded-hal-nb` serial traits (e.g. `stm32f4xx-hal`'s),
+/// receiver and transmitter split, as a [`Link`].
+#[derive(Debug)]
+pub struct NbLink<R, W> {
+    pub rx: R,
+    pub tx: W,
+}
+
+impl<R: embedded_hal_nb::serial::Read<u8>, W: embedded_hal_nb::serial::Write<u8>> Link for NbLink<R, W> {
+    fn read_byte(&mut self) -> Option<u8> {
+        // Overrun or framing errors drop the byte; the frame's CRC catches it.
+        self.rx.read().ok()
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            while let Err(embedded_hal_nb::nb::Error::WouldBlock) = self.tx.write(b) {}
+        }
+        while let Err(embedded_hal_nb::nb::Error::WouldBlock) = self.tx.flush() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The serve loop runs on the host here, over an in-memory line, to
+    //! check every answer (the emulator tests check it on the boards).
+    use super::*;
+    use crate::frame::{OVERHEAD, encode};
+    use std::collections::VecDeque;
+
+    struct Line {
+        input: VecDeque<u8>,
+        output: Vec<u8>,
+        /// Stops the (endless) serve loop once the input is used up and
+        /// `idle` polls have found nothing.
+        idle: usize,
+    }
+
+    impl Link for Line {
+        fn read_byte(&mut self) -> Option<u8> {
+            let b = self.input.pop_front();
+            if b.is_none() {
+                self.idle += 1;
+                if self.idle > 50 {
+                    std::panic::panic_any(Done);
+                }
+            }
+            b
+        }
+        fn write_all(&mut self, bytes: &[u8]) {
+            self.output.extend_from_slice(bytes);
+        }
+    }
+
+    struct Done;
+
+    struct Ticks(u64);
+    impl Clock for Ticks {
+        fn now(&mut self) -> u64 {
+            self.0 += 1;
+            self.0
+        }
+    }
+
+    fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![0u8; payload.len() + OVERHEAD];
+        let n = encode(kind, payload, &mut out).expect("fits");
+        out.truncate(n);
+        out
+    }
+
+    /// Frames the device sends for `input` bytes: (kind, payload).
+    fn exchange(blob: &[u8], input: Vec<u8>) -> Vec<(u8, Vec<u8>)> {
+        let model = Model::from_bytes(blob).expect("valid model");
+        let mut line = Line { input: input.into(), output: Vec::new(), idle: 0 };
+        let board = Board { name: "test", counter: Counter::Instret, core_hz: 1, frame_timeout_ticks: 20 };
+        let mut arena = vec![0u8; model.arena_bytes()];
+        let mut rx = vec![0u8; model.input_len()];
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            serve::<_, _, { tinykd_runtime::format::ALL_OPS }>(
+                &model,
+                &mut arena,
+                &mut rx,
+                &mut line,
+                &mut Ticks(0),
+                &board,
+                &mut || 0,
+            )
+        }));
+        assert!(r.is_err_and(|e| e.is::<Done>()));
+        let mut buf = vec![0u8; 4096];
+        let mut d = Decoder::new(&mut buf);
+        let mut frames = Vec::new();
+        for b in line.output {
+            if d.push(b) == Step::Complete {
+                frames.push((d.frame().kind, d.frame().payload.to_vec()));
+            }
+        }
+        frames
+    }
+
+    #[test]
+    fn answers_hello_infer_and_every_bad_frame() {
+        // A 40 → 8 → 10 MLP from `tinykd quantize` (any valid model would do).
+        let blob = include_bytes!("testdata/mlp.tkd").to_vec();
+        let model = Model::from_bytes(&blob).unwrap();
+        let n = model.input_len();
+        let x: Vec<i8> = (0..n as i32).map(|v| (v * 37 % 255 - 127) as i8).collect();
+        let mut arena = vec![0u8; model.arena_bytes()];
+        let want = model.run(&x, &mut arena).unwrap().to_vec();
+
+        let mut input = frame(Kind::Hello as u8, &[]);
+        input.extend(frame(Kind::Infer as u8, tinykd_runtime::as_u8(&x)));
+        input.extend(frame(Kind::Infer as u8, &[0; 1])); // wrong length
+        let mut corrupt = frame(Kind::Infer as u8, tinykd_runtime::as_u8(&x));
+        corrupt[6] ^= 1;
+        input.extend(corrupt);
+        input.extend(frame(0x33, &[])); // unknown kind
+        input.extend(frame(Kind::Infer as u8, &vec![0; n + 1])[..6].to_vec()); // oversized header
+        input.extend(b"garbage");
+        input.extend(frame(Kind::Infer as u8, tinykd_runtime::as_u8(&x))[..7].to_vec()); // truncated: line goes quiet
+
+        let frames = exchange(&blob, input);
+        let kinds: Vec<u8> = frames.iter().map(|f| f.0).collect();
+        assert_eq!(kinds, vec![0x81, 0x81, 0x82, 0xEE, 0xEE, 0xEE, 0xEE, 0xEE], "{frames:?}");
+        let info = Info::decode(&frames[0].1).unwrap();
+        assert_eq!((info.input_len as usize, info.classes as usize, info.board), (n, want.len(), "test"));
+        assert_eq!(info.model_crc, model.crc());
+        let o = Outcome::decode(&frames[2].1).unwrap();
+        assert_eq!(o.logits, &want[..]);
+        assert_eq!(o.class as usize, tinykd_runtime::argmax(&want));
+        assert!(o.ticks > 0);
+        let errors: Vec<(ErrorCode, u32)> = frames[3..].iter().map(|f| ErrorCode::decode(&f.1).unwrap()).collect();
+        assert_eq!(
+            errors,
+            vec![
+                (ErrorCode::InputLength, n as u32),
+                (ErrorCode::Checksum, 0),
+                (ErrorCode::UnknownKind, 0x33),
+                (ErrorCode::Oversized, n as u32),
+                (ErrorCode::Truncated, 0),
+            ]
+        );
+    }
+}

@@ -1,0 +1,264 @@
+//! Runs a `.tkd` student on a board — emulated in QEMU or on silicon
+//! through a serial port — over a dataset split, with tinykd's board
+//! protocol, and compares the device's int8 logits with the host's, bit for
+//! bit. `tinykd emulate` and `tinykd verify` are this module.
+
+mod boards;
+mod footprint;
+mod link;
+mod session;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tinykd_runtime::Model;
+
+pub use boards::{BOARDS, Board, Runner, board};
+pub use footprint::Footprint;
+pub use link::HostLink;
+pub use session::{DeviceInfo, Reply, Session, describe};
+
+/// Where the board crates live: `TINYKD_FIRMWARE_DIR`, else this source tree.
+pub fn firmware_dir() -> PathBuf {
+    std::env::var_os("TINYKD_FIRMWARE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("firmware"))
+}
+
+/// Result of running a split on a board.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EmulationReport {
+    pub board: String,
+    pub n: usize,
+    pub accuracy: Option<f64>,
+    /// Share of samples whose int8 logits equal the host's, bit for bit.
+    pub agreement: f64,
+    pub host_accuracy: Option<f64>,
+    pub flash_bytes: u64,
+    pub ram_bytes: u64,
+    pub static_ram_bytes: u64,
+    pub peak_stack_bytes: u64,
+    pub model_bytes: usize,
+    /// Emulated boards: instructions (exact under `-icount`); silicon: core cycles.
+    pub instructions_per_inference: f64,
+    /// What the per-inference count counts: "instructions" or "cycles".
+    pub counted: &'static str,
+    pub device: DeviceInfo,
+    pub elf: Option<PathBuf>,
+    #[serde(skip)]
+    pub device_logits: Vec<i8>,
+}
+
+/// Refuses a model that cannot fit the board, before anything is built:
+/// the blob against flash, the arena + receive buffer + the engine's stack
+/// against RAM, with the numbers.
+pub fn fit_check(board: &Board, model: &Model<'_>, what: &Path) -> Result<()> {
+    let flash_need = model.as_bytes().len() as u64 + board.engine_flash_bytes;
+    if flash_need > board.flash_bytes {
+        bail!(
+            "{}: does not fit {}: the model ({} bytes) and the firmware (~{} bytes) need {} bytes of flash, the \
+             board has {}",
+            what.display(),
+            board.name,
+            model.as_bytes().len(),
+            board.engine_flash_bytes,
+            flash_need,
+            board.flash_bytes
+        );
+    }
+    let rx = model.input_len().max(16) as u64;
+    let ram_need = model.arena_bytes() as u64 + rx + board.engine_stack_bytes;
+    if ram_need > board.ram_bytes {
+        bail!(
+            "{}: does not fit {}: arena {} + receive buffer {} + stack ~{} = {} bytes of RAM, the board has {}",
+            what.display(),
+            board.name,
+            model.arena_bytes(),
+            rx,
+            board.engine_stack_bytes,
+            ram_need,
+            board.ram_bytes
+        );
+    }
+    Ok(())
+}
+
+/// Builds the board firmware with `model_path` embedded; returns the ELF path.
+/// All boards share one target directory, so dependencies built for one
+/// target are reused by every board on it.
+pub fn build_firmware(board: &Board, model_path: &Path) -> Result<PathBuf> {
+    let firmware = firmware_dir();
+    let dir = firmware.join("boards").join(board.crate_dir);
+    if !dir.join("Cargo.toml").is_file() {
+        bail!("board crate not found at {} (set TINYKD_FIRMWARE_DIR to tinykd's firmware/ directory)", dir.display());
+    }
+    let model_path =
+        std::fs::canonicalize(model_path).with_context(|| format!("{}: cannot resolve", model_path.display()))?;
+    let target_dir = firmware.join("boards").join("target");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(&cargo)
+        .args(["build", "--release", "--quiet"])
+        .current_dir(&dir)
+        .env("TINYKD_MODEL", &model_path)
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("RUSTFLAGS")
+        .output()
+        .with_context(|| format!("cannot run cargo to build {}", dir.display()))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let hint = if err.contains("target may not be installed") || err.contains("can't find crate for `core`") {
+            format!("\nhint: rustup target add {}", board.target)
+        } else {
+            String::new()
+        };
+        let tail: Vec<&str> = err.lines().rev().take(25).collect::<Vec<_>>().into_iter().rev().collect();
+        bail!("building firmware for {} failed:\n{}{hint}", board.name, tail.join("\n"));
+    }
+    let elf = target_dir.join(board.target).join("release").join(format!("tinykd-board-{}", board.crate_dir));
+    if !elf.is_file() {
+        bail!("firmware build produced no ELF at {}", elf.display());
+    }
+    Ok(elf)
+}
+
+/// A QEMU process that is killed when dropped.
+#[derive(Debug)]
+pub struct Qemu(Child);
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `elf` on an emulated board with its UART on QEMU's stdio and
+/// instruction counting on; returns the process and the line to the board.
+pub fn start_qemu(board: &Board, elf: &Path) -> Result<(Qemu, HostLink)> {
+    let Runner::Qemu { binary, machine, package, .. } = board.runner else {
+        bail!("{} is not an emulated board", board.name);
+    };
+    let qemu = which(binary)
+        .with_context(|| format!("{binary} not found on PATH; install it (Debian/Ubuntu: apt-get install {package})"))?;
+    let mut child = Command::new(&qemu)
+        .args(machine)
+        .args(["-display", "none", "-monitor", "none"])
+        .args(["-chardev", "stdio,id=uart,mux=off,signal=off", "-serial", "chardev:uart"])
+        .args(["-icount", "shift=0,sleep=off", "-kernel"])
+        .arg(elf)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {}", qemu.display()))?;
+    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        bail!("cannot talk to {}", qemu.display());
+    };
+    let link = HostLink::new(format!("{} ({binary})", board.name), Box::new(stdout), Box::new(stdin));
+    Ok((Qemu(child), link))
+}
+
+/// Builds the firmware for an emulated board, starts it in QEMU and runs
+/// `inputs` (already quantized, `n × input_len`), comparing with the host.
+pub fn emulate(
+    board: &Board,
+    model_path: &Path,
+    inputs: &[i8],
+    n: usize,
+    labels: Option<&[i64]>,
+) -> Result<EmulationReport> {
+    let bytes = crate::export::tkd::read(model_path)?;
+    let model = Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", model_path.display()))?;
+    fit_check(board, &model, model_path)?;
+    if let Runner::Qemu { binary, package, .. } = board.runner {
+        which(binary).with_context(|| {
+            format!("{binary} not found on PATH; install it (Debian/Ubuntu: apt-get install {package})")
+        })?;
+    } else {
+        bail!("{} is a real board: use `tinykd verify --port …` after `tinykd flash`", board.name);
+    }
+    let elf = build_firmware(board, model_path)?;
+    let footprint = Footprint::of_elf(&elf)?;
+    let (_qemu, link) = start_qemu(board, &elf)?;
+    let (mut session, info) = Session::open(link, Duration::from_secs(30))?;
+    let mut report = run_split(&mut session, &info, board, &model, inputs, n, labels)?;
+    report.flash_bytes = footprint.flash_bytes;
+    report.static_ram_bytes = footprint.static_ram_bytes;
+    report.ram_bytes = footprint.static_ram_bytes + report.peak_stack_bytes;
+    report.elf = Some(elf);
+    Ok(report)
+}
+
+/// Streams `n` inputs over an open session and compares every answer with
+/// the host runtime's. Refuses a board that runs another model.
+pub fn run_split(
+    session: &mut Session,
+    info: &DeviceInfo,
+    board: &Board,
+    model: &Model<'_>,
+    inputs: &[i8],
+    n: usize,
+    labels: Option<&[i64]>,
+) -> Result<EmulationReport> {
+    if info.model_crc != model.crc() || info.input_len != model.input_len() || info.classes != model.class_count() {
+        bail!(
+            "{}: the board runs another model (CRC {:#010x}, {} inputs, {} classes; expected {:#010x}, {}, {}): \
+             flash this model first (tinykd flash --model …)",
+            session.name(),
+            info.model_crc,
+            info.input_len,
+            info.classes,
+            model.crc(),
+            model.input_len(),
+            model.class_count()
+        );
+    }
+    let len = model.input_len();
+    let classes = model.class_count();
+    let (host_pred, host_logits) = crate::pipeline::run_quantized(model, inputs, n)?;
+    let mut device_logits = Vec::with_capacity(n * classes);
+    let mut device_pred = Vec::with_capacity(n);
+    let mut ticks = 0u128;
+    for i in 0..n {
+        let (class, t, logits) = session.infer(&inputs[i * len..(i + 1) * len])?;
+        if logits.len() != classes {
+            bail!("{}: the board sent {} logits, the model has {classes} classes", session.name(), logits.len());
+        }
+        device_pred.push(class as usize);
+        device_logits.extend_from_slice(&logits);
+        ticks += t as u128;
+    }
+    let end = session.hello()?;
+    let agree = host_logits.chunks_exact(classes).zip(device_logits.chunks_exact(classes)).filter(|(h, d)| h == d).count();
+    let per_inference = ticks as f64 / n.max(1) as f64;
+    let (count, counted) = match (board.runner, info.counter_kind) {
+        (Runner::Qemu { instructions_per_tick, .. }, 0) => (per_inference * instructions_per_tick, "instructions"),
+        (_, 2) => (per_inference, "instructions"),
+        _ => (per_inference, "cycles"),
+    };
+    Ok(EmulationReport {
+        board: board.name.into(),
+        n,
+        accuracy: labels.map(|y| crate::util::accuracy(&device_pred, y)),
+        host_accuracy: labels.map(|y| crate::util::accuracy(&host_pred, y)),
+        agreement: agree as f64 / n.max(1) as f64,
+        flash_bytes: 0,
+        ram_bytes: 0,
+        static_ram_bytes: 0,
+        peak_stack_bytes: end.peak_stack as u64,
+        model_bytes: model.as_bytes().len(),
+        instructions_per_inference: count,
+        counted,
+        device: end,
+        elf: None,
+        device_logits,
+    })
+}
+
+/// Finds an executable on PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()))
+}

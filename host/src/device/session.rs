@@ -1,0 +1,198 @@
+//! The host side of the board protocol (`tinykd-protocol`): wait for the
+//! board's info frame, check it runs the expected model, send inputs, read
+//! outcomes; every error frame becomes a clear message.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use tinykd_protocol::frame::{self, Decoder, Kind, Step};
+use tinykd_protocol::message::{Counter, ErrorCode, Info, Outcome};
+
+use super::link::HostLink;
+
+/// What a board said about itself (an owned [`Info`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceInfo {
+    pub board: String,
+    pub counter: &'static str,
+    #[serde(skip)]
+    pub counter_kind: u8,
+    pub model_crc: u32,
+    pub model_bytes: u32,
+    pub input_len: usize,
+    pub classes: usize,
+    pub arena_bytes: u32,
+    pub ops: u32,
+    pub receive_buffer: usize,
+    pub peak_stack: u32,
+    pub core_hz: u32,
+}
+
+impl DeviceInfo {
+    fn of(i: &Info<'_>) -> DeviceInfo {
+        DeviceInfo {
+            board: i.board.to_owned(),
+            counter: match i.counter {
+                Counter::SysTick => "systick",
+                Counter::Dwt => "dwt",
+                Counter::Instret => "minstret",
+            },
+            counter_kind: i.counter as u8,
+            model_crc: i.model_crc,
+            model_bytes: i.model_bytes,
+            input_len: i.input_len as usize,
+            classes: i.classes as usize,
+            arena_bytes: i.arena_bytes,
+            ops: i.ops,
+            receive_buffer: i.receive_buffer as usize,
+            peak_stack: i.peak_stack,
+            core_hz: i.core_hz,
+        }
+    }
+}
+
+/// One frame from the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Info(DeviceInfo),
+    Outcome { class: u16, ticks: u64, logits: Vec<i8> },
+    Error { code: ErrorCode, detail: u32 },
+}
+
+/// An open conversation with a board.
+#[derive(Debug)]
+pub struct Session {
+    link: HostLink,
+    buf: Vec<u8>,
+    /// How long a reply may take.
+    pub timeout: Duration,
+}
+
+impl Session {
+    /// Waits for the board's info frame (sent at boot; a board that booted
+    /// earlier is asked with a hello frame) and returns it.
+    pub fn open(link: HostLink, timeout: Duration) -> Result<(Session, DeviceInfo)> {
+        let mut s = Session { link, buf: vec![0u8; u16::MAX as usize], timeout };
+        let first = match s.next_reply_within(timeout.min(Duration::from_secs(3)))? {
+            Some(r) => r,
+            None => {
+                s.send(Kind::Hello, &[])?;
+                s.next_reply()?
+            }
+        };
+        match first {
+            Reply::Info(info) => {
+                if info.counter_kind > 2 {
+                    bail!("{}: unknown counter kind {}", s.link.name, info.counter_kind);
+                }
+                Ok((s, info))
+            }
+            other => bail!("{}: expected the board's info frame, got {other:?}", s.link.name),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.link.name
+    }
+
+    /// Sends a frame.
+    pub fn send(&mut self, kind: Kind, payload: &[u8]) -> Result<()> {
+        let mut out = vec![0u8; payload.len() + frame::OVERHEAD];
+        let n = frame::encode(kind as u8, payload, &mut out)
+            .ok_or_else(|| anyhow::anyhow!("frame payload of {} bytes is too large", payload.len()))?;
+        self.link.write_all(&out[..n])
+    }
+
+    /// Sends raw bytes (tests use it to send broken frames on purpose).
+    pub fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        self.link.write_all(bytes)
+    }
+
+    /// Asks the board for its info again (e.g. for the peak stack at the end).
+    pub fn hello(&mut self) -> Result<DeviceInfo> {
+        self.send(Kind::Hello, &[])?;
+        match self.next_reply()? {
+            Reply::Info(i) => Ok(i),
+            other => bail!("{}: expected an info frame, got {other:?}", self.link.name),
+        }
+    }
+
+    /// Runs one input: the predicted class, counter ticks and int8 logits.
+    pub fn infer(&mut self, input: &[i8]) -> Result<(u16, u64, Vec<i8>)> {
+        self.send(Kind::Infer, tinykd_runtime::as_u8(input))?;
+        match self.next_reply()? {
+            Reply::Outcome { class, ticks, logits } => Ok((class, ticks, logits)),
+            Reply::Error { code, detail } => bail!("{}: {}", self.link.name, describe(code, detail)),
+            Reply::Info(_) => bail!(
+                "{}: the board answered with its info frame: it was reset during the run (power, watchdog or a \
+                 crash)",
+                self.link.name
+            ),
+        }
+    }
+
+    /// The next complete frame from the board, within the session timeout.
+    pub fn next_reply(&mut self) -> Result<Reply> {
+        match self.next_reply_within(self.timeout)? {
+            Some(r) => Ok(r),
+            None => bail!(
+                "{}: no answer from the board within {:.1} s (is it running tinykd firmware, on this port?)",
+                self.link.name,
+                self.timeout.as_secs_f64()
+            ),
+        }
+    }
+
+    fn next_reply_within(&mut self, timeout: Duration) -> Result<Option<Reply>> {
+        let deadline = Instant::now() + timeout;
+        let mut decoder = Decoder::new(&mut self.buf);
+        loop {
+            let Some(b) = self.link.read_byte(deadline)? else { return Ok(None) };
+            match decoder.push(b) {
+                Step::Pending => {}
+                Step::Rejected(e) => bail!("{}: corrupt frame from the board ({e})", self.link.name),
+                Step::Complete => {
+                    let f = decoder.frame();
+                    return Ok(Some(parse(f.kind, f.payload).map_err(|e| anyhow::anyhow!("{}: {e}", self.link.name))?));
+                }
+            }
+        }
+    }
+}
+
+fn parse(kind: u8, p: &[u8]) -> std::result::Result<Reply, String> {
+    match Kind::from_u8(kind) {
+        Some(Kind::Info) => {
+            let i = Info::decode(p).ok_or("malformed info frame")?;
+            if i.version != tinykd_protocol::VERSION {
+                return Err(format!(
+                    "the board speaks protocol version {}, this tinykd version {}: rebuild the firmware with this \
+                     tinykd",
+                    i.version,
+                    tinykd_protocol::VERSION
+                ));
+            }
+            Ok(Reply::Info(DeviceInfo::of(&i)))
+        }
+        Some(Kind::Outcome) => {
+            let o = Outcome::decode(p).ok_or("malformed outcome frame")?;
+            Ok(Reply::Outcome { class: o.class, ticks: o.ticks, logits: o.logits.to_vec() })
+        }
+        Some(Kind::Error) => {
+            let (code, detail) = ErrorCode::decode(p).ok_or("malformed error frame")?;
+            Ok(Reply::Error { code, detail })
+        }
+        _ => Err(format!("unexpected frame kind {kind:#04x} from the board")),
+    }
+}
+
+/// An error frame as a sentence with its detail.
+pub fn describe(code: ErrorCode, detail: u32) -> String {
+    match code {
+        ErrorCode::InputLength => format!("{code} (the model takes {detail} values)"),
+        ErrorCode::Oversized => format!("{code} ({detail} bytes)"),
+        ErrorCode::UnknownKind => format!("{code} (kind {detail:#04x})"),
+        ErrorCode::Model => format!("{code} (runtime error code {detail})"),
+        _ => code.to_string(),
+    }
+}

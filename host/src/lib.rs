@@ -9,8 +9,8 @@
 pub mod bench;
 pub mod cli;
 pub mod data;
-pub mod distill;
 pub mod device;
+pub mod distill;
 pub mod export;
 pub mod pipeline;
 pub mod progress;

@@ -1,5 +1,5 @@
-//! Emulator harness helpers: make a real student from models/ and run it on
-//! an emulated board through `tinykd`'s own emulate stage.
+//! Emulator harness helpers: make real students from models/ and run them on
+//! emulated boards through `tinykd`'s own device stage.
 
 use std::path::{Path, PathBuf};
 
@@ -15,28 +15,52 @@ pub fn models() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("models")
 }
 
-/// Distills and quantizes a small MNIST-1D student into `dir/student.tkd`.
-pub fn mnist1d_student(dir: &Path, spec: &str, epochs: usize) -> Result<PathBuf> {
-    let data = models().join("data/mnist1d.npz");
-    let mut opts = DistillOptions::new(vec![models().join("teachers/mnist1d_cnn.onnx")], data.clone(), spec);
-    opts.epochs = Some(epochs);
+/// A student of the harness: its `.tkd` and the data it was made for.
+#[derive(Debug, Clone)]
+pub struct Student {
+    pub name: &'static str,
+    pub tkd: PathBuf,
+    pub data: PathBuf,
+    /// Multiply-accumulates per inference (for instructions per MAC).
+    pub macs: f64,
+}
+
+/// Distills (for `steps` optimizer steps) and quantizes a student into `dir/<name>.tkd`.
+/// `augment`: the main job's consistent teaching (shifts ±3, noise 0.05, 8 views).
+pub fn make_student(
+    dir: &Path,
+    name: &'static str,
+    data: &str,
+    teacher: &str,
+    spec: &str,
+    steps: usize,
+    augment: bool,
+) -> Result<Student> {
+    let data = models().join("data").join(data);
+    let mut opts = DistillOptions::new(vec![models().join("teachers").join(teacher)], data.clone(), spec);
+    opts.steps = Some(steps);
+    if augment {
+        opts.augment = tinykd::distill::Augment { shift: 3, noise: 0.05, views: 8, ..Default::default() };
+        opts.temperature = 2.0;
+    }
     opts.seed = 1;
     opts.backend = BackendChoice::Tract;
     opts.baseline = false;
     let out = pipeline::distill(&opts, &Progress::hidden())?;
-    let ckpt = dir.join("student.ckpt");
+    let ckpt = dir.join(format!("{name}.ckpt"));
     out.checkpoint.save(&ckpt)?;
+    let macs = out.kd.student.macs_per_sample() as f64;
     let q = pipeline::quantize(&ckpt, &data, Calibration::Minmax, ReadOptions::default())?;
-    let tkd = dir.join("student.tkd");
+    let tkd = dir.join(format!("{name}.tkd"));
     tinykd::util::write_atomic(&tkd, &q.bytes)?;
-    Ok(tkd)
+    Ok(Student { name, tkd, data, macs })
 }
 
-/// Host accuracy of a `.tkd` on the MNIST-1D test split (the runtime on the host).
-pub fn host_accuracy(tkd: &Path) -> Result<f64> {
+/// Host accuracy of a `.tkd` on its test split (the runtime on the host).
+pub fn host_accuracy(s: &Student) -> Result<f64> {
     let r = pipeline::evaluate(
-        tkd,
-        &models().join("data/mnist1d.npz"),
+        &s.tkd,
+        &s.data,
         SplitName::Test,
         BackendChoice::Tract,
         None,

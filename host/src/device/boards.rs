@@ -56,7 +56,7 @@ pub const BOARDS: &[Board] = &[
         },
         flash_bytes: 4 << 20,
         ram_bytes: 4 << 20,
-        engine_flash_bytes: 16 << 10,
+        engine_flash_bytes: 28 << 10,
         engine_stack_bytes: 2 << 10,
     },
     Board {
@@ -71,7 +71,7 @@ pub const BOARDS: &[Board] = &[
         },
         flash_bytes: 4 << 20,
         ram_bytes: 4 << 20,
-        engine_flash_bytes: 16 << 10,
+        engine_flash_bytes: 28 << 10,
         engine_stack_bytes: 2 << 10,
     },
     Board {
@@ -86,7 +86,7 @@ pub const BOARDS: &[Board] = &[
         },
         flash_bytes: 256 << 10,
         ram_bytes: 64 << 10,
-        engine_flash_bytes: 16 << 10,
+        engine_flash_bytes: 28 << 10,
         engine_stack_bytes: 2 << 10,
     },
     Board {
@@ -102,7 +102,7 @@ pub const BOARDS: &[Board] = &[
         },
         flash_bytes: 256 << 10,
         ram_bytes: 16 << 10,
-        engine_flash_bytes: 16 << 10,
+        engine_flash_bytes: 28 << 10,
         engine_stack_bytes: 2 << 10,
     },
     Board {
@@ -118,7 +118,7 @@ pub const BOARDS: &[Board] = &[
         },
         flash_bytes: 1 << 20,
         ram_bytes: 128 << 10,
-        engine_flash_bytes: 24 << 10,
+        engine_flash_bytes: 40 << 10,
         engine_stack_bytes: 2 << 10,
     },
     Board {
@@ -135,7 +135,7 @@ pub const BOARDS: &[Board] = &[
         // Code and data share the 16 MiB RAM region the image is loaded into.
         flash_bytes: 16 << 20,
         ram_bytes: 16 << 20,
-        engine_flash_bytes: 16 << 10,
+        engine_flash_bytes: 28 << 10,
         engine_stack_bytes: 2 << 10,
     },
 ];

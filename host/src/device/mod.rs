@@ -141,8 +141,9 @@ pub fn start_qemu(board: &Board, elf: &Path) -> Result<(Qemu, HostLink)> {
     let Runner::Qemu { binary, machine, package, .. } = board.runner else {
         bail!("{} is not an emulated board", board.name);
     };
-    let qemu = which(binary)
-        .with_context(|| format!("{binary} not found on PATH; install it (Debian/Ubuntu: apt-get install {package})"))?;
+    let qemu = which(binary).with_context(|| {
+        format!("{binary} not found on PATH; install it (Debian/Ubuntu: apt-get install {package})")
+    })?;
     let mut child = Command::new(&qemu)
         .args(machine)
         .args(["-display", "none", "-monitor", "none"])
@@ -232,7 +233,8 @@ pub fn run_split(
         ticks += t as u128;
     }
     let end = session.hello()?;
-    let agree = host_logits.chunks_exact(classes).zip(device_logits.chunks_exact(classes)).filter(|(h, d)| h == d).count();
+    let agree =
+        host_logits.chunks_exact(classes).zip(device_logits.chunks_exact(classes)).filter(|(h, d)| h == d).count();
     let per_inference = ticks as f64 / n.max(1) as f64;
     let (count, counted) = match (board.runner, info.counter_kind) {
         (Runner::Qemu { instructions_per_tick, .. }, 0) => (per_inference * instructions_per_tick, "instructions"),

@@ -1,0 +1,111 @@
+#![allow(clippy::unwrap_used)]
+//! Every emulated board runs a MNIST-1D and a digits student through the
+//! board protocol over its UART, and gives the host's int8 logits bit for
+//! bit over the whole test split. A missing QEMU or Rust target is a test
+//! failure: CI installs them (scripts/setup.sh).
+
+use std::sync::OnceLock;
+
+use tinykd::data::{ReadOptions, SplitName};
+use tinykd_emulator_tests::{Student, host_accuracy, make_student};
+
+struct Students {
+    _dir: tempfile::TempDir,
+    all: Vec<(Student, f64)>,
+}
+
+/// Trained once for every test in this file.
+fn students() -> &'static [(Student, f64)] {
+    static S: OnceLock<Students> = OnceLock::new();
+    &S.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let mnist = make_student(
+            dir.path(),
+            "mnist1d-cnn",
+            "mnist1d.npz",
+            "mnist1d_cnn.onnx",
+            "conv1d(12,k5,s2) relu conv1d(16,k3,s2) relu conv1d(24,k3) relu gap dense(10)",
+            4_000,
+            true,
+        )
+        .unwrap();
+        let digits = make_student(
+            dir.path(),
+            "digits-cnn",
+            "digits.npz",
+            "digits_cnn.onnx",
+            "conv2d(8,k3) relu maxpool(2) conv2d(16,k3) relu gap dense(10)",
+            3_000,
+            false,
+        )
+        .unwrap();
+        let all = [mnist, digits].into_iter().map(|s| {
+            let host = host_accuracy(&s).unwrap();
+            // Real students, not toys: the bar is what these sizes reach.
+            assert!(host > 0.8, "{}: host int8 accuracy {host}", s.name);
+            (s, host)
+        });
+        Students { all: all.collect(), _dir: dir }
+    })
+    .all
+}
+
+fn check(board: &str) {
+    for (s, host) in students() {
+        let r = tinykd::cli::emulate_model(&s.tkd, &s.data, SplitName::Test, board, None, ReadOptions::default())
+            .unwrap_or_else(|e| panic!("{board} {}: {e:#}", s.name));
+        eprintln!(
+            "{board:<20} {:<12} n={} accuracy={:.4} agreement={} {}/inference={:.0} ({:.2}/MAC) flash={} ram={} \
+             (static {} + stack {})",
+            s.name,
+            r.n,
+            r.accuracy.unwrap_or(0.0),
+            r.agreement,
+            r.counted,
+            r.instructions_per_inference,
+            r.instructions_per_inference / s.macs,
+            r.flash_bytes,
+            r.ram_bytes,
+            r.static_ram_bytes,
+            r.peak_stack_bytes
+        );
+        assert!(r.n >= 450, "{board} {}: ran {} samples", s.name, r.n);
+        assert_eq!(r.agreement, 1.0, "{board} {}: device logits differ from the host's", s.name);
+        assert_eq!(r.accuracy, Some(*host), "{board} {}: device accuracy differs from the host's", s.name);
+        assert_eq!(r.counted, "instructions");
+        assert!(r.instructions_per_inference > s.macs && r.instructions_per_inference < 60.0 * s.macs);
+        assert!(r.flash_bytes as usize > r.model_bytes);
+        assert!(r.peak_stack_bytes > 0 && r.ram_bytes >= r.peak_stack_bytes);
+        assert_eq!(r.device.board, board);
+    }
+}
+
+#[test]
+fn qemu_mps2_an385_cortex_m3() {
+    check("qemu-mps2-an385");
+}
+
+#[test]
+fn qemu_mps2_an386_cortex_m4() {
+    check("qemu-mps2-an386");
+}
+
+#[test]
+fn qemu_lm3s6965_cortex_m3_64k_ram() {
+    check("qemu-lm3s6965");
+}
+
+#[test]
+fn qemu_microbit_cortex_m0_nrf51_hal() {
+    check("qemu-microbit");
+}
+
+#[test]
+fn qemu_netduinoplus2_stm32f405_hal() {
+    check("qemu-netduinoplus2");
+}
+
+#[test]
+fn qemu_riscv32_virt() {
+    check("qemu-riscv32");
+}

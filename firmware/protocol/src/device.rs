@@ -19,13 +19,14 @@ pub trait Link {
 /// A free-running 64-bit counter (core cycles, or instructions).
 pub trait Clock {
     fn now(&mut self) -> u64;
+    /// What it counts (told to the host in the info frame).
+    fn counter(&self) -> Counter;
 }
 
 /// What a board tells the host about itself.
 #[derive(Debug, Clone, Copy)]
 pub struct Board<'a> {
     pub name: &'a str,
-    pub counter: Counter,
     /// The core clock the firmware set up, in Hz.
     pub core_hz: u32,
     /// Counter ticks of silence after which a partial frame is dropped and
@@ -63,10 +64,11 @@ pub fn serve<L: Link, C: Clock, const OPS: OpSet>(
     peak_stack: &mut dyn FnMut() -> u32,
 ) -> ! {
     let receive_buffer = rx.len().min(u16::MAX as usize) as u16;
+    let counter = clock.counter();
     let info = |peak: u32, link: &mut L| {
         let i = Info {
             version: crate::VERSION,
-            counter: board.counter,
+            counter,
             model_crc: model.crc(),
             model_bytes: model.as_bytes().len() as u32,
             input_len: model.input_len() as u32,
@@ -216,6 +218,9 @@ mod tests {
             self.0 += 1;
             self.0
         }
+        fn counter(&self) -> Counter {
+            Counter::Instret
+        }
     }
 
     fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
@@ -229,7 +234,7 @@ mod tests {
     fn exchange(blob: &[u8], input: Vec<u8>) -> Vec<(u8, Vec<u8>)> {
         let model = Model::from_bytes(blob).expect("valid model");
         let mut line = Line { input: input.into(), output: Vec::new(), idle: 0 };
-        let board = Board { name: "test", counter: Counter::Instret, core_hz: 1, frame_timeout_ticks: 20 };
+        let board = Board { name: "test", core_hz: 1, frame_timeout_ticks: 20 };
         let mut arena = vec![0u8; model.arena_bytes()];
         let mut rx = vec![0u8; model.input_len()];
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

@@ -9,6 +9,10 @@ impl crate::Clock for InstretClock {
     fn now(&mut self) -> u64 {
         riscv::register::minstret::read64()
     }
+
+    fn counter(&self) -> crate::Counter {
+        crate::Counter::Instret
+    }
 }
 
 /// Defines `main` for a RISC-V board: paints the stack, sets up the UART

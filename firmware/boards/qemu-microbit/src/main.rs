@@ -9,7 +9,7 @@
 use nrf51_hal::gpio::Level;
 use nrf51_hal::pac;
 use nrf51_hal::uart::{Baudrate, Parity, Pins, Uart};
-use tinykd_board::{Board, Counter, EioLink};
+use tinykd_board::{Board, EioLink};
 
 /// QEMU 7.2 never raises EVENTS_TXDRDY for the dummy byte `Uart::new`
 /// writes, so the HAL's first write would wait forever: wait for the event
@@ -45,7 +45,6 @@ fn uart() -> EioLink<Uart<pac::UART0>> {
 tinykd_board::cortex_m_board! {
     board: Board {
         name: "qemu-microbit",
-        counter: Counter::SysTick,
         core_hz: 16_000_000,
         // 0.2 s of silence ends a partial frame.
         frame_timeout_ticks: 3_200_000,

@@ -3,12 +3,11 @@
 #![no_std]
 #![no_main]
 
-use tinykd_board::{Board, Counter, EioLink, uart::Mmio};
+use tinykd_board::{Board, EioLink, uart::Mmio};
 
 tinykd_board::cortex_m_board! {
     board: Board {
         name: "qemu-mps2-an386",
-        counter: Counter::SysTick,
         core_hz: 25_000_000,
         // 0.2 s of silence ends a partial frame.
         frame_timeout_ticks: 5_000_000,

@@ -11,7 +11,7 @@ use stm32f4xx_hal::pac;
 use stm32f4xx_hal::prelude::*;
 use stm32f4xx_hal::rcc::Config;
 use stm32f4xx_hal::serial::{Rx, Serial, Tx};
-use tinykd_board::{Board, Counter, NbLink};
+use tinykd_board::{Board, NbLink};
 
 fn usart1() -> NbLink<Rx<pac::USART1>, Tx<pac::USART1>> {
     let Some(dp) = pac::Peripherals::take() else { loop {} };
@@ -26,7 +26,6 @@ fn usart1() -> NbLink<Rx<pac::USART1>, Tx<pac::USART1>> {
 tinykd_board::cortex_m_board! {
     board: Board {
         name: "qemu-netduinoplus2",
-        counter: Counter::SysTick,
         core_hz: 16_000_000,
         // 0.2 s of silence at QEMU's 168 MHz SysTick (1 s on silicon at 16 MHz:
         // a longer wait is harmless) ends a partial frame.

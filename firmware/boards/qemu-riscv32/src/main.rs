@@ -5,12 +5,11 @@
 #![no_std]
 #![no_main]
 
-use tinykd_board::{Board, Counter, EioLink, uart::Mmio};
+use tinykd_board::{Board, EioLink, uart::Mmio};
 
 tinykd_board::riscv_board! {
     board: Board {
         name: "qemu-riscv32",
-        counter: Counter::Instret,
         core_hz: 1_000_000_000,
         // 0.2 s of silence (at ~1e9 instructions/s under -icount) ends a partial frame.
         frame_timeout_ticks: 200_000_000,

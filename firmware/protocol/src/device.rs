@@ -156,6 +156,32 @@ impl<T: embedded_io::Read + embedded_io::ReadReady + embedded_io::Write> Link fo
     }
 }
 
+/// A UART split into an `embedded-io` receiver and transmitter (e.g.
+/// `nrf52840-hal`'s `UarteRx` / `UarteTx`) as a [`Link`].
+#[derive(Debug)]
+pub struct EioSplit<R, W> {
+    pub rx: R,
+    pub tx: W,
+}
+
+impl<R: embedded_io::Read + embedded_io::ReadReady, W: embedded_io::Write> Link for EioSplit<R, W> {
+    fn read_byte(&mut self) -> Option<u8> {
+        if !self.rx.read_ready().unwrap_or(false) {
+            return None;
+        }
+        let mut b = [0u8; 1];
+        match self.rx.read(&mut b) {
+            Ok(1) => Some(b[0]),
+            _ => None,
+        }
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) {
+        let _ = self.tx.write_all(bytes);
+        let _ = self.tx.flush();
+    }
+}
+
 /// A UART with `embedded-hal-nb` serial traits (e.g. `stm32f4xx-hal`'s),
 /// receiver and transmitter split, as a [`Link`].
 #[derive(Debug)]

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use super::{BenchArgs, DistillArgs, EmulateArgs, EvalArgs, QuantizeArgs, SweepArgs, TeachArgs};
+use super::{BenchArgs, DistillArgs, EmulateArgs, EvalArgs, FlashArgs, QuantizeArgs, SweepArgs, TeachArgs, VerifyArgs};
 use crate::data::SplitName;
 
 use crate::pipeline;
@@ -239,8 +239,30 @@ pub fn print_emulation(r: &crate::device::EmulationReport) {
     );
 }
 
+/// The split's inputs, quantized with the model's parameters (device
+/// layout), and their labels.
+fn device_inputs(
+    model: &Path,
+    data_path: &Path,
+    split: SplitName,
+    limit: Option<usize>,
+    read: crate::data::ReadOptions,
+) -> Result<(Vec<i8>, usize, Option<Vec<i64>>)> {
+    let bytes = crate::export::tkd::read(model)?;
+    let m = tinykd_runtime::Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let data = crate::data::Dataset::load(data_path, read.for_model(crate::export::tkd::data_layout(&bytes)))?;
+    pipeline::check_model_data(&m, &data)?;
+    let s = data.split(split)?;
+    let n = limit.map_or(s.n, |l| l.min(s.n));
+    if n == 0 {
+        bail!("nothing to run: --limit 0");
+    }
+    let q = pipeline::quantize_inputs(&m, &s.x[..n * data.sample_len()]);
+    Ok((q, n, s.y.as_ref().map(|y| y[..n].to_vec())))
+}
+
 /// Loads data, quantizes the split's inputs with the model's parameters and
-/// runs the board.
+/// runs an emulated board.
 pub fn emulate_model(
     model: &Path,
     data_path: &Path,
@@ -250,18 +272,51 @@ pub fn emulate_model(
     read: crate::data::ReadOptions,
 ) -> Result<crate::device::EmulationReport> {
     let board = crate::device::board(board)?;
-    let bytes = crate::export::tkd::read(model)?;
-    let m = tinykd_runtime::Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let data = crate::data::Dataset::load(data_path, read.for_model(crate::export::tkd::data_layout(&bytes)))?;
-    pipeline::check_model_data(&m, &data)?;
-    let s = data.split(split)?;
-    let n = limit.map_or(s.n, |l| l.min(s.n));
-    if n == 0 {
-        bail!("nothing to emulate: --limit 0");
-    }
-    let x = &s.x[..n * data.sample_len()];
-    let q = pipeline::quantize_inputs(&m, x);
-    let labels = s.y.as_ref().map(|y| &y[..n]);
-    crate::device::emulate(board, model, &q, n, labels)
+    let (q, n, labels) = device_inputs(model, data_path, split, limit, read)?;
+    crate::device::emulate(board, model, &q, n, labels.as_deref())
         .with_context(|| format!("emulating {} on {}", model.display(), board.name))
+}
+
+pub(super) fn flash(a: FlashArgs) -> Result<()> {
+    let board = crate::device::board(&a.board)?;
+    let r = crate::device::flash(board, &a.model, a.build_only)?;
+    if a.json {
+        outln!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    outln!(
+        "board {}: firmware {} ({} B flash, model {} B; {} B static RAM)",
+        r.board,
+        r.elf.display(),
+        r.flash_bytes,
+        r.model_bytes,
+        r.static_ram_bytes
+    );
+    if r.flashed {
+        outln!("flashed; now: tinykd verify --model {} --data D.npz --port /dev/ttyACM0", a.model.display());
+    }
+    Ok(())
+}
+
+pub(super) fn verify(a: VerifyArgs) -> Result<()> {
+    let report = match &a.port {
+        None => {
+            let Some(board) = &a.board else {
+                bail!("give --port (a real board) or --board qemu-… (an emulated one)")
+            };
+            emulate_model(&a.model, &a.data, a.split, board, a.limit, a.read.options())?
+        }
+        Some(port) => {
+            let expected = a.board.as_deref().map(crate::device::board).transpose()?;
+            let (q, n, labels) = device_inputs(&a.model, &a.data, a.split, a.limit, a.read.options())?;
+            crate::device::verify_port(port, a.baud, expected, &a.model, &q, n, labels.as_deref())
+                .with_context(|| format!("verifying {} on {port}", a.model.display()))?
+        }
+    };
+    if a.json {
+        outln!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_emulation(&report);
+    }
+    Ok(())
 }

@@ -68,6 +68,18 @@ pub enum Command {
     ///
     /// Example: tinykd emulate --model student.tkd --data models/data/mnist1d.npz --board qemu-mps2-an385 --json
     Emulate(EmulateArgs),
+    /// Build a real board's firmware with an int8 student, check it fits, and flash it (probe-rs).
+    ///
+    /// Boards: microbit, stm32f405, nrf52840-dk, rp-pico (see the README for wiring). The fit check
+    /// runs before anything is built; --build-only stops after the build and prints the ELF.
+    /// Example: tinykd flash --model student.tkd --board microbit
+    Flash(FlashArgs),
+    /// Stream a split to a board running the student and compare with the host, bit for bit.
+    ///
+    /// With --port, a real board flashed by `tinykd flash` (its USB serial or a USB-UART adapter);
+    /// with --board qemu-…, the emulated board (the same as `tinykd emulate`).
+    /// Example: tinykd verify --model student.tkd --data models/data/mnist1d.npz --port /dev/ttyACM0
+    Verify(VerifyArgs),
     /// Throughput: student training against PyTorch, and teacher inference (ort vs tract).
     ///
     /// With --student: tinykd's training against PyTorch on the same student, data, batch,
@@ -374,6 +386,47 @@ pub struct EmulateArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct FlashArgs {
+    /// Int8 student (.tkd).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Real board: microbit, stm32f405, nrf52840-dk, rp-pico.
+    #[arg(long)]
+    pub board: String,
+    /// Build and check the firmware, do not flash it.
+    #[arg(long)]
+    pub build_only: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Int8 student (.tkd) the board runs.
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long, value_name = "D.npz")]
+    pub data: PathBuf,
+    #[arg(long, value_enum, default_value_t = SplitName::Test)]
+    pub split: SplitName,
+    /// Serial port of a real board (e.g. /dev/ttyACM0).
+    #[arg(long, required_unless_present = "board")]
+    pub port: Option<String>,
+    #[arg(long, default_value_t = 115_200)]
+    pub baud: u32,
+    /// Board name: an emulated one (qemu-…) without --port; with --port, checked against the board.
+    #[arg(long)]
+    pub board: Option<String>,
+    /// Use only the first N samples of the split.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[command(flatten)]
+    pub read: ReadArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct BenchArgs {
     #[arg(long, value_name = "D.npz")]
     pub data: PathBuf,
@@ -435,6 +488,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Quantize(a) => commands::quantize(a),
         Command::Eval(a) => commands::eval(a, &progress),
         Command::Emulate(a) => commands::emulate(a),
+        Command::Flash(a) => commands::flash(a),
+        Command::Verify(a) => commands::verify(a),
         Command::Bench(a) => commands::bench(a),
         Command::Inspect(a) => inspect::inspect(&a.file, a.layout),
         Command::Run(a) => run::run_config(&a.config, a.json, &progress),

@@ -138,7 +138,64 @@ pub const BOARDS: &[Board] = &[
         engine_flash_bytes: 28 << 10,
         engine_stack_bytes: 2 << 10,
     },
+    // Silicon. The micro:bit and STM32F405 images are the emulated boards'
+    // own, byte for byte; the DK and the Pico are built for their chips only.
+    Board {
+        name: "microbit",
+        crate_dir: "qemu-microbit",
+        target: "thumbv6m-none-eabi",
+        runner: Runner::Probe { chip: "nRF51822_xxAA" },
+        flash_bytes: 256 << 10,
+        ram_bytes: 16 << 10,
+        engine_flash_bytes: 28 << 10,
+        engine_stack_bytes: 2 << 10,
+    },
+    Board {
+        name: "stm32f405",
+        crate_dir: "qemu-netduinoplus2",
+        target: "thumbv7em-none-eabihf",
+        runner: Runner::Probe { chip: "STM32F405RGTx" },
+        flash_bytes: 1 << 20,
+        ram_bytes: 128 << 10,
+        engine_flash_bytes: 40 << 10,
+        engine_stack_bytes: 2 << 10,
+    },
+    Board {
+        name: "nrf52840-dk",
+        crate_dir: "nrf52840-dk",
+        target: "thumbv7em-none-eabihf",
+        runner: Runner::Probe { chip: "nRF52840_xxAA" },
+        flash_bytes: 1 << 20,
+        ram_bytes: 256 << 10,
+        engine_flash_bytes: 40 << 10,
+        engine_stack_bytes: 2 << 10,
+    },
+    Board {
+        name: "rp-pico",
+        crate_dir: "rp-pico",
+        target: "thumbv6m-none-eabi",
+        runner: Runner::Probe { chip: "RP2040" },
+        flash_bytes: 2 << 20,
+        ram_bytes: 256 << 10,
+        engine_flash_bytes: 40 << 10,
+        engine_stack_bytes: 2 << 10,
+    },
 ];
+
+impl Board {
+    pub fn is_emulated(&self) -> bool {
+        matches!(self.runner, Runner::Qemu { .. })
+    }
+}
+
+/// The board a running image belongs to, from the name in its info frame
+/// (the board crate's; an image shared by an emulated and a real board
+/// names the emulated one). `on_silicon` prefers the real board.
+pub fn board_of_image(name: &str, on_silicon: bool) -> Option<&'static Board> {
+    let crate_dir = BOARDS.iter().find(|b| b.name == name).map_or(name, |b| b.crate_dir);
+    let mut same = BOARDS.iter().filter(|b| b.crate_dir == crate_dir);
+    if on_silicon { same.find(|b| !b.is_emulated()) } else { same.find(|b| b.is_emulated()) }
+}
 
 /// Looks a board up by name.
 pub fn board(name: &str) -> Result<&'static Board> {

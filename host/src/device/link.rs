@@ -76,3 +76,12 @@ impl HostLink {
         }
     }
 }
+
+/// Opens a serial port (a board's USB serial or a USB-UART adapter) as a line.
+pub fn open_port(port: &str, baud: u32) -> Result<HostLink> {
+    let p = serialport::new(port, baud).timeout(Duration::from_millis(100)).open().with_context(|| {
+        format!("{port}: cannot open the serial port (is the board plugged in? permissions: the dialout group)")
+    })?;
+    let reader = p.try_clone().with_context(|| format!("{port}: cannot share the serial port"))?;
+    Ok(HostLink::new(port.to_owned(), Box::new(reader), Box::new(p)))
+}

@@ -15,16 +15,58 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use tinykd_runtime::Model;
 
-pub use boards::{BOARDS, Board, Runner, board};
+pub use boards::{BOARDS, Board, Runner, board, board_of_image};
 pub use footprint::Footprint;
-pub use link::HostLink;
+pub use link::{HostLink, open_port};
 pub use session::{DeviceInfo, Reply, Session, describe};
 
-/// Where the board crates live: `TINYKD_FIRMWARE_DIR`, else this source tree.
-pub fn firmware_dir() -> PathBuf {
-    std::env::var_os("TINYKD_FIRMWARE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("firmware"))
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/firmware_files.rs"));
+}
+
+/// Where the board crates are built from: `TINYKD_FIRMWARE_DIR` when set;
+/// the checkout this binary was built in when it runs from that checkout
+/// (development); else the firmware sources embedded in the binary,
+/// unpacked once into the cache directory — so an installed or copied
+/// `tinykd` builds the firmware that matches it, wherever it runs.
+pub fn firmware_dir() -> Result<PathBuf> {
+    if let Some(d) = std::env::var_os("TINYKD_FIRMWARE_DIR") {
+        return Ok(PathBuf::from(d));
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    if let (Ok(exe), Ok(repo)) = (std::env::current_exe().and_then(|e| e.canonicalize()), repo.canonicalize()) {
+        if exe.starts_with(&repo) && repo.join("firmware").join("boards").is_dir() {
+            return Ok(repo.join("firmware"));
+        }
+    }
+    unpack_embedded(&crate::teacher::cache::default_dir())
+}
+
+/// Writes the embedded firmware sources below `cache` (once per content
+/// hash; a half-written copy is never used: it is built aside and renamed).
+pub fn unpack_embedded(cache: &Path) -> Result<PathBuf> {
+    let dir = cache.join(format!("firmware-{:016x}", embedded::HASH));
+    if dir.join("boards").is_dir() {
+        return Ok(dir);
+    }
+    std::fs::create_dir_all(cache).with_context(|| format!("{}: cannot create", cache.display()))?;
+    let tmp = tempfile::tempdir_in(cache).with_context(|| format!("{}: cannot write here", cache.display()))?;
+    for (rel, bytes) in embedded::FILES {
+        let path = tmp.path().join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("{}: cannot create", parent.display()))?;
+        }
+        std::fs::write(&path, bytes).with_context(|| format!("{}: cannot write", path.display()))?;
+    }
+    let tmp = tmp.keep();
+    if std::fs::rename(&tmp, &dir).is_err() {
+        // Another tinykd unpacked the same sources first: use theirs.
+        let _ = std::fs::remove_dir_all(&tmp);
+        if !dir.join("boards").is_dir() {
+            bail!("{}: cannot unpack the firmware sources", dir.display());
+        }
+    }
+    Ok(dir)
 }
 
 /// Result of running a split on a board.
@@ -89,7 +131,7 @@ pub fn fit_check(board: &Board, model: &Model<'_>, what: &Path) -> Result<()> {
 /// All boards share one target directory, so dependencies built for one
 /// target are reused by every board on it.
 pub fn build_firmware(board: &Board, model_path: &Path) -> Result<PathBuf> {
-    let firmware = firmware_dir();
+    let firmware = firmware_dir()?;
     let dir = firmware.join("boards").join(board.crate_dir);
     if !dir.join("Cargo.toml").is_file() {
         bail!("board crate not found at {} (set TINYKD_FIRMWARE_DIR to tinykd's firmware/ directory)", dir.display());
@@ -263,4 +305,104 @@ pub fn run_split(
 /// Finds an executable on PATH.
 pub fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()))
+}
+
+/// What `tinykd flash` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FlashReport {
+    pub board: String,
+    pub elf: PathBuf,
+    pub flash_bytes: u64,
+    pub static_ram_bytes: u64,
+    pub model_bytes: usize,
+    /// Whether probe-rs wrote the image to the chip (false with `build_only`).
+    pub flashed: bool,
+}
+
+/// Builds the firmware of a real board with the model, after checking that
+/// it fits, and flashes it with probe-rs (unless `build_only`).
+pub fn flash(board: &Board, model_path: &Path, build_only: bool) -> Result<FlashReport> {
+    let Runner::Probe { chip } = board.runner else {
+        bail!(
+            "{} is an emulated board: run it with `tinykd emulate --board {0}` (or `tinykd verify --board {0}`)",
+            board.name
+        );
+    };
+    let bytes = crate::export::tkd::read(model_path)?;
+    let model = Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", model_path.display()))?;
+    fit_check(board, &model, model_path)?;
+    let elf = build_firmware(board, model_path)?;
+    let footprint = Footprint::of_elf(&elf)?;
+    if footprint.flash_bytes > board.flash_bytes || footprint.static_ram_bytes > board.ram_bytes {
+        bail!(
+            "{}: the firmware takes {} bytes of flash and {} of static RAM; {} has {} and {}",
+            model_path.display(),
+            footprint.flash_bytes,
+            footprint.static_ram_bytes,
+            board.name,
+            board.flash_bytes,
+            board.ram_bytes
+        );
+    }
+    let mut report = FlashReport {
+        board: board.name.into(),
+        elf: elf.clone(),
+        flash_bytes: footprint.flash_bytes,
+        static_ram_bytes: footprint.static_ram_bytes,
+        model_bytes: bytes.len(),
+        flashed: false,
+    };
+    if build_only {
+        return Ok(report);
+    }
+    let probe_rs = which("probe-rs").with_context(|| {
+        format!(
+            "built {} ({} bytes of flash), but probe-rs is not installed: install it (cargo install probe-rs-tools \
+             --locked) and run again, or flash that ELF with your own tool",
+            elf.display(),
+            footprint.flash_bytes
+        )
+    })?;
+    for args in [&["download", "--chip", chip][..], &["reset", "--chip", chip][..]] {
+        let out = Command::new(&probe_rs)
+            .args(args)
+            .args(if args[0] == "download" { vec![elf.as_os_str()] } else { vec![] })
+            .output()
+            .with_context(|| format!("cannot run {}", probe_rs.display()))?;
+        if !out.status.success() {
+            bail!(
+                "probe-rs {} failed for {chip}: {} (is the board connected through a debug probe?)",
+                args[0],
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+    report.flashed = true;
+    Ok(report)
+}
+
+/// Runs `inputs` on a board already running the model, over a serial port.
+pub fn verify_port(
+    port: &str,
+    baud: u32,
+    expected_board: Option<&Board>,
+    model_path: &Path,
+    inputs: &[i8],
+    n: usize,
+    labels: Option<&[i64]>,
+) -> Result<EmulationReport> {
+    let bytes = crate::export::tkd::read(model_path)?;
+    let model = Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", model_path.display()))?;
+    let link = open_port(port, baud)?;
+    let (mut session, info) = Session::open(link, Duration::from_secs(10))?;
+    let board = board_of_image(&info.board, true)
+        .with_context(|| format!("{port}: the board says it is '{}', which this tinykd does not know", info.board))?;
+    if let Some(b) = expected_board {
+        if b.crate_dir != board.crate_dir {
+            bail!("{port}: expected a {} but the board says it is '{}'", b.name, info.board);
+        }
+    }
+    let mut report = run_split(&mut session, &info, board, &model, inputs, n, labels)?;
+    report.ram_bytes = report.peak_stack_bytes;
+    Ok(report)
 }

@@ -15,7 +15,7 @@ pub mod systick;
 pub mod uart;
 
 pub use tinykd_protocol as protocol;
-pub use tinykd_protocol::device::{Board, Clock, EioLink, Link, NbLink};
+pub use tinykd_protocol::device::{Board, Clock, EioLink, EioSplit, Link, NbLink};
 pub use tinykd_protocol::message::Counter;
 pub use tinykd_runtime as runtime;
 

@@ -109,3 +109,26 @@ fn qemu_netduinoplus2_stm32f405_hal() {
 fn qemu_riscv32_virt() {
     check("qemu-riscv32");
 }
+
+#[test]
+fn real_boards_build_and_share_images_with_their_emulated_twins() {
+    let s = &students()[0].0;
+    for name in ["microbit", "stm32f405", "nrf52840-dk", "rp-pico"] {
+        let board = tinykd::device::board(name).unwrap();
+        let r = tinykd::device::flash(board, &s.tkd, true).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        eprintln!("{name:<12} {} B flash ({} B model), {} B static RAM", r.flash_bytes, r.model_bytes, r.static_ram_bytes);
+        assert!(!r.flashed);
+        assert!(r.flash_bytes > r.model_bytes as u64 && r.flash_bytes < board.flash_bytes);
+        // The micro:bit and STM32F405 images are the emulated boards' own, byte for byte.
+        let twin = match name {
+            "microbit" => Some("qemu-microbit"),
+            "stm32f405" => Some("qemu-netduinoplus2"),
+            _ => None,
+        };
+        if let Some(twin) = twin {
+            let real = std::fs::read(&r.elf).unwrap();
+            let emulated = tinykd::device::build_firmware(tinykd::device::board(twin).unwrap(), &s.tkd).unwrap();
+            assert_eq!(real, std::fs::read(emulated).unwrap(), "{name} and {twin} differ");
+        }
+    }
+}

@@ -88,6 +88,7 @@ fn default_budget_trains_a_hundred_sample_dataset_to_a_useful_accuracy() {
     assert!(o.status.success(), "{}", stderr(&o));
     let j = json(&o);
     let acc = j["student"]["test_accuracy"].as_f64().unwrap();
+    eprintln!("120 samples, default budget: {j}");
     // 108 training rows are 2 steps an epoch: the default takes its 4,000-step floor.
     assert_eq!(j["student"]["step_budget"], 4000, "{j}");
     // 60 epochs (120 steps) gave about 24 % here; trained to convergence it is far higher.

@@ -65,6 +65,9 @@ pub fn serve<L: Link, C: Clock, const OPS: OpSet>(
 ) -> ! {
     let receive_buffer = rx.len().min(u16::MAX as usize) as u16;
     let counter = clock.counter();
+    let shape = model.input_shape();
+    let mut input_dims = [0u16; 4];
+    input_dims.iter_mut().zip(shape).for_each(|(d, s)| *d = *s);
     let info = |peak: u32, link: &mut L| {
         let i = Info {
             version: crate::VERSION,
@@ -78,6 +81,8 @@ pub fn serve<L: Link, C: Clock, const OPS: OpSet>(
             receive_buffer,
             peak_stack: peak,
             core_hz: board.core_hz,
+            input_rank: shape.len() as u8,
+            input_dims,
             board: board.name,
         };
         let mut buf = [0u8; 96];
@@ -313,6 +318,7 @@ mod tests {
         let info = Info::decode(&frames[0].1).unwrap();
         assert_eq!((info.input_len as usize, info.classes as usize, info.board), (n, want.len(), "test"));
         assert_eq!(info.model_crc, model.crc());
+        assert_eq!(&info.input_dims[..info.input_rank as usize], model.input_shape());
         let o = Outcome::decode(&frames[2].1).unwrap();
         assert_eq!(o.logits, &want[..]);
         assert_eq!(o.class as usize, tinykd_runtime::argmax(&want));

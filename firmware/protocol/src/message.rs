@@ -4,7 +4,7 @@
 //! |---|---|
 //! | Hello (host) | empty |
 //! | Infer (host) | `input_len` int8 values, the model's channels-last input |
-//! | Info (device) | version u8, counter u8, model CRC u32, model bytes u32, input len u32, classes u16, arena u32, ops u32, receive buffer u16, peak stack u32, core clock Hz u32, board name (the rest, UTF-8) |
+//! | Info (device) | version u8, counter u8, model CRC u32, model bytes u32, input len u32, classes u16, arena u32, ops u32, receive buffer u16, peak stack u32, core clock Hz u32, input rank u8, input dims 4 × u16 (channels first, unused 0), board name (the rest, UTF-8) |
 //! | Outcome (device) | class u16, counter ticks u64, `classes` int8 logits |
 //! | Error (device) | code u8, detail u32 |
 
@@ -51,10 +51,13 @@ pub struct Info<'a> {
     pub peak_stack: u32,
     /// The core clock the firmware configured, in Hz (informative).
     pub core_hz: u32,
+    /// The model's input shape (as the `.tkd` header stores it), `rank` dims used.
+    pub input_rank: u8,
+    pub input_dims: [u16; 4],
     pub board: &'a str,
 }
 
-const INFO_FIXED: usize = 34;
+const INFO_FIXED: usize = 43;
 
 impl<'a> Info<'a> {
     /// Writes the payload into `out`; returns its length (`None`: too small).
@@ -72,6 +75,10 @@ impl<'a> Info<'a> {
         out[24..26].copy_from_slice(&self.receive_buffer.to_le_bytes());
         out[26..30].copy_from_slice(&self.peak_stack.to_le_bytes());
         out[30..34].copy_from_slice(&self.core_hz.to_le_bytes());
+        out[34] = self.input_rank;
+        for (k, d) in self.input_dims.iter().enumerate() {
+            out[35 + 2 * k..37 + 2 * k].copy_from_slice(&d.to_le_bytes());
+        }
         out[INFO_FIXED..].copy_from_slice(name);
         Some(out.len())
     }
@@ -94,6 +101,8 @@ impl<'a> Info<'a> {
             receive_buffer: u16_at(24),
             peak_stack: u32_at(26),
             core_hz: u32_at(30),
+            input_rank: p[34],
+            input_dims: [u16_at(35), u16_at(37), u16_at(39), u16_at(41)],
             board: core::str::from_utf8(&p[INFO_FIXED..]).ok()?,
         })
     }
@@ -228,6 +237,8 @@ mod tests {
             receive_buffer: 64,
             peak_stack: 1500,
             core_hz: 25_000_000,
+            input_rank: 2,
+            input_dims: [1, 40, 0, 0],
             board: "qemu-mps2-an385",
         };
         let mut buf = [0u8; 64];

@@ -123,7 +123,19 @@ pub(super) fn teach(a: TeachArgs, progress: &Progress) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn bench(a: BenchArgs) -> Result<()> {
+pub(super) fn bench(a: BenchArgs, progress: &Progress) -> Result<()> {
+    if a.firmware {
+        let boards: Vec<&str> = a.boards.iter().map(String::as_str).collect();
+        let work = tempfile::tempdir().context("cannot create a temporary directory")?;
+        let ms = crate::bench::firmware::run(&boards, work.path(), progress)?;
+        if a.json {
+            outln!("{}", serde_json::to_string(&ms)?);
+        } else {
+            out!("{}", crate::bench::firmware::table(&ms, &boards));
+        }
+        return Ok(());
+    }
+    let Some(data) = a.data.clone() else { bail!("give --data D.npz (or --firmware)") };
     if a.student.is_none() && a.teachers.is_empty() {
         bail!("give --student SPEC (training throughput) and/or --teacher T.onnx (inference throughput)");
     }
@@ -131,7 +143,7 @@ pub(super) fn bench(a: BenchArgs) -> Result<()> {
     for t in &a.teachers {
         let mut by_backend = Vec::new();
         for backend in [BackendChoice::Ort, BackendChoice::Tract] {
-            match crate::bench::teacher_throughput(t, &a.data, backend, &[1, 32, 256]) {
+            match crate::bench::teacher_throughput(t, &data, backend, &[1, 32, 256]) {
                 Ok(r) => by_backend.push(r),
                 Err(e) => eprintln!("{}: {backend:?} not measured: {e:#}", t.display()),
             }
@@ -150,8 +162,8 @@ pub(super) fn bench(a: BenchArgs) -> Result<()> {
         rows.push(serde_json::json!({ "teacher": t, "throughput": by_backend }));
     }
     for spec in a.student.as_deref().unwrap_or("").split(';').map(str::trim).filter(|s| !s.is_empty()) {
-        let ours = crate::bench::tinykd_training(&a.data, spec, a.epochs, a.batch_size)?;
-        let torch = crate::bench::pytorch_training(&a.python, &a.data, spec, a.epochs, a.batch_size)?;
+        let ours = crate::bench::tinykd_training(&data, spec, a.epochs, a.batch_size)?;
+        let torch = crate::bench::pytorch_training(&a.python, &data, spec, a.epochs, a.batch_size)?;
         let ratio = torch.as_ref().map(|t| ours.samples_per_second / t.samples_per_second);
         if !a.json {
             outln!("{spec} ({} parameters), batch {}, {} epochs:", ours.parameters, a.batch_size, a.epochs);

@@ -85,6 +85,7 @@ pub enum Command {
     /// With --student: tinykd's training against PyTorch on the same student, data, batch,
     /// epochs and loss (PyTorch runs scripts/bench_train_pytorch.py when --python has torch).
     /// With --teacher: samples/s of onnxruntime and tract at batch 1, 32 and 256.
+    /// With --firmware: the device kernels' instructions per MAC on M3 and M4 against CMSIS-NN.
     /// Example: tinykd bench --data models/data/mnist1d.npz --student "dense(32) relu dense(10)"
     ///          --teacher models/teachers/mnist1d_cnn.onnx
     Bench(BenchArgs),
@@ -428,8 +429,15 @@ pub struct VerifyArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    #[arg(long, value_name = "D.npz")]
-    pub data: PathBuf,
+    #[arg(long, value_name = "D.npz", required_unless_present = "firmware")]
+    pub data: Option<PathBuf>,
+    /// Device kernels: instructions per MAC of every layer on CMSIS-NN's shapes and of whole
+    /// students, on emulated boards (QEMU -icount), beside CMSIS-NN's figures.
+    #[arg(long)]
+    pub firmware: bool,
+    /// Boards for --firmware.
+    #[arg(long, value_delimiter = ',', default_value = "qemu-mps2-an385,qemu-mps2-an386")]
+    pub boards: Vec<String>,
     /// Student specs to time, separated by ';'.
     #[arg(long)]
     pub student: Option<String>,
@@ -490,7 +498,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Emulate(a) => commands::emulate(a),
         Command::Flash(a) => commands::flash(a),
         Command::Verify(a) => commands::verify(a),
-        Command::Bench(a) => commands::bench(a),
+        Command::Bench(a) => commands::bench(a, &progress),
         Command::Inspect(a) => inspect::inspect(&a.file, a.layout),
         Command::Run(a) => run::run_config(&a.config, a.json, &progress),
     }

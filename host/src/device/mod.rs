@@ -246,16 +246,17 @@ pub fn run_split(
     n: usize,
     labels: Option<&[i64]>,
 ) -> Result<EmulationReport> {
-    if info.model_crc != model.crc() || info.input_len != model.input_len() || info.classes != model.class_count() {
+    if info.model_crc != model.crc() || info.input_shape != model.input_shape() || info.classes != model.class_count()
+    {
         bail!(
-            "{}: the board runs another model (CRC {:#010x}, {} inputs, {} classes; expected {:#010x}, {}, {}): \
+            "{}: the board runs another model (CRC {:#010x}, input {:?}, {} classes; expected {:#010x}, {:?}, {}): \
              flash this model first (tinykd flash --model …)",
             session.name(),
             info.model_crc,
-            info.input_len,
+            info.input_shape,
             info.classes,
             model.crc(),
-            model.input_len(),
+            model.input_shape(),
             model.class_count()
         );
     }

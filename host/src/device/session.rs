@@ -20,6 +20,8 @@ pub struct DeviceInfo {
     pub model_crc: u32,
     pub model_bytes: u32,
     pub input_len: usize,
+    /// The model's input shape, as its `.tkd` header stores it.
+    pub input_shape: Vec<u16>,
     pub classes: usize,
     pub arena_bytes: u32,
     pub ops: u32,
@@ -41,6 +43,7 @@ impl DeviceInfo {
             model_crc: i.model_crc,
             model_bytes: i.model_bytes,
             input_len: i.input_len as usize,
+            input_shape: i.input_dims[..(i.input_rank as usize).min(4)].to_vec(),
             classes: i.classes as usize,
             arena_bytes: i.arena_bytes,
             ops: i.ops,

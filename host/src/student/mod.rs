@@ -130,6 +130,17 @@ impl Student {
     /// cannot run, or orderings it cannot fuse, are refused here, before any
     /// training starts.
     pub fn from_spec(spec: &str, input_shape: &[usize], classes: usize, rng: &mut impl Rng) -> Result<Student> {
+        Self::build(spec, input_shape, Some(classes), rng)
+    }
+
+    /// A network whose output is whatever its last layer gives (e.g. one
+    /// convolution, for the firmware's per-layer benchmark): `classes` is
+    /// its output length.
+    pub fn from_spec_any_output(spec: &str, input_shape: &[usize], rng: &mut impl Rng) -> Result<Student> {
+        Self::build(spec, input_shape, None, rng)
+    }
+
+    fn build(spec: &str, input_shape: &[usize], classes: Option<usize>, rng: &mut impl Rng) -> Result<Student> {
         let specs = spec::parse(spec)?;
         let Some(mut shape) = geometry::as_chw(input_shape) else {
             bail!("input shape {input_shape:?} is not supported: students take [L], [C, L] or [C, H, W] samples");
@@ -225,6 +236,10 @@ impl Student {
             layers.push(layer);
             shapes.push(shape);
         }
+        let Some(classes) = classes else {
+            let classes = shapes.last().map_or(0, |s| s.iter().product());
+            return Ok(Student { spec: spec.to_owned(), input_shape: input_shape.to_vec(), classes, layers, shapes });
+        };
         match layers.iter().rev().find(|l| !matches!(l, Layer::Dropout { .. } | Layer::Flatten)) {
             Some(Layer::Dense(d)) if d.outputs == classes => {}
             Some(Layer::Dense(d)) => bail!(

@@ -1,5 +1,9 @@
 //! `tinykd bench`: student-training throughput against PyTorch on the same
-//! student, data, batch size, epochs and loss, measured in the same run.
+//! student, data, batch size, epochs and loss, measured in the same run;
+//! teacher inference throughput; and ([`firmware`]) the device kernels'
+//! instructions per MAC against CMSIS-NN.
+
+pub mod firmware;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,0 +1,150 @@
+//! `tinykd bench --firmware`: instructions per multiply-accumulate of every
+//! kernel on the shapes CMSIS-NN was measured on (DESIGN §12), and of whole
+//! students, on emulated Cortex-M3 and M4 boards under QEMU's `-icount`
+//! (exact and repeatable), beside CMSIS-NN's figure for the same shape.
+//!
+//! Each case is a one-layer model with random weights, quantized like any
+//! student and run through the board protocol, so a case's count is what a
+//! model with that layer costs: the kernel, its requantization and the
+//! runtime's per-layer dispatch. The board checks its logits against the
+//! host's on every input, so a faster kernel that is not bit-exact fails here.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::quant::{Calibration, quantize_student};
+use crate::student::Student;
+
+/// One benchmark case: a layer (or a whole student) on a sample shape.
+#[derive(Debug, Clone, Copy)]
+pub struct Case {
+    pub name: &'static str,
+    pub spec: &'static str,
+    /// Channels-first sample shape.
+    pub input: &'static [usize],
+    /// CMSIS-NN's instructions per MAC on M3 and M4 (DESIGN §12), if measured.
+    pub cmsis_nn: Option<(f64, f64)>,
+}
+
+/// The CMSIS-NN shapes (H×W×Cin→Cout in its notation) and the models/ students.
+pub const CASES: &[Case] = &[
+    Case { name: "FC 40→32", spec: "dense(32)", input: &[40], cmsis_nn: Some((4.54, 3.25)) },
+    Case { name: "FC 80→10", spec: "dense(10)", input: &[80], cmsis_nn: Some((4.26, 2.65)) },
+    Case { name: "FC 512→64", spec: "dense(64)", input: &[512], cmsis_nn: Some((3.45, 1.98)) },
+    Case { name: "conv 1×40×1→8 (1×5, s2)", spec: "conv1d(8,k5,s2) relu", input: &[1, 40], cmsis_nn: Some((19.0, 19.5)) },
+    Case { name: "conv 1×20×8→16 (1×3, s2)", spec: "conv1d(16,k3,s2) relu", input: &[8, 20], cmsis_nn: Some((5.24, 4.43)) },
+    Case { name: "conv 8×8×1→8 (3×3)", spec: "conv2d(8,k3) relu", input: &[1, 8, 8], cmsis_nn: Some((14.35, 14.02)) },
+    Case { name: "conv 4×4×8→16 (3×3)", spec: "conv2d(16,k3) relu", input: &[8, 4, 4], cmsis_nn: Some((3.87, 2.90)) },
+    Case { name: "conv 8×8×16→16 (3×3)", spec: "conv2d(16,k3) relu", input: &[16, 8, 8], cmsis_nn: Some((3.35, 2.34)) },
+    Case { name: "depthwise 8×8×8 (3×3)", spec: "dwconv2d(k3) relu", input: &[8, 8, 8], cmsis_nn: Some((9.93, 8.52)) },
+    Case {
+        name: "main-job CNN (MNIST-1D)",
+        spec: "conv1d(12,k5,s2) relu conv1d(16,k3,s2) relu conv1d(24,k3) relu gap dense(10)",
+        input: &[40],
+        cmsis_nn: None,
+    },
+    Case {
+        name: "digits 2-D CNN",
+        spec: "conv2d(8,k3) relu maxpool(2) conv2d(16,k3) relu gap dense(10)",
+        input: &[1, 8, 8],
+        cmsis_nn: None,
+    },
+];
+
+/// A case measured on one board.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Measurement {
+    pub case: String,
+    pub board: String,
+    pub macs: usize,
+    pub instructions: f64,
+    pub per_mac: f64,
+    /// CMSIS-NN's instructions per MAC for this shape on this core.
+    pub cmsis_nn_per_mac: Option<f64>,
+    pub flash_bytes: u64,
+    pub peak_stack_bytes: u64,
+}
+
+/// Samples run per case (every one compared with the host bit for bit).
+const SAMPLES: usize = 16;
+
+/// Builds the case's model with random weights; returns the `.tkd` bytes.
+fn case_model(case: &Case, seed: u64) -> Result<(Vec<u8>, usize)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let student = Student::from_spec_any_output(case.spec, case.input, &mut rng)?;
+    let len = student.input_len();
+    let calib: Vec<f32> = (0..64 * len).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let q = quantize_student(&student, &calib, 64, Calibration::Minmax)?;
+    Ok((crate::export::tkd::encode(&q)?, student.macs_per_sample()))
+}
+
+/// Measures every case on every board.
+pub fn run(boards: &[&str], work: &Path, progress: &crate::progress::Progress) -> Result<Vec<Measurement>> {
+    let mut out = Vec::new();
+    for (k, case) in CASES.iter().enumerate() {
+        let (bytes, macs) = case_model(case, k as u64).with_context(|| format!("case {}", case.name))?;
+        let path = work.join(format!("case{k}.tkd"));
+        crate::util::write_atomic(&path, &bytes)?;
+        let model = tinykd_runtime::Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut rng = ChaCha8Rng::seed_from_u64(1000 + k as u64);
+        let inputs: Vec<i8> = (0..SAMPLES * model.input_len()).map(|_| rng.random()).collect();
+        for &name in boards {
+            let board = crate::device::board(name)?;
+            progress.note(&format!("{}: {} on {name}", case.name, case.spec));
+            let r = crate::device::emulate(board, &path, &inputs, SAMPLES, None)
+                .with_context(|| format!("{} on {name}", case.name))?;
+            if r.agreement != 1.0 {
+                bail!("{} on {name}: the device's logits differ from the host's", case.name);
+            }
+            let core = match board.target {
+                t if t.starts_with("thumbv7em") => Some(1),
+                t if t.starts_with("thumbv7m") => Some(0),
+                _ => None,
+            };
+            out.push(Measurement {
+                case: case.name.into(),
+                board: name.into(),
+                macs,
+                instructions: r.instructions_per_inference,
+                per_mac: r.instructions_per_inference / macs as f64,
+                cmsis_nn_per_mac: case.cmsis_nn.zip(core).map(|((m3, m4), c)| if c == 0 { m3 } else { m4 }),
+                flash_bytes: r.flash_bytes,
+                peak_stack_bytes: r.peak_stack_bytes,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The measurements as a Markdown table, one row per case, a column pair per board.
+pub fn table(ms: &[Measurement], boards: &[&str]) -> String {
+    let mut s = String::from("| case | MACs |");
+    for b in boards {
+        s.push_str(&format!(" {b} instr. | per MAC | CMSIS-NN | ratio |"));
+    }
+    s.push('\n');
+    s.push_str(&"|---".repeat(2 + 4 * boards.len()));
+    s.push_str("|\n");
+    for case in CASES {
+        let rows: Vec<&Measurement> = ms.iter().filter(|m| m.case == case.name).collect();
+        let Some(first) = rows.first() else { continue };
+        s.push_str(&format!("| {} | {} |", case.name, first.macs));
+        for b in boards {
+            match rows.iter().find(|m| m.board == *b) {
+                Some(m) => {
+                    let (c, ratio) = match m.cmsis_nn_per_mac {
+                        Some(c) => (format!("{c:.2}"), format!("{:.2}", m.per_mac / c)),
+                        None => ("–".into(), "–".into()),
+                    };
+                    s.push_str(&format!(" {:.0} | {:.2} | {c} | {ratio} |", m.instructions, m.per_mac));
+                }
+                None => s.push_str(" | | | |"),
+            }
+        }
+        s.push('\n');
+    }
+    s
+}

@@ -14,29 +14,13 @@ fn mnist1d() -> Dataset {
 #[test]
 fn baseline_on_a_label_scarce_split_takes_as_many_steps_as_the_distilled_student() {
     let dir = tempfile::tempdir().unwrap();
-    let teacher = models().join("teachers/mnist1d_cnn.onnx");
-    let data = models().join("data/mnist1d.npz");
-    let o = tinykd(
-        &[
-            "distill",
-            "--teacher",
-            teacher.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-            "--backend",
-            "tract",
-            "--student",
-            "dense(16) relu dense(10)",
-            "--labelled-fraction",
-            "0.1",
-            "--epochs",
-            "2",
-            "--json",
-            "--out",
-            "s.ckpt",
-        ],
-        dir.path(),
+    let mut args = distill_args(
+        &models().join("teachers/mnist1d_cnn.onnx"),
+        &models().join("data/mnist1d.npz"),
+        "dense(16) relu dense(10)",
     );
+    args.extend(["--labelled-fraction", "0.1", "--epochs", "2", "--json", "--out", "s.ckpt"].map(String::from));
+    let o = tinykd_owned(&args, dir.path());
     assert!(o.status.success(), "{}", stderr(&o));
     let j = json(&o);
     let (kd, base) = (&j["student"], &j["baseline"]);
@@ -135,20 +119,11 @@ fn channels_last_data_trains_the_same_student_as_transposed_channels_first_data(
     two_channel_npz(&d.join("cl.npz"), true);
     let spec = "conv1d(6,k5,s2) relu conv1d(8,k3,s2) relu gap dense(10)";
     let distill = |data: &str, teacher: &str, layout: &str, out: &str| {
-        let teacher = models().join("fixtures").join(teacher);
-        let o = tinykd(
-            &[
-                "distill",
-                "--teacher",
-                teacher.to_str().unwrap(),
-                "--backend",
-                "tract",
-                "--data",
-                data,
+        let mut args = distill_args(&models().join("fixtures").join(teacher), &d.join(data), spec);
+        args.extend(
+            [
                 "--layout",
                 layout,
-                "--student",
-                spec,
                 "--steps",
                 "150",
                 "--shift",
@@ -159,9 +134,10 @@ fn channels_last_data_trains_the_same_student_as_transposed_channels_first_data(
                 "--json",
                 "--out",
                 out,
-            ],
-            d,
+            ]
+            .map(String::from),
         );
+        let o = tinykd_owned(&args, d);
         assert!(o.status.success(), "{layout}: {}", stderr(&o));
         (json(&o), stderr(&o))
     };
@@ -211,24 +187,13 @@ fn inspect_says_how_a_sample_is_read() {
 #[test]
 fn a_spec_that_does_not_fit_fails_before_the_teacher_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let teacher = models().join("teachers/mnist1d_cnn.onnx");
-    let data = models().join("data/mnist1d.npz");
-    let o = tinykd(
-        &[
-            "distill",
-            "--teacher",
-            teacher.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-            "--backend",
-            "tract",
-            "--student",
-            "conv2d(8,k3) relu dense(10)",
-            "--out",
-            "s.ckpt",
-        ],
-        dir.path(),
+    let mut args = distill_args(
+        &models().join("teachers/mnist1d_cnn.onnx"),
+        &models().join("data/mnist1d.npz"),
+        "conv2d(8,k3) relu dense(10)",
     );
+    args.extend(["--out", "s.ckpt"].map(String::from));
+    let o = tinykd_owned(&args, dir.path());
     assert_clean_failure(&o, "does not fit the data");
     assert!(!stderr(&o).contains("teacher"), "the teacher ran first: {}", stderr(&o));
     assert!(!dir.path().join("cache").exists(), "the teacher ran first");

@@ -116,7 +116,10 @@ fn real_boards_build_and_share_images_with_their_emulated_twins() {
     for name in ["microbit", "stm32f405", "nrf52840-dk", "rp-pico"] {
         let board = tinykd::device::board(name).unwrap();
         let r = tinykd::device::flash(board, &s.tkd, true).unwrap_or_else(|e| panic!("{name}: {e:#}"));
-        eprintln!("{name:<12} {} B flash ({} B model), {} B static RAM", r.flash_bytes, r.model_bytes, r.static_ram_bytes);
+        eprintln!(
+            "{name:<12} {} B flash ({} B model), {} B static RAM",
+            r.flash_bytes, r.model_bytes, r.static_ram_bytes
+        );
         assert!(!r.flashed);
         assert!(r.flash_bytes > r.model_bytes as u64 && r.flash_bytes < board.flash_bytes);
         // The micro:bit and STM32F405 images are the emulated boards' own, byte for byte.

@@ -34,12 +34,30 @@ pub const CASES: &[Case] = &[
     Case { name: "FC 40→32", spec: "dense(32)", input: &[40], cmsis_nn: Some((4.54, 3.25)) },
     Case { name: "FC 80→10", spec: "dense(10)", input: &[80], cmsis_nn: Some((4.26, 2.65)) },
     Case { name: "FC 512→64", spec: "dense(64)", input: &[512], cmsis_nn: Some((3.45, 1.98)) },
-    Case { name: "conv 1×40×1→8 (1×5, s2)", spec: "conv1d(8,k5,s2) relu", input: &[1, 40], cmsis_nn: Some((19.0, 19.5)) },
-    Case { name: "conv 1×20×8→16 (1×3, s2)", spec: "conv1d(16,k3,s2) relu", input: &[8, 20], cmsis_nn: Some((5.24, 4.43)) },
-    Case { name: "conv 8×8×1→8 (3×3)", spec: "conv2d(8,k3) relu", input: &[1, 8, 8], cmsis_nn: Some((14.35, 14.02)) },
-    Case { name: "conv 4×4×8→16 (3×3)", spec: "conv2d(16,k3) relu", input: &[8, 4, 4], cmsis_nn: Some((3.87, 2.90)) },
-    Case { name: "conv 8×8×16→16 (3×3)", spec: "conv2d(16,k3) relu", input: &[16, 8, 8], cmsis_nn: Some((3.35, 2.34)) },
-    Case { name: "depthwise 8×8×8 (3×3)", spec: "dwconv2d(k3) relu", input: &[8, 8, 8], cmsis_nn: Some((9.93, 8.52)) },
+    Case {
+        name: "conv 1×40×1→8 (1×5, s2)",
+        spec: "conv1d(8,k5,s2) relu",
+        input: &[1, 40],
+        cmsis_nn: Some((19.0, 19.5)),
+    },
+    Case {
+        name: "conv 1×20×8→16 (1×3, s2)",
+        spec: "conv1d(16,k3,s2) relu",
+        input: &[8, 20],
+        cmsis_nn: Some((5.24, 4.43)),
+    },
+    Case {
+        name: "conv 8×8×1→8 (3×3)", spec: "conv2d(8,k3) relu", input: &[1, 8, 8], cmsis_nn: Some((14.35, 14.02))
+    },
+    Case {
+        name: "conv 4×4×8→16 (3×3)", spec: "conv2d(16,k3) relu", input: &[8, 4, 4], cmsis_nn: Some((3.87, 2.90))
+    },
+    Case {
+        name: "conv 8×8×16→16 (3×3)", spec: "conv2d(16,k3) relu", input: &[16, 8, 8], cmsis_nn: Some((3.35, 2.34))
+    },
+    Case {
+        name: "depthwise 8×8×8 (3×3)", spec: "dwconv2d(k3) relu", input: &[8, 8, 8], cmsis_nn: Some((9.93, 8.52))
+    },
     Case {
         name: "main-job CNN (MNIST-1D)",
         spec: "conv1d(12,k5,s2) relu conv1d(16,k3,s2) relu conv1d(24,k3) relu gap dense(10)",

@@ -111,6 +111,30 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// A dataset as a reader made it: samples stored channels first (the
+    /// layout is applied by [`Dataset::load`]).
+    pub(crate) fn stored(
+        path: &Path,
+        sample_shape: Vec<usize>,
+        train: Split,
+        test: Split,
+        val: Option<Split>,
+        unlabeled: Option<Split>,
+        class_count: usize,
+    ) -> Dataset {
+        Dataset {
+            path: path.to_path_buf(),
+            stored_shape: sample_shape.clone(),
+            sample_shape,
+            layout: Layout::ChannelsFirst,
+            train,
+            test,
+            val,
+            unlabeled,
+            class_count,
+        }
+    }
+
     /// Loads and validates a dataset: an `.npz` (DESIGN §3), a directory of
     /// `.npy` files named like the `.npz` keys, a CSV table (last column the
     /// label; split 80/20, stratified, seed 0) or a directory of MNIST-style

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use npyz::npz::NpzArchive;
 use npyz::{DType, TypeChar};
 
-use super::{Dataset, Layout, LoadOptions, Split, validate_split};
+use super::{Dataset, LoadOptions, Split, validate_split};
 
 type Archive = NpzArchive<BufReader<File>>;
 
@@ -188,15 +188,5 @@ fn load_from(path: &Path, mut archive: Source, opts: LoadOptions) -> Result<Data
         .flat_map(|y| y.iter().copied())
         .max()
         .map_or(0, |m| m as usize + 1);
-    Ok(Dataset {
-        path: path.to_path_buf(),
-        stored_shape: sample_shape.clone(),
-        sample_shape,
-        layout: Layout::ChannelsFirst,
-        train,
-        test,
-        val,
-        unlabeled,
-        class_count,
-    })
+    Ok(Dataset::stored(path, sample_shape, train, test, val, unlabeled, class_count))
 }

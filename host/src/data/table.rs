@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use super::{Dataset, Layout, LoadOptions, Split, validate_split};
+use super::{Dataset, LoadOptions, Split, validate_split};
 
 /// Stratified, seeded split of one labelled table into train (80 %) and test.
 fn split_table(path: &Path, x: Vec<f32>, y: Vec<i64>, len: usize, sample_shape: Vec<usize>) -> Result<Dataset> {
@@ -24,17 +24,7 @@ fn split_table(path: &Path, x: Vec<f32>, y: Vec<i64>, len: usize, sample_shape: 
         validate_split(path, name, s, len)?;
     }
     let class_count = y.iter().max().map_or(0, |m| *m as usize + 1);
-    Ok(Dataset {
-        path: path.to_path_buf(),
-        stored_shape: sample_shape.clone(),
-        sample_shape,
-        layout: Layout::ChannelsFirst,
-        train,
-        test,
-        val: None,
-        unlabeled: None,
-        class_count,
-    })
+    Ok(Dataset::stored(path, sample_shape, train, test, None, None, class_count))
 }
 
 /// Reads a CSV file: numeric columns, the last one the class index; a first
@@ -165,17 +155,7 @@ pub(super) fn load_idx_dir(dir: &Path, opts: LoadOptions) -> Result<Dataset> {
     }
     let class_count =
         [&train, &test].iter().filter_map(|s| s.y.as_ref()).flatten().max().map_or(0, |m| *m as usize + 1);
-    Ok(Dataset {
-        path: dir.to_path_buf(),
-        stored_shape: shape.clone(),
-        sample_shape: shape,
-        layout: Layout::ChannelsFirst,
-        train,
-        test,
-        val: None,
-        unlabeled: None,
-        class_count,
-    })
+    Ok(Dataset::stored(dir, shape, train, test, None, None, class_count))
 }
 
 #[cfg(test)]

@@ -246,8 +246,7 @@ pub fn run_split(
     n: usize,
     labels: Option<&[i64]>,
 ) -> Result<EmulationReport> {
-    if info.model_crc != model.crc() || info.input_shape != model.input_shape() || info.classes != model.class_count()
-    {
+    if info.model_crc != model.crc() || info.input_shape != model.input_shape() || info.classes != model.class_count() {
         bail!(
             "{}: the board runs another model (CRC {:#010x}, input {:?}, {} classes; expected {:#010x}, {:?}, {}): \
              flash this model first (tinykd flash --model …)",

@@ -76,3 +76,26 @@ pub fn write_npz(path: &Path, floats: &[F32Array<'_>], ints: &[(&str, Vec<i64>)]
 pub fn json(o: &Output) -> serde_json::Value {
     serde_json::from_str(stdout(o).trim()).unwrap_or_else(|e| panic!("bad JSON ({e}): {}", stdout(o)))
 }
+
+/// `tinykd distill` with a teacher and data (absolute paths), the tract
+/// backend and a student spec; callers add their own flags.
+pub fn distill_args(teacher: &Path, data: &Path, student: &str) -> Vec<String> {
+    let s = |v: &str| v.to_owned();
+    vec![
+        s("distill"),
+        s("--teacher"),
+        teacher.display().to_string(),
+        s("--data"),
+        data.display().to_string(),
+        s("--backend"),
+        s("tract"),
+        s("--student"),
+        s(student),
+    ]
+}
+
+/// Runs the binary with owned arguments (see [`distill_args`]).
+pub fn tinykd_owned(args: &[String], dir: &Path) -> Output {
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    tinykd(&refs, dir)
+}

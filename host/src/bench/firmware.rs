@@ -31,6 +31,8 @@ pub struct Case {
 
 /// The CMSIS-NN shapes (H×W×Cin→Cout in its notation) and the models/ students.
 pub const CASES: &[Case] = &[
+    // Almost no arithmetic: what every inference pays (layer decoding, checks, dispatch).
+    Case { name: "overhead (FC 4→2)", spec: "dense(2)", input: &[4], cmsis_nn: None },
     Case { name: "FC 40→32", spec: "dense(32)", input: &[40], cmsis_nn: Some((4.54, 3.25)) },
     Case { name: "FC 80→10", spec: "dense(10)", input: &[80], cmsis_nn: Some((4.26, 2.65)) },
     Case { name: "FC 512→64", spec: "dense(64)", input: &[512], cmsis_nn: Some((3.45, 1.98)) },

@@ -26,6 +26,7 @@
 //! fewer loads per MAC but does not fit the 13 allocatable registers once
 //! LLVM unrolls the loop, and the spills made it slower.
 
+use super::dot::dot2;
 use super::window::Taps;
 use super::{ChannelQuant, ConvParams, Requantizer};
 
@@ -252,18 +253,6 @@ fn window_dot2(x: &[i8], x_stride: usize, a: &[i8], b: &[i8], w_stride: usize, l
         let [d0, d1] = dot2(x, a, b);
         s0 = s0.wrapping_add(d0);
         s1 = s1.wrapping_add(d1);
-    }
-    [s0, s1]
-}
-
-/// `[Σ x·a, Σ x·b]` over the common length of three runs.
-#[inline(always)]
-fn dot2(x: &[i8], a: &[i8], b: &[i8]) -> [i32; 2] {
-    let [mut s0, mut s1] = [0i32; 2];
-    for ((x, a), b) in x.iter().zip(a).zip(b) {
-        let x = *x as i32;
-        s0 = s0.wrapping_add(x * *a as i32);
-        s1 = s1.wrapping_add(x * *b as i32);
     }
     [s0, s1]
 }

@@ -1,5 +1,6 @@
 //! Fully connected (dense) layer: `y[o] = requant(bias[o] + Σ_i w[o][i] · x[i])`.
 
+use super::dot::{dot, dot2_unrolled};
 use super::{ChannelQuant, Clamp};
 use crate::format::CHANNEL_ENTRY_LEN;
 
@@ -24,34 +25,34 @@ pub fn fully_connected(
     if in_features == 0 {
         return;
     }
-    let rows = weights.chunks_exact(in_features);
-    let entries = channels.chunks_exact(CHANNEL_ENTRY_LEN);
-    for ((out, row), entry) in output.iter_mut().zip(rows).zip(entries) {
-        let Ok(entry) = <&[u8; CHANNEL_ENTRY_LEN]>::try_from(entry) else {
-            return;
-        };
-        let q = ChannelQuant::from_le_bytes(entry);
-        let acc = q.bias.wrapping_add(dot(row, input));
-        *out = q.requantize(acc, output_zero_point, clamp.min, clamp.max);
+    let rows = output.len().min(weights.len() / in_features).min(channels.len() / CHANNEL_ENTRY_LEN);
+    let requant = |o: usize, d: i32| {
+        ChannelQuant::read(channels, o)
+            .map(|q| q.requantize(q.bias.wrapping_add(d), output_zero_point, clamp.min, clamp.max))
+    };
+    let row = |o: usize| weights.get(o * in_features..(o + 1) * in_features);
+    // Two rows per pass: each input byte is loaded once for two outputs.
+    let mut o = 0;
+    while o + 1 < rows {
+        let (Some(a), Some(b)) = (row(o), row(o + 1)) else { return };
+        let [da, db] = rows2(input, a, b);
+        let (Some(ya), Some(yb)) = (requant(o, da), requant(o + 1, db)) else { return };
+        output[o] = ya;
+        output[o + 1] = yb;
+        o += 2;
+    }
+    if o < rows {
+        let Some(a) = row(o) else { return };
+        let Some(y) = requant(o, dot(input, a)) else { return };
+        output[o] = y;
     }
 }
 
-/// Int8 dot product with an int32 accumulator, unrolled by four so that the
-/// compiler emits one load-multiply-accumulate chain per tap.
-#[inline(always)]
-fn dot(a: &[i8], b: &[i8]) -> i32 {
-    let mut acc0: i32 = 0;
-    let mut acc1: i32 = 0;
-    let mut ca = a.chunks_exact(4);
-    let mut cb = b.chunks_exact(4);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        acc0 = acc0.wrapping_add(x[0] as i32 * y[0] as i32).wrapping_add(x[2] as i32 * y[2] as i32);
-        acc1 = acc1.wrapping_add(x[1] as i32 * y[1] as i32).wrapping_add(x[3] as i32 * y[3] as i32);
-    }
-    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
-        acc0 = acc0.wrapping_add(*x as i32 * *y as i32);
-    }
-    acc0.wrapping_add(acc1)
+/// Not inlined: the dot product keeps every register for itself instead of
+/// sharing them with the row loop's state (which made it spill).
+#[inline(never)]
+fn rows2(x: &[i8], a: &[i8], b: &[i8]) -> [i32; 2] {
+    dot2_unrolled(x, a, b)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 
 pub mod conv;
 pub mod depthwise;
+pub mod dot;
 pub mod fully_connected;
 pub mod pool;
 #[cfg(test)]

@@ -184,8 +184,21 @@ pub(super) fn bench(a: BenchArgs, progress: &Progress) -> Result<()> {
 }
 
 pub(super) fn quantize(a: QuantizeArgs) -> Result<()> {
-    let out = pipeline::quantize(&a.student, &a.data, a.calibration, a.read.options())?;
+    let options = pipeline::QuantizeOptions { calibration: a.calibration, samples: a.calibration_samples };
+    let out = pipeline::quantize(&a.student, &a.data, options, a.read.options())?;
     crate::util::write_atomic(&a.out, &out.bytes)?;
+    outln!("activation ranges ({:?} calibration on the train split):", a.calibration);
+    for (i, r) in out.ranges.iter().enumerate() {
+        let name = if i == 0 { "input".to_owned() } else { format!("layer {i} output") };
+        let clipped = if (r.clip_min, r.clip_max) == (r.min, r.max) { "" } else { "  (clipped)" };
+        outln!(
+            "  {name:<16} observed [{:.4}, {:.4}]  quantized over [{:.4}, {:.4}]{clipped}",
+            r.min,
+            r.max,
+            r.clip_min,
+            r.clip_max
+        );
+    }
     outln!("float student  test accuracy {}", pct(out.float_accuracy));
     outln!(
         "int8 student   test accuracy {}  (agrees with float on {})",

@@ -330,8 +330,12 @@ pub struct QuantizeArgs {
     /// Dataset: train is the calibration set, test measures accuracy.
     #[arg(long, value_name = "D.npz")]
     pub data: PathBuf,
+    /// How activation ranges are chosen on the calibration samples.
     #[arg(long, value_enum, default_value_t = Calibration::Minmax)]
     pub calibration: Calibration,
+    /// Calibrate on this many train samples, evenly spaced (default: all).
+    #[arg(long, value_name = "N")]
+    pub calibration_samples: Option<usize>,
     #[command(flatten)]
     pub read: ReadArgs,
     /// Where to write the int8 model.

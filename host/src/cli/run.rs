@@ -144,6 +144,7 @@ impl DistillSection {
 #[serde(deny_unknown_fields, default)]
 struct QuantizeSection {
     calibration: Calibration,
+    calibration_samples: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -182,9 +183,11 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
     let read = crate::data::ReadOptions { input_scale: opts.input_scale, layout: Some(opts.layout) };
     let started = std::time::Instant::now();
     let outcome = pipeline::distill(&opts, progress)?;
+    let qopts =
+        pipeline::QuantizeOptions { calibration: cfg.quantize.calibration, samples: cfg.quantize.calibration_samples };
     let ckpt = out_dir.join("student.ckpt");
     outcome.checkpoint.save(&ckpt)?;
-    let q = pipeline::quantize(&ckpt, &data, cfg.quantize.calibration, read)?;
+    let q = pipeline::quantize(&ckpt, &data, qopts, read)?;
     let tkd = out_dir.join("student.tkd");
     crate::util::write_atomic(&tkd, &q.bytes)?;
     let baseline_int8 = match &outcome.baseline {
@@ -192,7 +195,7 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
             let p = out_dir.join("baseline.ckpt");
             crate::student::Checkpoint::new(b.student.clone(), json!({"alpha": 0.0, "layout": opts.layout}))
                 .save(&p)?;
-            let bq = pipeline::quantize(&p, &data, cfg.quantize.calibration, read)?;
+            let bq = pipeline::quantize(&p, &data, qopts, read)?;
             crate::util::write_atomic(&out_dir.join("baseline.tkd"), &bq.bytes)?;
             Some(bq.int8_accuracy)
         }

@@ -29,20 +29,44 @@ pub struct QuantizeOutcome {
     pub int8_accuracy: f64,
     /// Share of test samples where int8 and float predictions agree.
     pub float_agreement: f64,
+    /// Every calibrated tensor's observed and chosen range.
+    pub ranges: Vec<quant::calibration::TensorRange>,
 }
 
-/// Quantizes a checkpoint with the train split as calibration set and
-/// measures float vs int8 test accuracy.
+/// How to quantize: the calibration method and how many train samples
+/// calibrate (evenly spaced through the split; `None`: all of them).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QuantizeOptions {
+    pub calibration: Calibration,
+    pub samples: Option<usize>,
+}
+
+impl From<Calibration> for QuantizeOptions {
+    fn from(calibration: Calibration) -> Self {
+        QuantizeOptions { calibration, samples: None }
+    }
+}
+
+/// Quantizes a checkpoint with (part of) the train split as calibration set
+/// and measures float vs int8 test accuracy.
 pub fn quantize(
     checkpoint: &Path,
     data_path: &Path,
-    calibration: Calibration,
+    options: impl Into<QuantizeOptions>,
     read: ReadOptions,
 ) -> Result<QuantizeOutcome> {
+    let options = options.into();
     let ck = Checkpoint::load(checkpoint)?;
     let data = Dataset::load(data_path, read.for_model(ck.layout()))?;
     check_student_data(&ck.student, &data)?;
-    let mut q = quant::quantize_student(&ck.student, &data.train.x, data.train.n, calibration)?;
+    let len = data.sample_len();
+    let n = options.samples.map_or(data.train.n, |k| k.clamp(1, data.train.n));
+    let calib: Vec<f32> = if n == data.train.n {
+        data.train.x.clone()
+    } else {
+        (0..n).flat_map(|i| data.train.sample(i * data.train.n / n, len).iter().copied()).collect()
+    };
+    let (mut q, ranges) = quant::quantize_student_ranges(&ck.student, &calib, n, options.calibration)?;
     q.data_channels_last = data.layout == Layout::ChannelsLast;
     let bytes = crate::export::tkd::encode(&q)?;
     let y = data.labels(SplitName::Test)?;
@@ -53,6 +77,7 @@ pub fn quantize(
         int8_accuracy: accuracy(&int8_pred, y),
         float_agreement: float_pred.iter().zip(&int8_pred).filter(|(a, b)| a == b).count() as f64 / y.len() as f64,
         bytes,
+        ranges,
     })
 }
 

@@ -1,6 +1,9 @@
 //! Post-training int8 quantization to the TFLite spec (DESIGN §6):
 //! per-output-channel symmetric int8 weights, per-tensor asymmetric int8
 //! activations, int32 bias at `s_in · s_w`, Q31 requantization multipliers.
+//! Activation ranges come from [`calibration`].
+
+pub mod calibration;
 
 use anyhow::{Result, bail};
 use tinykd_runtime::QuantParams;
@@ -18,6 +21,10 @@ pub enum Calibration {
     /// The observed minimum and maximum.
     #[default]
     Minmax,
+    /// The central 99.99 % of the observed values (rare extremes saturate).
+    Percentile,
+    /// The clip of the observed range with the least int8 round-trip error.
+    Mse,
 }
 
 /// Splits a positive real multiplier into a Q31 mantissa and a power-of-two
@@ -67,6 +74,7 @@ pub fn quantize_value(x: f32, p: QuantParams) -> i8 {
     tinykd_runtime::quantize(x, p)
 }
 
+#[cfg(test)]
 fn range(v: &[f32]) -> (f32, f32) {
     v.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), x| (lo.min(*x), hi.max(*x)))
 }
@@ -197,13 +205,24 @@ fn u16p(v: usize, what: &str) -> Result<u16> {
 
 /// Quantizes a trained student, calibrating activation ranges on `calib`
 /// (`n` samples, the data's layout).
-pub fn quantize_student(student: &Student, calib: &[f32], n: usize, _method: Calibration) -> Result<TkdModel> {
+pub fn quantize_student(student: &Student, calib: &[f32], n: usize, method: Calibration) -> Result<TkdModel> {
+    Ok(quantize_student_ranges(student, calib, n, method)?.0)
+}
+
+/// [`quantize_student`], also returning each calibrated tensor's observed
+/// and chosen range (the input first, then every weighted layer's output).
+pub fn quantize_student_ranges(
+    student: &Student,
+    calib: &[f32],
+    n: usize,
+    method: Calibration,
+) -> Result<(TkdModel, Vec<calibration::TensorRange>)> {
     if n == 0 {
         bail!("the calibration set is empty");
     }
     let acts = student.activations(calib, n);
-    let (lo, hi) = range(calib);
-    let input = activation_params(lo, hi);
+    let mut ranges = vec![calibration::choose(calib, method)];
+    let input = activation_params(ranges[0].clip_min, ranges[0].clip_max);
 
     let mut layers = Vec::new();
     let mut in_params = input;
@@ -216,8 +235,14 @@ pub fn quantize_student(student: &Student, calib: &[f32], n: usize, _method: Cal
             Layer::Dense(_) | Layer::Conv(_) | Layer::Depthwise(_) => {
                 let (f, next) = fuse(student, i);
                 let out_shape = student.shapes[next];
-                let (olo, ohi) = range(&acts[f.output_act]);
-                let out = activation_params(olo, ohi);
+                // The logits are never clipped: saturated logits tie, and the
+                // argmax then picks the first of them, not the largest.
+                let logits = !student.layers[next..]
+                    .iter()
+                    .any(|l| matches!(l, Layer::Dense(_) | Layer::Conv(_) | Layer::Depthwise(_)));
+                let r = calibration::choose(&acts[f.output_act], if logits { Calibration::Minmax } else { method });
+                ranges.push(r);
+                let out = activation_params(r.clip_min, r.clip_max);
                 let channels = f.bias.len();
                 let mut q_weights = Vec::with_capacity(f.weights.len());
                 let mut table = Vec::with_capacity(channels);
@@ -340,14 +365,15 @@ pub fn quantize_student(student: &Student, calib: &[f32], n: usize, _method: Cal
         }
     }
     let output = layers.last().map(|l| l.output).unwrap_or(input);
-    Ok(TkdModel {
+    let model = TkdModel {
         input_shape: student.input_shape.clone(),
         input,
         output,
         classes: student.classes,
         layers,
         data_channels_last: false,
-    })
+    };
+    Ok((model, ranges))
 }
 
 /// A layer that keeps its input's quantization (pools).

@@ -1,0 +1,126 @@
+//! Activation ranges from a calibration set: the observed min/max, a
+//! percentile clip, or the clip that minimises the int8 quantization error.
+//!
+//! Clipping trades the rare extreme values (saturated) for a finer step on
+//! the common ones. `percentile` keeps the central 99.99 % of the values;
+//! `mse` tries shrinking the observed range in steps and keeps the one with
+//! the least mean squared error between the values and their int8 round
+//! trip (saturation included), on up to 65,536 evenly spaced values.
+
+use super::{Calibration, activation_params};
+
+/// Share of values `percentile` keeps inside the range (split over both tails).
+const PERCENTILE_KEEP: f64 = 0.9999;
+/// Values the MSE search evaluates at most (evenly spaced through the tensor).
+const MSE_SAMPLE: usize = 65_536;
+/// Candidate clips: the observed range scaled by 1, 0.98, …, 0.70. The
+/// floor matters: post-ReLU activations are mostly small, so their MSE keeps
+/// falling as the range shrinks to a third, while the rare large values it
+/// saturates are the ones that carry the signal through max pools (measured:
+/// a 0.30 floor took the digits CNN from 97.8 % to 81.6 %; 0.70 keeps it,
+/// and MNIST-1D gains 0.1 pt).
+const MSE_STEPS: usize = 16;
+
+/// One activation tensor's observed range and the range `method` chose.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct TensorRange {
+    pub min: f32,
+    pub max: f32,
+    pub clip_min: f32,
+    pub clip_max: f32,
+}
+
+/// The range to quantize `values` with.
+pub fn choose(values: &[f32], method: Calibration) -> TensorRange {
+    let (min, max) = values.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
+    if values.is_empty() {
+        return TensorRange { min: 0.0, max: 0.0, clip_min: 0.0, clip_max: 0.0 };
+    }
+    let (clip_min, clip_max) = match method {
+        Calibration::Minmax => (min, max),
+        Calibration::Percentile => percentile(values),
+        Calibration::Mse => mse(values, min, max),
+    };
+    TensorRange { min, max, clip_min, clip_max }
+}
+
+/// The (1 − keep)/2 and (1 + keep)/2 quantiles (nearest rank).
+fn percentile(values: &[f32]) -> (f32, f32) {
+    let mut v = values.to_vec();
+    let n = v.len();
+    let tail = ((n as f64) * (1.0 - PERCENTILE_KEEP) / 2.0).floor() as usize;
+    let (lo_i, hi_i) = (tail.min(n - 1), n - 1 - tail.min(n - 1));
+    let lo = *v.select_nth_unstable_by(lo_i, f32::total_cmp).1;
+    let hi = *v.select_nth_unstable_by(hi_i, f32::total_cmp).1;
+    (lo, hi)
+}
+
+/// Mean squared error of quantizing `sample` with the range `[lo, hi]`.
+fn quantization_mse(sample: &[f32], lo: f32, hi: f32) -> f64 {
+    let p = activation_params(lo, hi);
+    let err: f64 = sample
+        .iter()
+        .map(|&x| {
+            let q = super::quantize_value(x, p);
+            let back = (q as i32 - p.zero_point) as f32 * p.scale;
+            ((back - x) as f64).powi(2)
+        })
+        .sum();
+    err / sample.len().max(1) as f64
+}
+
+fn mse(values: &[f32], min: f32, max: f32) -> (f32, f32) {
+    let stride = values.len().div_ceil(MSE_SAMPLE).max(1);
+    let sample: Vec<f32> = values.iter().step_by(stride).copied().collect();
+    let mut best = (quantization_mse(&sample, min, max), min, max);
+    for k in 1..MSE_STEPS {
+        let f = 1.0 - 0.02 * k as f32;
+        let (lo, hi) = (min * f, max * f);
+        let e = quantization_mse(&sample, lo, hi);
+        // Ties keep the wider range: no clipping without a gain.
+        if e < best.0 {
+            best = (e, lo, hi);
+        }
+    }
+    (best.1, best.2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minmax_keeps_the_observed_range() {
+        let r = choose(&[-1.0, 0.5, 3.0], Calibration::Minmax);
+        assert_eq!((r.min, r.max, r.clip_min, r.clip_max), (-1.0, 3.0, -1.0, 3.0));
+    }
+
+    #[test]
+    fn percentile_drops_a_lone_outlier() {
+        // 100,000 values in [0, 1) and one at 100: the 99.99 % range ends near 1.
+        let mut v: Vec<f32> = (0..100_000).map(|i| i as f32 / 100_000.0).collect();
+        v.push(100.0);
+        let r = choose(&v, Calibration::Percentile);
+        assert_eq!(r.max, 100.0);
+        assert!(r.clip_max < 1.0 && r.clip_max > 0.99, "{r:?}");
+        assert!(r.clip_min >= 0.0 && r.clip_min < 0.01, "{r:?}");
+    }
+
+    #[test]
+    fn mse_clips_a_gaussian_tail_and_leaves_a_uniform_range_alone() {
+        // Uniform values: any clip only adds saturation error.
+        let uniform: Vec<f32> = (0..10_000).map(|i| i as f32 / 10_000.0).collect();
+        let r = choose(&uniform, Calibration::Mse);
+        assert_eq!((r.clip_min, r.clip_max), (r.min, r.max));
+        // ReLU of a standard normal (100,000 values): the far tail is rare
+        // enough that a finer step for the bulk wins.
+        use rand::SeedableRng;
+        use rand_distr::{Distribution, Normal};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let normal = Normal::new(0.0f32, 1.0).unwrap();
+        let relu: Vec<f32> = (0..100_000).map(|_| normal.sample(&mut rng).max(0.0)).collect();
+        let r = choose(&relu, Calibration::Mse);
+        assert!(r.clip_max < r.max, "{r:?}");
+        assert!(quantization_mse(&relu, r.clip_min, r.clip_max) < quantization_mse(&relu, r.min, r.max));
+    }
+}

@@ -135,3 +135,29 @@ fn real_boards_build_and_share_images_with_their_emulated_twins() {
         }
     }
 }
+
+/// The device path has no floating point: a Cortex-M0 has no FPU, and a
+/// soft-float routine in the image would mean the int8 path computes in float.
+#[test]
+fn the_cortex_m0_image_links_no_floating_point_routine() {
+    use object::{Object, ObjectSymbol};
+    for (s, _) in students() {
+        let board = tinykd::device::board("qemu-microbit").unwrap();
+        let elf = tinykd::device::build_firmware(board, &s.tkd).unwrap();
+        let bytes = std::fs::read(&elf).unwrap();
+        let file = object::File::parse(&*bytes).unwrap();
+        let names: Vec<String> = file.symbols().filter_map(|sym| sym.name().ok().map(str::to_owned)).collect();
+        assert!(names.iter().any(|n| n.starts_with("__aeabi_")), "no runtime symbols at all: wrong file?");
+        let float: Vec<&String> = names
+            .iter()
+            .filter(|n| {
+                n.starts_with("__aeabi_f")
+                    || n.starts_with("__aeabi_d")
+                    || n.contains("roundf")
+                    || n.contains("__addsf3")
+                    || n.contains("__mulsf3")
+            })
+            .collect();
+        assert!(float.is_empty(), "{}: floating-point routines linked: {float:?}", s.name);
+    }
+}

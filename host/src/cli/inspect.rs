@@ -148,7 +148,13 @@ fn inspect_tkd(path: &Path) -> Result<()> {
         oq.scale,
         oq.zero_point
     );
-    outln!("  arena {} bytes", m.arena_bytes());
+    outln!("  arena {} bytes, model CRC-32 {:#010x}", m.arena_bytes(), m.crc());
+    if let Some(layout) = crate::export::tkd::data_layout(&bytes) {
+        outln!(
+            "  trained on {} data (eval and emulate read data this way unless --layout says otherwise)",
+            layout.as_str()
+        );
+    }
     for (i, l) in m.layers().enumerate() {
         let l = l.map_err(|e| anyhow::anyhow!("{e}"))?;
         outln!(

@@ -68,6 +68,11 @@ pub enum Command {
     ///
     /// Example: tinykd emulate --model student.tkd --data models/data/mnist1d.npz --board qemu-mps2-an385 --json
     Emulate(EmulateArgs),
+    /// Write a student in another format: ONNX (float), Rust or C source (int8).
+    ///
+    /// Example: tinykd export --model student.ckpt --format onnx --out student.onnx
+    ///          tinykd export --model student.tkd --format c --out student.h
+    Export(ExportArgs),
     /// Build a real board's firmware with an int8 student, check it fits, and flash it (probe-rs).
     ///
     /// Boards: microbit, stm32f405, nrf52840-dk, rp-pico (see the README for wiring). The fit check
@@ -391,6 +396,17 @@ pub struct EmulateArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Float student (.ckpt) for onnx; int8 student (.tkd) for rust and c.
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long, value_enum)]
+    pub format: crate::export::Format,
+    #[arg(long, value_name = "PATH")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
 pub struct FlashArgs {
     /// Int8 student (.tkd).
     #[arg(long)]
@@ -501,6 +517,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => commands::eval(a, &progress),
         Command::Emulate(a) => commands::emulate(a),
         Command::Flash(a) => commands::flash(a),
+        Command::Export(a) => {
+            crate::export::export(&a.model, a.format, &a.out)?;
+            outln!("wrote {}", a.out.display());
+            Ok(())
+        }
         Command::Verify(a) => commands::verify(a),
         Command::Bench(a) => commands::bench(a, &progress),
         Command::Inspect(a) => inspect::inspect(&a.file, a.layout),

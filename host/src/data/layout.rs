@@ -39,6 +39,16 @@ impl Layout {
         }
     }
 
+    /// The stored shape of a sample whose channels-first shape is `internal`.
+    pub fn to_stored_shape(self, internal: &[usize]) -> Vec<usize> {
+        match (self, internal.split_first()) {
+            (Layout::ChannelsLast, Some((c, rest))) if !rest.is_empty() => {
+                rest.iter().copied().chain(std::iter::once(*c)).collect()
+            }
+            _ => internal.to_vec(),
+        }
+    }
+
     /// Reorders `x` (whole samples of the `stored` shape) to channels first.
     pub fn to_internal<'a>(self, x: &'a [f32], stored: &[usize]) -> Cow<'a, [f32]> {
         match self.split(stored) {
@@ -114,6 +124,8 @@ mod tests {
             (0..2).flat_map(|n| (0..3).flat_map(move |t| (0..2).map(move |c| (100 * n + 10 * t + c) as f32))).collect();
         let l = Layout::ChannelsLast;
         assert_eq!(l.to_internal_shape(&[3, 2]), vec![2, 3]);
+        assert_eq!(l.to_stored_shape(&[2, 3]), vec![3, 2]);
+        assert_eq!(l.to_stored_shape(&[3, 4, 5]), vec![4, 5, 3]);
         let internal = l.to_internal(&x, &[3, 2]);
         assert_eq!(&internal[..6], &[0.0, 10.0, 20.0, 1.0, 11.0, 21.0]);
         assert_eq!(&internal[6..], &[100.0, 110.0, 120.0, 101.0, 111.0, 121.0]);

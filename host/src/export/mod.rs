@@ -1,3 +1,54 @@
-//! Artefact writers: the `.tkd` blob (and, later, Rust source, ONNX, TFLite).
+//! Artefact writers: the `.tkd` blob, the float student as ONNX, the blob
+//! as Rust or C source.
 
+pub mod onnx;
+pub mod source;
 pub mod tkd;
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+
+/// What `tinykd export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// The float student (.ckpt) as ONNX (opset 13), input in the data's layout.
+    Onnx,
+    /// The int8 student (.tkd) as Rust source: `MODEL`, `ARENA_BYTES`, `MODEL_OPS`.
+    Rust,
+    /// The int8 student (.tkd) as a C header: `tinykd_model[]`, `TINYKD_ARENA_BYTES`, …
+    C,
+}
+
+/// Writes `model` (a `.ckpt` or `.tkd`) as `format` to `out`, atomically.
+pub fn export(model: &Path, format: Format, out: &Path) -> Result<()> {
+    let ext = model.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let name = model.file_stem().and_then(|s| s.to_str()).unwrap_or("student");
+    let bytes = match (format, ext) {
+        (Format::Onnx, "ckpt" | "json") => {
+            let ck = crate::student::Checkpoint::load(model)?;
+            onnx::float_model(&ck.student, ck.layout().unwrap_or_default())
+                .with_context(|| format!("{}: cannot export to ONNX", model.display()))?
+        }
+        (Format::Onnx, "tkd") => bail!(
+            "{}: --format onnx exports the float student: give its .ckpt (an int8 .tkd goes to rust or c)",
+            model.display()
+        ),
+        (Format::Rust | Format::C, "tkd") => {
+            let blob = tkd::read(model)?;
+            let m = tinykd_runtime::Model::from_bytes(&blob).map_err(|e| anyhow::anyhow!("{e}"))?;
+            match format {
+                Format::Rust => source::rust(&m, name),
+                _ => source::c(&m, name),
+            }
+            .into_bytes()
+        }
+        (Format::Rust | Format::C, "ckpt" | "json") => bail!(
+            "{}: --format {} embeds the int8 model: quantize the checkpoint first (tinykd quantize … --out student.tkd)",
+            model.display(),
+            if format == Format::Rust { "rust" } else { "c" }
+        ),
+        _ => bail!("{}: not a tinykd model (expected a .ckpt float student or a .tkd int8 student)", model.display()),
+    };
+    crate::util::write_atomic(out, &bytes)
+}

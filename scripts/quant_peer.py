@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""onnxruntime's post-training quantization beside tinykd's, on the same student.
+
+    python3 scripts/quant_peer.py STUDENT.ckpt DATA.npz [--tinykd target/release/tinykd] [--samples 1000]
+
+Exports the float student to ONNX with tinykd, quantizes it with
+onnxruntime's `quantize_static` (QDQ, per-channel int8 weights, int8
+activations, MinMax calibration on the same evenly spaced train samples
+tinykd calibrates on with --calibration-samples), and prints test accuracy
+of: the float ONNX, onnxruntime's int8, and tinykd's int8 with each
+calibration method. Needs the `onnx` and `onnxruntime` Python packages
+(models/requirements.txt). Only channels-first data (the default layout).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                      quantize_static)
+
+
+class Reader(CalibrationDataReader):
+    def __init__(self, name, x):
+        self.items = iter([{name: x[i:i + 1]} for i in range(len(x))])
+
+    def get_next(self):
+        return next(self.items, None)
+
+
+def accuracy(path, x, y):
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    logits = sess.run(None, {name: x})[0]
+    return float((logits.argmax(1) == y).mean())
+
+
+def tinykd(binary, *args):
+    out = subprocess.run([binary, *args], check=True, capture_output=True, text=True)
+    return out.stdout
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("checkpoint")
+    ap.add_argument("data")
+    ap.add_argument("--tinykd", default="target/release/tinykd")
+    ap.add_argument("--samples", type=int, default=1000)
+    a = ap.parse_args()
+    d = np.load(a.data)
+    x_train = d["x_train"].astype(np.float32)
+    if x_train.dtype == np.uint8:
+        x_train = x_train / 255.0
+    x_test, y_test = d["x_test"].astype(np.float32), d["y_test"]
+    n = min(a.samples, len(x_train))
+    calib = x_train[[i * len(x_train) // n for i in range(n)]]
+    with tempfile.TemporaryDirectory() as tmp:
+        float_onnx = os.path.join(tmp, "student.onnx")
+        tinykd(a.tinykd, "export", "--model", a.checkpoint, "--format", "onnx", "--out", float_onnx)
+        name = ort.InferenceSession(float_onnx, providers=["CPUExecutionProvider"]).get_inputs()[0].name
+        int8_onnx = os.path.join(tmp, "student_int8.onnx")
+        quantize_static(float_onnx, int8_onnx, Reader(name, calib), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax)
+        rows = [("float (ONNX export, onnxruntime)", accuracy(float_onnx, x_test, y_test)),
+                ("onnxruntime quantize_static (QDQ, per-channel, MinMax)", accuracy(int8_onnx, x_test, y_test))]
+        for method in ["minmax", "percentile", "mse"]:
+            tkd = os.path.join(tmp, f"{method}.tkd")
+            tinykd(a.tinykd, "quantize", "--student", a.checkpoint, "--data", a.data, "--calibration", method,
+                   "--calibration-samples", str(n), "--out", tkd)
+            r = json.loads(tinykd(a.tinykd, "eval", "--model", tkd, "--data", a.data, "--json"))
+            rows.append((f"tinykd PTQ, {method}", r["accuracy"]))
+    print(f"{a.checkpoint} on {a.data} ({n} calibration samples), test accuracy:")
+    for label, acc in rows:
+        print(f"  {label:<58} {acc * 100:6.2f} %")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -119,3 +119,114 @@ fn c_and_rust_exports_carry_the_blob_and_its_sizes() {
         assert!(text.contains(&model.arena_bytes().to_string()), "{format}: arena size missing");
     }
 }
+
+/// Runs the QDQ export of `tkd` in onnxruntime on `x` and compares with the
+/// runtime: share of equal argmaxes and the largest difference in output
+/// quantization steps.
+fn qdq_against_runtime(tkd: &std::path::Path, x: &[f32], n: usize, shape: &[usize]) -> (f64, f32) {
+    let dir = tempfile::tempdir().unwrap();
+    let onnx = dir.path().join("q.onnx");
+    export(tkd, Format::OnnxQdq, &onnx).unwrap();
+    let blob = std::fs::read(tkd).unwrap();
+    let model = tinykd_runtime::Model::from_bytes(&blob).unwrap();
+    let (pred, logits) = tinykd::pipeline::run_int8(&blob, x, n).unwrap();
+    let mut t = Teacher::open(&onnx, BackendChoice::Ort, None).unwrap();
+    t.kind_override = Some(OutputKind::Logits);
+    let classes = model.class_count();
+    let got = t.logits(x, n, shape, &Progress::hidden()).unwrap();
+    assert_eq!(got.classes, classes);
+    // The runtime's outputs are channels last, the graph's channels first.
+    let out_shape = tinykd::student::geometry::as_chw(&model_output_shape(&model, classes)).unwrap_or([classes, 1, 1]);
+    let device: Vec<f32> = logits.iter().map(|v| *v as f32).collect();
+    let device =
+        if out_shape[0] > 1 && out_shape[1] * out_shape[2] > 1 { hwc_to_chw(&device, out_shape) } else { device };
+    let q = model.output_quant();
+    let steps = device
+        .iter()
+        .zip(&got.logits)
+        .map(|(i, f)| ((*i - q.zero_point as f32) * q.scale - f).abs() / q.scale)
+        .fold(0f32, f32::max);
+    let ort_pred: Vec<usize> = got
+        .logits
+        .chunks_exact(classes)
+        .map(|r| (0..r.len()).fold(0, |b, i| if r[i] > r[b] { i } else { b }))
+        .collect();
+    let agree = pred.iter().zip(&ort_pred).filter(|(a, b)| a == b).count() as f64 / pred.len() as f64;
+    (agree, steps)
+}
+
+/// The last layer's output as `[C, H, W]` (convolution and pool outputs).
+fn model_output_shape(model: &tinykd_runtime::Model<'_>, classes: usize) -> Vec<usize> {
+    use tinykd_runtime::format::Op;
+    let Some(Ok(l)) = model.layers().last() else { return vec![classes] };
+    match l.op {
+        Op::Conv2d | Op::DepthwiseConv2d => {
+            let p = l.conv_params().unwrap();
+            vec![p.out_channels, p.window.out_h(), p.window.out_w()]
+        }
+        Op::MaxPool2d | Op::AvgPool2d => {
+            let p = l.pool_params().unwrap();
+            vec![p.channels, p.window.out_h(), p.window.out_w()]
+        }
+        _ => vec![classes],
+    }
+}
+
+fn hwc_to_chw(x: &[f32], [c, h, w]: [usize; 3]) -> Vec<f32> {
+    let len = c * h * w;
+    let mut out = vec![0.0; x.len()];
+    for (src, dst) in x.chunks_exact(len).zip(out.chunks_exact_mut(len)) {
+        for ci in 0..c {
+            for p in 0..h * w {
+                dst[ci * h * w + p] = src[p * c + ci];
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn qdq_export_runs_in_onnxruntime_with_the_runtimes_answers() {
+    if std::env::var_os("TINYKD_SKIP_ORT").is_some() {
+        return;
+    }
+    // Layer by layer: one rounding apart at most (onnxruntime requantizes in
+    // float, the device with Q31 multipliers).
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &[usize]); 9] = [
+        ("dense(16) relu", &[40]),
+        ("conv1d(8,k5,s2) relu", &[1, 40]),
+        ("conv1d(6,k3,valid) relu6", &[4, 20]),
+        ("conv2d(6,k3,s2) relu", &[3, 9, 9]),
+        ("dwconv2d(k3) relu", &[4, 8, 8]),
+        ("conv1d(4,k3) maxpool(3,s2)", &[2, 20]),
+        ("conv1d(4,k3) avgpool(2)", &[2, 20]),
+        ("conv2d(4,k3) avgpool(3,s1)", &[2, 8, 8]),
+        ("conv2d(5,k3) gap", &[2, 6, 6]),
+    ];
+    for (k, (spec, shape)) in cases.iter().enumerate() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(k as u64);
+        let student = Student::from_spec_any_output(spec, shape, &mut rng).unwrap();
+        let len = student.input_len();
+        let n = 64;
+        let x: Vec<f32> = (0..n * len).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let q = tinykd::quant::quantize_student(&student, &x, n, tinykd::quant::Calibration::Minmax).unwrap();
+        let blob = tinykd::export::tkd::encode(&q).unwrap();
+        let tkd = dir.path().join(format!("case{k}.tkd"));
+        std::fs::write(&tkd, &blob).unwrap();
+        let (_, steps) = qdq_against_runtime(&tkd, &x, n, shape);
+        eprintln!("{spec}: largest output difference {steps} steps");
+        assert!(steps <= 1.0 + 1e-3, "{spec}: onnxruntime is {steps} steps from the runtime");
+    }
+    // Whole students: roundings compound through the layers.
+    let corpus = repo().join("firmware/runtime/fuzz/corpus");
+    for (tkd, data, min_agree) in
+        [("cnn1d.tkd", "mnist1d.npz", 0.99), ("mlp.tkd", "mnist1d.npz", 1.0), ("cnn2d_maxpool.tkd", "digits.npz", 0.99)]
+    {
+        let d = tinykd::data::Dataset::load(&models().join("data").join(data), tinykd::data::LoadOptions::default())
+            .unwrap();
+        let (agree, steps) = qdq_against_runtime(&corpus.join(tkd), &d.test.x, d.test.n, &d.sample_shape);
+        eprintln!("{tkd}: argmax agreement {agree}, largest logit difference {steps} steps");
+        assert!(agree >= min_agree, "{tkd}: onnxruntime agrees on {agree} of the classes");
+    }
+}

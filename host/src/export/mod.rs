@@ -2,6 +2,7 @@
 //! as Rust or C source.
 
 pub mod onnx;
+pub mod qdq;
 pub mod source;
 pub mod tkd;
 
@@ -14,6 +15,8 @@ use anyhow::{Context, Result, bail};
 pub enum Format {
     /// The float student (.ckpt) as ONNX (opset 13), input in the data's layout.
     Onnx,
+    /// The int8 student (.tkd) as ONNX with QuantizeLinear/DequantizeLinear (QDQ).
+    OnnxQdq,
     /// The int8 student (.tkd) as Rust source: `MODEL`, `ARENA_BYTES`, `MODEL_OPS`.
     Rust,
     /// The int8 student (.tkd) as a C header: `tinykd_model[]`, `TINYKD_ARENA_BYTES`, …
@@ -34,6 +37,11 @@ pub fn export(model: &Path, format: Format, out: &Path) -> Result<()> {
             "{}: --format onnx exports the float student: give its .ckpt (an int8 .tkd goes to rust or c)",
             model.display()
         ),
+        (Format::OnnxQdq, "tkd") => {
+            let blob = tkd::read(model)?;
+            qdq::int8_model(&blob, tkd::data_layout(&blob).unwrap_or_default())
+                .with_context(|| format!("{}: cannot export to ONNX QDQ", model.display()))?
+        }
         (Format::Rust | Format::C, "tkd") => {
             let blob = tkd::read(model)?;
             let m = tinykd_runtime::Model::from_bytes(&blob).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -43,6 +51,10 @@ pub fn export(model: &Path, format: Format, out: &Path) -> Result<()> {
             }
             .into_bytes()
         }
+        (Format::OnnxQdq, "ckpt" | "json") => bail!(
+            "{}: --format onnx-qdq exports the int8 student: quantize the checkpoint first (tinykd quantize … --out student.tkd)",
+            model.display()
+        ),
         (Format::Rust | Format::C, "ckpt" | "json") => bail!(
             "{}: --format {} embeds the int8 model: quantize the checkpoint first (tinykd quantize … --out student.tkd)",
             model.display(),

@@ -21,17 +21,17 @@ use crate::student::geometry::window2d;
 use crate::student::spec::Padding;
 use crate::student::{Layer, PoolKind, Student, batchnorm};
 
-const OPSET: i64 = 13;
+pub(super) const OPSET: i64 = 13;
 
-struct Builder {
-    nodes: Vec<NodeProto>,
-    inits: Vec<TensorProto>,
+pub(super) struct Builder {
+    pub(super) nodes: Vec<NodeProto>,
+    pub(super) inits: Vec<TensorProto>,
     /// The current activation's name.
-    x: String,
-    count: usize,
+    pub(super) x: String,
+    pub(super) count: usize,
 }
 
-fn attr_ints(name: &str, v: &[usize]) -> AttributeProto {
+pub(super) fn attr_ints(name: &str, v: &[usize]) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: attribute_proto::AttributeType::Ints as i32,
@@ -40,11 +40,11 @@ fn attr_ints(name: &str, v: &[usize]) -> AttributeProto {
     }
 }
 
-fn attr_int(name: &str, v: i64) -> AttributeProto {
+pub(super) fn attr_int(name: &str, v: i64) -> AttributeProto {
     AttributeProto { name: name.into(), r#type: attribute_proto::AttributeType::Int as i32, i: v, ..Default::default() }
 }
 
-fn attr_float(name: &str, v: f32) -> AttributeProto {
+pub(super) fn attr_float(name: &str, v: f32) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: attribute_proto::AttributeType::Float as i32,
@@ -53,7 +53,7 @@ fn attr_float(name: &str, v: f32) -> AttributeProto {
     }
 }
 
-fn value_info(name: &str, dims: &[Option<usize>]) -> ValueInfoProto {
+pub(super) fn value_info(name: &str, dims: &[Option<usize>]) -> ValueInfoProto {
     let dim = dims
         .iter()
         .map(|d| tensor_shape_proto::Dimension {
@@ -78,12 +78,12 @@ fn value_info(name: &str, dims: &[Option<usize>]) -> ValueInfoProto {
 }
 
 impl Builder {
-    fn name(&mut self, what: &str) -> String {
+    pub(super) fn name(&mut self, what: &str) -> String {
         self.count += 1;
         format!("{what}_{}", self.count)
     }
 
-    fn init_f32(&mut self, what: &str, dims: &[usize], values: &[f32]) -> String {
+    pub(super) fn init_f32(&mut self, what: &str, dims: &[usize], values: &[f32]) -> String {
         let name = self.name(what);
         self.inits.push(TensorProto {
             name: name.clone(),
@@ -95,7 +95,26 @@ impl Builder {
         name
     }
 
-    fn init_i64(&mut self, what: &str, values: &[i64]) -> String {
+    /// An initializer from raw little-endian bytes of `data_type`.
+    pub(super) fn init_raw(
+        &mut self,
+        what: &str,
+        dims: &[usize],
+        data_type: tensor_proto::DataType,
+        raw: Vec<u8>,
+    ) -> String {
+        let name = self.name(what);
+        self.inits.push(TensorProto {
+            name: name.clone(),
+            dims: dims.iter().map(|d| *d as i64).collect(),
+            data_type: data_type as i32,
+            raw_data: raw,
+            ..Default::default()
+        });
+        name
+    }
+
+    pub(super) fn init_i64(&mut self, what: &str, values: &[i64]) -> String {
         let name = self.name(what);
         self.inits.push(TensorProto {
             name: name.clone(),
@@ -108,7 +127,7 @@ impl Builder {
     }
 
     /// Appends a node reading the current activation (plus `extra` inputs).
-    fn op(&mut self, op: &str, extra: &[String], attrs: Vec<AttributeProto>) {
+    pub(super) fn op(&mut self, op: &str, extra: &[String], attrs: Vec<AttributeProto>) {
         let out = self.name(&op.to_ascii_lowercase());
         let mut input = vec![self.x.clone()];
         input.extend_from_slice(extra);
@@ -126,7 +145,7 @@ impl Builder {
 
 /// The window attributes (`kernel_shape`, `strides`, `pads`) of a window on
 /// `[C, H, W]`; 1-D (`[C, L]`) when `one_d`: ONNX pads are `[begin…, end…]`.
-fn window_attrs(
+pub(super) fn window_attrs(
     shape: [usize; 3],
     kernel: [usize; 2],
     stride: usize,

@@ -1,0 +1,221 @@
+//! The int8 student (`.tkd`) as ONNX with QuantizeLinear / DequantizeLinear
+//! around float operators (the "QDQ" form onnxruntime and Netron read as a
+//! quantized model): per-channel int8 weights with their scales, int32
+//! biases at `s_in · s_w`, every activation quantized with the blob's own
+//! scale and zero point. The blob's layouts are the device's (channels
+//! last); the graph is channels first, so weights are transposed here and a
+//! fully connected layer over a flattened feature map reads it in the
+//! device's `H, W, C` order (a Transpose before the Flatten).
+//!
+//! onnxruntime computes in float between the Q/DQ pairs and requantizes
+//! with float scales, the device with Q31 multipliers: logits agree to one
+//! quantization step, not bit for bit.
+
+use anyhow::{Result, bail};
+use prost::Message;
+use tinykd_runtime::format::{Activation, Op};
+use tinykd_runtime::{Model, QuantParams};
+use tract_onnx::pb::{GraphProto, ModelProto, OperatorSetIdProto, tensor_proto::DataType};
+
+use super::onnx::{Builder, OPSET, attr_int, attr_ints, value_info, window_attrs};
+use crate::data::Layout;
+use crate::student::spec::Padding;
+
+fn padding(p: u16) -> Padding {
+    if p == 1 { Padding::Same } else { Padding::Valid }
+}
+
+impl Builder {
+    /// Quantizes and dequantizes the current activation with `q`.
+    fn qdq(&mut self, q: QuantParams) {
+        let s = self.init_f32("scale", &[], &[q.scale]);
+        let z = self.init_raw("zero_point", &[], DataType::Int8, vec![q.zero_point as i8 as u8]);
+        self.op("QuantizeLinear", &[s.clone(), z.clone()], vec![]);
+        self.op("DequantizeLinear", &[s, z], vec![]);
+    }
+
+    /// A per-channel dequantized int8 weight tensor of shape `dims`.
+    fn weight(&mut self, dims: &[usize], values: &[i8], scales: &[f32]) -> String {
+        let w = self.init_raw("weight_q", dims, DataType::Int8, values.iter().map(|v| *v as u8).collect());
+        let s = self.init_f32("weight_scale", &[scales.len()], scales);
+        let z = self.init_raw("weight_zero_point", &[scales.len()], DataType::Int8, vec![0; scales.len()]);
+        self.dequantize(&[w, s, z])
+    }
+
+    /// A per-channel dequantized int32 bias.
+    fn bias(&mut self, values: &[i32], scales: &[f32]) -> String {
+        let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let b = self.init_raw("bias_q", &[values.len()], DataType::Int32, raw);
+        let s = self.init_f32("bias_scale", &[scales.len()], scales);
+        let z = self.init_raw("bias_zero_point", &[scales.len()], DataType::Int32, vec![0; 4 * scales.len()]);
+        self.dequantize(&[b, s, z])
+    }
+
+    fn dequantize(&mut self, inputs: &[String]) -> String {
+        let out = self.name("dequantized");
+        self.nodes.push(tract_onnx::pb::NodeProto {
+            name: out.clone(),
+            op_type: "DequantizeLinear".into(),
+            input: inputs.to_vec(),
+            output: vec![out.clone()],
+            attribute: vec![attr_int("axis", 0)],
+            ..Default::default()
+        });
+        out
+    }
+
+    fn activation(&mut self, a: Activation, out: QuantParams) {
+        match a {
+            Activation::None => {}
+            Activation::Relu => self.op("Relu", &[], vec![]),
+            Activation::Relu6 => {
+                let lo = self.init_f32("zero", &[], &[0.0]);
+                let hi = self.init_f32("six", &[], &[6.0]);
+                self.op("Clip", &[lo, hi], vec![]);
+            }
+        }
+        self.qdq(out);
+    }
+}
+
+/// Encodes the `.tkd` `blob` as a QDQ ONNX model taking data in `layout`.
+pub fn int8_model(blob: &[u8], layout: Layout) -> Result<Vec<u8>> {
+    let m = Model::from_bytes(blob).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let internal: Vec<usize> = m.input_shape().iter().map(|d| *d as usize).collect();
+    let Some([c, h, w]) = crate::student::geometry::as_chw(&internal) else {
+        bail!("input shape {internal:?} is not a [L], [C, L] or [C, H, W] sample");
+    };
+    let layers = m.layers().collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!("{e}"))?;
+    // 1-D when no window has height: the graph stays [N, C, L] (see onnx.rs).
+    let one_d = h == 1
+        && internal.len() <= 2
+        && layers.iter().all(|l| {
+            !matches!(l.op, Op::Conv2d | Op::DepthwiseConv2d | Op::MaxPool2d | Op::AvgPool2d) || l.params[0] == 1
+        });
+    let stored = layout.to_stored_shape(&internal);
+    let mut b = Builder { nodes: Vec::new(), inits: Vec::new(), x: "input".into(), count: 0 };
+    if layout == Layout::ChannelsLast && stored.len() >= 2 {
+        let mut perm = vec![0usize, stored.len()];
+        perm.extend(1..stored.len());
+        b.op("Transpose", &[], vec![attr_ints("perm", &perm)]);
+    }
+    let target: Vec<i64> = if one_d { vec![-1, c as i64, w as i64] } else { vec![-1, c as i64, h as i64, w as i64] };
+    let shape = b.init_i64("shape", &target);
+    b.op("Reshape", &[shape], vec![]);
+    b.qdq(m.input_quant());
+    let mut in_q = m.input_quant();
+    // Current activation: `[C, H, W]` and whether it is flat already.
+    let (mut chw, mut flat) = ([c, h, w], false);
+    let kd = |kh: usize, kw: usize| if one_d { vec![kw] } else { vec![kh, kw] };
+    for l in &layers {
+        let p = l.params.map(|v| v as usize);
+        let table = m.channel_table(l);
+        let entries: Vec<tinykd_runtime::kernels::ChannelQuant> =
+            (0..l.channel_count).filter_map(|o| tinykd_runtime::kernels::ChannelQuant::read(table, o)).collect();
+        let w_scales: Vec<f32> = (0..l.channel_count).filter_map(|o| m.weight_scale(l, o)).collect();
+        let b_scales: Vec<f32> = w_scales.iter().map(|s| s * in_q.scale).collect();
+        let weights = m.weights(l);
+        match l.op {
+            Op::FullyConnected => {
+                let (inf, outf) = (p[0], p[1]);
+                if !flat {
+                    if chw[1] * chw[2] > 1 && chw[0] > 1 {
+                        // The device flattens H, W, C.
+                        let perm: Vec<usize> = if one_d { vec![0, 2, 1] } else { vec![0, 2, 3, 1] };
+                        b.op("Transpose", &[], vec![attr_ints("perm", &perm)]);
+                    }
+                    b.op("Flatten", &[], vec![attr_int("axis", 1)]);
+                    flat = true;
+                }
+                // The stored bias has −z_in · Σw folded in (see tinykd_runtime::format).
+                let bias: Vec<i32> = entries
+                    .iter()
+                    .enumerate()
+                    .map(|(o, q)| {
+                        let sum: i32 = weights[o * inf..(o + 1) * inf].iter().map(|v| *v as i32).sum();
+                        q.bias.wrapping_add(in_q.zero_point.wrapping_mul(sum))
+                    })
+                    .collect();
+                let wt = b.weight(&[outf, inf], weights, &w_scales);
+                let bs = b.bias(&bias, &b_scales);
+                b.op("Gemm", &[wt, bs], vec![attr_int("transB", 1)]);
+                chw = [outf, 1, 1];
+            }
+            Op::Conv2d | Op::DepthwiseConv2d => {
+                let (ih, iw, ic, oc, kh, kw, stride) = (p[0], p[1], p[2], p[3], p[4], p[5], p[6]);
+                let depthwise = l.op == Op::DepthwiseConv2d;
+                // Device layouts: conv [O][kh][kw][C], depthwise [kh][kw][C] → [O][C][kh][kw] / [C][1][kh][kw].
+                let mut t = vec![0i8; weights.len()];
+                for o in 0..oc {
+                    for y in 0..kh {
+                        for x in 0..kw {
+                            if depthwise {
+                                t[(o * kh + y) * kw + x] = weights[(y * kw + x) * ic + o];
+                            } else {
+                                for ci in 0..ic {
+                                    t[((o * ic + ci) * kh + y) * kw + x] = weights[((o * kh + y) * kw + x) * ic + ci];
+                                }
+                            }
+                        }
+                    }
+                }
+                let dims = [&[oc, if depthwise { 1 } else { ic }][..], &kd(kh, kw)].concat();
+                let wt = b.weight(&dims, &t, &w_scales);
+                let bias: Vec<i32> = entries.iter().map(|q| q.bias).collect();
+                let bs = b.bias(&bias, &b_scales);
+                let mut attrs = window_attrs([ic, ih, iw], [kh, kw], stride, padding(p[7] as u16), one_d);
+                if depthwise {
+                    attrs.push(attr_int("group", ic as i64));
+                }
+                b.op("Conv", &[wt, bs], attrs);
+                let (out, _) = crate::student::geometry::window2d([ic, ih, iw], [kh, kw], stride, padding(p[7] as u16));
+                chw = [oc, out[0], out[1]];
+            }
+            Op::MaxPool2d | Op::AvgPool2d => {
+                let (ih, iw, ch, ph, pw, stride) = (p[0], p[1], p[2], p[3], p[4], p[5]);
+                let mut attrs = window_attrs([ch, ih, iw], [ph, pw], stride, padding(p[6] as u16), one_d);
+                let op = if l.op == Op::MaxPool2d {
+                    "MaxPool"
+                } else {
+                    attrs.push(attr_int("count_include_pad", 0));
+                    "AveragePool"
+                };
+                b.op(op, &[], attrs);
+                let (out, _) = crate::student::geometry::window2d([ch, ih, iw], [ph, pw], stride, padding(p[6] as u16));
+                chw = [ch, out[0], out[1]];
+            }
+            Op::GlobalAvgPool => {
+                b.op("GlobalAveragePool", &[], vec![]);
+                chw = [chw[0], 1, 1];
+            }
+        }
+        b.activation(l.activation, l.output);
+        in_q = l.output;
+    }
+    if !flat {
+        b.op("Flatten", &[], vec![attr_int("axis", 1)]);
+    }
+    if let Some(last) = b.nodes.last_mut() {
+        last.output = vec!["logits".into()];
+    }
+    let mut input_dims: Vec<Option<usize>> = vec![None];
+    input_dims.extend(stored.iter().map(|d| Some(*d)));
+    let graph = GraphProto {
+        name: "tinykd_student_int8".into(),
+        node: b.nodes,
+        initializer: b.inits,
+        input: vec![value_info("input", &input_dims)],
+        output: vec![value_info("logits", &[None, Some(m.class_count())])],
+        doc_string: format!("tinykd int8 student, CRC-32 {:#010x}, as QDQ", m.crc()),
+        ..Default::default()
+    };
+    let model = ModelProto {
+        ir_version: 7,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
+        producer_name: "tinykd".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        graph: Some(graph),
+        ..Default::default()
+    };
+    Ok(model.encode_to_vec())
+}

@@ -21,7 +21,7 @@ use crate::student::geometry::window2d;
 use crate::student::spec::Padding;
 use crate::student::{Layer, PoolKind, Student, batchnorm};
 
-pub(super) const OPSET: i64 = 13;
+const OPSET: i64 = 13;
 
 pub(super) struct Builder {
     pub(super) nodes: Vec<NodeProto>,
@@ -29,6 +29,8 @@ pub(super) struct Builder {
     /// The current activation's name.
     pub(super) x: String,
     pub(super) count: usize,
+    /// Declared input shape (`None`: the batch axis).
+    input_dims: Vec<Option<usize>>,
 }
 
 pub(super) fn attr_ints(name: &str, v: &[usize]) -> AttributeProto {
@@ -78,6 +80,50 @@ pub(super) fn value_info(name: &str, dims: &[Option<usize>]) -> ValueInfoProto {
 }
 
 impl Builder {
+    /// A graph whose input `input` has the data's stored layout, turned into
+    /// the channels-first `[N, C, L]` (`one_d`) or `[N, C, H, W]` the layers use.
+    pub(super) fn new(layout: Layout, internal: &[usize], [c, h, w]: [usize; 3], one_d: bool) -> Builder {
+        let stored = layout.to_stored_shape(internal);
+        let mut b =
+            Builder { nodes: Vec::new(), inits: Vec::new(), x: "input".into(), count: 0, input_dims: vec![None] };
+        b.input_dims.extend(stored.iter().map(|d| Some(*d)));
+        if layout == Layout::ChannelsLast && stored.len() >= 2 {
+            let mut perm = vec![0usize, stored.len()];
+            perm.extend(1..stored.len());
+            b.op("Transpose", &[], vec![attr_ints("perm", &perm)]);
+        }
+        let target: Vec<i64> =
+            if one_d { vec![-1, c as i64, w as i64] } else { vec![-1, c as i64, h as i64, w as i64] };
+        let shape = b.init_i64("shape", &target);
+        b.op("Reshape", &[shape], vec![]);
+        b
+    }
+
+    /// The encoded model: the last node's output becomes `logits` `[N, classes]`.
+    pub(super) fn finish(mut self, name: &str, doc: String, classes: usize) -> Vec<u8> {
+        if let Some(last) = self.nodes.last_mut() {
+            last.output = vec!["logits".into()];
+        }
+        let graph = GraphProto {
+            name: name.into(),
+            node: self.nodes,
+            initializer: self.inits,
+            input: vec![value_info("input", &self.input_dims)],
+            output: vec![value_info("logits", &[None, Some(classes)])],
+            doc_string: doc,
+            ..Default::default()
+        };
+        let model = ModelProto {
+            ir_version: 7,
+            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
+            producer_name: "tinykd".into(),
+            producer_version: env!("CARGO_PKG_VERSION").into(),
+            graph: Some(graph),
+            ..Default::default()
+        };
+        model.encode_to_vec()
+    }
+
     pub(super) fn name(&mut self, what: &str) -> String {
         self.count += 1;
         format!("{what}_{}", self.count)
@@ -172,23 +218,10 @@ pub(super) fn window_attrs(
 
 /// Encodes `student` as an ONNX model taking data in `layout`.
 pub fn float_model(student: &Student, layout: Layout) -> Result<Vec<u8>> {
-    let stored = layout.to_stored_shape(&student.input_shape);
-    let mut b = Builder { nodes: Vec::new(), inits: Vec::new(), x: "input".into(), count: 0 };
-    let mut input_dims: Vec<Option<usize>> = vec![None];
-    input_dims.extend(stored.iter().map(|d| Some(*d)));
-    // To channels first, then to the [N, C, H, W] every layer works on.
-    if layout == Layout::ChannelsLast && stored.len() >= 2 {
-        let mut perm = vec![0usize, stored.len()];
-        perm.extend(1..stored.len());
-        b.op("Transpose", &[], vec![attr_ints("perm", &perm)]);
-    }
     // 1-D students stay [N, C, L] (tract's optimizer trips on a strided
     // convolution over an added unit axis); 2-D ones are [N, C, H, W].
     let one_d = student.shapes.iter().all(|s| s[1] == 1) && student.input_shape.len() <= 2;
-    let [c, h, w] = student.shapes[0];
-    let target: Vec<i64> = if one_d { vec![-1, c as i64, w as i64] } else { vec![-1, c as i64, h as i64, w as i64] };
-    let shape = b.init_i64("shape", &target);
-    b.op("Reshape", &[shape], vec![]);
+    let mut b = Builder::new(layout, &student.input_shape, student.shapes[0], one_d);
     let kdims = |k: [usize; 2]| if one_d { vec![k[1]] } else { vec![k[0], k[1]] };
     let mut flat = false;
     for (i, layer) in student.layers.iter().enumerate() {
@@ -257,26 +290,5 @@ pub fn float_model(student: &Student, layout: Layout) -> Result<Vec<u8>> {
     if !flat {
         b.op("Flatten", &[], vec![attr_int("axis", 1)]);
     }
-    // Name the output `logits`.
-    if let Some(last) = b.nodes.last_mut() {
-        last.output = vec!["logits".into()];
-    }
-    let graph = GraphProto {
-        name: "tinykd_student".into(),
-        node: b.nodes,
-        initializer: b.inits,
-        input: vec![value_info("input", &input_dims)],
-        output: vec![value_info("logits", &[None, Some(student.classes)])],
-        doc_string: format!("tinykd student: {}", student.spec),
-        ..Default::default()
-    };
-    let model = ModelProto {
-        ir_version: 7,
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
-        producer_name: "tinykd".into(),
-        producer_version: env!("CARGO_PKG_VERSION").into(),
-        graph: Some(graph),
-        ..Default::default()
-    };
-    Ok(model.encode_to_vec())
+    Ok(b.finish("tinykd_student", format!("tinykd student: {}", student.spec), student.classes))
 }

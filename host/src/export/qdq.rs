@@ -12,12 +12,11 @@
 //! quantization step, not bit for bit.
 
 use anyhow::{Result, bail};
-use prost::Message;
 use tinykd_runtime::format::{Activation, Op};
 use tinykd_runtime::{Model, QuantParams};
-use tract_onnx::pb::{GraphProto, ModelProto, OperatorSetIdProto, tensor_proto::DataType};
+use tract_onnx::pb::tensor_proto::DataType;
 
-use super::onnx::{Builder, OPSET, attr_int, attr_ints, value_info, window_attrs};
+use super::onnx::{Builder, attr_int, attr_ints, window_attrs};
 use crate::data::Layout;
 use crate::student::spec::Padding;
 
@@ -92,16 +91,7 @@ pub fn int8_model(blob: &[u8], layout: Layout) -> Result<Vec<u8>> {
         && layers.iter().all(|l| {
             !matches!(l.op, Op::Conv2d | Op::DepthwiseConv2d | Op::MaxPool2d | Op::AvgPool2d) || l.params[0] == 1
         });
-    let stored = layout.to_stored_shape(&internal);
-    let mut b = Builder { nodes: Vec::new(), inits: Vec::new(), x: "input".into(), count: 0 };
-    if layout == Layout::ChannelsLast && stored.len() >= 2 {
-        let mut perm = vec![0usize, stored.len()];
-        perm.extend(1..stored.len());
-        b.op("Transpose", &[], vec![attr_ints("perm", &perm)]);
-    }
-    let target: Vec<i64> = if one_d { vec![-1, c as i64, w as i64] } else { vec![-1, c as i64, h as i64, w as i64] };
-    let shape = b.init_i64("shape", &target);
-    b.op("Reshape", &[shape], vec![]);
+    let mut b = Builder::new(layout, &internal, [c, h, w], one_d);
     b.qdq(m.input_quant());
     let mut in_q = m.input_quant();
     // Current activation: `[C, H, W]` and whether it is flat already.
@@ -195,27 +185,6 @@ pub fn int8_model(blob: &[u8], layout: Layout) -> Result<Vec<u8>> {
     if !flat {
         b.op("Flatten", &[], vec![attr_int("axis", 1)]);
     }
-    if let Some(last) = b.nodes.last_mut() {
-        last.output = vec!["logits".into()];
-    }
-    let mut input_dims: Vec<Option<usize>> = vec![None];
-    input_dims.extend(stored.iter().map(|d| Some(*d)));
-    let graph = GraphProto {
-        name: "tinykd_student_int8".into(),
-        node: b.nodes,
-        initializer: b.inits,
-        input: vec![value_info("input", &input_dims)],
-        output: vec![value_info("logits", &[None, Some(m.class_count())])],
-        doc_string: format!("tinykd int8 student, CRC-32 {:#010x}, as QDQ", m.crc()),
-        ..Default::default()
-    };
-    let model = ModelProto {
-        ir_version: 7,
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
-        producer_name: "tinykd".into(),
-        producer_version: env!("CARGO_PKG_VERSION").into(),
-        graph: Some(graph),
-        ..Default::default()
-    };
-    Ok(model.encode_to_vec())
+    let doc = format!("tinykd int8 student, CRC-32 {:#010x}, as QDQ", m.crc());
+    Ok(b.finish("tinykd_student_int8", doc, m.class_count()))
 }

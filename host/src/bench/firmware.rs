@@ -88,6 +88,36 @@ pub struct Measurement {
     pub peak_stack_bytes: u64,
 }
 
+/// Flash of the smallest image that runs a model (the `footprint-m3`
+/// crate: cortex-m-rt, the runtime, the model; opt-level "s", no I/O).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Footprint {
+    pub case: String,
+    pub image_bytes: u64,
+    pub model_bytes: usize,
+    /// Image minus model: vector table, start-up, parser, kernels.
+    pub engine_bytes: u64,
+}
+
+/// The footprint of every whole-student case on Cortex-M3.
+pub fn footprints(work: &Path) -> Result<Vec<Footprint>> {
+    let mut out = Vec::new();
+    for (k, case) in CASES.iter().enumerate().filter(|(_, c)| c.cmsis_nn.is_none() && c.spec.contains("dense")) {
+        let (bytes, _) = case_model(case, k as u64)?;
+        let path = work.join(format!("footprint{k}.tkd"));
+        crate::util::write_atomic(&path, &bytes)?;
+        let elf = crate::device::build_crate("footprint-m3", "thumbv7m-none-eabi", "footprint-m3", &path)?;
+        let f = crate::device::Footprint::of_elf(&elf)?;
+        out.push(Footprint {
+            case: case.name.into(),
+            image_bytes: f.flash_bytes,
+            model_bytes: bytes.len(),
+            engine_bytes: f.flash_bytes.saturating_sub(bytes.len() as u64),
+        });
+    }
+    Ok(out)
+}
+
 /// Samples run per case (every one compared with the host bit for bit).
 const SAMPLES: usize = 16;
 

@@ -128,10 +128,21 @@ pub(super) fn bench(a: BenchArgs, progress: &Progress) -> Result<()> {
         let boards: Vec<&str> = a.boards.iter().map(String::as_str).collect();
         let work = tempfile::tempdir().context("cannot create a temporary directory")?;
         let ms = crate::bench::firmware::run(&boards, work.path(), progress)?;
+        let fp = crate::bench::firmware::footprints(work.path())?;
         if a.json {
-            outln!("{}", serde_json::to_string(&ms)?);
+            outln!("{}", serde_json::json!({ "kernels": ms, "footprint": fp }));
         } else {
             out!("{}", crate::bench::firmware::table(&ms, &boards));
+            outln!("\nsmallest Cortex-M3 image (opt-level \"s\", no I/O):");
+            for f in &fp {
+                outln!(
+                    "  {:<26} image {} B = engine {} B + model {} B",
+                    f.case,
+                    f.image_bytes,
+                    f.engine_bytes,
+                    f.model_bytes
+                );
+            }
         }
         return Ok(());
     }

@@ -131,8 +131,14 @@ pub fn fit_check(board: &Board, model: &Model<'_>, what: &Path) -> Result<()> {
 /// All boards share one target directory, so dependencies built for one
 /// target are reused by every board on it.
 pub fn build_firmware(board: &Board, model_path: &Path) -> Result<PathBuf> {
+    build_crate(board.crate_dir, board.target, board.name, model_path)
+}
+
+/// Builds the firmware crate `firmware/boards/<crate_dir>` (for `target`)
+/// with `model_path` embedded; returns the ELF path.
+pub fn build_crate(crate_dir: &str, target: &str, label: &str, model_path: &Path) -> Result<PathBuf> {
     let firmware = firmware_dir()?;
-    let dir = firmware.join("boards").join(board.crate_dir);
+    let dir = firmware.join("boards").join(crate_dir);
     if !dir.join("Cargo.toml").is_file() {
         bail!("board crate not found at {} (set TINYKD_FIRMWARE_DIR to tinykd's firmware/ directory)", dir.display());
     }
@@ -152,14 +158,14 @@ pub fn build_firmware(board: &Board, model_path: &Path) -> Result<PathBuf> {
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let hint = if err.contains("target may not be installed") || err.contains("can't find crate for `core`") {
-            format!("\nhint: rustup target add {}", board.target)
+            format!("\nhint: rustup target add {target}")
         } else {
             String::new()
         };
         let tail: Vec<&str> = err.lines().rev().take(25).collect::<Vec<_>>().into_iter().rev().collect();
-        bail!("building firmware for {} failed:\n{}{hint}", board.name, tail.join("\n"));
+        bail!("building firmware for {label} failed:\n{}{hint}", tail.join("\n"));
     }
-    let elf = target_dir.join(board.target).join("release").join(format!("tinykd-board-{}", board.crate_dir));
+    let elf = target_dir.join(target).join("release").join(format!("tinykd-board-{crate_dir}"));
     if !elf.is_file() {
         bail!("firmware build produced no ELF at {}", elf.display());
     }

@@ -96,6 +96,20 @@ impl<'a> Model<'a> {
     /// record, tensor bounds, shape chaining and the arena plan. Any corrupt or
     /// truncated blob is an `Err`, never a panic.
     pub fn from_bytes(bytes: &'a [u8]) -> Result<Model<'a>, Error> {
+        Self::parse::<true>(bytes)
+    }
+
+    /// A blob that already passed [`Model::from_bytes`] — a board's build
+    /// script validates the model it embeds — checked again for its header
+    /// and CRC-32 (flash can rot) but not layer by layer, so the firmware
+    /// does not carry the validation code. Memory-safe on any input (every
+    /// access is bounds-checked), but on a blob that never passed
+    /// `from_bytes`, `run` may panic instead of returning an error.
+    pub fn from_validated(bytes: &'a [u8]) -> Result<Model<'a>, Error> {
+        Self::parse::<false>(bytes)
+    }
+
+    fn parse<const FULL: bool>(bytes: &'a [u8]) -> Result<Model<'a>, Error> {
         if bytes.len() < format::HEADER_LEN {
             return Err(Error::Truncated { needed: format::HEADER_LEN, found: bytes.len() });
         }
@@ -189,6 +203,14 @@ impl<'a> Model<'a> {
             ops: 0,
         };
 
+        if !FULL {
+            let mut ops = 0;
+            for i in 0..layer_count {
+                ops |= model.layer(i)?.op.bit();
+            }
+            model.ops = ops;
+            return Ok(model);
+        }
         let mut expected_input = input_len;
         let mut ops = 0;
         let mut last_output = 0;

@@ -46,12 +46,13 @@ pub fn run<L: Link, C: Clock, const ARENA: usize, const RX: usize, const OPS: Op
     let mut arena = [0u8; ARENA];
     let mut rx = [0u8; RX];
     let mut peak = || stack::peak(paint_bottom) as u32;
-    match tinykd_runtime::Model::from_bytes(blob) {
+    // The build script validated the blob (`tinykd-board-build`): only its
+    // header and CRC are checked again here.
+    match tinykd_runtime::Model::from_validated(blob) {
         Ok(model) => tinykd_protocol::device::serve::<L, C, OPS>(
             &model, &mut arena, &mut rx, link, clock, board, &mut peak,
         ),
-        // The build script validated the blob: this only happens to a
-        // flash that was corrupted after programming. Say so and stop.
+        // Only a flash corrupted after programming gets here. Say so and stop.
         Err(_) => loop {
             link.write_all(b"tinykd: the model in flash is corrupt\r\n");
             for _ in 0..1_000_000 {

@@ -29,7 +29,8 @@ fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
 fn main() -> ! {
     let input = black_box([0i8; INPUT_LEN]);
     let mut arena = [0u8; ARENA_BYTES];
-    if let Ok(model) = Model::from_bytes(black_box(&MODEL.0)) {
+    // Validated by the build script; header and CRC checked again.
+    if let Ok(model) = Model::from_validated(black_box(&MODEL.0)) {
         if let Ok(logits) = model.run_with_ops::<MODEL_OPS>(&input, &mut arena) {
             black_box(tinykd_runtime::argmax(logits));
         }

@@ -393,3 +393,20 @@ fn a_build_with_the_models_operators_runs_it_and_a_smaller_one_refuses() {
     let want = fc_model.run(&x, &mut a).unwrap().to_vec();
     assert_eq!(fc_model.run_with_ops::<FC_ONLY>(&x, &mut a).unwrap(), want.as_slice());
 }
+
+#[test]
+fn a_validated_blob_loads_without_the_layer_checks_and_runs_the_same() {
+    let b = blob();
+    let full = Model::from_bytes(&b).unwrap();
+    let fast = Model::from_validated(&b).unwrap();
+    assert_eq!((fast.ops(), fast.input_len(), fast.class_count()), (full.ops(), full.input_len(), full.class_count()));
+    let x: Vec<i8> = values(7, full.input_len(), -128, 127);
+    let mut a1 = vec![0u8; full.arena_bytes()];
+    let mut a2 = vec![0u8; full.arena_bytes()];
+    assert_eq!(full.run(&x, &mut a1).unwrap(), fast.run(&x, &mut a2).unwrap());
+    // The header and the CRC are still checked.
+    let mut bad = b.clone();
+    bad[100] ^= 1;
+    assert!(matches!(Model::from_validated(&bad), Err(Error::ChecksumMismatch { .. })));
+    assert!(Model::from_validated(&b[..10]).is_err());
+}

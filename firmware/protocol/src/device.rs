@@ -35,6 +35,7 @@ pub struct Board<'a> {
 }
 
 /// Sends one frame whose payload is the concatenation of `parts`.
+#[inline(never)]
 fn send<L: Link>(link: &mut L, kind: Kind, parts: &[&[u8]]) {
     let len: usize = parts.iter().map(|p| p.len()).sum();
     let mut head = [0u8; HEADER_LEN];

@@ -85,6 +85,8 @@ pub fn encode(kind: u8, payload: &[u8], out: &mut [u8]) -> Option<usize> {
 
 /// CRC of a frame's kind, length and payload, computed while sending (the
 /// device writes big frames in pieces instead of building them in RAM).
+/// Not inlined: the bitwise CRC loop is sizeable, and sending is not hot.
+#[inline(never)]
 pub fn crc_of(kind: u8, payload_parts: &[&[u8]]) -> u32 {
     let len: usize = payload_parts.iter().map(|p| p.len()).sum();
     let mut d = CRC.digest();

@@ -142,23 +142,33 @@ pub fn serve<L: Link, C: Clock, const OPS: OpSet>(
 #[derive(Debug)]
 pub struct EioLink<T>(pub T);
 
+/// One received byte from an `embedded-io` reader, if one is ready.
+fn eio_read_byte<R: embedded_io::Read + embedded_io::ReadReady>(rx: &mut R) -> Option<u8> {
+    if !rx.read_ready().unwrap_or(false) {
+        return None;
+    }
+    let mut b = [0u8; 1];
+    match rx.read(&mut b) {
+        Ok(1) => Some(b[0]),
+        _ => None,
+    }
+}
+
+/// Sends through an `embedded-io` writer. A UART write error (e.g. a
+/// framing fault) loses this frame; the host notices the missing or corrupt
+/// reply and says so.
+fn eio_write_all<W: embedded_io::Write>(tx: &mut W, bytes: &[u8]) {
+    let _ = tx.write_all(bytes);
+    let _ = tx.flush();
+}
+
 impl<T: embedded_io::Read + embedded_io::ReadReady + embedded_io::Write> Link for EioLink<T> {
     fn read_byte(&mut self) -> Option<u8> {
-        if !self.0.read_ready().unwrap_or(false) {
-            return None;
-        }
-        let mut b = [0u8; 1];
-        match self.0.read(&mut b) {
-            Ok(1) => Some(b[0]),
-            _ => None,
-        }
+        eio_read_byte(&mut self.0)
     }
 
     fn write_all(&mut self, bytes: &[u8]) {
-        // A UART write error (e.g. a framing fault) loses this frame; the
-        // host notices the missing or corrupt reply and says so.
-        let _ = self.0.write_all(bytes);
-        let _ = self.0.flush();
+        eio_write_all(&mut self.0, bytes)
     }
 }
 
@@ -172,19 +182,11 @@ pub struct EioSplit<R, W> {
 
 impl<R: embedded_io::Read + embedded_io::ReadReady, W: embedded_io::Write> Link for EioSplit<R, W> {
     fn read_byte(&mut self) -> Option<u8> {
-        if !self.rx.read_ready().unwrap_or(false) {
-            return None;
-        }
-        let mut b = [0u8; 1];
-        match self.rx.read(&mut b) {
-            Ok(1) => Some(b[0]),
-            _ => None,
-        }
+        eio_read_byte(&mut self.rx)
     }
 
     fn write_all(&mut self, bytes: &[u8]) {
-        let _ = self.tx.write_all(bytes);
-        let _ = self.tx.flush();
+        eio_write_all(&mut self.tx, bytes)
     }
 }
 

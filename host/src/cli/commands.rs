@@ -248,7 +248,8 @@ pub(super) fn eval(a: EvalArgs, progress: &Progress) -> Result<()> {
 }
 
 pub(super) fn emulate(a: EmulateArgs) -> Result<()> {
-    let report = emulate_model(&a.model, &a.data, a.split, &a.board, a.limit, a.read.options())?;
+    let r = &a.run;
+    let report = emulate_model(&r.model, &r.data, r.split, &a.board, r.limit, r.read.options())?;
     if a.json {
         outln!("{}", serde_json::to_string(&report)?);
     } else {
@@ -335,18 +336,19 @@ pub(super) fn flash(a: FlashArgs) -> Result<()> {
 }
 
 pub(super) fn verify(a: VerifyArgs) -> Result<()> {
+    let r = &a.run;
     let report = match &a.port {
         None => {
             let Some(board) = &a.board else {
                 bail!("give --port (a real board) or --board qemu-… (an emulated one)")
             };
-            emulate_model(&a.model, &a.data, a.split, board, a.limit, a.read.options())?
+            emulate_model(&r.model, &r.data, r.split, board, r.limit, r.read.options())?
         }
         Some(port) => {
             let expected = a.board.as_deref().map(crate::device::board).transpose()?;
-            let (q, n, labels) = device_inputs(&a.model, &a.data, a.split, a.limit, a.read.options())?;
-            crate::device::verify_port(port, a.baud, expected, &a.model, &q, n, labels.as_deref())
-                .with_context(|| format!("verifying {} on {port}", a.model.display()))?
+            let (q, n, labels) = device_inputs(&r.model, &r.data, r.split, r.limit, r.read.options())?;
+            crate::device::verify_port(port, a.baud, expected, &r.model, &q, n, labels.as_deref())
+                .with_context(|| format!("verifying {} on {port}", r.model.display()))?
         }
     };
     if a.json {

@@ -376,23 +376,30 @@ pub struct EvalArgs {
 
 #[derive(Debug, Args)]
 pub struct EmulateArgs {
-    /// Int8 student (.tkd).
+    #[command(flatten)]
+    pub run: DeviceRunArgs,
+    /// Emulated board.
+    #[arg(long, default_value = "qemu-mps2-an385")]
+    pub board: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What a board runs: the model and the samples (`emulate` and `verify`).
+#[derive(Debug, Args)]
+pub struct DeviceRunArgs {
+    /// Int8 student (.tkd) the board runs.
     #[arg(long)]
     pub model: PathBuf,
     #[arg(long, value_name = "D.npz")]
     pub data: PathBuf,
     #[arg(long, value_enum, default_value_t = SplitName::Test)]
     pub split: SplitName,
-    /// Emulated board.
-    #[arg(long, default_value = "qemu-mps2-an385")]
-    pub board: String,
     /// Use only the first N samples of the split.
     #[arg(long)]
     pub limit: Option<usize>,
     #[command(flatten)]
     pub read: ReadArgs,
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -423,13 +430,8 @@ pub struct FlashArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Int8 student (.tkd) the board runs.
-    #[arg(long)]
-    pub model: PathBuf,
-    #[arg(long, value_name = "D.npz")]
-    pub data: PathBuf,
-    #[arg(long, value_enum, default_value_t = SplitName::Test)]
-    pub split: SplitName,
+    #[command(flatten)]
+    pub run: DeviceRunArgs,
     /// Serial port of a real board (e.g. /dev/ttyACM0).
     #[arg(long, required_unless_present = "board")]
     pub port: Option<String>,
@@ -438,11 +440,6 @@ pub struct VerifyArgs {
     /// Board name: an emulated one (qemu-…) without --port; with --port, checked against the board.
     #[arg(long)]
     pub board: Option<String>,
-    /// Use only the first N samples of the split.
-    #[arg(long)]
-    pub limit: Option<usize>,
-    #[command(flatten)]
-    pub read: ReadArgs,
     #[arg(long)]
     pub json: bool,
 }

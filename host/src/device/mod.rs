@@ -183,15 +183,22 @@ impl Drop for Qemu {
     }
 }
 
-/// Starts `elf` on an emulated board with its UART on QEMU's stdio and
-/// instruction counting on; returns the process and the line to the board.
-pub fn start_qemu(board: &Board, elf: &Path) -> Result<(Qemu, HostLink)> {
+/// The QEMU binary (found on PATH) and machine arguments of an emulated board.
+fn qemu_for(board: &Board) -> Result<(PathBuf, &'static [&'static str])> {
     let Runner::Qemu { binary, machine, package, .. } = board.runner else {
-        bail!("{} is not an emulated board", board.name);
+        bail!("{} is a real board: use `tinykd verify --port …` after `tinykd flash`", board.name);
     };
     let qemu = which(binary).with_context(|| {
         format!("{binary} not found on PATH; install it (Debian/Ubuntu: apt-get install {package})")
     })?;
+    Ok((qemu, machine))
+}
+
+/// Starts `elf` on an emulated board with its UART on QEMU's stdio and
+/// instruction counting on; returns the process and the line to the board.
+pub fn start_qemu(board: &Board, elf: &Path) -> Result<(Qemu, HostLink)> {
+    let (qemu, machine) = qemu_for(board)?;
+    let binary = qemu.file_name().and_then(|n| n.to_str()).unwrap_or("qemu");
     let mut child = Command::new(&qemu)
         .args(machine)
         .args(["-display", "none", "-monitor", "none"])
@@ -222,13 +229,8 @@ pub fn emulate(
     let bytes = crate::export::tkd::read(model_path)?;
     let model = Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", model_path.display()))?;
     fit_check(board, &model, model_path)?;
-    if let Runner::Qemu { binary, package, .. } = board.runner {
-        which(binary).with_context(|| {
-            format!("{binary} not found on PATH; install it (Debian/Ubuntu: apt-get install {package})")
-        })?;
-    } else {
-        bail!("{} is a real board: use `tinykd verify --port …` after `tinykd flash`", board.name);
-    }
+    // Before building: a missing QEMU or a real board fails fast.
+    qemu_for(board)?;
     let elf = build_firmware(board, model_path)?;
     let footprint = Footprint::of_elf(&elf)?;
     let (_qemu, link) = start_qemu(board, &elf)?;

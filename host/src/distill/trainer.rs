@@ -49,7 +49,7 @@ pub enum Schedule {
 pub struct TrainConfig {
     /// Optimizer steps (batches) to train for, at most.
     pub steps: usize,
-    /// Steps between validation checks (and learning-rate warm-up unit).
+    /// Steps between validation checks (patience counts these).
     pub eval_every: usize,
     pub batch_size: usize,
     pub learning_rate: f32,

@@ -61,8 +61,8 @@ pub fn quantize(
     check_student_data(&ck.student, &data)?;
     let len = data.sample_len();
     let n = options.samples.map_or(data.train.n, |k| k.clamp(1, data.train.n));
-    let calib: Vec<f32> = if n == data.train.n {
-        data.train.x.clone()
+    let calib: std::borrow::Cow<'_, [f32]> = if n == data.train.n {
+        std::borrow::Cow::Borrowed(&data.train.x)
     } else {
         (0..n).flat_map(|i| data.train.sample(i * data.train.n / n, len).iter().copied()).collect()
     };

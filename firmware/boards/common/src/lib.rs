@@ -4,7 +4,7 @@
 //!
 //! A board crate is its HAL's (or its emulated UART's) serial port, its
 //! counter and its `memory.x`: its `main` calls [`run`] through the
-//! [`board_main!`] macro and does nothing else.
+//! `cortex_m_board!` or `riscv_board!` macro and does nothing else.
 #![no_std]
 
 #[cfg(feature = "riscv")]
@@ -73,6 +73,7 @@ macro_rules! embedded_model {
         struct Aligned<T: ?Sized>(T);
         static MODEL: &Aligned<[u8; MODEL_LEN]> = &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/model.tkd")));
         /// Receive buffer: one input frame's payload (and room for small frames).
+        #[allow(dead_code)]
         const RX_BYTES: usize = if INPUT_LEN > 16 { INPUT_LEN } else { 16 };
     };
 }

@@ -11,19 +11,7 @@ use core::hint::black_box;
 use cortex_m_rt::entry;
 use tinykd_runtime::Model;
 
-include!(concat!(env!("OUT_DIR"), "/model_info.rs"));
-
-#[repr(C, align(16))]
-struct Aligned<T: ?Sized>(T);
-
-static MODEL: &Aligned<[u8; MODEL_LEN]> = &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/model.tkd")));
-
-#[panic_handler]
-fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
-    loop {
-        cortex_m::asm::wfi();
-    }
-}
+tinykd_board::embedded_model!();
 
 #[entry]
 fn main() -> ! {

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian/Ubuntu machine:
 # the embedded Rust targets, QEMU (Arm and RISC-V) and the onnxruntime wheel
-# (its libonnxruntime.so is what the `ort` backend loads). Idempotent.
+# (its libonnxruntime.so is what the `ort` backend loads), and the
+# tflite-micro wheel (TFLite Micro's interpreter, for the TFLite export's
+# bit-exactness test). Idempotent.
 set -euo pipefail
 
 as_root() {
@@ -28,5 +30,11 @@ if ! python3 -c "import onnxruntime" 2>/dev/null; then
     echo "setup: onnxruntime wheel"
     python3 -m pip install --quiet --disable-pip-version-check "onnxruntime==1.31.*" \
         || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "onnxruntime==1.31.*"
+fi
+if ! python3 -c "import tflite_micro" 2>/dev/null; then
+    # TensorFlow Lite Micro's interpreter: the reference the TFLite export is tested against.
+    echo "setup: tflite-micro wheel"
+    python3 -m pip install --quiet --disable-pip-version-check "tflite-micro==0.dev20261023182759" \
+        || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "tflite-micro==0.dev20261023182759"
 fi
 echo "setup: done"

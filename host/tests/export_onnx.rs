@@ -93,8 +93,14 @@ fn export_refuses_the_wrong_model_kind_and_writes_nothing() {
     let o = tinykd(&["export", "--model", "s.ckpt", "--format", "c", "--out", "x.h"], d);
     assert_clean_failure(&o, "quantize the checkpoint first");
     assert!(!d.join("x.h").exists());
-    let o = tinykd(&["export", "--model", "s.ckpt", "--format", "tflite", "--out", "x.tflite"], d);
-    assert!(!o.status.success() && stderr(&o).contains("invalid value 'tflite'"), "{}", stderr(&o));
+    for format in ["tflite", "onnx-qdq"] {
+        let o = tinykd(&["export", "--model", "s.ckpt", "--format", format, "--out", "x.out"], d);
+        assert_clean_failure(&o, "quantize the checkpoint first");
+        assert!(!d.join("x.out").exists());
+    }
+    let o = tinykd(&["export", "--model", tkd.to_str().unwrap(), "--format", "keras", "--out", "x.out"], d);
+    assert!(!o.status.success() && stderr(&o).contains("invalid value 'keras'"), "{}", stderr(&o));
+    assert!(!d.join("x.out").exists());
 }
 
 #[test]

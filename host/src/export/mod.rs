@@ -1,9 +1,10 @@
-//! Artefact writers: the `.tkd` blob, the float student as ONNX, the blob
-//! as Rust or C source.
+//! Artefact writers: the `.tkd` blob, the float student as ONNX, the int8
+//! student as QDQ ONNX or TFLite, the blob as Rust or C source.
 
 pub mod onnx;
 pub mod qdq;
 pub mod source;
+pub mod tflite;
 pub mod tkd;
 
 use std::path::Path;
@@ -17,6 +18,8 @@ pub enum Format {
     Onnx,
     /// The int8 student (.tkd) as ONNX with QuantizeLinear/DequantizeLinear (QDQ).
     OnnxQdq,
+    /// The int8 student (.tkd) as a TensorFlow Lite flatbuffer (TFLite Micro, Netron).
+    Tflite,
     /// The int8 student (.tkd) as Rust source: `MODEL`, `ARENA_BYTES`, `MODEL_OPS`.
     Rust,
     /// The int8 student (.tkd) as a C header: `tinykd_model[]`, `TINYKD_ARENA_BYTES`, …
@@ -34,13 +37,17 @@ pub fn export(model: &Path, format: Format, out: &Path) -> Result<()> {
                 .with_context(|| format!("{}: cannot export to ONNX", model.display()))?
         }
         (Format::Onnx, "tkd") => bail!(
-            "{}: --format onnx exports the float student: give its .ckpt (an int8 .tkd goes to rust or c)",
+            "{}: --format onnx exports the float student: give its .ckpt (an int8 .tkd goes to onnx-qdq, tflite, rust or c)",
             model.display()
         ),
         (Format::OnnxQdq, "tkd") => {
             let blob = tkd::read(model)?;
             qdq::int8_model(&blob, tkd::data_layout(&blob).unwrap_or_default())
                 .with_context(|| format!("{}: cannot export to ONNX QDQ", model.display()))?
+        }
+        (Format::Tflite, "tkd") => {
+            let blob = tkd::read(model)?;
+            tflite::int8_model(&blob).with_context(|| format!("{}: cannot export to TFLite", model.display()))?
         }
         (Format::Rust | Format::C, "tkd") => {
             let blob = tkd::read(model)?;
@@ -51,9 +58,10 @@ pub fn export(model: &Path, format: Format, out: &Path) -> Result<()> {
             }
             .into_bytes()
         }
-        (Format::OnnxQdq, "ckpt" | "json") => bail!(
-            "{}: --format onnx-qdq exports the int8 student: quantize the checkpoint first (tinykd quantize … --out student.tkd)",
-            model.display()
+        (Format::OnnxQdq | Format::Tflite, "ckpt" | "json") => bail!(
+            "{}: --format {} exports the int8 student: quantize the checkpoint first (tinykd quantize … --out student.tkd)",
+            model.display(),
+            if format == Format::Tflite { "tflite" } else { "onnx-qdq" }
         ),
         (Format::Rust | Format::C, "ckpt" | "json") => bail!(
             "{}: --format {} embeds the int8 model: quantize the checkpoint first (tinykd quantize … --out student.tkd)",

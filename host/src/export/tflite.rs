@@ -1,0 +1,438 @@
+//! The int8 student (`.tkd`) as a TensorFlow Lite flatbuffer, in TFLite's
+//! own schema (types generated from `schema.fbs` by planus, crate
+//! `tinykd-tflite-schema`), for TensorFlow Lite Micro, a vendor SDK or Netron.
+//!
+//! The blob's arithmetic *is* the TFLite int8 spec, so the export is a
+//! re-labelling, not a conversion: TFLM recomputes every requantization
+//! multiplier from the float scales written here (`s_in · s_w / s_out` in
+//! double, `QuantizeMultiplier`), exactly as `tinykd quantize` computed them,
+//! and derives the same ReLU clamps from the output scale. The exporter
+//! re-derives both and refuses a blob whose stored values differ, so a
+//! `.tflite` it writes computes what the device computes, bit for bit (the
+//! test suite runs TFLM's interpreter to prove it).
+//!
+//! Layout: activations NHWC, 1-D data as `[1, 1, L, C]` with 1×K
+//! `CONV_2D`; conv filters `[O, kh, kw, C]` and depthwise `[1, kh, kw, C]`
+//! (the blob's own orders); per-channel int8 weights (quantized dimension
+//! 0, 3 for depthwise), int32 biases at `s_in · s_w`. Global average
+//! pooling is an `AVERAGE_POOL_2D` over the whole map: TFLM's int8 `MEAN`
+//! rescales with a truncated `2^k / n` multiplier and rounds twice, so it
+//! is not the rounded average the runtime computes, while `AVERAGE_POOL_2D`
+//! is (and has optimized CMSIS-NN kernels). A fully connected layer after a
+//! feature map is preceded by a `RESHAPE` to `[1, H·W·C]`.
+
+use anyhow::{Result, bail};
+use tinykd_runtime::format::{Activation, Op};
+use tinykd_runtime::kernels::{ChannelQuant, Clamp};
+use tinykd_runtime::{Model, QuantParams};
+use tinykd_tflite_schema::tflite as tfl;
+
+use crate::quant::quantize_multiplier;
+
+/// The flatbuffer's file identifier (TFLite schema version 3).
+const FILE_IDENTIFIER: [u8; 4] = *b"TFL3";
+
+/// Tensors, buffers, operator codes and operators of the one subgraph.
+#[derive(Default)]
+struct Graph {
+    tensors: Vec<tfl::Tensor>,
+    buffers: Vec<tfl::Buffer>,
+    codes: Vec<(tfl::BuiltinOperator, i32)>,
+    ops: Vec<tfl::Operator>,
+}
+
+fn quantization(scales: Vec<f32>, zero_points: Vec<i64>, dimension: i32) -> Option<Box<tfl::QuantizationParameters>> {
+    Some(Box::new(tfl::QuantizationParameters {
+        scale: Some(scales),
+        zero_point: Some(zero_points),
+        quantized_dimension: dimension,
+        ..Default::default()
+    }))
+}
+
+fn dims(shape: &[usize]) -> Result<Vec<i32>> {
+    shape.iter().map(|d| i32::try_from(*d).map_err(|_| anyhow::anyhow!("dimension {d} is too large"))).collect()
+}
+
+impl Graph {
+    fn new() -> Graph {
+        // Buffer 0 is the schema's empty sentinel, shared by every activation.
+        Graph { buffers: vec![tfl::Buffer::default()], ..Default::default() }
+    }
+
+    fn tensor(
+        &mut self,
+        name: String,
+        shape: &[usize],
+        type_: tfl::TensorType,
+        data: Option<Vec<u8>>,
+        quantization: Option<Box<tfl::QuantizationParameters>>,
+    ) -> Result<i32> {
+        let buffer = match data {
+            Some(d) => {
+                self.buffers.push(tfl::Buffer { data: Some(d), ..Default::default() });
+                u32::try_from(self.buffers.len() - 1)?
+            }
+            None => 0,
+        };
+        self.tensors.push(tfl::Tensor {
+            shape: Some(dims(shape)?),
+            type_,
+            buffer,
+            name: Some(name),
+            quantization,
+            ..Default::default()
+        });
+        Ok(i32::try_from(self.tensors.len() - 1)?)
+    }
+
+    /// An int8 activation tensor quantized with `q`.
+    fn activation(&mut self, name: String, shape: &[usize], q: QuantParams) -> Result<i32> {
+        self.tensor(name, shape, tfl::TensorType::Int8, None, quantization(vec![q.scale], vec![q.zero_point.into()], 0))
+    }
+
+    /// Per-channel int8 weights (zero points 0) quantized along `dimension`.
+    fn weights(&mut self, name: String, shape: &[usize], values: &[i8], scales: &[f32], dimension: i32) -> Result<i32> {
+        let data = values.iter().map(|v| *v as u8).collect();
+        let q = quantization(scales.to_vec(), vec![0; scales.len()], dimension);
+        self.tensor(name, shape, tfl::TensorType::Int8, Some(data), q)
+    }
+
+    /// Per-channel int32 biases at scale `s_in · s_w`.
+    fn bias(&mut self, name: String, values: &[i32], scales: &[f32]) -> Result<i32> {
+        let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let q = quantization(scales.to_vec(), vec![0; scales.len()], 0);
+        self.tensor(name, &[values.len()], tfl::TensorType::Int32, Some(data), q)
+    }
+
+    fn op(
+        &mut self,
+        code: tfl::BuiltinOperator,
+        version: i32,
+        inputs: Vec<i32>,
+        output: i32,
+        options: tfl::BuiltinOptions,
+    ) {
+        let index = match self.codes.iter().position(|(c, _)| *c == code) {
+            Some(i) => i,
+            None => {
+                self.codes.push((code, version));
+                self.codes.len() - 1
+            }
+        };
+        self.ops.push(tfl::Operator {
+            opcode_index: index as u32,
+            inputs: Some(inputs),
+            outputs: Some(vec![output]),
+            builtin_options: Some(options),
+            ..Default::default()
+        });
+    }
+
+    /// `RESHAPE` of tensor `from` (quantized with `q`) to `shape`.
+    fn reshape(&mut self, from: i32, shape: &[usize], q: QuantParams, name: String) -> Result<i32> {
+        let new_shape = dims(shape)?;
+        let data = new_shape.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let shape_tensor =
+            self.tensor(format!("{name}/shape"), &[shape.len()], tfl::TensorType::Int32, Some(data), None)?;
+        let out = self.activation(name, shape, q)?;
+        let options = tfl::BuiltinOptions::ReshapeOptions(Box::new(tfl::ReshapeOptions { new_shape: Some(new_shape) }));
+        self.op(tfl::BuiltinOperator::Reshape, 1, vec![from, shape_tensor], out, options);
+        Ok(out)
+    }
+}
+
+/// TFLite's clamp for a fused activation (`CalculateActivationRangeQuantized`):
+/// the quantized 0 (and 6), with the same float rounding.
+fn tflite_clamp(a: Activation, out: QuantParams) -> Clamp {
+    let q = |f: f32| (out.zero_point + (f / out.scale).round() as i32).clamp(-128, 127) as i8;
+    match a {
+        Activation::None => Clamp { min: -128, max: 127 },
+        Activation::Relu => Clamp { min: q(0.0), max: 127 },
+        Activation::Relu6 => Clamp { min: q(0.0), max: q(6.0) },
+    }
+}
+
+fn fused(a: Activation) -> tfl::ActivationFunctionType {
+    match a {
+        Activation::None => tfl::ActivationFunctionType::None,
+        Activation::Relu => tfl::ActivationFunctionType::Relu,
+        Activation::Relu6 => tfl::ActivationFunctionType::Relu6,
+    }
+}
+
+fn padding(p: u16) -> tfl::Padding {
+    if p == 1 { tfl::Padding::Same } else { tfl::Padding::Valid }
+}
+
+/// Encodes the `.tkd` `blob` as a `.tflite` flatbuffer.
+pub fn int8_model(blob: &[u8]) -> Result<Vec<u8>> {
+    let m = Model::from_bytes(blob).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let layers = m.layers().collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let internal: Vec<usize> = m.input_shape().iter().map(|d| *d as usize).collect();
+    let Some([c, h, w]) = crate::student::geometry::as_chw(&internal) else {
+        bail!("input shape {internal:?} is not a [L], [C, L] or [C, H, W] sample");
+    };
+    let mut g = Graph::new();
+    let mut in_q = m.input_quant();
+    // A model starting with a fully connected layer takes a flat `[1, N]`
+    // input, any other an NHWC map.
+    let flat_input = matches!(layers.first().map(|l| l.op), Some(Op::FullyConnected));
+    let mut shape: Vec<usize> = if flat_input { vec![1, c * h * w] } else { vec![1, h, w, c] };
+    let input = g.activation("input".into(), &shape, in_q)?;
+    let mut current = input;
+
+    for (i, l) in layers.iter().enumerate() {
+        let p = l.params.map(usize::from);
+        let name = |kind: &str| format!("{i:02}_{kind}");
+        let expected = tflite_clamp(l.activation, l.output);
+        if l.clamp != expected {
+            bail!(
+                "layer {i}: its output clamp [{}, {}] is not the one TFLite derives for {:?} at scale {} (zero point {}): [{}, {}]",
+                l.clamp.min,
+                l.clamp.max,
+                l.activation,
+                l.output.scale,
+                l.output.zero_point,
+                expected.min,
+                expected.max
+            );
+        }
+        let entries: Vec<ChannelQuant> =
+            (0..l.channel_count).filter_map(|o| ChannelQuant::read(m.channel_table(l), o)).collect();
+        let w_scales: Vec<f32> = (0..l.channel_count).filter_map(|o| m.weight_scale(l, o)).collect();
+        if entries.len() != l.channel_count || w_scales.len() != l.channel_count {
+            bail!("layer {i}: channel table or weight scales are truncated");
+        }
+        // TFLite recomputes each channel's multiplier from the float scales.
+        for (o, (q, s_w)) in entries.iter().zip(&w_scales).enumerate() {
+            let real = in_q.scale as f64 * *s_w as f64 / l.output.scale as f64;
+            if quantize_multiplier(real) != (q.multiplier, q.shift) {
+                bail!(
+                    "layer {i} channel {o}: multiplier {} · 2^{} is not what TFLite derives from the stored scales ({real:e})",
+                    q.multiplier,
+                    q.shift
+                );
+            }
+        }
+        let b_scales: Vec<f32> = w_scales.iter().map(|s| s * in_q.scale).collect();
+        let weights = m.weights(l);
+        match l.op {
+            Op::FullyConnected => {
+                let (inf, outf) = (p[0], p[1]);
+                if shape.len() != 2 {
+                    shape = vec![1, inf];
+                    current = g.reshape(current, &shape, in_q, name("flatten"))?;
+                }
+                // The stored bias has −z_in · Σw folded in (see tinykd_runtime::format).
+                let bias: Vec<i32> = entries
+                    .iter()
+                    .enumerate()
+                    .map(|(o, q)| {
+                        let sum: i32 = weights[o * inf..(o + 1) * inf].iter().map(|v| *v as i32).sum();
+                        q.bias.wrapping_add(in_q.zero_point.wrapping_mul(sum))
+                    })
+                    .collect();
+                let wt = g.weights(name("dense/weights"), &[outf, inf], weights, &w_scales, 0)?;
+                let bs = g.bias(name("dense/bias"), &bias, &b_scales)?;
+                shape = vec![1, outf];
+                let out = g.activation(name("dense"), &shape, l.output)?;
+                let options = tfl::BuiltinOptions::FullyConnectedOptions(Box::new(tfl::FullyConnectedOptions {
+                    fused_activation_function: fused(l.activation),
+                    ..Default::default()
+                }));
+                g.op(tfl::BuiltinOperator::FullyConnected, 4, vec![current, wt, bs], out, options);
+                current = out;
+            }
+            Op::Conv2d | Op::DepthwiseConv2d => {
+                let (ih, iw, ic, oc, kh, kw, stride) = (p[0], p[1], p[2], p[3], p[4], p[5], p[6]);
+                let pad = padding(l.params[7]);
+                let window = crate::student::geometry::window2d([ic, ih, iw], [kh, kw], stride, pad_spec(pad)).0;
+                let bias: Vec<i32> = entries.iter().map(|q| q.bias).collect();
+                let stride = i32::try_from(stride)?;
+                let (wt, code, options, kind) = if l.op == Op::Conv2d {
+                    let wt = g.weights(name("conv/filter"), &[oc, kh, kw, ic], weights, &w_scales, 0)?;
+                    let options = tfl::BuiltinOptions::Conv2DOptions(Box::new(tfl::Conv2DOptions {
+                        padding: pad,
+                        stride_w: stride,
+                        stride_h: stride,
+                        fused_activation_function: fused(l.activation),
+                        dilation_w_factor: 1,
+                        dilation_h_factor: 1,
+                        ..Default::default()
+                    }));
+                    (wt, tfl::BuiltinOperator::Conv2d, options, "conv")
+                } else {
+                    let wt = g.weights(name("depthwise/filter"), &[1, kh, kw, ic], weights, &w_scales, 3)?;
+                    let options = tfl::BuiltinOptions::DepthwiseConv2DOptions(Box::new(tfl::DepthwiseConv2DOptions {
+                        padding: pad,
+                        stride_w: stride,
+                        stride_h: stride,
+                        depth_multiplier: 1,
+                        fused_activation_function: fused(l.activation),
+                        dilation_w_factor: 1,
+                        dilation_h_factor: 1,
+                    }));
+                    (wt, tfl::BuiltinOperator::DepthwiseConv2d, options, "depthwise")
+                };
+                let bs = g.bias(name(&format!("{kind}/bias")), &bias, &b_scales)?;
+                shape = vec![1, window[0], window[1], oc];
+                let out = g.activation(name(kind), &shape, l.output)?;
+                g.op(code, 3, vec![current, wt, bs], out, options);
+                current = out;
+            }
+            Op::MaxPool2d | Op::AvgPool2d | Op::GlobalAvgPool => {
+                let (ih, iw, ch) = (p[0], p[1], p[2]);
+                let (ph, pw, stride, pad) = match l.op {
+                    Op::GlobalAvgPool => (ih, iw, 1, tfl::Padding::Valid),
+                    _ => (p[3], p[4], p[5], padding(l.params[6])),
+                };
+                let window = crate::student::geometry::window2d([ch, ih, iw], [ph, pw], stride, pad_spec(pad)).0;
+                let (code, kind) = match l.op {
+                    Op::MaxPool2d => (tfl::BuiltinOperator::MaxPool2d, "max_pool"),
+                    Op::AvgPool2d => (tfl::BuiltinOperator::AveragePool2d, "average_pool"),
+                    _ => (tfl::BuiltinOperator::AveragePool2d, "global_average_pool"),
+                };
+                let options = tfl::BuiltinOptions::Pool2DOptions(Box::new(tfl::Pool2DOptions {
+                    padding: pad,
+                    stride_w: i32::try_from(stride)?,
+                    stride_h: i32::try_from(stride)?,
+                    filter_width: i32::try_from(pw)?,
+                    filter_height: i32::try_from(ph)?,
+                    fused_activation_function: fused(l.activation),
+                }));
+                shape = vec![1, window[0], window[1], ch];
+                let out = g.activation(name(kind), &shape, l.output)?;
+                g.op(code, 2, vec![current], out, options);
+                current = out;
+            }
+        }
+        in_q = l.output;
+    }
+    if shape.len() != 2 {
+        shape = vec![1, m.class_count()];
+        current = g.reshape(current, &shape, in_q, "logits".into())?;
+    }
+    if let Some(t) = g.tensors.get_mut(current as usize) {
+        t.name = Some("logits".into());
+    }
+
+    let operator_codes = g
+        .codes
+        .iter()
+        .map(|(code, version)| tfl::OperatorCode {
+            // Codes below 127 are also written to the deprecated byte field,
+            // which older readers use.
+            deprecated_builtin_code: (*code as i32).min(127) as i8,
+            builtin_code: *code,
+            version: *version,
+            custom_code: None,
+        })
+        .collect();
+    let model = tfl::Model {
+        version: 3,
+        operator_codes: Some(operator_codes),
+        subgraphs: Some(vec![tfl::SubGraph {
+            tensors: Some(g.tensors),
+            inputs: Some(vec![input]),
+            outputs: Some(vec![current]),
+            operators: Some(g.ops),
+            name: Some("main".into()),
+            ..Default::default()
+        }]),
+        description: Some(format!("tinykd int8 student, CRC-32 {:#010x}", m.crc())),
+        buffers: Some(g.buffers),
+        ..Default::default()
+    };
+    let mut builder = planus::Builder::new();
+    let mut bytes = builder.finish(&model, None).to_vec();
+    insert_file_identifier(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Puts TFLite's file identifier where FlatBuffers readers look for it:
+/// bytes 4..8, after the root offset. (planus 1.3.0's `finish` with an
+/// identifier writes the two words in the opposite order, which TFLite
+/// cannot read.) Every other offset is relative to its own position, so
+/// inserting 4 bytes moves only the root: its offset grows by 4. Alignment
+/// inside the buffer stays a multiple of 4, all the schema needs here (no
+/// 8-byte field is written).
+fn insert_file_identifier(bytes: &mut Vec<u8>) -> Result<()> {
+    let Some(root) = bytes.get(0..4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes) else {
+        bail!("the flatbuffer builder returned {} bytes", bytes.len());
+    };
+    bytes.splice(0..4, (root + 4).to_le_bytes().into_iter().chain(FILE_IDENTIFIER));
+    Ok(())
+}
+
+fn pad_spec(p: tfl::Padding) -> crate::student::spec::Padding {
+    if p == tfl::Padding::Same { crate::student::spec::Padding::Same } else { crate::student::spec::Padding::Valid }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use planus::ReadAsRoot;
+
+    fn read(bytes: &[u8]) -> tfl::Model {
+        assert_eq!(&bytes[4..8], b"TFL3", "file identifier after the root offset");
+        tfl::ModelRef::read_as_root(bytes).unwrap().try_into().unwrap()
+    }
+
+    #[test]
+    fn cnn_reads_back_with_tflites_operators_and_shapes() {
+        let blob = include_bytes!("../../../firmware/runtime/fuzz/corpus/cnn1d.tkd");
+        let m = read(&int8_model(blob).unwrap());
+        let codes: Vec<_> = m.operator_codes.unwrap().iter().map(|c| c.builtin_code).collect();
+        assert!(codes.contains(&tfl::BuiltinOperator::Conv2d) && codes.contains(&tfl::BuiltinOperator::FullyConnected));
+        let g = &m.subgraphs.unwrap()[0];
+        let tensors = g.tensors.as_ref().unwrap();
+        let input = &tensors[g.inputs.as_ref().unwrap()[0] as usize];
+        // MNIST-1D: 40 steps, one channel, as a 1 × 40 image.
+        assert_eq!(input.shape.as_deref(), Some(&[1, 1, 40, 1][..]));
+        assert_eq!(input.type_, tfl::TensorType::Int8);
+        let output = &tensors[g.outputs.as_ref().unwrap()[0] as usize];
+        assert_eq!(output.shape.as_deref(), Some(&[1, 10][..]));
+        assert_eq!(output.name.as_deref(), Some("logits"));
+        // Every constant has its own non-empty buffer; activations share buffer 0.
+        let buffers = m.buffers.unwrap();
+        assert!(buffers[0].data.is_none());
+        for t in tensors {
+            let name = t.name.as_deref().unwrap_or("");
+            if name.ends_with("/filter") || name.ends_with("/weights") || name.ends_with("/bias") {
+                assert!(buffers[t.buffer as usize].data.as_ref().is_some_and(|d| !d.is_empty()), "{name}");
+                let q = t.quantization.as_ref().unwrap();
+                // Per channel: one scale per index of the quantized dimension.
+                let shape = t.shape.as_ref().unwrap();
+                assert_eq!(q.scale.as_ref().unwrap().len(), shape[q.quantized_dimension as usize] as usize, "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn clamps_follow_tflites_activation_range() {
+        let q = QuantParams { scale: 0.05, zero_point: -10 };
+        assert_eq!(tflite_clamp(Activation::None, q), Clamp { min: -128, max: 127 });
+        assert_eq!(tflite_clamp(Activation::Relu, q), Clamp { min: -10, max: 127 });
+        // 6 / 0.05 = 120 → −10 + 120 = 110.
+        assert_eq!(tflite_clamp(Activation::Relu6, q), Clamp { min: -10, max: 110 });
+        // Saturates at the int8 range.
+        assert_eq!(tflite_clamp(Activation::Relu6, QuantParams { scale: 0.01, zero_point: -128 }).max, 127);
+    }
+
+    #[test]
+    fn a_blob_whose_multiplier_tflite_would_not_derive_is_refused() {
+        let mut blob = include_bytes!("../../../firmware/runtime/fuzz/corpus/mlp.tkd").to_vec();
+        let m = Model::from_bytes(&blob).unwrap();
+        let l = m.layers().next().unwrap().unwrap();
+        // Channel 0's multiplier is the second i32 of its table entry.
+        let at = l.channels_offset + 4;
+        let v = i32::from_le_bytes(blob[at..at + 4].try_into().unwrap()) + 1;
+        blob[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        let crc = tinykd_runtime::format::CRC.checksum(&blob[tinykd_runtime::format::CRC_START..]);
+        blob[12..16].copy_from_slice(&crc.to_le_bytes());
+        let err = int8_model(&blob).unwrap_err().to_string();
+        assert!(err.contains("not what TFLite derives"), "{err}");
+    }
+}

@@ -1,0 +1,155 @@
+#![allow(clippy::unwrap_used)]
+//! The TFLite export runs in TensorFlow Lite Micro's own interpreter (the
+//! `tflite-micro` wheel, through scripts/tflm_run.py) with int8 outputs
+//! identical to tinykd-runtime's, byte for byte, on every sample: single
+//! layers of every kind on random inputs, and whole students (1-D CNN, MLP,
+//! 2-D CNNs with depthwise and both pools) on their data's test split.
+//!
+//! `TINYKD_SKIP_TFLM=1` skips it on a machine without the wheel;
+//! `TINYKD_PYTHON` names the interpreter (default `python3`).
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use rand::{Rng, SeedableRng};
+use tinykd::export::{Format, export};
+use tinykd::student::{Layer, Student};
+
+fn python() -> String {
+    std::env::var("TINYKD_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Writes int8 samples as an `.npy` of shape `[n, len]`.
+fn write_npy_i8(path: &Path, x: &[i8], n: usize) {
+    let mut buf = Vec::new();
+    {
+        use npyz::WriterBuilder;
+        let mut w = npyz::WriteOptions::new()
+            .default_dtype()
+            .shape(&[n as u64, (x.len() / n) as u64])
+            .writer(&mut buf)
+            .begin_nd()
+            .unwrap();
+        w.extend(x.iter().copied()).unwrap();
+        w.finish().unwrap();
+    }
+    std::fs::write(path, buf).unwrap();
+}
+
+/// Exports `blob` to TFLite, runs the quantized inputs `q` (n samples,
+/// device layout) through TFLM and through the runtime, and returns the
+/// number of samples whose int8 outputs are identical, and the file size.
+fn tflm_agreement(name: &str, blob: &[u8], q: &[i8], n: usize) -> (usize, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let tkd = dir.path().join(format!("{name}.tkd"));
+    std::fs::write(&tkd, blob).unwrap();
+    let tflite = dir.path().join(format!("{name}.tflite"));
+    export(&tkd, Format::Tflite, &tflite).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    let inputs = dir.path().join("inputs.npy");
+    write_npy_i8(&inputs, q, n);
+    let outputs = dir.path().join("outputs.npy");
+    let run = std::process::Command::new(python())
+        .arg(repo().join("scripts/tflm_run.py"))
+        .args([&tflite, &inputs, &outputs])
+        .output()
+        .expect("run python3");
+    assert!(
+        run.status.success(),
+        "{name}: TFLite Micro failed (install the tflite-micro wheel or set TINYKD_SKIP_TFLM=1): {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let tflm: Vec<i8> = npyz::NpyFile::new(std::fs::File::open(&outputs).unwrap()).unwrap().into_vec().unwrap();
+    let model = tinykd_runtime::Model::from_bytes(blob).unwrap();
+    let (_, device) = tinykd::pipeline::run_quantized(&model, q, n).unwrap();
+    assert_eq!(tflm.len(), device.len(), "{name}: output lengths differ");
+    let row = device.len() / n;
+    let same = device.chunks_exact(row).zip(tflm.chunks_exact(row)).filter(|(a, b)| a == b).count();
+    let size = std::fs::metadata(&tflite).unwrap().len() as usize;
+    eprintln!("{name}: TFLM identical on {same}/{n} samples ({size} B .tflite, {} B .tkd)", blob.len());
+    (same, size)
+}
+
+/// A random student with non-trivial BatchNorm statistics, quantized on `x`.
+fn random_blob(spec: &str, shape: &[usize], classes: Option<usize>, x: &[f32], n: usize, seed: u64) -> Vec<u8> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut s = match classes {
+        Some(c) => Student::from_spec(spec, shape, c, &mut rng).unwrap(),
+        None => Student::from_spec_any_output(spec, shape, &mut rng).unwrap(),
+    };
+    for layer in &mut s.layers {
+        if let Layer::BatchNorm(bn) = layer {
+            bn.running_mean.iter_mut().for_each(|m| *m = rng.random_range(-0.5..0.5));
+            bn.running_var.iter_mut().for_each(|v| *v = rng.random_range(0.5..2.0));
+        }
+    }
+    let q = tinykd::quant::quantize_student(&s, x, n, tinykd::quant::Calibration::Mse).unwrap();
+    tinykd::export::tkd::encode(&q).unwrap()
+}
+
+fn skip() -> bool {
+    std::env::var_os("TINYKD_SKIP_TFLM").is_some()
+}
+
+#[test]
+fn every_layer_kind_is_bit_identical_in_tflite_micro() {
+    if skip() {
+        return;
+    }
+    let cases: [(&str, &[usize]); 12] = [
+        ("dense(16) relu", &[40]),
+        ("dense(12) relu6 dense(7)", &[33]),
+        ("conv1d(8,k5,s2) relu", &[1, 40]),
+        ("conv1d(6,k3,valid) relu6", &[4, 20]),
+        ("conv1d(5,k4,s2) bn relu", &[3, 17]),
+        ("conv2d(6,k3,s2) relu", &[3, 9, 9]),
+        ("dwconv2d(k3) relu", &[4, 8, 8]),
+        ("dwconv1d(k5,s2) relu6", &[6, 21]),
+        ("conv1d(4,k3) maxpool(3,s2)", &[2, 20]),
+        ("conv1d(4,k3) avgpool(2)", &[2, 20]),
+        ("conv2d(4,k3) avgpool(3,s1)", &[2, 8, 8]),
+        ("conv2d(5,k3) gap", &[2, 6, 6]),
+    ];
+    for (k, (spec, shape)) in cases.iter().enumerate() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(100 + k as u64);
+        let len: usize = shape.iter().product();
+        let n = 64;
+        let x: Vec<f32> = (0..n * len).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let blob = random_blob(spec, shape, None, &x, n, k as u64);
+        let model = tinykd_runtime::Model::from_bytes(&blob).unwrap();
+        let q = tinykd::pipeline::quantize_inputs(&model, &x);
+        let (same, _) = tflm_agreement(&format!("layer{k}"), &blob, &q, n);
+        assert_eq!(same, n, "{spec}: TFLite Micro differs on {} of {n} samples", n - same);
+    }
+}
+
+#[test]
+fn whole_students_are_bit_identical_in_tflite_micro_on_the_test_split() {
+    if skip() {
+        return;
+    }
+    let load = |name: &str| {
+        tinykd::data::Dataset::load(&models().join("data").join(name), tinykd::data::LoadOptions::default()).unwrap()
+    };
+    let (mnist1d, digits) = (load("mnist1d.npz"), load("digits.npz"));
+    let corpus = repo().join("firmware/runtime/fuzz/corpus");
+    let mut students: Vec<(String, Vec<u8>, &tinykd::data::Dataset)> = Vec::new();
+    for (file, data) in [("cnn1d.tkd", &mnist1d), ("mlp.tkd", &mnist1d), ("cnn2d_maxpool.tkd", &digits)] {
+        students.push((file.into(), std::fs::read(corpus.join(file)).unwrap(), data));
+    }
+    // A 2-D CNN with a depthwise layer and both pools, calibrated on digits.
+    let spec = "conv2d(8,k3) bn relu dwconv2d(k3) relu6 maxpool(2) conv2d(16,k3) relu avgpool(2,s1) gap dense(10)";
+    let calib = 256.min(digits.train.n);
+    let blob =
+        random_blob(spec, &digits.sample_shape, Some(10), &digits.train.x[..calib * digits.sample_len()], calib, 7);
+    students.push(("cnn2d_depthwise_pools".into(), blob, &digits));
+
+    for (name, blob, data) in &students {
+        let model = tinykd_runtime::Model::from_bytes(blob).unwrap();
+        let q = tinykd::pipeline::quantize_inputs(&model, &data.test.x);
+        let n = data.test.n;
+        let (same, _) = tflm_agreement(name, blob, &q, n);
+        assert_eq!(same, n, "{name}: TFLite Micro differs on {} of {n} test samples", n - same);
+    }
+}

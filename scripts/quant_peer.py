@@ -2,13 +2,15 @@
 """onnxruntime's post-training quantization beside tinykd's, on the same student.
 
     python3 scripts/quant_peer.py STUDENT.ckpt DATA.npz [--tinykd target/release/tinykd] [--samples 1000]
+        [--qat-steps 1000]
 
 Exports the float student to ONNX with tinykd, quantizes it with
 onnxruntime's `quantize_static` (QDQ, per-channel int8 weights, int8
 activations, MinMax calibration on the same evenly spaced train samples
 tinykd calibrates on with --calibration-samples), and prints test accuracy
-of: the float ONNX, onnxruntime's int8, and tinykd's int8 with each
-calibration method. Needs the `onnx` and `onnxruntime` Python packages
+of: the float ONNX, onnxruntime's int8, tinykd's post-training int8 with
+each calibration method, and tinykd's quantization-aware int8 (QAT with
+the checkpoint's own distillation; run from where its teacher path points). Needs the `onnx` and `onnxruntime` Python packages
 (models/requirements.txt). Only channels-first data (the default layout).
 """
 import argparse
@@ -50,6 +52,8 @@ def main():
     ap.add_argument("data")
     ap.add_argument("--tinykd", default="target/release/tinykd")
     ap.add_argument("--samples", type=int, default=1000)
+    ap.add_argument("--qat-steps", type=int, default=1000,
+                    help="steps of tinykd's quantization-aware training (0: skip)")
     a = ap.parse_args()
     d = np.load(a.data)
     x_train = d["x_train"].astype(np.float32)
@@ -74,6 +78,13 @@ def main():
                    "--calibration-samples", str(n), "--out", tkd)
             r = json.loads(tinykd(a.tinykd, "eval", "--model", tkd, "--data", a.data, "--json"))
             rows.append((f"tinykd PTQ, {method}", r["accuracy"]))
+        if a.qat_steps > 0:
+            for method in ["minmax", "mse"]:
+                tkd = os.path.join(tmp, f"qat_{method}.tkd")
+                tinykd(a.tinykd, "quantize", "--student", a.checkpoint, "--data", a.data, "--calibration", method,
+                       "--calibration-samples", str(n), "--qat-steps", str(a.qat_steps), "--out", tkd)
+                r = json.loads(tinykd(a.tinykd, "eval", "--model", tkd, "--data", a.data, "--json"))
+                rows.append((f"tinykd QAT ({a.qat_steps} steps), {method}", r["accuracy"]))
     print(f"{a.checkpoint} on {a.data} ({n} calibration samples), test accuracy:")
     for label, acc in rows:
         print(f"  {label:<58} {acc * 100:6.2f} %")

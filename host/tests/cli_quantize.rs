@@ -39,3 +39,44 @@ fn every_calibration_method_reports_its_ranges_and_writes_a_valid_model() {
     let (lo, hi) = accuracies.iter().fold((1f64, 0f64), |(a, b), v| (a.min(*v), b.max(*v)));
     assert!(hi - lo < 0.05, "{accuracies:?}");
 }
+
+/// Quantization-aware training from a distilled checkpoint: uses the
+/// checkpoint's own teacher (cached logits), reports float → PTQ → QAT, and
+/// the written model's accuracy is what `eval` measures on it. Without its
+/// teacher the checkpoint cannot be QAT-trained with its distillation: a
+/// one-line error, nothing written.
+#[test]
+fn qat_fine_tunes_with_the_checkpoints_distillation() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let teacher_src = models().join("teachers/mnist1d_cnn.onnx");
+    let teacher = d.join("teacher.onnx");
+    std::fs::copy(&teacher_src, &teacher).unwrap();
+    let data = models().join("data/mnist1d.npz");
+    let mut args = distill_args(&teacher, &data, "conv1d(8,k5,s2) bn relu conv1d(16,k3,s2) relu gap dense(10)");
+    args.extend(["--steps", "300", "--no-baseline", "--out", "s.ckpt"].map(String::from));
+    let o = tinykd_owned(&args, d);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let data = data.to_str().unwrap();
+    let o = tinykd(&["quantize", "--student", "s.ckpt", "--data", data, "--qat-steps", "150", "--out", "qat.tkd"], d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = stdout(&o);
+    let line = |needle: &str| s.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("no '{needle}' in {s}"));
+    let percent = |l: &str| -> f64 {
+        let t = l.split("test accuracy").nth(1).unwrap().trim_start();
+        t[..t.find('%').unwrap()].trim().parse().unwrap()
+    };
+    let _ptq = percent(line("post-training"));
+    let qat = percent(line("150 QAT steps"));
+    assert!(stderr(&o).contains("quantization-aware training: 150 steps"), "{}", stderr(&o));
+    let o = tinykd(&["eval", "--model", "qat.tkd", "--data", data, "--json"], d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let eval = json(&o)["accuracy"].as_f64().unwrap() * 100.0;
+    assert!((eval - qat).abs() < 0.006, "quantize says {qat} %, eval {eval} %");
+
+    std::fs::remove_file(&teacher).unwrap();
+    let o = tinykd(&["quantize", "--student", "s.ckpt", "--data", data, "--qat-steps", "10", "--out", "x.tkd"], d);
+    assert_clean_failure(&o, "is not there");
+    assert!(!d.join("x.tkd").exists());
+}

@@ -227,7 +227,7 @@ fn qdq_export_runs_in_onnxruntime_with_the_runtimes_answers() {
     // Whole students: roundings compound through the layers.
     let corpus = repo().join("firmware/runtime/fuzz/corpus");
     for (tkd, data, min_agree) in
-        [("cnn1d.tkd", "mnist1d.npz", 0.99), ("mlp.tkd", "mnist1d.npz", 1.0), ("cnn2d_maxpool.tkd", "digits.npz", 0.99)]
+        [("cnn1d.tkd", "mnist1d.npz", 0.997), ("mlp.tkd", "mnist1d.npz", 1.0), ("cnn2d_maxpool.tkd", "digits.npz", 1.0)]
     {
         let d = tinykd::data::Dataset::load(&models().join("data").join(data), tinykd::data::LoadOptions::default())
             .unwrap();

@@ -50,7 +50,13 @@ pub fn make_student(
     let ckpt = dir.join(format!("{name}.ckpt"));
     out.checkpoint.save(&ckpt)?;
     let macs = out.kd.student.macs_per_sample() as f64;
-    let q = pipeline::quantize(&ckpt, &data, Calibration::Minmax, ReadOptions::default())?;
+    let q = pipeline::quantize(
+        &ckpt,
+        &data,
+        Calibration::Minmax,
+        ReadOptions::default(),
+        &tinykd::progress::Progress::hidden(),
+    )?;
     let tkd = dir.join(format!("{name}.tkd"));
     tinykd::util::write_atomic(&tkd, &q.bytes)?;
     Ok(Student { name, tkd, data, macs })

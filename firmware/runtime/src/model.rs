@@ -500,6 +500,21 @@ impl<'a> Model<'a> {
         Ok(i8_slice(&arena[prev.0..prev.1]))
     }
 
+    /// Runs layer `i` alone on its int8 input (channels-last), writing its
+    /// output: what [`Model::run`] does for that layer. For host tools that
+    /// need every layer's output (quantization-aware training); firmware
+    /// calls [`Model::run_with_ops`].
+    pub fn run_layer_at(&self, i: usize, input: &[i8], output: &mut [i8]) -> Result<(), Error> {
+        let l = self.layer(i)?;
+        if input.len() != l.input_len {
+            return Err(Error::InputLength { expected: l.input_len, found: input.len() });
+        }
+        if output.len() != l.output_len {
+            return Err(Error::InputLength { expected: l.output_len, found: output.len() });
+        }
+        self.run_layer::<ALL_OPS>(&l, input, output)
+    }
+
     /// Runs one validated layer. The parameter decoding cannot fail after
     /// `from_bytes`; if it did, the error surfaces instead of garbage output.
     fn run_layer<const OPS: OpSet>(&self, l: &Layer, input: &[i8], output: &mut [i8]) -> Result<(), Error> {

@@ -194,9 +194,14 @@ pub(super) fn bench(a: BenchArgs, progress: &Progress) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn quantize(a: QuantizeArgs) -> Result<()> {
-    let options = pipeline::QuantizeOptions { calibration: a.calibration, samples: a.calibration_samples };
-    let out = pipeline::quantize(&a.student, &a.data, options, a.read.options())?;
+pub(super) fn quantize(a: QuantizeArgs, progress: &Progress) -> Result<()> {
+    let options = pipeline::QuantizeOptions {
+        calibration: a.calibration,
+        samples: a.calibration_samples,
+        qat_steps: a.qat_steps,
+        qat_learning_rate: a.qat_learning_rate,
+    };
+    let out = pipeline::quantize(&a.student, &a.data, options, a.read.options(), progress)?;
     crate::util::write_atomic(&a.out, &out.bytes)?;
     outln!("activation ranges ({:?} calibration on the train split):", a.calibration);
     for (i, r) in out.ranges.iter().enumerate() {
@@ -211,11 +216,24 @@ pub(super) fn quantize(a: QuantizeArgs) -> Result<()> {
         );
     }
     outln!("float student  test accuracy {}", pct(out.float_accuracy));
-    outln!(
-        "int8 student   test accuracy {}  (agrees with float on {})",
-        pct(out.int8_accuracy),
-        pct(out.float_agreement)
-    );
+    if let Some((r, ptq)) = &out.qat {
+        outln!("int8 student, post-training      test accuracy {}", pct(*ptq));
+        outln!(
+            "int8 student, {} QAT steps  test accuracy {}  (agrees with float on {}; validation {} → {} at step {})",
+            r.steps,
+            pct(out.int8_accuracy),
+            pct(out.float_agreement),
+            r.start_val_accuracy.map_or("-".into(), pct),
+            r.best_val_accuracy.map_or("-".into(), pct),
+            r.best_step
+        );
+    } else {
+        outln!(
+            "int8 student   test accuracy {}  (agrees with float on {})",
+            pct(out.int8_accuracy),
+            pct(out.float_agreement)
+        );
+    }
     outln!("wrote {} ({} bytes)", a.out.display(), out.bytes.len());
     Ok(())
 }

@@ -145,6 +145,9 @@ impl DistillSection {
 struct QuantizeSection {
     calibration: Calibration,
     calibration_samples: Option<usize>,
+    /// Quantization-aware training steps (0: post-training quantization only).
+    qat_steps: usize,
+    qat_learning_rate: Option<f32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,11 +186,15 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
     let read = crate::data::ReadOptions { input_scale: opts.input_scale, layout: Some(opts.layout) };
     let started = std::time::Instant::now();
     let outcome = pipeline::distill(&opts, progress)?;
-    let qopts =
-        pipeline::QuantizeOptions { calibration: cfg.quantize.calibration, samples: cfg.quantize.calibration_samples };
+    let qopts = pipeline::QuantizeOptions {
+        calibration: cfg.quantize.calibration,
+        samples: cfg.quantize.calibration_samples,
+        qat_steps: cfg.quantize.qat_steps,
+        qat_learning_rate: cfg.quantize.qat_learning_rate,
+    };
     let ckpt = out_dir.join("student.ckpt");
     outcome.checkpoint.save(&ckpt)?;
-    let q = pipeline::quantize(&ckpt, &data, qopts, read)?;
+    let q = pipeline::quantize(&ckpt, &data, qopts, read, progress)?;
     let tkd = out_dir.join("student.tkd");
     crate::util::write_atomic(&tkd, &q.bytes)?;
     let baseline_int8 = match &outcome.baseline {
@@ -195,9 +202,9 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
             let p = out_dir.join("baseline.ckpt");
             crate::student::Checkpoint::new(b.student.clone(), json!({"alpha": 0.0, "layout": opts.layout}))
                 .save(&p)?;
-            let bq = pipeline::quantize(&p, &data, qopts, read)?;
+            let bq = pipeline::quantize(&p, &data, qopts, read, progress)?;
             crate::util::write_atomic(&out_dir.join("baseline.tkd"), &bq.bytes)?;
-            Some(bq.int8_accuracy)
+            Some((bq.int8_accuracy, bq.qat.as_ref().map(|(_, ptq)| *ptq)))
         }
         None => None,
     };
@@ -217,9 +224,12 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
         "baseline_steps": outcome.baseline.as_ref().map(|b| b.report.steps),
         "float_test_accuracy": outcome.kd.test_accuracy,
         "int8_test_accuracy": q.int8_accuracy,
+        "ptq_int8_test_accuracy": q.qat.as_ref().map(|(_, ptq)| *ptq),
+        "qat": q.qat.as_ref().map(|(r, _)| r),
         "int8_float_agreement": q.float_agreement,
         "baseline_float_test_accuracy": outcome.baseline.as_ref().map(|b| b.test_accuracy),
-        "baseline_int8_test_accuracy": baseline_int8,
+        "baseline_int8_test_accuracy": baseline_int8.map(|b| b.0),
+        "baseline_ptq_int8_test_accuracy": baseline_int8.and_then(|b| b.1),
         "tkd_bytes": q.bytes.len(),
         "emulation": emulation,
         "seconds": started.elapsed().as_secs_f64(),
@@ -254,14 +264,30 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
         pct(outcome.kd.test_accuracy),
         outcome.kd.report.steps
     );
-    outln!("  distilled student, int8 (.tkd)   test accuracy {}  ({} bytes)", pct(q.int8_accuracy), q.bytes.len());
+    if let Some((r, ptq)) = &q.qat {
+        outln!("  distilled student, int8 PTQ      test accuracy {}", pct(*ptq));
+        outln!(
+            "  distilled student, int8 QAT      test accuracy {}  ({} bytes; {} QAT steps)",
+            pct(q.int8_accuracy),
+            q.bytes.len(),
+            r.steps
+        );
+    } else {
+        outln!("  distilled student, int8 (.tkd)   test accuracy {}  ({} bytes)", pct(q.int8_accuracy), q.bytes.len());
+    }
     if let (Some(b), Some(bi)) = (&outcome.baseline, baseline_int8) {
         outln!(
             "  baseline (α = 0), float          test accuracy {}  ({} optimizer steps)",
             pct(b.test_accuracy),
             b.report.steps
         );
-        outln!("  baseline (α = 0), int8           test accuracy {}", pct(bi));
+        match bi.1 {
+            Some(ptq) => {
+                outln!("  baseline (α = 0), int8 PTQ       test accuracy {}", pct(ptq));
+                outln!("  baseline (α = 0), int8 QAT       test accuracy {}", pct(bi.0));
+            }
+            None => outln!("  baseline (α = 0), int8           test accuracy {}", pct(bi.0)),
+        }
     }
     if let Some(e) = &emulation {
         if let Some(acc) = e.accuracy {

@@ -67,7 +67,7 @@ pub struct TrainConfig {
 
 impl TrainConfig {
     /// Learning rate at `step` of `total`.
-    fn lr_at(&self, step: usize, total: usize) -> f32 {
+    pub(crate) fn lr_at(&self, step: usize, total: usize) -> f32 {
         let warm = self.warmup_steps.min(total);
         if step < warm {
             return self.learning_rate * (step + 1) as f32 / warm as f32;
@@ -149,7 +149,7 @@ pub struct TrainReport {
 }
 
 /// Adam with decoupled weight decay (AdamW) over every parameter tensor.
-struct Adam {
+pub(crate) struct Adam {
     m: Grads,
     v: Grads,
     decay: Vec<Vec<bool>>,
@@ -161,11 +161,11 @@ impl Adam {
     const B2: f32 = 0.999;
     const EPS: f32 = 1e-8;
 
-    fn new(student: &Student) -> Adam {
+    pub(crate) fn new(student: &Student) -> Adam {
         Adam { m: student.zero_grads(), v: student.zero_grads(), decay: student.decay_mask(), t: 0 }
     }
 
-    fn step(&mut self, student: &mut Student, grads: &Grads, lr: f32, wd: f32, optimizer: Optimizer) {
+    pub(crate) fn step(&mut self, student: &mut Student, grads: &Grads, lr: f32, wd: f32, optimizer: Optimizer) {
         if optimizer == Optimizer::Sgd {
             return self.sgd(student, grads, lr, wd);
         }
@@ -227,7 +227,7 @@ fn splits_batches(student: &Student, b: usize, min_macs_per_sync: usize) -> bool
 
 /// Loss of a (part of a) batch and its gradient with respect to the logits,
 /// divided by the full batch size `b`.
-fn batch_loss(
+pub(crate) fn batch_loss(
     logits: &[f32],
     samples: &[usize],
     rows: &[usize],

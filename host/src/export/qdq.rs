@@ -8,8 +8,11 @@
 //! device's `H, W, C` order (a Transpose before the Flatten).
 //!
 //! onnxruntime computes in float between the Q/DQ pairs and requantizes
-//! with float scales, the device with Q31 multipliers: logits agree to one
-//! quantization step, not bit for bit.
+//! with float scales, the device with Q31 multipliers: a layer's output can
+//! differ by one step where the exact value sits within float error of a
+//! rounding boundary. Average pools are written on the int8 values with the
+//! device's rounding (see [`Builder::integer_average`]), since their ties
+//! are frequent, not rare.
 
 use anyhow::{Result, bail};
 use tinykd_runtime::format::{Activation, Op};
@@ -61,6 +64,37 @@ impl Builder {
             ..Default::default()
         });
         out
+    }
+
+    /// An average pool as the device computes it: on the int8 values
+    /// (zero point included), rounded half away from zero. The plain float
+    /// pool followed by QuantizeLinear would round ties to even, and ties
+    /// are common (a mean of two integers), so onnxruntime would disagree
+    /// with the device by one step at every tie. Integers and their
+    /// means are exact in float (a tie is exactly `k + 0.5`, a non-tie at
+    /// least `1 / (2·count)` from one), so the rounding below is exact.
+    fn integer_average(&mut self, pool: &str, attrs: Vec<tract_onnx::pb::AttributeProto>, q: QuantParams) {
+        let s = self.init_f32("scale", &[], &[q.scale]);
+        let z = self.init_raw("zero_point", &[], DataType::Int8, vec![q.zero_point as i8 as u8]);
+        self.op("QuantizeLinear", &[s.clone(), z.clone()], vec![]);
+        self.op("Cast", &[], vec![attr_int("to", DataType::Float as i64)]);
+        self.op(pool, &[], attrs);
+        // round(t) = sign(t) · floor(|t| + 0.5)
+        let sign = self.name("sign");
+        self.nodes.push(tract_onnx::pb::NodeProto {
+            name: sign.clone(),
+            op_type: "Sign".into(),
+            input: vec![self.x.clone()],
+            output: vec![sign.clone()],
+            ..Default::default()
+        });
+        self.op("Abs", &[], vec![]);
+        let half = self.init_f32("half", &[], &[0.5]);
+        self.op("Add", &[half], vec![]);
+        self.op("Floor", &[], vec![]);
+        self.op("Mul", &[sign], vec![]);
+        self.op("Cast", &[], vec![attr_int("to", DataType::Int8 as i64)]);
+        self.op("DequantizeLinear", &[s, z], vec![]);
     }
 
     fn activation(&mut self, a: Activation, out: QuantParams) {
@@ -164,18 +198,17 @@ pub fn int8_model(blob: &[u8], layout: Layout) -> Result<Vec<u8>> {
             Op::MaxPool2d | Op::AvgPool2d => {
                 let (ih, iw, ch, ph, pw, stride) = (p[0], p[1], p[2], p[3], p[4], p[5]);
                 let mut attrs = window_attrs([ch, ih, iw], [ph, pw], stride, padding(p[6] as u16), one_d);
-                let op = if l.op == Op::MaxPool2d {
-                    "MaxPool"
+                if l.op == Op::MaxPool2d {
+                    b.op("MaxPool", &[], attrs);
                 } else {
                     attrs.push(attr_int("count_include_pad", 0));
-                    "AveragePool"
-                };
-                b.op(op, &[], attrs);
+                    b.integer_average("AveragePool", attrs, in_q);
+                }
                 let (out, _) = crate::student::geometry::window2d([ch, ih, iw], [ph, pw], stride, padding(p[6] as u16));
                 chw = [ch, out[0], out[1]];
             }
             Op::GlobalAvgPool => {
-                b.op("GlobalAveragePool", &[], vec![]);
+                b.integer_average("GlobalAveragePool", vec![], in_q);
                 chw = [chw[0], 1, 1];
             }
         }

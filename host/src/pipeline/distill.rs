@@ -357,6 +357,70 @@ pub fn prepare_for(opts: &DistillOptions, specs: &[&str], progress: &Progress) -
     })
 }
 
+/// The rows a student trains on: every training row with the teacher's
+/// logits when it has a teacher term (α > 0), else — without a teacher term
+/// the unlabeled samples carry no signal — the labelled rows only (same
+/// views, mixup partners renumbered).
+pub(crate) struct TrainRows {
+    /// `None`: all of `Prepared`'s rows, borrowed.
+    labelled: Option<LabelledRows>,
+}
+
+/// The labelled rows' views, labels and mixup, copied out of `Prepared`.
+struct LabelledRows {
+    x: Vec<f32>,
+    labels: Vec<Option<usize>>,
+    mix: Vec<distill::Mix>,
+    n: usize,
+}
+
+impl TrainRows {
+    pub(crate) fn new(p: &Prepared, alpha: f32) -> TrainRows {
+        if alpha > 0.0 && p.teacher_train.is_some() {
+            return TrainRows { labelled: None };
+        }
+        let len = p.data.sample_len();
+        let base_rows: Vec<usize> = (0..p.n).filter(|&i| p.labels[i].is_some()).collect();
+        let n = base_rows.len();
+        let mut x = Vec::with_capacity(p.view_count * n * len);
+        for v in 0..p.view_count {
+            for &i in &base_rows {
+                let r = v * p.n + i;
+                x.extend_from_slice(&p.views[r * len..(r + 1) * len]);
+            }
+        }
+        let labels = base_rows.iter().map(|&i| p.labels[i]).collect::<Vec<_>>();
+        // Mixup partners are labelled like their rows, so they are all in `base_rows`.
+        let mut position = vec![usize::MAX; p.n];
+        base_rows.iter().enumerate().for_each(|(k, &i)| position[i] = k);
+        let mix = if p.mix.is_empty() {
+            Vec::new()
+        } else {
+            (0..p.view_count)
+                .flat_map(|v| base_rows.iter().map(move |&i| v * p.n + i))
+                .map(|r| distill::Mix { partner: position[p.mix[r].partner], lambda: p.mix[r].lambda })
+                .collect()
+        };
+        TrainRows { labelled: Some(LabelledRows { x, labels, mix, n }) }
+    }
+
+    pub(crate) fn set<'a>(&'a self, p: &'a Prepared) -> TrainSet<'a> {
+        match &self.labelled {
+            None => TrainSet {
+                x: &p.views,
+                n: p.n,
+                views: p.view_count,
+                labels: &p.labels,
+                teacher: p.teacher_train.as_deref(),
+                mix: &p.mix,
+            },
+            Some(LabelledRows { x, labels, mix, n }) => {
+                TrainSet { x, n: *n, views: p.view_count, labels, teacher: None, mix }
+            }
+        }
+    }
+}
+
 /// Trains one student on prepared data with the given spec, α, T and seed.
 pub fn train_student(
     p: &Prepared,
@@ -383,45 +447,8 @@ pub fn train_student(
         seed,
         loss: LossConfig { kind: opts.loss, temperature, alpha },
     };
-    // Without a teacher term the unlabeled samples carry no signal: the
-    // baseline trains on the labelled samples (same views) only.
-    let base_rows: Vec<usize>;
-    let (x_owned, labels_owned, mix_owned, n);
-    let set = if alpha > 0.0 && p.teacher_train.is_some() {
-        TrainSet {
-            x: &p.views,
-            n: p.n,
-            views: p.view_count,
-            labels: &p.labels,
-            teacher: p.teacher_train.as_deref(),
-            mix: &p.mix,
-        }
-    } else {
-        let len = p.data.sample_len();
-        base_rows = (0..p.n).filter(|&i| p.labels[i].is_some()).collect();
-        n = base_rows.len();
-        let mut x = Vec::with_capacity(p.view_count * n * len);
-        for v in 0..p.view_count {
-            for &i in &base_rows {
-                let r = v * p.n + i;
-                x.extend_from_slice(&p.views[r * len..(r + 1) * len]);
-            }
-        }
-        x_owned = x;
-        labels_owned = base_rows.iter().map(|&i| p.labels[i]).collect::<Vec<_>>();
-        // Mixup partners are labelled like their rows, so they are all in `base_rows`.
-        let mut position = vec![usize::MAX; p.n];
-        base_rows.iter().enumerate().for_each(|(k, &i)| position[i] = k);
-        mix_owned = if p.mix.is_empty() {
-            Vec::new()
-        } else {
-            (0..p.view_count)
-                .flat_map(|v| base_rows.iter().map(move |&i| v * p.n + i))
-                .map(|r| distill::Mix { partner: position[p.mix[r].partner], lambda: p.mix[r].lambda })
-                .collect()
-        };
-        TrainSet { x: &x_owned, n, views: p.view_count, labels: &labels_owned, teacher: None, mix: &mix_owned }
-    };
+    let rows = TrainRows::new(p, alpha);
+    let set = rows.set(p);
     let val = p.val.as_ref().map(|(x, y, n)| ValSet { x, n: *n, labels: y });
     progress.note(&format!(
         "training '{spec}' ({} parameters, T = {temperature}, α = {alpha}, seed {seed})",

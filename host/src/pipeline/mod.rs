@@ -31,6 +31,9 @@ pub struct QuantizeOutcome {
     pub float_agreement: f64,
     /// Every calibrated tensor's observed and chosen range.
     pub ranges: Vec<quant::calibration::TensorRange>,
+    /// Quantization-aware training, when asked: its report and the test
+    /// accuracy of the post-training int8 model it started from.
+    pub qat: Option<(quant::qat::QatReport, f64)>,
 }
 
 /// How to quantize: the calibration method and how many train samples
@@ -39,11 +42,16 @@ pub struct QuantizeOutcome {
 pub struct QuantizeOptions {
     pub calibration: Calibration,
     pub samples: Option<usize>,
+    /// Quantization-aware training steps after calibration (0: post-training
+    /// quantization only).
+    pub qat_steps: usize,
+    /// QAT learning rate (`None`: a third of the distillation's).
+    pub qat_learning_rate: Option<f32>,
 }
 
 impl From<Calibration> for QuantizeOptions {
     fn from(calibration: Calibration) -> Self {
-        QuantizeOptions { calibration, samples: None }
+        QuantizeOptions { calibration, ..Default::default() }
     }
 }
 
@@ -54,6 +62,7 @@ pub fn quantize(
     data_path: &Path,
     options: impl Into<QuantizeOptions>,
     read: ReadOptions,
+    progress: &Progress,
 ) -> Result<QuantizeOutcome> {
     let options = options.into();
     let ck = Checkpoint::load(checkpoint)?;
@@ -68,17 +77,90 @@ pub fn quantize(
     };
     let (mut q, ranges) = quant::quantize_student_ranges(&ck.student, &calib, n, options.calibration)?;
     q.data_channels_last = data.layout == Layout::ChannelsLast;
-    let bytes = crate::export::tkd::encode(&q)?;
+    let mut bytes = crate::export::tkd::encode(&q)?;
     let y = data.labels(SplitName::Test)?;
     let float_pred = argmax_rows(&ck.student.forward(&data.test.x, data.test.n), ck.student.classes);
-    let (int8_pred, _) = run_int8(&bytes, &data.test.x, data.test.n)?;
+    let (mut int8_pred, _) = run_int8(&bytes, &data.test.x, data.test.n)?;
+    let mut qat = None;
+    if options.qat_steps > 0 {
+        let (mut model, report) = quantization_aware(&ck, data_path, &data, &calib, n, options, read, progress)?;
+        model.data_channels_last = q.data_channels_last;
+        let ptq = accuracy(&int8_pred, y);
+        bytes = crate::export::tkd::encode(&model)?;
+        int8_pred = run_int8(&bytes, &data.test.x, data.test.n)?.0;
+        qat = Some((report, ptq));
+    }
     Ok(QuantizeOutcome {
         float_accuracy: accuracy(&float_pred, y),
         int8_accuracy: accuracy(&int8_pred, y),
         float_agreement: float_pred.iter().zip(&int8_pred).filter(|(a, b)| a == b).count() as f64 / y.len() as f64,
         bytes,
         ranges,
+        qat,
     })
+}
+
+/// Quantization-aware fine-tuning of a checkpoint with the distillation
+/// that trained it: the options its training record holds (teacher, T, α,
+/// loss, augmentation; teacher logits from the cache), on `data_path`. A
+/// checkpoint without that record fine-tunes on the hard labels.
+#[allow(clippy::too_many_arguments)]
+fn quantization_aware(
+    ck: &Checkpoint,
+    data_path: &Path,
+    data: &Dataset,
+    calib: &[f32],
+    n_calib: usize,
+    options: QuantizeOptions,
+    read: ReadOptions,
+    progress: &Progress,
+) -> Result<(crate::export::tkd::TkdModel, quant::qat::QatReport)> {
+    let recorded = ck.training.get("options").cloned().map(serde_json::from_value::<DistillOptions>);
+    let mut opts = match recorded {
+        Some(Ok(o)) => o,
+        _ => {
+            progress.note("the checkpoint records no distillation options: QAT fine-tunes on the labels (α = 0)");
+            let mut o = DistillOptions::new(Vec::new(), data_path.to_path_buf(), &ck.student.spec);
+            o.alpha = 0.0;
+            o.input_scale = read.input_scale;
+            o.layout = data.layout;
+            o
+        }
+    };
+    opts.data = data_path.to_path_buf();
+    opts.baseline = false;
+    if opts.teachers.iter().any(|t| !t.exists()) {
+        bail!(
+            "QAT distils with the checkpoint's teacher {}, which is not there (run it where the teacher is, or without --qat-steps)",
+            opts.teachers.iter().map(|t| t.display().to_string()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    let p = prepare(&opts, progress)?;
+    if p.classes != ck.student.classes {
+        bail!("the teacher has {} classes, the student {}", p.classes, ck.student.classes);
+    }
+    let rows = distill::TrainRows::new(&p, opts.alpha);
+    let set = rows.set(&p);
+    let val = p.val.as_ref().map(|(x, y, n)| crate::distill::ValSet { x, n: *n, labels: y });
+    let steps = options.qat_steps;
+    let cfg = crate::distill::TrainConfig {
+        steps,
+        eval_every: (steps / 20).max(1),
+        batch_size: opts.batch_size,
+        learning_rate: options.qat_learning_rate.unwrap_or(opts.learning_rate / 3.0),
+        weight_decay: opts.weight_decay,
+        optimizer: opts.optimizer,
+        schedule: crate::distill::Schedule::Cosine,
+        warmup_steps: 0,
+        patience: 0,
+        seed: opts.seed,
+        loss: crate::distill::LossConfig { kind: opts.loss, temperature: opts.temperature, alpha: opts.alpha },
+    };
+    progress.note(&format!(
+        "quantization-aware training: {steps} steps, learning rate {}, T = {}, α = {}",
+        cfg.learning_rate, opts.temperature, opts.alpha
+    ));
+    quant::qat::train(&ck.student, set, val, calib, n_calib, options.calibration, &cfg, progress)
 }
 
 fn check_student_data(s: &Student, data: &Dataset) -> Result<()> {

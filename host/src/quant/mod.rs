@@ -4,6 +4,7 @@
 //! Activation ranges come from [`calibration`].
 
 pub mod calibration;
+pub mod qat;
 
 use anyhow::{Result, bail};
 use tinykd_runtime::QuantParams;
@@ -217,13 +218,49 @@ pub fn quantize_student_ranges(
     n: usize,
     method: Calibration,
 ) -> Result<(TkdModel, Vec<calibration::TensorRange>)> {
+    let ranges = calibrate(student, calib, n, method)?;
+    let params: Vec<QuantParams> = ranges.iter().map(|r| activation_params(r.clip_min, r.clip_max)).collect();
+    Ok((quantize_with_params(student, &params)?, ranges))
+}
+
+/// The range of every tensor [`quantize_with_params`] needs parameters for:
+/// the input, then each weighted layer's (fused) output, chosen by `method`
+/// on `n` calibration samples.
+pub fn calibrate(
+    student: &Student,
+    calib: &[f32],
+    n: usize,
+    method: Calibration,
+) -> Result<Vec<calibration::TensorRange>> {
     if n == 0 {
         bail!("the calibration set is empty");
     }
     let acts = student.activations(calib, n);
     let mut ranges = vec![calibration::choose(calib, method)];
-    let input = activation_params(ranges[0].clip_min, ranges[0].clip_max);
+    let mut i = 0;
+    while i < student.layers.len() {
+        if matches!(student.layers[i], Layer::Dense(_) | Layer::Conv(_) | Layer::Depthwise(_)) {
+            let (f, next) = fuse(student, i);
+            // The logits are never clipped: saturated logits tie, and the
+            // argmax then picks the first of them, not the largest.
+            let logits = !student.layers[next..]
+                .iter()
+                .any(|l| matches!(l, Layer::Dense(_) | Layer::Conv(_) | Layer::Depthwise(_)));
+            ranges.push(calibration::choose(&acts[f.output_act], if logits { Calibration::Minmax } else { method }));
+            i = next;
+        } else {
+            i += 1;
+        }
+    }
+    Ok(ranges)
+}
 
+/// Quantizes `student` with fixed activation parameters: `params[0]` for
+/// the input, then one per weighted layer's output (as [`calibrate`] lists
+/// them). Weights and biases are quantized from the current float values.
+pub fn quantize_with_params(student: &Student, params: &[QuantParams]) -> Result<TkdModel> {
+    let Some(&input) = params.first() else { bail!("no quantization parameters for the input") };
+    let mut next_params = params[1..].iter().copied();
     let mut layers = Vec::new();
     let mut in_params = input;
     let mut i = 0;
@@ -235,14 +272,9 @@ pub fn quantize_student_ranges(
             Layer::Dense(_) | Layer::Conv(_) | Layer::Depthwise(_) => {
                 let (f, next) = fuse(student, i);
                 let out_shape = student.shapes[next];
-                // The logits are never clipped: saturated logits tie, and the
-                // argmax then picks the first of them, not the largest.
-                let logits = !student.layers[next..]
-                    .iter()
-                    .any(|l| matches!(l, Layer::Dense(_) | Layer::Conv(_) | Layer::Depthwise(_)));
-                let r = calibration::choose(&acts[f.output_act], if logits { Calibration::Minmax } else { method });
-                ranges.push(r);
-                let out = activation_params(r.clip_min, r.clip_max);
+                let Some(out) = next_params.next() else {
+                    bail!("no quantization parameters for the output of layer {i}")
+                };
                 let channels = f.bias.len();
                 let mut q_weights = Vec::with_capacity(f.weights.len());
                 let mut table = Vec::with_capacity(channels);
@@ -373,7 +405,7 @@ pub fn quantize_student_ranges(
         layers,
         data_channels_last: false,
     };
-    Ok((model, ranges))
+    Ok(model)
 }
 
 /// A layer that keeps its input's quantization (pools).

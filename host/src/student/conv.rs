@@ -129,7 +129,7 @@ impl Conv {
 
     /// The `[C·kh·kw][n·P]` im2col matrix of a batch (sample `s` in columns
     /// `s·P..(s + 1)·P`).
-    fn cols(&self, x: &[f32], n: usize) -> Vec<f32> {
+    pub(crate) fn cols(&self, x: &[f32], n: usize) -> Vec<f32> {
         let in_len: usize = self.in_shape.iter().product();
         let p: usize = self.out_shape()[1..].iter().product();
         let np = n * p;

@@ -28,6 +28,27 @@ pub struct Tape {
     stats: Vec<Option<BatchStats>>,
 }
 
+impl Tape {
+    /// The tape a training pass would have recorded had layer `i` received
+    /// `inputs[i]`: for backward passes whose forward values come from
+    /// elsewhere (quantization-aware training takes them from the int8
+    /// runtime). No dropout masks (dropout is the identity) and no batch
+    /// statistics, so `student` must have no BatchNorm layer.
+    pub(crate) fn replay(student: &Student, inputs: Vec<Vec<f32>>, n: usize) -> Tape {
+        let cols = student
+            .layers
+            .iter()
+            .zip(&inputs)
+            .map(|(l, x)| match l {
+                Layer::Conv(c) => Some(c.cols(x, n)),
+                _ => None,
+            })
+            .collect();
+        let count = inputs.len();
+        Tape { inputs, masks: vec![None; count], cols, stats: vec![None; count] }
+    }
+}
+
 /// Runs `f` on every shard, in parallel when there are several.
 fn each_shard<T: Send, R: Send>(items: &mut [T], rngs: &mut [R], f: impl Fn(&mut T, &mut R) + Sync) {
     match (items, rngs) {

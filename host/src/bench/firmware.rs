@@ -29,6 +29,13 @@ pub struct Case {
     pub cmsis_nn: Option<(f64, f64)>,
 }
 
+impl Case {
+    /// A whole example student (its footprint is reported too).
+    pub fn is_student(&self) -> bool {
+        self.name.contains("CNN")
+    }
+}
+
 /// The CMSIS-NN shapes (H×W×Cin→Cout in its notation) and the models/ students.
 pub const CASES: &[Case] = &[
     // Almost no arithmetic: what every inference pays (layer decoding, checks, dispatch).
@@ -60,12 +67,38 @@ pub const CASES: &[Case] = &[
     Case {
         name: "depthwise 8×8×8 (3×3)", spec: "dwconv2d(k3) relu", input: &[8, 8, 8], cmsis_nn: Some((9.93, 8.52))
     },
+    // The example students layer by layer (each layer alone, on its input
+    // shape inside the student): where a whole-model count goes.
+    Case {
+        name: "  main job 1: conv 1×40×1→12 (1×5, s2)",
+        spec: "conv1d(12,k5,s2) relu",
+        input: &[1, 40],
+        cmsis_nn: None,
+    },
+    Case {
+        name: "  main job 2: conv 1×20×12→16 (1×3, s2)",
+        spec: "conv1d(16,k3,s2) relu",
+        input: &[12, 20],
+        cmsis_nn: None,
+    },
+    Case {
+        name: "  main job 3: conv 1×10×16→24 (1×3)", spec: "conv1d(24,k3) relu", input: &[16, 10], cmsis_nn: None
+    },
+    Case { name: "  main job 4: GAP 1×10×24 + FC 24→10", spec: "gap dense(10)", input: &[24, 10], cmsis_nn: None },
     Case {
         name: "main-job CNN (MNIST-1D)",
         spec: "conv1d(12,k5,s2) relu conv1d(16,k3,s2) relu conv1d(24,k3) relu gap dense(10)",
         input: &[40],
         cmsis_nn: None,
     },
+    Case { name: "  digits 1: conv 8×8×1→8 (3×3)", spec: "conv2d(8,k3) relu", input: &[1, 8, 8], cmsis_nn: None },
+    Case {
+        name: "  digits 2: max pool 8×8×8 + conv 4×4×8→16 (3×3)",
+        spec: "maxpool(2) conv2d(16,k3) relu",
+        input: &[8, 8, 8],
+        cmsis_nn: None,
+    },
+    Case { name: "  digits 3: GAP 4×4×16 + FC 16→10", spec: "gap dense(10)", input: &[16, 4, 4], cmsis_nn: None },
     Case {
         name: "digits 2-D CNN",
         spec: "conv2d(8,k3) relu maxpool(2) conv2d(16,k3) relu gap dense(10)",
@@ -102,7 +135,7 @@ pub struct Footprint {
 /// The footprint of every whole-student case on Cortex-M3.
 pub fn footprints(work: &Path) -> Result<Vec<Footprint>> {
     let mut out = Vec::new();
-    for (k, case) in CASES.iter().enumerate().filter(|(_, c)| c.cmsis_nn.is_none() && c.spec.contains("dense")) {
+    for (k, case) in CASES.iter().enumerate().filter(|(_, c)| c.is_student()) {
         let (bytes, _) = case_model(case, k as u64)?;
         let path = work.join(format!("footprint{k}.tkd"));
         crate::util::write_atomic(&path, &bytes)?;

@@ -205,6 +205,9 @@ pub fn start_qemu(board: &Board, elf: &Path) -> Result<(Qemu, HostLink)> {
         .args(["-chardev", "stdio,id=uart,mux=off,signal=off", "-serial", "chardev:uart"])
         .args(["-icount", "shift=0,sleep=off", "-kernel"])
         .arg(elf)
+        // Profiling: e.g. TINYKD_QEMU_ARGS="-d exec,nochain -D trace.log"
+        // logs every translation block run, to attribute instructions to code.
+        .args(std::env::var("TINYKD_QEMU_ARGS").unwrap_or_default().split_whitespace())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

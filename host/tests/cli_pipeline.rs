@@ -313,3 +313,62 @@ fn label_scarce_distill_with_mixup_trains_both_students() {
     );
     assert_clean_failure(&o, "--mixup must be a non-negative number");
 }
+
+/// `tinykd run` is resumable: unchanged inputs skip every stage (and say
+/// so) with the same report; a changed `[quantize]` reruns quantize, not
+/// distill; an edited artefact reruns the stage that wrote it.
+#[test]
+fn run_skips_stages_whose_inputs_are_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = |calibration: &str| {
+        format!(
+            r#"data = "{}"
+teachers = ["{}"]
+backend = "tract"
+student = "conv1d(4,k5,s2) relu gap dense(10)"
+out_dir = "out"
+[distill]
+steps = 200
+[quantize]
+calibration = "{calibration}"
+"#,
+            models().join("data/mnist1d.npz").display(),
+            models().join("teachers/mnist1d_cnn.onnx").display()
+        )
+    };
+    std::fs::write(d.join("c.toml"), config("minmax")).unwrap();
+    let first = tinykd(&["run", "c.toml"], d);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(!stderr(&first).contains("skipped"), "{}", stderr(&first));
+    let report =
+        || -> serde_json::Value { serde_json::from_slice(&std::fs::read(d.join("out/report.json")).unwrap()).unwrap() };
+    let r1 = report();
+
+    let started = std::time::Instant::now();
+    let second = tinykd(&["run", "c.toml"], d);
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(second.status.success(), "{}", stderr(&second));
+    let err = stderr(&second);
+    assert!(err.contains("distill: inputs unchanged, skipped") && err.contains("quantize: inputs unchanged, skipped"));
+    assert!(seconds < 5.0, "an unchanged run took {seconds} s");
+    let r2 = report();
+    for k in ["float_test_accuracy", "int8_test_accuracy", "baseline_int8_test_accuracy", "tkd_bytes", "steps"] {
+        assert_eq!(r1[k], r2[k], "{k}");
+    }
+
+    std::fs::write(d.join("c.toml"), config("mse")).unwrap();
+    let third = tinykd(&["run", "c.toml"], d);
+    assert!(third.status.success(), "{}", stderr(&third));
+    let err = stderr(&third);
+    assert!(err.contains("distill: inputs unchanged, skipped"), "{err}");
+    assert!(!err.contains("quantize: inputs unchanged"), "{err}");
+    assert!(stdout(&third).contains("int8"), "{}", stdout(&third));
+
+    // An artefact edited by hand is rewritten by its stage.
+    std::fs::write(d.join("out/student.tkd"), b"not a model").unwrap();
+    let fourth = tinykd(&["run", "c.toml"], d);
+    assert!(fourth.status.success(), "{}", stderr(&fourth));
+    assert!(!stderr(&fourth).contains("quantize: inputs unchanged"), "{}", stderr(&fourth));
+    assert!(tinykd_runtime::Model::from_bytes(&std::fs::read(d.join("out/student.tkd")).unwrap()).is_ok());
+}

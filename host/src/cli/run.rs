@@ -22,6 +22,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::distill::{LossKind, Optimizer, Schedule};
+use crate::pipeline::stages::{InputHash, Stages};
 use crate::pipeline::{self, DistillOptions};
 use crate::progress::Progress;
 use crate::quant::Calibration;
@@ -140,7 +141,7 @@ impl DistillSection {
     }
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct QuantizeSection {
     calibration: Calibration,
@@ -150,11 +151,35 @@ struct QuantizeSection {
     qat_learning_rate: Option<f32>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 struct EmulateSection {
     board: String,
     limit: Option<usize>,
+}
+
+/// What the distill stage reports (kept in `stages.json` for skipped runs).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct DistillRecord {
+    teacher_test_accuracy: Option<f64>,
+    teacher_backends: Vec<String>,
+    parameters: usize,
+    float_test_accuracy: f64,
+    steps: usize,
+    /// The α = 0 baseline's float test accuracy and steps.
+    baseline: Option<(f64, usize)>,
+}
+
+/// What the quantize stage reports.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct QuantizeRecord {
+    int8_test_accuracy: f64,
+    ptq_int8_test_accuracy: Option<f64>,
+    qat: Option<serde_json::Value>,
+    int8_float_agreement: f64,
+    tkd_bytes: usize,
+    /// The baseline's int8 (shipped) and post-training test accuracies.
+    baseline: Option<(f64, Option<f64>)>,
 }
 
 fn resolve(base: &Path, p: &Path) -> PathBuf {
@@ -185,52 +210,129 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
     cfg.distill.apply(&mut opts);
     let read = crate::data::ReadOptions { input_scale: opts.input_scale, layout: Some(opts.layout) };
     let started = std::time::Instant::now();
-    let outcome = pipeline::distill(&opts, progress)?;
+    let mut stages = Stages::load(&out_dir);
+    let teacher_hash = opts.teachers.iter().try_fold(InputHash::new("teachers"), |h, t| h.path(t))?.finish();
+    let data_hash = InputHash::new("data").path(&data)?.finish();
+    let ckpt = out_dir.join("student.ckpt");
+    let baseline_ckpt = out_dir.join("baseline.ckpt");
+
+    // Distill (the student and its α = 0 baseline).
+    // Where the teacher cache lives changes no result.
+    let key = InputHash::new("distill")
+        .value(&DistillOptions { cache_dir: None, ..opts.clone() })?
+        .value(&(&teacher_hash, &data_hash))?
+        .finish();
+    let distilled: DistillRecord = match stages.fresh("distill", &key) {
+        Some(r) => {
+            progress.note(&format!("distill: inputs unchanged, skipped ({} kept)", ckpt.display()));
+            r
+        }
+        None => {
+            let outcome = pipeline::distill(&opts, progress)?;
+            outcome.checkpoint.save(&ckpt)?;
+            let mut outputs = vec![ckpt.as_path()];
+            if let Some(b) = &outcome.baseline {
+                crate::student::Checkpoint::new(b.student.clone(), json!({"alpha": 0.0, "layout": opts.layout}))
+                    .save(&baseline_ckpt)?;
+                outputs.push(&baseline_ckpt);
+            }
+            let r = DistillRecord {
+                teacher_test_accuracy: outcome.teacher_test_accuracy,
+                teacher_backends: outcome.teacher_backends.clone(),
+                parameters: outcome.kd.student.param_count(),
+                float_test_accuracy: outcome.kd.test_accuracy,
+                steps: outcome.kd.report.steps,
+                baseline: outcome.baseline.as_ref().map(|b| (b.test_accuracy, b.report.steps)),
+            };
+            stages.store("distill", &key, &outputs, &r)?;
+            r
+        }
+    };
+
+    // Quantize (PTQ, then QAT when asked) the student and the baseline.
     let qopts = pipeline::QuantizeOptions {
         calibration: cfg.quantize.calibration,
         samples: cfg.quantize.calibration_samples,
         qat_steps: cfg.quantize.qat_steps,
         qat_learning_rate: cfg.quantize.qat_learning_rate,
     };
-    let ckpt = out_dir.join("student.ckpt");
-    outcome.checkpoint.save(&ckpt)?;
-    let q = pipeline::quantize(&ckpt, &data, qopts, read, progress)?;
     let tkd = out_dir.join("student.tkd");
-    crate::util::write_atomic(&tkd, &q.bytes)?;
-    let baseline_int8 = match &outcome.baseline {
-        Some(b) => {
-            let p = out_dir.join("baseline.ckpt");
-            crate::student::Checkpoint::new(b.student.clone(), json!({"alpha": 0.0, "layout": opts.layout}))
-                .save(&p)?;
-            let bq = pipeline::quantize(&p, &data, qopts, read, progress)?;
-            crate::util::write_atomic(&out_dir.join("baseline.tkd"), &bq.bytes)?;
-            Some((bq.int8_accuracy, bq.qat.as_ref().map(|(_, ptq)| *ptq)))
+    let baseline_tkd = out_dir.join("baseline.tkd");
+    let mut key = InputHash::new("quantize").value(&cfg.quantize)?.value(&(&teacher_hash, &data_hash))?.path(&ckpt)?;
+    if distilled.baseline.is_some() {
+        key = key.path(&baseline_ckpt)?;
+    }
+    let key = key.finish();
+    let quantized: QuantizeRecord = match stages.fresh("quantize", &key) {
+        Some(r) => {
+            progress.note(&format!("quantize: inputs unchanged, skipped ({} kept)", tkd.display()));
+            r
+        }
+        None => {
+            let q = pipeline::quantize(&ckpt, &data, qopts, read, progress)?;
+            crate::util::write_atomic(&tkd, &q.bytes)?;
+            let mut outputs = vec![tkd.as_path()];
+            let baseline = match distilled.baseline {
+                Some(_) => {
+                    let bq = pipeline::quantize(&baseline_ckpt, &data, qopts, read, progress)?;
+                    crate::util::write_atomic(&baseline_tkd, &bq.bytes)?;
+                    outputs.push(&baseline_tkd);
+                    Some((bq.int8_accuracy, bq.qat.as_ref().map(|(_, ptq)| *ptq)))
+                }
+                None => None,
+            };
+            let r = QuantizeRecord {
+                int8_test_accuracy: q.int8_accuracy,
+                ptq_int8_test_accuracy: q.qat.as_ref().map(|(_, ptq)| *ptq),
+                qat: q.qat.as_ref().map(|(r, _)| serde_json::to_value(r)).transpose()?,
+                int8_float_agreement: q.float_agreement,
+                tkd_bytes: q.bytes.len(),
+                baseline,
+            };
+            stages.store("quantize", &key, &outputs, &r)?;
+            r
+        }
+    };
+
+    // Emulate on a board.
+    let emulation: Option<serde_json::Value> = match &cfg.emulate {
+        Some(e) => {
+            let key = InputHash::new("emulate").value(e)?.value(&data_hash)?.path(&tkd)?.finish();
+            match stages.fresh("emulate", &key) {
+                Some(r) => {
+                    progress.note(&format!("emulate: inputs unchanged, skipped (on {})", e.board));
+                    Some(r)
+                }
+                None => {
+                    let r = super::emulate_model(&tkd, &data, crate::data::SplitName::Test, &e.board, e.limit, read)?;
+                    let r = serde_json::to_value(r)?;
+                    stages.store("emulate", &key, &[], &r)?;
+                    Some(r)
+                }
+            }
         }
         None => None,
     };
-    let emulation = match &cfg.emulate {
-        Some(e) => Some(super::emulate_model(&tkd, &data, crate::data::SplitName::Test, &e.board, e.limit, read)?),
-        None => None,
-    };
+    let qat_steps = quantized.qat.as_ref().and_then(|q| q["steps"].as_u64());
     let summary = json!({
         "config": path,
-        "teacher_test_accuracy": outcome.teacher_test_accuracy,
-        "teacher_backends": outcome.teacher_backends,
+        "teacher_test_accuracy": distilled.teacher_test_accuracy,
+        "teacher_backends": distilled.teacher_backends,
         "student": opts.student,
-        "parameters": outcome.kd.student.param_count(),
+        "parameters": distilled.parameters,
         "temperature": opts.temperature,
         "alpha": opts.alpha,
-        "steps": outcome.kd.report.steps,
-        "baseline_steps": outcome.baseline.as_ref().map(|b| b.report.steps),
-        "float_test_accuracy": outcome.kd.test_accuracy,
-        "int8_test_accuracy": q.int8_accuracy,
-        "ptq_int8_test_accuracy": q.qat.as_ref().map(|(_, ptq)| *ptq),
-        "qat": q.qat.as_ref().map(|(r, _)| r),
-        "int8_float_agreement": q.float_agreement,
-        "baseline_float_test_accuracy": outcome.baseline.as_ref().map(|b| b.test_accuracy),
-        "baseline_int8_test_accuracy": baseline_int8.map(|b| b.0),
-        "baseline_ptq_int8_test_accuracy": baseline_int8.and_then(|b| b.1),
-        "tkd_bytes": q.bytes.len(),
+        "steps": distilled.steps,
+        "baseline_steps": distilled.baseline.map(|b| b.1),
+        "float_test_accuracy": distilled.float_test_accuracy,
+        "int8_test_accuracy": quantized.int8_test_accuracy,
+        "ptq_int8_test_accuracy": quantized.ptq_int8_test_accuracy,
+        "qat": quantized.qat,
+        "int8_float_agreement": quantized.int8_float_agreement,
+        "baseline_float_test_accuracy": distilled.baseline.map(|b| b.0),
+        "baseline_int8_test_accuracy": quantized.baseline.map(|b| b.0),
+        "baseline_ptq_int8_test_accuracy": quantized.baseline.and_then(|b| b.1),
+        "tkd_bytes": quantized.tkd_bytes,
         "emulation": emulation,
         "seconds": started.elapsed().as_secs_f64(),
         "out_dir": out_dir,
@@ -244,60 +346,66 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
     outln!(
         "  student {} ({} parameters), T = {}, α = {}",
         opts.student,
-        outcome.kd.student.param_count(),
+        distilled.parameters,
         opts.temperature,
         opts.alpha
     );
-    if let Some(t) = outcome.teacher_test_accuracy {
+    if let Some(t) = distilled.teacher_test_accuracy {
         outln!(
             "  teacher                          test accuracy {}  ({})",
             pct(t),
-            if outcome.teacher_backends.is_empty() {
+            if distilled.teacher_backends.is_empty() {
                 "logits from the cache".to_string()
             } else {
-                outcome.teacher_backends.join(", ")
+                distilled.teacher_backends.join(", ")
             }
         );
     }
     outln!(
         "  distilled student, float         test accuracy {}  ({} optimizer steps)",
-        pct(outcome.kd.test_accuracy),
-        outcome.kd.report.steps
+        pct(distilled.float_test_accuracy),
+        distilled.steps
     );
-    if let Some((r, ptq)) = &q.qat {
-        outln!("  distilled student, int8 PTQ      test accuracy {}", pct(*ptq));
-        outln!(
-            "  distilled student, int8 QAT      test accuracy {}  ({} bytes; {} QAT steps)",
-            pct(q.int8_accuracy),
-            q.bytes.len(),
-            r.steps
-        );
-    } else {
-        outln!("  distilled student, int8 (.tkd)   test accuracy {}  ({} bytes)", pct(q.int8_accuracy), q.bytes.len());
+    match (quantized.ptq_int8_test_accuracy, qat_steps) {
+        (Some(ptq), Some(steps)) => {
+            outln!("  distilled student, int8 PTQ      test accuracy {}", pct(ptq));
+            outln!(
+                "  distilled student, int8 QAT      test accuracy {}  ({} bytes; {steps} QAT steps)",
+                pct(quantized.int8_test_accuracy),
+                quantized.tkd_bytes
+            );
+        }
+        _ => outln!(
+            "  distilled student, int8 (.tkd)   test accuracy {}  ({} bytes)",
+            pct(quantized.int8_test_accuracy),
+            quantized.tkd_bytes
+        ),
     }
-    if let (Some(b), Some(bi)) = (&outcome.baseline, baseline_int8) {
-        outln!(
-            "  baseline (α = 0), float          test accuracy {}  ({} optimizer steps)",
-            pct(b.test_accuracy),
-            b.report.steps
-        );
-        match bi.1 {
+    if let (Some((bf, bsteps)), Some((bi, bptq))) = (distilled.baseline, quantized.baseline) {
+        outln!("  baseline (α = 0), float          test accuracy {}  ({bsteps} optimizer steps)", pct(bf));
+        match bptq {
             Some(ptq) => {
                 outln!("  baseline (α = 0), int8 PTQ       test accuracy {}", pct(ptq));
-                outln!("  baseline (α = 0), int8 QAT       test accuracy {}", pct(bi.0));
+                outln!("  baseline (α = 0), int8 QAT       test accuracy {}", pct(bi));
             }
-            None => outln!("  baseline (α = 0), int8           test accuracy {}", pct(bi.0)),
+            None => outln!("  baseline (α = 0), int8           test accuracy {}", pct(bi)),
         }
     }
     if let Some(e) = &emulation {
-        if let Some(acc) = e.accuracy {
-            outln!("  on {} (QEMU)      test accuracy {}  agreement {}", e.board, pct(acc), pct(e.agreement));
+        let f = |k: &str| e[k].as_f64().unwrap_or(0.0);
+        if let Some(acc) = e["accuracy"].as_f64() {
+            outln!(
+                "  on {} (QEMU)      test accuracy {}  agreement {}",
+                e["board"].as_str().unwrap_or("?"),
+                pct(acc),
+                pct(f("agreement"))
+            );
         }
         outln!(
             "    {:.0} instructions/inference, flash {} B, RAM {} B",
-            e.instructions_per_inference,
-            e.flash_bytes,
-            e.ram_bytes
+            f("instructions_per_inference"),
+            f("flash_bytes"),
+            f("ram_bytes")
         );
     }
     outln!("  artefacts in {}", out_dir.display());

@@ -2,6 +2,7 @@
 //! `tinykd run` execute.
 
 mod distill;
+pub mod stages;
 mod sweep;
 
 pub use distill::{

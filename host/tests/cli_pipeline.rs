@@ -372,3 +372,64 @@ calibration = "{calibration}"
     assert!(!stderr(&fourth).contains("quantize: inputs unchanged"), "{}", stderr(&fourth));
     assert!(tinykd_runtime::Model::from_bytes(&std::fs::read(d.join("out/student.tkd")).unwrap()).is_ok());
 }
+
+/// `--teacher-logits`: scores computed elsewhere train the same student as
+/// the teacher model that produced them; bad files and augmentation are
+/// refused with one-line errors.
+#[test]
+fn teacher_logits_file_trains_like_the_teacher_model() {
+    use tinykd::progress::Progress;
+    use tinykd::teacher::{BackendChoice, Teacher};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data_path = models().join("data/mnist1d.npz");
+    let teacher_path = models().join("teachers/mnist1d_cnn.onnx");
+    let data = tinykd::data::Dataset::load(&data_path, Default::default()).unwrap();
+    let mut t = Teacher::open(&teacher_path, BackendChoice::Tract, None).unwrap();
+    let mut scores = |x: &[f32], n: usize| t.logits(x, n, &data.stored_shape, &Progress::hidden()).unwrap();
+    let train = scores(&data.train.x, data.train.n);
+    let test = scores(&data.test.x, data.test.n);
+    let c = train.classes as u64;
+    write_npz(
+        &d.join("scores.npz"),
+        &[
+            F32Array { name: "train", shape: vec![data.train.n as u64, c], data: train.logits.clone() },
+            F32Array { name: "test", shape: vec![data.test.n as u64, c], data: test.logits.clone() },
+        ],
+        &[],
+    );
+    let student = "conv1d(4,k5,s2) relu gap dense(10)";
+    let common = ["--data", data_path.to_str().unwrap(), "--student", student, "--steps", "150", "--no-baseline"];
+    let run = |extra: &[&str], out: &str| {
+        tinykd(&[&["distill"][..], &common, extra, &["--backend", "tract", "--json", "--out", out]].concat(), d)
+    };
+    let a = run(&["--teacher", teacher_path.to_str().unwrap()], "a.ckpt");
+    assert!(a.status.success(), "{}", stderr(&a));
+    let b = run(&["--teacher-logits", "scores.npz"], "b.ckpt");
+    assert!(b.status.success(), "{}", stderr(&b));
+    assert!(stderr(&b).contains("teacher scores from scores.npz"), "{}", stderr(&b));
+    let (ja, jb) = (json(&a), json(&b));
+    assert_eq!(ja["test_accuracy"], jb["test_accuracy"]);
+    assert_eq!(ja["teacher_test_accuracy"], jb["teacher_test_accuracy"]);
+    let weights =
+        |f: &str| serde_json::to_string(&tinykd::student::Checkpoint::load(&d.join(f)).unwrap().student).unwrap();
+    assert_eq!(weights("a.ckpt"), weights("b.ckpt"), "same scores, same student");
+
+    // Wrong row count, augmentation, both sources: one-line errors, nothing written.
+    write_npz(
+        &d.join("short.npz"),
+        &[
+            F32Array { name: "train", shape: vec![10, c], data: train.logits[..10 * c as usize].to_vec() },
+            F32Array { name: "test", shape: vec![data.test.n as u64, c], data: test.logits.clone() },
+        ],
+        &[],
+    );
+    assert_clean_failure(&run(&["--teacher-logits", "short.npz"], "x.ckpt"), "one row per sample");
+    assert_clean_failure(
+        &run(&["--teacher-logits", "scores.npz", "--views", "2", "--shift", "2"], "x.ckpt"),
+        "augmentation",
+    );
+    let both = run(&["--teacher-logits", "scores.npz", "--teacher", teacher_path.to_str().unwrap()], "x.ckpt");
+    assert_clean_failure(&both, "not both");
+    assert!(!d.join("x.ckpt").exists());
+}

@@ -126,6 +126,11 @@ pub struct TeacherArgs {
 pub struct DistillArgs {
     #[command(flatten)]
     pub teacher: TeacherArgs,
+    /// Teacher scores computed elsewhere instead of --teacher: an .npz with
+    /// `train` [N_train, C], `test` [N_test, C] (and `unlabeled`), one row per
+    /// stored sample in the data's order; logits or probabilities.
+    #[arg(long, value_name = "T.npz")]
+    pub teacher_logits: Option<PathBuf>,
     /// Dataset (.npz with x_train, y_train, x_test, y_test).
     #[arg(long, value_name = "D.npz")]
     pub data: PathBuf,
@@ -240,6 +245,7 @@ impl DistillArgs {
     pub fn to_options(&self) -> DistillOptions {
         DistillOptions {
             teachers: self.teacher.teachers.clone(),
+            teacher_logits: self.teacher_logits.clone(),
             data: self.data.clone(),
             student: self.student.clone(),
             temperature: self.temperature,

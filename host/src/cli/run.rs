@@ -34,6 +34,8 @@ struct Config {
     data: PathBuf,
     #[serde(default)]
     teachers: Vec<PathBuf>,
+    /// Teacher scores computed elsewhere (`--teacher-logits`), instead of `teachers`.
+    teacher_logits: Option<PathBuf>,
     #[serde(default)]
     backend: BackendChoice,
     teacher_output: Option<String>,
@@ -203,6 +205,7 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
         data.clone(),
         &cfg.student.spec()?,
     );
+    opts.teacher_logits = cfg.teacher_logits.as_ref().map(|p| resolve(base, p));
     opts.backend = cfg.backend;
     opts.teacher_output = cfg.teacher_output.clone();
     opts.teacher_output_kind = cfg.teacher_output_kind;
@@ -211,7 +214,12 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
     let read = crate::data::ReadOptions { input_scale: opts.input_scale, layout: Some(opts.layout) };
     let started = std::time::Instant::now();
     let mut stages = Stages::load(&out_dir);
-    let teacher_hash = opts.teachers.iter().try_fold(InputHash::new("teachers"), |h, t| h.path(t))?.finish();
+    let teacher_hash = opts
+        .teachers
+        .iter()
+        .chain(&opts.teacher_logits)
+        .try_fold(InputHash::new("teachers"), |h, t| h.path(t))?
+        .finish();
     let data_hash = InputHash::new("data").path(&data)?.finish();
     let ckpt = out_dir.join("student.ckpt");
     let baseline_ckpt = out_dir.join("baseline.ckpt");

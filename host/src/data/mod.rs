@@ -10,6 +10,7 @@ mod split;
 mod table;
 
 pub use layout::Layout;
+pub use npz::read_floats;
 pub use split::stratified_split;
 
 use std::path::{Path, PathBuf};

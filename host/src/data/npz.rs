@@ -126,6 +126,21 @@ fn labels(path: &Path, key: &str, a: Array) -> Result<Vec<i64>> {
     }
 }
 
+/// The float array `key` of an `.npz` (or a directory of `.npy` files) with
+/// its shape; `None` when the file has no such array.
+pub fn read_floats(path: &Path, key: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
+    let mut source = if path.is_dir() {
+        Source::Dir(path.to_path_buf())
+    } else {
+        Source::Npz(NpzArchive::open(path).with_context(|| format!("{}: cannot open as .npz", path.display()))?)
+    };
+    match read_array(&mut source, path, key)? {
+        None => Ok(None),
+        Some(Array { shape, data: ArrayData::Float(v) }) => Ok(Some((shape, v))),
+        Some(_) => bail!("{}: array '{key}' must be float32 or float64", path.display()),
+    }
+}
+
 pub(super) fn load(path: &Path, opts: LoadOptions) -> Result<Dataset> {
     let archive = NpzArchive::open(path).with_context(|| format!("{}: cannot open as .npz", path.display()))?;
     load_from(path, Source::Npz(archive), opts)

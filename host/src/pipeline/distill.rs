@@ -20,6 +20,9 @@ use crate::util::{accuracy, argmax_rows};
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct DistillOptions {
     pub teachers: Vec<PathBuf>,
+    /// Teacher scores computed elsewhere (see `teacher::logits_file`), instead of `teachers`.
+    #[serde(default)]
+    pub teacher_logits: Option<PathBuf>,
     pub data: PathBuf,
     pub student: String,
     pub temperature: f32,
@@ -64,6 +67,7 @@ impl DistillOptions {
     pub fn new(teachers: Vec<PathBuf>, data: PathBuf, student: &str) -> DistillOptions {
         DistillOptions {
             teachers,
+            teacher_logits: None,
             data,
             student: student.into(),
             temperature: 4.0,
@@ -97,8 +101,16 @@ impl DistillOptions {
 impl DistillOptions {
     /// Checks ranges before any work starts.
     pub fn validate(&self) -> Result<()> {
-        if self.teachers.is_empty() && self.alpha > 0.0 {
-            bail!("--teacher is required unless --alpha 0");
+        if self.teachers.is_empty() && self.teacher_logits.is_none() && self.alpha > 0.0 {
+            bail!("--teacher (or --teacher-logits) is required unless --alpha 0");
+        }
+        if !self.teachers.is_empty() && self.teacher_logits.is_some() {
+            bail!("give --teacher or --teacher-logits, not both");
+        }
+        if self.teacher_logits.is_some() && self.augment.is_active() {
+            bail!(
+                "--teacher-logits scores the stored samples only: augmentation (--views, --shift, --noise, --mixup) needs a teacher model to label its new views"
+            );
         }
         if !(0.0..=1.0).contains(&self.alpha) {
             bail!("--alpha must be in [0, 1], got {}", self.alpha);
@@ -294,7 +306,8 @@ pub fn prepare_for(opts: &DistillOptions, specs: &[&str], progress: &Progress) -
         }
         None => vec![None; train_idx.len()],
     };
-    if let (Some(u), true) = (&data.unlabeled, opts.use_unlabeled && opts.alpha > 0.0 && teachers.is_some()) {
+    let has_teacher = teachers.is_some() || opts.teacher_logits.is_some();
+    if let (Some(u), true) = (&data.unlabeled, opts.use_unlabeled && opts.alpha > 0.0 && has_teacher) {
         x.extend_from_slice(&u.x);
         labels.extend(std::iter::repeat_n(None, u.n));
     }
@@ -311,8 +324,36 @@ pub fn prepare_for(opts: &DistillOptions, specs: &[&str], progress: &Progress) -
         n - labelled
     ));
 
-    let (teacher_train, teacher_test, classes) = match teachers.as_mut() {
-        Some(t) => {
+    let mut file_kinds = Vec::new();
+    let (teacher_train, teacher_test, classes) = match (teachers.as_mut(), &opts.teacher_logits) {
+        (None, Some(f)) => {
+            use crate::teacher::logits_file;
+            let train = logits_file::require(f, "train", data.train.n)?;
+            let test = logits_file::require(f, "test", data.test.n)?;
+            let c = train.classes;
+            // The training rows: the kept train samples, then x_unlabeled when used.
+            let mut rows = gather(&train.logits, c, &train_idx);
+            if let (Some(u), true) = (&data.unlabeled, n > train_idx.len()) {
+                let ul = logits_file::require(f, "unlabeled", u.n)?;
+                if ul.classes != c {
+                    bail!("{}: 'unlabeled' has {} classes, 'train' {c}", f.display(), ul.classes);
+                }
+                rows.extend_from_slice(&ul.logits);
+            }
+            if test.classes != c {
+                bail!("{}: 'test' has {} classes, 'train' {c}", f.display(), test.classes);
+            }
+            progress.note(&format!(
+                "teacher scores from {}: {} train and {} test rows, {c} classes ({:?})",
+                f.display(),
+                data.train.n,
+                data.test.n,
+                train.kind
+            ));
+            file_kinds.push(train.kind);
+            (Some(rows), Some(test.logits), c)
+        }
+        (Some(t), _) => {
             // The teacher sees the file's layout, the student channels first.
             let stored = &data.stored_shape;
             let (train, c) =
@@ -321,7 +362,7 @@ pub fn prepare_for(opts: &DistillOptions, specs: &[&str], progress: &Progress) -
                 t.logits(&data.stored_order(&data.test.x), data.test.n, stored, opts.temperature, progress)?;
             (Some(train), Some(test), c)
         }
-        None => (None, None, data.class_count),
+        (None, None) => (None, None, data.class_count),
     };
     if data.class_count > classes {
         bail!(
@@ -353,7 +394,7 @@ pub fn prepare_for(opts: &DistillOptions, specs: &[&str], progress: &Progress) -
         teacher_test_accuracy,
         teacher_backends: teachers.as_ref().map(|t| t.backends.clone()).unwrap_or_default(),
         teacher_computed_samples: teachers.as_ref().map_or(0, |t| t.computed_samples),
-        teacher_kinds: teachers.as_ref().map(|t| t.kinds.clone()).unwrap_or_default(),
+        teacher_kinds: teachers.as_ref().map(|t| t.kinds.clone()).unwrap_or(file_kinds),
     })
 }
 

@@ -130,10 +130,15 @@ fn quantization_aware(
     };
     opts.data = data_path.to_path_buf();
     opts.baseline = false;
-    if opts.teachers.iter().any(|t| !t.exists()) {
+    if opts.teachers.iter().chain(&opts.teacher_logits).any(|t| !t.exists()) {
         bail!(
             "QAT distils with the checkpoint's teacher {}, which is not there (run it where the teacher is, or without --qat-steps)",
-            opts.teachers.iter().map(|t| t.display().to_string()).collect::<Vec<_>>().join(", ")
+            opts.teachers
+                .iter()
+                .chain(&opts.teacher_logits)
+                .map(|t| t.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     let p = prepare(&opts, progress)?;

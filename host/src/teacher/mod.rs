@@ -6,6 +6,7 @@
 //! what the distillation loss consumes.
 
 pub mod cache;
+pub mod logits_file;
 mod ort_backend;
 mod set;
 mod tract_backend;

@@ -13,6 +13,7 @@ macro_rules! out {
 }
 
 mod commands;
+mod init;
 mod inspect;
 mod run;
 
@@ -102,6 +103,11 @@ pub enum Command {
     ///
     /// Example: tinykd run models/configs/mnist1d_mlp.toml
     Run(RunArgs),
+    /// Write a commented starter config for your data (and teacher): a student
+    /// sized to the samples, the smallest emulated board it fits.
+    ///
+    /// Example: tinykd init --data my_data.npz --teacher my_teacher.onnx --out my.toml
+    Init(init::InitArgs),
 }
 
 /// Options shared by everything that runs a teacher.
@@ -537,5 +543,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(a) => commands::bench(a, &progress),
         Command::Inspect(a) => inspect::inspect(&a.file, a.layout),
         Command::Run(a) => run::run_config(&a.config, a.json, &progress),
+        Command::Init(a) => {
+            outln!("{}", init::init(&a)?);
+            Ok(())
+        }
     }
 }

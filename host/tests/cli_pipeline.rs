@@ -332,6 +332,8 @@ out_dir = "out"
 steps = 200
 [quantize]
 calibration = "{calibration}"
+[export]
+formats = ["tflite", "onnx"]
 "#,
             models().join("data/mnist1d.npz").display(),
             models().join("teachers/mnist1d_cnn.onnx").display()
@@ -351,6 +353,11 @@ calibration = "{calibration}"
     assert!(second.status.success(), "{}", stderr(&second));
     let err = stderr(&second);
     assert!(err.contains("distill: inputs unchanged, skipped") && err.contains("quantize: inputs unchanged, skipped"));
+    assert!(err.contains("export: inputs unchanged, skipped"), "{err}");
+    for f in ["student.tflite", "student.onnx"] {
+        assert!(d.join("out").join(f).is_file(), "{f}");
+    }
+    assert_eq!(r1["exports"].as_array().map(Vec::len), Some(2), "{r1}");
     assert!(seconds < 5.0, "an unchanged run took {seconds} s");
     let r2 = report();
     for k in ["float_test_accuracy", "int8_test_accuracy", "baseline_int8_test_accuracy", "tkd_bytes", "steps"] {

@@ -52,6 +52,22 @@ struct Config {
     #[serde(default)]
     quantize: QuantizeSection,
     emulate: Option<EmulateSection>,
+    export: Option<ExportSection>,
+}
+
+/// `[export] formats = ["tflite", "onnx", …]`: the student in other formats.
+#[derive(Debug, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct ExportSection {
+    formats: Vec<crate::export::Format>,
+}
+
+/// One exported file.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct ExportRecord {
+    format: String,
+    file: PathBuf,
+    bytes: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -158,6 +174,19 @@ struct QuantizeSection {
 struct EmulateSection {
     board: String,
     limit: Option<usize>,
+}
+
+/// Which model a format exports (the float checkpoint or the int8 blob) and
+/// the file it goes to.
+fn export_target<'a>(f: crate::export::Format, ckpt: &'a Path, tkd: &'a Path, dir: &Path) -> (&'a Path, PathBuf) {
+    use crate::export::Format;
+    match f {
+        Format::Onnx => (ckpt, dir.join("student.onnx")),
+        Format::OnnxQdq => (tkd, dir.join("student_int8.onnx")),
+        Format::Tflite => (tkd, dir.join("student.tflite")),
+        Format::C => (tkd, dir.join("student.h")),
+        Format::Rust => (tkd, dir.join("student.rs")),
+    }
 }
 
 /// What the distill stage reports (kept in `stages.json` for skipped runs).
@@ -302,6 +331,34 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
         }
     };
 
+    // Export to the formats listed.
+    let exports: Vec<ExportRecord> = match &cfg.export {
+        Some(x) => {
+            let key = InputHash::new("export").value(x)?.path(&ckpt)?.path(&tkd)?.finish();
+            match stages.fresh("export", &key) {
+                Some(r) => {
+                    progress.note("export: inputs unchanged, skipped");
+                    r
+                }
+                None => {
+                    let mut records = Vec::new();
+                    for f in &x.formats {
+                        let (source, file) = export_target(*f, &ckpt, &tkd, &out_dir);
+                        crate::export::export(source, *f, &file)?;
+                        let bytes = std::fs::metadata(&file)?.len();
+                        let format =
+                            clap::ValueEnum::to_possible_value(f).map_or_else(String::new, |v| v.get_name().to_owned());
+                        records.push(ExportRecord { format, file, bytes });
+                    }
+                    let outputs: Vec<&Path> = records.iter().map(|r| r.file.as_path()).collect();
+                    stages.store("export", &key, &outputs, &records)?;
+                    records
+                }
+            }
+        }
+        None => Vec::new(),
+    };
+
     // Emulate on a board.
     let emulation: Option<serde_json::Value> = match &cfg.emulate {
         Some(e) => {
@@ -342,6 +399,7 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
         "baseline_ptq_int8_test_accuracy": quantized.baseline.and_then(|b| b.1),
         "tkd_bytes": quantized.tkd_bytes,
         "emulation": emulation,
+        "exports": exports,
         "seconds": started.elapsed().as_secs_f64(),
         "out_dir": out_dir,
     });
@@ -415,6 +473,9 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
             f("flash_bytes"),
             f("ram_bytes")
         );
+    }
+    for x in &exports {
+        outln!("  exported {:<8} {} ({} bytes)", x.format, x.file.display(), x.bytes);
     }
     outln!("  artefacts in {}", out_dir.display());
     Ok(())

@@ -3,7 +3,8 @@
 # the embedded Rust targets, QEMU (Arm and RISC-V) and the onnxruntime wheel
 # (its libonnxruntime.so is what the `ort` backend loads), and the
 # tflite-micro wheel (TFLite Micro's interpreter, for the TFLite export's
-# bit-exactness test). Idempotent.
+# bit-exactness test), headless Chromium and the DejaVu font (the report's
+# rendering test). Idempotent.
 set -euo pipefail
 
 as_root() {
@@ -24,6 +25,14 @@ if ! command -v qemu-system-arm >/dev/null || ! command -v qemu-system-riscv32 >
         # with the distribution's qemu-system packages; tinykd does not need it.
         as_root apt-get install -y -qq --no-install-recommends $pkgs qemu-utils- >/dev/null
     fi
+fi
+
+if ! command -v chromium >/dev/null || [ ! -d /usr/share/fonts/truetype/dejavu ]; then
+    # Headless Chromium renders report.html in a test; DejaVu is the plots' font.
+    echo "setup: chromium, fonts"
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get update -qq
+    as_root apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
 fi
 
 if ! python3 -c "import onnxruntime" 2>/dev/null; then

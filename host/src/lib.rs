@@ -15,6 +15,7 @@ pub mod export;
 pub mod pipeline;
 pub mod progress;
 pub mod quant;
+pub mod report;
 pub mod student;
 pub mod teacher;
 pub mod util;

@@ -176,6 +176,101 @@ struct EmulateSection {
     limit: Option<usize>,
 }
 
+/// `report.md`, `report.html` and their plots, from the stage records and
+/// the int8 student's predictions on the test split.
+#[allow(clippy::too_many_arguments)]
+fn write_report(
+    config: &Path,
+    out_dir: &Path,
+    data_path: &Path,
+    read: crate::data::ReadOptions,
+    opts: &DistillOptions,
+    distilled: &DistillRecord,
+    quantized: &QuantizeRecord,
+    emulation: Option<&serde_json::Value>,
+    tkd: &Path,
+) -> Result<()> {
+    let blob = crate::export::tkd::read(tkd)?;
+    let data = crate::data::Dataset::load(data_path, read.for_model(crate::export::tkd::data_layout(&blob)))?;
+    let labels = data.labels(crate::data::SplitName::Test)?;
+    let (pred, _) = pipeline::run_int8(&blob, &data.test.x, data.test.n)?;
+    let classes = tinykd_runtime::Model::from_bytes(&blob).map_err(|e| anyhow::anyhow!("{e}"))?.class_count();
+    let p = |v: f64| format!("{:.2} %", v * 100.0);
+    let mut facts = vec![
+        ("student".to_owned(), opts.student.clone()),
+        ("parameters".to_owned(), distilled.parameters.to_string()),
+        ("temperature, α".to_owned(), format!("{}, {}", opts.temperature, opts.alpha)),
+        ("optimizer steps".to_owned(), distilled.steps.to_string()),
+    ];
+    let mut accuracies = Vec::new();
+    if let Some(t) = distilled.teacher_test_accuracy {
+        facts.push(("teacher test accuracy".into(), p(t)));
+        accuracies.push(("teacher".to_owned(), t));
+    }
+    facts.push(("float student test accuracy".into(), p(distilled.float_test_accuracy)));
+    accuracies.push(("float student".into(), distilled.float_test_accuracy));
+    if let Some(ptq) = quantized.ptq_int8_test_accuracy {
+        facts.push(("int8 student, post-training".into(), p(ptq)));
+    }
+    facts.push(("int8 student test accuracy (.tkd)".into(), p(quantized.int8_test_accuracy)));
+    accuracies.push(("int8 student".into(), quantized.int8_test_accuracy));
+    facts.push(("int8 model".into(), format!("{} bytes", quantized.tkd_bytes)));
+    if let (Some((bf, _)), Some((bi, _))) = (distilled.baseline, quantized.baseline) {
+        facts.push(("α = 0 baseline, float / int8".into(), format!("{} / {}", p(bf), p(bi))));
+    }
+    let mut footprint = Vec::new();
+    let model = tinykd_runtime::Model::from_bytes(&blob).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(e) = emulation {
+        let board = e["board"].as_str().unwrap_or("?").to_owned();
+        if let Some(acc) = e["accuracy"].as_f64() {
+            let n = e["n"].as_u64().unwrap_or(0);
+            facts.push((format!("on {board} ({n} test samples)"), p(acc)));
+            accuracies.push((format!("device ({n})"), acc));
+        }
+        facts.push(("agreement with the host".into(), p(e["agreement"].as_f64().unwrap_or(0.0))));
+        facts.push((
+            "instructions per inference".into(),
+            format!("{:.0}", e["instructions_per_inference"].as_f64().unwrap_or(0.0)),
+        ));
+        if let Ok(b) = crate::device::board(&board) {
+            footprint.push(crate::report::Footprint {
+                board,
+                flash_used: e["flash_bytes"].as_u64().unwrap_or(0),
+                flash_total: b.flash_bytes,
+                ram_used: e["ram_bytes"].as_u64().unwrap_or(0),
+                ram_total: b.ram_bytes,
+                measured: true,
+            });
+        }
+    }
+    // The other boards: the fit check's estimate (model + firmware, arena +
+    // receive buffer + stack).
+    for b in crate::device::BOARDS {
+        if footprint.iter().any(|f| f.board == b.name) {
+            continue;
+        }
+        footprint.push(crate::report::Footprint {
+            board: b.name.to_owned(),
+            flash_used: blob.len() as u64 + b.engine_flash_bytes,
+            flash_total: b.flash_bytes,
+            ram_used: model.arena_bytes() as u64 + model.input_len().max(16) as u64 + b.engine_stack_bytes,
+            ram_total: b.ram_bytes,
+            measured: false,
+        });
+    }
+    let report = crate::report::Report {
+        title: format!("tinykd run {}", config.display()),
+        facts,
+        kd_curve: distilled.curve.clone(),
+        baseline_curve: distilled.baseline_curve.clone(),
+        confusion: crate::report::confusion_matrix(labels, &pred, classes),
+        accuracies,
+        footprint,
+    };
+    crate::report::write(out_dir, &report)?;
+    Ok(())
+}
+
 /// Which model a format exports (the float checkpoint or the int8 blob) and
 /// the file it goes to.
 fn export_target<'a>(f: crate::export::Format, ckpt: &'a Path, tkd: &'a Path, dir: &Path) -> (&'a Path, PathBuf) {
@@ -199,6 +294,8 @@ struct DistillRecord {
     steps: usize,
     /// The α = 0 baseline's float test accuracy and steps.
     baseline: Option<(f64, usize)>,
+    curve: Vec<crate::distill::CurvePoint>,
+    baseline_curve: Option<Vec<crate::distill::CurvePoint>>,
 }
 
 /// What the quantize stage reports.
@@ -280,6 +377,8 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
                 float_test_accuracy: outcome.kd.test_accuracy,
                 steps: outcome.kd.report.steps,
                 baseline: outcome.baseline.as_ref().map(|b| (b.test_accuracy, b.report.steps)),
+                curve: outcome.kd.report.curve.clone(),
+                baseline_curve: outcome.baseline.as_ref().map(|b| b.report.curve.clone()),
             };
             stages.store("distill", &key, &outputs, &r)?;
             r
@@ -404,6 +503,7 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
         "out_dir": out_dir,
     });
     crate::util::write_atomic(&out_dir.join("report.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    write_report(path, &out_dir, &data, read, &opts, &distilled, &quantized, emulation.as_ref(), &tkd)?;
     if as_json {
         outln!("{}", serde_json::to_string(&summary)?);
         return Ok(());

@@ -7,4 +7,4 @@ pub mod trainer;
 
 pub use augment::{Augment, Mix, Views};
 pub use loss::{HardLabel, LossConfig, LossKind};
-pub use trainer::{Optimizer, Schedule, TrainConfig, TrainReport, TrainSet, ValSet, train};
+pub use trainer::{CurvePoint, Optimizer, Schedule, TrainConfig, TrainReport, TrainSet, ValSet, train};

@@ -146,6 +146,19 @@ pub struct TrainReport {
     pub best_val_accuracy: Option<f64>,
     /// Mean training loss over the last validation period.
     pub final_train_loss: f64,
+    /// The learning curve: one point per validation period.
+    pub curve: Vec<CurvePoint>,
+}
+
+/// One point of a learning curve, at the end of a validation period.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CurvePoint {
+    pub step: usize,
+    /// Mean training loss over the period (the run's own loss: KD or hard labels).
+    pub train_loss: f64,
+    /// Cross-entropy on the validation labels, and accuracy.
+    pub val_loss: Option<f64>,
+    pub val_accuracy: Option<f64>,
 }
 
 /// Adam with decoupled weight decay (AdamW) over every parameter tensor.
@@ -250,8 +263,23 @@ pub(crate) fn batch_loss(
 
 /// Accuracy of a float student on labelled samples.
 pub fn evaluate(student: &Student, x: &[f32], n: usize, labels: &[i64]) -> f64 {
+    evaluate_with_loss(student, x, n, labels).0
+}
+
+/// Accuracy and mean cross-entropy of a float student on labelled samples.
+pub fn evaluate_with_loss(student: &Student, x: &[f32], n: usize, labels: &[i64]) -> (f64, f64) {
     let logits = student.forward(x, n);
-    crate::util::accuracy(&crate::util::argmax_rows(&logits, student.classes), labels)
+    let c = student.classes;
+    let ce: f64 = logits
+        .chunks_exact(c)
+        .zip(labels)
+        .map(|(row, &y)| {
+            let p = crate::util::softmax(row, 1.0);
+            -p.get(y as usize).copied().unwrap_or(0.0).max(1e-30).ln()
+        })
+        .sum::<f64>()
+        / n.max(1) as f64;
+    (crate::util::accuracy(&crate::util::argmax_rows(&logits, c), labels), ce)
 }
 
 /// Trains `student` in place.
@@ -405,6 +433,7 @@ fn train_loop(
     let (mut period_loss, mut period_samples, mut last_loss) = (0.0, 0usize, 0.0);
     let mut steps_run = 0;
     let mut seen = 0usize;
+    let mut curve = Vec::new();
     let bar = progress.bar(cfg.steps.div_ceil(period) as u64, "train");
     for step in 0..cfg.steps {
         if pos >= set.n {
@@ -434,7 +463,13 @@ fn train_loop(
         last_loss = period_loss / period_samples.max(1) as f64;
         (period_loss, period_samples) = (0.0, 0);
         if let Some(v) = val {
-            let acc = evaluate(&model, v.x, v.n, v.labels);
+            let (acc, val_loss) = evaluate_with_loss(&model, v.x, v.n, v.labels);
+            curve.push(CurvePoint {
+                step: steps_run,
+                train_loss: last_loss,
+                val_loss: Some(val_loss),
+                val_accuracy: Some(acc),
+            });
             if best.as_ref().is_none_or(|(b, _, _)| acc > *b) {
                 improved_at = steps_run;
             }
@@ -449,6 +484,7 @@ fn train_loop(
                 break;
             }
         } else {
+            curve.push(CurvePoint { step: steps_run, train_loss: last_loss, val_loss: None, val_accuracy: None });
             bar.set_message(format!("loss {last_loss:.4}"));
             bar.inc(1);
         }
@@ -464,6 +500,7 @@ fn train_loop(
         best_step,
         best_val_accuracy,
         final_train_loss: last_loss,
+        curve: curve.clone(),
     };
     match best {
         Some((acc, best_step, weights)) => {

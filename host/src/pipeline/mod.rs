@@ -8,6 +8,7 @@ mod sweep;
 pub use distill::{
     DistillOptions, DistillOutcome, Prepared, StepBudget, TrainedStudent, distill, prepare, prepare_for, train_student,
 };
+pub(crate) use sweep::register_font;
 pub use sweep::{SweepOptions, SweepOutcome, SweepRow, markdown as sweep_markdown, plot as sweep_plot, sweep};
 
 use std::path::{Path, PathBuf};

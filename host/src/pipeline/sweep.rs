@@ -171,7 +171,7 @@ pub fn markdown(out: &SweepOutcome) -> String {
 
 /// Registers a system sans-serif font for plot text; `false` when none is
 /// installed (the plot is then drawn without text).
-fn register_font() -> bool {
+pub(crate) fn register_font() -> bool {
     use std::sync::OnceLock;
     static OK: OnceLock<bool> = OnceLock::new();
     *OK.get_or_init(|| {

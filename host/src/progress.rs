@@ -1,41 +1,109 @@
-//! Progress bars on a terminal, plain lines when piped (DESIGN §11).
+//! Progress on stderr (stdout stays machine-readable): status lines, and
+//! for long stages (teacher inference, training, QAT, sweep cells) a bar
+//! with an ETA on a terminal. `-q` silences both; `-v` also prints the
+//! bars as plain lines (about one a second) when stderr is not a terminal,
+//! e.g. in CI logs.
 
 use std::io::IsTerminal;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 
-/// Decides once whether to draw bars.
+/// How much to say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verbosity {
+    Quiet,
+    Normal,
+    Verbose,
+}
+
+/// Decides once whether to draw bars and print status lines.
 #[derive(Debug, Clone, Copy)]
 pub struct Progress {
     interactive: bool,
+    verbosity: Verbosity,
+}
+
+/// Bars rendered as plain lines (non-terminal stderr with `-v`): a line each
+/// time the bar's fill changes (at most about 30 per bar), not at every update.
+#[derive(Debug, Default)]
+struct PlainLines {
+    last: std::sync::Mutex<String>,
+}
+
+impl TermLike for PlainLines {
+    fn width(&self) -> u16 {
+        100
+    }
+    fn move_cursor_up(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_down(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        let key = s.split_inclusive(']').next().unwrap_or(s);
+        if let Ok(mut last) = self.last.lock() {
+            if !s.trim().is_empty() && *last != key {
+                eprintln!("{}", s.trim_end());
+                *last = key.to_owned();
+            }
+        }
+        Ok(())
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        self.write_line(s)
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Progress {
-    /// Bars when stderr is a terminal, nothing otherwise.
+    /// Bars when stderr is a terminal, status lines either way.
     pub fn from_env() -> Progress {
-        Progress { interactive: std::io::stderr().is_terminal() }
+        Progress::with(Verbosity::Normal)
+    }
+
+    /// [`Progress::from_env`] at a verbosity (`-q`, `-v`).
+    pub fn with(verbosity: Verbosity) -> Progress {
+        Progress { interactive: std::io::stderr().is_terminal(), verbosity }
     }
 
     /// Never draws (library use and tests).
     pub fn hidden() -> Progress {
-        Progress { interactive: false }
+        Progress { interactive: false, verbosity: Verbosity::Normal }
     }
 
-    /// A bar of `len` steps; hidden when not interactive.
+    /// A bar of `len` steps: drawn with an ETA on a terminal, as plain lines
+    /// with `-v` elsewhere, hidden otherwise.
     pub fn bar(&self, len: u64, what: &str) -> ProgressBar {
-        if !self.interactive {
-            return ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::hidden());
-        }
-        let bar = ProgressBar::new(len);
-        if let Ok(style) = ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg}") {
+        let target = match (self.verbosity, self.interactive) {
+            (Verbosity::Quiet, _) => ProgressDrawTarget::hidden(),
+            (_, true) => ProgressDrawTarget::stderr(),
+            (Verbosity::Verbose, false) => ProgressDrawTarget::term_like_with_hz(Box::new(PlainLines::default()), 1),
+            (Verbosity::Normal, false) => ProgressDrawTarget::hidden(),
+        };
+        let bar = ProgressBar::with_draw_target(Some(len), target);
+        if let Ok(style) = ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg} (eta {eta})") {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.set_prefix(what.to_owned());
         bar
     }
 
-    /// A status line: to stderr, so stdout stays machine-readable.
+    /// A status line: to stderr, so stdout stays machine-readable; none with `-q`.
     pub fn note(&self, msg: &str) {
-        eprintln!("{msg}");
+        if self.verbosity != Verbosity::Quiet {
+            eprintln!("{msg}");
+        }
     }
 }

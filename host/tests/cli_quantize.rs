@@ -80,3 +80,26 @@ fn qat_fine_tunes_with_the_checkpoints_distillation() {
     assert_clean_failure(&o, "is not there");
     assert!(!d.join("x.tkd").exists());
 }
+
+/// `-q` leaves stderr empty (results only); `-v` adds plain progress lines
+/// when stderr is not a terminal.
+#[test]
+fn quiet_and_verbose() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = models().join("data/mnist1d.npz");
+    let args = |flag: &'static str, out: &'static str| {
+        vec![flag, "distill", "--alpha", "0", "--data", data.to_str().unwrap(), "--student", "dense(10)"]
+            .into_iter()
+            .chain(["--steps", "400", "--no-baseline", "--out", out])
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let q = tinykd_owned(&args("-q", "q.ckpt"), d);
+    assert!(q.status.success(), "{}", stderr(&q));
+    assert_eq!(stderr(&q), "", "-q printed to stderr");
+    assert!(stdout(&q).contains("test accuracy"), "{}", stdout(&q));
+    let v = tinykd_owned(&args("-v", "v.ckpt"), d);
+    assert!(v.status.success(), "{}", stderr(&v));
+    assert!(stderr(&v).lines().any(|l| l.trim_start().starts_with("train [")), "{}", stderr(&v));
+}

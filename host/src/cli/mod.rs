@@ -37,6 +37,12 @@ use crate::teacher::{BackendChoice, OutputKind};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// No progress bars or status lines (results and errors only).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Also print progress as plain lines when stderr is not a terminal (logs, CI).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -525,7 +531,11 @@ pub fn write_out(args: std::fmt::Arguments<'_>) {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
-    let progress = Progress::from_env();
+    let progress = Progress::with(match (cli.quiet, cli.verbose) {
+        (true, _) => crate::progress::Verbosity::Quiet,
+        (_, true) => crate::progress::Verbosity::Verbose,
+        _ => crate::progress::Verbosity::Normal,
+    });
     match cli.command {
         Command::Distill(a) => commands::distill(a, &progress),
         Command::Sweep(a) => commands::sweep(a, &progress),

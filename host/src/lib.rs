@@ -12,6 +12,7 @@ pub mod data;
 pub mod device;
 pub mod distill;
 pub mod export;
+pub mod failure;
 pub mod pipeline;
 pub mod progress;
 pub mod quant;

@@ -7,8 +7,10 @@ fn main() -> ExitCode {
     match tinykd::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            let (message, hint, code) = tinykd::failure::describe(&e);
+            eprintln!("error: {message}");
+            eprintln!("hint: {hint}");
+            ExitCode::from(code)
         }
     }
 }

@@ -185,3 +185,36 @@ fn empty_split() {
     assert_clean_failure(&o, "split 'test' is empty");
     assert!(!dir.path().join("s.ckpt").exists());
 }
+
+/// Exit codes by failure kind (see `tinykd::failure`): data 3, teacher 4,
+/// board 6; each error line comes with a hint line.
+#[test]
+fn exit_codes_name_the_failing_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = models().join("data/mnist1d.npz");
+    let o = distill(d, &teacher(), "missing.npz");
+    assert_clean_failure(&o, "missing.npz");
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let o = distill(d, "nope.onnx", data.to_str().unwrap());
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("hint: `tinykd inspect TEACHER.onnx`"), "{}", stderr(&o));
+    let tkd = repo().join("firmware/protocol/src/testdata/mlp.tkd");
+    let o = tinykd(
+        &[
+            "verify",
+            "--model",
+            tkd.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--port",
+            "/dev/tinykd-no-such-port",
+        ],
+        d,
+    );
+    assert_clean_failure(&o, "tinykd-no-such-port");
+    assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
+    // Usage errors stay clap's.
+    let o = tinykd(&["distill", "--no-such-flag"], d);
+    assert_eq!(o.status.code(), Some(2));
+}

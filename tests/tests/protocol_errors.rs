@@ -87,6 +87,7 @@ fn a_model_too_large_for_the_board_is_refused_before_building() {
         tinykd::data::ReadOptions::default(),
     )
     .unwrap_err();
+    assert_eq!(tinykd::failure::describe(&e).2, 5, "a model that does not fit is a build failure");
     let e = format!("{e:#}");
     assert!(e.contains("does not fit qemu-microbit") && e.contains("bytes of RAM, the board has 16384"), "{e}");
 }

@@ -141,6 +141,10 @@ impl Dataset {
     /// label; split 80/20, stratified, seed 0) or a directory of MNIST-style
     /// IDX files.
     pub fn load(path: &Path, opts: LoadOptions) -> Result<Dataset> {
+        anyhow::Context::context(Self::load_unmarked(path, opts), crate::failure::Failure::Data)
+    }
+
+    fn load_unmarked(path: &Path, opts: LoadOptions) -> Result<Dataset> {
         let mut d = Self::load_stored(path, opts)?;
         d.stored_shape = d.sample_shape.clone();
         d.layout = opts.layout;

@@ -137,6 +137,10 @@ pub fn build_firmware(board: &Board, model_path: &Path) -> Result<PathBuf> {
 /// Builds the firmware crate `firmware/boards/<crate_dir>` (for `target`)
 /// with `model_path` embedded; returns the ELF path.
 pub fn build_crate(crate_dir: &str, target: &str, label: &str, model_path: &Path) -> Result<PathBuf> {
+    build_crate_unmarked(crate_dir, target, label, model_path).context(crate::failure::Failure::Build)
+}
+
+fn build_crate_unmarked(crate_dir: &str, target: &str, label: &str, model_path: &Path) -> Result<PathBuf> {
     let firmware = firmware_dir()?;
     let dir = firmware.join("boards").join(crate_dir);
     if !dir.join("Cargo.toml").is_file() {
@@ -231,14 +235,15 @@ pub fn emulate(
 ) -> Result<EmulationReport> {
     let bytes = crate::export::tkd::read(model_path)?;
     let model = Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", model_path.display()))?;
-    fit_check(board, &model, model_path)?;
+    use crate::failure::Failure;
+    fit_check(board, &model, model_path).context(Failure::Build)?;
     // Before building: a missing QEMU or a real board fails fast.
-    qemu_for(board)?;
+    qemu_for(board).context(Failure::Board)?;
     let elf = build_firmware(board, model_path)?;
     let footprint = Footprint::of_elf(&elf)?;
-    let (_qemu, link) = start_qemu(board, &elf)?;
-    let (mut session, info) = Session::open(link, Duration::from_secs(30))?;
-    let mut report = run_split(&mut session, &info, board, &model, inputs, n, labels)?;
+    let (_qemu, link) = start_qemu(board, &elf).context(Failure::Board)?;
+    let (mut session, info) = Session::open(link, Duration::from_secs(30)).context(Failure::Board)?;
+    let mut report = run_split(&mut session, &info, board, &model, inputs, n, labels).context(Failure::Board)?;
     report.flash_bytes = footprint.flash_bytes;
     report.static_ram_bytes = footprint.static_ram_bytes;
     report.ram_bytes = footprint.static_ram_bytes + report.peak_stack_bytes;
@@ -404,8 +409,8 @@ pub fn verify_port(
 ) -> Result<EmulationReport> {
     let bytes = crate::export::tkd::read(model_path)?;
     let model = Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", model_path.display()))?;
-    let link = open_port(port, baud)?;
-    let (mut session, info) = Session::open(link, Duration::from_secs(10))?;
+    let link = open_port(port, baud).context(crate::failure::Failure::Board)?;
+    let (mut session, info) = Session::open(link, Duration::from_secs(10)).context(crate::failure::Failure::Board)?;
     let board = board_of_image(&info.board, true)
         .with_context(|| format!("{port}: the board says it is '{}', which this tinykd does not know", info.board))?;
     if let Some(b) = expected_board {
@@ -413,7 +418,8 @@ pub fn verify_port(
             bail!("{port}: expected a {} but the board says it is '{}'", b.name, info.board);
         }
     }
-    let mut report = run_split(&mut session, &info, board, &model, inputs, n, labels)?;
+    let mut report =
+        run_split(&mut session, &info, board, &model, inputs, n, labels).context(crate::failure::Failure::Board)?;
     report.ram_bytes = report.peak_stack_bytes;
     Ok(report)
 }

@@ -99,6 +99,10 @@ pub struct TeacherOutputs {
 impl Teacher {
     /// Opens an ONNX teacher with the requested backend.
     pub fn open(path: &Path, choice: BackendChoice, output_name: Option<&str>) -> Result<Teacher> {
+        Self::open_unmarked(path, choice, output_name).context(crate::failure::Failure::Teacher)
+    }
+
+    fn open_unmarked(path: &Path, choice: BackendChoice, output_name: Option<&str>) -> Result<Teacher> {
         check_onnx_file(path)?;
         let (backend, note): (Box<dyn Backend>, String) = match choice {
             BackendChoice::Tract => (Box::new(tract_backend::TractBackend::open(path)?), "requested".into()),
@@ -192,6 +196,16 @@ impl Teacher {
 
     /// Runs the teacher over `n` samples and returns its logits.
     pub fn logits(
+        &mut self,
+        x: &[f32],
+        n: usize,
+        sample_shape: &[usize],
+        progress: &crate::progress::Progress,
+    ) -> Result<TeacherOutputs> {
+        self.logits_unmarked(x, n, sample_shape, progress).context(crate::failure::Failure::Teacher)
+    }
+
+    fn logits_unmarked(
         &mut self,
         x: &[f32],
         n: usize,

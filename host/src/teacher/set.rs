@@ -54,7 +54,7 @@ impl TeacherSet {
         }
         let mut members = Vec::new();
         for p in paths {
-            super::check_onnx_file(p)?;
+            anyhow::Context::context(super::check_onnx_file(p), crate::failure::Failure::Teacher)?;
             members.push(Member {
                 path: p.clone(),
                 key: cache::teacher_key(std::slice::from_ref(p), output)?,

@@ -39,6 +39,10 @@ pub fn assert_clean_failure(o: &Output, needle: &str) {
     assert!(!err.contains("panicked"), "panic: {err}");
     let line = err.lines().find(|l| l.starts_with("error:")).unwrap_or_else(|| panic!("no error line in: {err}"));
     assert!(line.contains(needle), "error line '{line}' lacks '{needle}'");
+    // Every error but clap's usage errors (exit 2, which point to --help) carries a hint.
+    if o.status.code() != Some(2) {
+        assert!(err.lines().any(|l| l.starts_with("hint: ")), "no hint line in: {err}");
+    }
 }
 
 /// A float32 array for `write_npz`.

@@ -44,12 +44,15 @@ pub struct Report {
     pub accuracies: Vec<(String, f64)>,
     /// One row per board.
     pub footprint: Vec<Footprint>,
+    /// The T × α grid when the run swept: rows, selected row, baseline row.
+    pub sweep: Option<(Vec<crate::pipeline::SweepRow>, usize, usize)>,
 }
 
 const CURVES: &str = "learning_curves.png";
 const CONFUSION: &str = "confusion.png";
 const ACCURACY: &str = "accuracy.png";
 const FOOTPRINT: &str = "footprint.png";
+const SWEEP: &str = "sweep.png";
 
 type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
 
@@ -75,6 +78,11 @@ pub fn write(dir: &Path, r: &Report) -> Result<Vec<PathBuf>> {
     };
     if !r.kd_curve.is_empty() {
         plot(CURVES, "Learning curves: distilled student and α = 0 baseline", &|p| curves(p, r))?;
+    }
+    if let Some((rows, best, _)) = &r.sweep {
+        plot(SWEEP, "T × α sweep: test accuracy of the selected student", &|p| {
+            crate::pipeline::sweep_plot_rows(rows, *best, p).map_err(|e| -> Box<dyn std::error::Error> { e.into() })
+        })?;
     }
     if !r.accuracies.is_empty() {
         plot(ACCURACY, "Test accuracy", &|p| accuracy_bars(p, &r.accuracies))?;
@@ -103,6 +111,9 @@ fn markdown(r: &Report, images: &[(&str, &str)]) -> String {
     }
     for (file, caption) in images {
         let _ = writeln!(s, "\n## {caption}\n\n![{caption}]({file})");
+    }
+    if let Some((rows, best, baseline)) = &r.sweep {
+        let _ = writeln!(s, "\n## The sweep\n\n{}", crate::pipeline::sweep_markdown_rows(rows, *best, *baseline));
     }
     if !r.footprint.is_empty() {
         let _ = writeln!(s, "\n| board | flash (bytes) | RAM (bytes) | |\n|---|---:|---:|---|");
@@ -143,6 +154,21 @@ fn html(r: &Report, images: &[(&str, String, Vec<u8>)]) -> String {
     for (_, caption, bytes) in images {
         let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
         let _ = writeln!(s, "<h2>{c}</h2>\n<img alt=\"{c}\" src=\"data:image/png;base64,{b64}\">", c = escape(caption));
+    }
+    if let Some((rows, best, _)) = &r.sweep {
+        s.push_str("<h2>The sweep</h2>\n<table>\n<tr><td>T</td><td>α</td><td>validation</td><td>test</td></tr>\n");
+        for (i, row) in rows.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "<tr><td>{}</td><td>{}</td><td>{:.2} %</td><td>{:.2} %{}</td></tr>",
+                row.temperature.map_or("–".into(), |t| t.to_string()),
+                row.alpha,
+                row.val_accuracy * 100.0,
+                row.test_accuracy * 100.0,
+                if i == *best { " (selected)" } else { "" }
+            );
+        }
+        s.push_str("</table>\n");
     }
     if !r.footprint.is_empty() {
         s.push_str("<h2>Footprint per board</h2>\n<table>\n<tr><td>board</td><td>flash (bytes)</td><td>RAM (bytes)</td><td></td></tr>\n");
@@ -376,6 +402,7 @@ mod tests {
                 ram_total: 50,
                 measured: true,
             }],
+            sweep: None,
         };
         let files = write(dir.path(), &r).unwrap();
         assert_eq!(files.len(), 6);

@@ -440,3 +440,42 @@ fn teacher_logits_file_trains_like_the_teacher_model() {
     assert_clean_failure(&both, "not both");
     assert!(!d.join("x.ckpt").exists());
 }
+
+/// `[sweep]` in a run: the grid is trained, the best validation row is the
+/// student (its T and α recorded in the checkpoint for QAT), the α = 0 row
+/// the baseline, and the report carries the grid and its plot.
+#[test]
+fn run_with_a_sweep_selects_and_reports_the_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cfg = format!(
+        r#"data = "{}"
+teachers = ["{}"]
+backend = "tract"
+student = "conv2d(4,k3) relu gap dense(10)"
+out_dir = "out"
+[distill]
+steps = 150
+[sweep]
+temperatures = [2.0, 4.0]
+alphas = [0.5, 0.9]
+[quantize]
+qat_steps = 20
+"#,
+        models().join("data/digits.npz").display(),
+        models().join("teachers/digits_cnn.onnx").display()
+    );
+    std::fs::write(d.join("c.toml"), cfg).unwrap();
+    let o = tinykd(&["run", "c.toml", "--json"], d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = json(&o);
+    let rows = r["sweep"]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 5, "α = 0 plus 2 × 2: {r}");
+    let best = &rows[r["sweep"]["best"].as_u64().unwrap() as usize];
+    assert_eq!(r["alpha"], best["alpha"]);
+    let ck: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("out/student.ckpt")).unwrap()).unwrap();
+    assert_eq!(ck["training"]["options"]["alpha"], best["alpha"], "QAT distils with the selected α");
+    assert!(d.join("out/sweep.png").is_file() && d.join("out/baseline.tkd").is_file());
+    let md = std::fs::read_to_string(d.join("out/report.md")).unwrap();
+    assert!(md.contains("**selected**") && md.contains("](sweep.png)"), "{md}");
+}

@@ -53,6 +53,22 @@ struct Config {
     quantize: QuantizeSection,
     emulate: Option<EmulateSection>,
     export: Option<ExportSection>,
+    sweep: Option<SweepSection>,
+}
+
+/// `[sweep]`: distil over a grid and keep the best validation row (α = 0
+/// is always in the grid: its row is the baseline).
+#[derive(Debug, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct SweepSection {
+    temperatures: Vec<f32>,
+    alphas: Vec<f32>,
+    #[serde(default = "default_seeds")]
+    seeds: Vec<u64>,
+}
+
+fn default_seeds() -> Vec<u64> {
+    vec![0]
 }
 
 /// `[export] formats = ["tflite", "onnx", …]`: the student in other formats.
@@ -199,7 +215,10 @@ fn write_report(
     let mut facts = vec![
         ("student".to_owned(), opts.student.clone()),
         ("parameters".to_owned(), distilled.parameters.to_string()),
-        ("temperature, α".to_owned(), format!("{}, {}", opts.temperature, opts.alpha)),
+        ("temperature, α".to_owned(), {
+            let (t, a) = distilled.temperature_alpha(opts);
+            format!("{t}, {a}{}", if distilled.sweep.is_some() { " (selected by the sweep)" } else { "" })
+        }),
         ("optimizer steps".to_owned(), distilled.steps.to_string()),
     ];
     let mut accuracies = Vec::new();
@@ -266,6 +285,7 @@ fn write_report(
         confusion: crate::report::confusion_matrix(labels, &pred, classes),
         accuracies,
         footprint,
+        sweep: distilled.sweep.as_ref().map(|s| (s.rows.clone(), s.best, s.baseline)),
     };
     crate::report::write(out_dir, &report)?;
     Ok(())
@@ -296,6 +316,29 @@ struct DistillRecord {
     baseline: Option<(f64, usize)>,
     curve: Vec<crate::distill::CurvePoint>,
     baseline_curve: Option<Vec<crate::distill::CurvePoint>>,
+    /// The grid, when the run swept.
+    sweep: Option<SweepRecord>,
+}
+
+impl DistillRecord {
+    /// The distilled student's T and α: the sweep's selection, else the config's.
+    fn temperature_alpha(&self, opts: &DistillOptions) -> (String, f32) {
+        match &self.sweep {
+            Some(s) => (s.temperature.map_or("–".into(), |t| t.to_string()), s.alpha),
+            None => (opts.temperature.to_string(), opts.alpha),
+        }
+    }
+}
+
+/// A sweep's grid and selection.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct SweepRecord {
+    rows: Vec<pipeline::SweepRow>,
+    best: usize,
+    baseline: usize,
+    /// The selected T (none for α = 0) and α.
+    temperature: Option<f32>,
+    alpha: f32,
 }
 
 /// What the quantize stage reports.
@@ -355,10 +398,47 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
     let key = InputHash::new("distill")
         .value(&DistillOptions { cache_dir: None, ..opts.clone() })?
         .value(&(&teacher_hash, &data_hash))?
+        .value(&cfg.sweep)?
         .finish();
     let distilled: DistillRecord = match stages.fresh("distill", &key) {
         Some(r) => {
             progress.note(&format!("distill: inputs unchanged, skipped ({} kept)", ckpt.display()));
+            r
+        }
+        None if cfg.sweep.is_some() => {
+            let Some(sw) = &cfg.sweep else { unreachable!() };
+            let so = pipeline::SweepOptions {
+                base: opts.clone(),
+                temperatures: sw.temperatures.clone(),
+                alphas: sw.alphas.clone(),
+                students: vec![opts.student.clone()],
+                seeds: sw.seeds.clone(),
+                out_dir: out_dir.clone(),
+            };
+            let outcome = pipeline::sweep(&so, progress)?;
+            outcome.checkpoint.save(&ckpt)?;
+            let b = &outcome.baseline_run;
+            crate::student::Checkpoint::new(b.student.clone(), json!({"alpha": 0.0, "layout": opts.layout}))
+                .save(&baseline_ckpt)?;
+            let (c, row) = (&outcome.chosen_run, &outcome.rows[outcome.best]);
+            let r = DistillRecord {
+                teacher_test_accuracy: outcome.teacher_test_accuracy,
+                teacher_backends: Vec::new(),
+                parameters: c.student.param_count(),
+                float_test_accuracy: c.test_accuracy,
+                steps: c.report.steps,
+                baseline: Some((b.test_accuracy, b.report.steps)),
+                curve: c.report.curve.clone(),
+                baseline_curve: Some(b.report.curve.clone()),
+                sweep: Some(SweepRecord {
+                    rows: outcome.rows.clone(),
+                    best: outcome.best,
+                    baseline: outcome.baseline,
+                    temperature: row.temperature,
+                    alpha: row.alpha,
+                }),
+            };
+            stages.store("distill", &key, &[ckpt.as_path(), baseline_ckpt.as_path()], &r)?;
             r
         }
         None => {
@@ -379,6 +459,7 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
                 baseline: outcome.baseline.as_ref().map(|b| (b.test_accuracy, b.report.steps)),
                 curve: outcome.kd.report.curve.clone(),
                 baseline_curve: outcome.baseline.as_ref().map(|b| b.report.curve.clone()),
+                sweep: None,
             };
             stages.store("distill", &key, &outputs, &r)?;
             r
@@ -484,8 +565,9 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
         "teacher_backends": distilled.teacher_backends,
         "student": opts.student,
         "parameters": distilled.parameters,
-        "temperature": opts.temperature,
-        "alpha": opts.alpha,
+        "temperature": distilled.sweep.as_ref().map_or(Some(opts.temperature), |s| s.temperature),
+        "alpha": distilled.sweep.as_ref().map_or(opts.alpha, |s| s.alpha),
+        "sweep": distilled.sweep,
         "steps": distilled.steps,
         "baseline_steps": distilled.baseline.map(|b| b.1),
         "float_test_accuracy": distilled.float_test_accuracy,
@@ -509,12 +591,12 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
         return Ok(());
     }
     outln!("tinykd run {} ({:.1} s)", path.display(), started.elapsed().as_secs_f64());
+    let (t, a) = distilled.temperature_alpha(&opts);
     outln!(
-        "  student {} ({} parameters), T = {}, α = {}",
+        "  student {} ({} parameters), T = {t}, α = {a}{}",
         opts.student,
         distilled.parameters,
-        opts.temperature,
-        opts.alpha
+        if distilled.sweep.is_some() { " (selected by the sweep)" } else { "" }
     );
     if let Some(t) = distilled.teacher_test_accuracy {
         outln!(

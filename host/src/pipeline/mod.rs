@@ -9,7 +9,10 @@ pub use distill::{
     DistillOptions, DistillOutcome, Prepared, StepBudget, TrainedStudent, distill, prepare, prepare_for, train_student,
 };
 pub(crate) use sweep::register_font;
-pub use sweep::{SweepOptions, SweepOutcome, SweepRow, markdown as sweep_markdown, plot as sweep_plot, sweep};
+pub use sweep::{
+    SweepOptions, SweepOutcome, SweepRow, markdown as sweep_markdown, markdown_rows as sweep_markdown_rows,
+    plot as sweep_plot, plot_rows as sweep_plot_rows, sweep,
+};
 
 use std::path::{Path, PathBuf};
 

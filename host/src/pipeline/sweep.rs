@@ -25,7 +25,7 @@ pub struct SweepOptions {
 
 /// One grid point, averaged over seeds. Selection uses the mean validation
 /// accuracy over the seeds, which is steadier than any one seed's.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SweepRow {
     pub student: String,
     pub parameters: usize,
@@ -48,6 +48,10 @@ pub struct SweepOutcome {
     /// Row index of the α = 0 baseline of the selected student.
     pub baseline: usize,
     pub checkpoint: Checkpoint,
+    /// The selected row's first-seed run, and its α = 0 baseline's.
+    pub chosen_run: TrainedStudent,
+    pub baseline_run: TrainedStudent,
+    pub teacher_test_accuracy: Option<f64>,
 }
 
 fn mean_std(v: &[f64]) -> (f64, f64) {
@@ -127,11 +131,19 @@ pub fn sweep(o: &SweepOptions, progress: &Progress) -> Result<SweepOutcome> {
         .unwrap_or(0);
     let baseline = rows.iter().position(|r| r.student == rows[best].student && r.alpha == 0.0).unwrap_or(best);
     let chosen = &models[best];
+    // The options record the selected T and α (quantization-aware training
+    // distils again with them).
+    let mut options = o.base.clone();
+    options.student = rows[best].student.clone();
+    options.alpha = rows[best].alpha;
+    options.temperature = rows[best].temperature.unwrap_or(o.base.temperature);
     let checkpoint = Checkpoint::new(
         chosen.student.clone(),
-        json!({ "sweep": rows[best], "baseline": rows[baseline], "options": o.base }),
+        json!({ "sweep": rows[best], "baseline": rows[baseline], "options": options }),
     );
-    Ok(SweepOutcome { rows, best, baseline, checkpoint })
+    let (chosen_run, baseline_run) = (models[best].clone(), models[baseline].clone());
+    let teacher_test_accuracy = prepared.as_ref().and_then(|p| p.teacher_test_accuracy);
+    Ok(SweepOutcome { rows, best, baseline, checkpoint, chosen_run, baseline_run, teacher_test_accuracy })
 }
 
 /// "8438", or "7200–8438" when early stopping made the seeds differ.
@@ -142,13 +154,18 @@ fn steps_cell(steps: &[usize]) -> String {
 
 /// The sweep table as Markdown.
 pub fn markdown(out: &SweepOutcome) -> String {
+    markdown_rows(&out.rows, out.best, out.baseline)
+}
+
+/// [`markdown`] from the grid's rows and the selected and baseline rows' indices.
+pub fn markdown_rows(rows: &[SweepRow], best: usize, baseline: usize) -> String {
     let mut s = String::from(
         "| student | params | T | α | steps | val acc (mean over seeds) | test acc (mean ± std over seeds) |\n|---|---:|---:|---:|---:|---:|---|\n",
     );
-    for (i, r) in out.rows.iter().enumerate() {
-        let mark = if i == out.best {
+    for (i, r) in rows.iter().enumerate() {
+        let mark = if i == best {
             " **selected**"
-        } else if i == out.baseline {
+        } else if i == baseline {
             " (baseline)"
         } else {
             ""
@@ -192,9 +209,15 @@ pub(crate) fn register_font() -> bool {
 /// Test accuracy against temperature, one line per α, for the selected
 /// student; the α = 0 baseline is the dashed level line.
 pub fn plot(out: &SweepOutcome, path: &std::path::Path) -> Result<()> {
+    plot_rows(&out.rows, out.best, path)
+}
+
+/// [`plot`] from the grid's rows and the selected row's index.
+pub fn plot_rows(all: &[SweepRow], best: usize, path: &std::path::Path) -> Result<()> {
     use plotters::prelude::*;
-    let student = &out.rows[out.best].student;
-    let rows: Vec<&SweepRow> = out.rows.iter().filter(|r| &r.student == student).collect();
+    let Some(selected) = all.get(best) else { bail!("no sweep row {best}") };
+    let student = &selected.student;
+    let rows: Vec<&SweepRow> = all.iter().filter(|r| &r.student == student).collect();
     let temps: Vec<f32> = {
         let mut t: Vec<f32> = rows.iter().filter_map(|r| r.temperature).collect();
         t.sort_by(f32::total_cmp);

@@ -372,6 +372,14 @@ formats = ["tflite", "onnx"]
     assert!(!err.contains("quantize: inputs unchanged"), "{err}");
     assert!(stdout(&third).contains("int8"), "{}", stdout(&third));
 
+    // A real board on a port that is not there: the run fails as a board error.
+    let device = "[device]\nboard = \"nrf52840-dk\"\nport = \"/dev/tinykd-no-such-port\"\nflash = false\n";
+    std::fs::write(d.join("c.toml"), config("mse") + device).unwrap();
+    let o = tinykd(&["run", "c.toml"], d);
+    assert_clean_failure(&o, "tinykd-no-such-port");
+    assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
+    std::fs::write(d.join("c.toml"), config("mse")).unwrap();
+
     // An artefact edited by hand is rewritten by its stage.
     std::fs::write(d.join("out/student.tkd"), b"not a model").unwrap();
     let fourth = tinykd(&["run", "c.toml"], d);

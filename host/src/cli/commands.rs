@@ -296,7 +296,7 @@ pub fn print_emulation(r: &crate::device::EmulationReport) {
 
 /// The split's inputs, quantized with the model's parameters (device
 /// layout), and their labels.
-fn device_inputs(
+pub(super) fn device_inputs(
     model: &Path,
     data_path: &Path,
     split: SplitName,

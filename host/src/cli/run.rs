@@ -54,6 +54,30 @@ struct Config {
     emulate: Option<EmulateSection>,
     export: Option<ExportSection>,
     sweep: Option<SweepSection>,
+    device: Option<DeviceSection>,
+}
+
+/// `[device]`: a real board on a serial port — flash it (probe-rs) unless
+/// `flash = false`, then stream the test split to it. Never skipped: the
+/// board's state is not an input tinykd can hash.
+#[derive(Debug, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceSection {
+    board: String,
+    port: String,
+    #[serde(default = "default_baud")]
+    baud: u32,
+    #[serde(default = "default_true")]
+    flash: bool,
+    limit: Option<usize>,
+}
+
+fn default_baud() -> u32 {
+    115_200
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// `[sweep]`: distil over a grid and keep the best validation row (α = 0
@@ -203,7 +227,7 @@ fn write_report(
     opts: &DistillOptions,
     distilled: &DistillRecord,
     quantized: &QuantizeRecord,
-    emulation: Option<&serde_json::Value>,
+    boards: &[&serde_json::Value],
     tkd: &Path,
 ) -> Result<()> {
     let blob = crate::export::tkd::read(tkd)?;
@@ -239,7 +263,7 @@ fn write_report(
     }
     let mut footprint = Vec::new();
     let model = tinykd_runtime::Model::from_bytes(&blob).map_err(|e| anyhow::anyhow!("{e}"))?;
-    if let Some(e) = emulation {
+    for e in boards {
         let board = e["board"].as_str().unwrap_or("?").to_owned();
         if let Some(acc) = e["accuracy"].as_f64() {
             let n = e["n"].as_u64().unwrap_or(0);
@@ -251,7 +275,9 @@ fn write_report(
             "instructions per inference".into(),
             format!("{:.0}", e["instructions_per_inference"].as_f64().unwrap_or(0.0)),
         ));
-        if let Ok(b) = crate::device::board(&board) {
+        // A real board's report has no image size (nothing was built here).
+        let measured = e["flash_bytes"].as_u64().is_some_and(|f| f > 0);
+        if let (Ok(b), true) = (crate::device::board(&board), measured) {
             footprint.push(crate::report::Footprint {
                 board,
                 flash_used: e["flash_bytes"].as_u64().unwrap_or(0),
@@ -558,6 +584,22 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
         }
         None => None,
     };
+    // A real board.
+    let device: Option<serde_json::Value> = match &cfg.device {
+        Some(dv) => {
+            let board = crate::device::board(&dv.board)?;
+            if dv.flash {
+                let f = crate::device::flash(board, &tkd, false)?;
+                progress.note(&format!("flashed {} ({} B of firmware)", board.name, f.flash_bytes));
+            }
+            let (q, n, labels) =
+                super::commands::device_inputs(&tkd, &data, crate::data::SplitName::Test, dv.limit, read)?;
+            let r = crate::device::verify_port(&dv.port, dv.baud, Some(board), &tkd, &q, n, labels.as_deref())
+                .with_context(|| format!("verifying {} on {}", tkd.display(), dv.port))?;
+            Some(serde_json::to_value(r)?)
+        }
+        None => None,
+    };
     let qat_steps = quantized.qat.as_ref().and_then(|q| q["steps"].as_u64());
     let summary = json!({
         "config": path,
@@ -580,12 +622,14 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
         "baseline_ptq_int8_test_accuracy": quantized.baseline.and_then(|b| b.1),
         "tkd_bytes": quantized.tkd_bytes,
         "emulation": emulation,
+        "device": device,
         "exports": exports,
         "seconds": started.elapsed().as_secs_f64(),
         "out_dir": out_dir,
     });
     crate::util::write_atomic(&out_dir.join("report.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
-    write_report(path, &out_dir, &data, read, &opts, &distilled, &quantized, emulation.as_ref(), &tkd)?;
+    let boards: Vec<&serde_json::Value> = emulation.iter().chain(&device).collect();
+    write_report(path, &out_dir, &data, read, &opts, &distilled, &quantized, &boards, &tkd)?;
     if as_json {
         outln!("{}", serde_json::to_string(&summary)?);
         return Ok(());
@@ -639,11 +683,11 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
             None => outln!("  baseline (α = 0), int8           test accuracy {}", pct(bi)),
         }
     }
-    if let Some(e) = &emulation {
+    for e in emulation.iter().chain(&device) {
         let f = |k: &str| e[k].as_f64().unwrap_or(0.0);
         if let Some(acc) = e["accuracy"].as_f64() {
             outln!(
-                "  on {} (QEMU)      test accuracy {}  agreement {}",
+                "  on {:<28} test accuracy {}  agreement {}",
                 e["board"].as_str().unwrap_or("?"),
                 pct(acc),
                 pct(f("agreement"))

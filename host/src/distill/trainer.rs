@@ -238,6 +238,47 @@ fn splits_batches(student: &Student, b: usize, min_macs_per_sync: usize) -> bool
     b >= 16 && b * student.macs_per_sample() / syncs >= min_macs_per_sync
 }
 
+/// Minibatches: passes over the samples in a fresh random order each, each
+/// sample drawn as one of its views.
+#[derive(Debug)]
+pub(crate) struct Batches {
+    order: Vec<usize>,
+    /// Position in the current pass over `order`; a new pass reshuffles.
+    pos: usize,
+}
+
+/// One minibatch: sample indices, their rows in the set (the drawn views),
+/// and those rows' inputs.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    pub samples: Vec<usize>,
+    pub rows: Vec<usize>,
+    pub x: Vec<f32>,
+}
+
+impl Batches {
+    pub(crate) fn new(n: usize) -> Batches {
+        Batches { order: (0..n).collect(), pos: n }
+    }
+
+    /// The next batch of up to `size` samples of `set`.
+    pub(crate) fn next(&mut self, set: TrainSet<'_>, size: usize, rng: &mut ChaCha8Rng) -> Batch {
+        if self.pos >= set.n {
+            self.order.shuffle(rng);
+            self.pos = 0;
+        }
+        let samples = self.order[self.pos..(self.pos + size).min(set.n)].to_vec();
+        self.pos += samples.len();
+        let rows: Vec<usize> = samples
+            .iter()
+            .map(|&i| if set.views > 1 { rng.random_range(0..set.views) * set.n + i } else { i })
+            .collect();
+        let len = set.x.len() / (set.n * set.views).max(1);
+        let x = rows.iter().flat_map(|&r| set.x[r * len..(r + 1) * len].iter().copied()).collect();
+        Batch { samples, rows, x }
+    }
+}
+
 /// Loss of a (part of a) batch and its gradient with respect to the logits,
 /// divided by the full batch size `b`.
 pub(crate) fn batch_loss(
@@ -420,14 +461,11 @@ fn train_loop(
     pair: Option<&Pair<'_, HalfJob, (Grads, f64)>>,
 ) -> TrainReport {
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let len = student.input_len();
     let batch_size = cfg.batch_size.max(1);
     let period = cfg.eval_every.max(1);
     let mut adam = Adam::new(student);
     let mut model = Arc::new(student.clone());
-    let mut order: Vec<usize> = (0..set.n).collect();
-    // Position in the current pass over `order`; a new pass reshuffles.
-    let mut pos = set.n;
+    let mut batches = Batches::new(set.n);
     let mut best: Option<(f64, usize, Student)> = None;
     let mut improved_at = 0;
     let (mut period_loss, mut period_samples, mut last_loss) = (0.0, 0usize, 0.0);
@@ -436,20 +474,8 @@ fn train_loop(
     let mut curve = Vec::new();
     let bar = progress.bar(cfg.steps.div_ceil(period) as u64, "train");
     for step in 0..cfg.steps {
-        if pos >= set.n {
-            order.shuffle(&mut rng);
-            pos = 0;
-        }
-        let batch = &order[pos..(pos + batch_size).min(set.n)];
-        pos += batch.len();
-        let b = batch.len();
-        let mut x = Vec::with_capacity(b * len);
-        // The view of each sample for this step (its row in `set.x`).
-        let rows: Vec<usize> =
-            batch.iter().map(|&i| if set.views > 1 { rng.random_range(0..set.views) * set.n + i } else { i }).collect();
-        for &r in &rows {
-            x.extend_from_slice(&set.x[r * len..(r + 1) * len]);
-        }
+        let Batch { samples, rows, x } = batches.next(set, batch_size, &mut rng);
+        let (batch, b) = (&samples[..], samples.len());
         let split = splits_batches(&model, b, min_macs_per_sync).then_some(pair);
         let grads = batch_grads(&mut model, &x, batch, &rows, set, cfg, &mut rng, split, &mut period_loss);
         let lr = cfg.lr_at(step, cfg.steps);

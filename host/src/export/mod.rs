@@ -27,6 +27,25 @@ pub enum Format {
     C,
 }
 
+/// A fully connected layer's plain int32 biases, as TFLite and ONNX hold
+/// them: the blob stores `bias − z_in · Σ w` per output row (see
+/// `tinykd_runtime::format`), so `z_in · Σ w` is added back.
+pub(crate) fn plain_fc_bias(
+    entries: &[tinykd_runtime::kernels::ChannelQuant],
+    weights: &[i8],
+    inputs: usize,
+    input_zero_point: i32,
+) -> Vec<i32> {
+    entries
+        .iter()
+        .zip(weights.chunks(inputs.max(1)))
+        .map(|(q, row)| {
+            let sum: i32 = row.iter().map(|v| *v as i32).sum();
+            q.bias.wrapping_add(input_zero_point.wrapping_mul(sum))
+        })
+        .collect()
+}
+
 /// Writes `model` (a `.ckpt` or `.tkd`) as `format` to `out`, atomically.
 pub fn export(model: &Path, format: Format, out: &Path) -> Result<()> {
     let ext = model.extension().and_then(|e| e.to_str()).unwrap_or("");

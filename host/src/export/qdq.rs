@@ -151,15 +151,7 @@ pub fn int8_model(blob: &[u8], layout: Layout) -> Result<Vec<u8>> {
                     b.op("Flatten", &[], vec![attr_int("axis", 1)]);
                     flat = true;
                 }
-                // The stored bias has −z_in · Σw folded in (see tinykd_runtime::format).
-                let bias: Vec<i32> = entries
-                    .iter()
-                    .enumerate()
-                    .map(|(o, q)| {
-                        let sum: i32 = weights[o * inf..(o + 1) * inf].iter().map(|v| *v as i32).sum();
-                        q.bias.wrapping_add(in_q.zero_point.wrapping_mul(sum))
-                    })
-                    .collect();
+                let bias = super::plain_fc_bias(&entries, weights, inf, in_q.zero_point);
                 let wt = b.weight(&[outf, inf], weights, &w_scales);
                 let bs = b.bias(&bias, &b_scales);
                 b.op("Gemm", &[wt, bs], vec![attr_int("transB", 1)]);

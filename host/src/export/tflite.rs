@@ -224,15 +224,7 @@ pub fn int8_model(blob: &[u8]) -> Result<Vec<u8>> {
                     shape = vec![1, inf];
                     current = g.reshape(current, &shape, in_q, name("flatten"))?;
                 }
-                // The stored bias has −z_in · Σw folded in (see tinykd_runtime::format).
-                let bias: Vec<i32> = entries
-                    .iter()
-                    .enumerate()
-                    .map(|(o, q)| {
-                        let sum: i32 = weights[o * inf..(o + 1) * inf].iter().map(|v| *v as i32).sum();
-                        q.bias.wrapping_add(in_q.zero_point.wrapping_mul(sum))
-                    })
-                    .collect();
+                let bias = super::plain_fc_bias(&entries, weights, inf, in_q.zero_point);
                 let wt = g.weights(name("dense/weights"), &[outf, inf], weights, &w_scales, 0)?;
                 let bs = g.bias(name("dense/bias"), &bias, &b_scales)?;
                 shape = vec![1, outf];

@@ -20,13 +20,12 @@
 //! the one the device runs; dropout is off.
 
 use anyhow::{Result, bail};
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tinykd_runtime::QuantParams;
 
 use super::{Calibration, calibrate, quantize_with_params};
-use crate::distill::trainer::{Adam, batch_loss};
+use crate::distill::trainer::{Adam, Batch, Batches, batch_loss};
 use crate::distill::{TrainConfig, TrainSet, ValSet};
 use crate::export::tkd::{TkdModel, encode};
 use crate::progress::Progress;
@@ -210,29 +209,18 @@ pub fn train(
     let mut best: Option<(Option<f64>, usize, TkdModel)> = None;
 
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let len = folded.input_len();
     let batch_size = cfg.batch_size.max(1);
     let period = cfg.eval_every.max(1);
     let mut adam = Adam::new(&folded);
-    let mut order: Vec<usize> = (0..set.n).collect();
-    let mut pos = set.n;
+    let mut batches = Batches::new(set.n);
     let (mut period_loss, mut period_samples, mut last_loss) = (0.0, 0usize, 0.0);
     let bar = progress.bar(cfg.steps.div_ceil(period) as u64, "qat");
     for step in 0..cfg.steps {
-        if pos >= set.n {
-            order.shuffle(&mut rng);
-            pos = 0;
-        }
-        let batch = &order[pos..(pos + batch_size).min(set.n)];
-        pos += batch.len();
+        let Batch { samples: batch, rows, x } = batches.next(set, batch_size, &mut rng);
         let b = batch.len();
-        let rows: Vec<usize> =
-            batch.iter().map(|&i| if set.views > 1 { rng.random_range(0..set.views) * set.n + i } else { i }).collect();
-        let x: Vec<f32> = rows.iter().flat_map(|&r| set.x[r * len..(r + 1) * len].iter().copied()).collect();
-
         let model = quantize_with_params(&folded, &params)?;
         let (inputs, logits) = forward(&folded, &encode(&model)?, &x, b)?;
-        let (dlogits, loss) = batch_loss(&logits, batch, &rows, set, cfg, b);
+        let (dlogits, loss) = batch_loss(&logits, &batch, &rows, set, cfg, b);
         period_loss += loss;
         period_samples += b;
         let fq = fake_quantized(&folded, &params);
@@ -285,6 +273,7 @@ pub fn train(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use rand::Rng;
 
     fn student(spec: &str, shape: &[usize], seed: u64) -> Student {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);

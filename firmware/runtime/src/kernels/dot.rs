@@ -118,6 +118,22 @@ fn dot2_portable(x: &[i8], a: &[i8], b: &[i8]) -> [i32; 2] {
 /// input byte, unrolled by two: 18 instructions per 8 multiply-accumulates.
 #[cfg(any(tinykd_v7m, tinykd_dsp))]
 mod v7m {
+    /// One input byte of each run: 4 loads, 4 multiply-accumulates.
+    macro_rules! byte_step {
+        () => {
+            concat!(
+                "ldrsb {p}, [{x0}], #1\n",
+                "ldrsb {q}, [{x1}], #1\n",
+                "ldrsb {w}, [{a}], #1\n",
+                "mla {s0}, {p}, {w}, {s0}\n",
+                "mla {s2}, {q}, {w}, {s2}\n",
+                "ldrsb {w}, [{b}], #1\n",
+                "mla {s1}, {p}, {w}, {s1}\n",
+                "mla {s3}, {q}, {w}, {s3}",
+            )
+        };
+    }
+
     #[inline(always)]
     pub(super) fn dot2x2(x0: &[i8], x1: &[i8], a: &[i8], b: &[i8]) -> [i32; 4] {
         let n = x0.len().min(x1.len()).min(a.len()).min(b.len());
@@ -134,34 +150,13 @@ mod v7m {
                 // An odd byte first, then two bytes per iteration.
                 "lsrs {n}, {n}, #1",
                 "bcc 3f",
-                "ldrsb {p}, [{x0}], #1",
-                "ldrsb {q}, [{x1}], #1",
-                "ldrsb {w}, [{a}], #1",
-                "mla {s0}, {p}, {w}, {s0}",
-                "mla {s2}, {q}, {w}, {s2}",
-                "ldrsb {w}, [{b}], #1",
-                "mla {s1}, {p}, {w}, {s1}",
-                "mla {s3}, {q}, {w}, {s3}",
+                byte_step!(),
                 "3:",
                 "cmp {n}, #0",
                 "beq 4f",
                 "2:",
-                "ldrsb {p}, [{x0}], #1",
-                "ldrsb {q}, [{x1}], #1",
-                "ldrsb {w}, [{a}], #1",
-                "mla {s0}, {p}, {w}, {s0}",
-                "mla {s2}, {q}, {w}, {s2}",
-                "ldrsb {w}, [{b}], #1",
-                "mla {s1}, {p}, {w}, {s1}",
-                "mla {s3}, {q}, {w}, {s3}",
-                "ldrsb {p}, [{x0}], #1",
-                "ldrsb {q}, [{x1}], #1",
-                "ldrsb {w}, [{a}], #1",
-                "mla {s0}, {p}, {w}, {s0}",
-                "mla {s2}, {q}, {w}, {s2}",
-                "ldrsb {w}, [{b}], #1",
-                "mla {s1}, {p}, {w}, {s1}",
-                "mla {s3}, {q}, {w}, {s3}",
+                byte_step!(),
+                byte_step!(),
                 "subs {n}, {n}, #1",
                 "bne 2b",
                 "4:",

@@ -67,14 +67,31 @@ impl TermLike for PlainLines {
     }
 }
 
+/// The command line's verbosity, for code that is not handed a `Progress`
+/// (a board session's bar): 0 quiet, 1 normal, 2 verbose.
+static VERBOSITY: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(1);
+
 impl Progress {
-    /// Bars when stderr is a terminal, status lines either way.
+    /// Bars when stderr is a terminal, status lines either way, at the
+    /// verbosity the command line set (normal by default).
     pub fn from_env() -> Progress {
-        Progress::with(Verbosity::Normal)
+        let v = match VERBOSITY.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => Verbosity::Quiet,
+            2 => Verbosity::Verbose,
+            _ => Verbosity::Normal,
+        };
+        Progress { interactive: std::io::stderr().is_terminal(), verbosity: v }
     }
 
-    /// [`Progress::from_env`] at a verbosity (`-q`, `-v`).
+    /// [`Progress::from_env`] at a verbosity (`-q`, `-v`), which becomes the
+    /// process's default.
     pub fn with(verbosity: Verbosity) -> Progress {
+        let v = match verbosity {
+            Verbosity::Quiet => 0,
+            Verbosity::Normal => 1,
+            Verbosity::Verbose => 2,
+        };
+        VERBOSITY.store(v, std::sync::atomic::Ordering::Relaxed);
         Progress { interactive: std::io::stderr().is_terminal(), verbosity }
     }
 

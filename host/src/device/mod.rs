@@ -281,7 +281,9 @@ pub fn run_split(
     let mut device_logits = Vec::with_capacity(n * classes);
     let mut device_pred = Vec::with_capacity(n);
     let mut ticks = 0u128;
+    let bar = crate::progress::Progress::from_env().bar(n as u64, board.name);
     for i in 0..n {
+        bar.inc(1);
         let (class, t, logits) = session.infer(&inputs[i * len..(i + 1) * len])?;
         if logits.len() != classes {
             bail!("{}: the board sent {} logits, the model has {classes} classes", session.name(), logits.len());
@@ -293,6 +295,7 @@ pub fn run_split(
     let end = session.hello()?;
     let agree =
         host_logits.chunks_exact(classes).zip(device_logits.chunks_exact(classes)).filter(|(h, d)| h == d).count();
+    bar.finish_and_clear();
     let per_inference = ticks as f64 / n.max(1) as f64;
     let (count, counted) = match (board.runner, info.counter_kind) {
         (Runner::Qemu { instructions_per_tick, .. }, 0) => (per_inference * instructions_per_tick, "instructions"),

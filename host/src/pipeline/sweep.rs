@@ -77,6 +77,10 @@ pub fn sweep(o: &SweepOptions, progress: &Progress) -> Result<SweepOutcome> {
     // An ensemble is combined at T, so its targets are prepared per temperature.
     let per_temperature = o.base.teachers.len() > 1;
     let mut prepared = None;
+    // One cell per (student, T, α ≠ 0) plus one α = 0 cell per student.
+    let kd_alphas = alphas.iter().filter(|a| **a != 0.0).count();
+    let cells = o.students.len() * (o.temperatures.len() * kd_alphas + 1);
+    let grid = progress.bar(cells as u64, "sweep");
     for spec in &o.students {
         for (ti, &t) in o.temperatures.iter().enumerate() {
             if prepared.is_none() || per_temperature {
@@ -115,9 +119,11 @@ pub fn sweep(o: &SweepOptions, progress: &Progress) -> Result<SweepOutcome> {
                     steps,
                 });
                 models.push(first);
+                grid.inc(1);
             }
         }
     }
+    grid.finish_and_clear();
     // Highest validation accuracy; ties go to α = 0, then to fewer parameters.
     let best = (0..rows.len())
         .max_by(|&i, &j| {

@@ -75,10 +75,10 @@ pub enum Command {
     ///
     /// Example: tinykd emulate --model student.tkd --data models/data/mnist1d.npz --board qemu-mps2-an385 --json
     Emulate(EmulateArgs),
-    /// Write a student in another format: ONNX (float), Rust or C source (int8).
+    /// Write a student in another format: ONNX (float), ONNX QDQ, TFLite, Rust or C source (int8).
     ///
     /// Example: tinykd export --model student.ckpt --format onnx --out student.onnx
-    ///          tinykd export --model student.tkd --format c --out student.h
+    ///          tinykd export --model student.tkd --format tflite --out student.tflite
     Export(ExportArgs),
     /// Build a real board's firmware with an int8 student, check it fits, and flash it (probe-rs).
     ///
@@ -105,7 +105,8 @@ pub enum Command {
     ///
     /// Example: tinykd inspect models/data/mnist1d.npz
     Inspect(InspectArgs),
-    /// Run the whole pipeline from a TOML config: teacher, distill, quantize, eval (and emulate).
+    /// Run the whole pipeline from a TOML config (resumable): teacher, distill or sweep, quantize (PTQ/QAT),
+    /// export, emulate or a real board, and the report (report.md, report.html).
     ///
     /// Example: tinykd run models/configs/mnist1d_mlp.toml
     Run(RunArgs),

@@ -309,11 +309,10 @@ fn confusion(path: &Path, m: &[Vec<usize>]) -> DrawResult {
             let (x, y) = (p as f64 - 0.5, t as f64 - 0.5);
             chart.draw_series(std::iter::once(Rectangle::new([(x, y), (x + 1.0, y + 1.0)], color.filled())))?;
             if n > 0 && cell >= 24 {
-                chart.draw_series(std::iter::once(Text::new(
-                    format!("{n}"),
-                    (x + 0.2, y + 0.35),
-                    ("sans-serif", (cell / 3).max(10)),
-                )))?;
+                // White on the dark cells, black on the light ones.
+                let ink = if share > 0.5 { WHITE } else { BLACK };
+                let font = ("sans-serif", (cell / 3).max(10)).into_font().color(&ink);
+                chart.draw_series(std::iter::once(Text::new(format!("{n}"), (x + 0.2, y + 0.35), font)))?;
             }
         }
     }

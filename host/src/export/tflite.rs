@@ -337,23 +337,30 @@ pub fn int8_model(blob: &[u8]) -> Result<Vec<u8>> {
         ..Default::default()
     };
     let mut builder = planus::Builder::new();
-    let mut bytes = builder.finish(&model, None).to_vec();
-    insert_file_identifier(&mut bytes)?;
+    let mut bytes = builder.finish(&model, Some(FILE_IDENTIFIER)).to_vec();
+    put_file_identifier_after_root_offset(&mut bytes)?;
     Ok(bytes)
 }
 
-/// Puts TFLite's file identifier where FlatBuffers readers look for it:
-/// bytes 4..8, after the root offset. (planus 1.3.0's `finish` with an
-/// identifier writes the two words in the opposite order, which TFLite
-/// cannot read.) Every other offset is relative to its own position, so
-/// inserting 4 bytes moves only the root: its offset grows by 4. Alignment
-/// inside the buffer stays a multiple of 4, all the schema needs here (no
-/// 8-byte field is written).
-fn insert_file_identifier(bytes: &mut Vec<u8>) -> Result<()> {
-    let Some(root) = bytes.get(0..4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes) else {
+/// FlatBuffers readers expect the root offset at bytes 0..4 and the file
+/// identifier at 4..8. planus 1.3.0's `finish` with an identifier writes
+/// them the other way round (identifier first, then an offset relative to
+/// its own position 4), which TFLite cannot read. Swapping the two words —
+/// the offset grows by 4, now counted from position 0 — fixes that without
+/// moving anything else, so every table and vector keeps the alignment
+/// planus gave it (the int64 zero-point vectors need 8; inserting 4 bytes
+/// instead would break it, and FlatBuffers verifiers reject such files).
+fn put_file_identifier_after_root_offset(bytes: &mut [u8]) -> Result<()> {
+    let (Some(head), Some(word)) = (bytes.get(0..4), bytes.get(4..8)) else {
         bail!("the flatbuffer builder returned {} bytes", bytes.len());
     };
-    bytes.splice(0..4, (root + 4).to_le_bytes().into_iter().chain(FILE_IDENTIFIER));
+    if head == FILE_IDENTIFIER {
+        let root = u32::from_le_bytes(word.try_into()?) + 4;
+        bytes[0..4].copy_from_slice(&root.to_le_bytes());
+        bytes[4..8].copy_from_slice(&FILE_IDENTIFIER);
+    } else if word != FILE_IDENTIFIER {
+        bail!("the flatbuffer builder wrote no file identifier");
+    }
     Ok(())
 }
 
@@ -400,6 +407,25 @@ mod tests {
                 assert_eq!(q.scale.as_ref().unwrap().len(), shape[q.quantized_dimension as usize] as usize, "{name}");
             }
         }
+    }
+
+    /// The identifier fix swaps two words and inserts nothing: every table
+    /// and vector stays where planus aligned it (an inserted word broke the
+    /// 8-byte alignment FlatBuffers verifiers check, and microflow's parser
+    /// refused the file).
+    #[test]
+    fn the_identifier_fix_moves_nothing() {
+        let mut b = vec![0u8; 16];
+        b[0..4].copy_from_slice(b"TFL3");
+        b[4..8].copy_from_slice(&4u32.to_le_bytes());
+        put_file_identifier_after_root_offset(&mut b).unwrap();
+        assert_eq!(b.len(), 16);
+        assert_eq!(&b[0..8], &[8, 0, 0, 0, b'T', b'F', b'L', b'3']);
+        // Already in the standard order: left alone.
+        let before = b.clone();
+        put_file_identifier_after_root_offset(&mut b).unwrap();
+        assert_eq!(b, before);
+        assert!(put_file_identifier_after_root_offset(&mut [0u8; 8]).is_err());
     }
 
     #[test]

@@ -10,10 +10,11 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 
 /// How much to say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Verbosity {
-    Quiet,
-    Normal,
-    Verbose,
+    Quiet = 0,
+    Normal = 1,
+    Verbose = 2,
 }
 
 /// Decides once whether to draw bars and print status lines.
@@ -80,19 +81,18 @@ impl Progress {
             2 => Verbosity::Verbose,
             _ => Verbosity::Normal,
         };
-        Progress { interactive: std::io::stderr().is_terminal(), verbosity: v }
+        Progress::at(v)
+    }
+
+    fn at(verbosity: Verbosity) -> Progress {
+        Progress { interactive: std::io::stderr().is_terminal(), verbosity }
     }
 
     /// [`Progress::from_env`] at a verbosity (`-q`, `-v`), which becomes the
     /// process's default.
     pub fn with(verbosity: Verbosity) -> Progress {
-        let v = match verbosity {
-            Verbosity::Quiet => 0,
-            Verbosity::Normal => 1,
-            Verbosity::Verbose => 2,
-        };
-        VERBOSITY.store(v, std::sync::atomic::Ordering::Relaxed);
-        Progress { interactive: std::io::stderr().is_terminal(), verbosity }
+        VERBOSITY.store(verbosity as u8, std::sync::atomic::Ordering::Relaxed);
+        Progress::at(verbosity)
     }
 
     /// Never draws (library use and tests).

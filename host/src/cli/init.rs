@@ -64,8 +64,9 @@ fn starter_student(shape: &[usize], classes: usize) -> (String, &'static str) {
     }
 }
 
-/// The student's int8 blob with random weights calibrated on `x` (sizes only).
-fn int8_size(spec: &str, shape: &[usize], classes: usize, x: &[f32], n: usize) -> Result<Vec<u8>> {
+/// The student with random weights and its int8 blob calibrated on `x`
+/// (for its sizes only).
+fn sized_student(spec: &str, shape: &[usize], classes: usize, x: &[f32], n: usize) -> Result<(Student, Vec<u8>)> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let s = Student::from_spec(spec, shape, classes, &mut rng)?;
     let calib = if n == 0 {
@@ -74,7 +75,8 @@ fn int8_size(spec: &str, shape: &[usize], classes: usize, x: &[f32], n: usize) -
         x[..s.input_len() * n].to_vec()
     };
     let q = crate::quant::quantize_student(&s, &calib, n.max(1), crate::quant::Calibration::Minmax)?;
-    crate::export::tkd::encode(&q)
+    let blob = crate::export::tkd::encode(&q)?;
+    Ok((s, blob))
 }
 
 /// The emulated boards from the smallest RAM up; the first one `blob` fits.
@@ -114,11 +116,9 @@ pub fn init(a: &InitArgs) -> Result<String> {
     let classes = data.class_count;
     let (spec, why) = starter_student(&data.sample_shape, classes);
     let n = data.train.n.min(256);
-    let blob = int8_size(&spec, &data.sample_shape, classes, &data.train.x, n)?;
+    let (student, blob) = sized_student(&spec, &data.sample_shape, classes, &data.train.x, n)?;
     let model = tinykd_runtime::Model::from_bytes(&blob).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (board, emulated) = smallest_fitting_board(&blob)?;
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let student = Student::from_spec(&spec, &data.sample_shape, classes, &mut rng)?;
 
     let dir = match a.out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -180,7 +180,7 @@ pub fn init(a: &InitArgs) -> Result<String> {
     writeln!(w, "qat_steps = 1000              # quantization-aware fine-tuning steps (0: post-training only)")?;
     writeln!(w)?;
     writeln!(w, "[emulate]")?;
-    let rx = model.input_len().max(16);
+    let rx = crate::device::fit_estimate(board, &model).receive_buffer;
     writeln!(
         w,
         "# The smallest emulated board the int8 student fits: model {} B + firmware ~{} B of {} B flash,",

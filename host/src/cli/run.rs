@@ -294,11 +294,12 @@ fn write_report(
         if footprint.iter().any(|f| f.board == b.name) {
             continue;
         }
+        let need = crate::device::fit_estimate(b, &model);
         footprint.push(crate::report::Footprint {
             board: b.name.to_owned(),
-            flash_used: blob.len() as u64 + b.engine_flash_bytes,
+            flash_used: need.flash,
             flash_total: b.flash_bytes,
-            ram_used: model.arena_bytes() as u64 + model.input_len().max(16) as u64 + b.engine_stack_bytes,
+            ram_used: need.ram,
             ram_total: b.ram_bytes,
             measured: false,
         });
@@ -409,12 +410,11 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
     let read = crate::data::ReadOptions { input_scale: opts.input_scale, layout: Some(opts.layout) };
     let started = std::time::Instant::now();
     let mut stages = Stages::load(&out_dir);
-    let teacher_hash = opts
-        .teachers
-        .iter()
-        .chain(&opts.teacher_logits)
-        .try_fold(InputHash::new("teachers"), |h, t| h.path(t))?
-        .finish();
+    // The teacher cache's key: the ONNX files with their external tensor
+    // data and the chosen output; then any score file.
+    let teachers = crate::teacher::cache::teacher_key(&opts.teachers, opts.teacher_output.as_deref())?;
+    let teacher_hash =
+        opts.teacher_logits.iter().try_fold(InputHash::new("teachers").value(&teachers)?, |h, f| h.path(f))?.finish();
     let data_hash = InputHash::new("data").path(&data)?.finish();
     let ckpt = out_dir.join("student.ckpt");
     let baseline_ckpt = out_dir.join("baseline.ckpt");

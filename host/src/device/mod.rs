@@ -93,11 +93,32 @@ pub struct EmulationReport {
     pub device_logits: Vec<i8>,
 }
 
+/// What a model needs on a board, estimated before building: flash for the
+/// blob and the board's firmware (its largest measured image), RAM for the
+/// arena, the receive buffer and the firmware's stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FitEstimate {
+    pub flash: u64,
+    pub receive_buffer: u64,
+    pub ram: u64,
+}
+
+/// The [`FitEstimate`] of `model` on `board`.
+pub fn fit_estimate(board: &Board, model: &Model<'_>) -> FitEstimate {
+    let receive_buffer = model.input_len().max(16) as u64;
+    FitEstimate {
+        flash: model.as_bytes().len() as u64 + board.engine_flash_bytes,
+        receive_buffer,
+        ram: model.arena_bytes() as u64 + receive_buffer + board.engine_stack_bytes,
+    }
+}
+
 /// Refuses a model that cannot fit the board, before anything is built:
 /// the blob against flash, the arena + receive buffer + the engine's stack
 /// against RAM, with the numbers.
 pub fn fit_check(board: &Board, model: &Model<'_>, what: &Path) -> Result<()> {
-    let flash_need = model.as_bytes().len() as u64 + board.engine_flash_bytes;
+    let need = fit_estimate(board, model);
+    let flash_need = need.flash;
     if flash_need > board.flash_bytes {
         bail!(
             "{}: does not fit {}: the model ({} bytes) and the firmware (~{} bytes) need {} bytes of flash, the \
@@ -110,8 +131,7 @@ pub fn fit_check(board: &Board, model: &Model<'_>, what: &Path) -> Result<()> {
             board.flash_bytes
         );
     }
-    let rx = model.input_len().max(16) as u64;
-    let ram_need = model.arena_bytes() as u64 + rx + board.engine_stack_bytes;
+    let (rx, ram_need) = (need.receive_buffer, need.ram);
     if ram_need > board.ram_bytes {
         bail!(
             "{}: does not fit {}: arena {} + receive buffer {} + stack ~{} = {} bytes of RAM, the board has {}",

@@ -27,6 +27,32 @@ pub enum Format {
     C,
 }
 
+/// A layer's per-channel quantization as the int8 exporters write it.
+pub(crate) struct ChannelScales {
+    /// The channel table: bias (as stored), multiplier, shift.
+    pub entries: Vec<tinykd_runtime::kernels::ChannelQuant>,
+    pub weight_scales: Vec<f32>,
+    /// `s_in · s_w`: the int32 biases' scales.
+    pub bias_scales: Vec<f32>,
+}
+
+/// Layer `l`'s [`ChannelScales`], its input quantized at scale `input_scale`.
+pub(crate) fn channel_scales(
+    m: &tinykd_runtime::Model<'_>,
+    l: &tinykd_runtime::Layer,
+    input_scale: f32,
+) -> Result<ChannelScales> {
+    let table = m.channel_table(l);
+    let entries: Vec<_> =
+        (0..l.channel_count).filter_map(|o| tinykd_runtime::kernels::ChannelQuant::read(table, o)).collect();
+    let weight_scales: Vec<f32> = (0..l.channel_count).filter_map(|o| m.weight_scale(l, o)).collect();
+    if entries.len() != l.channel_count || weight_scales.len() != l.channel_count {
+        bail!("a layer's channel table or weight scales are truncated");
+    }
+    let bias_scales = weight_scales.iter().map(|s| s * input_scale).collect();
+    Ok(ChannelScales { entries, weight_scales, bias_scales })
+}
+
 /// A fully connected layer's plain int32 biases, as TFLite and ONNX hold
 /// them: the blob stores `bias − z_in · Σ w` per output row (see
 /// `tinykd_runtime::format`), so `z_in · Σ w` is added back.

@@ -133,11 +133,8 @@ pub fn int8_model(blob: &[u8], layout: Layout) -> Result<Vec<u8>> {
     let kd = |kh: usize, kw: usize| if one_d { vec![kw] } else { vec![kh, kw] };
     for l in &layers {
         let p = l.params.map(|v| v as usize);
-        let table = m.channel_table(l);
-        let entries: Vec<tinykd_runtime::kernels::ChannelQuant> =
-            (0..l.channel_count).filter_map(|o| tinykd_runtime::kernels::ChannelQuant::read(table, o)).collect();
-        let w_scales: Vec<f32> = (0..l.channel_count).filter_map(|o| m.weight_scale(l, o)).collect();
-        let b_scales: Vec<f32> = w_scales.iter().map(|s| s * in_q.scale).collect();
+        let super::ChannelScales { entries, weight_scales: w_scales, bias_scales: b_scales } =
+            super::channel_scales(&m, l, in_q.scale)?;
         let weights = m.weights(l);
         match l.op {
             Op::FullyConnected => {

@@ -21,9 +21,9 @@
 //! is (and has optimized CMSIS-NN kernels). A fully connected layer after a
 //! feature map is preceded by a `RESHAPE` to `[1, H·W·C]`.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use tinykd_runtime::format::{Activation, Op};
-use tinykd_runtime::kernels::{ChannelQuant, Clamp};
+use tinykd_runtime::kernels::Clamp;
 use tinykd_runtime::{Model, QuantParams};
 use tinykd_tflite_schema::tflite as tfl;
 
@@ -198,12 +198,8 @@ pub fn int8_model(blob: &[u8]) -> Result<Vec<u8>> {
                 expected.max
             );
         }
-        let entries: Vec<ChannelQuant> =
-            (0..l.channel_count).filter_map(|o| ChannelQuant::read(m.channel_table(l), o)).collect();
-        let w_scales: Vec<f32> = (0..l.channel_count).filter_map(|o| m.weight_scale(l, o)).collect();
-        if entries.len() != l.channel_count || w_scales.len() != l.channel_count {
-            bail!("layer {i}: channel table or weight scales are truncated");
-        }
+        let super::ChannelScales { entries, weight_scales: w_scales, bias_scales: b_scales } =
+            super::channel_scales(&m, l, in_q.scale).with_context(|| format!("layer {i}"))?;
         // TFLite recomputes each channel's multiplier from the float scales.
         for (o, (q, s_w)) in entries.iter().zip(&w_scales).enumerate() {
             let real = in_q.scale as f64 * *s_w as f64 / l.output.scale as f64;
@@ -215,7 +211,6 @@ pub fn int8_model(blob: &[u8]) -> Result<Vec<u8>> {
                 );
             }
         }
-        let b_scales: Vec<f32> = w_scales.iter().map(|s| s * in_q.scale).collect();
         let weights = m.weights(l);
         match l.op {
             Op::FullyConnected => {

@@ -70,6 +70,23 @@ pub fn activation_params(min: f32, max: f32) -> QuantParams {
     QuantParams { scale, zero_point: zp }
 }
 
+/// Symmetric int8 scale of one output channel's weights: `max |w| / 127`
+/// (1 for an all-zero row).
+pub(crate) fn weight_scale(row: &[f32]) -> f32 {
+    let max_abs = row.iter().fold(0f32, |a, w| a.max(w.abs()));
+    if max_abs > 0.0 { max_abs / 127.0 } else { 1.0 }
+}
+
+/// A weight in int8 steps of `s_w` (`[-127, 127]`).
+pub(crate) fn quantize_weight(w: f32, s_w: f32) -> i8 {
+    (w / s_w).round().clamp(-127.0, 127.0) as i8
+}
+
+/// A bias in int32 steps of the accumulator scale `s_in · s_w` (saturating).
+pub(crate) fn quantize_bias(b: f32, acc_scale: f64) -> i64 {
+    (b as f64 / acc_scale).round().clamp(i32::MIN as f64, i32::MAX as f64) as i64
+}
+
 /// Quantizes a real value with the runtime's own rounding.
 pub fn quantize_value(x: f32, p: QuantParams) -> i8 {
     tinykd_runtime::quantize(x, p)
@@ -281,11 +298,10 @@ pub fn quantize_with_params(student: &Student, params: &[QuantParams]) -> Result
                 let mut weight_scales = Vec::with_capacity(channels);
                 for o in 0..channels {
                     let row = &f.weights[o * f.per_channel..(o + 1) * f.per_channel];
-                    let max_abs = row.iter().fold(0f32, |a, w| a.max(w.abs()));
-                    let s_w = if max_abs > 0.0 { max_abs / 127.0 } else { 1.0 };
-                    let q_row: Vec<i8> = row.iter().map(|w| (w / s_w).round().clamp(-127.0, 127.0) as i8).collect();
+                    let s_w = weight_scale(row);
+                    let q_row: Vec<i8> = row.iter().map(|w| quantize_weight(*w, s_w)).collect();
                     let acc_scale = in_params.scale as f64 * s_w as f64;
-                    let bias = (f.bias[o] as f64 / acc_scale).round().clamp(i32::MIN as f64, i32::MAX as f64) as i64;
+                    let bias = quantize_bias(f.bias[o], acc_scale);
                     // Fully connected folds −z_in·Σw into the bias (plain dot
                     // product on the device); convolutions skip padded taps,
                     // so they keep TFLite's plain bias and subtract z_in per tap.

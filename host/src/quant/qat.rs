@@ -85,19 +85,14 @@ fn fake_quantized(student: &Student, params: &[QuantParams]) -> Student {
         k += 1;
         let mut p = layer.params_mut();
         let per_channel = p[0].len() / p[1].len().max(1);
-        let scales: Vec<f32> = p[0]
-            .chunks(per_channel.max(1))
-            .map(|row| {
-                let max_abs = row.iter().fold(0f32, |a, w| a.max(w.abs()));
-                if max_abs > 0.0 { max_abs / 127.0 } else { 1.0 }
-            })
-            .collect();
+        // The quantizer's own rounding, so the backward pass sees the shipped weights.
+        let scales: Vec<f32> = p[0].chunks(per_channel.max(1)).map(super::weight_scale).collect();
         for (row, s_w) in p[0].chunks_mut(per_channel.max(1)).zip(&scales) {
-            row.iter_mut().for_each(|w| *w = (*w / s_w).round().clamp(-127.0, 127.0) * s_w);
+            row.iter_mut().for_each(|w| *w = super::quantize_weight(*w, *s_w) as f32 * s_w);
         }
         for (b, s_w) in p[1].iter_mut().zip(&scales) {
             let acc = (s_in as f64) * (*s_w as f64);
-            *b = ((*b as f64 / acc).round() * acc) as f32;
+            *b = (super::quantize_bias(*b, acc) as f64 * acc) as f32;
         }
     }
     s

@@ -72,14 +72,14 @@ def main():
                         calibrate_method=CalibrationMethod.MinMax)
         rows = [("float (ONNX export, onnxruntime)", accuracy(float_onnx, x_test, y_test)),
                 ("onnxruntime quantize_static (QDQ, per-channel, MinMax)", accuracy(int8_onnx, x_test, y_test))]
-        for method in ["minmax", "percentile", "mse"]:
+        for method in ["auto", "minmax", "percentile", "mse"]:
             tkd = os.path.join(tmp, f"{method}.tkd")
             tinykd(a.tinykd, "quantize", "--student", a.checkpoint, "--data", a.data, "--calibration", method,
                    "--calibration-samples", str(n), "--out", tkd)
             r = json.loads(tinykd(a.tinykd, "eval", "--model", tkd, "--data", a.data, "--json"))
             rows.append((f"tinykd PTQ, {method}", r["accuracy"]))
         if a.qat_steps > 0:
-            for method in ["minmax", "mse"]:
+            for method in ["auto", "mse"]:
                 tkd = os.path.join(tmp, f"qat_{method}.tkd")
                 tinykd(a.tinykd, "quantize", "--student", a.checkpoint, "--data", a.data, "--calibration", method,
                        "--calibration-samples", str(n), "--qat-steps", str(a.qat_steps), "--out", tkd)

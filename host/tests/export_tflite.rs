@@ -15,6 +15,7 @@ use std::path::Path;
 use common::*;
 use rand::{Rng, SeedableRng};
 use tinykd::export::{Format, export};
+use tinykd::quant::WeightScales;
 use tinykd::student::{Layer, Student};
 
 fn python() -> String {
@@ -73,6 +74,18 @@ fn tflm_agreement(name: &str, blob: &[u8], q: &[i8], n: usize) -> (usize, usize)
 
 /// A random student with non-trivial BatchNorm statistics, quantized on `x`.
 fn random_blob(spec: &str, shape: &[usize], classes: Option<usize>, x: &[f32], n: usize, seed: u64) -> Vec<u8> {
+    random_blob_with(spec, shape, classes, x, n, seed, WeightScales::PerChannel)
+}
+
+fn random_blob_with(
+    spec: &str,
+    shape: &[usize],
+    classes: Option<usize>,
+    x: &[f32],
+    n: usize,
+    seed: u64,
+    g: WeightScales,
+) -> Vec<u8> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut s = match classes {
         Some(c) => Student::from_spec(spec, shape, c, &mut rng).unwrap(),
@@ -84,7 +97,7 @@ fn random_blob(spec: &str, shape: &[usize], classes: Option<usize>, x: &[f32], n
             bn.running_var.iter_mut().for_each(|v| *v = rng.random_range(0.5..2.0));
         }
     }
-    let q = tinykd::quant::quantize_student(&s, x, n, tinykd::quant::Calibration::Mse).unwrap();
+    let (q, _) = tinykd::quant::quantize_student_ranges(&s, x, n, tinykd::quant::Calibration::Mse, g).unwrap();
     tinykd::export::tkd::encode(&q).unwrap()
 }
 
@@ -116,11 +129,16 @@ fn every_layer_kind_is_bit_identical_in_tflite_micro() {
         let len: usize = shape.iter().product();
         let n = 64;
         let x: Vec<f32> = (0..n * len).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let blob = random_blob(spec, shape, None, &x, n, k as u64);
-        let model = tinykd_runtime::Model::from_bytes(&blob).unwrap();
-        let q = tinykd::pipeline::quantize_inputs(&model, &x);
-        let (same, _) = tflm_agreement(&format!("layer{k}"), &blob, &q, n);
-        assert_eq!(same, n, "{spec}: TFLite Micro differs on {} of {n} samples", n - same);
+        // Per-tensor weight scales too (written as one scale) for the
+        // weighted kinds.
+        let per_tensor = k < 8;
+        for g in [WeightScales::PerChannel, WeightScales::PerTensor].into_iter().take(1 + per_tensor as usize) {
+            let blob = random_blob_with(spec, shape, None, &x, n, k as u64, g);
+            let model = tinykd_runtime::Model::from_bytes(&blob).unwrap();
+            let q = tinykd::pipeline::quantize_inputs(&model, &x);
+            let (same, _) = tflm_agreement(&format!("layer{k}-{g:?}"), &blob, &q, n);
+            assert_eq!(same, n, "{spec} ({g:?}): TFLite Micro differs on {} of {n} samples", n - same);
+        }
     }
 }
 

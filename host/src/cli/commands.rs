@@ -10,6 +10,7 @@ use crate::data::SplitName;
 
 use crate::pipeline;
 use crate::progress::Progress;
+use crate::quant::Calibration;
 use crate::teacher::BackendChoice;
 
 fn pct(v: f64) -> String {
@@ -200,10 +201,15 @@ pub(super) fn quantize(a: QuantizeArgs, progress: &Progress) -> Result<()> {
         samples: a.calibration_samples,
         qat_steps: a.qat_steps,
         qat_learning_rate: a.qat_learning_rate,
+        weight_scales: a.weight_scales,
     };
     let out = pipeline::quantize(&a.student, &a.data, options, a.read.options(), progress)?;
     crate::util::write_atomic(&a.out, &out.bytes)?;
-    outln!("activation ranges ({:?} calibration on the train split):", a.calibration);
+    let method = match a.calibration {
+        Calibration::Auto => format!("auto → {:?}", out.calibration),
+        m => format!("{m:?}"),
+    };
+    outln!("activation ranges ({} calibration on the train split):", method.to_lowercase());
     for (i, r) in out.ranges.iter().enumerate() {
         let name = if i == 0 { "input".to_owned() } else { format!("layer {i} output") };
         let clipped = if (r.clip_min, r.clip_max) == (r.min, r.max) { "" } else { "  (clipped)" };

@@ -28,7 +28,7 @@ use crate::data::{Layout, ReadOptions, SplitName};
 use crate::distill::{Augment, LossKind, Optimizer, Schedule};
 use crate::pipeline::DistillOptions;
 use crate::progress::Progress;
-use crate::quant::Calibration;
+use crate::quant::{Calibration, WeightScales};
 use crate::teacher::{BackendChoice, OutputKind};
 
 /// Knowledge distillation for microcontrollers: ONNX teacher → int8 no_std student.
@@ -355,7 +355,7 @@ pub struct QuantizeArgs {
     #[arg(long, value_name = "D.npz")]
     pub data: PathBuf,
     /// How activation ranges are chosen on the calibration samples.
-    #[arg(long, value_enum, default_value_t = Calibration::Minmax)]
+    #[arg(long, value_enum, default_value_t = Calibration::Auto)]
     pub calibration: Calibration,
     /// Calibrate on this many train samples, evenly spaced (default: all).
     #[arg(long, value_name = "N")]
@@ -368,6 +368,10 @@ pub struct QuantizeArgs {
     /// QAT learning rate (default: a third of the distillation's).
     #[arg(long, value_name = "LR")]
     pub qat_learning_rate: Option<f32>,
+    /// One weight scale per output channel, or one per layer (for runtimes
+    /// that take nothing else).
+    #[arg(long, value_enum, default_value_t = WeightScales::PerChannel)]
+    pub weight_scales: WeightScales,
     #[command(flatten)]
     pub read: ReadArgs,
     /// Where to write the int8 model.

@@ -25,7 +25,7 @@ use crate::distill::{LossKind, Optimizer, Schedule};
 use crate::pipeline::stages::{InputHash, Stages};
 use crate::pipeline::{self, DistillOptions};
 use crate::progress::Progress;
-use crate::quant::Calibration;
+use crate::quant::{Calibration, WeightScales};
 use crate::teacher::BackendChoice;
 
 #[derive(Debug, Deserialize)]
@@ -207,6 +207,7 @@ struct QuantizeSection {
     /// Quantization-aware training steps (0: post-training quantization only).
     qat_steps: usize,
     qat_learning_rate: Option<f32>,
+    weight_scales: WeightScales,
 }
 
 #[derive(Debug, Deserialize, serde::Serialize)]
@@ -498,6 +499,7 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
         samples: cfg.quantize.calibration_samples,
         qat_steps: cfg.quantize.qat_steps,
         qat_learning_rate: cfg.quantize.qat_learning_rate,
+        weight_scales: cfg.quantize.weight_scales,
     };
     let tkd = out_dir.join("student.tkd");
     let baseline_tkd = out_dir.join("baseline.tkd");

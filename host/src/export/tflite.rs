@@ -50,6 +50,17 @@ fn quantization(scales: Vec<f32>, zero_points: Vec<i64>, dimension: i32) -> Opti
     }))
 }
 
+/// Symmetric (zero point 0) parameters of a weight or bias tensor: one
+/// scale when every channel has the same (a per-tensor quantized layer —
+/// some readers, e.g. microflow's fully connected, take nothing else),
+/// else one per channel along `dimension`.
+fn symmetric(scales: &[f32], dimension: i32) -> Option<Box<tfl::QuantizationParameters>> {
+    let per_tensor = scales.first().is_some_and(|s0| scales.iter().all(|s| s.to_bits() == s0.to_bits()));
+    let scales = if per_tensor { scales[..1].to_vec() } else { scales.to_vec() };
+    let n = scales.len();
+    quantization(scales, vec![0; n], dimension)
+}
+
 fn dims(shape: &[usize]) -> Result<Vec<i32>> {
     shape.iter().map(|d| i32::try_from(*d).map_err(|_| anyhow::anyhow!("dimension {d} is too large"))).collect()
 }
@@ -94,15 +105,13 @@ impl Graph {
     /// Per-channel int8 weights (zero points 0) quantized along `dimension`.
     fn weights(&mut self, name: String, shape: &[usize], values: &[i8], scales: &[f32], dimension: i32) -> Result<i32> {
         let data = values.iter().map(|v| *v as u8).collect();
-        let q = quantization(scales.to_vec(), vec![0; scales.len()], dimension);
-        self.tensor(name, shape, tfl::TensorType::Int8, Some(data), q)
+        self.tensor(name, shape, tfl::TensorType::Int8, Some(data), symmetric(scales, dimension))
     }
 
     /// Per-channel int32 biases at scale `s_in · s_w`.
     fn bias(&mut self, name: String, values: &[i32], scales: &[f32]) -> Result<i32> {
         let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let q = quantization(scales.to_vec(), vec![0; scales.len()], 0);
-        self.tensor(name, &[values.len()], tfl::TensorType::Int32, Some(data), q)
+        self.tensor(name, &[values.len()], tfl::TensorType::Int32, Some(data), symmetric(scales, 0))
     }
 
     fn op(

@@ -37,7 +37,9 @@ pub fn choose(values: &[f32], method: Calibration) -> TensorRange {
         return TensorRange { min: 0.0, max: 0.0, clip_min: 0.0, clip_max: 0.0 };
     }
     let (clip_min, clip_max) = match method {
-        Calibration::Minmax => (min, max),
+        // `calibrate` resolves `Auto` on the logits first; a lone tensor
+        // has nothing better than its observed range.
+        Calibration::Minmax | Calibration::Auto => (min, max),
         Calibration::Percentile => percentile(values),
         Calibration::Mse => mse(values, min, max),
     };

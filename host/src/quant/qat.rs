@@ -24,7 +24,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tinykd_runtime::QuantParams;
 
-use super::{Calibration, calibrate, quantize_with_params};
+use super::{Calibration, WeightScales, calibrate, quantize_with_params};
 use crate::distill::trainer::{Adam, Batch, Batches, batch_loss};
 use crate::distill::{TrainConfig, TrainSet, ValSet};
 use crate::export::tkd::{TkdModel, encode};
@@ -74,7 +74,7 @@ pub fn fold_batch_norm(student: &Student) -> Student {
 
 /// The student as the device holds it, dequantized: per-channel int8
 /// weights and int32 biases (at `s_in · s_w`) back in float.
-fn fake_quantized(student: &Student, params: &[QuantParams]) -> Student {
+fn fake_quantized(student: &Student, params: &[QuantParams], g: WeightScales) -> Student {
     let mut s = student.clone();
     let mut k = 0;
     for layer in &mut s.layers {
@@ -86,7 +86,7 @@ fn fake_quantized(student: &Student, params: &[QuantParams]) -> Student {
         let mut p = layer.params_mut();
         let per_channel = p[0].len() / p[1].len().max(1);
         // The quantizer's own rounding, so the backward pass sees the shipped weights.
-        let scales: Vec<f32> = p[0].chunks(per_channel.max(1)).map(super::weight_scale).collect();
+        let scales = super::layer_weight_scales(p[0], per_channel, g);
         for (row, s_w) in p[0].chunks_mut(per_channel.max(1)).zip(&scales) {
             row.iter_mut().for_each(|w| *w = super::quantize_weight(*w, *s_w) as f32 * s_w);
         }
@@ -185,6 +185,7 @@ pub fn train(
     calib: &[f32],
     n_calib: usize,
     method: Calibration,
+    g: WeightScales,
     cfg: &TrainConfig,
     progress: &Progress,
 ) -> Result<(TkdModel, QatReport)> {
@@ -192,9 +193,9 @@ pub fn train(
     if folded.layers.iter().any(|l| matches!(l, Layer::BatchNorm(_))) {
         bail!("quantization-aware training needs every BatchNorm right after a dense or conv layer");
     }
-    let ranges = calibrate(&folded, calib, n_calib, method)?;
+    let ranges = calibrate(&folded, calib, n_calib, method, g)?;
     let params: Vec<QuantParams> = ranges.iter().map(|r| super::activation_params(r.clip_min, r.clip_max)).collect();
-    let start = quantize_with_params(&folded, &params)?;
+    let start = quantize_with_params(&folded, &params, g)?;
     let start_acc = val.as_ref().map(|v| int8_accuracy(&start, v)).transpose()?;
     // The kept weights are the best QAT checkpoint by validation, never the
     // starting point: the float student was itself picked for its
@@ -213,12 +214,12 @@ pub fn train(
     for step in 0..cfg.steps {
         let Batch { samples: batch, rows, x } = batches.next(set, batch_size, &mut rng);
         let b = batch.len();
-        let model = quantize_with_params(&folded, &params)?;
+        let model = quantize_with_params(&folded, &params, g)?;
         let (inputs, logits) = forward(&folded, &encode(&model)?, &x, b)?;
         let (dlogits, loss) = batch_loss(&logits, &batch, &rows, set, cfg, b);
         period_loss += loss;
         period_samples += b;
-        let fq = fake_quantized(&folded, &params);
+        let fq = fake_quantized(&folded, &params, g);
         let tape = Tape::replay(&fq, inputs, b);
         let mut grads = fq.zero_grads();
         fq.backward(&tape, dlogits, b, &mut grads);
@@ -232,7 +233,7 @@ pub fn train(
         (period_loss, period_samples) = (0.0, 0);
         match &val {
             Some(v) => {
-                let model = quantize_with_params(&folded, &params)?;
+                let model = quantize_with_params(&folded, &params, g)?;
                 let acc = int8_accuracy(&model, v)?;
                 // Ties keep the later weights, as the float trainer does.
                 if best.as_ref().is_none_or(|(b, _, _)| b.is_none_or(|b| acc >= b)) {
@@ -241,7 +242,7 @@ pub fn train(
                 bar.set_message(format!("loss {last_loss:.4} int8 val {:.2}%", acc * 100.0));
             }
             None => {
-                best = Some((None, done, quantize_with_params(&folded, &params)?));
+                best = Some((None, done, quantize_with_params(&folded, &params, g)?));
                 bar.set_message(format!("loss {last_loss:.4}"));
             }
         }
@@ -250,7 +251,7 @@ pub fn train(
     bar.finish_and_clear();
     let (best_val_accuracy, best_step, model) = match best {
         Some(b) => b,
-        None => (start_acc, 0, quantize_with_params(&folded, &params)?),
+        None => (start_acc, 0, quantize_with_params(&folded, &params, g)?),
     };
     Ok((
         model,
@@ -310,17 +311,19 @@ mod tests {
             let n = 16;
             let mut rng = ChaCha8Rng::seed_from_u64(3);
             let x: Vec<f32> = (0..n * len).map(|_| rng.random_range(-1.0..1.0)).collect();
-            let ranges = calibrate(&s, &x, n, Calibration::Minmax).unwrap();
-            let params: Vec<QuantParams> =
-                ranges.iter().map(|r| super::super::activation_params(r.clip_min, r.clip_max)).collect();
-            let blob = encode(&quantize_with_params(&s, &params).unwrap()).unwrap();
-            let (inputs, logits) = forward(&s, &blob, &x, n).unwrap();
-            assert_eq!(inputs.len(), s.layers.len(), "{spec}");
-            let (_, int8) = crate::pipeline::run_int8(&blob, &x, n).unwrap();
-            let m = tinykd_runtime::Model::from_bytes(&blob).unwrap();
-            let q = m.output_quant();
-            let want: Vec<f32> = int8.iter().map(|v| q.scale * (*v as i32 - q.zero_point) as f32).collect();
-            assert_eq!(logits, want, "{spec}");
+            for g in [WeightScales::PerChannel, WeightScales::PerTensor] {
+                let ranges = calibrate(&s, &x, n, Calibration::Minmax, g).unwrap();
+                let params: Vec<QuantParams> =
+                    ranges.iter().map(|r| super::super::activation_params(r.clip_min, r.clip_max)).collect();
+                let blob = encode(&quantize_with_params(&s, &params, g).unwrap()).unwrap();
+                let (inputs, logits) = forward(&s, &blob, &x, n).unwrap();
+                assert_eq!(inputs.len(), s.layers.len(), "{spec}");
+                let (_, int8) = crate::pipeline::run_int8(&blob, &x, n).unwrap();
+                let m = tinykd_runtime::Model::from_bytes(&blob).unwrap();
+                let q = m.output_quant();
+                let want: Vec<f32> = int8.iter().map(|v| q.scale * (*v as i32 - q.zero_point) as f32).collect();
+                assert_eq!(logits, want, "{spec} {g:?}");
+            }
         }
     }
 
@@ -355,8 +358,18 @@ mod tests {
             seed: 1,
             loss: crate::distill::LossConfig { kind: crate::distill::LossKind::Kl, temperature: 1.0, alpha: 0.0 },
         };
-        let (model, report) =
-            train(&s, set, Some(val), &x, 300, Calibration::Minmax, &cfg, &Progress::hidden()).unwrap();
+        let (model, report) = train(
+            &s,
+            set,
+            Some(val),
+            &x,
+            300,
+            Calibration::Minmax,
+            WeightScales::PerChannel,
+            &cfg,
+            &Progress::hidden(),
+        )
+        .unwrap();
         let acc = int8_accuracy(&model, &ValSet { x: &x, n: 300, labels: &y }).unwrap();
         assert!(report.start_val_accuracy.unwrap() < 0.8, "{report:?}");
         assert!(acc > 0.95, "int8 accuracy after QAT {acc}; {report:?}");
@@ -367,20 +380,25 @@ mod tests {
     fn fake_quantized_weights_are_the_blobs_weights() {
         let s = fold_batch_norm(&student("conv1d(4,k3) bn relu flatten dense(3)", &[2, 9], 4));
         let x: Vec<f32> = (0..8 * 18).map(|i| ((i * 13) % 17) as f32 * 0.1 - 0.8).collect();
-        let ranges = calibrate(&s, &x, 8, Calibration::Minmax).unwrap();
-        let params: Vec<QuantParams> =
-            ranges.iter().map(|r| super::super::activation_params(r.clip_min, r.clip_max)).collect();
-        let model = quantize_with_params(&s, &params).unwrap();
-        let fq = fake_quantized(&s, &params);
-        // Channel 0 of the conv: same multiset of values (layouts differ).
-        let Layer::Conv(c) = &fq.layers[0] else { panic!() };
-        let l = &model.layers[0];
-        let mut a: Vec<f32> = c.weight[..c.weight.len() / 4].to_vec();
-        let mut b: Vec<f32> = l.weights[..l.weights.len() / 4].iter().map(|q| *q as f32 * l.weight_scales[0]).collect();
-        a.sort_by(f32::total_cmp);
-        b.sort_by(f32::total_cmp);
-        for (u, v) in a.iter().zip(&b) {
-            assert!((u - v).abs() <= 1e-6 * u.abs().max(1.0), "{u} vs {v}");
+        for g in [WeightScales::PerChannel, WeightScales::PerTensor] {
+            let ranges = calibrate(&s, &x, 8, Calibration::Minmax, g).unwrap();
+            let params: Vec<QuantParams> =
+                ranges.iter().map(|r| super::super::activation_params(r.clip_min, r.clip_max)).collect();
+            let model = quantize_with_params(&s, &params, g).unwrap();
+            let fq = fake_quantized(&s, &params, g);
+            // Channel 0 of the conv: same multiset of values (layouts differ).
+            let Layer::Conv(c) = &fq.layers[0] else { panic!() };
+            let l = &model.layers[0];
+            let mut a: Vec<f32> = c.weight[..c.weight.len() / 4].to_vec();
+            let mut b: Vec<f32> =
+                l.weights[..l.weights.len() / 4].iter().map(|q| *q as f32 * l.weight_scales[0]).collect();
+            a.sort_by(f32::total_cmp);
+            b.sort_by(f32::total_cmp);
+            for (u, v) in a.iter().zip(&b) {
+                assert!((u - v).abs() <= 1e-6 * u.abs().max(1.0), "{u} vs {v}");
+            }
+            let distinct = l.weight_scales.iter().filter(|s| **s != l.weight_scales[0]).count();
+            assert_eq!(distinct == 0, g == WeightScales::PerTensor, "{g:?}: {:?}", l.weight_scales);
         }
     }
 }

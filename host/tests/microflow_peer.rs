@@ -1,0 +1,50 @@
+#![allow(clippy::unwrap_used)]
+//! `scripts/microflow_side_by_side.py` end to end: a student distilled,
+//! quantized per-tensor and exported to `.tflite`, compiled by microflow
+//! 0.1.3 (a reader tinykd did not write) and by tinykd for the same QEMU
+//! board, both run on test samples. With VALID padding (where microflow
+//! follows TFLite's window placement) the two must predict the same class
+//! almost always — microflow requantizes in f32, so not always. Needs
+//! qemu-system-arm, the thumbv7m target and crates.io (microflow);
+//! `TINYKD_SKIP_MICROFLOW` skips it. `TINYKD_PYTHON` names the interpreter.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+#[test]
+fn microflow_runs_the_tflite_export_beside_tinykd() {
+    if std::env::var_os("TINYKD_SKIP_MICROFLOW").is_some() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let python = std::env::var("TINYKD_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(python)
+        .arg(repo().join("scripts/microflow_side_by_side.py"))
+        .args(["--student", "conv1d(8,k5,s2,valid) relu conv1d(16,k3,s2,valid) relu flatten dense(10)"])
+        .args(["--steps", "1500", "--samples", "100", "--tinykd", env!("CARGO_BIN_EXE_tinykd")])
+        .arg("--keep")
+        .arg(dir.path())
+        .env("TINYKD_CACHE_DIR", dir.path().join("cache"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the script failed");
+    for runtime in ["tinykd", "microflow"] {
+        let row = text.lines().find(|l| l.starts_with(runtime)).unwrap_or_else(|| panic!("no {runtime} row"));
+        let numbers: Vec<f64> = row.split_whitespace().filter_map(|w| w.trim_end_matches('%').parse().ok()).collect();
+        // flash, stack, instructions, accuracy: all measured, none zero.
+        assert_eq!(numbers.len(), 4, "{row}");
+        assert!(numbers.iter().all(|v| *v > 0.0), "{row}");
+    }
+    let agree: f64 = text
+        .lines()
+        .find_map(|l| l.split("same class on ").nth(1))
+        .and_then(|r| r.split('%').next())
+        .and_then(|v| v.parse().ok())
+        .expect("an agreement line");
+    assert!(agree >= 95.0, "tinykd and microflow agree on {agree}% of the samples");
+}

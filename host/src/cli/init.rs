@@ -176,7 +176,8 @@ pub fn init(a: &InitArgs) -> Result<String> {
     writeln!(w, "# views = 4                   # 4 views per sample")?;
     writeln!(w)?;
     writeln!(w, "[quantize]")?;
-    writeln!(w, "calibration = \"minmax\"        # minmax | percentile | mse")?;
+    writeln!(w, "calibration = \"auto\"          # auto (closest int8 logits) | minmax | percentile | mse")?;
+    writeln!(w, "# weight_scales = \"per-tensor\" # for runtimes without per-channel weights")?;
     writeln!(w, "qat_steps = 1000              # quantization-aware fine-tuning steps (0: post-training only)")?;
     writeln!(w)?;
     writeln!(w, "[emulate]")?;

@@ -254,20 +254,7 @@ fn window_dot2x2(
     if rows == 1 {
         return super::dot::dot2x2(x0, x1, a, b);
     }
-    let mut s = [0i32; 4];
-    for r in 0..rows {
-        let (xo, wo) = (r * x_stride, r * w_stride);
-        let (Some(x0), Some(x1), Some(a), Some(b)) =
-            (x0.get(xo..xo + len), x1.get(xo..xo + len), a.get(wo..wo + len), b.get(wo..wo + len))
-        else {
-            break;
-        };
-        let d = super::dot::dot2x2(x0, x1, a, b);
-        for k in 0..4 {
-            s[k] = s[k].wrapping_add(d[k]);
-        }
-    }
-    s
+    super::dot::window2x2(x0, x1, x_stride, a, b, w_stride, len, rows)
 }
 
 /// One output pixel whose window may hang over an edge: TFLite's own sum,

@@ -60,6 +60,53 @@ pub fn dot2x2(x0: &[i8], x1: &[i8], a: &[i8], b: &[i8]) -> [i32; 4] {
     dot2x2_portable(x0, x1, a, b)
 }
 
+/// [`dot2x2`] over a 2-D window: `rows` runs of `len` bytes, `x_stride`
+/// apart in the two inputs and `w_stride` apart in the two filters, summed.
+/// One bounds check for the whole window; zeros if a run would leave a slice.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub fn window2x2(
+    x0: &[i8],
+    x1: &[i8],
+    x_stride: usize,
+    a: &[i8],
+    b: &[i8],
+    w_stride: usize,
+    len: usize,
+    rows: usize,
+) -> [i32; 4] {
+    #[cfg(any(tinykd_v7m, tinykd_dsp))]
+    return v7m::window2x2(x0, x1, x_stride, a, b, w_stride, len, rows);
+    #[cfg(not(any(tinykd_v7m, tinykd_dsp)))]
+    {
+        let (Some(x_span), Some(w_span)) = (span(rows, x_stride, len), span(rows, w_stride, len)) else {
+            return [0; 4];
+        };
+        if x0.len().min(x1.len()) < x_span || a.len().min(b.len()) < w_span {
+            return [0; 4];
+        }
+        let mut s = [0i32; 4];
+        for r in 0..rows {
+            let (xo, wo) = (r * x_stride, r * w_stride);
+            let d = dot2x2_portable(&x0[xo..xo + len], &x1[xo..xo + len], &a[wo..wo + len], &b[wo..wo + len]);
+            for k in 0..4 {
+                s[k] = s[k].wrapping_add(d[k]);
+            }
+        }
+        s
+    }
+}
+
+/// Bytes `rows` runs of `len`, `stride` apart, reach: `(rows − 1)·stride + len`
+/// (0 for no rows; `None` on overflow).
+#[inline(always)]
+fn span(rows: usize, stride: usize, len: usize) -> Option<usize> {
+    match rows {
+        0 => Some(0),
+        r => (r - 1).checked_mul(stride)?.checked_add(len),
+    }
+}
+
 #[cfg_attr(any(tinykd_v7m, tinykd_dsp), allow(dead_code))]
 #[inline(always)]
 fn dot2x2_portable(x0: &[i8], x1: &[i8], a: &[i8], b: &[i8]) -> [i32; 4] {
@@ -137,14 +184,67 @@ mod v7m {
     #[inline(always)]
     pub(super) fn dot2x2(x0: &[i8], x1: &[i8], a: &[i8], b: &[i8]) -> [i32; 4] {
         let n = x0.len().min(x1.len()).min(a.len()).min(b.len());
-        let [mut s0, mut s1, mut s2, mut s3] = [0i32; 4];
         if n == 0 {
             return [0; 4];
         }
-        // SAFETY: the loop reads bytes `0..n` of `x0`, `x1`, `a` and `b`,
-        // `n ≥ 1` no longer than any of them (checked above); it writes only
-        // the listed registers and touches no other memory or the stack.
+        // SAFETY: `n ≥ 1` bytes are readable from each run (checked above).
         #[allow(unsafe_code)]
+        unsafe {
+            accumulate(x0.as_ptr(), x1.as_ptr(), a.as_ptr(), b.as_ptr(), n, [0; 4])
+        }
+    }
+
+    /// [`super::window2x2`]: the rows' runs through one accumulator set, so
+    /// the four sums stay in registers from row to row.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn window2x2(
+        x0: &[i8],
+        x1: &[i8],
+        x_stride: usize,
+        a: &[i8],
+        b: &[i8],
+        w_stride: usize,
+        len: usize,
+        rows: usize,
+    ) -> [i32; 4] {
+        let (Some(x_span), Some(w_span)) = (super::span(rows, x_stride, len), super::span(rows, w_stride, len)) else {
+            return [0; 4];
+        };
+        if len == 0 || x0.len().min(x1.len()) < x_span || a.len().min(b.len()) < w_span {
+            return [0; 4];
+        }
+        let mut s = [0i32; 4];
+        for r in 0..rows {
+            let (xo, wo) = (r * x_stride, r * w_stride);
+            // SAFETY: row `r` reads bytes `xo..xo + len` of `x0` and `x1` and
+            // `wo..wo + len` of `a` and `b`, all below the spans checked above.
+            #[allow(unsafe_code)]
+            unsafe {
+                s = accumulate(
+                    x0.as_ptr().add(xo),
+                    x1.as_ptr().add(xo),
+                    a.as_ptr().add(wo),
+                    b.as_ptr().add(wo),
+                    len,
+                    s,
+                );
+            }
+        }
+        s
+    }
+
+    /// Adds `[Σ x0·a, Σ x0·b, Σ x1·a, Σ x1·b]` over `n` bytes to `s`.
+    ///
+    /// # Safety
+    /// `n ≥ 1` bytes must be readable from each of the four pointers.
+    #[inline(always)]
+    #[allow(unsafe_code)]
+    unsafe fn accumulate(x0: *const i8, x1: *const i8, a: *const i8, b: *const i8, n: usize, s: [i32; 4]) -> [i32; 4] {
+        let [mut s0, mut s1, mut s2, mut s3] = s;
+        // SAFETY: the loop reads bytes `0..n` from each pointer (the
+        // caller's contract); it writes only the listed registers and
+        // touches no other memory or the stack.
         unsafe {
             core::arch::asm!(
                 // An odd byte first, then two bytes per iteration.
@@ -160,10 +260,10 @@ mod v7m {
                 "subs {n}, {n}, #1",
                 "bne 2b",
                 "4:",
-                x0 = inout(reg) x0.as_ptr() => _,
-                x1 = inout(reg) x1.as_ptr() => _,
-                a = inout(reg) a.as_ptr() => _,
-                b = inout(reg) b.as_ptr() => _,
+                x0 = inout(reg) x0 => _,
+                x1 = inout(reg) x1 => _,
+                a = inout(reg) a => _,
+                b = inout(reg) b => _,
                 n = inout(reg) n => _,
                 s0 = inout(reg) s0,
                 s1 = inout(reg) s1,

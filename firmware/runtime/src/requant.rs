@@ -45,9 +45,13 @@ pub fn multiply_by_quantized_multiplier(x: i32, multiplier: i32, shift: i32) -> 
 /// per-output cost is a shift, one `smlal`, and the rounding.
 ///
 /// Bit-identical to [`multiply_by_quantized_multiplier`] for every `x`
-/// (proptest below) when `shift` is in `-31..=30`. Outside that range the
-/// reference is undefined; this type stays panic-free and clamps the right
-/// shift to 31.
+/// (proptest below) when `multiplier ≥ 0` and `shift` is in `-31..=30` —
+/// every multiplier TFLite derives is in `[2^30, 2^31)` or 0, and
+/// `Model::from_bytes` refuses others. A negative multiplier is taken as 0
+/// (it would only matter for `i32::MIN · i32::MIN`, the reference's one
+/// saturating case, and dropping that test saves every output a compare and
+/// a branch); outside the shift range the reference is undefined, and this
+/// type stays panic-free and clamps the right shift to 31.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuantizedMultiplier {
     multiplier: i32,
@@ -64,7 +68,7 @@ impl QuantizedMultiplier {
         let left = if shift > 0 { shift as u32 } else { 0 };
         let right = if shift > 0 { 0 } else { shift.unsigned_abs().min(31) };
         let mask = ((1i64 << right) - 1) as i32;
-        QuantizedMultiplier { multiplier, left, right, mask, half: mask >> 1 }
+        QuantizedMultiplier { multiplier: multiplier.max(0), left, right, mask, half: mask >> 1 }
     }
 
     /// `x · multiplier · 2^(shift − 31)`, rounded as TFLite does.
@@ -75,12 +79,9 @@ impl QuantizedMultiplier {
         // 1 − 2^30 (product < 0) and divides by 2^31 truncating toward zero.
         // For a negative sum, truncation is `(v + 2^31 − 1) >> 31`, which
         // with the negative nudge is again `(product + 2^30) >> 31`: one
-        // formula, no sign test. Only MIN · MIN leaves i32, and saturates.
-        let high = if x == i32::MIN && self.multiplier == i32::MIN {
-            i32::MAX
-        } else {
-            ((x as i64 * self.multiplier as i64 + (1 << 30)) >> 31) as i32
-        };
+        // formula, no sign test. With `0 ≤ multiplier < 2^31` the result
+        // fits in i32 for every `x` (the reference saturates only MIN · MIN).
+        let high = ((x as i64 * self.multiplier as i64 + (1 << 30)) >> 31) as i32;
         // Rounding right shift, half away from zero (as `rounding_divide_by_pot`).
         let threshold = self.half + (high < 0) as i32;
         (high >> self.right) + ((high & self.mask) > threshold) as i32
@@ -131,8 +132,8 @@ mod tests {
     #[test]
     fn precomputed_multiplier_edge_cases() {
         for (x, m, shift) in [
-            (i32::MIN, i32::MIN, 0),
             (i32::MIN, i32::MAX, 0),
+            (i32::MAX, 1 << 30, 30),
             (i32::MAX, i32::MAX, -31),
             (-1, 1 << 30, 0),
             (-11, 1 << 30, 0),
@@ -148,9 +149,17 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_negative_multiplier_is_taken_as_zero() {
+        for x in [i32::MIN, -5, 0, 7, i32::MAX] {
+            assert_eq!(QuantizedMultiplier::new(i32::MIN, 0).apply(x), 0);
+            assert_eq!(QuantizedMultiplier::new(-3, -4).apply(x), 0);
+        }
+    }
+
     proptest::proptest! {
         #[test]
-        fn precomputed_multiplier_is_bit_identical(x: i32, m: i32, shift in -31i32..=30) {
+        fn precomputed_multiplier_is_bit_identical(x: i32, m in 0..=i32::MAX, shift in -31i32..=30) {
             proptest::prop_assert_eq!(QuantizedMultiplier::new(m, shift).apply(x), multiply_by_quantized_multiplier(x, m, shift));
         }
 

@@ -175,13 +175,16 @@ struct Pair<'a> {
 }
 
 impl Pair<'_> {
-    /// Requantizes and writes the pair's two outputs of one pixel.
+    /// Requantizes and writes the pair's two outputs of one pixel (one, for
+    /// an odd last channel paired with itself). One bounds check for both.
     #[inline(always)]
     fn store(&self, pixel: &mut [i8], bias: [i32; 2], dot: [i32; 2]) {
-        for k in 0..2 {
-            if let Some(y) = pixel.get_mut(self.o[k]) {
-                *y = self.r[k].apply(bias[k].wrapping_add(dot[k]));
-            }
+        let Some((y0, rest)) = pixel.get_mut(self.o[0]..=self.o[1]).and_then(|y| y.split_first_mut()) else {
+            return;
+        };
+        *y0 = self.r[0].apply(bias[0].wrapping_add(dot[0]));
+        if let Some(y1) = rest.first_mut() {
+            *y1 = self.r[1].apply(bias[1].wrapping_add(dot[1]));
         }
     }
 }

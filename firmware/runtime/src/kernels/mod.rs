@@ -82,19 +82,33 @@ impl ChannelQuant {
 pub struct Requantizer {
     multiplier: QuantizedMultiplier,
     output_zero_point: i32,
-    clamp: Clamp,
+    /// The clamp moved before the zero point: `[min − z_out, max − z_out]`.
+    lo: i32,
+    hi: i32,
 }
 
 impl Requantizer {
     #[inline(always)]
     pub fn new(q: ChannelQuant, output_zero_point: i32, clamp: Clamp) -> Requantizer {
-        Requantizer { multiplier: QuantizedMultiplier::new(q.multiplier, q.shift), output_zero_point, clamp }
+        let shifted = |v: i8| (v as i64 - output_zero_point as i64).clamp(i32::MIN as i64, i32::MAX as i64) as i32;
+        Requantizer {
+            multiplier: QuantizedMultiplier::new(q.multiplier, q.shift),
+            output_zero_point,
+            lo: shifted(clamp.min),
+            hi: shifted(clamp.max),
+        }
     }
 
     /// Scales an accumulator (bias included), adds the output zero point, clamps.
+    ///
+    /// TFLite adds the zero point, then clamps; clamping to the range moved
+    /// by `−z_out` first gives the same int8 for every value (no int32
+    /// overflow to saturate) whenever `z_out` is an int8 zero point, and
+    /// saves the saturating add. `max` is applied last, as in [`Clamp::apply`],
+    /// so an inverted range gives `max` and cannot panic.
     #[inline(always)]
     pub fn apply(self, acc: i32) -> i8 {
-        self.clamp.apply(self.multiplier.apply(acc).saturating_add(self.output_zero_point))
+        self.multiplier.apply(acc).max(self.lo).min(self.hi).wrapping_add(self.output_zero_point) as i8
     }
 }
 
@@ -132,4 +146,61 @@ pub struct PoolParams {
     pub window: Window,
     pub channels: usize,
     pub clamp: Clamp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::requant::multiply_by_quantized_multiplier;
+
+    /// TFLite's order of operations, literally: scale, add the zero point
+    /// (here without overflow: saturating), clamp min then max.
+    fn tflite(acc: i32, m: i32, shift: i32, zp: i32, clamp: Clamp) -> i8 {
+        let v = multiply_by_quantized_multiplier(acc, m, shift).saturating_add(zp);
+        v.max(clamp.min as i32).min(clamp.max as i32) as i8
+    }
+
+    #[test]
+    fn requantizer_hand_cases() {
+        let full = Clamp { min: -128, max: 127 };
+        let half = ChannelQuant { bias: 0, multiplier: 1 << 30, shift: 0 };
+        // 9 · 0.5 = 4.5 → 5, + z_out 3 = 8.
+        assert_eq!(Requantizer::new(half, 3, full).apply(9), 8);
+        // Saturates at the top and bottom of int8 whatever the zero point.
+        assert_eq!(Requantizer::new(half, 100, full).apply(1_000_000), 127);
+        assert_eq!(Requantizer::new(half, -100, full).apply(-1_000_000), -128);
+        // A fused ReLU clamp [z_out, 127]: negative reals land on z_out.
+        let relu = Clamp { min: -20, max: 127 };
+        assert_eq!(Requantizer::new(half, -20, relu).apply(-50), -20);
+        // An inverted range gives its max, as `Clamp::apply`.
+        assert_eq!(Requantizer::new(half, 0, Clamp { min: 10, max: -10 }).apply(0), -10);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn requantizer_is_tflites_order_of_operations(
+            acc: i32,
+            m in 0..=i32::MAX,
+            shift in -31i32..=30,
+            zp in -128i32..=127,
+            a: i8,
+            b: i8,
+        ) {
+            let clamp = Clamp { min: a, max: b };
+            let q = ChannelQuant { bias: 0, multiplier: m, shift };
+            proptest::prop_assert_eq!(Requantizer::new(q, zp, clamp).apply(acc), tflite(acc, m, shift, zp, clamp));
+        }
+
+        #[test]
+        fn requantizer_on_realistic_accumulators(
+            acc in -200_000i32..200_000,
+            m in (1i32 << 30)..=i32::MAX,
+            shift in -12i32..=1,
+            zp in -128i32..=127,
+        ) {
+            let clamp = Clamp { min: -128, max: 127 };
+            let q = ChannelQuant { bias: 0, multiplier: m, shift };
+            proptest::prop_assert_eq!(Requantizer::new(q, zp, clamp).apply(acc), tflite(acc, m, shift, zp, clamp));
+        }
+    }
 }

@@ -231,7 +231,7 @@ fn interior_run<'o>(run: &Interior, pair: &Pair, input: &[i8], pixels: &mut impl
         let (Some(p0), Some(x0)) = (pixels.next(), input.get(x..x + t.x_span)) else { return };
         let x1 = if second { x + run.step } else { x };
         let Some(x1) = input.get(x1..x1 + t.x_span) else { return };
-        let d = window_dot2x2(x0, x1, g.x_stride, run.a, run.b, g.w_stride, t.len, t.rows);
+        let d = super::dot::window2x2(x0, x1, g.x_stride, run.a, run.b, g.w_stride, t.len, t.rows);
         pair.store(p0, run.bias, [d[0], d[1]]);
         if second {
             let Some(p1) = pixels.next() else { return };
@@ -239,25 +239,6 @@ fn interior_run<'o>(run: &Interior, pair: &Pair, input: &[i8], pixels: &mut impl
         }
         x += 2 * run.step;
     }
-}
-
-/// [`window_dot2`] for two windows `x0`, `x1` at once: `[x0·a, x0·b, x1·a, x1·b]`.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn window_dot2x2(
-    x0: &[i8],
-    x1: &[i8],
-    x_stride: usize,
-    a: &[i8],
-    b: &[i8],
-    w_stride: usize,
-    len: usize,
-    rows: usize,
-) -> [i32; 4] {
-    if rows == 1 {
-        return super::dot::dot2x2(x0, x1, a, b);
-    }
-    super::dot::window2x2(x0, x1, x_stride, a, b, w_stride, len, rows)
 }
 
 /// One output pixel whose window may hang over an edge: TFLite's own sum,

@@ -73,11 +73,20 @@ impl Builder {
     /// with the device by one step at every tie. Integers and their
     /// means are exact in float (a tie is exactly `k + 0.5`, a non-tie at
     /// least `1 / (2·count)` from one), so the rounding below is exact.
+    ///
+    /// The pool's input is the real value a Q → DQ pair with `q` left
+    /// (`s · (v − z)`), so its int8 value `v` comes back as `round(x / s) + z`
+    /// (float error is far below one half). No Q/DQ inside: onnxruntime
+    /// keeps the layer before as DQ → Conv → Q → DQ and runs it as an
+    /// integer QLinearConv, whose exact int32 sums agree with the device
+    /// more often than a float Conv's; the result leaves as `s · (r − z)`
+    /// through another Q → DQ pair for the same reason.
     fn integer_average(&mut self, pool: &str, attrs: Vec<tract_onnx::pb::AttributeProto>, q: QuantParams) {
         let s = self.init_f32("scale", &[], &[q.scale]);
-        let z = self.init_raw("zero_point", &[], DataType::Int8, vec![q.zero_point as i8 as u8]);
-        self.op("QuantizeLinear", &[s.clone(), z.clone()], vec![]);
-        self.op("Cast", &[], vec![attr_int("to", DataType::Float as i64)]);
+        let z = self.init_f32("zero_point_value", &[], &[q.zero_point as f32]);
+        self.op("Div", &[s.clone()], vec![]);
+        self.op("Round", &[], vec![]);
+        self.op("Add", &[z.clone()], vec![]);
         self.op(pool, &[], attrs);
         // round(t) = sign(t) · floor(|t| + 0.5)
         let sign = self.name("sign");
@@ -93,8 +102,9 @@ impl Builder {
         self.op("Add", &[half], vec![]);
         self.op("Floor", &[], vec![]);
         self.op("Mul", &[sign], vec![]);
-        self.op("Cast", &[], vec![attr_int("to", DataType::Int8 as i64)]);
-        self.op("DequantizeLinear", &[s, z], vec![]);
+        self.op("Sub", &[z], vec![]);
+        self.op("Mul", &[s], vec![]);
+        self.qdq(q);
     }
 
     fn activation(&mut self, a: Activation, out: QuantParams) {

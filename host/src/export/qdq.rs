@@ -84,9 +84,9 @@ impl Builder {
     fn integer_average(&mut self, pool: &str, attrs: Vec<tract_onnx::pb::AttributeProto>, q: QuantParams) {
         let s = self.init_f32("scale", &[], &[q.scale]);
         let z = self.init_f32("zero_point_value", &[], &[q.zero_point as f32]);
-        self.op("Div", &[s.clone()], vec![]);
+        self.op("Div", std::slice::from_ref(&s), vec![]);
         self.op("Round", &[], vec![]);
-        self.op("Add", &[z.clone()], vec![]);
+        self.op("Add", std::slice::from_ref(&z), vec![]);
         self.op(pool, &[], attrs);
         // round(t) = sign(t) · floor(|t| + 0.5)
         let sign = self.name("sign");

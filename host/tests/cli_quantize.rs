@@ -38,6 +38,25 @@ fn every_calibration_method_reports_its_ranges_and_writes_a_valid_model() {
     // All three land near each other on a well-behaved student.
     let (lo, hi) = accuracies.iter().fold((1f64, 0f64), |(a, b), v| (a.min(*v), b.max(*v)));
     assert!(hi - lo < 0.05, "{accuracies:?}");
+
+    // `auto` (the default) names the method it chose; `--rounding single`
+    // and `--weight-scales per-tensor` reach the model, and `inspect` says so.
+    let args = ["quantize", "--student", "s.ckpt", "--data", data, "--rounding", "single"];
+    let o = tinykd(&[&args[..], &["--weight-scales", "per-tensor", "--out", "single.tkd"]].concat(), d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("(auto → "), "{}", stdout(&o));
+    let o = tinykd(&["inspect", "single.tkd"], d);
+    assert!(stdout(&o).contains("rounds once"), "{}", stdout(&o));
+    let o = tinykd(&["inspect", "minmax.tkd"], d);
+    assert!(stdout(&o).contains("rounds twice"), "{}", stdout(&o));
+    let blob = std::fs::read(d.join("single.tkd")).unwrap();
+    let m = tinykd_runtime::Model::from_bytes(&blob).unwrap();
+    assert!(m.single_rounding());
+    let l = m.layers().next().unwrap().unwrap();
+    let scales: Vec<f32> = (0..l.channel_count).filter_map(|c| m.weight_scale(&l, c)).collect();
+    assert!(scales.len() == 8 && scales.iter().all(|s| *s == scales[0]), "per-tensor: {scales:?}");
+    let o = tinykd(&["quantize", "--student", "s.ckpt", "--data", data, "--rounding", "half", "--out", "x.tkd"], d);
+    assert!(!o.status.success() && !d.join("x.tkd").exists(), "{}", stderr(&o));
 }
 
 /// Quantization-aware training from a distilled checkpoint: uses the

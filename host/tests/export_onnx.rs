@@ -235,4 +235,25 @@ fn qdq_export_runs_in_onnxruntime_with_the_runtimes_answers() {
         eprintln!("{tkd}: argmax agreement {agree}, largest logit difference {steps} steps");
         assert!(agree >= min_agree, "{tkd}: onnxruntime agrees on {agree} of the classes");
     }
+    // With single rounding the device computes what onnxruntime's QDQ
+    // arithmetic does: the whole test split to within one step (ties round
+    // up on the device, to even in onnxruntime) and the same class.
+    use tinykd::quant::{Calibration, Rounding, Scheme, quantize_student_ranges};
+    for (spec, data) in [
+        ("conv1d(12,k5,s2) relu conv1d(16,k3,s2) relu conv1d(24,k3) relu gap dense(10)", "mnist1d.npz"),
+        ("conv2d(8,k3) relu maxpool(2) conv2d(16,k3) relu gap dense(10)", "digits.npz"),
+    ] {
+        let d = tinykd::data::Dataset::load(&models().join("data").join(data), tinykd::data::LoadOptions::default())
+            .unwrap();
+        let s = random_student(spec, &d.sample_shape, 5);
+        let n = 500.min(d.train.n);
+        let scheme = Scheme { rounding: Rounding::Single, ..Default::default() };
+        let (q, _) =
+            quantize_student_ranges(&s, &d.train.x[..n * d.sample_len()], n, Calibration::Minmax, scheme).unwrap();
+        let tkd = dir.path().join(format!("single-{data}.tkd"));
+        std::fs::write(&tkd, tinykd::export::tkd::encode(&q).unwrap()).unwrap();
+        let (agree, steps) = qdq_against_runtime(&tkd, &d.test.x, d.test.n, &d.sample_shape);
+        eprintln!("single rounding, {spec}: argmax agreement {agree}, largest logit difference {steps} steps");
+        assert!(agree == 1.0 && steps <= 1.0 + 1e-3, "{spec}: {agree} of the classes, {steps} steps");
+    }
 }

@@ -97,7 +97,7 @@ fn random_blob_with(
             bn.running_var.iter_mut().for_each(|v| *v = rng.random_range(0.5..2.0));
         }
     }
-    let (q, _) = tinykd::quant::quantize_student_ranges(&s, x, n, tinykd::quant::Calibration::Mse, g).unwrap();
+    let (q, _) = tinykd::quant::quantize_student_ranges(&s, x, n, tinykd::quant::Calibration::Mse, g.into()).unwrap();
     tinykd::export::tkd::encode(&q).unwrap()
 }
 

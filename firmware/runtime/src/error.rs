@@ -63,6 +63,14 @@ impl fmt::Display for Error {
             }
             Error::Malformed(what) => write!(f, "model blob is malformed: {what}"),
             Error::UnsupportedOp(op) => write!(f, "layer operator {op} is not supported by this runtime"),
+            Error::OpNotBuiltIn(30) => f.write_str(
+                "the model's default (double-rounding) requantization is not built into this firmware \
+                 (build it with the model's operator set)",
+            ),
+            Error::OpNotBuiltIn(31) => f.write_str(
+                "the model's single-rounding requantization is not built into this firmware \
+                 (build it with the model's operator set)",
+            ),
             Error::OpNotBuiltIn(op) => {
                 write!(
                     f,

@@ -19,7 +19,7 @@
 //! | 18 | layer record length (u16, 64) |
 //! | 20 | class count (u16) |
 //! | 22 | input rank (u8, 1..=4) |
-//! | 23 | flags (u8): bit 0 = the host's data stores samples channels-last ([`FLAG_DATA_CHANNELS_LAST`]; host metadata), other bits 0 |
+//! | 23 | flags (u8): bit 0 = the host's data stores samples channels-last ([`FLAG_DATA_CHANNELS_LAST`]; host metadata); bit 1 = requantization rounds once ([`FLAG_SINGLE_ROUNDING`]); other bits 0 |
 //! | 24 | input dims (4 × u16, unused dims 0) |
 //! | 32 | input element count (u32) |
 //! | 36 | input scale (f32 bits) — host-side metadata, never used by the int8 path |
@@ -81,8 +81,14 @@ pub const MAGIC: [u8; 4] = *b"TKDM";
 /// `tinykd eval` reads data the way the model was trained; the device input
 /// is channels-last either way.
 pub const FLAG_DATA_CHANNELS_LAST: u8 = 1;
+/// Header flag: requantize with TFLite's single rounding
+/// (`TFLITE_SINGLE_ROUNDING`: `(x·M + 2^(t−1)) >> t`, as desktop TFLite's
+/// optimised kernels and onnxruntime's QDQ arithmetic) instead of the two
+/// roundings of TFLite Micro and CMSIS-NN (the default). Runtimes older than
+/// this flag refuse the blob (unknown flag) rather than round differently.
+pub const FLAG_SINGLE_ROUNDING: u8 = 2;
 /// Every header flag this runtime knows.
-pub const KNOWN_FLAGS: u8 = FLAG_DATA_CHANNELS_LAST;
+pub const KNOWN_FLAGS: u8 = FLAG_DATA_CHANNELS_LAST | FLAG_SINGLE_ROUNDING;
 
 /// The format version this runtime reads and the host writes.
 pub const VERSION: u16 = 1;
@@ -177,13 +183,26 @@ pub enum Op {
 /// kernels of operators outside the set are never linked.
 pub type OpSet = u32;
 
-/// Every operator this runtime implements.
+/// Bit 31 of an [`OpSet`]: the kernels' single-rounding variant. A model's
+/// operator set has it when its header has [`FLAG_SINGLE_ROUNDING`]; a build
+/// whose set has it links the single-rounding kernels and, unless the set
+/// also has [`DOUBLE_ROUNDING`], not the default ones — so firmware links
+/// the one variant its model needs.
+pub const SINGLE_ROUNDING: OpSet = 1 << 31;
+/// Bit 30 of an [`OpSet`]: with [`SINGLE_ROUNDING`], link the default
+/// (double-rounding) kernels too. A set without [`SINGLE_ROUNDING`] links
+/// only those, with or without this bit.
+pub const DOUBLE_ROUNDING: OpSet = 1 << 30;
+
+/// Every operator this runtime implements, in both rounding variants.
 pub const ALL_OPS: OpSet = Op::FullyConnected.bit()
     | Op::Conv2d.bit()
     | Op::DepthwiseConv2d.bit()
     | Op::MaxPool2d.bit()
     | Op::AvgPool2d.bit()
-    | Op::GlobalAvgPool.bit();
+    | Op::GlobalAvgPool.bit()
+    | SINGLE_ROUNDING
+    | DOUBLE_ROUNDING;
 
 impl Op {
     /// This operator's bit in an [`OpSet`].

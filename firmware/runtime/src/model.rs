@@ -148,6 +148,8 @@ impl<'a> Model<'a> {
         if blob[header::FLAGS] & !format::KNOWN_FLAGS != 0 {
             return Err(malformed("unknown header flags"));
         }
+        let rounding =
+            if blob[header::FLAGS] & format::FLAG_SINGLE_ROUNDING != 0 { format::SINGLE_ROUNDING } else { 0 };
         if input_rank == 0 || input_rank > format::MAX_INPUT_RANK {
             return Err(malformed("input rank must be 1..=4"));
         }
@@ -208,7 +210,7 @@ impl<'a> Model<'a> {
             for i in 0..layer_count {
                 ops |= model.layer(i)?.op.bit();
             }
-            model.ops = ops;
+            model.ops = ops | rounding;
             return Ok(model);
         }
         let mut expected_input = input_len;
@@ -234,7 +236,7 @@ impl<'a> Model<'a> {
         if arena_bytes < needed {
             return Err(malformed("declared arena is smaller than the plan"));
         }
-        model.ops = ops;
+        model.ops = ops | rounding;
         Ok(model)
     }
 
@@ -445,7 +447,15 @@ impl<'a> Model<'a> {
         read_u32(self.blob, l.weight_scales_offset + 4 * channel).map(f32::from_bits)
     }
 
-    /// The operators this model uses.
+    /// Whether the model requantizes with TFLite's single rounding (header
+    /// flag [`format::FLAG_SINGLE_ROUNDING`]); otherwise with the two
+    /// roundings of TFLite Micro.
+    pub fn single_rounding(&self) -> bool {
+        self.ops & format::SINGLE_ROUNDING != 0
+    }
+
+    /// The operators this model uses (with [`format::SINGLE_ROUNDING`] when
+    /// it rounds once).
     pub fn ops(&self) -> OpSet {
         self.ops
     }
@@ -466,6 +476,9 @@ impl<'a> Model<'a> {
         let missing = self.ops & !OPS;
         if missing != 0 {
             return Err(Error::OpNotBuiltIn(missing.trailing_zeros() as u8));
+        }
+        if !Self::links_double::<OPS>() && self.ops & format::SINGLE_ROUNDING == 0 {
+            return Err(Error::OpNotBuiltIn(30));
         }
         if input.len() != self.input_len {
             return Err(Error::InputLength { expected: self.input_len, found: input.len() });
@@ -515,25 +528,48 @@ impl<'a> Model<'a> {
         self.run_layer::<ALL_OPS>(&l, input, output)
     }
 
+    /// Whether a build for `OPS` links the default (double-rounding) kernels.
+    const fn links_double<const OPS: OpSet>() -> bool {
+        OPS & format::SINGLE_ROUNDING == 0 || OPS & format::DOUBLE_ROUNDING != 0
+    }
+
     /// Runs one validated layer. The parameter decoding cannot fail after
     /// `from_bytes`; if it did, the error surfaces instead of garbage output.
     fn run_layer<const OPS: OpSet>(&self, l: &Layer, input: &[i8], output: &mut [i8]) -> Result<(), Error> {
-        // Each arm's guard is a constant: arms outside `OPS` compile away.
+        // Each arm's guard is a constant: arms outside `OPS` compile away,
+        // and so does the single-rounding variant unless `OPS` has it.
         let has = |op: Op| OPS & op.bit() != 0;
+        // Constant unless `OPS` links both variants.
+        let single = if !Self::links_double::<OPS>() {
+            true
+        } else {
+            OPS & format::SINGLE_ROUNDING != 0 && self.ops & format::SINGLE_ROUNDING != 0
+        };
+        let (w, ch) = (self.weights(l), self.channel_table(l));
         match l.op {
-            Op::FullyConnected if has(Op::FullyConnected) => kernels::fully_connected(
-                input,
-                self.weights(l),
-                self.channel_table(l),
-                l.output.zero_point,
-                l.clamp,
-                output,
-            ),
+            Op::FullyConnected if has(Op::FullyConnected) => {
+                let (z, c) = (l.output.zero_point, l.clamp);
+                if single {
+                    kernels::fully_connected_rounded::<true>(input, w, ch, z, c, output)
+                } else {
+                    kernels::fully_connected(input, w, ch, z, c, output)
+                }
+            }
             Op::Conv2d if has(Op::Conv2d) => {
-                kernels::conv2d(&l.conv_params()?, input, self.weights(l), self.channel_table(l), output)
+                let p = l.conv_params()?;
+                if single {
+                    kernels::conv2d_rounded::<true>(&p, input, w, ch, output)
+                } else {
+                    kernels::conv2d(&p, input, w, ch, output)
+                }
             }
             Op::DepthwiseConv2d if has(Op::DepthwiseConv2d) => {
-                kernels::depthwise_conv2d(&l.conv_params()?, input, self.weights(l), self.channel_table(l), output)
+                let p = l.conv_params()?;
+                if single {
+                    kernels::depthwise_conv2d_rounded::<true>(&p, input, w, ch, output)
+                } else {
+                    kernels::depthwise_conv2d(&p, input, w, ch, output)
+                }
             }
             Op::MaxPool2d if has(Op::MaxPool2d) => kernels::max_pool2d(&l.pool_params()?, input, output),
             Op::AvgPool2d if has(Op::AvgPool2d) => kernels::avg_pool2d(&l.pool_params()?, input, output),

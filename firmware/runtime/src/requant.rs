@@ -40,6 +40,18 @@ pub fn multiply_by_quantized_multiplier(x: i32, multiplier: i32, shift: i32) -> 
     rounding_divide_by_pot(high, right)
 }
 
+/// TFLite's single-rounding `MultiplyByQuantizedMultiplier` (compiled with
+/// `TFLITE_SINGLE_ROUNDING`, as desktop TFLite's optimised kernels compute):
+/// `(x · multiplier + 2^(t − 1)) >> t` with `t = 31 − shift`, one rounding
+/// (ties toward +∞). `multiplier ≥ 0`, `shift` in `-31..=30`; the result is
+/// saturated to i32 (the reference only asserts it fits).
+#[inline(always)]
+pub fn multiply_by_quantized_multiplier_single(x: i32, multiplier: i32, shift: i32) -> i32 {
+    let t = 31 - shift.clamp(-31, 30);
+    let v = (x as i64 * multiplier as i64 + (1i64 << (t - 1))) >> t;
+    v.clamp(i32::MIN as i64, i32::MAX as i64) as i32
+}
+
 /// [`multiply_by_quantized_multiplier`] for one fixed `(multiplier, shift)`,
 /// with the per-channel work (shift split, rounding mask) done once, so the
 /// per-output cost is a shift, one `smlal`, and the rounding.
@@ -85,6 +97,16 @@ impl QuantizedMultiplier {
         // Rounding right shift, half away from zero (as `rounding_divide_by_pot`).
         let threshold = self.half + (high < 0) as i32;
         (high >> self.right) + ((high & self.mask) > threshold) as i32
+    }
+
+    /// [`multiply_by_quantized_multiplier_single`] with this multiplier: one
+    /// rounding instead of [`QuantizedMultiplier::apply`]'s two.
+    #[inline(always)]
+    pub fn apply_single(self, x: i32) -> i32 {
+        // t = 31 − shift = 31 + right − left, in 1..=62 (right is 0 when left > 0).
+        let t = 31 + self.right - self.left;
+        let v = (x as i64 * self.multiplier as i64 + (1i64 << (t - 1))) >> t;
+        v.clamp(i32::MIN as i64, i32::MAX as i64) as i32
     }
 }
 
@@ -150,6 +172,22 @@ mod tests {
     }
 
     #[test]
+    fn single_rounding_hand_cases() {
+        // 932 · 0.7892 / 64 = 11.4923: two roundings give 735.51 → 736, then
+        // 736 / 64 = 11.5 → 12; one rounding gives 11.
+        let (m, shift) = (1_694_734_064, -6);
+        assert_eq!(multiply_by_quantized_multiplier(932, m, shift), 12);
+        assert_eq!(multiply_by_quantized_multiplier_single(932, m, shift), 11);
+        assert_eq!(QuantizedMultiplier::new(m, shift).apply_single(932), 11);
+        // Ties go up (toward +∞): 0.5 · 5 = 2.5 → 3, 0.5 · −5 = −2.5 → −2.
+        assert_eq!(multiply_by_quantized_multiplier_single(5, 1 << 30, 0), 3);
+        assert_eq!(multiply_by_quantized_multiplier_single(-5, 1 << 30, 0), -2);
+        // A left shift: 7 · 0.75 · 2 = 10.5 → 11.
+        let three_quarters = (0.75f64 * (1u64 << 31) as f64).round() as i32;
+        assert_eq!(multiply_by_quantized_multiplier_single(7, three_quarters, 1), 11);
+    }
+
+    #[test]
     fn a_negative_multiplier_is_taken_as_zero() {
         for x in [i32::MIN, -5, 0, 7, i32::MAX] {
             assert_eq!(QuantizedMultiplier::new(i32::MIN, 0).apply(x), 0);
@@ -161,6 +199,22 @@ mod tests {
         #[test]
         fn precomputed_multiplier_is_bit_identical(x: i32, m in 0..=i32::MAX, shift in -31i32..=30) {
             proptest::prop_assert_eq!(QuantizedMultiplier::new(m, shift).apply(x), multiply_by_quantized_multiplier(x, m, shift));
+        }
+
+        #[test]
+        fn precomputed_single_rounding_is_bit_identical(x: i32, m in 0..=i32::MAX, shift in -31i32..=30) {
+            proptest::prop_assert_eq!(
+                QuantizedMultiplier::new(m, shift).apply_single(x),
+                multiply_by_quantized_multiplier_single(x, m, shift)
+            );
+        }
+
+        #[test]
+        fn single_rounding_is_the_nearest_integer(x in -1_000_000i32..1_000_000, q in 0.5f64..1.0, shift in -20i32..2) {
+            let m = (q * (1u64 << 31) as f64).round().min(i32::MAX as f64) as i32;
+            let real = x as f64 * (m as f64 / (1u64 << 31) as f64) * 2f64.powi(shift);
+            let got = multiply_by_quantized_multiplier_single(x, m, shift);
+            proptest::prop_assert!((got as f64 - real).abs() <= 0.5 + 1e-9, "x={x} m={m} shift={shift} got={got} real={real}");
         }
 
         #[test]

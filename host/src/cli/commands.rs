@@ -202,6 +202,7 @@ pub(super) fn quantize(a: QuantizeArgs, progress: &Progress) -> Result<()> {
         qat_steps: a.qat_steps,
         qat_learning_rate: a.qat_learning_rate,
         weight_scales: a.weight_scales,
+        rounding: a.rounding,
     };
     let out = pipeline::quantize(&a.student, &a.data, options, a.read.options(), progress)?;
     crate::util::write_atomic(&a.out, &out.bytes)?;

@@ -178,6 +178,10 @@ pub fn init(a: &InitArgs) -> Result<String> {
     writeln!(w, "[quantize]")?;
     writeln!(w, "calibration = \"auto\"          # auto (closest int8 logits) | minmax | percentile | mse")?;
     writeln!(w, "# weight_scales = \"per-tensor\" # for runtimes without per-channel weights")?;
+    writeln!(
+        w,
+        "# rounding = \"single\"        # round once, as desktop TFLite / onnxruntime (default: as TFLite Micro)"
+    )?;
     writeln!(w, "qat_steps = 1000              # quantization-aware fine-tuning steps (0: post-training only)")?;
     writeln!(w)?;
     writeln!(w, "[emulate]")?;

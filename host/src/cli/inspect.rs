@@ -149,6 +149,10 @@ fn inspect_tkd(path: &Path) -> Result<()> {
         oq.zero_point
     );
     outln!("  arena {} bytes, model CRC-32 {:#010x}", m.arena_bytes(), m.crc());
+    outln!(
+        "  requantization rounds {}",
+        if m.single_rounding() { "once (--rounding single)" } else { "twice, as TFLite Micro (--rounding tflm)" }
+    );
     if let Some(layout) = crate::export::tkd::data_layout(&bytes) {
         outln!(
             "  trained on {} data (eval and emulate read data this way unless --layout says otherwise)",

@@ -28,7 +28,7 @@ use crate::data::{Layout, ReadOptions, SplitName};
 use crate::distill::{Augment, LossKind, Optimizer, Schedule};
 use crate::pipeline::DistillOptions;
 use crate::progress::Progress;
-use crate::quant::{Calibration, WeightScales};
+use crate::quant::{Calibration, Rounding, WeightScales};
 use crate::teacher::{BackendChoice, OutputKind};
 
 /// Knowledge distillation for microcontrollers: ONNX teacher → int8 no_std student.
@@ -372,6 +372,12 @@ pub struct QuantizeArgs {
     /// that take nothing else).
     #[arg(long, value_enum, default_value_t = WeightScales::PerChannel)]
     pub weight_scales: WeightScales,
+    /// How requantization rounds: `tflm` twice, as TFLite Micro and CMSIS-NN
+    /// (bit-exact with the TFLite export on a microcontroller), or `single`
+    /// once, as desktop TFLite's optimised kernels and onnxruntime (the QDQ
+    /// export then agrees with the device).
+    #[arg(long, value_enum, default_value_t = Rounding::Tflm)]
+    pub rounding: Rounding,
     #[command(flatten)]
     pub read: ReadArgs,
     /// Where to write the int8 model.

@@ -25,7 +25,7 @@ use crate::distill::{LossKind, Optimizer, Schedule};
 use crate::pipeline::stages::{InputHash, Stages};
 use crate::pipeline::{self, DistillOptions};
 use crate::progress::Progress;
-use crate::quant::{Calibration, WeightScales};
+use crate::quant::{Calibration, Rounding, WeightScales};
 use crate::teacher::BackendChoice;
 
 #[derive(Debug, Deserialize)]
@@ -208,6 +208,7 @@ struct QuantizeSection {
     qat_steps: usize,
     qat_learning_rate: Option<f32>,
     weight_scales: WeightScales,
+    rounding: Rounding,
 }
 
 #[derive(Debug, Deserialize, serde::Serialize)]
@@ -500,6 +501,7 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
         qat_steps: cfg.quantize.qat_steps,
         qat_learning_rate: cfg.quantize.qat_learning_rate,
         weight_scales: cfg.quantize.weight_scales,
+        rounding: cfg.quantize.rounding,
     };
     let tkd = out_dir.join("student.tkd");
     let baseline_tkd = out_dir.join("baseline.tkd");

@@ -93,6 +93,13 @@ pub fn export(model: &Path, format: Format, out: &Path) -> Result<()> {
         }
         (Format::Tflite, "tkd") => {
             let blob = tkd::read(model)?;
+            if tinykd_runtime::Model::from_bytes(&blob).is_ok_and(|m| m.single_rounding()) {
+                crate::progress::Progress::from_env().note(&format!(
+                    "{}: this model rounds once (--rounding single): desktop TFLite's optimised kernels compute \
+                     it exactly; TFLite Micro's default build rounds twice and lands a step away on some outputs",
+                    model.display()
+                ));
+            }
             tflite::int8_model(&blob).with_context(|| format!("{}: cannot export to TFLite", model.display()))?
         }
         (Format::Rust | Format::C, "tkd") => {

@@ -32,6 +32,8 @@ pub struct TkdModel {
     pub layers: Vec<TkdLayer>,
     /// The training data stored samples channels-last (header flag; host metadata).
     pub data_channels_last: bool,
+    /// Requantize with TFLite's single rounding (header flag).
+    pub single_rounding: bool,
 }
 
 fn u16_of(v: usize, what: &str) -> Result<u16> {
@@ -104,7 +106,8 @@ pub fn encode(m: &TkdModel) -> Result<Vec<u8>> {
         .copy_from_slice(&(format::LAYER_RECORD_LEN as u16).to_le_bytes());
     h[header::CLASS_COUNT..header::CLASS_COUNT + 2].copy_from_slice(&u16_of(m.classes, "class count")?.to_le_bytes());
     h[header::INPUT_RANK] = m.input_shape.len() as u8;
-    h[header::FLAGS] = if m.data_channels_last { format::FLAG_DATA_CHANNELS_LAST } else { 0 };
+    h[header::FLAGS] = if m.data_channels_last { format::FLAG_DATA_CHANNELS_LAST } else { 0 }
+        | if m.single_rounding { format::FLAG_SINGLE_ROUNDING } else { 0 };
     for (k, d) in m.input_shape.iter().enumerate() {
         h[header::INPUT_DIMS + 2 * k..header::INPUT_DIMS + 2 * k + 2]
             .copy_from_slice(&u16_of(*d, "input dim")?.to_le_bytes());
@@ -181,6 +184,7 @@ pub(crate) mod tests {
                 },
             ],
             data_channels_last: false,
+            single_rounding: false,
         }
     }
 

@@ -56,6 +56,14 @@ pub struct QuantizeOptions {
     pub qat_learning_rate: Option<f32>,
     /// One weight scale per output channel or per layer.
     pub weight_scales: quant::WeightScales,
+    /// How requantization rounds (TFLite Micro's two roundings or one).
+    pub rounding: quant::Rounding,
+}
+
+impl QuantizeOptions {
+    fn scheme(&self) -> quant::Scheme {
+        quant::Scheme { weight_scales: self.weight_scales, rounding: self.rounding }
+    }
 }
 
 impl From<Calibration> for QuantizeOptions {
@@ -84,9 +92,8 @@ pub fn quantize(
     } else {
         (0..n).flat_map(|i| data.train.sample(i * data.train.n / n, len).iter().copied()).collect()
     };
-    let ptq_method = quant::resolve_calibration(&ck.student, &calib, n, options.calibration, options.weight_scales)?;
-    let (mut q, mut ranges) =
-        quant::quantize_student_ranges(&ck.student, &calib, n, ptq_method, options.weight_scales)?;
+    let ptq_method = quant::resolve_calibration(&ck.student, &calib, n, options.calibration, options.scheme())?;
+    let (mut q, mut ranges) = quant::quantize_student_ranges(&ck.student, &calib, n, ptq_method, options.scheme())?;
     let mut method = ptq_method;
     q.data_channels_last = data.layout == Layout::ChannelsLast;
     let mut bytes = crate::export::tkd::encode(&q)?;
@@ -105,7 +112,7 @@ pub fn quantize(
             m => m,
         };
         if method != ptq_method {
-            ranges = quant::calibrate(&ck.student, &calib, n, method, options.weight_scales)?;
+            ranges = quant::calibrate(&ck.student, &calib, n, method, options.scheme())?;
         }
         let options = QuantizeOptions { calibration: method, ..options };
         let (mut model, report) = quantization_aware(&ck, data_path, &data, &calib, n, options, read, progress)?;
@@ -191,7 +198,7 @@ fn quantization_aware(
         "quantization-aware training: {steps} steps, learning rate {}, T = {}, α = {}",
         cfg.learning_rate, opts.temperature, opts.alpha
     ));
-    quant::qat::train(&ck.student, set, val, calib, n_calib, options.calibration, options.weight_scales, &cfg, progress)
+    quant::qat::train(&ck.student, set, val, calib, n_calib, options.calibration, options.scheme(), &cfg, progress)
 }
 
 fn check_student_data(s: &Student, data: &Dataset) -> Result<()> {

@@ -43,6 +43,34 @@ pub enum WeightScales {
     PerTensor,
 }
 
+/// How requantization rounds (see `tinykd_runtime::format::FLAG_SINGLE_ROUNDING`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Rounding {
+    /// TFLite Micro's and CMSIS-NN's two roundings: bit-exact with TFLite
+    /// Micro (its default build) and the TFLite export.
+    #[default]
+    Tflm,
+    /// One rounding (TFLite's `TFLITE_SINGLE_ROUNDING`), as desktop
+    /// TFLite's optimised kernels and onnxruntime compute: the QDQ export
+    /// then agrees with the device.
+    Single,
+}
+
+/// The int8 scheme beyond the activation ranges: weight-scale granularity
+/// and requantization rounding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Scheme {
+    pub weight_scales: WeightScales,
+    pub rounding: Rounding,
+}
+
+impl From<WeightScales> for Scheme {
+    fn from(weight_scales: WeightScales) -> Scheme {
+        Scheme { weight_scales, ..Default::default() }
+    }
+}
+
 /// The weight scale of each of a layer's output channels, `weights` being
 /// `[out][per_channel]`: its own `max |w| / 127`, or the layer's.
 pub(crate) fn layer_weight_scales(weights: &[f32], per_channel: usize, g: WeightScales) -> Vec<f32> {
@@ -249,7 +277,7 @@ fn u16p(v: usize, what: &str) -> Result<u16> {
 /// Quantizes a trained student, calibrating activation ranges on `calib`
 /// (`n` samples, the data's layout).
 pub fn quantize_student(student: &Student, calib: &[f32], n: usize, method: Calibration) -> Result<TkdModel> {
-    Ok(quantize_student_ranges(student, calib, n, method, WeightScales::PerChannel)?.0)
+    Ok(quantize_student_ranges(student, calib, n, method, Scheme::default())?.0)
 }
 
 /// The concrete method `auto` stands for on this student and calibration
@@ -267,7 +295,7 @@ pub fn resolve_calibration(
     calib: &[f32],
     n: usize,
     method: Calibration,
-    g: WeightScales,
+    g: Scheme,
 ) -> Result<Calibration> {
     if method != Calibration::Auto {
         return Ok(method);
@@ -307,7 +335,7 @@ pub fn quantize_student_ranges(
     calib: &[f32],
     n: usize,
     method: Calibration,
-    g: WeightScales,
+    g: Scheme,
 ) -> Result<(TkdModel, Vec<calibration::TensorRange>)> {
     let ranges = calibrate(student, calib, n, method, g)?;
     let params: Vec<QuantParams> = ranges.iter().map(|r| activation_params(r.clip_min, r.clip_max)).collect();
@@ -322,7 +350,7 @@ pub fn calibrate(
     calib: &[f32],
     n: usize,
     method: Calibration,
-    g: WeightScales,
+    g: Scheme,
 ) -> Result<Vec<calibration::TensorRange>> {
     if n == 0 {
         bail!("the calibration set is empty");
@@ -351,7 +379,7 @@ pub fn calibrate(
 /// Quantizes `student` with fixed activation parameters: `params[0]` for
 /// the input, then one per weighted layer's output (as [`calibrate`] lists
 /// them). Weights and biases are quantized from the current float values.
-pub fn quantize_with_params(student: &Student, params: &[QuantParams], g: WeightScales) -> Result<TkdModel> {
+pub fn quantize_with_params(student: &Student, params: &[QuantParams], g: Scheme) -> Result<TkdModel> {
     let Some(&input) = params.first() else { bail!("no quantization parameters for the input") };
     let mut next_params = params[1..].iter().copied();
     let mut layers = Vec::new();
@@ -372,7 +400,7 @@ pub fn quantize_with_params(student: &Student, params: &[QuantParams], g: Weight
                 let mut q_weights = Vec::with_capacity(f.weights.len());
                 let mut table = Vec::with_capacity(channels);
                 let mut weight_scales = Vec::with_capacity(channels);
-                let scales = layer_weight_scales(&f.weights, f.per_channel, g);
+                let scales = layer_weight_scales(&f.weights, f.per_channel, g.weight_scales);
                 for (o, &s_w) in scales.iter().enumerate() {
                     let row = &f.weights[o * f.per_channel..(o + 1) * f.per_channel];
                     let q_row: Vec<i8> = row.iter().map(|w| quantize_weight(*w, s_w)).collect();
@@ -496,6 +524,7 @@ pub fn quantize_with_params(student: &Student, params: &[QuantParams], g: Weight
         classes: student.classes,
         layers,
         data_channels_last: false,
+        single_rounding: g.rounding == Rounding::Single,
     };
     Ok(model)
 }
@@ -560,10 +589,10 @@ mod tests {
         let mut x: Vec<f32> = (0..n * 12).map(|_| rng.random_range(-1.0..1.0)).collect();
         x[5] = 400.0;
         let float = s.forward(&x, n);
-        let auto = resolve_calibration(&s, &x, n, Calibration::Auto, WeightScales::PerChannel).unwrap();
+        let auto = resolve_calibration(&s, &x, n, Calibration::Auto, Scheme::default()).unwrap();
         assert_ne!(auto, Calibration::Auto);
         let error = |m| {
-            let (q, _) = quantize_student_ranges(&s, &x, n, m, WeightScales::PerChannel).unwrap();
+            let (q, _) = quantize_student_ranges(&s, &x, n, m, Scheme::default()).unwrap();
             logit_error(&q, &x, n, &float).unwrap()
         };
         let (minmax, chosen) = (error(Calibration::Minmax), error(auto));
@@ -573,7 +602,7 @@ mod tests {
             assert!(chosen <= error(m), "{auto:?} {chosen} vs {m:?}");
         }
         // An explicit method is kept as it is.
-        let kept = resolve_calibration(&s, &x, n, Calibration::Minmax, WeightScales::PerChannel).unwrap();
+        let kept = resolve_calibration(&s, &x, n, Calibration::Minmax, Scheme::default()).unwrap();
         assert_eq!(kept, Calibration::Minmax);
     }
 

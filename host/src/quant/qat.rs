@@ -24,7 +24,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tinykd_runtime::QuantParams;
 
-use super::{Calibration, WeightScales, calibrate, quantize_with_params};
+use super::{Calibration, Scheme, WeightScales, calibrate, quantize_with_params};
 use crate::distill::trainer::{Adam, Batch, Batches, batch_loss};
 use crate::distill::{TrainConfig, TrainSet, ValSet};
 use crate::export::tkd::{TkdModel, encode};
@@ -185,7 +185,7 @@ pub fn train(
     calib: &[f32],
     n_calib: usize,
     method: Calibration,
-    g: WeightScales,
+    g: Scheme,
     cfg: &TrainConfig,
     progress: &Progress,
 ) -> Result<(TkdModel, QatReport)> {
@@ -219,7 +219,7 @@ pub fn train(
         let (dlogits, loss) = batch_loss(&logits, &batch, &rows, set, cfg, b);
         period_loss += loss;
         period_samples += b;
-        let fq = fake_quantized(&folded, &params, g);
+        let fq = fake_quantized(&folded, &params, g.weight_scales);
         let tape = Tape::replay(&fq, inputs, b);
         let mut grads = fq.zero_grads();
         fq.backward(&tape, dlogits, b, &mut grads);
@@ -311,11 +311,14 @@ mod tests {
             let n = 16;
             let mut rng = ChaCha8Rng::seed_from_u64(3);
             let x: Vec<f32> = (0..n * len).map(|_| rng.random_range(-1.0..1.0)).collect();
-            for g in [WeightScales::PerChannel, WeightScales::PerTensor] {
+            let single = Scheme { rounding: super::super::Rounding::Single, ..Default::default() };
+            for g in [WeightScales::PerChannel.into(), WeightScales::PerTensor.into(), single] {
                 let ranges = calibrate(&s, &x, n, Calibration::Minmax, g).unwrap();
                 let params: Vec<QuantParams> =
                     ranges.iter().map(|r| super::super::activation_params(r.clip_min, r.clip_max)).collect();
                 let blob = encode(&quantize_with_params(&s, &params, g).unwrap()).unwrap();
+                let m = tinykd_runtime::Model::from_bytes(&blob).unwrap();
+                assert_eq!(m.single_rounding(), g == single);
                 let (inputs, logits) = forward(&s, &blob, &x, n).unwrap();
                 assert_eq!(inputs.len(), s.layers.len(), "{spec}");
                 let (_, int8) = crate::pipeline::run_int8(&blob, &x, n).unwrap();
@@ -358,18 +361,9 @@ mod tests {
             seed: 1,
             loss: crate::distill::LossConfig { kind: crate::distill::LossKind::Kl, temperature: 1.0, alpha: 0.0 },
         };
-        let (model, report) = train(
-            &s,
-            set,
-            Some(val),
-            &x,
-            300,
-            Calibration::Minmax,
-            WeightScales::PerChannel,
-            &cfg,
-            &Progress::hidden(),
-        )
-        .unwrap();
+        let (model, report) =
+            train(&s, set, Some(val), &x, 300, Calibration::Minmax, Scheme::default(), &cfg, &Progress::hidden())
+                .unwrap();
         let acc = int8_accuracy(&model, &ValSet { x: &x, n: 300, labels: &y }).unwrap();
         assert!(report.start_val_accuracy.unwrap() < 0.8, "{report:?}");
         assert!(acc > 0.95, "int8 accuracy after QAT {acc}; {report:?}");
@@ -381,10 +375,10 @@ mod tests {
         let s = fold_batch_norm(&student("conv1d(4,k3) bn relu flatten dense(3)", &[2, 9], 4));
         let x: Vec<f32> = (0..8 * 18).map(|i| ((i * 13) % 17) as f32 * 0.1 - 0.8).collect();
         for g in [WeightScales::PerChannel, WeightScales::PerTensor] {
-            let ranges = calibrate(&s, &x, 8, Calibration::Minmax, g).unwrap();
+            let ranges = calibrate(&s, &x, 8, Calibration::Minmax, g.into()).unwrap();
             let params: Vec<QuantParams> =
                 ranges.iter().map(|r| super::super::activation_params(r.clip_min, r.clip_max)).collect();
-            let model = quantize_with_params(&s, &params, g).unwrap();
+            let model = quantize_with_params(&s, &params, g.into()).unwrap();
             let fq = fake_quantized(&s, &params, g);
             // Channel 0 of the conv: same multiset of values (layouts differ).
             let Layer::Conv(c) = &fq.layers[0] else { panic!() };

@@ -39,6 +39,18 @@ use super::{ChannelQuant, ConvParams, Requantizer};
 ///
 /// Writes nothing if a slice length disagrees with `p` (checked once here).
 pub fn conv2d(p: &ConvParams, input: &[i8], weights: &[i8], channels: &[u8], output: &mut [i8]) {
+    conv2d_rounded::<false>(p, input, weights, channels, output)
+}
+
+/// [`conv2d`] with TFLite's single rounding when `SINGLE` (see
+/// [`super::Requantizer::apply_rounded`]).
+pub fn conv2d_rounded<const SINGLE: bool>(
+    p: &ConvParams,
+    input: &[i8],
+    weights: &[i8],
+    channels: &[u8],
+    output: &mut [i8],
+) {
     let win = p.window;
     let (in_c, out_c) = (p.in_channels, p.out_channels);
     let filter_len = win.kernel_len().and_then(|k| k.checked_mul(in_c));
@@ -84,7 +96,7 @@ pub fn conv2d(p: &ConvParams, input: &[i8], weights: &[i8], channels: &[u8], out
             let mut pixels = out_row.chunks_exact_mut(out_c);
             for ox in 0..interior.start {
                 let Some(pixel) = pixels.next() else { return };
-                edge_pixel(&g, &pair, input, rows, win.cols(ox), pixel);
+                edge_pixel::<SINGLE>(&g, &pair, input, rows, win.cols(ox), pixel);
             }
             if !interior.is_empty() {
                 // Every interior window of this row has the same taps, hence the
@@ -95,11 +107,11 @@ pub fn conv2d(p: &ConvParams, input: &[i8], weights: &[i8], channels: &[u8], out
                 let (Some(a), Some(b)) = (taps.weights(f0), taps.weights(f1)) else { return };
                 let bias = [g.folded_bias(q0.bias, &taps, a), g.folded_bias(q1.bias, &taps, b)];
                 let run = Interior { g: &g, taps, step: win.stride() * in_c, count: interior.len(), a, b, bias };
-                interior_run(&run, &pair, input, &mut pixels);
+                interior_run::<SINGLE>(&run, &pair, input, &mut pixels);
             }
             for ox in interior.end..win.out_w() {
                 let Some(pixel) = pixels.next() else { return };
-                edge_pixel(&g, &pair, input, rows, win.cols(ox), pixel);
+                edge_pixel::<SINGLE>(&g, &pair, input, rows, win.cols(ox), pixel);
             }
         }
     }
@@ -178,13 +190,13 @@ impl Pair<'_> {
     /// Requantizes and writes the pair's two outputs of one pixel (one, for
     /// an odd last channel paired with itself). One bounds check for both.
     #[inline(always)]
-    fn store(&self, pixel: &mut [i8], bias: [i32; 2], dot: [i32; 2]) {
+    fn store<const SINGLE: bool>(&self, pixel: &mut [i8], bias: [i32; 2], dot: [i32; 2]) {
         let Some((y0, rest)) = pixel.get_mut(self.o[0]..=self.o[1]).and_then(|y| y.split_first_mut()) else {
             return;
         };
-        *y0 = self.r[0].apply(bias[0].wrapping_add(dot[0]));
+        *y0 = self.r[0].apply_rounded::<SINGLE>(bias[0].wrapping_add(dot[0]));
         if let Some(y1) = rest.first_mut() {
-            *y1 = self.r[1].apply(bias[1].wrapping_add(dot[1]));
+            *y1 = self.r[1].apply_rounded::<SINGLE>(bias[1].wrapping_add(dot[1]));
         }
     }
 }
@@ -207,7 +219,12 @@ struct Interior<'a> {
 /// per MAC instead of 3.6); one call per output row and channel pair keeps
 /// its registers free without paying a call per pixel.
 #[inline(never)]
-fn interior_run<'o>(run: &Interior, pair: &Pair, input: &[i8], pixels: &mut impl Iterator<Item = &'o mut [i8]>) {
+fn interior_run<'o, const SINGLE: bool>(
+    run: &Interior,
+    pair: &Pair,
+    input: &[i8],
+    pixels: &mut impl Iterator<Item = &'o mut [i8]>,
+) {
     let (g, t) = (run.g, &run.taps);
     let mut x = t.x;
     // Two pixels at a time: each weight load feeds two pixels, each input
@@ -219,7 +236,7 @@ fn interior_run<'o>(run: &Interior, pair: &Pair, input: &[i8], pixels: &mut impl
         for _ in 0..run.count {
             let (Some(pixel), Some(xs)) = (pixels.next(), input.get(x..x + t.x_span)) else { return };
             let d = window_dot2(xs, g.x_stride, run.a, run.b, g.w_stride, t.len, t.rows);
-            pair.store(pixel, run.bias, d);
+            pair.store::<SINGLE>(pixel, run.bias, d);
             x += run.step;
         }
         return;
@@ -232,10 +249,10 @@ fn interior_run<'o>(run: &Interior, pair: &Pair, input: &[i8], pixels: &mut impl
         let x1 = if second { x + run.step } else { x };
         let Some(x1) = input.get(x1..x1 + t.x_span) else { return };
         let d = super::dot::window2x2(x0, x1, g.x_stride, run.a, run.b, g.w_stride, t.len, t.rows);
-        pair.store(p0, run.bias, [d[0], d[1]]);
+        pair.store::<SINGLE>(p0, run.bias, [d[0], d[1]]);
         if second {
             let Some(p1) = pixels.next() else { return };
-            pair.store(p1, run.bias, [d[2], d[3]]);
+            pair.store::<SINGLE>(p1, run.bias, [d[2], d[3]]);
         }
         x += 2 * run.step;
     }
@@ -247,7 +264,7 @@ fn interior_run<'o>(run: &Interior, pair: &Pair, input: &[i8], pixels: &mut impl
 /// occurs a few times per layer, so folding `z_in · Σ w` for it (a second
 /// pass over the weights) cost more than the subtraction it saves.
 #[inline(never)]
-fn edge_pixel(g: &Geometry, pair: &Pair, input: &[i8], rows: Taps, cols: Taps, pixel: &mut [i8]) {
+fn edge_pixel<const SINGLE: bool>(g: &Geometry, pair: &Pair, input: &[i8], rows: Taps, cols: Taps, pixel: &mut [i8]) {
     let runs = g.runs(rows, cols);
     let (Some(x), Some(a), Some(b)) =
         (input.get(runs.x..runs.x + runs.x_span), runs.weights(pair.f[0]), runs.weights(pair.f[1]))
@@ -270,7 +287,7 @@ fn edge_pixel(g: &Geometry, pair: &Pair, input: &[i8], rows: Taps, cols: Taps, p
             s1 = s1.wrapping_add(v * *b as i32);
         }
     }
-    pair.store(pixel, pair.bias, [s0, s1]);
+    pair.store::<SINGLE>(pixel, pair.bias, [s0, s1]);
 }
 
 /// Sum of int8 values (wrapping, like the accumulator it corrects).

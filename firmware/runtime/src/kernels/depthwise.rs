@@ -31,6 +31,18 @@ const BLOCK: usize = 8;
 /// Writes nothing if `p.out_channels ≠ p.in_channels` or a slice length
 /// disagrees with `p`.
 pub fn depthwise_conv2d(p: &ConvParams, input: &[i8], weights: &[i8], channels: &[u8], output: &mut [i8]) {
+    depthwise_conv2d_rounded::<false>(p, input, weights, channels, output)
+}
+
+/// [`depthwise_conv2d`] with TFLite's single rounding when `SINGLE` (see
+/// [`super::Requantizer::apply_rounded`]).
+pub fn depthwise_conv2d_rounded<const SINGLE: bool>(
+    p: &ConvParams,
+    input: &[i8],
+    weights: &[i8],
+    channels: &[u8],
+    output: &mut [i8],
+) {
     let win = p.window;
     let ch = p.in_channels;
     let lengths_ok = p.out_channels == ch
@@ -86,7 +98,7 @@ pub fn depthwise_conv2d(p: &ConvParams, input: &[i8], weights: &[i8], channels: 
                 }
                 let Some(out) = pixel.get_mut(c0..c0 + n) else { return };
                 for ((y, a), chan) in out.iter_mut().zip(acc.iter()).zip(block) {
-                    *y = chan.requant.apply(*a);
+                    *y = chan.requant.apply_rounded::<SINGLE>(*a);
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! Fully connected (dense) layer: `y[o] = requant(bias[o] + Σ_i w[o][i] · x[i])`.
 
 use super::dot::{dot, dot2_unrolled};
-use super::{ChannelQuant, Clamp};
+use super::{ChannelQuant, Clamp, Requantizer};
 use crate::format::CHANNEL_ENTRY_LEN;
 
 /// Int8 fully connected layer.
@@ -21,6 +21,19 @@ pub fn fully_connected(
     clamp: Clamp,
     output: &mut [i8],
 ) {
+    fully_connected_rounded::<false>(input, weights, channels, output_zero_point, clamp, output)
+}
+
+/// [`fully_connected`] with TFLite's single rounding when `SINGLE` (see
+/// [`super::Requantizer::apply_rounded`]).
+pub fn fully_connected_rounded<const SINGLE: bool>(
+    input: &[i8],
+    weights: &[i8],
+    channels: &[u8],
+    output_zero_point: i32,
+    clamp: Clamp,
+    output: &mut [i8],
+) {
     let in_features = input.len();
     if in_features == 0 {
         return;
@@ -28,7 +41,7 @@ pub fn fully_connected(
     let rows = output.len().min(weights.len() / in_features).min(channels.len() / CHANNEL_ENTRY_LEN);
     let requant = |o: usize, d: i32| {
         ChannelQuant::read(channels, o)
-            .map(|q| q.requantize(q.bias.wrapping_add(d), output_zero_point, clamp.min, clamp.max))
+            .map(|q| Requantizer::new(q, output_zero_point, clamp).apply_rounded::<SINGLE>(q.bias.wrapping_add(d)))
     };
     let row = |o: usize| weights.get(o * in_features..(o + 1) * in_features);
     // Two rows per pass: each input byte is loaded once for two outputs.

@@ -16,9 +16,9 @@ pub mod pool;
 pub(crate) mod reference;
 pub mod window;
 
-pub use conv::conv2d;
-pub use depthwise::depthwise_conv2d;
-pub use fully_connected::fully_connected;
+pub use conv::{conv2d, conv2d_rounded};
+pub use depthwise::{depthwise_conv2d, depthwise_conv2d_rounded};
+pub use fully_connected::{fully_connected, fully_connected_rounded};
 pub use pool::{avg_pool2d, global_avg_pool, max_pool2d};
 pub use window::{Padding, Window};
 
@@ -108,7 +108,17 @@ impl Requantizer {
     /// so an inverted range gives `max` and cannot panic.
     #[inline(always)]
     pub fn apply(self, acc: i32) -> i8 {
-        self.multiplier.apply(acc).max(self.lo).min(self.hi).wrapping_add(self.output_zero_point) as i8
+        self.apply_rounded::<false>(acc)
+    }
+
+    /// [`Requantizer::apply`] with TFLite's double rounding (`SINGLE = false`,
+    /// TFLite Micro's and CMSIS-NN's) or its single rounding (`SINGLE = true`,
+    /// `TFLITE_SINGLE_ROUNDING`, desktop TFLite's optimised kernels). A
+    /// constant, so each kernel is compiled for the one it needs.
+    #[inline(always)]
+    pub fn apply_rounded<const SINGLE: bool>(self, acc: i32) -> i8 {
+        let v = if SINGLE { self.multiplier.apply_single(acc) } else { self.multiplier.apply(acc) };
+        v.max(self.lo).min(self.hi).wrapping_add(self.output_zero_point) as i8
     }
 }
 

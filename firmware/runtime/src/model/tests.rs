@@ -367,7 +367,11 @@ fn large_average_windows_are_refused() {
 fn a_build_with_the_models_operators_runs_it_and_a_smaller_one_refuses() {
     let bytes = blob();
     let model = Model::from_bytes(&bytes).unwrap();
-    assert_eq!(model.ops(), ALL_OPS, "the test pipeline uses every operator");
+    assert_eq!(
+        model.ops(),
+        ALL_OPS & !format::SINGLE_ROUNDING & !format::DOUBLE_ROUNDING,
+        "the test pipeline uses every operator"
+    );
     const WITHOUT_DEPTHWISE: OpSet = ALL_OPS & !Op::DepthwiseConv2d.bit();
     let mut arena = [0u8; 180];
     let mut arena2 = [0u8; 180];
@@ -409,4 +413,56 @@ fn a_validated_blob_loads_without_the_layer_checks_and_runs_the_same() {
     bad[100] ^= 1;
     assert!(matches!(Model::from_validated(&bad), Err(Error::ChecksumMismatch { .. })));
     assert!(Model::from_validated(&b[..10]).is_err());
+}
+
+/// A one-layer model (FC 1 → 1, weight 1) whose multiplier makes TFLite's
+/// two roundings and its single rounding disagree: 932 · 0.78918 / 64 =
+/// 11.49 is 12 after two roundings, 11 after one.
+fn rounding_model(single: bool) -> Vec<u8> {
+    let fc = L {
+        op: Op::FullyConnected,
+        clamp: Clamp { min: -128, max: 127 },
+        input_len: 1,
+        output_len: 1,
+        params: [1, 1, 0, 0, 0, 0, 0, 0],
+        zin: 0,
+        zout: 0,
+        weights: vec![1],
+        channels: vec![ChannelQuant { bias: 932 - 100, multiplier: 1_694_734_064, shift: -6 }],
+    };
+    let mut b = build(&[1], 1, 0, &[fc]);
+    if single {
+        b[header::FLAGS] |= format::FLAG_SINGLE_ROUNDING;
+        fix_crc(&mut b);
+    }
+    b
+}
+
+#[test]
+fn the_header_flag_selects_single_rounding() {
+    let mut arena = [0u8; 64];
+    let double = rounding_model(false);
+    let m = Model::from_bytes(&double).unwrap();
+    assert!(!m.single_rounding());
+    assert_eq!(m.run(&[100], &mut arena).unwrap(), &[12]);
+    let single = rounding_model(true);
+    let m = Model::from_bytes(&single).unwrap();
+    assert!(m.single_rounding());
+    assert_eq!(m.ops() & format::SINGLE_ROUNDING, format::SINGLE_ROUNDING);
+    assert_eq!(m.run(&[100], &mut arena).unwrap(), &[11]);
+    // Firmware built without the single-rounding kernels refuses the model
+    // instead of rounding twice.
+    const FC_ONLY: format::OpSet = Op::FullyConnected.bit();
+    assert_eq!(m.run_with_ops::<FC_ONLY>(&[100], &mut arena), Err(Error::OpNotBuiltIn(31)));
+    assert!(Error::OpNotBuiltIn(31).to_string().contains("single-rounding"));
+    // A build with the single-rounding kernels only (what firmware for this
+    // model links) runs it, and refuses a double-rounding model.
+    const FC_SINGLE: format::OpSet = Op::FullyConnected.bit() | format::SINGLE_ROUNDING;
+    assert_eq!(m.ops(), FC_SINGLE);
+    assert_eq!(m.run_with_ops::<FC_SINGLE>(&[100], &mut arena).unwrap(), &[11]);
+    let d = Model::from_bytes(&double).unwrap();
+    assert_eq!(d.run_with_ops::<FC_SINGLE>(&[100], &mut arena), Err(Error::OpNotBuiltIn(30)));
+    assert!(Error::OpNotBuiltIn(30).to_string().contains("default"));
+    assert_eq!(d.run_with_ops::<{ FC_SINGLE | format::DOUBLE_ROUNDING }>(&[100], &mut arena).unwrap(), &[12]);
+    assert_eq!(d.run_with_ops::<FC_ONLY>(&[100], &mut arena).unwrap(), &[12]);
 }

@@ -92,9 +92,9 @@ pub fn quantize(
     } else {
         (0..n).flat_map(|i| data.train.sample(i * data.train.n / n, len).iter().copied()).collect()
     };
-    let ptq_method = quant::resolve_calibration(&ck.student, &calib, n, options.calibration, options.scheme())?;
-    let (mut q, mut ranges) = quant::quantize_student_ranges(&ck.student, &calib, n, ptq_method, options.scheme())?;
-    let mut method = ptq_method;
+    let (mut method, mut ranges) =
+        quant::calibrate_resolved(&ck.student, &calib, n, options.calibration, options.scheme())?;
+    let mut q = quant::quantize_with_params(&ck.student, &quant::range_params(&ranges), options.scheme())?;
     q.data_channels_last = data.layout == Layout::ChannelsLast;
     let mut bytes = crate::export::tkd::encode(&q)?;
     let y = data.labels(SplitName::Test)?;
@@ -111,11 +111,11 @@ pub fn quantize(
             Calibration::Auto => Calibration::Minmax,
             m => m,
         };
-        if method != ptq_method {
-            ranges = quant::calibrate(&ck.student, &calib, n, method, options.scheme())?;
-        }
         let options = QuantizeOptions { calibration: method, ..options };
-        let (mut model, report) = quantization_aware(&ck, data_path, &data, &calib, n, options, read, progress)?;
+        // The ranges reported are the ones QAT calibrated and shipped.
+        let (mut model, qat_ranges, report) =
+            quantization_aware(&ck, data_path, &data, &calib, n, options, read, progress)?;
+        ranges = qat_ranges;
         model.data_channels_last = q.data_channels_last;
         let ptq = accuracy(&int8_pred, y);
         bytes = crate::export::tkd::encode(&model)?;
@@ -147,7 +147,7 @@ fn quantization_aware(
     options: QuantizeOptions,
     read: ReadOptions,
     progress: &Progress,
-) -> Result<(crate::export::tkd::TkdModel, quant::qat::QatReport)> {
+) -> Result<(crate::export::tkd::TkdModel, Vec<quant::calibration::TensorRange>, quant::qat::QatReport)> {
     let recorded = ck.training.get("options").cloned().map(serde_json::from_value::<DistillOptions>);
     let mut opts = match recorded {
         Some(Ok(o)) => o,

@@ -280,36 +280,9 @@ pub fn quantize_student(student: &Student, calib: &[f32], n: usize, method: Cali
     Ok(quantize_student_ranges(student, calib, n, method, Scheme::default())?.0)
 }
 
-/// The concrete method `auto` stands for on this student and calibration
-/// set: each method's int8 student runs the calibration samples through the
-/// runtime, and the one whose dequantized logits stay closest to the float
-/// student's (least mean squared difference) wins; ties keep the earlier of
-/// minmax, mse, percentile. Other methods are returned as they are.
-///
-/// Why the logits and not each tensor's own error: a clip that lowers one
-/// tensor's error can still cost the output (a saturated pre-pool peak), and
-/// the logits are what the argmax reads. (min/max lost 0.7 pt on the
-/// MNIST-1D α = 0 baseline, where the clipping methods lost none; README.)
-pub fn resolve_calibration(
-    student: &Student,
-    calib: &[f32],
-    n: usize,
-    method: Calibration,
-    g: Scheme,
-) -> Result<Calibration> {
-    if method != Calibration::Auto {
-        return Ok(method);
-    }
-    let float_logits = student.forward(calib, n);
-    let mut best: Option<(f64, Calibration)> = None;
-    for method in [Calibration::Minmax, Calibration::Mse, Calibration::Percentile] {
-        let (q, _) = quantize_student_ranges(student, calib, n, method, g)?;
-        let err = logit_error(&q, calib, n, &float_logits)?;
-        if best.is_none_or(|(e, _)| err < e) {
-            best = Some((err, method));
-        }
-    }
-    Ok(best.map_or(Calibration::Minmax, |(_, m)| m))
+/// The activation parameters of calibrated ranges (as [`calibrate`] lists them).
+pub fn range_params(ranges: &[calibration::TensorRange]) -> Vec<QuantParams> {
+    ranges.iter().map(|r| activation_params(r.clip_min, r.clip_max)).collect()
 }
 
 /// Mean squared difference between `q`'s dequantized int8 logits (run by
@@ -338,8 +311,7 @@ pub fn quantize_student_ranges(
     g: Scheme,
 ) -> Result<(TkdModel, Vec<calibration::TensorRange>)> {
     let ranges = calibrate(student, calib, n, method, g)?;
-    let params: Vec<QuantParams> = ranges.iter().map(|r| activation_params(r.clip_min, r.clip_max)).collect();
-    Ok((quantize_with_params(student, &params, g)?, ranges))
+    Ok((quantize_with_params(student, &range_params(&ranges), g)?, ranges))
 }
 
 /// The range of every tensor [`quantize_with_params`] needs parameters for:
@@ -352,12 +324,52 @@ pub fn calibrate(
     method: Calibration,
     g: Scheme,
 ) -> Result<Vec<calibration::TensorRange>> {
+    Ok(calibrate_resolved(student, calib, n, method, g)?.1)
+}
+
+/// [`calibrate`], also naming the concrete method used: `method` itself, or
+/// what `auto` stands for on this student and calibration set — each
+/// method's int8 student runs the calibration samples through the runtime,
+/// and the one whose dequantized logits stay closest to the float student's
+/// (least mean squared difference) wins; ties keep the earlier of minmax,
+/// mse, percentile. One pass of float activations serves every method.
+///
+/// Why the logits and not each tensor's own error: a clip that lowers one
+/// tensor's error can still cost the output (a saturated pre-pool peak), and
+/// the logits are what the argmax reads. (min/max lost 0.7 pt on the
+/// MNIST-1D α = 0 baseline, where the clipping methods lost none; README.)
+pub fn calibrate_resolved(
+    student: &Student,
+    calib: &[f32],
+    n: usize,
+    method: Calibration,
+    g: Scheme,
+) -> Result<(Calibration, Vec<calibration::TensorRange>)> {
     if n == 0 {
         bail!("the calibration set is empty");
     }
-    let method = resolve_calibration(student, calib, n, method, g)?;
     let acts = student.activations(calib, n);
-    let mut ranges = vec![calibration::choose(calib, method)];
+    if method != Calibration::Auto {
+        return Ok((method, ranges_from(student, &acts, method)));
+    }
+    // The last activation is the float student's output.
+    let float_logits = acts.last().map_or(&[][..], |a| a.as_slice());
+    let mut best: Option<(f64, Calibration, Vec<calibration::TensorRange>)> = None;
+    for method in [Calibration::Minmax, Calibration::Mse, Calibration::Percentile] {
+        let ranges = ranges_from(student, &acts, method);
+        let q = quantize_with_params(student, &range_params(&ranges), g)?;
+        let err = logit_error(&q, calib, n, float_logits)?;
+        if best.as_ref().is_none_or(|(e, _, _)| err < *e) {
+            best = Some((err, method, ranges));
+        }
+    }
+    best.map(|(_, method, ranges)| (method, ranges)).ok_or_else(|| anyhow::anyhow!("no calibration method to try"))
+}
+
+/// The ranges a concrete `method` picks from the student's float
+/// activations (`Student::activations` on the calibration set).
+fn ranges_from(student: &Student, acts: &[Vec<f32>], method: Calibration) -> Vec<calibration::TensorRange> {
+    let mut ranges = vec![calibration::choose(&acts[0], method)];
     let mut i = 0;
     while i < student.layers.len() {
         if matches!(student.layers[i], Layer::Dense(_) | Layer::Conv(_) | Layer::Depthwise(_)) {
@@ -373,7 +385,7 @@ pub fn calibrate(
             i += 1;
         }
     }
-    Ok(ranges)
+    ranges
 }
 
 /// Quantizes `student` with fixed activation parameters: `params[0]` for
@@ -589,7 +601,7 @@ mod tests {
         let mut x: Vec<f32> = (0..n * 12).map(|_| rng.random_range(-1.0..1.0)).collect();
         x[5] = 400.0;
         let float = s.forward(&x, n);
-        let auto = resolve_calibration(&s, &x, n, Calibration::Auto, Scheme::default()).unwrap();
+        let (auto, _) = calibrate_resolved(&s, &x, n, Calibration::Auto, Scheme::default()).unwrap();
         assert_ne!(auto, Calibration::Auto);
         let error = |m| {
             let (q, _) = quantize_student_ranges(&s, &x, n, m, Scheme::default()).unwrap();
@@ -602,7 +614,7 @@ mod tests {
             assert!(chosen <= error(m), "{auto:?} {chosen} vs {m:?}");
         }
         // An explicit method is kept as it is.
-        let kept = resolve_calibration(&s, &x, n, Calibration::Minmax, Scheme::default()).unwrap();
+        let (kept, _) = calibrate_resolved(&s, &x, n, Calibration::Minmax, Scheme::default()).unwrap();
         assert_eq!(kept, Calibration::Minmax);
     }
 

@@ -24,6 +24,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tinykd_runtime::QuantParams;
 
+use super::calibration::TensorRange;
 use super::{Calibration, Scheme, WeightScales, calibrate, quantize_with_params};
 use crate::distill::trainer::{Adam, Batch, Batches, batch_loss};
 use crate::distill::{TrainConfig, TrainSet, ValSet};
@@ -188,13 +189,13 @@ pub fn train(
     g: Scheme,
     cfg: &TrainConfig,
     progress: &Progress,
-) -> Result<(TkdModel, QatReport)> {
+) -> Result<(TkdModel, Vec<TensorRange>, QatReport)> {
     let mut folded = fold_batch_norm(student);
     if folded.layers.iter().any(|l| matches!(l, Layer::BatchNorm(_))) {
         bail!("quantization-aware training needs every BatchNorm right after a dense or conv layer");
     }
     let ranges = calibrate(&folded, calib, n_calib, method, g)?;
-    let params: Vec<QuantParams> = ranges.iter().map(|r| super::activation_params(r.clip_min, r.clip_max)).collect();
+    let params = super::range_params(&ranges);
     let start = quantize_with_params(&folded, &params, g)?;
     let start_acc = val.as_ref().map(|v| int8_accuracy(&start, v)).transpose()?;
     // The kept weights are the best QAT checkpoint by validation, never the
@@ -255,6 +256,7 @@ pub fn train(
     };
     Ok((
         model,
+        ranges,
         QatReport {
             steps: cfg.steps,
             start_val_accuracy: start_acc,
@@ -314,8 +316,7 @@ mod tests {
             let single = Scheme { rounding: super::super::Rounding::Single, ..Default::default() };
             for g in [WeightScales::PerChannel.into(), WeightScales::PerTensor.into(), single] {
                 let ranges = calibrate(&s, &x, n, Calibration::Minmax, g).unwrap();
-                let params: Vec<QuantParams> =
-                    ranges.iter().map(|r| super::super::activation_params(r.clip_min, r.clip_max)).collect();
+                let params = super::super::range_params(&ranges);
                 let blob = encode(&quantize_with_params(&s, &params, g).unwrap()).unwrap();
                 let m = tinykd_runtime::Model::from_bytes(&blob).unwrap();
                 assert_eq!(m.single_rounding(), g == single);
@@ -361,7 +362,7 @@ mod tests {
             seed: 1,
             loss: crate::distill::LossConfig { kind: crate::distill::LossKind::Kl, temperature: 1.0, alpha: 0.0 },
         };
-        let (model, report) =
+        let (model, _, report) =
             train(&s, set, Some(val), &x, 300, Calibration::Minmax, Scheme::default(), &cfg, &Progress::hidden())
                 .unwrap();
         let acc = int8_accuracy(&model, &ValSet { x: &x, n: 300, labels: &y }).unwrap();
@@ -376,8 +377,7 @@ mod tests {
         let x: Vec<f32> = (0..8 * 18).map(|i| ((i * 13) % 17) as f32 * 0.1 - 0.8).collect();
         for g in [WeightScales::PerChannel, WeightScales::PerTensor] {
             let ranges = calibrate(&s, &x, 8, Calibration::Minmax, g.into()).unwrap();
-            let params: Vec<QuantParams> =
-                ranges.iter().map(|r| super::super::activation_params(r.clip_min, r.clip_max)).collect();
+            let params = super::super::range_params(&ranges);
             let model = quantize_with_params(&s, &params, g.into()).unwrap();
             let fq = fake_quantized(&s, &params, g);
             // Channel 0 of the conv: same multiset of values (layouts differ).

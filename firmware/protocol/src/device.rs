@@ -2,8 +2,8 @@
 //! inference requests, refuse bad frames with an error frame. A board gives
 //! [`serve`] its UART as a [`Link`] and its cycle counter as a [`Clock`].
 
-use tinykd_runtime::Model;
 use tinykd_runtime::format::OpSet;
+use tinykd_runtime::{Compiled, Error, Identity, Model};
 
 use crate::frame::{Decoder, FrameError, HEADER_LEN, Kind, SYNC, Step, crc_of};
 use crate::message::{Counter, ErrorCode, Info, Outcome};
@@ -34,6 +34,47 @@ pub struct Board<'a> {
     pub frame_timeout_ticks: u64,
 }
 
+/// What the serve loop runs: a model compiled into the firmware
+/// ([`Compiled`], what the board crates use) or a blob loaded at run time
+/// ([`Interpreted`]).
+pub trait Engine {
+    /// What the model says about itself (told to the host).
+    fn identity(&self) -> Identity;
+    /// The operator set the firmware links (told to the host).
+    fn linked_ops(&self) -> OpSet;
+    /// One inference; the logits live in `arena`.
+    fn infer<'b>(&self, input: &[i8], arena: &'b mut [u8]) -> Result<&'b [i8], Error>;
+}
+
+/// A [`Model`] loaded at run time, run with the kernels of `OPS` only
+/// ([`Model::run_with_ops`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Interpreted<'m, 'a, const OPS: OpSet>(pub &'m Model<'a>);
+
+impl<const OPS: OpSet> Engine for Interpreted<'_, '_, OPS> {
+    fn identity(&self) -> Identity {
+        self.0.identity()
+    }
+    fn linked_ops(&self) -> OpSet {
+        OPS
+    }
+    fn infer<'b>(&self, input: &[i8], arena: &'b mut [u8]) -> Result<&'b [i8], Error> {
+        self.0.run_with_ops::<OPS>(input, arena)
+    }
+}
+
+impl<const OPS: OpSet> Engine for Compiled<'_, OPS> {
+    fn identity(&self) -> Identity {
+        self.identity
+    }
+    fn linked_ops(&self) -> OpSet {
+        OPS
+    }
+    fn infer<'b>(&self, input: &[i8], arena: &'b mut [u8]) -> Result<&'b [i8], Error> {
+        self.run(input, arena)
+    }
+}
+
 /// Sends one frame whose payload is the concatenation of `parts`.
 #[inline(never)]
 fn send<L: Link>(link: &mut L, kind: Kind, parts: &[&[u8]]) {
@@ -51,12 +92,12 @@ fn send_error<L: Link>(link: &mut L, code: ErrorCode, detail: u32) {
     send(link, Kind::Error, &[&code.payload(detail)]);
 }
 
-/// Serves `model` over `link` forever. `rx` receives frame payloads (at
-/// least the model's input length); `arena` is the model's arena;
-/// `peak_stack` measures the deepest stack use so far (0 when unknown).
-/// `OPS` is the operator set the firmware links (`Model::run_with_ops`).
-pub fn serve<L: Link, C: Clock, const OPS: OpSet>(
-    model: &Model<'_>,
+/// Serves `engine`'s model over `link` forever. `rx` receives frame
+/// payloads (at least the model's input length); `arena` is the model's
+/// arena; `peak_stack` measures the deepest stack use so far (0 when
+/// unknown).
+pub fn serve<L: Link, C: Clock, E: Engine>(
+    engine: &E,
     arena: &mut [u8],
     rx: &mut [u8],
     link: &mut L,
@@ -66,6 +107,7 @@ pub fn serve<L: Link, C: Clock, const OPS: OpSet>(
 ) -> ! {
     let receive_buffer = rx.len().min(u16::MAX as usize) as u16;
     let counter = clock.counter();
+    let model = engine.identity();
     let shape = model.input_shape();
     let mut input_dims = [0u16; 4];
     input_dims.iter_mut().zip(shape).for_each(|(d, s)| *d = *s);
@@ -73,12 +115,12 @@ pub fn serve<L: Link, C: Clock, const OPS: OpSet>(
         let i = Info {
             version: crate::VERSION,
             counter,
-            model_crc: model.crc(),
-            model_bytes: model.as_bytes().len() as u32,
-            input_len: model.input_len() as u32,
-            classes: model.class_count() as u16,
-            arena_bytes: model.arena_bytes() as u32,
-            ops: OPS,
+            model_crc: model.crc,
+            model_bytes: model.blob_len as u32,
+            input_len: model.input_len as u32,
+            classes: model.class_count as u16,
+            arena_bytes: model.arena_bytes as u32,
+            ops: engine.linked_ops(),
             receive_buffer,
             peak_stack: peak,
             core_hz: board.core_hz,
@@ -113,13 +155,13 @@ pub fn serve<L: Link, C: Clock, const OPS: OpSet>(
                 let frame = decoder.frame();
                 match Kind::from_u8(frame.kind) {
                     Some(Kind::Hello) => info(peak_stack(), link),
-                    Some(Kind::Infer) if frame.payload.len() != model.input_len() => {
-                        send_error(link, ErrorCode::InputLength, model.input_len() as u32)
+                    Some(Kind::Infer) if frame.payload.len() != model.input_len => {
+                        send_error(link, ErrorCode::InputLength, model.input_len as u32)
                     }
                     Some(Kind::Infer) => {
                         let input = tinykd_runtime::as_i8(frame.payload);
                         let start = clock.now();
-                        let result = model.run_with_ops::<OPS>(input, arena);
+                        let result = engine.infer(input, arena);
                         let ticks = clock.now().wrapping_sub(start);
                         match result {
                             Ok(logits) => {
@@ -267,20 +309,26 @@ mod tests {
     /// Frames the device sends for `input` bytes: (kind, payload).
     fn exchange(blob: &[u8], input: Vec<u8>) -> Vec<(u8, Vec<u8>)> {
         let model = Model::from_bytes(blob).expect("valid model");
+        let frames = exchange_with(&Interpreted::<{ tinykd_runtime::format::ALL_OPS }>(&model), input.clone());
+        // The same model as a board compiles it: the same frames, byte for byte.
+        let layers: Vec<_> = (0..model.layer_count()).map(|i| model.compiled_layer(i).unwrap()).collect();
+        let compiled = Compiled::<{ tinykd_runtime::format::ALL_OPS }> {
+            layers: &layers,
+            identity: model.identity(),
+            ops: model.ops(),
+        };
+        assert_eq!(exchange_with(&compiled, input), frames);
+        frames
+    }
+
+    fn exchange_with<E: Engine>(engine: &E, input: Vec<u8>) -> Vec<(u8, Vec<u8>)> {
+        let model = engine.identity();
         let mut line = Line { input: input.into(), output: Vec::new(), idle: 0 };
         let board = Board { name: "test", core_hz: 1, frame_timeout_ticks: 20 };
-        let mut arena = vec![0u8; model.arena_bytes()];
-        let mut rx = vec![0u8; model.input_len()];
+        let mut arena = vec![0u8; model.arena_bytes];
+        let mut rx = vec![0u8; model.input_len];
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            serve::<_, _, { tinykd_runtime::format::ALL_OPS }>(
-                &model,
-                &mut arena,
-                &mut rx,
-                &mut line,
-                &mut Ticks(0),
-                &board,
-                &mut || 0,
-            )
+            serve(engine, &mut arena, &mut rx, &mut line, &mut Ticks(0), &board, &mut || 0)
         }));
         assert!(r.is_err_and(|e| e.is::<Done>()));
         let mut buf = vec![0u8; 4096];

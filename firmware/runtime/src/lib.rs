@@ -17,14 +17,16 @@
 //! ```
 #![cfg_attr(not(test), no_std)]
 
+pub mod compiled;
 pub mod error;
 pub mod format;
 pub mod kernels;
 pub mod model;
 pub mod requant;
 
+pub use compiled::Compiled;
 pub use error::Error;
-pub use model::{Layer, Model, QuantParams};
+pub use model::{Identity, Layer, Model, QuantParams};
 
 /// Plans the activation arena of a sequential network: layer `i` writes its
 /// output at the start of the arena when `i` is even and at the end when odd,
@@ -53,6 +55,11 @@ where
 /// Views bytes as int8 values (same size and alignment; no copy).
 pub fn as_i8(b: &[u8]) -> &[i8] {
     bytemuck::cast_slice(b)
+}
+
+/// Views bytes as mutable int8 values (no copy).
+pub fn as_i8_mut(b: &mut [u8]) -> &mut [i8] {
+    bytemuck::cast_slice_mut(b)
 }
 
 /// Views int8 values as bytes (no copy).

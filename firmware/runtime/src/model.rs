@@ -1,8 +1,9 @@
 //! Loading (with full validation) and running a `.tkd` model.
 
+use crate::compiled::{CompiledLayer, Step, check_ops, run_layers};
 use crate::error::Error;
 use crate::format::{self, ALL_OPS, Activation, Op, OpSet, header, layer, read_i32, read_u16, read_u32};
-use crate::kernels::{self, Clamp, ConvParams, Padding, PoolParams, Window, pool::MAX_AVG_COUNT};
+use crate::kernels::{Clamp, ConvParams, PoolParams, pool::MAX_AVG_COUNT};
 
 /// Quantization of a tensor: `real = scale · (q − zero_point)`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -56,38 +57,14 @@ impl Layer {
     /// stride, padding]`. Checks the parameters themselves; lengths are
     /// checked by `Model::from_bytes`.
     pub fn conv_params(&self) -> Result<ConvParams, Error> {
-        let [in_h, in_w, in_c, out_c, kh, kw, stride, padding] = self.params;
-        if in_c == 0 || out_c == 0 {
-            return Err(malformed("convolution channel count is 0"));
-        }
-        let padding =
-            Padding::from_u16(padding).ok_or(malformed("convolution padding must be 0 (valid) or 1 (same)"))?;
-        let window =
-            Window::new(in_h.into(), in_w.into(), kh.into(), kw.into(), stride.into(), padding).map_err(malformed)?;
-        Ok(ConvParams {
-            window,
-            in_channels: in_c.into(),
-            out_channels: out_c.into(),
-            input_zero_point: self.input_zero_point,
-            output_zero_point: self.output.zero_point,
-            clamp: self.clamp,
-        })
+        ConvParams::from_record(self.params, self.input_zero_point, self.output.zero_point, self.clamp)
+            .map_err(malformed)
     }
 
     /// Shape of a [`Op::MaxPool2d`] or [`Op::AvgPool2d`] layer, from params
     /// `[in_h, in_w, c, pool_h, pool_w, stride, padding, 0]`.
     pub fn pool_params(&self) -> Result<PoolParams, Error> {
-        let [in_h, in_w, c, ph, pw, stride, padding, reserved] = self.params;
-        if reserved != 0 {
-            return Err(malformed("pool parameter 7 must be 0"));
-        }
-        if c == 0 {
-            return Err(malformed("pool channel count is 0"));
-        }
-        let padding = Padding::from_u16(padding).ok_or(malformed("pool padding must be 0 (valid) or 1 (same)"))?;
-        let window =
-            Window::new(in_h.into(), in_w.into(), ph.into(), pw.into(), stride.into(), padding).map_err(malformed)?;
-        Ok(PoolParams { window, channels: c.into(), clamp: self.clamp })
+        PoolParams::from_record(self.params, self.clamp).map_err(malformed)
     }
 }
 
@@ -460,6 +437,53 @@ impl<'a> Model<'a> {
         self.ops
     }
 
+    /// What the model says about itself: CRC, sizes, input shape and
+    /// quantization (what firmware tells the host).
+    pub fn identity(&self) -> Identity {
+        Identity {
+            crc: self.crc(),
+            blob_len: self.blob.len(),
+            input_len: self.input_len,
+            input_rank: self.input_rank,
+            input_dims: self.input_dims,
+            class_count: self.class_count,
+            arena_bytes: self.arena_bytes,
+            input: self.input,
+            output: self.output,
+        }
+    }
+
+    /// Layer `i` decoded into the [`Step`] both [`Model::run`] and a
+    /// compiled model run (a board's build script writes these out).
+    pub fn compiled_layer(&self, i: usize) -> Result<CompiledLayer<'a>, Error> {
+        self.compiled_layer_in::<ALL_OPS>(i)
+    }
+
+    /// [`Model::compiled_layer`] decoding only the operators in `OPS` (the
+    /// others are [`Error::OpNotBuiltIn`]), so firmware does not link the
+    /// other operators' parameter decoding either.
+    fn compiled_layer_in<const OPS: OpSet>(&self, i: usize) -> Result<CompiledLayer<'a>, Error> {
+        let l = self.layer(i)?;
+        let has = |op: Op| OPS & op.bit() != 0;
+        let (weights, channels) = (self.weights(&l), self.channel_table(&l));
+        let step = match l.op {
+            Op::FullyConnected if has(Op::FullyConnected) => {
+                Step::FullyConnected { output_zero_point: l.output.zero_point, clamp: l.clamp, weights, channels }
+            }
+            Op::Conv2d if has(Op::Conv2d) => Step::Conv { params: l.conv_params()?, weights, channels },
+            Op::DepthwiseConv2d if has(Op::DepthwiseConv2d) => {
+                Step::Depthwise { params: l.conv_params()?, weights, channels }
+            }
+            Op::MaxPool2d if has(Op::MaxPool2d) => Step::MaxPool(l.pool_params()?),
+            Op::AvgPool2d if has(Op::AvgPool2d) => Step::AvgPool(l.pool_params()?),
+            Op::GlobalAvgPool if has(Op::GlobalAvgPool) => {
+                Step::GlobalAvgPool { channels: l.params[2].into(), clamp: l.clamp }
+            }
+            op => return Err(Error::OpNotBuiltIn(op as u8)),
+        };
+        Ok(CompiledLayer { step, output_len: l.output_len })
+    }
+
     /// Runs the model on one int8 input and returns the int8 logits, which
     /// live in `arena`. Links every kernel; firmware for one model should
     /// call [`Model::run_with_ops`] with that model's operator set.
@@ -473,44 +497,10 @@ impl<'a> Model<'a> {
     /// them. A layer outside `OPS` is [`Error::OpNotBuiltIn`], before any
     /// layer runs.
     pub fn run_with_ops<'b, const OPS: OpSet>(&self, input: &[i8], arena: &'b mut [u8]) -> Result<&'b [i8], Error> {
-        let missing = self.ops & !OPS;
-        if missing != 0 {
-            return Err(Error::OpNotBuiltIn(missing.trailing_zeros() as u8));
-        }
-        if !Self::links_double::<OPS>() && self.ops & format::SINGLE_ROUNDING == 0 {
-            return Err(Error::OpNotBuiltIn(30));
-        }
-        if input.len() != self.input_len {
-            return Err(Error::InputLength { expected: self.input_len, found: input.len() });
-        }
-        if arena.len() < self.arena_bytes {
-            return Err(Error::ArenaTooSmall { needed: self.arena_bytes, found: arena.len() });
-        }
-        let arena = &mut arena[..self.arena_bytes];
-        let total = arena.len();
-        // Ping-pong plan (see `plan_arena`): even layers write at the start of
-        // the arena, odd layers at its end; layer 0 reads the caller's input.
-        let mut prev: (usize, usize) = (0, 0);
-        for i in 0..self.layer_count {
-            let l = self.layer(i)?;
-            let out_range = if i % 2 == 0 { (0, l.output_len) } else { (total - l.output_len, total) };
-            if i == 0 {
-                let out = i8_slice_mut(&mut arena[out_range.0..out_range.1]);
-                self.run_layer::<OPS>(&l, input, out)?;
-            } else {
-                // The planner guarantees the two regions do not overlap.
-                let (src, dst) = if i % 2 == 0 {
-                    let (lo, hi) = arena.split_at_mut(prev.0);
-                    (&hi[..prev.1 - prev.0], &mut lo[..out_range.1])
-                } else {
-                    let (lo, hi) = arena.split_at_mut(out_range.0);
-                    (&lo[prev.0..prev.1], &mut hi[..])
-                };
-                self.run_layer::<OPS>(&l, i8_slice(src), i8_slice_mut(dst))?;
-            }
-            prev = out_range;
-        }
-        Ok(i8_slice(&arena[prev.0..prev.1]))
+        let single = check_ops::<OPS>(self.ops)?;
+        run_layers::<OPS>(self.layer_count, single, input, self.input_len, arena, self.arena_bytes, |i| {
+            self.compiled_layer_in::<OPS>(i)
+        })
     }
 
     /// Runs layer `i` alone on its int8 input (channels-last), writing its
@@ -518,77 +508,45 @@ impl<'a> Model<'a> {
     /// need every layer's output (quantization-aware training); firmware
     /// calls [`Model::run_with_ops`].
     pub fn run_layer_at(&self, i: usize, input: &[i8], output: &mut [i8]) -> Result<(), Error> {
-        let l = self.layer(i)?;
-        if input.len() != l.input_len {
-            return Err(Error::InputLength { expected: l.input_len, found: input.len() });
+        let l = self.compiled_layer(i)?;
+        if input.len() != self.layer(i)?.input_len {
+            return Err(Error::InputLength { expected: self.layer(i)?.input_len, found: input.len() });
         }
         if output.len() != l.output_len {
             return Err(Error::InputLength { expected: l.output_len, found: output.len() });
         }
-        self.run_layer::<ALL_OPS>(&l, input, output)
+        l.step.run::<ALL_OPS>(self.single_rounding(), input, output)
     }
+}
 
-    /// Whether a build for `OPS` links the default (double-rounding) kernels.
-    const fn links_double<const OPS: OpSet>() -> bool {
-        OPS & format::SINGLE_ROUNDING == 0 || OPS & format::DOUBLE_ROUNDING != 0
-    }
+/// What a model says about itself (header fields), for firmware to tell
+/// the host; a compiled model carries the `.tkd`'s.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Identity {
+    /// The `.tkd` blob's CRC-32: names the model.
+    pub crc: u32,
+    /// Length of the `.tkd` blob.
+    pub blob_len: usize,
+    pub input_len: usize,
+    pub input_rank: usize,
+    /// Input shape; entries past `input_rank` are 0.
+    pub input_dims: [u16; format::MAX_INPUT_RANK],
+    pub class_count: usize,
+    pub arena_bytes: usize,
+    pub input: QuantParams,
+    pub output: QuantParams,
+}
 
-    /// Runs one validated layer. The parameter decoding cannot fail after
-    /// `from_bytes`; if it did, the error surfaces instead of garbage output.
-    fn run_layer<const OPS: OpSet>(&self, l: &Layer, input: &[i8], output: &mut [i8]) -> Result<(), Error> {
-        // Each arm's guard is a constant: arms outside `OPS` compile away,
-        // and so does the single-rounding variant unless `OPS` has it.
-        let has = |op: Op| OPS & op.bit() != 0;
-        // Constant unless `OPS` links both variants.
-        let single = if !Self::links_double::<OPS>() {
-            true
-        } else {
-            OPS & format::SINGLE_ROUNDING != 0 && self.ops & format::SINGLE_ROUNDING != 0
-        };
-        let (w, ch) = (self.weights(l), self.channel_table(l));
-        match l.op {
-            Op::FullyConnected if has(Op::FullyConnected) => {
-                let (z, c) = (l.output.zero_point, l.clamp);
-                if single {
-                    kernels::fully_connected_rounded::<true>(input, w, ch, z, c, output)
-                } else {
-                    kernels::fully_connected(input, w, ch, z, c, output)
-                }
-            }
-            Op::Conv2d if has(Op::Conv2d) => {
-                let p = l.conv_params()?;
-                if single {
-                    kernels::conv2d_rounded::<true>(&p, input, w, ch, output)
-                } else {
-                    kernels::conv2d(&p, input, w, ch, output)
-                }
-            }
-            Op::DepthwiseConv2d if has(Op::DepthwiseConv2d) => {
-                let p = l.conv_params()?;
-                if single {
-                    kernels::depthwise_conv2d_rounded::<true>(&p, input, w, ch, output)
-                } else {
-                    kernels::depthwise_conv2d(&p, input, w, ch, output)
-                }
-            }
-            Op::MaxPool2d if has(Op::MaxPool2d) => kernels::max_pool2d(&l.pool_params()?, input, output),
-            Op::AvgPool2d if has(Op::AvgPool2d) => kernels::avg_pool2d(&l.pool_params()?, input, output),
-            Op::GlobalAvgPool if has(Op::GlobalAvgPool) => {
-                kernels::global_avg_pool(l.params[2].into(), l.clamp, input, output)
-            }
-            op => return Err(Error::OpNotBuiltIn(op as u8)),
-        }
-        Ok(())
+impl Identity {
+    /// Input shape (without batch), e.g. `[1, 40]`.
+    pub fn input_shape(&self) -> &[u16] {
+        &self.input_dims[..self.input_rank.min(format::MAX_INPUT_RANK)]
     }
 }
 
 /// Views bytes as int8 (same size and alignment; safe through `bytemuck`).
 fn i8_slice(b: &[u8]) -> &[i8] {
     bytemuck::cast_slice(b)
-}
-
-fn i8_slice_mut(b: &mut [u8]) -> &mut [i8] {
-    bytemuck::cast_slice_mut(b)
 }
 
 #[cfg(test)]

@@ -122,14 +122,23 @@ pub struct Measurement {
 }
 
 /// Flash of the smallest image that runs a model (the `footprint-m3`
-/// crate: cortex-m-rt, the runtime, the model; opt-level "s", no I/O).
+/// crate: cortex-m-rt, the runtime, the model; opt-level "s", no I/O),
+/// with the model compiled into the image (what boards build) and, for
+/// comparison, with the `.tkd` embedded and interpreted.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Footprint {
     pub case: String,
     pub image_bytes: u64,
-    pub model_bytes: usize,
-    /// Image minus model: vector table, start-up, parser, kernels.
+    /// The compiled model's tables: weights, channel tables, layer table.
+    pub model_bytes: u64,
+    /// Image minus model: vector table, start-up, kernels.
     pub engine_bytes: u64,
+    /// The same with the `.tkd` interpreted (`TINYKD_ENGINE=interpreted`).
+    pub interpreted_image_bytes: u64,
+    /// Its `.tkd` (header, layer records, tensors, weight scales).
+    pub interpreted_model_bytes: u64,
+    /// Image minus `.tkd`: adds the parser, CRC and layer decoding.
+    pub interpreted_engine_bytes: u64,
 }
 
 /// The footprint of every whole-student case on Cortex-M3.
@@ -139,13 +148,23 @@ pub fn footprints(work: &Path) -> Result<Vec<Footprint>> {
         let (bytes, _) = case_model(case, k as u64)?;
         let path = work.join(format!("footprint{k}.tkd"));
         crate::util::write_atomic(&path, &bytes)?;
-        let elf = crate::device::build_crate("footprint-m3", "thumbv7m-none-eabi", "footprint-m3", &path)?;
-        let f = crate::device::Footprint::of_elf(&elf)?;
+        let build = |engine: &str| {
+            let env = [("TINYKD_ENGINE", engine)];
+            crate::device::build_crate_with("footprint-m3", "thumbv7m-none-eabi", "footprint-m3", &path, &env)
+        };
+        let elf = build("compiled")?;
+        let image = crate::device::Footprint::of_elf(&elf)?.flash_bytes;
+        let model = crate::device::symbol_bytes(&elf, "COMPILED")?;
+        let interpreted_image = crate::device::Footprint::of_elf(&build("interpreted")?)?.flash_bytes;
+        let interpreted_model = bytes.len() as u64;
         out.push(Footprint {
             case: case.name.into(),
-            image_bytes: f.flash_bytes,
-            model_bytes: bytes.len(),
-            engine_bytes: f.flash_bytes.saturating_sub(bytes.len() as u64),
+            image_bytes: image,
+            model_bytes: model,
+            engine_bytes: image.saturating_sub(model),
+            interpreted_image_bytes: interpreted_image,
+            interpreted_model_bytes: interpreted_model,
+            interpreted_engine_bytes: interpreted_image.saturating_sub(interpreted_model),
         });
     }
     Ok(out)

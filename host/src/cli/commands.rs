@@ -137,11 +137,14 @@ pub(super) fn bench(a: BenchArgs, progress: &Progress) -> Result<()> {
             outln!("\nsmallest Cortex-M3 image (opt-level \"s\", no I/O):");
             for f in &fp {
                 outln!(
-                    "  {:<26} image {} B = engine {} B + model {} B",
+                    "  {:<26} image {} B = engine {} B + model {} B (interpreted .tkd: {} B = {} B + {} B)",
                     f.case,
                     f.image_bytes,
                     f.engine_bytes,
-                    f.model_bytes
+                    f.model_bytes,
+                    f.interpreted_image_bytes,
+                    f.interpreted_engine_bytes,
+                    f.interpreted_model_bytes
                 );
             }
         }

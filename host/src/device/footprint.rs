@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use object::{Object, ObjectSection, SectionFlags, SectionKind};
+use object::{Object, ObjectSection, ObjectSymbol, SectionFlags, SectionKind};
 
 /// Section sizes that matter on a microcontroller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -43,4 +43,13 @@ impl Footprint {
         }
         Ok(Footprint { flash_bytes: flash, static_ram_bytes: ram })
     }
+}
+
+/// Bytes of the symbols whose (mangled) name contains `needle`, e.g. the
+/// tables of a compiled model (`COMPILED`: its weights, channel tables and
+/// layer table) or an embedded `.tkd` (`MODEL`).
+pub fn symbol_bytes(path: &Path, needle: &str) -> Result<u64> {
+    let data = std::fs::read(path).with_context(|| format!("{}: cannot read ELF", path.display()))?;
+    let file = object::File::parse(&*data).with_context(|| format!("{}: not an ELF file", path.display()))?;
+    Ok(file.symbols().filter(|s| s.name().is_ok_and(|n| n.contains(needle))).map(|s| s.size()).sum())
 }

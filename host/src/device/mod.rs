@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use tinykd_runtime::Model;
 
 pub use boards::{BOARDS, Board, Runner, board, board_of_image};
-pub use footprint::Footprint;
+pub use footprint::{Footprint, symbol_bytes};
 pub use link::{HostLink, open_port};
 pub use session::{DeviceInfo, Reply, Session, describe};
 
@@ -157,10 +157,28 @@ pub fn build_firmware(board: &Board, model_path: &Path) -> Result<PathBuf> {
 /// Builds the firmware crate `firmware/boards/<crate_dir>` (for `target`)
 /// with `model_path` embedded; returns the ELF path.
 pub fn build_crate(crate_dir: &str, target: &str, label: &str, model_path: &Path) -> Result<PathBuf> {
-    build_crate_unmarked(crate_dir, target, label, model_path).context(crate::failure::Failure::Build)
+    build_crate_unmarked(crate_dir, target, label, model_path, &[]).context(crate::failure::Failure::Build)
 }
 
-fn build_crate_unmarked(crate_dir: &str, target: &str, label: &str, model_path: &Path) -> Result<PathBuf> {
+/// [`build_crate`] with extra environment for its build script, e.g.
+/// `TINYKD_ENGINE=interpreted`.
+pub fn build_crate_with(
+    crate_dir: &str,
+    target: &str,
+    label: &str,
+    model_path: &Path,
+    env: &[(&str, &str)],
+) -> Result<PathBuf> {
+    build_crate_unmarked(crate_dir, target, label, model_path, env).context(crate::failure::Failure::Build)
+}
+
+fn build_crate_unmarked(
+    crate_dir: &str,
+    target: &str,
+    label: &str,
+    model_path: &Path,
+    env: &[(&str, &str)],
+) -> Result<PathBuf> {
     let firmware = firmware_dir()?;
     let dir = firmware.join("boards").join(crate_dir);
     if !dir.join("Cargo.toml").is_file() {
@@ -175,6 +193,7 @@ fn build_crate_unmarked(crate_dir: &str, target: &str, label: &str, model_path: 
         .current_dir(&dir)
         .env("TINYKD_MODEL", &model_path)
         .env("CARGO_TARGET_DIR", &target_dir)
+        .envs(env.iter().copied())
         .env_remove("CARGO_BUILD_TARGET")
         .env_remove("RUSTFLAGS")
         .output()

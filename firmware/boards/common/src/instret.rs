@@ -27,7 +27,13 @@ macro_rules! riscv_board {
             let bottom = $crate::stack::paint();
             let mut link = $link;
             let mut clock = $crate::instret::InstretClock;
-            $crate::run::<_, _, ARENA_BYTES, RX_BYTES, MODEL_OPS>(&MODEL.0, &mut link, &mut clock, &$board, bottom)
+            #[cfg(not(tinykd_interpreted))]
+            let engine = &COMPILED;
+            #[cfg(tinykd_interpreted)]
+            let model = $crate::load(&MODEL.0, &mut link);
+            #[cfg(tinykd_interpreted)]
+            let engine = &$crate::Interpreted::<MODEL_OPS>(&model);
+            $crate::run::<_, _, _, ARENA_BYTES, RX_BYTES>(engine, &mut link, &mut clock, &$board, bottom)
         }
     };
 }

@@ -15,11 +15,9 @@ pub mod systick;
 pub mod uart;
 
 pub use tinykd_protocol as protocol;
-pub use tinykd_protocol::device::{Board, Clock, EioLink, EioSplit, Link, NbLink};
+pub use tinykd_protocol::device::{Board, Clock, EioLink, EioSplit, Engine, Interpreted, Link, NbLink};
 pub use tinykd_protocol::message::Counter;
 pub use tinykd_runtime as runtime;
-
-use tinykd_runtime::format::OpSet;
 
 /// A panic in a board image stops the core; the host sees the line go
 /// quiet and says so. (The inference path has no panics: the runtime
@@ -32,12 +30,14 @@ fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
     }
 }
 
-/// Serves the embedded model forever. `ARENA` is the model's arena,
-/// `RX` the receive buffer (its input length, at least 16 bytes), both
-/// on the stack so that the measured peak stack is the RAM the model takes.
+/// Serves the embedded model forever: `engine` is the model compiled into
+/// the firmware (`COMPILED`, from [`embedded_model!`]). `ARENA` is the
+/// model's arena, `RX` the receive buffer (its input length, at least 16
+/// bytes), both on the stack so that the measured peak stack is the RAM
+/// the model takes.
 #[inline(never)]
-pub fn run<L: Link, C: Clock, const ARENA: usize, const RX: usize, const OPS: OpSet>(
-    blob: &[u8],
+pub fn run<L: Link, C: Clock, E: Engine, const ARENA: usize, const RX: usize>(
+    engine: &E,
     link: &mut L,
     clock: &mut C,
     board: &Board<'_>,
@@ -46,13 +46,16 @@ pub fn run<L: Link, C: Clock, const ARENA: usize, const RX: usize, const OPS: Op
     let mut arena = [0u8; ARENA];
     let mut rx = [0u8; RX];
     let mut peak = || stack::peak(paint_bottom) as u32;
-    // The build script validated the blob (`tinykd-board-build`): only its
-    // header and CRC are checked again here.
+    tinykd_protocol::device::serve(engine, &mut arena, &mut rx, link, clock, board, &mut peak)
+}
+
+/// The embedded blob loaded at boot, for a board built with
+/// `TINYKD_ENGINE=interpreted`. The build script validated it: only its
+/// header and CRC are checked again, and a flash corrupted after
+/// programming is reported on `link` forever.
+pub fn load<'a, L: Link>(blob: &'a [u8], link: &mut L) -> tinykd_runtime::Model<'a> {
     match tinykd_runtime::Model::from_validated(blob) {
-        Ok(model) => tinykd_protocol::device::serve::<L, C, OPS>(
-            &model, &mut arena, &mut rx, link, clock, board, &mut peak,
-        ),
-        // Only a flash corrupted after programming gets here. Say so and stop.
+        Ok(model) => model,
         Err(_) => loop {
             link.write_all(b"tinykd: the model in flash is corrupt\r\n");
             for _ in 0..1_000_000 {
@@ -62,15 +65,22 @@ pub fn run<L: Link, C: Clock, const ARENA: usize, const RX: usize, const OPS: Op
     }
 }
 
-/// Defines the embedded model (`MODEL`, 16-byte aligned) and its sizes
-/// (`ARENA_BYTES`, `INPUT_LEN`, `CLASS_COUNT`, `MODEL_OPS`, `RX_BYTES`)
-/// from the files the board's build script (`tinykd-board-build`) wrote.
+/// Defines the embedded model — `COMPILED`, its constant layer table
+/// (`tinykd_runtime::Compiled`), and `MODEL`, the `.tkd` blob itself
+/// (16-byte aligned; the linker drops whichever the firmware does not use)
+/// — and its sizes (`ARENA_BYTES`, `INPUT_LEN`, `CLASS_COUNT`, `MODEL_OPS`,
+/// `RX_BYTES`) from the files the board's build script
+/// (`tinykd-board-build`) wrote.
 #[macro_export]
 macro_rules! embedded_model {
     () => {
         include!(concat!(env!("OUT_DIR"), "/model_info.rs"));
+        use $crate::runtime as __tinykd;
+        include!(concat!(env!("OUT_DIR"), "/model_compiled.rs"));
+        #[allow(dead_code)]
         #[repr(C, align(16))]
         struct Aligned<T: ?Sized>(T);
+        #[allow(dead_code)]
         static MODEL: &Aligned<[u8; MODEL_LEN]> = &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/model.tkd")));
         /// Receive buffer: one input frame's payload (and room for small frames).
         #[allow(dead_code)]

@@ -24,22 +24,22 @@ use cortex_m_rt::entry;
 
 tinykd_board::embedded_model!();
 
-/// What an inference needs prepared once at boot: tinykd's parsed model.
+/// tinykd's model compiled into the image by the build script (its layer
+/// table, `COMPILED`): nothing to prepare at boot.
 #[cfg(feature = "tinykd")]
-type Engine = tinykd_runtime::Model<'static>;
+type Engine = ();
 
-/// Validated by the build script; header and CRC checked again, once.
 #[cfg(feature = "tinykd")]
 fn engine() -> Option<Engine> {
-    tinykd_runtime::Model::from_validated(&MODEL.0).ok()
+    Some(())
 }
 
 /// One inference through tinykd: int8 input in, class out.
 #[cfg(feature = "tinykd")]
 #[inline(never)]
-fn infer(model: &Engine, x: &[i8; INPUT_LEN]) -> usize {
+fn infer(_: &Engine, x: &[i8; INPUT_LEN]) -> usize {
     let mut arena = [0u8; ARENA_BYTES];
-    match model.run_with_ops::<MODEL_OPS>(x, &mut arena) {
+    match COMPILED.run(x, &mut arena) {
         Ok(logits) => tinykd_runtime::argmax(logits),
         Err(_) => usize::MAX,
     }

@@ -248,7 +248,7 @@ fn interior_run<'o, const SINGLE: bool>(
         let (Some(p0), Some(x0)) = (pixels.next(), input.get(x..x + t.x_span)) else { return };
         let x1 = if second { x + run.step } else { x };
         let Some(x1) = input.get(x1..x1 + t.x_span) else { return };
-        let d = super::dot::window2x2(x0, x1, g.x_stride, run.a, run.b, g.w_stride, t.len, t.rows);
+        let d = window_dot2x2(x0, x1, g.x_stride, run.a, run.b, g.w_stride, t.len, t.rows);
         pair.store::<SINGLE>(p0, run.bias, [d[0], d[1]]);
         if second {
             let Some(p1) = pixels.next() else { return };
@@ -256,6 +256,29 @@ fn interior_run<'o, const SINGLE: bool>(
         }
         x += 2 * run.step;
     }
+}
+
+/// [`super::dot::window2x2`] for two windows `x0`, `x1` at once, with one
+/// kernel row as [`super::dot::dot2x2`] itself. The check stays here, out
+/// of `window2x2`: inside it, the Cortex-M0 build of the main job's 1-D
+/// CNN took 18 % more instructions (measured: 246k vs 290k; same code,
+/// LLVM allocated the loop's registers differently).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn window_dot2x2(
+    x0: &[i8],
+    x1: &[i8],
+    x_stride: usize,
+    a: &[i8],
+    b: &[i8],
+    w_stride: usize,
+    len: usize,
+    rows: usize,
+) -> [i32; 4] {
+    if rows == 1 {
+        return super::dot::dot2x2(x0, x1, a, b);
+    }
+    super::dot::window2x2(x0, x1, x_stride, a, b, w_stride, len, rows)
 }
 
 /// One output pixel whose window may hang over an edge: TFLite's own sum,

@@ -63,7 +63,8 @@ pub fn dot2x2(x0: &[i8], x1: &[i8], a: &[i8], b: &[i8]) -> [i32; 4] {
 /// [`dot2x2`] over a 2-D window, `[x0·a, x0·b, x1·a, x1·b]`: `rows` runs of
 /// `len` bytes, `x_stride` apart in the two inputs and `w_stride` apart in
 /// the two filters, summed. One bounds check for the whole window; zeros if
-/// a run would leave a slice. One row is [`dot2x2`] itself.
+/// a run would leave a slice. (Callers take one row to [`dot2x2`]
+/// themselves: see `conv::window_dot2x2`.)
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn window2x2(
@@ -76,9 +77,6 @@ pub fn window2x2(
     len: usize,
     rows: usize,
 ) -> [i32; 4] {
-    if rows == 1 {
-        return dot2x2(x0, x1, a, b);
-    }
     #[cfg(any(tinykd_v7m, tinykd_dsp))]
     return v7m::window2x2(x0, x1, x_stride, a, b, w_stride, len, rows);
     #[cfg(not(any(tinykd_v7m, tinykd_dsp)))]

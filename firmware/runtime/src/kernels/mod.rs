@@ -158,6 +158,58 @@ pub struct PoolParams {
     pub clamp: Clamp,
 }
 
+impl ConvParams {
+    /// From a layer record's parameters `[in_h, in_w, in_c, out_c, kernel_h,
+    /// kernel_w, stride, padding]` (see [`crate::format`]). `const`, so a
+    /// model compiled into the firmware has its shapes at compile time.
+    pub const fn from_record(
+        p: [u16; 8],
+        input_zero_point: i32,
+        output_zero_point: i32,
+        clamp: Clamp,
+    ) -> Result<ConvParams, &'static str> {
+        let [in_h, in_w, in_c, out_c, kh, kw, stride, padding] = p;
+        if in_c == 0 || out_c == 0 {
+            return Err("convolution channel count is 0");
+        }
+        let Some(padding) = Padding::from_u16(padding) else {
+            return Err("convolution padding must be 0 (valid) or 1 (same)");
+        };
+        match Window::new(in_h as usize, in_w as usize, kh as usize, kw as usize, stride as usize, padding) {
+            Ok(window) => Ok(ConvParams {
+                window,
+                in_channels: in_c as usize,
+                out_channels: out_c as usize,
+                input_zero_point,
+                output_zero_point,
+                clamp,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl PoolParams {
+    /// From a layer record's parameters `[in_h, in_w, c, pool_h, pool_w,
+    /// stride, padding, 0]`; `const` like [`ConvParams::from_record`].
+    pub const fn from_record(p: [u16; 8], clamp: Clamp) -> Result<PoolParams, &'static str> {
+        let [in_h, in_w, c, ph, pw, stride, padding, reserved] = p;
+        if reserved != 0 {
+            return Err("pool parameter 7 must be 0");
+        }
+        if c == 0 {
+            return Err("pool channel count is 0");
+        }
+        let Some(padding) = Padding::from_u16(padding) else {
+            return Err("pool padding must be 0 (valid) or 1 (same)");
+        };
+        match Window::new(in_h as usize, in_w as usize, ph as usize, pw as usize, stride as usize, padding) {
+            Ok(window) => Ok(PoolParams { window, channels: c as usize, clamp }),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,7 @@ pub enum Padding {
 
 impl Padding {
     /// Decodes a padding parameter (0 VALID, 1 SAME).
-    pub fn from_u16(v: u16) -> Option<Padding> {
+    pub const fn from_u16(v: u16) -> Option<Padding> {
         match v {
             0 => Some(Padding::Valid),
             1 => Some(Padding::Same),
@@ -34,19 +34,22 @@ impl Padding {
 }
 
 /// Output size and padding before the first element along one axis.
-fn axis(input: usize, kernel: usize, stride: usize, padding: Padding) -> Result<(usize, usize), &'static str> {
+/// `const` (hence `match`, not `?`) so that a model compiled into the
+/// firmware gets its windows at compile time.
+const fn axis(input: usize, kernel: usize, stride: usize, padding: Padding) -> Result<(usize, usize), &'static str> {
     match padding {
-        Padding::Valid => {
-            let span =
-                input.checked_sub(kernel).ok_or("valid padding needs an input at least as large as the window")?;
-            Ok((span / stride + 1, 0))
-        }
+        Padding::Valid => match input.checked_sub(kernel) {
+            Some(span) => Ok((span / stride + 1, 0)),
+            None => Err("valid padding needs an input at least as large as the window"),
+        },
         Padding::Same => {
             let out = input.div_ceil(stride);
             // `input ≥ 1` so `out ≥ 1`, and `(out − 1)·stride < input`: only
             // adding the kernel size can overflow.
-            let reach = ((out - 1) * stride).checked_add(kernel).ok_or("window size overflows")?;
-            Ok((out, reach.saturating_sub(input) / 2))
+            match ((out - 1) * stride).checked_add(kernel) {
+                Some(reach) => Ok((out, reach.saturating_sub(input) / 2)),
+                None => Err("window size overflows"),
+            }
         }
     }
 }
@@ -103,7 +106,7 @@ pub struct Window {
 impl Window {
     /// Computes the output size and padding; the error says which rule the
     /// parameters break (it becomes `Error::Malformed` at model load).
-    pub fn new(
+    pub const fn new(
         in_h: usize,
         in_w: usize,
         kernel_h: usize,
@@ -120,8 +123,14 @@ impl Window {
         if stride == 0 {
             return Err("window stride is 0");
         }
-        let (out_h, pad_top) = axis(in_h, kernel_h, stride, padding)?;
-        let (out_w, pad_left) = axis(in_w, kernel_w, stride, padding)?;
+        let (out_h, pad_top) = match axis(in_h, kernel_h, stride, padding) {
+            Ok(v) => v,
+            Err(e) => return Err(e),
+        };
+        let (out_w, pad_left) = match axis(in_w, kernel_w, stride, padding) {
+            Ok(v) => v,
+            Err(e) => return Err(e),
+        };
         Ok(Window { in_h, in_w, kernel_h, kernel_w, stride, pad_top, pad_left, out_h, out_w })
     }
 

@@ -466,3 +466,47 @@ fn the_header_flag_selects_single_rounding() {
     assert_eq!(d.run_with_ops::<{ FC_SINGLE | format::DOUBLE_ROUNDING }>(&[100], &mut arena).unwrap(), &[12]);
     assert_eq!(d.run_with_ops::<FC_ONLY>(&[100], &mut arena).unwrap(), &[12]);
 }
+
+/// The layer table a board's build script writes, built here from the
+/// same decoding.
+fn compiled<'a, const OPS: OpSet>(
+    model: &Model<'a>,
+    layers: &'a mut Vec<crate::compiled::CompiledLayer<'a>>,
+) -> crate::Compiled<'a, OPS> {
+    *layers = (0..model.layer_count()).map(|i| model.compiled_layer(i).unwrap()).collect();
+    crate::Compiled { layers, identity: model.identity(), ops: model.ops() }
+}
+
+#[test]
+fn a_compiled_model_runs_bit_identically_and_refuses_what_the_interpreter_refuses() {
+    let b = blob();
+    let model = Model::from_bytes(&b).unwrap();
+    let mut table = Vec::new();
+    let c = compiled::<ALL_OPS>(&model, &mut table);
+    assert_eq!(c.identity.input_shape(), model.input_shape());
+    assert_eq!((c.identity.crc, c.identity.blob_len), (model.crc(), b.len()));
+    let (mut a1, mut a2) = (vec![0u8; model.arena_bytes()], vec![0u8; model.arena_bytes()]);
+    for seed in 0..32 {
+        let x = values(500 + seed, model.input_len(), -128, 127);
+        assert_eq!(c.run(&x, &mut a1).unwrap(), model.run(&x, &mut a2).unwrap(), "seed {seed}");
+    }
+    let x = values(1, model.input_len(), -128, 127);
+    assert_eq!(
+        c.run(&x[1..], &mut a1),
+        Err(Error::InputLength { expected: model.input_len(), found: model.input_len() - 1 })
+    );
+    assert_eq!(c.run(&x, &mut a1[..10]), Err(Error::ArenaTooSmall { needed: model.arena_bytes(), found: 10 }));
+    const WITHOUT_DEPTHWISE: OpSet = ALL_OPS & !Op::DepthwiseConv2d.bit();
+    let mut table = Vec::new();
+    let c = compiled::<WITHOUT_DEPTHWISE>(&model, &mut table);
+    assert_eq!(c.run(&x, &mut a1), Err(Error::OpNotBuiltIn(Op::DepthwiseConv2d as u8)));
+
+    // Both roundings, through the compiled path too.
+    for (single, want) in [(false, 12), (true, 11)] {
+        let b = rounding_model(single);
+        let m = Model::from_bytes(&b).unwrap();
+        let mut table = Vec::new();
+        let c = compiled::<ALL_OPS>(&m, &mut table);
+        assert_eq!(c.run(&[100], &mut [0u8; 64]).unwrap(), &[want]);
+    }
+}

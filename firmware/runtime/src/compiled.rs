@@ -1,0 +1,225 @@
+//! A model compiled into the firmware: its layers as a constant table of
+//! [`Step`]s — shapes, quantization and tensor slices fixed at compile time
+//! — run by the same code as [`Model::run`](crate::Model::run).
+//!
+//! A board's build script validates the `.tkd` it embeds with
+//! [`Model::from_bytes`](crate::Model::from_bytes), then writes this table
+//! as Rust source (`tinykd-board-build`): the weights and channel tables
+//! become `static` arrays, every layer a [`Step`] built by a `const fn`.
+//! What the firmware then leaves out, compared with loading the blob at run
+//! time: the header and CRC check, decoding 64-byte layer records, the
+//! per-layer shape derivation, the interpreter's dispatch on unknown
+//! operators, and the blob's metadata bytes (header, layer records, the
+//! host-only weight scales). The arithmetic is the very same: both paths
+//! call [`Step::run`] through [`run_layers`], so a compiled model is
+//! bit-identical with the interpreted one by construction (and tested, on
+//! the host here and on every emulated board).
+
+use crate::error::Error;
+use crate::format::{self, OpSet};
+use crate::kernels::{self, Clamp, ConvParams, PoolParams};
+use crate::model::Identity;
+
+/// What one layer computes, decoded: the operator with its shape and
+/// quantization, and its tensors.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Step<'a> {
+    Conv {
+        params: ConvParams,
+        weights: &'a [i8],
+        channels: &'a [u8],
+    },
+    Depthwise {
+        params: ConvParams,
+        weights: &'a [i8],
+        channels: &'a [u8],
+    },
+    /// `channels` hold the bias with `−z_in · Σ w` folded in (see [`format`]).
+    FullyConnected {
+        output_zero_point: i32,
+        clamp: Clamp,
+        weights: &'a [i8],
+        channels: &'a [u8],
+    },
+    MaxPool(PoolParams),
+    AvgPool(PoolParams),
+    GlobalAvgPool {
+        channels: usize,
+        clamp: Clamp,
+    },
+}
+
+impl Step<'_> {
+    /// The operator's bit in an [`OpSet`].
+    pub fn op(&self) -> format::Op {
+        match self {
+            Step::Conv { .. } => format::Op::Conv2d,
+            Step::Depthwise { .. } => format::Op::DepthwiseConv2d,
+            Step::FullyConnected { .. } => format::Op::FullyConnected,
+            Step::MaxPool(_) => format::Op::MaxPool2d,
+            Step::AvgPool(_) => format::Op::AvgPool2d,
+            Step::GlobalAvgPool { .. } => format::Op::GlobalAvgPool,
+        }
+    }
+
+    /// Runs the layer. Operators outside `OPS` are [`Error::OpNotBuiltIn`]
+    /// and their kernels are never linked (each guard is a constant);
+    /// `single` selects TFLite's single rounding (constant too unless `OPS`
+    /// links both variants).
+    #[inline(always)]
+    pub fn run<const OPS: OpSet>(&self, single: bool, input: &[i8], output: &mut [i8]) -> Result<(), Error> {
+        let has = |op: format::Op| OPS & op.bit() != 0;
+        match *self {
+            Step::FullyConnected { output_zero_point: z, clamp: c, weights: w, channels: ch }
+                if has(format::Op::FullyConnected) =>
+            {
+                if single {
+                    kernels::fully_connected_rounded::<true>(input, w, ch, z, c, output)
+                } else {
+                    kernels::fully_connected(input, w, ch, z, c, output)
+                }
+            }
+            Step::Conv { ref params, weights, channels } if has(format::Op::Conv2d) => {
+                if single {
+                    kernels::conv2d_rounded::<true>(params, input, weights, channels, output)
+                } else {
+                    kernels::conv2d(params, input, weights, channels, output)
+                }
+            }
+            Step::Depthwise { ref params, weights, channels } if has(format::Op::DepthwiseConv2d) => {
+                if single {
+                    kernels::depthwise_conv2d_rounded::<true>(params, input, weights, channels, output)
+                } else {
+                    kernels::depthwise_conv2d(params, input, weights, channels, output)
+                }
+            }
+            Step::MaxPool(ref p) if has(format::Op::MaxPool2d) => kernels::max_pool2d(p, input, output),
+            Step::AvgPool(ref p) if has(format::Op::AvgPool2d) => kernels::avg_pool2d(p, input, output),
+            Step::GlobalAvgPool { channels, clamp } if has(format::Op::GlobalAvgPool) => {
+                kernels::global_avg_pool(channels, clamp, input, output)
+            }
+            _ => return Err(Error::OpNotBuiltIn(self.op() as u8)),
+        }
+        Ok(())
+    }
+}
+
+/// One layer of a compiled model: its step and output length.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CompiledLayer<'a> {
+    pub step: Step<'a>,
+    pub output_len: usize,
+}
+
+/// A model compiled into the firmware (see the module doc), linking the
+/// kernels of the operators in `OPS` only (the build script's `MODEL_OPS`).
+#[derive(Debug, Clone, Copy)]
+pub struct Compiled<'a, const OPS: OpSet> {
+    pub layers: &'a [CompiledLayer<'a>],
+    /// What the `.tkd` it was compiled from says about itself.
+    pub identity: Identity,
+    /// The operators the layers use, with [`format::SINGLE_ROUNDING`] when
+    /// the model rounds once (as [`Model::ops`](crate::Model::ops)).
+    pub ops: OpSet,
+}
+
+impl<const OPS: OpSet> Compiled<'_, OPS> {
+    /// Runs the model on one int8 input; the logits live in `arena`. The
+    /// same checks and errors as [`Model::run_with_ops`](crate::Model::run_with_ops).
+    pub fn run<'b>(&self, input: &[i8], arena: &'b mut [u8]) -> Result<&'b [i8], Error> {
+        let single = check_ops::<OPS>(self.ops)?;
+        let id = &self.identity;
+        run_layers::<OPS>(self.layers.len(), single, input, id.input_len, arena, id.arena_bytes, |i| {
+            self.layers.get(i).copied().ok_or(Error::Malformed("layer record out of bounds"))
+        })
+    }
+}
+
+/// Whether a model with operator set `model_ops` can run in a build
+/// linking `OPS`, and if so whether it rounds once.
+#[inline(always)]
+pub(crate) fn check_ops<const OPS: OpSet>(model_ops: OpSet) -> Result<bool, Error> {
+    let missing = model_ops & !OPS;
+    if missing != 0 {
+        return Err(Error::OpNotBuiltIn(missing.trailing_zeros() as u8));
+    }
+    let links_double = OPS & format::SINGLE_ROUNDING == 0 || OPS & format::DOUBLE_ROUNDING != 0;
+    if !links_double && model_ops & format::SINGLE_ROUNDING == 0 {
+        return Err(Error::OpNotBuiltIn(30));
+    }
+    // Constant unless `OPS` links both variants.
+    Ok(if !links_double {
+        true
+    } else {
+        OPS & format::SINGLE_ROUNDING != 0 && model_ops & format::SINGLE_ROUNDING != 0
+    })
+}
+
+/// Runs `count` layers in the arena's ping-pong plan (see
+/// [`crate::plan_arena`]): even layers write at the start of the arena, odd
+/// layers at its end; layer 0 reads the caller's input. `layer(i)` gives
+/// layer `i`.
+#[inline(always)]
+pub(crate) fn run_layers<'a, 'b, const OPS: OpSet>(
+    count: usize,
+    single: bool,
+    input: &[i8],
+    input_len: usize,
+    arena: &'b mut [u8],
+    arena_bytes: usize,
+    mut layer: impl FnMut(usize) -> Result<CompiledLayer<'a>, Error>,
+) -> Result<&'b [i8], Error> {
+    if input.len() != input_len {
+        return Err(Error::InputLength { expected: input_len, found: input.len() });
+    }
+    if arena.len() < arena_bytes {
+        return Err(Error::ArenaTooSmall { needed: arena_bytes, found: arena.len() });
+    }
+    let arena = &mut arena[..arena_bytes];
+    let total = arena.len();
+    let mut prev: (usize, usize) = (0, 0);
+    for i in 0..count {
+        let l = layer(i)?;
+        let too_big = Error::Malformed("layer output does not fit the arena");
+        let out_range =
+            if i % 2 == 0 { (0, l.output_len) } else { (total.checked_sub(l.output_len).ok_or(too_big)?, total) };
+        if out_range.1 > total {
+            return Err(too_big);
+        }
+        if i == 0 {
+            let out = crate::as_i8_mut(&mut arena[out_range.0..out_range.1]);
+            l.step.run::<OPS>(single, input, out)?;
+        } else {
+            // The planner guarantees the two regions do not overlap; if they
+            // did (a blob that never passed `from_bytes`), a split panics
+            // here rather than aliasing.
+            let (src, dst) = if i % 2 == 0 {
+                let (lo, hi) = arena.split_at_mut(prev.0);
+                (&hi[..prev.1 - prev.0], &mut lo[..out_range.1])
+            } else {
+                let (lo, hi) = arena.split_at_mut(out_range.0);
+                (&lo[prev.0..prev.1], &mut hi[..])
+            };
+            l.step.run::<OPS>(single, crate::as_i8(src), crate::as_i8_mut(dst))?;
+        }
+        prev = out_range;
+    }
+    Ok(crate::as_i8(&arena[prev.0..prev.1]))
+}
+
+/// A convolution's parameters for a compiled model's table; fails the
+/// build (a compile-time panic) on parameters `from_bytes` would refuse.
+pub const fn conv(p: [u16; 8], input_zero_point: i32, output_zero_point: i32, clamp: Clamp) -> ConvParams {
+    match ConvParams::from_record(p, input_zero_point, output_zero_point, clamp) {
+        Ok(c) => c,
+        Err(e) => panic!("{}", e),
+    }
+}
+
+/// A pooling layer's parameters for a compiled model's table (see [`conv`]).
+pub const fn pool(p: [u16; 8], clamp: Clamp) -> PoolParams {
+    match PoolParams::from_record(p, clamp) {
+        Ok(c) => c,
+        Err(e) => panic!("{}", e),
+    }
+}

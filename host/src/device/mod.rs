@@ -157,7 +157,7 @@ pub fn build_firmware(board: &Board, model_path: &Path) -> Result<PathBuf> {
 /// Builds the firmware crate `firmware/boards/<crate_dir>` (for `target`)
 /// with `model_path` embedded; returns the ELF path.
 pub fn build_crate(crate_dir: &str, target: &str, label: &str, model_path: &Path) -> Result<PathBuf> {
-    build_crate_unmarked(crate_dir, target, label, model_path, &[]).context(crate::failure::Failure::Build)
+    build_crate_with(crate_dir, target, label, model_path, &[])
 }
 
 /// [`build_crate`] with extra environment for its build script, e.g.

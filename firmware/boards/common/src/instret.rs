@@ -27,13 +27,7 @@ macro_rules! riscv_board {
             let bottom = $crate::stack::paint();
             let mut link = $link;
             let mut clock = $crate::instret::InstretClock;
-            #[cfg(not(tinykd_interpreted))]
-            let engine = &COMPILED;
-            #[cfg(tinykd_interpreted)]
-            let model = $crate::load(&MODEL.0, &mut link);
-            #[cfg(tinykd_interpreted)]
-            let engine = &$crate::Interpreted::<MODEL_OPS>(&model);
-            $crate::run::<_, _, _, ARENA_BYTES, RX_BYTES>(engine, &mut link, &mut clock, &$board, bottom)
+            $crate::serve_embedded!(link, clock, $board, bottom)
         }
     };
 }

@@ -65,6 +65,23 @@ pub fn load<'a, L: Link>(blob: &'a [u8], link: &mut L) -> tinykd_runtime::Model<
     }
 }
 
+/// Serves the model [`embedded_model!`] defined: `COMPILED`, or with
+/// `TINYKD_ENGINE=interpreted` the `.tkd` parsed at boot. For the board
+/// macros (`cortex_m_board!`, `riscv_board!`).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! serve_embedded {
+    ($link:ident, $clock:ident, $board:expr, $bottom:ident) => {{
+        #[cfg(not(tinykd_interpreted))]
+        let engine = &COMPILED;
+        #[cfg(tinykd_interpreted)]
+        let model = $crate::load(&MODEL.0, &mut $link);
+        #[cfg(tinykd_interpreted)]
+        let engine = &$crate::Interpreted::<MODEL_OPS>(&model);
+        $crate::run::<_, _, _, ARENA_BYTES, RX_BYTES>(engine, &mut $link, &mut $clock, &$board, $bottom)
+    }};
+}
+
 /// Defines the embedded model — `COMPILED`, its constant layer table
 /// (`tinykd_runtime::Compiled`), and `MODEL`, the `.tkd` blob itself
 /// (16-byte aligned; the linker drops whichever the firmware does not use)

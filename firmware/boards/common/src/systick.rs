@@ -123,13 +123,7 @@ macro_rules! cortex_m_board {
             let (syst, mut dcb, mut dwt) = ($cp.SYST, $cp.DCB, $cp.DWT);
             let mut link = $link;
             let mut clock = $crate::systick::CycleClock::start(syst, &mut dcb, &mut dwt);
-            #[cfg(not(tinykd_interpreted))]
-            let engine = &COMPILED;
-            #[cfg(tinykd_interpreted)]
-            let model = $crate::load(&MODEL.0, &mut link);
-            #[cfg(tinykd_interpreted)]
-            let engine = &$crate::Interpreted::<MODEL_OPS>(&model);
-            $crate::run::<_, _, _, ARENA_BYTES, RX_BYTES>(engine, &mut link, &mut clock, &$board, bottom)
+            $crate::serve_embedded!(link, clock, $board, bottom)
         }
 
         #[cortex_m_rt::exception]

@@ -147,6 +147,14 @@ pub fn fit_check(board: &Board, model: &Model<'_>, what: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Flash the model takes in a board image: its compiled tables (weights,
+/// channel tables, layer table), or the `.tkd` (`tkd_len`) in an image
+/// built with `TINYKD_ENGINE=interpreted`.
+fn model_bytes_in(elf: &Path, tkd_len: usize) -> Result<usize> {
+    let compiled = symbol_bytes(elf, "COMPILED")? as usize;
+    Ok(if compiled > 0 { compiled } else { tkd_len })
+}
+
 /// Builds the board firmware with `model_path` embedded; returns the ELF path.
 /// All boards share one target directory, so dependencies built for one
 /// target are reused by every board on it.
@@ -284,6 +292,7 @@ pub fn emulate(
     let (mut session, info) = Session::open(link, Duration::from_secs(30)).context(Failure::Board)?;
     let mut report = run_split(&mut session, &info, board, &model, inputs, n, labels).context(Failure::Board)?;
     report.flash_bytes = footprint.flash_bytes;
+    report.model_bytes = model_bytes_in(&elf, bytes.len())?;
     report.static_ram_bytes = footprint.static_ram_bytes;
     report.ram_bytes = footprint.static_ram_bytes + report.peak_stack_bytes;
     report.elf = Some(elf);
@@ -407,7 +416,7 @@ pub fn flash(board: &Board, model_path: &Path, build_only: bool) -> Result<Flash
         elf: elf.clone(),
         flash_bytes: footprint.flash_bytes,
         static_ram_bytes: footprint.static_ram_bytes,
-        model_bytes: bytes.len(),
+        model_bytes: model_bytes_in(&elf, bytes.len())?,
         flashed: false,
     };
     if build_only {

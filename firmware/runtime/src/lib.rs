@@ -6,6 +6,11 @@
 //! validated. The host crate `tinykd` evaluates int8 students with this very
 //! code, so host and device agree bit for bit by construction.
 //!
+//! Firmware built for one model runs it [`Compiled`]: the board's build
+//! script turns the validated blob into a constant layer table (see
+//! [`compiled`]), so the image carries no parser; both paths run each layer
+//! through the same [`compiled::Step::run`].
+//!
 //! ```no_run
 //! # fn demo(blob: &[u8], input: &[i8]) -> Result<usize, tinykd_runtime::Error> {
 //! use tinykd_runtime::{argmax, Model};

@@ -11,7 +11,7 @@
 //! per-layer shape derivation, the interpreter's dispatch on unknown
 //! operators, and the blob's metadata bytes (header, layer records, the
 //! host-only weight scales). The arithmetic is the very same: both paths
-//! call [`Step::run`] through [`run_layers`], so a compiled model is
+//! call [`Step::run`] through the same layer loop, so a compiled model is
 //! bit-identical with the interpreted one by construction (and tested, on
 //! the host here and on every emulated board).
 

@@ -114,8 +114,9 @@ fn c_and_rust_exports_carry_the_blob_and_its_sizes() {
         let o = tinykd(&["export", "--model", tkd.to_str().unwrap(), "--format", format, "--out", file], d);
         assert!(o.status.success(), "{}", stderr(&o));
         let text = std::fs::read_to_string(d.join(file)).unwrap();
-        // Every byte of the blob, in order.
-        let bytes: Vec<u8> = text
+        // Every byte of the blob, in order (Rust: the compiled table follows it).
+        let blob_text = text.split("COMPILED_W").next().unwrap();
+        let bytes: Vec<u8> = blob_text
             .split(|c: char| !c.is_ascii_hexdigit() && c != 'x')
             .filter_map(|t| t.strip_prefix("0x"))
             .filter(|t| t.len() == 2)
@@ -124,6 +125,59 @@ fn c_and_rust_exports_carry_the_blob_and_its_sizes() {
         assert_eq!(bytes, blob, "{format}");
         assert!(text.contains(&model.arena_bytes().to_string()), "{format}: arena size missing");
     }
+}
+
+/// The Rust export compiles in a crate of its own (as a user's board crate
+/// would `include!` it) and both of its forms — `COMPILED` and `MODEL`
+/// parsed — give the host runtime's logits.
+#[test]
+fn the_rust_export_compiles_and_its_two_forms_run_like_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let tkd = repo().join("firmware/protocol/src/testdata/mlp.tkd");
+    let blob = std::fs::read(&tkd).unwrap();
+    let model = tinykd_runtime::Model::from_bytes(&blob).unwrap();
+    std::fs::create_dir_all(d.join("src")).unwrap();
+    let o = tinykd(&["export", "--model", tkd.to_str().unwrap(), "--format", "rust", "--out", "src/student.rs"], d);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let runtime = repo().join("firmware/runtime");
+    std::fs::write(
+        d.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"user-board\"\nversion = \"0.1.0\"\nedition = \"2024\"\n[workspace]\n\
+             [dependencies]\ntinykd-runtime = {{ path = {:?} }}\n",
+            runtime.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let x: Vec<i8> = (0..model.input_len()).map(|i| (i as i32 * 53 % 251 - 125) as i8).collect();
+    std::fs::write(
+        d.join("src/main.rs"),
+        format!(
+            "include!(\"student.rs\");\n\
+             fn main() {{\n\
+                 let x: [i8; INPUT_LEN] = {x:?};\n\
+                 let mut a = [0u8; ARENA_BYTES];\n\
+                 let c = COMPILED.run(&x, &mut a).unwrap().to_vec();\n\
+                 let m = tinykd_runtime::Model::from_bytes(&MODEL.0).unwrap();\n\
+                 let i = m.run_with_ops::<MODEL_OPS>(&x, &mut a).unwrap().to_vec();\n\
+                 println!(\"{{c:?}} {{i:?}}\");\n\
+             }}\n"
+        ),
+    )
+    .unwrap();
+    // A target directory kept between runs: the runtime builds once.
+    let target = repo().join("target").join("export-rust-check");
+    let out = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["run", "--quiet", "--offline"])
+        .current_dir(d)
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut arena = vec![0u8; model.arena_bytes()];
+    let want = model.run(&x, &mut arena).unwrap().to_vec();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("{want:?} {want:?}"));
 }
 
 /// Runs the QDQ export of `tkd` in onnxruntime on `x` and compares with the

@@ -22,6 +22,11 @@
 //! ```
 #![cfg_attr(not(test), no_std)]
 
+#[cfg(feature = "codegen")]
+extern crate alloc;
+
+#[cfg(feature = "codegen")]
+pub mod codegen;
 pub mod compiled;
 pub mod error;
 pub mod format;

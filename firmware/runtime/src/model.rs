@@ -551,3 +551,9 @@ fn i8_slice(b: &[u8]) -> &[i8] {
 
 #[cfg(test)]
 mod tests;
+
+/// A valid model of every operator (for other modules' tests).
+#[cfg(all(test, feature = "codegen"))]
+pub(crate) fn test_blob() -> Vec<u8> {
+    tests::blob()
+}

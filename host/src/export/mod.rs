@@ -106,7 +106,7 @@ pub fn export(model: &Path, format: Format, out: &Path) -> Result<()> {
             let blob = tkd::read(model)?;
             let m = tinykd_runtime::Model::from_bytes(&blob).map_err(|e| anyhow::anyhow!("{e}"))?;
             match format {
-                Format::Rust => source::rust(&m, name),
+                Format::Rust => source::rust(&m, name)?,
                 _ => source::c(&m, name),
             }
             .into_bytes()

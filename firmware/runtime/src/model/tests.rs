@@ -216,7 +216,7 @@ fn reference_run(layers: &[L], input: &[i8]) -> Vec<Vec<i8>> {
     outs
 }
 
-fn blob() -> Vec<u8> {
+pub(super) fn blob() -> Vec<u8> {
     build(&[6, 6, 2], 3, INPUT_ZP, &pipeline())
 }
 

@@ -1,0 +1,123 @@
+//! A validated model as Rust source, for firmware that compiles it in (see
+//! [`crate::compiled`]): a board's build script and `tinykd export
+//! --format rust` write it. Host-side only (`codegen` feature, needs
+//! `alloc`).
+
+use alloc::format;
+use alloc::string::String;
+use core::fmt::Write as _;
+
+use crate::compiled::Step;
+use crate::{Error, Model, QuantParams};
+
+/// Rust source of `model` compiled into a constant layer table: one
+/// `static` array per weight tensor and channel table (`COMPILED_W<i>`,
+/// `COMPILED_C<i>`), the table (`COMPILED_LAYERS`) and `COMPILED`, a
+/// [`Compiled`](crate::Compiled)`<'static, MODEL_OPS>` over them, which
+/// the including code defines `MODEL_OPS` for. `krate` is the path the
+/// source names this crate by (`tinykd_runtime`, or an alias).
+pub fn compiled_source(model: &Model<'_>, krate: &str) -> Result<String, Error> {
+    let mut src = String::new();
+    let mut layers = String::new();
+    let w = &mut src;
+    let _ = writeln!(
+        w,
+        "// The embedded student compiled by tinykd-board-build from its .tkd (CRC-32 {:#010x}).",
+        model.crc()
+    );
+    for i in 0..model.layer_count() {
+        let record = model.layer(i)?;
+        let layer = model.compiled_layer(i)?;
+        let clamp = format!("{krate}::kernels::Clamp {{ min: {}, max: {} }}", record.clamp.min, record.clamp.max);
+        let mut tensors = |weights: &[i8], channels: &[u8]| {
+            let _ = writeln!(w, "static COMPILED_W{i}: [i8; {}] = {:?};", weights.len(), weights);
+            let _ = writeln!(w, "static COMPILED_C{i}: [u8; {}] = {:?};", channels.len(), channels);
+            format!("weights: &COMPILED_W{i}, channels: &COMPILED_C{i}")
+        };
+        let step = match layer.step {
+            Step::Conv { weights, channels, .. } | Step::Depthwise { weights, channels, .. } => {
+                let kind = if matches!(layer.step, Step::Conv { .. }) { "Conv" } else { "Depthwise" };
+                let t = tensors(weights, channels);
+                format!(
+                    "Step::{kind} {{ params: {krate}::compiled::conv({:?}, {}, {}, {clamp}), {t} }}",
+                    record.params, record.input_zero_point, record.output.zero_point
+                )
+            }
+            Step::FullyConnected { output_zero_point, weights, channels, .. } => {
+                let t = tensors(weights, channels);
+                format!("Step::FullyConnected {{ output_zero_point: {output_zero_point}, clamp: {clamp}, {t} }}")
+            }
+            Step::MaxPool(_) => format!("Step::MaxPool({krate}::compiled::pool({:?}, {clamp}))", record.params),
+            Step::AvgPool(_) => format!("Step::AvgPool({krate}::compiled::pool({:?}, {clamp}))", record.params),
+            Step::GlobalAvgPool { channels, .. } => {
+                format!("Step::GlobalAvgPool {{ channels: {channels}, clamp: {clamp} }}")
+            }
+        };
+        let _ = writeln!(
+            layers,
+            "    {krate}::compiled::CompiledLayer {{ step: {krate}::compiled::{step}, output_len: {} }},",
+            layer.output_len
+        );
+    }
+    let id = model.identity();
+    let quant = |q: QuantParams| {
+        format!(
+            "{krate}::QuantParams {{ scale: f32::from_bits({:#010x}), zero_point: {} }}",
+            q.scale.to_bits(),
+            q.zero_point
+        )
+    };
+    let _ = write!(
+        w,
+        "static COMPILED_LAYERS: [{krate}::compiled::CompiledLayer<'static>; {}] = [\n{layers}];\n\
+         /// The embedded model as a constant layer table: what `MODEL` holds, run without parsing it.\n\
+         #[allow(dead_code)]\n\
+         static COMPILED: {krate}::Compiled<'static, MODEL_OPS> = {krate}::Compiled {{\n    \
+         layers: &COMPILED_LAYERS,\n    \
+         identity: {krate}::Identity {{ crc: {:#010x}, blob_len: {}, input_len: {}, input_rank: {}, \
+         input_dims: {:?}, class_count: {}, arena_bytes: {}, input: {}, output: {} }},\n    \
+         ops: {:#x},\n}};\n",
+        model.layer_count(),
+        id.crc,
+        id.blob_len,
+        id.input_len,
+        id.input_rank,
+        id.input_dims,
+        id.class_count,
+        id.arena_bytes,
+        quant(id.input),
+        quant(id.output),
+        model.ops()
+    );
+    Ok(src)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the source must say for a model of every operator; that it
+    /// compiles and runs bit-exactly is the boards test's part (every board
+    /// build compiles it).
+    #[test]
+    fn every_layer_becomes_a_step_over_its_own_tensors() {
+        let blob = crate::model::test_blob();
+        let model = Model::from_bytes(&blob).unwrap();
+        let src = compiled_source(&model, "rt").unwrap();
+        for kind in ["Conv", "Depthwise", "FullyConnected", "MaxPool", "AvgPool", "GlobalAvgPool"] {
+            assert!(src.contains(&format!("rt::compiled::Step::{kind}")), "{kind} missing:\n{src}");
+        }
+        for i in 0..model.layer_count() {
+            let l = model.layer(i).unwrap();
+            if l.weights_len > 0 {
+                assert!(src.contains(&format!("static COMPILED_W{i}: [i8; {}] = [", l.weights_len)), "layer {i}");
+                let table = l.channel_count * crate::format::CHANNEL_ENTRY_LEN;
+                assert!(src.contains(&format!("static COMPILED_C{i}: [u8; {table}] = [")), "layer {i}");
+            }
+        }
+        assert!(src.contains("layers: &COMPILED_LAYERS"));
+        assert!(src.contains(&format!("crc: {:#010x}, blob_len: {}", model.crc(), blob.len())));
+        assert!(src.contains(&format!("ops: {:#x}", model.ops())));
+        assert!(!src.contains("__tinykd"), "paths use the given crate name");
+    }
+}

@@ -7,6 +7,7 @@
 use std::sync::OnceLock;
 
 use tinykd::data::{ReadOptions, SplitName};
+use tinykd::device::Engine;
 use tinykd_emulator_tests::{Student, host_accuracy, make_student};
 
 struct Students {
@@ -51,11 +52,17 @@ fn students() -> &'static [(Student, f64)] {
 }
 
 fn check(board: &str) {
+    check_engine(board, None)
+}
+
+fn check_engine(board: &str, engine: Option<Engine>) {
     for (s, host) in students() {
-        let r = tinykd::cli::emulate_model(&s.tkd, &s.data, SplitName::Test, board, None, ReadOptions::default())
+        let read = ReadOptions::default();
+        let r = tinykd::cli::emulate_model_with(&s.tkd, &s.data, SplitName::Test, board, None, read, engine)
             .unwrap_or_else(|e| panic!("{board} {}: {e:#}", s.name));
+        let engine = engine.map_or("", |e| e.as_str());
         eprintln!(
-            "{board:<20} {:<12} n={} accuracy={:.4} agreement={} {}/inference={:.0} ({:.2}/MAC) flash={} ram={} \
+            "{board:<20} {engine:<11} {:<12} n={} accuracy={:.4} agreement={} {}/inference={:.0} ({:.2}/MAC) flash={} ram={} \
              (static {} + stack {})",
             s.name,
             r.n,
@@ -83,6 +90,14 @@ fn check(board: &str) {
 #[test]
 fn qemu_mps2_an385_cortex_m3() {
     check("qemu-mps2-an385");
+}
+
+/// The per-layer specialised firmware (`TINYKD_ENGINE=specialized`) on the
+/// M3 and the M0: the same logits as the host.
+#[test]
+fn specialized_engine_on_the_m3_and_the_m0() {
+    check_engine("qemu-mps2-an385", Some(Engine::Specialized));
+    check_engine("qemu-microbit", Some(Engine::Specialized));
 }
 
 #[test]
@@ -115,7 +130,7 @@ fn real_boards_build_and_share_images_with_their_emulated_twins() {
     let s = &students()[0].0;
     for name in ["microbit", "stm32f405", "nrf52840-dk", "rp-pico"] {
         let board = tinykd::device::board(name).unwrap();
-        let r = tinykd::device::flash(board, &s.tkd, true).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        let r = tinykd::device::flash(board, &s.tkd, true, None).unwrap_or_else(|e| panic!("{name}: {e:#}"));
         eprintln!(
             "{name:<12} {} B flash ({} B model), {} B static RAM",
             r.flash_bytes, r.model_bytes, r.static_ram_bytes
@@ -130,7 +145,7 @@ fn real_boards_build_and_share_images_with_their_emulated_twins() {
         };
         if let Some(twin) = twin {
             let real = std::fs::read(&r.elf).unwrap();
-            let emulated = tinykd::device::build_firmware(tinykd::device::board(twin).unwrap(), &s.tkd).unwrap();
+            let emulated = tinykd::device::build_firmware(tinykd::device::board(twin).unwrap(), &s.tkd, None).unwrap();
             assert_eq!(real, std::fs::read(emulated).unwrap(), "{name} and {twin} differ");
         }
     }
@@ -143,7 +158,7 @@ fn the_cortex_m0_image_links_no_floating_point_routine() {
     use object::{Object, ObjectSymbol};
     for (s, _) in students() {
         let board = tinykd::device::board("qemu-microbit").unwrap();
-        let elf = tinykd::device::build_firmware(board, &s.tkd).unwrap();
+        let elf = tinykd::device::build_firmware(board, &s.tkd, None).unwrap();
         let bytes = std::fs::read(&elf).unwrap();
         let file = object::File::parse(&*bytes).unwrap();
         let names: Vec<String> = file.symbols().filter_map(|sym| sym.name().ok().map(str::to_owned)).collect();

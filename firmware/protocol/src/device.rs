@@ -316,6 +316,7 @@ mod tests {
             layers: &layers,
             identity: model.identity(),
             ops: model.ops(),
+            specialized: None,
         };
         assert_eq!(exchange_with(&compiled, input), frames);
         frames

@@ -68,7 +68,45 @@ impl Step<'_> {
     /// links both variants).
     #[inline(always)]
     pub fn run<const OPS: OpSet>(&self, single: bool, input: &[i8], output: &mut [i8]) -> Result<(), Error> {
+        self.run_layer::<OPS, { usize::MAX }>(single, input, output)
+    }
+
+    /// [`Step::run_layer`] for a layer whose input and output lengths are
+    /// `IN` and `OUT` (what a compiled model's per-layer function calls): the
+    /// slices are cut to those constants, so the kernel sees them as such.
+    #[inline(always)]
+    pub fn run_sized<const OPS: OpSet, const LAYER: usize, const IN: usize, const OUT: usize>(
+        &self,
+        single: bool,
+        input: &[i8],
+        output: &mut [i8],
+    ) -> Result<(), Error> {
+        let found = input.len();
+        let (Some(x), Some(y)) = (input.get(..IN), output.get_mut(..OUT)) else {
+            return Err(Error::InputLength { expected: IN, found });
+        };
+        self.run_layer::<OPS, LAYER>(single, x, y)
+    }
+
+    /// [`Step::run`] with the convolution kernel's body inlined and its
+    /// helpers instantiated for `LAYER` alone (see
+    /// [`kernels::conv::conv2d_layer`]): for a compiled model's per-layer
+    /// functions.
+    #[inline(always)]
+    pub fn run_layer<const OPS: OpSet, const LAYER: usize>(
+        &self,
+        single: bool,
+        input: &[i8],
+        output: &mut [i8],
+    ) -> Result<(), Error> {
         let has = |op: format::Op| OPS & op.bit() != 0;
+        // A constant unless `OPS` links both roundings (`check_ops` refused
+        // the model otherwise), so only the linked variant is compiled in.
+        let single = match (OPS & format::SINGLE_ROUNDING != 0, OPS & format::DOUBLE_ROUNDING != 0) {
+            (false, _) => false,
+            (true, false) => true,
+            (true, true) => single,
+        };
         match *self {
             Step::FullyConnected { output_zero_point: z, clamp: c, weights: w, channels: ch }
                 if has(format::Op::FullyConnected) =>
@@ -80,10 +118,16 @@ impl Step<'_> {
                 }
             }
             Step::Conv { ref params, weights, channels } if has(format::Op::Conv2d) => {
-                if single {
-                    kernels::conv2d_rounded::<true>(params, input, weights, channels, output)
+                if LAYER == usize::MAX {
+                    if single {
+                        kernels::conv2d_rounded::<true>(params, input, weights, channels, output)
+                    } else {
+                        kernels::conv2d(params, input, weights, channels, output)
+                    }
+                } else if single {
+                    kernels::conv::conv2d_layer::<true, LAYER>(params, input, weights, channels, output)
                 } else {
-                    kernels::conv2d(params, input, weights, channels, output)
+                    kernels::conv::conv2d_layer::<false, LAYER>(params, input, weights, channels, output)
                 }
             }
             Step::Depthwise { ref params, weights, channels } if has(format::Op::DepthwiseConv2d) => {
@@ -121,7 +165,14 @@ pub struct Compiled<'a, const OPS: OpSet> {
     /// The operators the layers use, with [`format::SINGLE_ROUNDING`] when
     /// the model rounds once (as [`Model::ops`](crate::Model::ops)).
     pub ops: OpSet,
+    /// One function per layer running it with its own specialised kernel
+    /// ([`Step::run_layer`]), or `None` to run every layer through the
+    /// shared kernels ([`Step::run`]).
+    pub specialized: Option<&'a [LayerFn]>,
 }
+
+/// A compiled model's function for one layer: `(single rounding, input, output)`.
+pub type LayerFn = fn(bool, &[i8], &mut [i8]) -> Result<(), Error>;
 
 impl<const OPS: OpSet> Compiled<'_, OPS> {
     /// Runs the model on one int8 input; the logits live in `arena`. The
@@ -129,9 +180,15 @@ impl<const OPS: OpSet> Compiled<'_, OPS> {
     pub fn run<'b>(&self, input: &[i8], arena: &'b mut [u8]) -> Result<&'b [i8], Error> {
         let single = check_ops::<OPS>(self.ops)?;
         let id = &self.identity;
-        run_layers::<OPS>(self.layers.len(), single, input, id.input_len, arena, id.arena_bytes, |i| {
-            self.layers.get(i).copied().ok_or(Error::Malformed("layer record out of bounds"))
-        })
+        let layer = |i: usize| self.layers.get(i).copied().ok_or(Error::Malformed("layer record out of bounds"));
+        let (n, len, bytes) = (self.layers.len(), id.input_len, id.arena_bytes);
+        match self.specialized {
+            None => run_layers::<OPS>(n, input, len, arena, bytes, layer, |_, l, x, y| l.step.run::<OPS>(single, x, y)),
+            Some(fns) => run_layers::<OPS>(n, input, len, arena, bytes, layer, |i, _, x, y| match fns.get(i) {
+                Some(f) => f(single, x, y),
+                None => Err(Error::Malformed("layer function out of bounds")),
+            }),
+        }
     }
 }
 
@@ -158,16 +215,16 @@ pub(crate) fn check_ops<const OPS: OpSet>(model_ops: OpSet) -> Result<bool, Erro
 /// Runs `count` layers in the arena's ping-pong plan (see
 /// [`crate::plan_arena`]): even layers write at the start of the arena, odd
 /// layers at its end; layer 0 reads the caller's input. `layer(i)` gives
-/// layer `i`.
+/// layer `i`, `exec(i, layer, input, output)` runs it.
 #[inline(always)]
 pub(crate) fn run_layers<'a, 'b, const OPS: OpSet>(
     count: usize,
-    single: bool,
     input: &[i8],
     input_len: usize,
     arena: &'b mut [u8],
     arena_bytes: usize,
     mut layer: impl FnMut(usize) -> Result<CompiledLayer<'a>, Error>,
+    mut exec: impl FnMut(usize, &CompiledLayer<'a>, &[i8], &mut [i8]) -> Result<(), Error>,
 ) -> Result<&'b [i8], Error> {
     if input.len() != input_len {
         return Err(Error::InputLength { expected: input_len, found: input.len() });
@@ -186,22 +243,20 @@ pub(crate) fn run_layers<'a, 'b, const OPS: OpSet>(
         if out_range.1 > total {
             return Err(too_big);
         }
-        if i == 0 {
-            let out = crate::as_i8_mut(&mut arena[out_range.0..out_range.1]);
-            l.step.run::<OPS>(single, input, out)?;
-        } else {
+        // One call site for `exec`: it may be a whole kernel, inlined.
+        let (src, dst): (&[i8], &mut [u8]) = if i == 0 {
+            (input, &mut arena[out_range.0..out_range.1])
+        } else if i % 2 == 0 {
             // The planner guarantees the two regions do not overlap; if they
             // did (a blob that never passed `from_bytes`), a split panics
             // here rather than aliasing.
-            let (src, dst) = if i % 2 == 0 {
-                let (lo, hi) = arena.split_at_mut(prev.0);
-                (&hi[..prev.1 - prev.0], &mut lo[..out_range.1])
-            } else {
-                let (lo, hi) = arena.split_at_mut(out_range.0);
-                (&lo[prev.0..prev.1], &mut hi[..])
-            };
-            l.step.run::<OPS>(single, crate::as_i8(src), crate::as_i8_mut(dst))?;
-        }
+            let (lo, hi) = arena.split_at_mut(prev.0);
+            (crate::as_i8(&hi[..prev.1 - prev.0]), &mut lo[..out_range.1])
+        } else {
+            let (lo, hi) = arena.split_at_mut(out_range.0);
+            (crate::as_i8(&lo[prev.0..prev.1]), &mut hi[..])
+        };
+        exec(i, &l, src, crate::as_i8_mut(dst))?;
         prev = out_range;
     }
     Ok(crate::as_i8(&arena[prev.0..prev.1]))

@@ -498,9 +498,16 @@ impl<'a> Model<'a> {
     /// layer runs.
     pub fn run_with_ops<'b, const OPS: OpSet>(&self, input: &[i8], arena: &'b mut [u8]) -> Result<&'b [i8], Error> {
         let single = check_ops::<OPS>(self.ops)?;
-        run_layers::<OPS>(self.layer_count, single, input, self.input_len, arena, self.arena_bytes, |i| {
-            self.compiled_layer_in::<OPS>(i)
-        })
+        let (n, len, bytes) = (self.layer_count, self.input_len, self.arena_bytes);
+        run_layers::<OPS>(
+            n,
+            input,
+            len,
+            arena,
+            bytes,
+            |i| self.compiled_layer_in::<OPS>(i),
+            |_, l, x, y| l.step.run::<OPS>(single, x, y),
+        )
     }
 
     /// Runs layer `i` alone on its int8 input (channels-last), writing its

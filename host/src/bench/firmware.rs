@@ -124,7 +124,8 @@ pub struct Measurement {
 /// Flash of the smallest image that runs a model (the `footprint-m3`
 /// crate: cortex-m-rt, the runtime, the model; opt-level "s", no I/O),
 /// with the model compiled into the image (what boards build) and, for
-/// comparison, with the `.tkd` embedded and interpreted.
+/// comparison, specialised per layer and with the `.tkd` embedded and
+/// interpreted.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Footprint {
     pub case: String,
@@ -133,6 +134,8 @@ pub struct Footprint {
     pub model_bytes: u64,
     /// Image minus model: vector table, start-up, kernels.
     pub engine_bytes: u64,
+    /// The same with one kernel copy per layer (`TINYKD_ENGINE=specialized`).
+    pub specialized_image_bytes: u64,
     /// The same with the `.tkd` interpreted (`TINYKD_ENGINE=interpreted`).
     pub interpreted_image_bytes: u64,
     /// Its `.tkd` (header, layer records, tensors, weight scales).
@@ -155,6 +158,7 @@ pub fn footprints(work: &Path) -> Result<Vec<Footprint>> {
         let elf = build("compiled")?;
         let image = crate::device::Footprint::of_elf(&elf)?.flash_bytes;
         let model = crate::device::symbol_bytes(&elf, "COMPILED")?;
+        let specialized_image = crate::device::Footprint::of_elf(&build("specialized")?)?.flash_bytes;
         let interpreted_image = crate::device::Footprint::of_elf(&build("interpreted")?)?.flash_bytes;
         let interpreted_model = bytes.len() as u64;
         out.push(Footprint {
@@ -162,6 +166,7 @@ pub fn footprints(work: &Path) -> Result<Vec<Footprint>> {
             image_bytes: image,
             model_bytes: model,
             engine_bytes: image.saturating_sub(model),
+            specialized_image_bytes: specialized_image,
             interpreted_image_bytes: interpreted_image,
             interpreted_model_bytes: interpreted_model,
             interpreted_engine_bytes: interpreted_image.saturating_sub(interpreted_model),

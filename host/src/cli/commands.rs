@@ -137,11 +137,12 @@ pub(super) fn bench(a: BenchArgs, progress: &Progress) -> Result<()> {
             outln!("\nsmallest Cortex-M3 image (opt-level \"s\", no I/O):");
             for f in &fp {
                 outln!(
-                    "  {:<26} image {} B = engine {} B + model {} B (interpreted .tkd: {} B = {} B + {} B)",
+                    "  {:<26} image {} B = engine {} B + model {} B (specialized: {} B; interpreted .tkd: {} B = {} B + {} B)",
                     f.case,
                     f.image_bytes,
                     f.engine_bytes,
                     f.model_bytes,
+                    f.specialized_image_bytes,
                     f.interpreted_image_bytes,
                     f.interpreted_engine_bytes,
                     f.interpreted_model_bytes
@@ -277,7 +278,7 @@ pub(super) fn eval(a: EvalArgs, progress: &Progress) -> Result<()> {
 
 pub(super) fn emulate(a: EmulateArgs) -> Result<()> {
     let r = &a.run;
-    let report = emulate_model(&r.model, &r.data, r.split, &a.board, r.limit, r.read.options())?;
+    let report = emulate_model_with(&r.model, &r.data, r.split, &a.board, r.limit, r.read.options(), a.engine)?;
     if a.json {
         outln!("{}", serde_json::to_string(&report)?);
     } else {
@@ -336,15 +337,28 @@ pub fn emulate_model(
     limit: Option<usize>,
     read: crate::data::ReadOptions,
 ) -> Result<crate::device::EmulationReport> {
+    emulate_model_with(model, data_path, split, board, limit, read, None)
+}
+
+/// [`emulate_model`] with the firmware's engine given.
+pub fn emulate_model_with(
+    model: &Path,
+    data_path: &Path,
+    split: SplitName,
+    board: &str,
+    limit: Option<usize>,
+    read: crate::data::ReadOptions,
+    engine: Option<crate::device::Engine>,
+) -> Result<crate::device::EmulationReport> {
     let board = crate::device::board(board)?;
     let (q, n, labels) = device_inputs(model, data_path, split, limit, read)?;
-    crate::device::emulate(board, model, &q, n, labels.as_deref())
+    crate::device::emulate_with(board, model, &q, n, labels.as_deref(), engine)
         .with_context(|| format!("emulating {} on {}", model.display(), board.name))
 }
 
 pub(super) fn flash(a: FlashArgs) -> Result<()> {
     let board = crate::device::board(&a.board)?;
-    let r = crate::device::flash(board, &a.model, a.build_only)?;
+    let r = crate::device::flash(board, &a.model, a.build_only, a.engine)?;
     if a.json {
         outln!("{}", serde_json::to_string(&r)?);
         return Ok(());

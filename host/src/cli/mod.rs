@@ -17,7 +17,7 @@ mod init;
 mod inspect;
 mod run;
 
-pub use commands::{emulate_model, print_emulation};
+pub use commands::{emulate_model, emulate_model_with, print_emulation};
 
 use std::path::PathBuf;
 
@@ -418,6 +418,9 @@ pub struct EmulateArgs {
     /// Emulated board.
     #[arg(long, default_value = "qemu-mps2-an385")]
     pub board: String,
+    /// How the firmware runs the model [default: TINYKD_ENGINE, else compiled].
+    #[arg(long, value_enum)]
+    pub engine: Option<crate::device::Engine>,
     #[arg(long)]
     pub json: bool,
 }
@@ -461,6 +464,9 @@ pub struct FlashArgs {
     /// Build and check the firmware, do not flash it.
     #[arg(long)]
     pub build_only: bool,
+    /// How the firmware runs the model [default: TINYKD_ENGINE, else compiled].
+    #[arg(long, value_enum)]
+    pub engine: Option<crate::device::Engine>,
     #[arg(long)]
     pub json: bool,
 }

@@ -155,11 +155,38 @@ fn model_bytes_in(elf: &Path, tkd_len: usize) -> Result<usize> {
     Ok(if compiled > 0 { compiled } else { tkd_len })
 }
 
+/// How board firmware runs its model (the board build script's
+/// `TINYKD_ENGINE`; all three are bit-identical).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Engine {
+    /// The model compiled into a constant layer table (the default): the
+    /// smallest image.
+    Compiled,
+    /// Compiled, with one kernel copy per layer specialised to its shape:
+    /// faster and a shallower stack, more flash.
+    Specialized,
+    /// The `.tkd` embedded and parsed at boot.
+    Interpreted,
+}
+
+impl Engine {
+    /// The `TINYKD_ENGINE` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Compiled => "compiled",
+            Engine::Specialized => "specialized",
+            Engine::Interpreted => "interpreted",
+        }
+    }
+}
+
 /// Builds the board firmware with `model_path` embedded; returns the ELF path.
 /// All boards share one target directory, so dependencies built for one
-/// target are reused by every board on it.
-pub fn build_firmware(board: &Board, model_path: &Path) -> Result<PathBuf> {
-    build_crate(board.crate_dir, board.target, board.name, model_path)
+/// target are reused by every board on it. `engine`: `None` leaves it to
+/// the environment's `TINYKD_ENGINE` (default: compiled).
+pub fn build_firmware(board: &Board, model_path: &Path, engine: Option<Engine>) -> Result<PathBuf> {
+    let env: Vec<(&str, &str)> = engine.map(|e| ("TINYKD_ENGINE", e.as_str())).into_iter().collect();
+    build_crate_with(board.crate_dir, board.target, board.name, model_path, &env)
 }
 
 /// Builds the firmware crate `firmware/boards/<crate_dir>` (for `target`)
@@ -280,13 +307,26 @@ pub fn emulate(
     n: usize,
     labels: Option<&[i64]>,
 ) -> Result<EmulationReport> {
+    emulate_with(board, model_path, inputs, n, labels, None)
+}
+
+/// [`emulate`] with the firmware's [`Engine`] given (`None`: the
+/// environment's `TINYKD_ENGINE`, default compiled).
+pub fn emulate_with(
+    board: &Board,
+    model_path: &Path,
+    inputs: &[i8],
+    n: usize,
+    labels: Option<&[i64]>,
+    engine: Option<Engine>,
+) -> Result<EmulationReport> {
     let bytes = crate::export::tkd::read(model_path)?;
     let model = Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", model_path.display()))?;
     use crate::failure::Failure;
     fit_check(board, &model, model_path).context(Failure::Build)?;
     // Before building: a missing QEMU or a real board fails fast.
     qemu_for(board).context(Failure::Board)?;
-    let elf = build_firmware(board, model_path)?;
+    let elf = build_firmware(board, model_path, engine)?;
     let footprint = Footprint::of_elf(&elf)?;
     let (_qemu, link) = start_qemu(board, &elf).context(Failure::Board)?;
     let (mut session, info) = Session::open(link, Duration::from_secs(30)).context(Failure::Board)?;
@@ -388,7 +428,7 @@ pub struct FlashReport {
 
 /// Builds the firmware of a real board with the model, after checking that
 /// it fits, and flashes it with probe-rs (unless `build_only`).
-pub fn flash(board: &Board, model_path: &Path, build_only: bool) -> Result<FlashReport> {
+pub fn flash(board: &Board, model_path: &Path, build_only: bool, engine: Option<Engine>) -> Result<FlashReport> {
     let Runner::Probe { chip } = board.runner else {
         bail!(
             "{} is an emulated board: run it with `tinykd emulate --board {0}` (or `tinykd verify --board {0}`)",
@@ -398,7 +438,7 @@ pub fn flash(board: &Board, model_path: &Path, build_only: bool) -> Result<Flash
     let bytes = crate::export::tkd::read(model_path)?;
     let model = Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", model_path.display()))?;
     fit_check(board, &model, model_path)?;
-    let elf = build_firmware(board, model_path)?;
+    let elf = build_firmware(board, model_path, engine)?;
     let footprint = Footprint::of_elf(&elf)?;
     if footprint.flash_bytes > board.flash_bytes || footprint.static_ram_bytes > board.ram_bytes {
         bail!(

@@ -21,11 +21,18 @@ pub fn embed_model(memory_x: &str) {
     // comparing the two; both are bit-identical).
     println!("cargo:rerun-if-env-changed=TINYKD_ENGINE");
     println!("cargo::rustc-check-cfg=cfg(tinykd_interpreted)");
-    match env::var("TINYKD_ENGINE").as_deref() {
-        Ok("interpreted") => println!("cargo::rustc-cfg=tinykd_interpreted"),
-        Ok("compiled") | Err(_) => {}
-        Ok(other) => panic!("TINYKD_ENGINE={other}: expected `compiled` (the default) or `interpreted`"),
-    }
+    // TINYKD_ENGINE=specialized: compiled, with one kernel copy per layer.
+    let specialize = match env::var("TINYKD_ENGINE").as_deref() {
+        Ok("interpreted") => {
+            println!("cargo::rustc-cfg=tinykd_interpreted");
+            false
+        }
+        Ok("compiled") | Err(_) => false,
+        Ok("specialized") => true,
+        Ok(other) => {
+            panic!("TINYKD_ENGINE={other}: expected `compiled` (the default), `specialized` or `interpreted`")
+        }
+    };
     println!("cargo:rerun-if-changed={memory_x}");
     fs::copy(memory_x, out.join("memory.x")).unwrap_or_else(|e| panic!("{memory_x}: {e}"));
     println!("cargo:rustc-link-search={}", out.display());
@@ -56,7 +63,7 @@ pub fn embed_model(memory_x: &str) {
     )
     .expect("write model_info.rs");
     // Paths in the table go through `__tinykd`, the alias `embedded_model!` defines.
-    let compiled = tinykd_runtime::codegen::compiled_source(&model, "__tinykd")
+    let compiled = tinykd_runtime::codegen::compiled_source(&model, "__tinykd", specialize)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     fs::write(out.join("model_compiled.rs"), compiled).expect("write model_compiled.rs");
 }

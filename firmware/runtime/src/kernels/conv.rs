@@ -51,6 +51,20 @@ pub fn conv2d_rounded<const SINGLE: bool>(
     channels: &[u8],
     output: &mut [i8],
 ) {
+    conv2d_layer::<SINGLE, { usize::MAX }>(p, input, weights, channels, output)
+}
+
+/// [`conv2d_rounded`]'s body, inlined into its caller, with its helpers
+/// instantiated once per `LAYER`: a compiled model gives each layer its own
+/// copy, which LLVM specialises to that layer's constant shape.
+#[inline(always)]
+pub fn conv2d_layer<const SINGLE: bool, const LAYER: usize>(
+    p: &ConvParams,
+    input: &[i8],
+    weights: &[i8],
+    channels: &[u8],
+    output: &mut [i8],
+) {
     let win = p.window;
     let (in_c, out_c) = (p.in_channels, p.out_channels);
     let filter_len = win.kernel_len().and_then(|k| k.checked_mul(in_c));
@@ -96,7 +110,7 @@ pub fn conv2d_rounded<const SINGLE: bool>(
             let mut pixels = out_row.chunks_exact_mut(out_c);
             for ox in 0..interior.start {
                 let Some(pixel) = pixels.next() else { return };
-                edge_pixel::<SINGLE>(&g, &pair, input, rows, win.cols(ox), pixel);
+                edge_pixel::<SINGLE, LAYER>(&g, &pair, input, rows, win.cols(ox), pixel);
             }
             if !interior.is_empty() {
                 // Every interior window of this row has the same taps, hence the
@@ -107,11 +121,11 @@ pub fn conv2d_rounded<const SINGLE: bool>(
                 let (Some(a), Some(b)) = (taps.weights(f0), taps.weights(f1)) else { return };
                 let bias = [g.folded_bias(q0.bias, &taps, a), g.folded_bias(q1.bias, &taps, b)];
                 let run = Interior { g: &g, taps, step: win.stride() * in_c, count: interior.len(), a, b, bias };
-                interior_run::<SINGLE>(&run, &pair, input, &mut pixels);
+                interior_run::<SINGLE, LAYER>(&run, &pair, input, &mut pixels);
             }
             for ox in interior.end..win.out_w() {
                 let Some(pixel) = pixels.next() else { return };
-                edge_pixel::<SINGLE>(&g, &pair, input, rows, win.cols(ox), pixel);
+                edge_pixel::<SINGLE, LAYER>(&g, &pair, input, rows, win.cols(ox), pixel);
             }
         }
     }
@@ -219,7 +233,7 @@ struct Interior<'a> {
 /// per MAC instead of 3.6); one call per output row and channel pair keeps
 /// its registers free without paying a call per pixel.
 #[inline(never)]
-fn interior_run<'o, const SINGLE: bool>(
+fn interior_run<'o, const SINGLE: bool, const LAYER: usize>(
     run: &Interior,
     pair: &Pair,
     input: &[i8],
@@ -287,7 +301,14 @@ fn window_dot2x2(
 /// occurs a few times per layer, so folding `z_in · Σ w` for it (a second
 /// pass over the weights) cost more than the subtraction it saves.
 #[inline(never)]
-fn edge_pixel<const SINGLE: bool>(g: &Geometry, pair: &Pair, input: &[i8], rows: Taps, cols: Taps, pixel: &mut [i8]) {
+fn edge_pixel<const SINGLE: bool, const LAYER: usize>(
+    g: &Geometry,
+    pair: &Pair,
+    input: &[i8],
+    rows: Taps,
+    cols: Taps,
+    pixel: &mut [i8],
+) {
     let runs = g.runs(rows, cols);
     let (Some(x), Some(a), Some(b)) =
         (input.get(runs.x..runs.x + runs.x_span), runs.weights(pair.f[0]), runs.weights(pair.f[1]))

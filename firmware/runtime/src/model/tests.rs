@@ -474,7 +474,7 @@ fn compiled<'a, const OPS: OpSet>(
     layers: &'a mut Vec<crate::compiled::CompiledLayer<'a>>,
 ) -> crate::Compiled<'a, OPS> {
     *layers = (0..model.layer_count()).map(|i| model.compiled_layer(i).unwrap()).collect();
-    crate::Compiled { layers, identity: model.identity(), ops: model.ops() }
+    crate::Compiled { layers, identity: model.identity(), ops: model.ops(), specialized: None }
 }
 
 #[test]

@@ -11,7 +11,9 @@ use tinykd_runtime::Model;
 use tinykd_runtime::format::Op;
 
 fn main() {
-    tinykd_board_build::embed_model("memory.x");
+    // Sized for flash like microflow's image: the shared kernels (the
+    // script passes TINYKD_ENGINE on to compare the specialised build).
+    tinykd_board_build::embed_model_with("memory.x", tinykd_board_build::Engine::Compiled);
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let path = PathBuf::from(env::var_os("TINYKD_MODEL").expect("embed_model checked TINYKD_MODEL"));
     let bytes = fs::read(&path).expect("embed_model read the model");

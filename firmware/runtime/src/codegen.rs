@@ -99,12 +99,10 @@ pub fn compiled_source(model: &Model<'_>, krate: &str, specialize: bool) -> Resu
     if specialize {
         let mut fns = String::new();
         for i in 0..model.layer_count() {
-            let l = model.layer(i)?;
-            let (n_in, n_out) = (l.input_len, l.output_len);
             let _ = writeln!(
                 w,
                 "fn compiled_layer_{i}(single: bool, x: &[i8], y: &mut [i8]) -> Result<(), {krate}::Error> {{\n    \
-                 COMPILED_LAYERS[{i}].step.run_sized::<MODEL_OPS, {i}, {n_in}, {n_out}>(single, x, y)\n}}"
+                 COMPILED_LAYERS[{i}].step.run_layer::<MODEL_OPS, {i}>(single, x, y)\n}}"
             );
             let _ = write!(fns, "compiled_layer_{i}, ");
         }
@@ -144,9 +142,7 @@ mod tests {
         let src = compiled_source(&model, "rt", true).unwrap();
         assert!(src.contains("specialized: Some(&COMPILED_FNS)"));
         for i in 0..model.layer_count() {
-            let l = model.layer(i).unwrap();
-            let call = format!("run_sized::<MODEL_OPS, {i}, {}, {}>", l.input_len, l.output_len);
-            assert!(src.contains(&call), "layer {i}");
+            assert!(src.contains(&format!("run_layer::<MODEL_OPS, {i}>(")), "layer {i}");
         }
     }
 }

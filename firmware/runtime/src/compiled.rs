@@ -71,23 +71,6 @@ impl Step<'_> {
         self.run_layer::<OPS, { usize::MAX }>(single, input, output)
     }
 
-    /// [`Step::run_layer`] for a layer whose input and output lengths are
-    /// `IN` and `OUT` (what a compiled model's per-layer function calls): the
-    /// slices are cut to those constants, so the kernel sees them as such.
-    #[inline(always)]
-    pub fn run_sized<const OPS: OpSet, const LAYER: usize, const IN: usize, const OUT: usize>(
-        &self,
-        single: bool,
-        input: &[i8],
-        output: &mut [i8],
-    ) -> Result<(), Error> {
-        let found = input.len();
-        let (Some(x), Some(y)) = (input.get(..IN), output.get_mut(..OUT)) else {
-            return Err(Error::InputLength { expected: IN, found });
-        };
-        self.run_layer::<OPS, LAYER>(single, x, y)
-    }
-
     /// [`Step::run`] with the convolution kernel's body inlined and its
     /// helpers instantiated for `LAYER` alone (see
     /// [`kernels::conv::conv2d_layer`]): for a compiled model's per-layer
@@ -111,6 +94,21 @@ impl Step<'_> {
             Step::FullyConnected { output_zero_point: z, clamp: c, weights: w, channels: ch }
                 if has(format::Op::FullyConnected) =>
             {
+                // In a layer's own function the tensors are constants: cut
+                // the activations to the lengths they imply, so the kernel
+                // sees constant lengths too (FC 40→32 on the M4: 3.92 → 3.22
+                // instructions per MAC). They are those lengths already.
+                let (input, output) = if LAYER == usize::MAX {
+                    (input, output)
+                } else {
+                    let outs = ch.len() / format::CHANNEL_ENTRY_LEN;
+                    let ins = w.len().checked_div(outs).unwrap_or(0);
+                    let found = input.len();
+                    match (input.get(..ins), output.get_mut(..outs)) {
+                        (Some(x), Some(y)) => (x, y),
+                        _ => return Err(Error::InputLength { expected: ins, found }),
+                    }
+                };
                 if single {
                     kernels::fully_connected_rounded::<true>(input, w, ch, z, c, output)
                 } else {

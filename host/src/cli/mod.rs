@@ -418,7 +418,7 @@ pub struct EmulateArgs {
     /// Emulated board.
     #[arg(long, default_value = "qemu-mps2-an385")]
     pub board: String,
-    /// How the firmware runs the model [default: TINYKD_ENGINE, else compiled].
+    /// How the firmware runs the model [default: TINYKD_ENGINE, else specialized].
     #[arg(long, value_enum)]
     pub engine: Option<crate::device::Engine>,
     #[arg(long)]
@@ -464,7 +464,7 @@ pub struct FlashArgs {
     /// Build and check the firmware, do not flash it.
     #[arg(long)]
     pub build_only: bool,
-    /// How the firmware runs the model [default: TINYKD_ENGINE, else compiled].
+    /// How the firmware runs the model [default: TINYKD_ENGINE, else specialized].
     #[arg(long, value_enum)]
     pub engine: Option<crate::device::Engine>,
     #[arg(long)]

@@ -159,11 +159,12 @@ fn model_bytes_in(elf: &Path, tkd_len: usize) -> Result<usize> {
 /// `TINYKD_ENGINE`; all three are bit-identical).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Engine {
-    /// The model compiled into a constant layer table (the default): the
-    /// smallest image.
+    /// The model compiled into a constant layer table, every layer through
+    /// the shared kernels: the smallest image at opt-level "s".
     Compiled,
-    /// Compiled, with one kernel copy per layer specialised to its shape:
-    /// faster and a shallower stack, more flash.
+    /// Compiled, with one kernel copy per layer specialised to its shape
+    /// (the boards' default): faster, a shallower stack, about the same
+    /// flash at the boards' opt-level 3.
     Specialized,
     /// The `.tkd` embedded and parsed at boot.
     Interpreted,
@@ -183,7 +184,8 @@ impl Engine {
 /// Builds the board firmware with `model_path` embedded; returns the ELF path.
 /// All boards share one target directory, so dependencies built for one
 /// target are reused by every board on it. `engine`: `None` leaves it to
-/// the environment's `TINYKD_ENGINE` (default: compiled).
+/// the environment's `TINYKD_ENGINE`, else the crate's default
+/// (specialized for boards).
 pub fn build_firmware(board: &Board, model_path: &Path, engine: Option<Engine>) -> Result<PathBuf> {
     let env: Vec<(&str, &str)> = engine.map(|e| ("TINYKD_ENGINE", e.as_str())).into_iter().collect();
     build_crate_with(board.crate_dir, board.target, board.name, model_path, &env)
@@ -311,7 +313,7 @@ pub fn emulate(
 }
 
 /// [`emulate`] with the firmware's [`Engine`] given (`None`: the
-/// environment's `TINYKD_ENGINE`, default compiled).
+/// environment's `TINYKD_ENGINE`, else specialized).
 pub fn emulate_with(
     board: &Board,
     model_path: &Path,

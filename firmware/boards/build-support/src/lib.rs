@@ -6,33 +6,51 @@
 //! operators are linked; copy the board's `memory.x` where the linker
 //! finds it.
 
-
 use std::env;
 use std::fs;
 use std::path::PathBuf;
 
-/// Runs the board build script. `memory_x`: the board's memory layout file
+/// How the firmware runs its model; `TINYKD_ENGINE` (`compiled`,
+/// `specialized`, `interpreted`) overrides the crate's default. All three
+/// are bit-identical.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// The constant layer table, every layer through the shared kernels:
+    /// the smallest image at opt-level "s".
+    Compiled,
+    /// The table plus one function per layer with its own kernel copy,
+    /// specialised by LLVM to the layer's shape: faster, a shallower stack,
+    /// and at opt-level 3 about the same flash (the board crates' default).
+    Specialized,
+    /// The `.tkd` embedded and parsed at boot (`Model::from_validated`).
+    Interpreted,
+}
+
+/// Runs the board build script with the boards' default engine,
+/// [`Engine::Specialized`]. `memory_x`: the board's memory layout file
 /// (relative to its crate).
 pub fn embed_model(memory_x: &str) {
+    embed_model_with(memory_x, Engine::Specialized)
+}
+
+/// [`embed_model`] with the crate's own default engine (e.g. the smallest
+/// image's, [`Engine::Compiled`]).
+pub fn embed_model_with(memory_x: &str, default: Engine) {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     println!("cargo:rerun-if-env-changed=TINYKD_MODEL");
-    // TINYKD_ENGINE=interpreted: the board parses the `.tkd` at boot and runs
-    // it with `Model::run_with_ops` instead of the compiled table (for
-    // comparing the two; both are bit-identical).
     println!("cargo:rerun-if-env-changed=TINYKD_ENGINE");
     println!("cargo::rustc-check-cfg=cfg(tinykd_interpreted)");
-    // TINYKD_ENGINE=specialized: compiled, with one kernel copy per layer.
-    let specialize = match env::var("TINYKD_ENGINE").as_deref() {
-        Ok("interpreted") => {
-            println!("cargo::rustc-cfg=tinykd_interpreted");
-            false
-        }
-        Ok("compiled") | Err(_) => false,
-        Ok("specialized") => true,
-        Ok(other) => {
-            panic!("TINYKD_ENGINE={other}: expected `compiled` (the default), `specialized` or `interpreted`")
-        }
+    let engine = match env::var("TINYKD_ENGINE").as_deref() {
+        Err(_) => default,
+        Ok("compiled") => Engine::Compiled,
+        Ok("specialized") => Engine::Specialized,
+        Ok("interpreted") => Engine::Interpreted,
+        Ok(other) => panic!("TINYKD_ENGINE={other}: expected `compiled`, `specialized` or `interpreted`"),
     };
+    if engine == Engine::Interpreted {
+        println!("cargo::rustc-cfg=tinykd_interpreted");
+    }
+    let specialize = engine == Engine::Specialized;
     println!("cargo:rerun-if-changed={memory_x}");
     fs::copy(memory_x, out.join("memory.x")).unwrap_or_else(|e| panic!("{memory_x}: {e}"));
     println!("cargo:rustc-link-search={}", out.display());

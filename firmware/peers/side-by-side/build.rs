@@ -40,7 +40,7 @@ fn main() {
         format!(
             "#[microflow::model(\"model.tflite\")]\nstruct Student;\n\n\
              /// One inference through microflow: int8 input in, class out.\n\
-             #[inline(never)]\n#[allow(clippy::identity_op)]\nfn infer(_: &Engine, x: &[i8; INPUT_LEN]) -> usize {{\n    {input}\n    \
+             #[inline(never)]\n#[allow(clippy::identity_op)]\nfn infer(x: &[i8; INPUT_LEN]) -> usize {{\n    {input}\n    \
              let y = Student::predict_quantized(input);\n    argmax_f32(y.as_slice())\n}}\n"
         ),
     )

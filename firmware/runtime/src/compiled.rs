@@ -83,13 +83,9 @@ impl Step<'_> {
         output: &mut [i8],
     ) -> Result<(), Error> {
         let has = |op: format::Op| OPS & op.bit() != 0;
-        // A constant unless `OPS` links both roundings (`check_ops` refused
-        // the model otherwise), so only the linked variant is compiled in.
-        let single = match (OPS & format::SINGLE_ROUNDING != 0, OPS & format::DOUBLE_ROUNDING != 0) {
-            (false, _) => false,
-            (true, false) => true,
-            (true, true) => single,
-        };
+        // Folded again here, where the kernel is chosen: the caller's value
+        // may come through a closure or a function pointer LLVM cannot see.
+        let single = linked_rounding::<OPS>(single);
         match *self {
             Step::FullyConnected { output_zero_point: z, clamp: c, weights: w, channels: ch }
                 if has(format::Op::FullyConnected) =>
@@ -181,8 +177,8 @@ impl<const OPS: OpSet> Compiled<'_, OPS> {
         let layer = |i: usize| self.layers.get(i).copied().ok_or(Error::Malformed("layer record out of bounds"));
         let (n, len, bytes) = (self.layers.len(), id.input_len, id.arena_bytes);
         match self.specialized {
-            None => run_layers::<OPS>(n, input, len, arena, bytes, layer, |_, l, x, y| l.step.run::<OPS>(single, x, y)),
-            Some(fns) => run_layers::<OPS>(n, input, len, arena, bytes, layer, |i, _, x, y| match fns.get(i) {
+            None => run_layers(n, input, len, arena, bytes, layer, |_, l, x, y| l.step.run::<OPS>(single, x, y)),
+            Some(fns) => run_layers(n, input, len, arena, bytes, layer, |i, _, x, y| match fns.get(i) {
                 Some(f) => f(single, x, y),
                 None => Err(Error::Malformed("layer function out of bounds")),
             }),
@@ -202,12 +198,20 @@ pub(crate) fn check_ops<const OPS: OpSet>(model_ops: OpSet) -> Result<bool, Erro
     if !links_double && model_ops & format::SINGLE_ROUNDING == 0 {
         return Err(Error::OpNotBuiltIn(30));
     }
-    // Constant unless `OPS` links both variants.
-    Ok(if !links_double {
-        true
-    } else {
-        OPS & format::SINGLE_ROUNDING != 0 && model_ops & format::SINGLE_ROUNDING != 0
-    })
+    Ok(linked_rounding::<OPS>(model_ops & format::SINGLE_ROUNDING != 0))
+}
+
+/// Whether to round once, for a model that asks for `single`, in a build
+/// linking `OPS`: a constant unless `OPS` links both variants, so only the
+/// linked one is compiled in (`check_ops` refuses a model whose variant is
+/// not linked).
+#[inline(always)]
+const fn linked_rounding<const OPS: OpSet>(single: bool) -> bool {
+    match (OPS & format::SINGLE_ROUNDING != 0, OPS & format::DOUBLE_ROUNDING != 0) {
+        (false, _) => false,
+        (true, false) => true,
+        (true, true) => single,
+    }
 }
 
 /// Runs `count` layers in the arena's ping-pong plan (see
@@ -215,7 +219,7 @@ pub(crate) fn check_ops<const OPS: OpSet>(model_ops: OpSet) -> Result<bool, Erro
 /// layers at its end; layer 0 reads the caller's input. `layer(i)` gives
 /// layer `i`, `exec(i, layer, input, output)` runs it.
 #[inline(always)]
-pub(crate) fn run_layers<'a, 'b, const OPS: OpSet>(
+pub(crate) fn run_layers<'a, 'b>(
     count: usize,
     input: &[i8],
     input_len: usize,

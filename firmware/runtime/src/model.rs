@@ -499,7 +499,7 @@ impl<'a> Model<'a> {
     pub fn run_with_ops<'b, const OPS: OpSet>(&self, input: &[i8], arena: &'b mut [u8]) -> Result<&'b [i8], Error> {
         let single = check_ops::<OPS>(self.ops)?;
         let (n, len, bytes) = (self.layer_count, self.input_len, self.arena_bytes);
-        run_layers::<OPS>(
+        run_layers(
             n,
             input,
             len,
@@ -516,8 +516,9 @@ impl<'a> Model<'a> {
     /// calls [`Model::run_with_ops`].
     pub fn run_layer_at(&self, i: usize, input: &[i8], output: &mut [i8]) -> Result<(), Error> {
         let l = self.compiled_layer(i)?;
-        if input.len() != self.layer(i)?.input_len {
-            return Err(Error::InputLength { expected: self.layer(i)?.input_len, found: input.len() });
+        let expected = self.layer(i)?.input_len;
+        if input.len() != expected {
+            return Err(Error::InputLength { expected, found: input.len() });
         }
         if output.len() != l.output_len {
             return Err(Error::InputLength { expected: l.output_len, found: output.len() });

@@ -24,34 +24,16 @@ use cortex_m_rt::entry;
 
 tinykd_board::embedded_model!();
 
-/// tinykd's model compiled into the image by the build script (its layer
-/// table, `COMPILED`): nothing to prepare at boot.
-#[cfg(feature = "tinykd")]
-type Engine = ();
-
-#[cfg(feature = "tinykd")]
-fn engine() -> Option<Engine> {
-    Some(())
-}
-
-/// One inference through tinykd: int8 input in, class out.
+/// One inference through tinykd: int8 input in, class out. Both runtimes
+/// compile the model into the image, so nothing is prepared at boot.
 #[cfg(feature = "tinykd")]
 #[inline(never)]
-fn infer(_: &Engine, x: &[i8; INPUT_LEN]) -> usize {
+fn infer(x: &[i8; INPUT_LEN]) -> usize {
     let mut arena = [0u8; ARENA_BYTES];
     match COMPILED.run(x, &mut arena) {
         Ok(logits) => tinykd_runtime::argmax(logits),
         Err(_) => usize::MAX,
     }
-}
-
-/// microflow compiles the model into code: nothing to prepare.
-#[cfg(feature = "microflow")]
-type Engine = ();
-
-#[cfg(feature = "microflow")]
-fn engine() -> Option<Engine> {
-    Some(())
 }
 
 #[cfg(feature = "microflow")]
@@ -71,9 +53,7 @@ fn argmax_f32(v: &[f32]) -> usize {
 #[cfg(not(feature = "measure"))]
 #[entry]
 fn main() -> ! {
-    if let Some(e) = engine() {
-        black_box(infer(&e, &black_box([0i8; INPUT_LEN])));
-    }
+    black_box(infer(&black_box([0i8; INPUT_LEN])));
     loop {
         cortex_m::asm::wfi();
     }
@@ -90,7 +70,6 @@ fn main() -> ! {
 
     let Some(mut cp) = cortex_m::Peripherals::take() else { semihosting::process::exit(1) };
     let mut clock = tinykd_board::systick::CycleClock::start(cp.SYST, &mut cp.DCB, &mut cp.DWT);
-    let Some(engine) = engine() else { semihosting::process::exit(1) };
     let n = INPUTS.len() / INPUT_LEN;
     let bottom = tinykd_board::stack::paint();
     // The harness's own frames are above this point: what `infer` adds
@@ -104,7 +83,7 @@ fn main() -> ! {
             Ok(x) => unsafe { &*(x as *const [u8; INPUT_LEN] as *const [i8; INPUT_LEN]) },
             Err(_) => break,
         };
-        classes[i] = infer(&engine, x) as u8;
+        classes[i] = infer(x) as u8;
     }
     let ticks = clock.now() - start;
     let stack = tinykd_board::stack::peak(bottom).saturating_sub(depth);

@@ -76,6 +76,10 @@ pub fn conv2d_layer<const SINGLE: bool, const LAYER: usize>(
     if !lengths_ok || out_c == 0 || filter_len == 0 {
         return;
     }
+    // Per-layer copies only: see `conv_single_input`.
+    if LAYER != usize::MAX && super::conv_single_input::applies(p) {
+        return super::conv_single_input::conv2d_single_input::<SINGLE, LAYER>(p, input, weights, channels, output);
+    }
     let g = Geometry {
         in_c,
         in_w: win.in_w(),
@@ -364,7 +368,7 @@ fn window_dot2(x: &[i8], x_stride: usize, a: &[i8], b: &[i8], w_stride: usize, l
 
 #[cfg(test)]
 mod tests {
-    use super::super::reference::{self, conv_case, conv_params, quant, table};
+    use super::super::reference::{self, conv_case, conv_case_up_to, conv_params, quant, table};
     use super::super::{Clamp, Padding, Window};
     use super::*;
     use proptest::prelude::*;
@@ -421,6 +425,9 @@ mod tests {
         let mut out = [0i8; 4];
         conv2d(&params(win, 1, 1, 0, 0, Clamp { min: 4, max: 127 }), &x, &[1, 1, 1, 1], &t, &mut out);
         assert_eq!(out, [4, 5, 11, 13]);
+        let mut out = [0i8; 4];
+        conv2d_layer::<false, 0>(&params(win, 1, 1, 0, 0, Clamp { min: 4, max: 127 }), &x, &[1, 1, 1, 1], &t, &mut out);
+        assert_eq!(out, [4, 5, 11, 13]);
     }
 
     #[test]
@@ -435,6 +442,10 @@ mod tests {
         let t = table(&[ChannelQuant { bias: 7, multiplier: HALF, shift: 1 }]);
         let mut out = [0i8; 4];
         conv2d(&params(win, 1, 1, -5, 0, FULL), &[-5; 4], &[1; 9], &t, &mut out);
+        assert_eq!(out, [7; 4]);
+        // The same through a compiled layer's copy (the single-input kernel).
+        let mut out = [0i8; 4];
+        conv2d_layer::<false, 0>(&params(win, 1, 1, -5, 0, FULL), &[-5; 4], &[1; 9], &t, &mut out);
         assert_eq!(out, [7; 4]);
     }
 
@@ -459,5 +470,27 @@ mod tests {
             prop_assert_eq!(got, want);
         }
 
+        /// One input channel, filters on both sides of the single-input
+        /// kernel's limit (`conv_single_input::MAX_TAPS`, 32 taps), in the
+        /// shared kernel and in a compiled layer's own copy (which takes
+        /// the single-input kernel), with both roundings.
+        #[test]
+        fn single_input_channel_matches_naive_reference(
+            (p, x, w, ch) in conv_case_up_to(false, 1..2, (7, 8)),
+            q in quant(),
+        ) {
+            let want = reference::conv2d(p, &x, &w, &ch, q);
+            let (params, t) = (conv_params(p, q), table(&ch));
+            let mut got = vec![0i8; want.len()];
+            conv2d(&params, &x, &w, &t, &mut got);
+            prop_assert_eq!(&got, &want);
+            let mut layer = vec![0i8; want.len()];
+            conv2d_layer::<false, 0>(&params, &x, &w, &t, &mut layer);
+            prop_assert_eq!(&layer, &want);
+            let (mut single, mut single_layer) = (vec![0i8; want.len()], vec![0i8; want.len()]);
+            conv2d_rounded::<true>(&params, &x, &w, &t, &mut single);
+            conv2d_layer::<true, 0>(&params, &x, &w, &t, &mut single_layer);
+            prop_assert_eq!(single_layer, single);
+        }
     }
 }

@@ -60,6 +60,22 @@ pub fn dot2x2(x0: &[i8], x1: &[i8], a: &[i8], b: &[i8]) -> [i32; 4] {
     dot2x2_portable(x0, x1, a, b)
 }
 
+/// `[Σ x·a, Σ x·b]` of 16-bit values `x` (offset inputs, `x − z_in`)
+/// against two int8 weight runs, over the common length. Portable only:
+/// its caller has a constant length, and LLVM unrolls the loop completely.
+#[inline(always)]
+pub fn dot2_wide(x: &[i16], a: &[i8], b: &[i8]) -> [i32; 2] {
+    let [mut s0, mut s1] = [0i32; 2];
+    for ((x, a), b) in x.iter().zip(a).zip(b) {
+        // |x| ≤ 255 (an offset int8) and |w| ≤ 128: each product fits; the
+        // sum wraps like TFLite's int32 accumulator.
+        let x = *x as i32;
+        s0 = s0.wrapping_add(x * *a as i32);
+        s1 = s1.wrapping_add(x * *b as i32);
+    }
+    [s0, s1]
+}
+
 /// [`dot2x2`] over a 2-D window, `[x0·a, x0·b, x1·a, x1·b]`: `rows` runs of
 /// `len` bytes, `x_stride` apart in the two inputs and `w_stride` apart in
 /// the two filters, summed. One bounds check for the whole window; zeros if
@@ -373,6 +389,11 @@ mod tests {
             let x1: Vec<i8> = x.iter().rev().copied().collect();
             let want4 = [want[0], want[1], naive(&x1[..n], &a[..n]), naive(&x1[..n], &b[..n])];
             prop_assert_eq!(dot2x2(&x, &x1, &a, &b), want4);
+            // Offset inputs, as the single-input convolution gathers them.
+            let wide: Vec<i16> = x.iter().map(|v| *v as i16 * 2 - 1).collect();
+            let naive_wide = |w: &[i8]| wide.iter().zip(w).fold(0i32, |s, (x, w)| s.wrapping_add(*x as i32 * *w as i32));
+            let want_wide = [naive_wide(&a[..n]), naive_wide(&b[..n])];
+            prop_assert_eq!(dot2_wide(&wide, &a, &b), want_wide);
         }
     }
 }

@@ -178,8 +178,17 @@ pub(crate) fn table(entries: &[ChannelQuant]) -> Vec<u8> {
 /// Depthwise cases go up to 19 channels, so that whole channel blocks, a
 /// block plus a remainder, and remainders alone all occur.
 pub(crate) fn conv_case(depthwise: bool) -> impl Strategy<Value = ([u16; 8], Vec<i8>, Vec<i8>, Vec<ChannelQuant>)> {
-    let max_in_c = if depthwise { 20 } else { 5 };
-    (1u16..6, 1u16..9, 1u16..max_in_c, 1u16..6, 1u16..4, 1u16..5, 1u16..4, 0u16..2).prop_flat_map(
+    conv_case_up_to(depthwise, 1..if depthwise { 20 } else { 5 }, (4, 5))
+}
+
+/// [`conv_case`] with input channels in `in_c` and kernels below `kernel`
+/// (height, width) (inputs up to 8×9, so every kernel fits SAME padding).
+pub(crate) fn conv_case_up_to(
+    depthwise: bool,
+    in_c: core::ops::Range<u16>,
+    kernel: (u16, u16),
+) -> impl Strategy<Value = ([u16; 8], Vec<i8>, Vec<i8>, Vec<ChannelQuant>)> {
+    (1u16..9, 1u16..10, in_c, 1u16..6, 1u16..kernel.0, 1u16..kernel.1, 1u16..4, 0u16..2).prop_flat_map(
         move |(in_h, in_w, in_c, out_c, kh, kw, stride, pad)| {
             // VALID needs the kernel to fit.
             let (kh, kw) = if pad == 0 { (kh.min(in_h), kw.min(in_w)) } else { (kh, kw) };

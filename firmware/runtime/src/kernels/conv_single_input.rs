@@ -1,0 +1,114 @@
+//! [`super::conv`] for a single input channel (the first layer of most
+//! signal and image models), filters of up to [`MAX_TAPS`] taps.
+//!
+//! The general kernel reads each window in place as `kernel_h` runs of
+//! `kernel_w · in_c` bytes; with one input channel a run is 3 to 5 bytes,
+//! its loop set-up costs more than its multiply-accumulates, and windows
+//! over an edge take a slower path (measured on Cortex-M3: 17 instructions
+//! per MAC for 8×8×1→8 3×3). Here each output pixel's window is first
+//! gathered once, as `x − z_in` with 0 for taps in the padding (TFLite's
+//! sum over in-bounds taps, exactly), into a small stack buffer; then every
+//! output channel is one straight dot product of `kernel_h · kernel_w`
+//! values with its filter, two channels per pass, edges included.
+//!
+//! Only a compiled model's per-layer copies take it (the `specialized`
+//! engine): there the tap count, channel count and channel table are
+//! constants, LLVM unrolls the dot product completely and folds each
+//! channel's requantization (Cortex-M3, 8×8×1→8 3×3: 6.7 instructions per
+//! MAC, against 17.4 in the general kernel and 14.4 in CMSIS-NN). In the
+//! shared kernel of the `compiled` and `interpreted` engines, whose point is
+//! the smallest image, it ran at 12.4 for 1 KB more flash, so they keep the
+//! general path.
+
+use super::dot::dot2_wide;
+use super::{ChannelQuant, ConvParams, Requantizer};
+
+/// Largest filter (`kernel_h · kernel_w`) this kernel takes: a 5×5 fits.
+pub const MAX_TAPS: usize = 32;
+
+/// Whether [`conv2d_single_input`] takes a layer of this shape.
+#[inline(always)]
+pub(super) fn applies(p: &ConvParams) -> bool {
+    p.in_channels == 1 && p.window.kernel_len().is_some_and(|k| k <= MAX_TAPS)
+}
+
+/// The convolution, for a layer [`applies`] accepts and slices whose
+/// lengths the caller has checked against `p`.
+#[inline(always)]
+pub(super) fn conv2d_single_input<const SINGLE: bool, const LAYER: usize>(
+    p: &ConvParams,
+    input: &[i8],
+    weights: &[i8],
+    channels: &[u8],
+    output: &mut [i8],
+) {
+    let win = p.window;
+    let (kh, kw, out_c) = (win.kernel_h(), win.kernel_w(), p.out_channels);
+    let taps = kh * kw;
+    if taps > MAX_TAPS || out_c == 0 {
+        return;
+    }
+    let (zin, in_w) = (p.input_zero_point, win.in_w());
+    let mut patch = [0i16; MAX_TAPS];
+    let mut pixels = output.chunks_exact_mut(out_c);
+    for oy in 0..win.out_h() {
+        let rows = win.rows(oy);
+        for ox in 0..win.out_w() {
+            let Some(pixel) = pixels.next() else { return };
+            let cols = win.cols(ox);
+            if rows.len() != kh || cols.len() != kw {
+                // Padding taps contribute `x − z_in = 0`.
+                for v in patch.iter_mut().take(taps) {
+                    *v = 0;
+                }
+            }
+            // The in-bounds taps: `rows.len()` runs of `cols.len()` values.
+            let n = cols.len();
+            let (mut src, mut dst) = (rows.i0 * in_w + cols.i0, rows.k0 * kw + cols.k0);
+            for _ in 0..rows.len() {
+                let (Some(d), Some(s)) = (patch.get_mut(dst..dst + n), input.get(src..src + n)) else { return };
+                for (d, s) in d.iter_mut().zip(s) {
+                    *d = (*s as i32 - zin) as i16;
+                }
+                (src, dst) = (src + in_w, dst + kw);
+            }
+            pixel_channels::<SINGLE, LAYER>(p, &patch, taps, weights, channels, pixel);
+        }
+    }
+}
+
+/// Every output channel of one pixel from its gathered window. Not
+/// inlined: the channel loop keeps its registers instead of sharing them
+/// with the pixel loops.
+#[inline(never)]
+fn pixel_channels<const SINGLE: bool, const LAYER: usize>(
+    p: &ConvParams,
+    patch: &[i16; MAX_TAPS],
+    taps: usize,
+    weights: &[i8],
+    channels: &[u8],
+    pixel: &mut [i8],
+) {
+    let x = &patch[..taps.min(MAX_TAPS)];
+    let requant = |o: usize, acc: i32| {
+        ChannelQuant::read(channels, o).map(|q| {
+            Requantizer::new(q, p.output_zero_point, p.clamp).apply_rounded::<SINGLE>(q.bias.wrapping_add(acc))
+        })
+    };
+    let mut filters = weights.chunks_exact(taps);
+    let mut o = 0;
+    while o < pixel.len() {
+        let Some(a) = filters.next() else { return };
+        // An odd last channel pairs with itself and is written once.
+        let b = if o + 1 < pixel.len() { filters.next() } else { Some(a) };
+        let Some(b) = b else { return };
+        let [s0, s1] = dot2_wide(x, a, b);
+        let Some(y0) = requant(o, s0) else { return };
+        pixel[o] = y0;
+        if o + 1 < pixel.len() {
+            let Some(y1) = requant(o + 1, s1) else { return };
+            pixel[o + 1] = y1;
+        }
+        o += 2;
+    }
+}

@@ -76,9 +76,9 @@ pub fn conv2d_layer<const SINGLE: bool, const LAYER: usize>(
     if !lengths_ok || out_c == 0 || filter_len == 0 {
         return;
     }
-    // Per-layer copies only: see `conv_single_input`.
-    if LAYER != usize::MAX && super::conv_single_input::applies(p) {
-        return super::conv_single_input::conv2d_single_input::<SINGLE, LAYER>(p, input, weights, channels, output);
+    // Per-layer copies only: see `conv_gathered`.
+    if LAYER != usize::MAX && super::conv_gathered::applies(p) {
+        return super::conv_gathered::conv2d_gathered::<SINGLE, LAYER>(p, input, weights, channels, output);
     }
     let g = Geometry {
         in_c,
@@ -443,7 +443,7 @@ mod tests {
         let mut out = [0i8; 4];
         conv2d(&params(win, 1, 1, -5, 0, FULL), &[-5; 4], &[1; 9], &t, &mut out);
         assert_eq!(out, [7; 4]);
-        // The same through a compiled layer's copy (the single-input kernel).
+        // The same through a compiled layer's copy (the gathering kernel).
         let mut out = [0i8; 4];
         conv2d_layer::<false, 0>(&params(win, 1, 1, -5, 0, FULL), &[-5; 4], &[1; 9], &t, &mut out);
         assert_eq!(out, [7; 4]);
@@ -470,13 +470,13 @@ mod tests {
             prop_assert_eq!(got, want);
         }
 
-        /// One input channel, filters on both sides of the single-input
-        /// kernel's limit (`conv_single_input::MAX_TAPS`, 32 taps), in the
-        /// shared kernel and in a compiled layer's own copy (which takes
-        /// the single-input kernel), with both roundings.
+        /// Filters on both sides of the gathering kernel's limit
+        /// (`conv_gathered::MAX_TAPS`, 80 values), one input channel or
+        /// several, in the shared kernel and in a compiled layer's own copy
+        /// (which gathers small filters), with both roundings.
         #[test]
-        fn single_input_channel_matches_naive_reference(
-            (p, x, w, ch) in conv_case_up_to(false, 1..2, (7, 8)),
+        fn compiled_layer_copies_match_naive_reference(
+            (p, x, w, ch) in conv_case_up_to(false, 1..12, (7, 8)),
             q in quant(),
         ) {
             let want = reference::conv2d(p, &x, &w, &ch, q);

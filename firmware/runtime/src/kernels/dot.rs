@@ -389,7 +389,7 @@ mod tests {
             let x1: Vec<i8> = x.iter().rev().copied().collect();
             let want4 = [want[0], want[1], naive(&x1[..n], &a[..n]), naive(&x1[..n], &b[..n])];
             prop_assert_eq!(dot2x2(&x, &x1, &a, &b), want4);
-            // Offset inputs, as the single-input convolution gathers them.
+            // Offset inputs, as the gathering convolution writes them.
             let wide: Vec<i16> = x.iter().map(|v| *v as i16 * 2 - 1).collect();
             let naive_wide = |w: &[i8]| wide.iter().zip(w).fold(0i32, |s, (x, w)| s.wrapping_add(*x as i32 * *w as i32));
             let want_wide = [naive_wide(&a[..n]), naive_wide(&b[..n])];

@@ -1,41 +1,50 @@
-//! [`super::conv`] for a single input channel (the first layer of most
-//! signal and image models), filters of up to [`MAX_TAPS`] taps.
+//! [`super::conv`] for small filters (up to [`MAX_TAPS`] values,
+//! `kernel_h · kernel_w · in_c`), in a compiled model's per-layer copies.
 //!
 //! The general kernel reads each window in place as `kernel_h` runs of
-//! `kernel_w · in_c` bytes; with one input channel a run is 3 to 5 bytes,
-//! its loop set-up costs more than its multiply-accumulates, and windows
-//! over an edge take a slower path (measured on Cortex-M3: 17 instructions
-//! per MAC for 8×8×1→8 3×3). Here each output pixel's window is first
-//! gathered once, as `x − z_in` with 0 for taps in the padding (TFLite's
-//! sum over in-bounds taps, exactly), into a small stack buffer; then every
-//! output channel is one straight dot product of `kernel_h · kernel_w`
-//! values with its filter, two channels per pass, edges included.
+//! `kernel_w · in_c` bytes. With few input channels a run is a handful of
+//! bytes, its loop set-up costs more than its multiply-accumulates, and
+//! windows over an edge take a slower path (measured on Cortex-M3: 17
+//! instructions per MAC for 8×8×1→8 3×3, 5.3 for 4×4×8→16 3×3 whose map is
+//! three-quarters edges). Here each output pixel's window is first gathered
+//! once, as `x − z_in` with 0 for taps in the padding (TFLite's sum over
+//! in-bounds taps, exactly), into a stack buffer laid out like one filter;
+//! then every output channel is one straight dot product of the buffer with
+//! its filter, two channels per pass, edges included.
 //!
 //! Only a compiled model's per-layer copies take it (the `specialized`
-//! engine): there the tap count, channel count and channel table are
-//! constants, LLVM unrolls the dot product completely and folds each
-//! channel's requantization (Cortex-M3, 8×8×1→8 3×3: 6.7 instructions per
-//! MAC, against 17.4 in the general kernel and 14.4 in CMSIS-NN). In the
-//! shared kernel of the `compiled` and `interpreted` engines, whose point is
-//! the smallest image, it ran at 12.4 for 1 KB more flash, so they keep the
-//! general path.
+//! engine): there the length, channel count and channel table are
+//! constants, LLVM unrolls the dot product and, when it unrolls the channel
+//! loop too, folds each channel's requantization (Cortex-M3: 8×8×1→8 6.6
+//! instructions per MAC, CMSIS-NN 14.4; 1×20×8→16 s2 5.1, CMSIS-NN 5.2;
+//! 4×4×8→16 4.6, CMSIS-NN 3.9). In the shared kernel of the `compiled` and
+//! `interpreted` engines, whose point is the smallest image, it ran at 12.4
+//! per MAC on 8×8×1→8 for 1 KB more flash, so they keep the general path.
 
 use super::dot::dot2_wide;
 use super::{ChannelQuant, ConvParams, Requantizer};
 
-/// Largest filter (`kernel_h · kernel_w`) this kernel takes: a 5×5 fits.
-pub const MAX_TAPS: usize = 32;
+/// Largest filter (`kernel_h · kernel_w · in_c` values) this kernel takes:
+/// 3×3 over 8 channels; its buffer is 160 bytes of stack.
+pub const MAX_TAPS: usize = 80;
 
-/// Whether [`conv2d_single_input`] takes a layer of this shape.
+/// Whether [`conv2d_gathered`] takes a layer of this shape.
+///
+/// On RISC-V only single-input-channel layers: there the general kernel ran
+/// the main job's multi-channel layers faster (rv32imac, whole model
+/// 128,842 vs 137,281 instructions with them gathered).
 #[inline(always)]
 pub(super) fn applies(p: &ConvParams) -> bool {
-    p.in_channels == 1 && p.window.kernel_len().is_some_and(|k| k <= MAX_TAPS)
+    if cfg!(target_arch = "riscv32") && p.in_channels != 1 {
+        return false;
+    }
+    p.window.kernel_len().and_then(|k| k.checked_mul(p.in_channels)).is_some_and(|k| k <= MAX_TAPS)
 }
 
 /// The convolution, for a layer [`applies`] accepts and slices whose
 /// lengths the caller has checked against `p`.
 #[inline(always)]
-pub(super) fn conv2d_single_input<const SINGLE: bool, const LAYER: usize>(
+pub(super) fn conv2d_gathered<const SINGLE: bool, const LAYER: usize>(
     p: &ConvParams,
     input: &[i8],
     weights: &[i8],
@@ -43,8 +52,8 @@ pub(super) fn conv2d_single_input<const SINGLE: bool, const LAYER: usize>(
     output: &mut [i8],
 ) {
     let win = p.window;
-    let (kh, kw, out_c) = (win.kernel_h(), win.kernel_w(), p.out_channels);
-    let taps = kh * kw;
+    let (kh, kw, in_c, out_c) = (win.kernel_h(), win.kernel_w(), p.in_channels, p.out_channels);
+    let taps = kh * kw * in_c;
     if taps > MAX_TAPS || out_c == 0 {
         return;
     }
@@ -63,14 +72,14 @@ pub(super) fn conv2d_single_input<const SINGLE: bool, const LAYER: usize>(
                 }
             }
             // The in-bounds taps: `rows.len()` runs of `cols.len()` values.
-            let n = cols.len();
-            let (mut src, mut dst) = (rows.i0 * in_w + cols.i0, rows.k0 * kw + cols.k0);
+            let n = cols.len() * in_c;
+            let (mut src, mut dst) = ((rows.i0 * in_w + cols.i0) * in_c, (rows.k0 * kw + cols.k0) * in_c);
             for _ in 0..rows.len() {
                 let (Some(d), Some(s)) = (patch.get_mut(dst..dst + n), input.get(src..src + n)) else { return };
                 for (d, s) in d.iter_mut().zip(s) {
                     *d = (*s as i32 - zin) as i16;
                 }
-                (src, dst) = (src + in_w, dst + kw);
+                (src, dst) = (src + in_w * in_c, dst + kw * in_c);
             }
             pixel_channels::<SINGLE, LAYER>(p, &patch, taps, weights, channels, pixel);
         }

@@ -11,9 +11,11 @@ use tinykd_runtime::Model;
 use tinykd_runtime::format::Op;
 
 fn main() {
-    // Sized for flash like microflow's image: the shared kernels (the
-    // script passes TINYKD_ENGINE on to compare the specialised build).
-    tinykd_board_build::embed_model_with("memory.x", tinykd_board_build::Engine::Compiled);
+    // The boards' default engine, per-layer copies: on microflow's model it
+    // is also the smaller image (every convolution gathered, the general
+    // kernel not linked). The script passes TINYKD_ENGINE on to compare
+    // the others.
+    tinykd_board_build::embed_model_with("memory.x", tinykd_board_build::Engine::Specialized);
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let path = PathBuf::from(env::var_os("TINYKD_MODEL").expect("embed_model checked TINYKD_MODEL"));
     let bytes = fs::read(&path).expect("embed_model read the model");

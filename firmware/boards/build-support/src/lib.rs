@@ -16,7 +16,8 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
     /// The constant layer table, every layer through the shared kernels:
-    /// the smallest image at opt-level "s".
+    /// the smallest image at opt-level "s" when some layer still takes the
+    /// general convolution (see the README).
     Compiled,
     /// The table plus one function per layer with its own kernel copy,
     /// specialised by LLVM to the layer's shape: faster, a shallower stack,

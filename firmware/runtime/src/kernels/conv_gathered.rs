@@ -21,7 +21,7 @@
 //! `interpreted` engines, whose point is the smallest image, it ran at 12.4
 //! per MAC on 8×8×1→8 for 1 KB more flash, so they keep the general path.
 
-use super::dot::dot2_wide;
+use super::dot::{dot2_interleaved, interleaved_slot};
 use super::{ChannelQuant, ConvParams, Requantizer};
 
 /// Largest filter (`kernel_h · kernel_w · in_c` values) this kernel takes:
@@ -75,9 +75,19 @@ pub(super) fn conv2d_gathered<const SINGLE: bool, const LAYER: usize>(
             let n = cols.len() * in_c;
             let (mut src, mut dst) = ((rows.i0 * in_w + cols.i0) * in_c, (rows.k0 * kw + cols.k0) * in_c);
             for _ in 0..rows.len() {
-                let (Some(d), Some(s)) = (patch.get_mut(dst..dst + n), input.get(src..src + n)) else { return };
-                for (d, s) in d.iter_mut().zip(s) {
-                    *d = (*s as i32 - zin) as i16;
+                let Some(s) = input.get(src..src + n) else { return };
+                if cfg!(tinykd_dsp) {
+                    // In SMLAD's order (see `interleaved_slot`).
+                    for (k, s) in s.iter().enumerate() {
+                        if let Some(d) = patch.get_mut(interleaved_slot(dst + k, taps)) {
+                            *d = (*s as i32 - zin) as i16;
+                        }
+                    }
+                } else {
+                    let Some(d) = patch.get_mut(dst..dst + n) else { return };
+                    for (d, s) in d.iter_mut().zip(s) {
+                        *d = (*s as i32 - zin) as i16;
+                    }
                 }
                 (src, dst) = (src + in_w * in_c, dst + kw * in_c);
             }
@@ -111,7 +121,7 @@ fn pixel_channels<const SINGLE: bool, const LAYER: usize>(
         // An odd last channel pairs with itself and is written once.
         let b = if o + 1 < pixel.len() { filters.next() } else { Some(a) };
         let Some(b) = b else { return };
-        let [s0, s1] = dot2_wide(x, a, b);
+        let [s0, s1] = dot2_interleaved(x, a, b);
         let Some(y0) = requant(o, s0) else { return };
         pixel[o] = y0;
         if o + 1 < pixel.len() {

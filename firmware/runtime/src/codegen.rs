@@ -99,10 +99,21 @@ pub fn compiled_source(model: &Model<'_>, krate: &str, specialize: bool) -> Resu
     if specialize {
         let mut fns = String::new();
         for i in 0..model.layer_count() {
+            // A convolution whose filter fits is gathered into a buffer of
+            // exactly its length (see `kernels::conv_gathered`).
+            let window = match model.compiled_layer(i)?.step {
+                Step::Conv { params, .. } => params
+                    .window
+                    .kernel_len()
+                    .and_then(|k| k.checked_mul(params.in_channels))
+                    .filter(|&n| n <= crate::kernels::conv_gathered::MAX_WINDOW)
+                    .unwrap_or(0),
+                _ => 0,
+            };
             let _ = writeln!(
                 w,
                 "fn compiled_layer_{i}(single: bool, x: &[i8], y: &mut [i8]) -> Result<(), {krate}::Error> {{\n    \
-                 COMPILED_LAYERS[{i}].step.run_layer::<MODEL_OPS, {i}>(single, x, y)\n}}"
+                 COMPILED_LAYERS[{i}].step.run_layer::<MODEL_OPS, {i}, {window}>(single, x, y)\n}}"
             );
             let _ = write!(fns, "compiled_layer_{i}, ");
         }
@@ -142,7 +153,7 @@ mod tests {
         let src = compiled_source(&model, "rt", true).unwrap();
         assert!(src.contains("specialized: Some(&COMPILED_FNS)"));
         for i in 0..model.layer_count() {
-            assert!(src.contains(&format!("run_layer::<MODEL_OPS, {i}>(")), "layer {i}");
+            assert!(src.contains(&format!("run_layer::<MODEL_OPS, {i}, ")), "layer {i}");
         }
     }
 }

@@ -68,15 +68,16 @@ impl Step<'_> {
     /// links both variants).
     #[inline(always)]
     pub fn run<const OPS: OpSet>(&self, single: bool, input: &[i8], output: &mut [i8]) -> Result<(), Error> {
-        self.run_layer::<OPS, { usize::MAX }>(single, input, output)
+        self.run_layer::<OPS, { usize::MAX }, 0>(single, input, output)
     }
 
     /// [`Step::run`] with the convolution kernel's body inlined and its
-    /// helpers instantiated for `LAYER` alone (see
+    /// helpers instantiated for `LAYER` alone, `WINDOW` the length of a
+    /// convolution's filter to gather (or 0; see
     /// [`kernels::conv::conv2d_layer`]): for a compiled model's per-layer
     /// functions.
     #[inline(always)]
-    pub fn run_layer<const OPS: OpSet, const LAYER: usize>(
+    pub fn run_layer<const OPS: OpSet, const LAYER: usize, const WINDOW: usize>(
         &self,
         single: bool,
         input: &[i8],
@@ -119,9 +120,9 @@ impl Step<'_> {
                         kernels::conv2d(params, input, weights, channels, output)
                     }
                 } else if single {
-                    kernels::conv::conv2d_layer::<true, LAYER>(params, input, weights, channels, output)
+                    kernels::conv::conv2d_layer::<true, LAYER, WINDOW>(params, input, weights, channels, output)
                 } else {
-                    kernels::conv::conv2d_layer::<false, LAYER>(params, input, weights, channels, output)
+                    kernels::conv::conv2d_layer::<false, LAYER, WINDOW>(params, input, weights, channels, output)
                 }
             }
             Step::Depthwise { ref params, weights, channels } if has(format::Op::DepthwiseConv2d) => {

@@ -51,14 +51,17 @@ pub fn conv2d_rounded<const SINGLE: bool>(
     channels: &[u8],
     output: &mut [i8],
 ) {
-    conv2d_layer::<SINGLE, { usize::MAX }>(p, input, weights, channels, output)
+    conv2d_layer::<SINGLE, { usize::MAX }, 0>(p, input, weights, channels, output)
 }
 
 /// [`conv2d_rounded`]'s body, inlined into its caller, with its helpers
 /// instantiated once per `LAYER`: a compiled model gives each layer its own
-/// copy, which LLVM specialises to that layer's constant shape.
+/// copy, which LLVM specialises to that layer's constant shape. `WINDOW`
+/// (its filter's length, or 0): a layer whose filter fits takes the
+/// gathering kernel with a buffer of that many values (see
+/// [`super::conv_gathered`]).
 #[inline(always)]
-pub fn conv2d_layer<const SINGLE: bool, const LAYER: usize>(
+pub fn conv2d_layer<const SINGLE: bool, const LAYER: usize, const WINDOW: usize>(
     p: &ConvParams,
     input: &[i8],
     weights: &[i8],
@@ -77,8 +80,8 @@ pub fn conv2d_layer<const SINGLE: bool, const LAYER: usize>(
         return;
     }
     // Per-layer copies only: see `conv_gathered`.
-    if LAYER != usize::MAX && super::conv_gathered::applies(p) {
-        return super::conv_gathered::conv2d_gathered::<SINGLE, LAYER>(p, input, weights, channels, output);
+    if WINDOW > 0 && super::conv_gathered::applies(p, WINDOW) {
+        return super::conv_gathered::conv2d_gathered::<SINGLE, LAYER, WINDOW>(p, input, weights, channels, output);
     }
     let g = Geometry {
         in_c,
@@ -368,6 +371,7 @@ fn window_dot2(x: &[i8], x_stride: usize, a: &[i8], b: &[i8], w_stride: usize, l
 
 #[cfg(test)]
 mod tests {
+    use super::super::conv_gathered::MAX_WINDOW;
     use super::super::reference::{self, conv_case, conv_case_up_to, conv_params, quant, table};
     use super::super::{Clamp, Padding, Window};
     use super::*;
@@ -426,7 +430,13 @@ mod tests {
         conv2d(&params(win, 1, 1, 0, 0, Clamp { min: 4, max: 127 }), &x, &[1, 1, 1, 1], &t, &mut out);
         assert_eq!(out, [4, 5, 11, 13]);
         let mut out = [0i8; 4];
-        conv2d_layer::<false, 0>(&params(win, 1, 1, 0, 0, Clamp { min: 4, max: 127 }), &x, &[1, 1, 1, 1], &t, &mut out);
+        conv2d_layer::<false, 0, 4>(
+            &params(win, 1, 1, 0, 0, Clamp { min: 4, max: 127 }),
+            &x,
+            &[1, 1, 1, 1],
+            &t,
+            &mut out,
+        );
         assert_eq!(out, [4, 5, 11, 13]);
     }
 
@@ -445,7 +455,7 @@ mod tests {
         assert_eq!(out, [7; 4]);
         // The same through a compiled layer's copy (the gathering kernel).
         let mut out = [0i8; 4];
-        conv2d_layer::<false, 0>(&params(win, 1, 1, -5, 0, FULL), &[-5; 4], &[1; 9], &t, &mut out);
+        conv2d_layer::<false, 0, 9>(&params(win, 1, 1, -5, 0, FULL), &[-5; 4], &[1; 9], &t, &mut out);
         assert_eq!(out, [7; 4]);
     }
 
@@ -471,12 +481,12 @@ mod tests {
         }
 
         /// Filters on both sides of the gathering kernel's limit
-        /// (`conv_gathered::MAX_TAPS`, 80 values), one input channel or
+        /// (`conv_gathered::MAX_WINDOW`, 144 values), one input channel or
         /// several, in the shared kernel and in a compiled layer's own copy
         /// (which gathers small filters), with both roundings.
         #[test]
         fn compiled_layer_copies_match_naive_reference(
-            (p, x, w, ch) in conv_case_up_to(false, 1..12, (7, 8)),
+            (p, x, w, ch) in conv_case_up_to(false, 1..20, (7, 8)),
             q in quant(),
         ) {
             let want = reference::conv2d(p, &x, &w, &ch, q);
@@ -485,11 +495,11 @@ mod tests {
             conv2d(&params, &x, &w, &t, &mut got);
             prop_assert_eq!(&got, &want);
             let mut layer = vec![0i8; want.len()];
-            conv2d_layer::<false, 0>(&params, &x, &w, &t, &mut layer);
+            conv2d_layer::<false, 0, MAX_WINDOW>(&params, &x, &w, &t, &mut layer);
             prop_assert_eq!(&layer, &want);
             let (mut single, mut single_layer) = (vec![0i8; want.len()], vec![0i8; want.len()]);
             conv2d_rounded::<true>(&params, &x, &w, &t, &mut single);
-            conv2d_layer::<true, 0>(&params, &x, &w, &t, &mut single_layer);
+            conv2d_layer::<true, 0, MAX_WINDOW>(&params, &x, &w, &t, &mut single_layer);
             prop_assert_eq!(single_layer, single);
         }
     }

@@ -24,27 +24,37 @@
 use super::dot::{dot2_interleaved, interleaved_slot};
 use super::{ChannelQuant, ConvParams, Requantizer};
 
-/// Largest filter (`kernel_h · kernel_w · in_c` values) this kernel takes:
-/// 3×3 over 8 channels; its buffer is 160 bytes of stack.
-pub const MAX_TAPS: usize = 80;
+/// Largest window (`kernel_h · kernel_w · in_c` values) this kernel takes
+/// on any core: 3×3 over 16 channels. Each layer's copy has a buffer of its
+/// own window's size (`WINDOW`, two bytes per value) on the stack.
+pub const MAX_WINDOW: usize = 144;
 
-/// Whether [`conv2d_gathered`] takes a layer of this shape.
+/// Largest window gathered on this core. Without SMLAD, LLVM's loop over a
+/// longer window (no longer unrolled completely) lost to the general
+/// kernel's two-pixel loop (Cortex-M3, conv 8×8×16→16, 144 values: 4.12
+/// instructions per MAC against 3.45); with it, gathering won up to 144
+/// (Cortex-M4: 2.56 against 3.37).
+const CORE_MAX_WINDOW: usize = if cfg!(tinykd_dsp) { MAX_WINDOW } else { 80 };
+
+/// Whether [`conv2d_gathered`] with a `window`-value buffer takes a layer
+/// of this shape.
 ///
 /// On RISC-V only single-input-channel layers: there the general kernel ran
 /// the main job's multi-channel layers faster (rv32imac, whole model
 /// 128,842 vs 137,281 instructions with them gathered).
 #[inline(always)]
-pub(super) fn applies(p: &ConvParams) -> bool {
+pub(super) fn applies(p: &ConvParams, window: usize) -> bool {
     if cfg!(target_arch = "riscv32") && p.in_channels != 1 {
         return false;
     }
-    p.window.kernel_len().and_then(|k| k.checked_mul(p.in_channels)).is_some_and(|k| k <= MAX_TAPS)
+    window <= CORE_MAX_WINDOW
+        && p.window.kernel_len().and_then(|k| k.checked_mul(p.in_channels)).is_some_and(|k| k <= window)
 }
 
 /// The convolution, for a layer [`applies`] accepts and slices whose
 /// lengths the caller has checked against `p`.
 #[inline(always)]
-pub(super) fn conv2d_gathered<const SINGLE: bool, const LAYER: usize>(
+pub(super) fn conv2d_gathered<const SINGLE: bool, const LAYER: usize, const WINDOW: usize>(
     p: &ConvParams,
     input: &[i8],
     weights: &[i8],
@@ -54,11 +64,11 @@ pub(super) fn conv2d_gathered<const SINGLE: bool, const LAYER: usize>(
     let win = p.window;
     let (kh, kw, in_c, out_c) = (win.kernel_h(), win.kernel_w(), p.in_channels, p.out_channels);
     let taps = kh * kw * in_c;
-    if taps > MAX_TAPS || out_c == 0 {
+    if taps > WINDOW || out_c == 0 {
         return;
     }
     let (zin, in_w) = (p.input_zero_point, win.in_w());
-    let mut patch = [0i16; MAX_TAPS];
+    let mut patch = [0i16; WINDOW];
     let mut pixels = output.chunks_exact_mut(out_c);
     for oy in 0..win.out_h() {
         let rows = win.rows(oy);
@@ -91,7 +101,7 @@ pub(super) fn conv2d_gathered<const SINGLE: bool, const LAYER: usize>(
                 }
                 (src, dst) = (src + in_w * in_c, dst + kw * in_c);
             }
-            pixel_channels::<SINGLE, LAYER>(p, &patch, taps, weights, channels, pixel);
+            pixel_channels::<SINGLE, LAYER, WINDOW>(p, &patch, taps, weights, channels, pixel);
         }
     }
 }
@@ -100,15 +110,15 @@ pub(super) fn conv2d_gathered<const SINGLE: bool, const LAYER: usize>(
 /// inlined: the channel loop keeps its registers instead of sharing them
 /// with the pixel loops.
 #[inline(never)]
-fn pixel_channels<const SINGLE: bool, const LAYER: usize>(
+fn pixel_channels<const SINGLE: bool, const LAYER: usize, const WINDOW: usize>(
     p: &ConvParams,
-    patch: &[i16; MAX_TAPS],
+    patch: &[i16; WINDOW],
     taps: usize,
     weights: &[i8],
     channels: &[u8],
     pixel: &mut [i8],
 ) {
-    let x = &patch[..taps.min(MAX_TAPS)];
+    let x = &patch[..taps.min(WINDOW)];
     let requant = |o: usize, acc: i32| {
         ChannelQuant::read(channels, o).map(|q| {
             Requantizer::new(q, p.output_zero_point, p.clamp).apply_rounded::<SINGLE>(q.bias.wrapping_add(acc))

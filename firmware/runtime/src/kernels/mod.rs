@@ -8,7 +8,7 @@
 //! tensor is at `(h · W + w) · C + c`; 1-D data has `H = 1`.
 
 pub mod conv;
-mod conv_gathered;
+pub mod conv_gathered;
 pub mod depthwise;
 pub mod dot;
 pub mod fully_connected;

@@ -21,7 +21,7 @@
 //! `interpreted` engines, whose point is the smallest image, it ran at 12.4
 //! per MAC on 8×8×1→8 for 1 KB more flash, so they keep the general path.
 
-use super::dot::{dot2_interleaved, interleaved_slot};
+use super::dot::{INTERLEAVE_MIN, dot2_interleaved, interleaved_slot};
 use super::{ChannelQuant, ConvParams, Requantizer};
 
 /// Largest window (`kernel_h · kernel_w · in_c` values) this kernel takes
@@ -29,12 +29,13 @@ use super::{ChannelQuant, ConvParams, Requantizer};
 /// own window's size (`WINDOW`, two bytes per value) on the stack.
 pub const MAX_WINDOW: usize = 144;
 
-/// Largest window gathered on this core. Without SMLAD, LLVM's loop over a
-/// longer window (no longer unrolled completely) lost to the general
-/// kernel's two-pixel loop (Cortex-M3, conv 8×8×16→16, 144 values: 4.12
-/// instructions per MAC against 3.45); with it, gathering won up to 144
-/// (Cortex-M4: 2.56 against 3.37).
-const CORE_MAX_WINDOW: usize = if cfg!(tinykd_dsp) { MAX_WINDOW } else { 80 };
+/// Largest window gathered on this core. Armv7-M runs long windows through
+/// a hand-written loop (SMLAD on the M4: conv 8×8×16→16, 144 values, 2.56
+/// instructions per MAC against the general kernel's 3.37; `mla` on the
+/// M3: see the README); elsewhere LLVM's loop over a window it no longer
+/// unrolls completely lost to the general kernel's (M3 before its loop:
+/// 4.12 against 3.45).
+const CORE_MAX_WINDOW: usize = if cfg!(any(tinykd_dsp, tinykd_v7m)) { MAX_WINDOW } else { 80 };
 
 /// Whether [`conv2d_gathered`] with a `window`-value buffer takes a layer
 /// of this shape.
@@ -86,7 +87,16 @@ pub(super) fn conv2d_gathered<const SINGLE: bool, const LAYER: usize, const WIND
             let (mut src, mut dst) = ((rows.i0 * in_w + cols.i0) * in_c, (rows.k0 * kw + cols.k0) * in_c);
             for _ in 0..rows.len() {
                 let Some(s) = input.get(src..src + n) else { return };
-                if cfg!(tinykd_dsp) {
+                if cfg!(tinykd_dsp) && in_c % 4 == 0 && taps >= INTERLEAVE_MIN {
+                    // Whole groups of four (runs and offsets are multiples
+                    // of four): each stored `x0, x2, x1, x3` with constant
+                    // offsets instead of a slot computed per value.
+                    let Some(d) = patch.get_mut(dst..dst + n) else { return };
+                    for (d, s) in d.chunks_exact_mut(4).zip(s.chunks_exact(4)) {
+                        let v = |i: usize| (s[i] as i32 - zin) as i16;
+                        d.copy_from_slice(&[v(0), v(2), v(1), v(3)]);
+                    }
+                } else if cfg!(tinykd_dsp) {
                     // In SMLAD's order (see `interleaved_slot`).
                     for (k, s) in s.iter().enumerate() {
                         if let Some(d) = patch.get_mut(interleaved_slot(dst + k, taps)) {

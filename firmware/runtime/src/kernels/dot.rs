@@ -290,6 +290,7 @@ mod v7m {
     }
 
     /// One 16-bit value against two weights: 3 loads, 2 multiply-accumulates.
+    #[cfg(tinykd_v7m)]
     macro_rules! wide_step {
         () => {
             concat!(

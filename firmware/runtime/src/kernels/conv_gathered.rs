@@ -21,7 +21,8 @@
 //! `interpreted` engines, whose point is the smallest image, it ran at 12.4
 //! per MAC on 8×8×1→8 for 1 KB more flash, so they keep the general path.
 
-use super::dot::{INTERLEAVE_MIN, dot2_interleaved, interleaved_slot};
+use super::dot::{INTERLEAVE_MIN, dot2_interleaved, dot2x2_wide, interleaved_slot};
+use super::window::Taps;
 use super::{ChannelQuant, ConvParams, Requantizer};
 
 /// Largest window (`kernel_h · kernel_w · in_c` values) this kernel takes
@@ -68,51 +69,128 @@ pub(super) fn conv2d_gathered<const SINGLE: bool, const LAYER: usize, const WIND
     if taps > WINDOW || out_c == 0 {
         return;
     }
-    let (zin, in_w) = (p.input_zero_point, win.in_w());
-    let mut patch = [0i16; WINDOW];
     let mut pixels = output.chunks_exact_mut(out_c);
+    if cfg!(tinykd_v7m) && WINDOW >= INTERLEAVE_MIN {
+        // Cortex-M3, long windows: two pixels per pass (raster order; a
+        // pair may span two rows), each weight load feeding both. An odd
+        // last pixel's partner holds stale values and is not written.
+        let mut patches = [[0i16; WINDOW]; 2];
+        let (mut oy, mut ox) = (0, 0);
+        let mut next = |patch: &mut [i16; WINDOW]| {
+            if oy >= win.out_h() {
+                return false;
+            }
+            gather(p, win.rows(oy), win.cols(ox), input, patch);
+            ox += 1;
+            if ox == win.out_w() {
+                (oy, ox) = (oy + 1, 0);
+            }
+            true
+        };
+        loop {
+            let [first, second] = &mut patches;
+            if !next(first) {
+                return;
+            }
+            let Some(p0) = pixels.next() else { return };
+            let p1 = if next(second) { pixels.next() } else { None };
+            pixel_pair_channels::<SINGLE, LAYER, WINDOW>(p, &patches, taps, weights, channels, p0, p1);
+        }
+    }
+    let mut patch = [0i16; WINDOW];
     for oy in 0..win.out_h() {
         let rows = win.rows(oy);
         for ox in 0..win.out_w() {
             let Some(pixel) = pixels.next() else { return };
-            let cols = win.cols(ox);
-            if rows.len() != kh || cols.len() != kw {
-                // Padding taps contribute `x − z_in = 0`.
-                for v in patch.iter_mut().take(taps) {
-                    *v = 0;
-                }
-            }
-            // The in-bounds taps: `rows.len()` runs of `cols.len()` values.
-            let n = cols.len() * in_c;
-            let (mut src, mut dst) = ((rows.i0 * in_w + cols.i0) * in_c, (rows.k0 * kw + cols.k0) * in_c);
-            for _ in 0..rows.len() {
-                let Some(s) = input.get(src..src + n) else { return };
-                if cfg!(tinykd_dsp) && in_c % 4 == 0 && taps >= INTERLEAVE_MIN {
-                    // Whole groups of four (runs and offsets are multiples
-                    // of four): each stored `x0, x2, x1, x3` with constant
-                    // offsets instead of a slot computed per value.
-                    let Some(d) = patch.get_mut(dst..dst + n) else { return };
-                    for (d, s) in d.chunks_exact_mut(4).zip(s.chunks_exact(4)) {
-                        let v = |i: usize| (s[i] as i32 - zin) as i16;
-                        d.copy_from_slice(&[v(0), v(2), v(1), v(3)]);
-                    }
-                } else if cfg!(tinykd_dsp) {
-                    // In SMLAD's order (see `interleaved_slot`).
-                    for (k, s) in s.iter().enumerate() {
-                        if let Some(d) = patch.get_mut(interleaved_slot(dst + k, taps)) {
-                            *d = (*s as i32 - zin) as i16;
-                        }
-                    }
-                } else {
-                    let Some(d) = patch.get_mut(dst..dst + n) else { return };
-                    for (d, s) in d.iter_mut().zip(s) {
-                        *d = (*s as i32 - zin) as i16;
-                    }
-                }
-                (src, dst) = (src + in_w * in_c, dst + kw * in_c);
-            }
+            gather(p, rows, win.cols(ox), input, &mut patch);
             pixel_channels::<SINGLE, LAYER, WINDOW>(p, &patch, taps, weights, channels, pixel);
         }
+    }
+}
+
+/// Writes one output pixel's window into `patch`, laid out like a filter
+/// (in [`interleaved_slot`]'s order): `x − z_in` for in-bounds taps, 0 for
+/// taps in the padding.
+#[inline(always)]
+fn gather<const WINDOW: usize>(p: &ConvParams, rows: Taps, cols: Taps, input: &[i8], patch: &mut [i16; WINDOW]) {
+    let win = p.window;
+    let (kh, kw, in_c, in_w, zin) = (win.kernel_h(), win.kernel_w(), p.in_channels, win.in_w(), p.input_zero_point);
+    let taps = kh * kw * in_c;
+    if rows.len() != kh || cols.len() != kw {
+        // Padding taps contribute `x − z_in = 0`.
+        for v in patch.iter_mut().take(taps) {
+            *v = 0;
+        }
+    }
+    // The in-bounds taps: `rows.len()` runs of `cols.len() · in_c` values.
+    let n = cols.len() * in_c;
+    let (mut src, mut dst) = ((rows.i0 * in_w + cols.i0) * in_c, (rows.k0 * kw + cols.k0) * in_c);
+    for _ in 0..rows.len() {
+        let Some(s) = input.get(src..src + n) else { return };
+        if cfg!(tinykd_dsp) && in_c % 4 == 0 && taps >= INTERLEAVE_MIN {
+            // Whole groups of four (runs and offsets are multiples of
+            // four): each stored `x0, x2, x1, x3` with constant offsets
+            // instead of a slot computed per value.
+            let Some(d) = patch.get_mut(dst..dst + n) else { return };
+            for (d, s) in d.chunks_exact_mut(4).zip(s.chunks_exact(4)) {
+                let v = |i: usize| (s[i] as i32 - zin) as i16;
+                d.copy_from_slice(&[v(0), v(2), v(1), v(3)]);
+            }
+        } else if cfg!(tinykd_dsp) {
+            // In SMLAD's order (see `interleaved_slot`).
+            for (k, s) in s.iter().enumerate() {
+                if let Some(d) = patch.get_mut(interleaved_slot(dst + k, taps)) {
+                    *d = (*s as i32 - zin) as i16;
+                }
+            }
+        } else {
+            let Some(d) = patch.get_mut(dst..dst + n) else { return };
+            for (d, s) in d.iter_mut().zip(s) {
+                *d = (*s as i32 - zin) as i16;
+            }
+        }
+        (src, dst) = (src + in_w * in_c, dst + kw * in_c);
+    }
+}
+
+/// Every output channel of two pixels from their gathered windows (`p1` is
+/// `None` for an odd last pixel). Not inlined, as [`pixel_channels`].
+#[inline(never)]
+fn pixel_pair_channels<const SINGLE: bool, const LAYER: usize, const WINDOW: usize>(
+    p: &ConvParams,
+    patches: &[[i16; WINDOW]; 2],
+    taps: usize,
+    weights: &[i8],
+    channels: &[u8],
+    p0: &mut [i8],
+    mut p1: Option<&mut [i8]>,
+) {
+    let n = taps.min(WINDOW);
+    let (x0, x1) = (&patches[0][..n], &patches[1][..n]);
+    let requantizer =
+        |o: usize| ChannelQuant::read(channels, o).map(|q| (q.bias, Requantizer::new(q, p.output_zero_point, p.clamp)));
+    let mut filters = weights.chunks_exact(taps);
+    let mut o = 0;
+    while o < p0.len() {
+        let Some(a) = filters.next() else { return };
+        // An odd last channel pairs with itself and is written once.
+        let second = o + 1 < p0.len();
+        let b = if second { filters.next() } else { Some(a) };
+        let Some(b) = b else { return };
+        let s = dot2x2_wide(x0, x1, a, b);
+        for (k, &(ch, pixel_sum, channel_sum)) in [(o, 0, 2), (o + 1, 1, 3)].iter().enumerate() {
+            if k == 1 && !second {
+                break;
+            }
+            let Some((bias, r)) = requantizer(ch) else { return };
+            if let Some(y) = p0.get_mut(ch) {
+                *y = r.apply_rounded::<SINGLE>(bias.wrapping_add(s[pixel_sum]));
+            }
+            if let Some(y) = p1.as_deref_mut().and_then(|p1| p1.get_mut(ch)) {
+                *y = r.apply_rounded::<SINGLE>(bias.wrapping_add(s[channel_sum]));
+            }
+        }
+        o += 2;
     }
 }
 

@@ -123,10 +123,6 @@ pub fn dot2_interleaved(x: &[i16], a: &[i8], b: &[i8]) -> [i32; 2] {
     if x.len() >= INTERLEAVE_MIN {
         return dsp::dot2_interleaved(x, a, b);
     }
-    #[cfg(tinykd_v7m)]
-    if x.len() >= INTERLEAVE_MIN {
-        return v7m::dot2_wide(x, a, b);
-    }
     dot2_wide(x, a, b)
 }
 
@@ -306,59 +302,6 @@ mod v7m {
         s
     }
 
-    /// One 16-bit value against two weights: 3 loads, 2 multiply-accumulates.
-    #[cfg(tinykd_v7m)]
-    macro_rules! wide_step {
-        () => {
-            concat!(
-                "ldrsh {p}, [{x}], #2\n",
-                "ldrsb {w}, [{a}], #1\n",
-                "mla {s0}, {p}, {w}, {s0}\n",
-                "ldrsb {w}, [{b}], #1\n",
-                "mla {s1}, {p}, {w}, {s1}",
-            )
-        };
-    }
-
-    /// [`super::dot2_wide`] written out: 5 instructions per value, unrolled
-    /// by four.
-    #[cfg(tinykd_v7m)]
-    #[inline(always)]
-    pub(super) fn dot2_wide(x: &[i16], a: &[i8], b: &[i8]) -> [i32; 2] {
-        let n = x.len().min(a.len()).min(b.len());
-        let quads = n / 4;
-        let t = quads * 4;
-        let [mut s0, mut s1] = super::dot2_wide(&x[t..n], &a[t..n], &b[t..n]);
-        if quads == 0 {
-            return [s0, s1];
-        }
-        // SAFETY: the loop reads `quads · 4 ≤ n` values from each slice (`n`
-        // is their common length); it writes only the listed registers and
-        // touches no other memory or the stack.
-        #[allow(unsafe_code)]
-        unsafe {
-            core::arch::asm!(
-                "2:",
-                wide_step!(),
-                wide_step!(),
-                wide_step!(),
-                wide_step!(),
-                "subs {n}, {n}, #1",
-                "bne 2b",
-                x = inout(reg) x.as_ptr() => _,
-                a = inout(reg) a.as_ptr() => _,
-                b = inout(reg) b.as_ptr() => _,
-                n = inout(reg) quads => _,
-                s0 = inout(reg) s0,
-                s1 = inout(reg) s1,
-                p = out(reg) _,
-                w = out(reg) _,
-                options(nostack, readonly),
-            );
-        }
-        [s0, s1]
-    }
-
     /// One 16-bit value of each of two pixels against two weights.
     macro_rules! wide2x2_step {
         () => {
@@ -465,6 +408,26 @@ mod v7m {
 
 #[cfg(tinykd_dsp)]
 mod dsp {
+    /// Both channels' part of one SMLAD step: a weight word of each run
+    /// unpacked by SXTB16 into `(w0, w2)` and `(w1, w3)`, against the input
+    /// pairs `{xl}` = `(x0, x2)` and `{xh}` = `(x1, x3)`.
+    macro_rules! two_channels {
+        () => {
+            concat!(
+                "ldr {w}, [{ap}], #4\n",
+                "sxtb16 {t}, {w}\n",
+                "smlad {sa}, {xl}, {t}, {sa}\n",
+                "sxtb16 {t}, {w}, ror #8\n",
+                "smlad {sa}, {xh}, {t}, {sa}\n",
+                "ldr {w}, [{bp}], #4\n",
+                "sxtb16 {t}, {w}\n",
+                "smlad {sb}, {xl}, {t}, {sb}\n",
+                "sxtb16 {t}, {w}, ror #8\n",
+                "smlad {sb}, {xh}, {t}, {sb}",
+            )
+        };
+    }
+
     /// Words through SMLAD, the last `len % 4` bytes portably.
     #[inline(always)]
     pub(super) fn dot2(x: &[i8], a: &[i8], b: &[i8]) -> [i32; 2] {
@@ -496,18 +459,9 @@ mod dsp {
         unsafe {
             core::arch::asm!(
                 "2:",
-                "ldr {x02}, [{xp}], #4",
-                "ldr {x13}, [{xp}], #4",
-                "ldr {w}, [{ap}], #4",
-                "sxtb16 {t}, {w}",
-                "smlad {sa}, {x02}, {t}, {sa}",
-                "sxtb16 {t}, {w}, ror #8",
-                "smlad {sa}, {x13}, {t}, {sa}",
-                "ldr {w}, [{bp}], #4",
-                "sxtb16 {t}, {w}",
-                "smlad {sb}, {x02}, {t}, {sb}",
-                "sxtb16 {t}, {w}, ror #8",
-                "smlad {sb}, {x13}, {t}, {sb}",
+                "ldr {xl}, [{xp}], #4",
+                "ldr {xh}, [{xp}], #4",
+                two_channels!(),
                 "subs {n}, {n}, #1",
                 "bne 2b",
                 xp = inout(reg) x.as_ptr() => _,
@@ -516,8 +470,8 @@ mod dsp {
                 n = inout(reg) groups => _,
                 sa = inout(reg) sa,
                 sb = inout(reg) sb,
-                x02 = out(reg) _,
-                x13 = out(reg) _,
+                xl = out(reg) _,
+                xh = out(reg) _,
                 w = out(reg) _,
                 t = out(reg) _,
                 options(nostack, readonly),
@@ -541,19 +495,10 @@ mod dsp {
         unsafe {
             core::arch::asm!(
                 "2:",
-                "ldr {x0}, [{xp}], #4",
-                "sxtb16 {x1}, {x0}, ror #8",
-                "sxtb16 {x0}, {x0}",
-                "ldr {w}, [{ap}], #4",
-                "sxtb16 {t}, {w}",
-                "smlad {sa}, {x0}, {t}, {sa}",
-                "sxtb16 {t}, {w}, ror #8",
-                "smlad {sa}, {x1}, {t}, {sa}",
-                "ldr {w}, [{bp}], #4",
-                "sxtb16 {t}, {w}",
-                "smlad {sb}, {x0}, {t}, {sb}",
-                "sxtb16 {t}, {w}, ror #8",
-                "smlad {sb}, {x1}, {t}, {sb}",
+                "ldr {xl}, [{xp}], #4",
+                "sxtb16 {xh}, {xl}, ror #8",
+                "sxtb16 {xl}, {xl}",
+                two_channels!(),
                 "subs {n}, {n}, #1",
                 "bne 2b",
                 xp = inout(reg) x.as_ptr() => _,
@@ -562,8 +507,8 @@ mod dsp {
                 n = inout(reg) groups => _,
                 sa = inout(reg) sa,
                 sb = inout(reg) sb,
-                x0 = out(reg) _,
-                x1 = out(reg) _,
+                xl = out(reg) _,
+                xh = out(reg) _,
                 w = out(reg) _,
                 t = out(reg) _,
                 options(nostack, readonly),

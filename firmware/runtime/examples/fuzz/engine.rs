@@ -1,4 +1,5 @@
-//! A structure-aware mutation fuzzer for `Model::from_bytes` + `Model::run`:
+//! A structure-aware mutation fuzzer for `Model::from_bytes` + `Model::run`
+//! (and every convolution through a compiled layer's own kernel as well):
 //! start from valid `.tkd` blobs, mutate bytes, fields and lengths, fix the
 //! CRC most of the time (so the mutation reaches the layer checks and the
 //! kernels instead of stopping at the checksum), parse, and run whatever
@@ -138,8 +139,36 @@ fn exercise(rng: &mut Rng, blob: &[u8], stats: &mut Stats) -> bool {
     if arena_len > 0 {
         assert!(model.run(&input, &mut arena[..arena_len - 1]).is_err());
     }
+    per_layer_copies_agree(rng, &model);
     stats.ran += 1;
     true
+}
+
+/// Runs every convolution of the model through a compiled layer's own
+/// kernel (`Step::run_layer`, which gathers windows of up to
+/// `MAX_WINDOW` values) as well as the shared one (`Step::run`), on random
+/// inputs: both must write the same outputs.
+fn per_layer_copies_agree(rng: &mut Rng, model: &Model<'_>) {
+    use tinykd_runtime::compiled::Step;
+    use tinykd_runtime::kernels::conv_gathered::MAX_WINDOW;
+    for i in 0..model.layer_count() {
+        let Ok(layer) = model.compiled_layer(i) else { continue };
+        let Step::Conv { params, .. } = layer.step else { continue };
+        let Some(len) = params.window.input_len(params.in_channels).filter(|&n| n <= MAX_ALLOC) else { continue };
+        if layer.output_len > MAX_ALLOC {
+            continue;
+        }
+        let input: Vec<i8> = (0..len).map(|_| rng.next() as i8).collect();
+        for single in [false, true] {
+            let (mut shared, mut own) = (vec![0i8; layer.output_len], vec![1i8; layer.output_len]);
+            let a = layer.step.run::<{ format::ALL_OPS }>(single, &input, &mut shared);
+            let b = layer.step.run_layer::<{ format::ALL_OPS }, 0, MAX_WINDOW>(single, &input, &mut own);
+            assert_eq!(a.is_ok(), b.is_ok(), "layer {i}: the shared and per-layer kernels disagree on success");
+            if a.is_ok() {
+                assert_eq!(shared, own, "layer {i} (single rounding: {single}): per-layer kernel output differs");
+            }
+        }
+    }
 }
 
 /// Fuzzes for `budget` (or `max_iterations`), from `seeds`.

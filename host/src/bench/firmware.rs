@@ -67,6 +67,10 @@ pub const CASES: &[Case] = &[
     Case {
         name: "depthwise 8×8×8 (3×3)", spec: "dwconv2d(k3) relu", input: &[8, 8, 8], cmsis_nn: Some((9.93, 8.52))
     },
+    // Three input channels (an RGB image): a window whose length (27) is not
+    // a multiple of four, the M4's gathering path that stores each value's
+    // SMLAD slot on its own (the others gather groups of four).
+    Case { name: "conv 8×8×3→8 (3×3)", spec: "conv2d(8,k3) relu", input: &[3, 8, 8], cmsis_nn: None },
     // The example students layer by layer (each layer alone, on its input
     // shape inside the student): where a whole-model count goes.
     Case {

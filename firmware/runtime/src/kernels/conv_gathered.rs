@@ -21,7 +21,7 @@
 //! `interpreted` engines, whose point is the smallest image, it ran at 12.4
 //! per MAC on 8×8×1→8 for 1 KB more flash, so they keep the general path.
 
-use super::dot::{INTERLEAVE_MIN, dot2_interleaved, dot2x2_wide, interleaved_slot};
+use super::dot::{INTERLEAVE_MIN, dot2_interleaved, dot2x2_wide};
 use super::window::Taps;
 use super::{ChannelQuant, ConvParams, Requantizer};
 
@@ -70,10 +70,15 @@ pub(super) fn conv2d_gathered<const SINGLE: bool, const LAYER: usize, const WIND
         return;
     }
     let mut pixels = output.chunks_exact_mut(out_c);
-    if cfg!(tinykd_v7m) && WINDOW >= INTERLEAVE_MIN {
-        // Cortex-M3, long windows: two pixels per pass (raster order; a
-        // pair may span two rows), each weight load feeding both. An odd
-        // last pixel's partner holds stale values and is not written.
+    // Long windows take two pixels per pass (raster order; a pair may span
+    // two rows), each weight load feeding both, through the Armv7-M `mla`
+    // loop: on the M3, and on the M4 unless the input channels come in
+    // fours (its SMLAD path below needs whole groups of four; measured on
+    // 8×8×3→8: 5.88 instructions per MAC through SMLAD with a slot computed
+    // per value, see the README for this path). An odd last pixel's partner
+    // holds stale values and is not written.
+    let pairs = cfg!(tinykd_v7m) || (cfg!(tinykd_dsp) && in_c % 4 != 0);
+    if pairs && WINDOW >= INTERLEAVE_MIN {
         let mut patches = [[0i16; WINDOW]; 2];
         let (mut oy, mut ox) = (0, 0);
         let mut next = |patch: &mut [i16; WINDOW]| {
@@ -109,7 +114,8 @@ pub(super) fn conv2d_gathered<const SINGLE: bool, const LAYER: usize, const WIND
 }
 
 /// Writes one output pixel's window into `patch`, laid out like a filter
-/// (in [`interleaved_slot`]'s order): `x − z_in` for in-bounds taps, 0 for
+/// (on cores with SMLAD, input channels in fours and 16 values or more: in
+/// [`dot2_interleaved`]'s order): `x − z_in` for in-bounds taps, 0 for
 /// taps in the padding.
 #[inline(always)]
 fn gather<const WINDOW: usize>(p: &ConvParams, rows: Taps, cols: Taps, input: &[i8], patch: &mut [i16; WINDOW]) {
@@ -135,13 +141,6 @@ fn gather<const WINDOW: usize>(p: &ConvParams, rows: Taps, cols: Taps, input: &[
             for (d, s) in d.chunks_exact_mut(4).zip(s.chunks_exact(4)) {
                 let v = |i: usize| (s[i] as i32 - zin) as i16;
                 d.copy_from_slice(&[v(0), v(2), v(1), v(3)]);
-            }
-        } else if cfg!(tinykd_dsp) {
-            // In SMLAD's order (see `interleaved_slot`).
-            for (k, s) in s.iter().enumerate() {
-                if let Some(d) = patch.get_mut(interleaved_slot(dst + k, taps)) {
-                    *d = (*s as i32 - zin) as i16;
-                }
             }
         } else {
             let Some(d) = patch.get_mut(dst..dst + n) else { return };

@@ -99,24 +99,13 @@ pub fn dot2x2_wide(x0: &[i16], x1: &[i16], a: &[i8], b: &[i8]) -> [i32; 4] {
     [p[0], p[1], q[0], q[1]]
 }
 
-/// Where [`dot2_interleaved`] expects value `j` of a run of `n` values: on
-/// cores with SMLAD, for runs of at least [`INTERLEAVE_MIN`], each whole
+/// [`dot2_wide`] of values stored in SMLAD's order (`x` is the whole run):
+/// on cores with SMLAD, for runs of at least [`INTERLEAVE_MIN`], each whole
 /// group of four is stored `x0, x2, x1, x3`, the order SXTB16 unpacks a
 /// weight word in (so one word load gives SMLAD the pair `(x0, x2)`, the
-/// next `(x1, x3)`); elsewhere, and for the last `n % 4` values, in order.
-#[inline(always)]
-pub fn interleaved_slot(j: usize, n: usize) -> usize {
-    if cfg!(tinykd_dsp) && n >= INTERLEAVE_MIN && j < n & !3 {
-        // Swaps positions 1 and 2 of each group of four.
-        j ^ ((((j >> 1) ^ j) & 1) * 3)
-    } else {
-        j
-    }
-}
-
-/// [`dot2_wide`] of values stored by [`interleaved_slot`] (`x` is the whole
-/// run): on Cortex-M4/M7 two SMLAD per weight word and channel, 14
-/// instructions per 8 MACs instead of 20; elsewhere [`dot2_wide`] itself.
+/// next `(x1, x3)`), and the last `n % 4` values in order: two SMLAD per
+/// weight word and channel, 14 instructions per 8 MACs instead of 20.
+/// Elsewhere the values are in order and this is [`dot2_wide`] itself.
 #[inline(always)]
 pub fn dot2_interleaved(x: &[i16], a: &[i8], b: &[i8]) -> [i32; 2] {
     #[cfg(tinykd_dsp)]
@@ -555,9 +544,13 @@ mod tests {
             let naive_wide = |w: &[i8]| wide.iter().zip(w).fold(0i32, |s, (x, w)| s.wrapping_add(*x as i32 * *w as i32));
             let want_wide = [naive_wide(&a[..n]), naive_wide(&b[..n])];
             prop_assert_eq!(dot2_wide(&wide, &a, &b), want_wide);
+            // SMLAD's order on the cores that have it (see `dot2_interleaved`).
+            let slot = |j: usize| {
+                if cfg!(tinykd_dsp) && n >= INTERLEAVE_MIN && j < n & !3 { j ^ ((((j >> 1) ^ j) & 1) * 3) } else { j }
+            };
             let mut stored = vec![0i16; n];
             for (j, v) in wide[..n].iter().enumerate() {
-                stored[interleaved_slot(j, n)] = *v;
+                stored[slot(j)] = *v;
             }
             prop_assert_eq!(dot2_interleaved(&stored, &a[..n], &b[..n]), want_wide);
             let wide1: Vec<i16> = x1.iter().map(|v| 1 - *v as i16 * 2).collect();

@@ -1,4 +1,4 @@
-//! [`super::conv`] for small filters (up to [`MAX_TAPS`] values,
+//! [`super::conv`] for short filters (up to [`MAX_WINDOW`] values,
 //! `kernel_h · kernel_w · in_c`), in a compiled model's per-layer copies.
 //!
 //! The general kernel reads each window in place as `kernel_h` runs of
@@ -8,18 +8,24 @@
 //! instructions per MAC for 8×8×1→8 3×3, 5.3 for 4×4×8→16 3×3 whose map is
 //! three-quarters edges). Here each output pixel's window is first gathered
 //! once, as `x − z_in` with 0 for taps in the padding (TFLite's sum over
-//! in-bounds taps, exactly), into a stack buffer laid out like one filter;
-//! then every output channel is one straight dot product of the buffer with
-//! its filter, two channels per pass, edges included.
+//! in-bounds taps, exactly), into a stack buffer of the filter's length laid
+//! out like one filter; then every output channel is one straight dot
+//! product of the buffer with its filter, two channels per pass, edges
+//! included. Per core (instructions per MAC on the benchmark's shapes, with
+//! CMSIS-NN's, are in the README):
+//!
+//! * windows under 16 values: a portable loop, which LLVM unrolls
+//!   completely (the length is a constant in a layer's copy) and, when it
+//!   unrolls the channel loop too, folds each channel's requantization;
+//! * Armv7-M, 16 values or more: two pixels per pass through a hand-written
+//!   `mla` loop, or on the M4 with input channels in fours, one pixel
+//!   through SMLAD on a window gathered in SXTB16's order.
 //!
 //! Only a compiled model's per-layer copies take it (the `specialized`
-//! engine): there the length, channel count and channel table are
-//! constants, LLVM unrolls the dot product and, when it unrolls the channel
-//! loop too, folds each channel's requantization (Cortex-M3: 8×8×1→8 6.6
-//! instructions per MAC, CMSIS-NN 14.4; 1×20×8→16 s2 5.1, CMSIS-NN 5.2;
-//! 4×4×8→16 4.6, CMSIS-NN 3.9). In the shared kernel of the `compiled` and
-//! `interpreted` engines, whose point is the smallest image, it ran at 12.4
-//! per MAC on 8×8×1→8 for 1 KB more flash, so they keep the general path.
+//! engine). In the shared kernel of the `compiled` and `interpreted`
+//! engines, whose point is the smallest image, the single-input version ran
+//! at 12.4 per MAC on 8×8×1→8 for 1 KB more flash, so they keep the general
+//! path.
 
 use super::dot::{INTERLEAVE_MIN, dot2_interleaved, dot2x2_wide};
 use super::window::Taps;

@@ -3,6 +3,7 @@
 //! [`serve`] its UART as a [`Link`] and its cycle counter as a [`Clock`].
 
 use tinykd_runtime::format::OpSet;
+use tinykd_runtime::kernels::ChannelTable;
 use tinykd_runtime::{Compiled, Error, Identity, Model};
 
 use crate::frame::{Decoder, FrameError, HEADER_LEN, Kind, SYNC, Step, crc_of};
@@ -63,7 +64,7 @@ impl<const OPS: OpSet> Engine for Interpreted<'_, '_, OPS> {
     }
 }
 
-impl<const OPS: OpSet> Engine for Compiled<'_, OPS> {
+impl<const OPS: OpSet, C: ChannelTable> Engine for Compiled<'_, OPS, C> {
     fn identity(&self) -> Identity {
         self.identity
     }

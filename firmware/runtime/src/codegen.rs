@@ -20,10 +20,15 @@ use crate::{Error, Model, QuantParams};
 /// `specialize`: also one function per layer (`compiled_layer_<i>`, listed
 /// in `COMPILED_FNS`) that runs it with its own copy of its kernel, which
 /// LLVM specialises to the layer's constant shape: faster, more flash
-/// (measured in the README).
+/// (measured in the README). The channel tables are then decoded at
+/// compile time (`COMPILED_P<i>`, see
+/// [`PreparedChannel`](crate::kernels::PreparedChannel)) and the raw ones
+/// are `const`s, not in the image.
 pub fn compiled_source(model: &Model<'_>, krate: &str, specialize: bool) -> Result<String, Error> {
     let mut src = String::new();
     let mut layers = String::new();
+    let table =
+        if specialize { format!("&'static [{krate}::kernels::PreparedChannel]") } else { "&'static [u8]".into() };
     let w = &mut src;
     let _ = writeln!(
         w,
@@ -34,22 +39,37 @@ pub fn compiled_source(model: &Model<'_>, krate: &str, specialize: bool) -> Resu
         let record = model.layer(i)?;
         let layer = model.compiled_layer(i)?;
         let clamp = format!("{krate}::kernels::Clamp {{ min: {}, max: {} }}", record.clamp.min, record.clamp.max);
-        let mut tensors = |weights: &[i8], channels: &[u8]| {
+        let table = model.channel_table(&record);
+        let mut tensors = |weights: &[i8]| {
             let _ = writeln!(w, "static COMPILED_W{i}: [i8; {}] = {:?};", weights.len(), weights);
-            let _ = writeln!(w, "static COMPILED_C{i}: [u8; {}] = {:?};", channels.len(), channels);
-            format!("weights: &COMPILED_W{i}, channels: &COMPILED_C{i}")
+            let channels = if specialize {
+                // Decoded at compile time (see `kernels::PreparedChannel`):
+                // only the prepared table is in the image.
+                let n = record.channel_count;
+                let _ = writeln!(w, "const COMPILED_C{i}: [u8; {}] = {:?};", table.len(), table);
+                let _ = writeln!(
+                    w,
+                    "static COMPILED_P{i}: [{krate}::kernels::PreparedChannel; {n}] = \
+                     {krate}::kernels::prepare_channels::<{n}>(&COMPILED_C{i});"
+                );
+                format!("&COMPILED_P{i}")
+            } else {
+                let _ = writeln!(w, "static COMPILED_C{i}: [u8; {}] = {:?};", table.len(), table);
+                format!("&COMPILED_C{i}")
+            };
+            format!("weights: &COMPILED_W{i}, channels: {channels}")
         };
         let step = match layer.step {
-            Step::Conv { weights, channels, .. } | Step::Depthwise { weights, channels, .. } => {
+            Step::Conv { weights, .. } | Step::Depthwise { weights, .. } => {
                 let kind = if matches!(layer.step, Step::Conv { .. }) { "Conv" } else { "Depthwise" };
-                let t = tensors(weights, channels);
+                let t = tensors(weights);
                 format!(
                     "Step::{kind} {{ params: {krate}::compiled::conv({:?}, {}, {}, {clamp}), {t} }}",
                     record.params, record.input_zero_point, record.output.zero_point
                 )
             }
-            Step::FullyConnected { output_zero_point, weights, channels, .. } => {
-                let t = tensors(weights, channels);
+            Step::FullyConnected { output_zero_point, weights, .. } => {
+                let t = tensors(weights);
                 format!("Step::FullyConnected {{ output_zero_point: {output_zero_point}, clamp: {clamp}, {t} }}")
             }
             Step::MaxPool(_) => format!("Step::MaxPool({krate}::compiled::pool({:?}, {clamp}))", record.params),
@@ -74,10 +94,10 @@ pub fn compiled_source(model: &Model<'_>, krate: &str, specialize: bool) -> Resu
     };
     let _ = write!(
         w,
-        "static COMPILED_LAYERS: [{krate}::compiled::CompiledLayer<'static>; {}] = [\n{layers}];\n\
+        "static COMPILED_LAYERS: [{krate}::compiled::CompiledLayer<'static, {table}>; {}] = [\n{layers}];\n\
          /// The embedded model as a constant layer table: what `MODEL` holds, run without parsing it.\n\
          #[allow(dead_code)]\n\
-         static COMPILED: {krate}::Compiled<'static, MODEL_OPS> = {krate}::Compiled {{\n    \
+         static COMPILED: {krate}::Compiled<'static, MODEL_OPS, {table}> = {krate}::Compiled {{\n    \
          layers: &COMPILED_LAYERS,\n    \
          identity: {krate}::Identity {{ crc: {:#010x}, blob_len: {}, input_len: {}, input_rank: {}, \
          input_dims: {:?}, class_count: {}, arena_bytes: {}, input: {}, output: {} }},\n    \
@@ -115,9 +135,17 @@ pub fn compiled_source(model: &Model<'_>, krate: &str, specialize: bool) -> Resu
                 "fn compiled_layer_{i}(single: bool, x: &[i8], y: &mut [i8]) -> Result<(), {krate}::Error> {{\n    \
                  COMPILED_LAYERS[{i}].step.run_layer::<MODEL_OPS, {i}, {window}>(single, x, y)\n}}"
             );
-            let _ = write!(fns, "compiled_layer_{i}, ");
+            let _ = write!(
+                fns,
+                "{krate}::compiled::SpecializedLayer {{ run: compiled_layer_{i}, output_len: {} }}, ",
+                model.compiled_layer(i)?.output_len
+            );
         }
-        let _ = writeln!(w, "static COMPILED_FNS: [{krate}::compiled::LayerFn; {}] = [{fns}];", model.layer_count());
+        let _ = writeln!(
+            w,
+            "static COMPILED_FNS: [{krate}::compiled::SpecializedLayer; {}] = [{fns}];",
+            model.layer_count()
+        );
     }
     Ok(src)
 }
@@ -150,10 +178,26 @@ mod tests {
         assert!(src.contains(&format!("ops: {:#x}", model.ops())));
         assert!(!src.contains("__tinykd"), "paths use the given crate name");
         assert!(src.contains("specialized: None") && !src.contains("COMPILED_FNS"));
+        assert!(src.contains("channels: &COMPILED_C") && !src.contains("COMPILED_P"));
+        assert!(src.contains("Compiled<'static, MODEL_OPS, &'static [u8]>"));
         let src = compiled_source(&model, "rt", true).unwrap();
         assert!(src.contains("specialized: Some(&COMPILED_FNS)"));
+        assert!(src.contains("Compiled<'static, MODEL_OPS, &'static [rt::kernels::PreparedChannel]>"));
         for i in 0..model.layer_count() {
             assert!(src.contains(&format!("run_layer::<MODEL_OPS, {i}, ")), "layer {i}");
+            let l = model.layer(i).unwrap();
+            if l.weights_len > 0 {
+                // The raw table only as a constant, decoded into the prepared one.
+                let (n, table) = (l.channel_count, l.channel_count * crate::format::CHANNEL_ENTRY_LEN);
+                assert!(src.contains(&format!("const COMPILED_C{i}: [u8; {table}] = [")), "layer {i}");
+                assert!(!src.contains(&format!("static COMPILED_C{i}:")), "layer {i}");
+                let prepared = format!(
+                    "static COMPILED_P{i}: [rt::kernels::PreparedChannel; {n}] = \
+                     rt::kernels::prepare_channels::<{n}>(&COMPILED_C{i});"
+                );
+                assert!(src.contains(&prepared), "layer {i}");
+                assert!(src.contains(&format!("channels: &COMPILED_P{i} }}")), "layer {i}");
+            }
         }
     }
 }

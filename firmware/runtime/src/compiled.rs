@@ -17,29 +17,29 @@
 
 use crate::error::Error;
 use crate::format::{self, OpSet};
-use crate::kernels::{self, Clamp, ConvParams, PoolParams};
+use crate::kernels::{self, ChannelTable, Clamp, ConvParams, PoolParams};
 use crate::model::Identity;
 
 /// What one layer computes, decoded: the operator with its shape and
 /// quantization, and its tensors.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Step<'a> {
+pub enum Step<'a, C: ChannelTable = &'a [u8]> {
     Conv {
         params: ConvParams,
         weights: &'a [i8],
-        channels: &'a [u8],
+        channels: C,
     },
     Depthwise {
         params: ConvParams,
         weights: &'a [i8],
-        channels: &'a [u8],
+        channels: C,
     },
     /// `channels` hold the bias with `−z_in · Σ w` folded in (see [`format`]).
     FullyConnected {
         output_zero_point: i32,
         clamp: Clamp,
         weights: &'a [i8],
-        channels: &'a [u8],
+        channels: C,
     },
     MaxPool(PoolParams),
     AvgPool(PoolParams),
@@ -49,7 +49,7 @@ pub enum Step<'a> {
     },
 }
 
-impl Step<'_> {
+impl<C: ChannelTable> Step<'_, C> {
     /// The operator's bit in an [`OpSet`].
     pub fn op(&self) -> format::Op {
         match self {
@@ -98,7 +98,7 @@ impl Step<'_> {
                 let (input, output) = if LAYER == usize::MAX {
                     (input, output)
                 } else {
-                    let outs = ch.len() / format::CHANNEL_ENTRY_LEN;
+                    let outs = ch.count();
                     let ins = w.len().checked_div(outs).unwrap_or(0);
                     let found = input.len();
                     match (input.get(..ins), output.get_mut(..outs)) {
@@ -107,29 +107,23 @@ impl Step<'_> {
                     }
                 };
                 if single {
-                    kernels::fully_connected_rounded::<true>(input, w, ch, z, c, output)
+                    kernels::fully_connected_rounded::<true, _>(input, w, ch, z, c, output)
                 } else {
-                    kernels::fully_connected(input, w, ch, z, c, output)
+                    kernels::fully_connected_rounded::<false, _>(input, w, ch, z, c, output)
                 }
             }
             Step::Conv { ref params, weights, channels } if has(format::Op::Conv2d) => {
-                if LAYER == usize::MAX {
-                    if single {
-                        kernels::conv2d_rounded::<true>(params, input, weights, channels, output)
-                    } else {
-                        kernels::conv2d(params, input, weights, channels, output)
-                    }
-                } else if single {
-                    kernels::conv::conv2d_layer::<true, LAYER, WINDOW>(params, input, weights, channels, output)
+                if single {
+                    kernels::conv::conv2d_layer::<true, LAYER, WINDOW, _>(params, input, weights, channels, output)
                 } else {
-                    kernels::conv::conv2d_layer::<false, LAYER, WINDOW>(params, input, weights, channels, output)
+                    kernels::conv::conv2d_layer::<false, LAYER, WINDOW, _>(params, input, weights, channels, output)
                 }
             }
             Step::Depthwise { ref params, weights, channels } if has(format::Op::DepthwiseConv2d) => {
                 if single {
-                    kernels::depthwise_conv2d_rounded::<true>(params, input, weights, channels, output)
+                    kernels::depthwise_conv2d_rounded::<true, _>(params, input, weights, channels, output)
                 } else {
-                    kernels::depthwise_conv2d(params, input, weights, channels, output)
+                    kernels::depthwise_conv2d_rounded::<false, _>(params, input, weights, channels, output)
                 }
             }
             Step::MaxPool(ref p) if has(format::Op::MaxPool2d) => kernels::max_pool2d(p, input, output),
@@ -145,16 +139,16 @@ impl Step<'_> {
 
 /// One layer of a compiled model: its step and output length.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct CompiledLayer<'a> {
-    pub step: Step<'a>,
+pub struct CompiledLayer<'a, C: ChannelTable = &'a [u8]> {
+    pub step: Step<'a, C>,
     pub output_len: usize,
 }
 
 /// A model compiled into the firmware (see the module doc), linking the
 /// kernels of the operators in `OPS` only (the build script's `MODEL_OPS`).
 #[derive(Debug, Clone, Copy)]
-pub struct Compiled<'a, const OPS: OpSet> {
-    pub layers: &'a [CompiledLayer<'a>],
+pub struct Compiled<'a, const OPS: OpSet, C: ChannelTable = &'a [u8]> {
+    pub layers: &'a [CompiledLayer<'a, C>],
     /// What the `.tkd` it was compiled from says about itself.
     pub identity: Identity,
     /// The operators the layers use, with [`format::SINGLE_ROUNDING`] when
@@ -162,27 +156,43 @@ pub struct Compiled<'a, const OPS: OpSet> {
     pub ops: OpSet,
     /// One function per layer running it with its own specialised kernel
     /// ([`Step::run_layer`]), or `None` to run every layer through the
-    /// shared kernels ([`Step::run`]).
-    pub specialized: Option<&'a [LayerFn]>,
+    /// shared kernels ([`Step::run`]). A specialised model runs from this
+    /// table alone, without reading `layers`: its layer functions read
+    /// their steps at compile time, so the table (and the raw channel
+    /// tables its steps point to, which the functions read prepared) is
+    /// left out of the image.
+    pub specialized: Option<&'a [SpecializedLayer]>,
 }
 
 /// A compiled model's function for one layer: `(single rounding, input, output)`.
 pub type LayerFn = fn(bool, &[i8], &mut [i8]) -> Result<(), Error>;
 
-impl<const OPS: OpSet> Compiled<'_, OPS> {
+/// One layer of a specialised model: its function and output length.
+#[derive(Debug, Clone, Copy)]
+pub struct SpecializedLayer {
+    pub run: LayerFn,
+    pub output_len: usize,
+}
+
+impl<const OPS: OpSet, C: ChannelTable> Compiled<'_, OPS, C> {
     /// Runs the model on one int8 input; the logits live in `arena`. The
     /// same checks and errors as [`Model::run_with_ops`](crate::Model::run_with_ops).
     pub fn run<'b>(&self, input: &[i8], arena: &'b mut [u8]) -> Result<&'b [i8], Error> {
         let single = check_ops::<OPS>(self.ops)?;
         let id = &self.identity;
-        let layer = |i: usize| self.layers.get(i).copied().ok_or(Error::Malformed("layer record out of bounds"));
-        let (n, len, bytes) = (self.layers.len(), id.input_len, id.arena_bytes);
+        let (len, bytes) = (id.input_len, id.arena_bytes);
+        let missing = Error::Malformed("layer record out of bounds");
         match self.specialized {
-            None => run_layers(n, input, len, arena, bytes, layer, |_, l, x, y| l.step.run::<OPS>(single, x, y)),
-            Some(fns) => run_layers(n, input, len, arena, bytes, layer, |i, _, x, y| match fns.get(i) {
-                Some(f) => f(single, x, y),
-                None => Err(Error::Malformed("layer function out of bounds")),
-            }),
+            None => {
+                let layer = |i: usize| self.layers.get(i).copied().ok_or(missing);
+                run_layers(self.layers.len(), input, len, arena, bytes, layer, |l, x, y| {
+                    l.step.run::<OPS>(single, x, y)
+                })
+            }
+            Some(fns) => {
+                let layer = |i: usize| fns.get(i).copied().ok_or(missing);
+                run_layers(fns.len(), input, len, arena, bytes, layer, |l, x, y| (l.run)(single, x, y))
+            }
         }
     }
 }
@@ -218,16 +228,16 @@ const fn linked_rounding<const OPS: OpSet>(single: bool) -> bool {
 /// Runs `count` layers in the arena's ping-pong plan (see
 /// [`crate::plan_arena`]): even layers write at the start of the arena, odd
 /// layers at its end; layer 0 reads the caller's input. `layer(i)` gives
-/// layer `i`, `exec(i, layer, input, output)` runs it.
+/// layer `i`, `exec(layer, input, output)` runs it.
 #[inline(always)]
-pub(crate) fn run_layers<'a, 'b>(
+pub(crate) fn run_layers<'b, L: OutputLen>(
     count: usize,
     input: &[i8],
     input_len: usize,
     arena: &'b mut [u8],
     arena_bytes: usize,
-    mut layer: impl FnMut(usize) -> Result<CompiledLayer<'a>, Error>,
-    mut exec: impl FnMut(usize, &CompiledLayer<'a>, &[i8], &mut [i8]) -> Result<(), Error>,
+    mut layer: impl FnMut(usize) -> Result<L, Error>,
+    mut exec: impl FnMut(&L, &[i8], &mut [i8]) -> Result<(), Error>,
 ) -> Result<&'b [i8], Error> {
     if input.len() != input_len {
         return Err(Error::InputLength { expected: input_len, found: input.len() });
@@ -240,9 +250,9 @@ pub(crate) fn run_layers<'a, 'b>(
     let mut prev: (usize, usize) = (0, 0);
     for i in 0..count {
         let l = layer(i)?;
+        let out_len = l.output_len();
         let too_big = Error::Malformed("layer output does not fit the arena");
-        let out_range =
-            if i % 2 == 0 { (0, l.output_len) } else { (total.checked_sub(l.output_len).ok_or(too_big)?, total) };
+        let out_range = if i % 2 == 0 { (0, out_len) } else { (total.checked_sub(out_len).ok_or(too_big)?, total) };
         if out_range.1 > total {
             return Err(too_big);
         }
@@ -259,10 +269,27 @@ pub(crate) fn run_layers<'a, 'b>(
             let (lo, hi) = arena.split_at_mut(out_range.0);
             (crate::as_i8(&lo[prev.0..prev.1]), &mut hi[..])
         };
-        exec(i, &l, src, crate::as_i8_mut(dst))?;
+        exec(&l, src, crate::as_i8_mut(dst))?;
         prev = out_range;
     }
     Ok(crate::as_i8(&arena[prev.0..prev.1]))
+}
+
+/// What [`run_layers`] needs of a layer besides running it.
+pub(crate) trait OutputLen {
+    fn output_len(&self) -> usize;
+}
+
+impl<C: ChannelTable> OutputLen for CompiledLayer<'_, C> {
+    fn output_len(&self) -> usize {
+        self.output_len
+    }
+}
+
+impl OutputLen for SpecializedLayer {
+    fn output_len(&self) -> usize {
+        self.output_len
+    }
 }
 
 /// A convolution's parameters for a compiled model's table; fails the

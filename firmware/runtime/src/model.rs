@@ -506,7 +506,7 @@ impl<'a> Model<'a> {
             arena,
             bytes,
             |i| self.compiled_layer_in::<OPS>(i),
-            |_, l, x, y| l.step.run::<OPS>(single, x, y),
+            |l, x, y| l.step.run::<OPS>(single, x, y),
         )
     }
 

@@ -63,30 +63,45 @@ pub fn multiply_by_quantized_multiplier_single(x: i32, multiplier: i32, shift: i
 /// (it would only matter for `i32::MIN · i32::MIN`, the reference's one
 /// saturating case, and dropping that test saves every output a compare and
 /// a branch); outside the shift range the reference is undefined, and this
-/// type stays panic-free and clamps the right shift to 31.
+/// type stays panic-free and clamps the shift into that range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuantizedMultiplier {
     multiplier: i32,
-    left: u32,
-    right: u32,
-    /// `2^right − 1`: the bits the right shift drops.
+    /// `2^right − 1`: the bits the right shift drops (half of it is the
+    /// rounding threshold for non-negative values).
     mask: i32,
-    /// `mask / 2`: the rounding threshold for non-negative values.
-    half: i32,
+    left: u8,
+    right: u8,
 }
 
 impl QuantizedMultiplier {
-    pub fn new(multiplier: i32, shift: i32) -> QuantizedMultiplier {
-        let left = if shift > 0 { shift as u32 } else { 0 };
-        let right = if shift > 0 { 0 } else { shift.unsigned_abs().min(31) };
+    /// `const`: a compiled model's channel tables are prepared at compile
+    /// time (see [`crate::kernels::PreparedChannel`]).
+    pub const fn new(multiplier: i32, shift: i32) -> QuantizedMultiplier {
+        // Shifts outside `-31..=30` (undefined in the reference) are clamped
+        // into it, as `multiply_by_quantized_multiplier_single` does.
+        let left = if shift > 30 {
+            30
+        } else if shift > 0 {
+            shift as u8
+        } else {
+            0
+        };
+        let right = if shift > 0 {
+            0
+        } else if shift < -31 {
+            31
+        } else {
+            (-shift) as u8
+        };
         let mask = ((1i64 << right) - 1) as i32;
-        QuantizedMultiplier { multiplier: multiplier.max(0), left, right, mask, half: mask >> 1 }
+        QuantizedMultiplier { multiplier: if multiplier > 0 { multiplier } else { 0 }, mask, left, right }
     }
 
     /// `x · multiplier · 2^(shift − 31)`, rounded as TFLite does.
     #[inline(always)]
     pub fn apply(self, x: i32) -> i32 {
-        let x = x.wrapping_shl(self.left);
+        let x = x.wrapping_shl(self.left as u32);
         // The high multiply: the reference adds 2^30 (product ≥ 0) or
         // 1 − 2^30 (product < 0) and divides by 2^31 truncating toward zero.
         // For a negative sum, truncation is `(v + 2^31 − 1) >> 31`, which
@@ -95,7 +110,7 @@ impl QuantizedMultiplier {
         // fits in i32 for every `x` (the reference saturates only MIN · MIN).
         let high = ((x as i64 * self.multiplier as i64 + (1 << 30)) >> 31) as i32;
         // Rounding right shift, half away from zero (as `rounding_divide_by_pot`).
-        let threshold = self.half + (high < 0) as i32;
+        let threshold = (self.mask >> 1) + (high < 0) as i32;
         (high >> self.right) + ((high & self.mask) > threshold) as i32
     }
 
@@ -104,7 +119,7 @@ impl QuantizedMultiplier {
     #[inline(always)]
     pub fn apply_single(self, x: i32) -> i32 {
         // t = 31 − shift = 31 + right − left, in 1..=62 (right is 0 when left > 0).
-        let t = 31 + self.right - self.left;
+        let t = 31 + self.right as u32 - self.left as u32;
         let v = (x as i64 * self.multiplier as i64 + (1i64 << (t - 1))) >> t;
         v.clamp(i32::MIN as i64, i32::MAX as i64) as i32
     }

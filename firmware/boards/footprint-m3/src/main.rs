@@ -19,7 +19,7 @@ fn main() -> ! {
     let input = black_box([0i8; INPUT_LEN]);
     let mut arena = [0u8; ARENA_BYTES];
     #[cfg(not(tinykd_interpreted))]
-    if let Ok(logits) = black_box(&COMPILED).run(&input, &mut arena) {
+    if let Ok(logits) = COMPILED.run(&input, &mut arena) {
         black_box(tinykd_runtime::argmax(logits));
     }
     // Validated by the build script; header and CRC checked again.

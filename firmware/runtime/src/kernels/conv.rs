@@ -28,7 +28,7 @@
 
 use super::dot::dot2;
 use super::window::Taps;
-use super::{ChannelQuant, ConvParams, Requantizer};
+use super::{ChannelTable, ConvParams, Requantizer};
 
 /// Int8 convolution.
 ///
@@ -51,7 +51,7 @@ pub fn conv2d_rounded<const SINGLE: bool>(
     channels: &[u8],
     output: &mut [i8],
 ) {
-    conv2d_layer::<SINGLE, { usize::MAX }, 0>(p, input, weights, channels, output)
+    conv2d_layer::<SINGLE, { usize::MAX }, 0, _>(p, input, weights, channels, output)
 }
 
 /// [`conv2d_rounded`]'s body, inlined into its caller, with its helpers
@@ -61,11 +61,11 @@ pub fn conv2d_rounded<const SINGLE: bool>(
 /// gathering kernel with a buffer of that many values (see
 /// [`super::conv_gathered`]).
 #[inline(always)]
-pub fn conv2d_layer<const SINGLE: bool, const LAYER: usize, const WINDOW: usize>(
+pub fn conv2d_layer<const SINGLE: bool, const LAYER: usize, const WINDOW: usize, C: ChannelTable>(
     p: &ConvParams,
     input: &[i8],
     weights: &[i8],
-    channels: &[u8],
+    channels: C,
     output: &mut [i8],
 ) {
     let win = p.window;
@@ -73,7 +73,7 @@ pub fn conv2d_layer<const SINGLE: bool, const LAYER: usize, const WINDOW: usize>
     let filter_len = win.kernel_len().and_then(|k| k.checked_mul(in_c));
     let lengths_ok = win.input_len(in_c) == Some(input.len())
         && filter_len.and_then(|f| f.checked_mul(out_c)) == Some(weights.len())
-        && out_c.checked_mul(crate::format::CHANNEL_ENTRY_LEN) == Some(channels.len())
+        && channels.holds(out_c)
         && win.output_len(out_c) == Some(output.len());
     let Some(filter_len) = filter_len else { return };
     if !lengths_ok || out_c == 0 || filter_len == 0 {
@@ -81,7 +81,7 @@ pub fn conv2d_layer<const SINGLE: bool, const LAYER: usize, const WINDOW: usize>
     }
     // Per-layer copies only: see `conv_gathered`.
     if WINDOW > 0 && super::conv_gathered::applies(p, WINDOW) {
-        return super::conv_gathered::conv2d_gathered::<SINGLE, LAYER, WINDOW>(p, input, weights, channels, output);
+        return super::conv_gathered::conv2d_gathered::<SINGLE, LAYER, WINDOW, C>(p, input, weights, channels, output);
     }
     let g = Geometry {
         in_c,
@@ -103,14 +103,17 @@ pub fn conv2d_layer<const SINGLE: bool, const LAYER: usize, const WINDOW: usize>
         let (Some(f0), Some(f1)) = (filters.nth(o0), weights.chunks_exact(filter_len).nth(o1)) else {
             return;
         };
-        let (Some(q0), Some(q1)) = (ChannelQuant::read(channels, o0), ChannelQuant::read(channels, o1)) else {
+        let (Some(q0), Some(q1)) = (channels.channel(o0), channels.channel(o1)) else {
             return;
         };
         let pair = Pair {
             o: [o0, o1],
             f: [f0, f1],
             bias: [q0.bias, q1.bias],
-            r: [Requantizer::new(q0, p.output_zero_point, p.clamp), Requantizer::new(q1, p.output_zero_point, p.clamp)],
+            r: [
+                Requantizer::prepared(q0.multiplier, p.output_zero_point, p.clamp),
+                Requantizer::prepared(q1.multiplier, p.output_zero_point, p.clamp),
+            ],
         };
         for (oy, out_row) in output.chunks_exact_mut(out_row_len).enumerate() {
             let rows = win.rows(oy);
@@ -373,7 +376,7 @@ fn window_dot2(x: &[i8], x_stride: usize, a: &[i8], b: &[i8], w_stride: usize, l
 mod tests {
     use super::super::conv_gathered::MAX_WINDOW;
     use super::super::reference::{self, conv_case, conv_case_up_to, conv_params, quant, table};
-    use super::super::{Clamp, Padding, Window};
+    use super::super::{ChannelQuant, Clamp, Padding, Window};
     use super::*;
     use proptest::prelude::*;
 
@@ -430,7 +433,7 @@ mod tests {
         conv2d(&params(win, 1, 1, 0, 0, Clamp { min: 4, max: 127 }), &x, &[1, 1, 1, 1], &t, &mut out);
         assert_eq!(out, [4, 5, 11, 13]);
         let mut out = [0i8; 4];
-        conv2d_layer::<false, 0, 4>(
+        conv2d_layer::<false, 0, 4, &[u8]>(
             &params(win, 1, 1, 0, 0, Clamp { min: 4, max: 127 }),
             &x,
             &[1, 1, 1, 1],
@@ -455,7 +458,7 @@ mod tests {
         assert_eq!(out, [7; 4]);
         // The same through a compiled layer's copy (the gathering kernel).
         let mut out = [0i8; 4];
-        conv2d_layer::<false, 0, 9>(&params(win, 1, 1, -5, 0, FULL), &[-5; 4], &[1; 9], &t, &mut out);
+        conv2d_layer::<false, 0, 9, &[u8]>(&params(win, 1, 1, -5, 0, FULL), &[-5; 4], &[1; 9], &t, &mut out);
         assert_eq!(out, [7; 4]);
     }
 
@@ -483,7 +486,8 @@ mod tests {
         /// Filters on both sides of the gathering kernel's limit
         /// (`conv_gathered::MAX_WINDOW`, 144 values), one input channel or
         /// several, in the shared kernel and in a compiled layer's own copy
-        /// (which gathers small filters), with both roundings.
+        /// (which gathers small filters), with the raw channel table and
+        /// one prepared at compile time, with both roundings.
         #[test]
         fn compiled_layer_copies_match_naive_reference(
             (p, x, w, ch) in conv_case_up_to(false, 1..20, (7, 8)),
@@ -495,12 +499,19 @@ mod tests {
             conv2d(&params, &x, &w, &t, &mut got);
             prop_assert_eq!(&got, &want);
             let mut layer = vec![0i8; want.len()];
-            conv2d_layer::<false, 0, MAX_WINDOW>(&params, &x, &w, &t, &mut layer);
+            conv2d_layer::<false, 0, MAX_WINDOW, &[u8]>(&params, &x, &w, &t, &mut layer);
             prop_assert_eq!(&layer, &want);
             let (mut single, mut single_layer) = (vec![0i8; want.len()], vec![0i8; want.len()]);
             conv2d_rounded::<true>(&params, &x, &w, &t, &mut single);
-            conv2d_layer::<true, 0, MAX_WINDOW>(&params, &x, &w, &t, &mut single_layer);
-            prop_assert_eq!(single_layer, single);
+            conv2d_layer::<true, 0, MAX_WINDOW, &[u8]>(&params, &x, &w, &t, &mut single_layer);
+            prop_assert_eq!(&single_layer, &single);
+            let prepared: Vec<_> = (0..ch.len()).filter_map(|o| t.as_slice().channel(o)).collect();
+            prop_assert_eq!(prepared.len(), ch.len());
+            let prepared = prepared.as_slice();
+            conv2d_layer::<false, 0, MAX_WINDOW, _>(&params, &x, &w, prepared, &mut layer);
+            prop_assert_eq!(&layer, &want);
+            conv2d_layer::<true, 0, MAX_WINDOW, _>(&params, &x, &w, prepared, &mut single_layer);
+            prop_assert_eq!(&single_layer, &single);
         }
     }
 }

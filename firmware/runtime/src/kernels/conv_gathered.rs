@@ -29,7 +29,7 @@
 
 use super::dot::{INTERLEAVE_MIN, dot2_interleaved, dot2x2_wide};
 use super::window::Taps;
-use super::{ChannelQuant, ConvParams, Requantizer};
+use super::{ChannelTable, ConvParams, Requantizer};
 
 /// Largest window (`kernel_h · kernel_w · in_c` values) this kernel takes
 /// on any core: 3×3 over 16 channels. Each layer's copy has a buffer of its
@@ -62,11 +62,11 @@ pub(super) fn applies(p: &ConvParams, window: usize) -> bool {
 /// The convolution, for a layer [`applies`] accepts and slices whose
 /// lengths the caller has checked against `p`.
 #[inline(always)]
-pub(super) fn conv2d_gathered<const SINGLE: bool, const LAYER: usize, const WINDOW: usize>(
+pub(super) fn conv2d_gathered<const SINGLE: bool, const LAYER: usize, const WINDOW: usize, C: ChannelTable>(
     p: &ConvParams,
     input: &[i8],
     weights: &[i8],
-    channels: &[u8],
+    channels: C,
     output: &mut [i8],
 ) {
     let win = p.window;
@@ -105,7 +105,7 @@ pub(super) fn conv2d_gathered<const SINGLE: bool, const LAYER: usize, const WIND
             }
             let Some(p0) = pixels.next() else { return };
             let p1 = if next(second) { pixels.next() } else { None };
-            pixel_pair_channels::<SINGLE, LAYER, WINDOW>(p, &patches, taps, weights, channels, p0, p1);
+            pixel_pair_channels::<SINGLE, LAYER, WINDOW, C>(p, &patches, taps, weights, channels, p0, p1);
         }
     }
     let mut patch = [0i16; WINDOW];
@@ -114,7 +114,7 @@ pub(super) fn conv2d_gathered<const SINGLE: bool, const LAYER: usize, const WIND
         for ox in 0..win.out_w() {
             let Some(pixel) = pixels.next() else { return };
             gather(p, rows, win.cols(ox), input, &mut patch);
-            pixel_channels::<SINGLE, LAYER, WINDOW>(p, &patch, taps, weights, channels, pixel);
+            pixel_channels::<SINGLE, LAYER, WINDOW, C>(p, &patch, taps, weights, channels, pixel);
         }
     }
 }
@@ -161,19 +161,20 @@ fn gather<const WINDOW: usize>(p: &ConvParams, rows: Taps, cols: Taps, input: &[
 /// Every output channel of two pixels from their gathered windows (`p1` is
 /// `None` for an odd last pixel). Not inlined, as [`pixel_channels`].
 #[inline(never)]
-fn pixel_pair_channels<const SINGLE: bool, const LAYER: usize, const WINDOW: usize>(
+fn pixel_pair_channels<const SINGLE: bool, const LAYER: usize, const WINDOW: usize, C: ChannelTable>(
     p: &ConvParams,
     patches: &[[i16; WINDOW]; 2],
     taps: usize,
     weights: &[i8],
-    channels: &[u8],
+    channels: C,
     p0: &mut [i8],
     mut p1: Option<&mut [i8]>,
 ) {
     let n = taps.min(WINDOW);
     let (x0, x1) = (&patches[0][..n], &patches[1][..n]);
-    let requantizer =
-        |o: usize| ChannelQuant::read(channels, o).map(|q| (q.bias, Requantizer::new(q, p.output_zero_point, p.clamp)));
+    let requantizer = |o: usize| {
+        channels.channel(o).map(|q| (q.bias, Requantizer::prepared(q.multiplier, p.output_zero_point, p.clamp)))
+    };
     let mut filters = weights.chunks_exact(taps);
     let mut o = 0;
     while o < p0.len() {
@@ -203,18 +204,19 @@ fn pixel_pair_channels<const SINGLE: bool, const LAYER: usize, const WINDOW: usi
 /// inlined: the channel loop keeps its registers instead of sharing them
 /// with the pixel loops.
 #[inline(never)]
-fn pixel_channels<const SINGLE: bool, const LAYER: usize, const WINDOW: usize>(
+fn pixel_channels<const SINGLE: bool, const LAYER: usize, const WINDOW: usize, C: ChannelTable>(
     p: &ConvParams,
     patch: &[i16; WINDOW],
     taps: usize,
     weights: &[i8],
-    channels: &[u8],
+    channels: C,
     pixel: &mut [i8],
 ) {
     let x = &patch[..taps.min(WINDOW)];
     let requant = |o: usize, acc: i32| {
-        ChannelQuant::read(channels, o).map(|q| {
-            Requantizer::new(q, p.output_zero_point, p.clamp).apply_rounded::<SINGLE>(q.bias.wrapping_add(acc))
+        channels.channel(o).map(|q| {
+            Requantizer::prepared(q.multiplier, p.output_zero_point, p.clamp)
+                .apply_rounded::<SINGLE>(q.bias.wrapping_add(acc))
         })
     };
     let mut filters = weights.chunks_exact(taps);

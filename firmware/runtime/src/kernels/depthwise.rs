@@ -14,7 +14,7 @@
 //! windows that hang over an edge start from the plain bias and accumulate
 //! `w · (x − z_in)` directly. All in wrapping int32, as TFLite's accumulator.
 
-use super::{ChannelQuant, ConvParams, Requantizer};
+use super::{ChannelQuant, ChannelTable, ConvParams, Requantizer};
 
 /// Channels per block: the accumulators and per-channel data of a block live
 /// on the stack (40 bytes per channel, 320 in all). Eight matches the
@@ -31,16 +31,16 @@ const BLOCK: usize = 8;
 /// Writes nothing if `p.out_channels ≠ p.in_channels` or a slice length
 /// disagrees with `p`.
 pub fn depthwise_conv2d(p: &ConvParams, input: &[i8], weights: &[i8], channels: &[u8], output: &mut [i8]) {
-    depthwise_conv2d_rounded::<false>(p, input, weights, channels, output)
+    depthwise_conv2d_rounded::<false, _>(p, input, weights, channels, output)
 }
 
 /// [`depthwise_conv2d`] with TFLite's single rounding when `SINGLE` (see
 /// [`super::Requantizer::apply_rounded`]).
-pub fn depthwise_conv2d_rounded<const SINGLE: bool>(
+pub fn depthwise_conv2d_rounded<const SINGLE: bool, C: ChannelTable>(
     p: &ConvParams,
     input: &[i8],
     weights: &[i8],
-    channels: &[u8],
+    channels: C,
     output: &mut [i8],
 ) {
     let win = p.window;
@@ -48,7 +48,7 @@ pub fn depthwise_conv2d_rounded<const SINGLE: bool>(
     let lengths_ok = p.out_channels == ch
         && win.input_len(ch) == Some(input.len())
         && win.kernel_len().and_then(|k| k.checked_mul(ch)) == Some(weights.len())
-        && ch.checked_mul(crate::format::CHANNEL_ENTRY_LEN) == Some(channels.len())
+        && channels.holds(ch)
         && win.output_len(ch) == Some(output.len());
     if !lengths_ok || ch == 0 {
         return;
@@ -62,14 +62,19 @@ pub fn depthwise_conv2d_rounded<const SINGLE: bool>(
     for c0 in (0..ch).step_by(BLOCK) {
         let n = BLOCK.min(ch - c0);
         let mut block = [blank; BLOCK];
-        for (k, chan) in block.iter_mut().enumerate().take(n) {
-            let Some(q) = ChannelQuant::read(channels, c0 + k) else { return };
+        // A constant trip count, so a compiled model's copy unrolls it and
+        // folds its constant table into each channel's requantization.
+        for (k, chan) in block.iter_mut().enumerate() {
+            if k >= n {
+                break;
+            }
+            let Some(q) = channels.channel(c0 + k) else { return };
             // Σ w of this channel over every tap of the filter.
             let wsum = weights.iter().skip(c0 + k).step_by(ch).fold(0i32, |s, w| s.wrapping_add(*w as i32));
             *chan = Channel {
                 bias: q.bias,
                 full_bias: q.bias.wrapping_sub(zin.wrapping_mul(wsum)),
-                requant: Requantizer::new(q, p.output_zero_point, p.clamp),
+                requant: Requantizer::prepared(q.multiplier, p.output_zero_point, p.clamp),
             };
         }
         let block = &block[..n];
@@ -97,8 +102,14 @@ pub fn depthwise_conv2d_rounded<const SINGLE: bool>(
                     }
                 }
                 let Some(out) = pixel.get_mut(c0..c0 + n) else { return };
-                for ((y, a), chan) in out.iter_mut().zip(acc.iter()).zip(block) {
-                    *y = chan.requant.apply_rounded::<SINGLE>(*a);
+                for (k, ((y, a), chan)) in out.iter_mut().zip(acc.iter()).zip(block).enumerate() {
+                    let requant = if C::PREPARED {
+                        let Some(q) = channels.channel(c0 + k) else { return };
+                        Requantizer::prepared(q.multiplier, p.output_zero_point, p.clamp)
+                    } else {
+                        chan.requant
+                    };
+                    *y = requant.apply_rounded::<SINGLE>(*a);
                 }
             }
         }

@@ -1,8 +1,7 @@
 //! Fully connected (dense) layer: `y[o] = requant(bias[o] + Σ_i w[o][i] · x[i])`.
 
 use super::dot::{dot, dot2_unrolled};
-use super::{ChannelQuant, Clamp, Requantizer};
-use crate::format::CHANNEL_ENTRY_LEN;
+use super::{ChannelTable, Clamp, Requantizer};
 
 /// Int8 fully connected layer.
 ///
@@ -21,15 +20,15 @@ pub fn fully_connected(
     clamp: Clamp,
     output: &mut [i8],
 ) {
-    fully_connected_rounded::<false>(input, weights, channels, output_zero_point, clamp, output)
+    fully_connected_rounded::<false, _>(input, weights, channels, output_zero_point, clamp, output)
 }
 
 /// [`fully_connected`] with TFLite's single rounding when `SINGLE` (see
-/// [`super::Requantizer::apply_rounded`]).
-pub fn fully_connected_rounded<const SINGLE: bool>(
+/// [`super::Requantizer::apply_rounded`]), over either kind of channel table.
+pub fn fully_connected_rounded<const SINGLE: bool, C: ChannelTable>(
     input: &[i8],
     weights: &[i8],
-    channels: &[u8],
+    channels: C,
     output_zero_point: i32,
     clamp: Clamp,
     output: &mut [i8],
@@ -38,10 +37,12 @@ pub fn fully_connected_rounded<const SINGLE: bool>(
     if in_features == 0 {
         return;
     }
-    let rows = output.len().min(weights.len() / in_features).min(channels.len() / CHANNEL_ENTRY_LEN);
+    let rows = output.len().min(weights.len() / in_features).min(channels.count());
     let requant = |o: usize, d: i32| {
-        ChannelQuant::read(channels, o)
-            .map(|q| Requantizer::new(q, output_zero_point, clamp).apply_rounded::<SINGLE>(q.bias.wrapping_add(d)))
+        channels.channel(o).map(|q| {
+            Requantizer::prepared(q.multiplier, output_zero_point, clamp)
+                .apply_rounded::<SINGLE>(q.bias.wrapping_add(d))
+        })
     };
     let row = |o: usize| weights.get(o * in_features..(o + 1) * in_features);
     // Two rows per pass: each input byte is loaded once for two outputs.
@@ -77,6 +78,7 @@ fn rows2(x: &[i8], a: &[i8], b: &[i8]) -> [i32; 2] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::ChannelQuant;
 
     fn table(entries: &[ChannelQuant]) -> [u8; 24] {
         let mut t = [0u8; 24];

@@ -51,12 +51,9 @@ impl ChannelQuant {
     }
 
     /// Encodes the entry as stored in a `.tkd` channel table.
-    pub fn to_le_bytes(self) -> [u8; 12] {
-        let mut out = [0u8; 12];
-        out[0..4].copy_from_slice(&self.bias.to_le_bytes());
-        out[4..8].copy_from_slice(&self.multiplier.to_le_bytes());
-        out[8..12].copy_from_slice(&self.shift.to_le_bytes());
-        out
+    pub const fn to_le_bytes(self) -> [u8; 12] {
+        let (b, m, s) = (self.bias.to_le_bytes(), self.multiplier.to_le_bytes(), self.shift.to_le_bytes());
+        [b[0], b[1], b[2], b[3], m[0], m[1], m[2], m[3], s[0], s[1], s[2], s[3]]
     }
 
     /// Requantizes an int32 accumulator to int8: scale, add the output zero
@@ -72,6 +69,98 @@ impl ChannelQuant {
         let start = i.checked_mul(CHANNEL_ENTRY_LEN)?;
         let entry = table.get(start..start.checked_add(CHANNEL_ENTRY_LEN)?)?;
         Some(ChannelQuant::from_le_bytes(entry.try_into().ok()?))
+    }
+}
+
+/// One output channel's bias and multiplier, decoded (a
+/// [`QuantizedMultiplier`]: the shift split and the rounding mask). A
+/// specialised model's layer functions read tables of these, decoded at
+/// compile time ([`prepare_channels`]), instead of decoding a `.tkd` entry
+/// per output: in kernels that visit every channel once per pixel (the
+/// gathering convolution), decoding cost more than a 5-tap dot product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PreparedChannel {
+    /// The entry's bias, as stored (see [`ChannelQuant::bias`]).
+    pub bias: i32,
+    pub multiplier: QuantizedMultiplier,
+}
+
+impl PreparedChannel {
+    #[inline(always)]
+    pub const fn new(q: ChannelQuant) -> PreparedChannel {
+        PreparedChannel { bias: q.bias, multiplier: QuantizedMultiplier::new(q.multiplier, q.shift) }
+    }
+}
+
+/// A raw channel table (`N` entries of [`CHANNEL_ENTRY_LEN`] bytes),
+/// decoded: `const`, so a compiled model's tables are prepared by the
+/// compiler and only the decoded form is in flash.
+pub const fn prepare_channels<const N: usize>(table: &[u8]) -> [PreparedChannel; N] {
+    const fn word(t: &[u8], at: usize) -> i32 {
+        i32::from_le_bytes([t[at], t[at + 1], t[at + 2], t[at + 3]])
+    }
+    assert!(table.len() == N * CHANNEL_ENTRY_LEN, "channel table length");
+    let mut out = [PreparedChannel::new(ChannelQuant { bias: 0, multiplier: 0, shift: 0 }); N];
+    let mut i = 0;
+    while i < N {
+        let e = i * CHANNEL_ENTRY_LEN;
+        out[i] = PreparedChannel::new(ChannelQuant {
+            bias: word(table, e),
+            multiplier: word(table, e + 4),
+            shift: word(table, e + 8),
+        });
+        i += 1;
+    }
+    out
+}
+
+/// Where a kernel reads its output channels' bias and multiplier: a
+/// `.tkd` channel table (`&[u8]`, decoded at each use) or a prepared one
+/// (`&[PreparedChannel]`). The kernels are generic over it, so each is compiled for the
+/// table its caller has.
+pub trait ChannelTable: Copy {
+    /// Whether [`ChannelTable::channel`] is a plain read (no decoding):
+    /// kernels then read the table where they use a channel instead of
+    /// keeping a decoded copy, so that a compiled model's constant table
+    /// folds into the code.
+    const PREPARED: bool;
+    /// The number of whole channels the table holds.
+    fn count(self) -> usize;
+    /// Whether the table holds exactly `n` channels (no partial entry).
+    fn holds(self, n: usize) -> bool;
+    /// Channel `o`, `None` past the table's end.
+    fn channel(self, o: usize) -> Option<PreparedChannel>;
+}
+
+impl ChannelTable for &[u8] {
+    const PREPARED: bool = false;
+    #[inline(always)]
+    fn count(self) -> usize {
+        self.len() / CHANNEL_ENTRY_LEN
+    }
+    #[inline(always)]
+    fn holds(self, n: usize) -> bool {
+        n.checked_mul(CHANNEL_ENTRY_LEN) == Some(self.len())
+    }
+    #[inline(always)]
+    fn channel(self, o: usize) -> Option<PreparedChannel> {
+        ChannelQuant::read(self, o).map(PreparedChannel::new)
+    }
+}
+
+impl ChannelTable for &[PreparedChannel] {
+    const PREPARED: bool = true;
+    #[inline(always)]
+    fn count(self) -> usize {
+        self.len()
+    }
+    #[inline(always)]
+    fn holds(self, n: usize) -> bool {
+        self.len() == n
+    }
+    #[inline(always)]
+    fn channel(self, o: usize) -> Option<PreparedChannel> {
+        self.get(o).copied()
     }
 }
 
@@ -91,13 +180,14 @@ pub struct Requantizer {
 impl Requantizer {
     #[inline(always)]
     pub fn new(q: ChannelQuant, output_zero_point: i32, clamp: Clamp) -> Requantizer {
+        Requantizer::prepared(QuantizedMultiplier::new(q.multiplier, q.shift), output_zero_point, clamp)
+    }
+
+    /// [`Requantizer::new`] from a decoded multiplier.
+    #[inline(always)]
+    pub fn prepared(multiplier: QuantizedMultiplier, output_zero_point: i32, clamp: Clamp) -> Requantizer {
         let shifted = |v: i8| (v as i64 - output_zero_point as i64).clamp(i32::MIN as i64, i32::MAX as i64) as i32;
-        Requantizer {
-            multiplier: QuantizedMultiplier::new(q.multiplier, q.shift),
-            output_zero_point,
-            lo: shifted(clamp.min),
-            hi: shifted(clamp.max),
-        }
+        Requantizer { multiplier, output_zero_point, lo: shifted(clamp.min), hi: shifted(clamp.max) }
     }
 
     /// Scales an accumulator (bias included), adds the output zero point, clamps.
@@ -237,6 +327,42 @@ mod tests {
         assert_eq!(Requantizer::new(half, -20, relu).apply(-50), -20);
         // An inverted range gives its max, as `Clamp::apply`.
         assert_eq!(Requantizer::new(half, 0, Clamp { min: 10, max: -10 }).apply(0), -10);
+    }
+
+    #[test]
+    fn a_table_prepared_at_compile_time_decodes_as_the_raw_one() {
+        const RAW: [u8; 36] = {
+            let mut t = [0u8; 36];
+            let entries = [(7, 1 << 30, 0), (-300, i32::MAX, -31), (5, 1_500_000_000, 3)];
+            let mut i = 0;
+            while i < 3 {
+                let (b, m, s) = entries[i];
+                let e = ChannelQuant { bias: b, multiplier: m, shift: s }.to_le_bytes();
+                let mut k = 0;
+                while k < 12 {
+                    t[i * 12 + k] = e[k];
+                    k += 1;
+                }
+                i += 1;
+            }
+            t
+        };
+        static PREPARED: [PreparedChannel; 3] = prepare_channels::<3>(&RAW);
+        let (raw, prepared) = (&RAW[..], &PREPARED[..]);
+        assert!(raw.count() == 3 && prepared.count() == 3);
+        assert!(raw.holds(3) && !raw.holds(2) && prepared.holds(3) && !prepared.holds(2));
+        assert!(raw.channel(3).is_none() && prepared.channel(3).is_none());
+        assert!(!RAW[..35].holds(3) && RAW[..35].count() == 2);
+        for o in 0..3 {
+            let q = ChannelQuant::read(&RAW, o).unwrap();
+            assert_eq!(prepared.channel(o), raw.channel(o));
+            assert_eq!(prepared.channel(o).unwrap().bias, q.bias);
+            for acc in [-1_000_000, -77, 0, 12_345, i32::MAX] {
+                let r =
+                    Requantizer::prepared(prepared.channel(o).unwrap().multiplier, -3, Clamp { min: -128, max: 127 });
+                assert_eq!(r.apply(acc), q.requantize(acc, -3, -128, 127));
+            }
+        }
     }
 
     proptest::proptest! {

@@ -120,10 +120,20 @@ impl<C: ChannelTable> Step<'_, C> {
                 }
             }
             Step::Depthwise { ref params, weights, channels } if has(format::Op::DepthwiseConv2d) => {
-                if single {
-                    kernels::depthwise_conv2d_rounded::<true, _>(params, input, weights, channels, output)
-                } else {
-                    kernels::depthwise_conv2d_rounded::<false, _>(params, input, weights, channels, output)
+                let own = LAYER != usize::MAX;
+                match (single, own) {
+                    (true, true) => {
+                        kernels::depthwise::depthwise_layer::<true, true, _>(params, input, weights, channels, output)
+                    }
+                    (false, true) => {
+                        kernels::depthwise::depthwise_layer::<false, true, _>(params, input, weights, channels, output)
+                    }
+                    (true, false) => {
+                        kernels::depthwise_conv2d_rounded::<true, _>(params, input, weights, channels, output)
+                    }
+                    (false, false) => {
+                        kernels::depthwise_conv2d_rounded::<false, _>(params, input, weights, channels, output)
+                    }
                 }
             }
             Step::MaxPool(ref p) if has(format::Op::MaxPool2d) => kernels::max_pool2d(p, input, output),

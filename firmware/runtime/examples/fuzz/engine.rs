@@ -144,22 +144,40 @@ fn exercise(rng: &mut Rng, blob: &[u8], stats: &mut Stats) -> bool {
     true
 }
 
-/// Runs every convolution of the model through a compiled layer's own
-/// kernel (`Step::run_layer`, which gathers windows of up to
-/// `MAX_WINDOW` values), with its raw channel table and with the table
-/// decoded ahead as a compiled model's is, as well as the shared one
-/// (`Step::run`), on random inputs: all must write the same outputs.
+/// Runs every weighted layer of the model through a compiled layer's own
+/// kernel (`Step::run_layer`: convolutions gather windows of up to
+/// `MAX_WINDOW` values, depthwise sums inner windows channel by channel),
+/// with its raw channel table and with the table decoded ahead as a
+/// specialised model's is, as well as the shared one (`Step::run`), on
+/// random inputs: all must write the same outputs.
 fn per_layer_copies_agree(rng: &mut Rng, model: &Model<'_>) {
     use tinykd_runtime::compiled::Step;
     use tinykd_runtime::kernels::conv_gathered::MAX_WINDOW;
     use tinykd_runtime::kernels::{ChannelTable, PreparedChannel};
     for i in 0..model.layer_count() {
         let Ok(layer) = model.compiled_layer(i) else { continue };
-        let Step::Conv { params, weights, channels } = layer.step else { continue };
         // As a specialised model's layer function reads it: decoded ahead.
-        let prepared: Vec<PreparedChannel> = (0..channels.count()).filter_map(|o| channels.channel(o)).collect();
-        let ahead = Step::Conv { params, weights, channels: prepared.as_slice() };
-        let Some(len) = params.window.input_len(params.in_channels).filter(|&n| n <= MAX_ALLOC) else { continue };
+        let decoded = |t: &[u8]| -> Vec<PreparedChannel> { (0..t.count()).filter_map(|o| t.channel(o)).collect() };
+        let (prepared, input_len) = match layer.step {
+            Step::Conv { params, channels, .. } | Step::Depthwise { params, channels, .. } => {
+                (decoded(channels), params.window.input_len(params.in_channels))
+            }
+            Step::FullyConnected { weights, channels, .. } => {
+                (decoded(channels), weights.len().checked_div(channels.count()))
+            }
+            _ => continue,
+        };
+        let ahead = match layer.step {
+            Step::Conv { params, weights, .. } => Step::Conv { params, weights, channels: prepared.as_slice() },
+            Step::Depthwise { params, weights, .. } => {
+                Step::Depthwise { params, weights, channels: prepared.as_slice() }
+            }
+            Step::FullyConnected { output_zero_point, clamp, weights, .. } => {
+                Step::FullyConnected { output_zero_point, clamp, weights, channels: prepared.as_slice() }
+            }
+            _ => continue,
+        };
+        let Some(len) = input_len.filter(|&n| n <= MAX_ALLOC) else { continue };
         if layer.output_len > MAX_ALLOC {
             continue;
         }
@@ -172,13 +190,11 @@ fn per_layer_copies_agree(rng: &mut Rng, model: &Model<'_>) {
             if a.is_ok() {
                 assert_eq!(shared, own, "layer {i} (single rounding: {single}): per-layer kernel output differs");
             }
-            if !prepared.is_empty() {
-                let mut own = vec![2i8; layer.output_len];
-                let c = ahead.run_layer::<{ format::ALL_OPS }, 0, MAX_WINDOW>(single, &input, &mut own);
-                assert_eq!(a.is_ok(), c.is_ok(), "layer {i}: a prepared channel table changes success");
-                if a.is_ok() {
-                    assert_eq!(shared, own, "layer {i} (single rounding: {single}): prepared-table output differs");
-                }
+            let mut own = vec![2i8; layer.output_len];
+            let c = ahead.run_layer::<{ format::ALL_OPS }, 0, MAX_WINDOW>(single, &input, &mut own);
+            assert_eq!(a.is_ok(), c.is_ok(), "layer {i}: a prepared channel table changes success");
+            if a.is_ok() {
+                assert_eq!(shared, own, "layer {i} (single rounding: {single}): prepared-table output differs");
             }
         }
     }

@@ -27,7 +27,7 @@ use crate::{Error, Model, QuantParams};
 pub fn compiled_source(model: &Model<'_>, krate: &str, specialize: bool) -> Result<String, Error> {
     let mut src = String::new();
     let mut layers = String::new();
-    let table =
+    let table_type =
         if specialize { format!("&'static [{krate}::kernels::PreparedChannel]") } else { "&'static [u8]".into() };
     let w = &mut src;
     let _ = writeln!(
@@ -78,9 +78,17 @@ pub fn compiled_source(model: &Model<'_>, krate: &str, specialize: bool) -> Resu
                 format!("Step::GlobalAvgPool {{ channels: {channels}, clamp: {clamp} }}")
             }
         };
+        // Each step is also a constant of its own: a layer function runs
+        // its step from there, so only what the kernel still reads through
+        // a reference (the parameters) stays in the image, not the whole
+        // layer table.
+        let _ = writeln!(
+            w,
+            "const COMPILED_STEP{i}: {krate}::compiled::Step<'static, {table_type}> = {krate}::compiled::{step};"
+        );
         let _ = writeln!(
             layers,
-            "    {krate}::compiled::CompiledLayer {{ step: {krate}::compiled::{step}, output_len: {} }},",
+            "    {krate}::compiled::CompiledLayer {{ step: COMPILED_STEP{i}, output_len: {} }},",
             layer.output_len
         );
     }
@@ -94,10 +102,10 @@ pub fn compiled_source(model: &Model<'_>, krate: &str, specialize: bool) -> Resu
     };
     let _ = write!(
         w,
-        "static COMPILED_LAYERS: [{krate}::compiled::CompiledLayer<'static, {table}>; {}] = [\n{layers}];\n\
+        "static COMPILED_LAYERS: [{krate}::compiled::CompiledLayer<'static, {table_type}>; {}] = [\n{layers}];\n\
          /// The embedded model as a constant layer table: what `MODEL` holds, run without parsing it.\n\
          #[allow(dead_code)]\n\
-         static COMPILED: {krate}::Compiled<'static, MODEL_OPS, {table}> = {krate}::Compiled {{\n    \
+         static COMPILED: {krate}::Compiled<'static, MODEL_OPS, {table_type}> = {krate}::Compiled {{\n    \
          layers: &COMPILED_LAYERS,\n    \
          identity: {krate}::Identity {{ crc: {:#010x}, blob_len: {}, input_len: {}, input_rank: {}, \
          input_dims: {:?}, class_count: {}, arena_bytes: {}, input: {}, output: {} }},\n    \
@@ -133,7 +141,7 @@ pub fn compiled_source(model: &Model<'_>, krate: &str, specialize: bool) -> Resu
             let _ = writeln!(
                 w,
                 "fn compiled_layer_{i}(single: bool, x: &[i8], y: &mut [i8]) -> Result<(), {krate}::Error> {{\n    \
-                 COMPILED_LAYERS[{i}].step.run_layer::<MODEL_OPS, {i}, {window}>(single, x, y)\n}}"
+                 COMPILED_STEP{i}.run_layer::<MODEL_OPS, {i}, {window}>(single, x, y)\n}}"
             );
             let _ = write!(
                 fns,

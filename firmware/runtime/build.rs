@@ -6,9 +6,16 @@
 /// `cfg(tinykd_v7m)` on Armv7-M mainline cores without it (Cortex-M3, or an
 /// M4 built with `TINYKD_NO_DSP=1`): byte loads with post-increment and
 /// `mla`, the inner loops written for them in assembly.
+///
+/// `cfg(tinykd_small)` when the profile optimises for size (opt-level "s"
+/// or "z"): kernels that trade flash for speed take their compact variant.
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(tinykd_dsp)");
     println!("cargo::rustc-check-cfg=cfg(tinykd_v7m)");
+    println!("cargo::rustc-check-cfg=cfg(tinykd_small)");
+    if matches!(std::env::var("OPT_LEVEL").as_deref(), Ok("s" | "z")) {
+        println!("cargo::rustc-cfg=tinykd_small");
+    }
     println!("cargo::rerun-if-env-changed=TINYKD_NO_DSP");
     let target = std::env::var("TARGET").unwrap_or_default();
     let dsp = target.starts_with("thumbv7em") || target.starts_with("thumbv8m.main");

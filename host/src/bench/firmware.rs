@@ -140,6 +140,11 @@ pub struct Footprint {
     pub engine_bytes: u64,
     /// The same with one kernel copy per layer (`TINYKD_ENGINE=specialized`).
     pub specialized_image_bytes: u64,
+    /// Its model: weights and prepared channel tables (the few parameter
+    /// constants its kernels read by reference count as engine).
+    pub specialized_model_bytes: u64,
+    /// Its image minus its model.
+    pub specialized_engine_bytes: u64,
     /// The same with the `.tkd` interpreted (`TINYKD_ENGINE=interpreted`).
     pub interpreted_image_bytes: u64,
     /// Its `.tkd` (header, layer records, tensors, weight scales).
@@ -162,7 +167,9 @@ pub fn footprints(work: &Path) -> Result<Vec<Footprint>> {
         let elf = build("compiled")?;
         let image = crate::device::Footprint::of_elf(&elf)?.flash_bytes;
         let model = crate::device::symbol_bytes(&elf, "COMPILED")?;
-        let specialized_image = crate::device::Footprint::of_elf(&build("specialized")?)?.flash_bytes;
+        let specialized_elf = build("specialized")?;
+        let specialized_image = crate::device::Footprint::of_elf(&specialized_elf)?.flash_bytes;
+        let specialized_model = crate::device::symbol_bytes(&specialized_elf, "COMPILED")?;
         let interpreted_image = crate::device::Footprint::of_elf(&build("interpreted")?)?.flash_bytes;
         let interpreted_model = bytes.len() as u64;
         out.push(Footprint {
@@ -171,6 +178,8 @@ pub fn footprints(work: &Path) -> Result<Vec<Footprint>> {
             model_bytes: model,
             engine_bytes: image.saturating_sub(model),
             specialized_image_bytes: specialized_image,
+            specialized_model_bytes: specialized_model,
+            specialized_engine_bytes: specialized_image.saturating_sub(specialized_model),
             interpreted_image_bytes: interpreted_image,
             interpreted_model_bytes: interpreted_model,
             interpreted_engine_bytes: interpreted_image.saturating_sub(interpreted_model),

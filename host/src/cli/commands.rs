@@ -134,15 +134,17 @@ pub(super) fn bench(a: BenchArgs, progress: &Progress) -> Result<()> {
             outln!("{}", serde_json::json!({ "kernels": ms, "footprint": fp }));
         } else {
             out!("{}", crate::bench::firmware::table(&ms, &boards));
-            outln!("\nsmallest Cortex-M3 image (opt-level \"s\", no I/O):");
+            outln!("\nsmallest Cortex-M3 image (opt-level \"s\", no I/O), image = engine + model:");
             for f in &fp {
                 outln!(
-                    "  {:<26} image {} B = engine {} B + model {} B (specialized: {} B; interpreted .tkd: {} B = {} B + {} B)",
+                    "  {:<26} compiled {} B = {} B + {} B; specialized {} B = {} B + {} B; interpreted .tkd {} B = {} B + {} B",
                     f.case,
                     f.image_bytes,
                     f.engine_bytes,
                     f.model_bytes,
                     f.specialized_image_bytes,
+                    f.specialized_engine_bytes,
+                    f.specialized_model_bytes,
                     f.interpreted_image_bytes,
                     f.interpreted_engine_bytes,
                     f.interpreted_model_bytes

@@ -83,7 +83,8 @@ pub(super) fn conv2d_gathered<const SINGLE: bool, const LAYER: usize, const WIND
     // 8×8×3→8: 5.88 instructions per MAC through SMLAD with a slot computed
     // per value, see the README for this path). An odd last pixel's partner
     // holds stale values and is not written.
-    let pairs = cfg!(tinykd_v7m) || (cfg!(tinykd_dsp) && in_c % 4 != 0);
+    // Not in a build optimised for size (`tinykd_small`): see the README.
+    let pairs = !cfg!(tinykd_small) && (cfg!(tinykd_v7m) || (cfg!(tinykd_dsp) && in_c % 4 != 0));
     if pairs && WINDOW >= INTERLEAVE_MIN {
         let mut patches = [[0i16; WINDOW]; 2];
         let (mut oy, mut ox) = (0, 0);

@@ -313,6 +313,13 @@ mod v7m {
         s
     }
 
+    /// A loop of `{n}` iterations of four `step!()`s.
+    macro_rules! four_steps_loop {
+        ($step:ident) => {
+            concat!("2:\n", $step!(), "\n", $step!(), "\n", $step!(), "\n", $step!(), "\nsubs {n}, {n}, #1\nbne 2b")
+        };
+    }
+
     /// One 16-bit value of each of two pixels against two weights.
     macro_rules! wide2x2_step {
         () => {
@@ -373,13 +380,7 @@ mod v7m {
         #[allow(unsafe_code)]
         unsafe {
             core::arch::asm!(
-                "2:",
-                wide2x3_step!(),
-                wide2x3_step!(),
-                wide2x3_step!(),
-                wide2x3_step!(),
-                "subs {n}, {n}, #1",
-                "bne 2b",
+                four_steps_loop!(wide2x3_step),
                 x = inout(reg) x.as_ptr() => _,
                 f = inout(reg) f.as_ptr() => _,
                 n = inout(reg) quads => _,
@@ -420,13 +421,7 @@ mod v7m {
         #[allow(unsafe_code)]
         unsafe {
             core::arch::asm!(
-                "2:",
-                wide2x2_step!(),
-                wide2x2_step!(),
-                wide2x2_step!(),
-                wide2x2_step!(),
-                "subs {n}, {n}, #1",
-                "bne 2b",
+                four_steps_loop!(wide2x2_step),
                 x0 = inout(reg) x0.as_ptr() => _,
                 x1 = inout(reg) x1.as_ptr() => _,
                 a = inout(reg) a.as_ptr() => _,

@@ -27,7 +27,7 @@
 //! at 12.4 per MAC on 8×8×1→8 for 1 KB more flash, so they keep the general
 //! path.
 
-use super::dot::{INTERLEAVE_MIN, dot2_interleaved, dot2x2_wide, dot2x3_wide};
+use super::dot::{INTERLEAVE_MIN, dot2_interleaved, dot2x2_wide, dot2x3_wide, dot4_interleaved};
 use super::window::Taps;
 use super::{ChannelTable, ConvParams, Requantizer};
 
@@ -236,17 +236,32 @@ fn pixel_channels<const SINGLE: bool, const LAYER: usize, const WINDOW: usize, C
                 .apply_rounded::<SINGLE>(q.bias.wrapping_add(acc))
         })
     };
-    let mut filters = weights.chunks_exact(taps);
+    let out_c = pixel.len();
     let mut o = 0;
-    while o < pixel.len() {
-        let Some(a) = filters.next() else { return };
+    // Four channels per pass on cores with SMLAD when the filter fills the
+    // buffer (the other filters are at offsets of `WINDOW`), not in a
+    // build optimised for size: 24 instructions per 16 MACs against 14
+    // per 8. The last one to three channels take the pair loop below.
+    if cfg!(tinykd_dsp) && !cfg!(tinykd_small) && taps == WINDOW && WINDOW >= INTERLEAVE_MIN {
+        while o + 4 <= out_c {
+            let Some(f) = weights.get(o * taps..(o + 4) * taps) else { return };
+            let s = dot4_interleaved::<WINDOW>(patch, f);
+            for (k, s) in s.into_iter().enumerate() {
+                let Some(y) = requant(o + k, s) else { return };
+                pixel[o + k] = y;
+            }
+            o += 4;
+        }
+    }
+    while o < out_c {
+        let Some(a) = weights.get(o * taps..(o + 1) * taps) else { return };
         // An odd last channel pairs with itself and is written once.
-        let b = if o + 1 < pixel.len() { filters.next() } else { Some(a) };
+        let b = if o + 1 < out_c { weights.get((o + 1) * taps..(o + 2) * taps) } else { Some(a) };
         let Some(b) = b else { return };
         let [s0, s1] = dot2_interleaved(x, a, b);
         let Some(y0) = requant(o, s0) else { return };
         pixel[o] = y0;
-        if o + 1 < pixel.len() {
+        if o + 1 < out_c {
             let Some(y1) = requant(o + 1, s1) else { return };
             pixel[o + 1] = y1;
         }

@@ -12,7 +12,8 @@ use crate::{Error, Model, QuantParams};
 
 /// Rust source of `model` compiled into a constant layer table: one
 /// `static` array per weight tensor and channel table (`COMPILED_W<i>`,
-/// `COMPILED_C<i>`), the table (`COMPILED_LAYERS`) and `COMPILED`, a
+/// `COMPILED_C<i>`), each layer's step as a `const` (`COMPILED_STEP<i>`),
+/// the table (`COMPILED_LAYERS`) and `COMPILED`, a
 /// [`Compiled`](crate::Compiled)`<'static, MODEL_OPS>` over them, which
 /// the including code defines `MODEL_OPS` for. `krate` is the path the
 /// source names this crate by (`tinykd_runtime`, or an alias).

@@ -80,12 +80,7 @@ pub fn depthwise_layer<const SINGLE: bool, const OWN_COPY: bool, C: ChannelTable
     for c0 in (0..ch).step_by(BLOCK) {
         let n = BLOCK.min(ch - c0);
         let mut block = [blank; BLOCK];
-        // A constant trip count, so a compiled model's copy unrolls it and
-        // folds its constant table into each channel's requantization.
-        for (k, chan) in block.iter_mut().enumerate() {
-            if k >= n {
-                break;
-            }
+        for (k, chan) in block.iter_mut().enumerate().take(n) {
             let Some(q) = channels.channel(c0 + k) else { return };
             // Σ w of this channel over every tap of the filter.
             let wsum = weights.iter().skip(c0 + k).step_by(ch).fold(0i32, |s, w| s.wrapping_add(*w as i32));
@@ -125,12 +120,7 @@ pub fn depthwise_layer<const SINGLE: bool, const OWN_COPY: bool, C: ChannelTable
                 }
                 let Some(out) = pixel.get_mut(c0..c0 + n) else { return };
                 for (k, ((y, a), chan)) in out.iter_mut().zip(acc.iter()).zip(block).enumerate() {
-                    let requant = if C::PREPARED {
-                        let Some(q) = channels.channel(c0 + k) else { return };
-                        Requantizer::prepared(q.multiplier, p.output_zero_point, p.clamp)
-                    } else {
-                        chan.requant
-                    };
+                    let Some(requant) = requantizer(p, channels, c0 + k, chan) else { return };
                     *y = requant.apply_rounded::<SINGLE>(*a);
                 }
             }
@@ -175,13 +165,21 @@ fn full_window_by_channel<const SINGLE: bool, C: ChannelTable>(
                 acc = acc.wrapping_add(*x as i32 * *w as i32);
             }
         }
-        let requant = if C::PREPARED {
-            let Some(q) = channels.channel(c0 + k) else { return };
-            Requantizer::prepared(q.multiplier, p.output_zero_point, p.clamp)
-        } else {
-            chan.requant
-        };
+        let Some(requant) = requantizer(p, channels, c0 + k, chan) else { return };
         *y = requant.apply_rounded::<SINGLE>(acc);
+    }
+}
+
+/// Channel `c`'s requantizer where an output uses it: read from a prepared
+/// table (so a compiled model's constant table folds into the code; through
+/// the block's copy LLVM did not fold it, see the README), or the block's
+/// copy decoded from a raw table.
+#[inline(always)]
+fn requantizer<C: ChannelTable>(p: &ConvParams, channels: C, c: usize, chan: &Channel) -> Option<Requantizer> {
+    if C::PREPARED {
+        channels.channel(c).map(|q| Requantizer::prepared(q.multiplier, p.output_zero_point, p.clamp))
+    } else {
+        Some(chan.requant)
     }
 }
 

@@ -42,7 +42,7 @@ pub struct ChannelQuant {
 impl ChannelQuant {
     /// Decodes one 12-byte channel-table entry.
     #[inline(always)]
-    pub fn from_le_bytes(b: &[u8; 12]) -> ChannelQuant {
+    pub const fn from_le_bytes(b: &[u8; 12]) -> ChannelQuant {
         ChannelQuant {
             bias: i32::from_le_bytes([b[0], b[1], b[2], b[3]]),
             multiplier: i32::from_le_bytes([b[4], b[5], b[6], b[7]]),
@@ -96,19 +96,18 @@ impl PreparedChannel {
 /// decoded: `const`, so a compiled model's tables are prepared by the
 /// compiler and only the decoded form is in flash.
 pub const fn prepare_channels<const N: usize>(table: &[u8]) -> [PreparedChannel; N] {
-    const fn word(t: &[u8], at: usize) -> i32 {
-        i32::from_le_bytes([t[at], t[at + 1], t[at + 2], t[at + 3]])
-    }
     assert!(table.len() == N * CHANNEL_ENTRY_LEN, "channel table length");
     let mut out = [PreparedChannel::new(ChannelQuant { bias: 0, multiplier: 0, shift: 0 }); N];
     let mut i = 0;
     while i < N {
-        let e = i * CHANNEL_ENTRY_LEN;
-        out[i] = PreparedChannel::new(ChannelQuant {
-            bias: word(table, e),
-            multiplier: word(table, e + 4),
-            shift: word(table, e + 8),
-        });
+        // `ChannelQuant::read` in a form a `const fn` can call.
+        let mut entry = [0u8; CHANNEL_ENTRY_LEN];
+        let mut k = 0;
+        while k < CHANNEL_ENTRY_LEN {
+            entry[k] = table[i * CHANNEL_ENTRY_LEN + k];
+            k += 1;
+        }
+        out[i] = PreparedChannel::new(ChannelQuant::from_le_bytes(&entry));
         i += 1;
     }
     out

@@ -4,7 +4,8 @@
 //! 0.1.3 (a reader tinykd did not write) and by tinykd for the same QEMU
 //! board, both run on test samples. With VALID padding (where microflow
 //! follows TFLite's window placement) the two must predict the same class
-//! almost always — microflow requantizes in f32, so not always. Needs
+//! almost always — microflow requantizes in f32, so not always. The
+//! harness alone is built too: engine + model is each image less it. Needs
 //! qemu-system-arm, the thumbv7m target and crates.io (microflow);
 //! `TINYKD_SKIP_MICROFLOW` skips it. `TINYKD_PYTHON` names the interpreter.
 
@@ -36,10 +37,20 @@ fn microflow_runs_the_tflite_export_beside_tinykd() {
     for runtime in ["tinykd", "microflow"] {
         let row = text.lines().find(|l| l.starts_with(runtime)).unwrap_or_else(|| panic!("no {runtime} row"));
         let numbers: Vec<f64> = row.split_whitespace().filter_map(|w| w.trim_end_matches('%').parse().ok()).collect();
-        // flash, stack, instructions, accuracy: all measured, none zero.
-        assert_eq!(numbers.len(), 4, "{row}");
+        // Image flash, engine + model, stack, instructions, accuracy: all
+        // measured, none zero; engine + model is the image less the harness.
+        assert_eq!(numbers.len(), 5, "{row}");
         assert!(numbers.iter().all(|v| *v > 0.0), "{row}");
+        assert!(numbers[1] < numbers[0], "{row}");
     }
+    let harness: f64 = text
+        .lines()
+        .find_map(|l| l.split("the harness alone: ").nth(1))
+        .and_then(|r| r.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .expect("a line with the harness's flash");
+    // Vector table (1,024 B on this board) and start-up code, no engine.
+    assert!((1024.0..2048.0).contains(&harness), "the harness alone takes {harness} B");
     let agree: f64 = text
         .lines()
         .find_map(|l| l.split("same class on ").nth(1))

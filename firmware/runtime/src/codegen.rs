@@ -129,8 +129,15 @@ pub fn compiled_source(model: &Model<'_>, krate: &str, specialize: bool) -> Resu
         let mut fns = String::new();
         for i in 0..model.layer_count() {
             // A convolution whose filter fits is gathered into a buffer of
-            // exactly its length (see `kernels::conv_gathered`).
+            // exactly its length (see `kernels::conv_gathered`); a fully
+            // connected layer's rows are read at constant offsets (see
+            // `kernels::fully_connected::fully_connected_layer`).
             let window = match model.compiled_layer(i)?.step {
+                Step::FullyConnected { weights, channels, .. } => weights
+                    .len()
+                    .checked_div(crate::kernels::ChannelTable::count(channels))
+                    .filter(|&n| n <= crate::kernels::dot::ROW4_MAX)
+                    .unwrap_or(0),
                 Step::Conv { params, .. } => params
                     .window
                     .kernel_len()
@@ -195,6 +202,11 @@ mod tests {
         for i in 0..model.layer_count() {
             assert!(src.contains(&format!("run_layer::<MODEL_OPS, {i}, ")), "layer {i}");
             let l = model.layer(i).unwrap();
+            if l.op == crate::format::Op::FullyConnected {
+                // Its input length, for the four-row pass.
+                let inputs = l.weights_len / l.channel_count;
+                assert!(src.contains(&format!("run_layer::<MODEL_OPS, {i}, {inputs}>")), "layer {i}");
+            }
             if l.weights_len > 0 {
                 // The raw table only as a constant, decoded into the prepared one.
                 let (n, table) = (l.channel_count, l.channel_count * crate::format::CHANNEL_ENTRY_LEN);

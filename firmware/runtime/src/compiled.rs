@@ -73,9 +73,10 @@ impl<C: ChannelTable> Step<'_, C> {
 
     /// [`Step::run`] with the convolution kernel's body inlined and its
     /// helpers instantiated for `LAYER` alone, `WINDOW` the length of a
-    /// convolution's filter to gather (or 0; see
-    /// [`kernels::conv::conv2d_layer`]): for a compiled model's per-layer
-    /// functions.
+    /// convolution's filter to gather (see
+    /// [`kernels::conv::conv2d_layer`]) or of a fully connected layer's
+    /// input (see [`kernels::fully_connected::fully_connected_layer`]), or
+    /// 0: for a compiled model's per-layer functions.
     #[inline(always)]
     pub fn run_layer<const OPS: OpSet, const LAYER: usize, const WINDOW: usize>(
         &self,
@@ -107,9 +108,9 @@ impl<C: ChannelTable> Step<'_, C> {
                     }
                 };
                 if single {
-                    kernels::fully_connected_rounded::<true, _>(input, w, ch, z, c, output)
+                    kernels::fully_connected::fully_connected_layer::<true, WINDOW, _>(input, w, ch, z, c, output)
                 } else {
-                    kernels::fully_connected_rounded::<false, _>(input, w, ch, z, c, output)
+                    kernels::fully_connected::fully_connected_layer::<false, WINDOW, _>(input, w, ch, z, c, output)
                 }
             }
             Step::Conv { ref params, weights, channels } if has(format::Op::Conv2d) => {

@@ -154,6 +154,58 @@ pub(super) fn dot4_interleaved<const W: usize>(x: &[i16; W], f: &[i8]) -> [i32; 
     [s0, s1, s2, s3]
 }
 
+/// [`super::dot1x4`] (`f` is `4·W` long, `W` ≤ [`super::ROW4_MAX`]):
+/// whole words through SMLAD, the last `W % 4` bytes portably.
+#[inline(always)]
+pub(super) fn dot1x4<const W: usize>(x: &[i8; W], f: &[i8]) -> [i32; 4] {
+    let (groups, t) = (W / 4, W / 4 * 4);
+    let f = &f[..4 * W];
+    let tail = |k: usize| super::dot(&x[t..], &f[k * W + t..(k + 1) * W]);
+    let [mut s0, mut s1, mut s2, mut s3] = [tail(0), tail(1), tail(2), tail(3)];
+    if groups == 0 {
+        return [s0, s1, s2, s3];
+    }
+    // SAFETY: the loop reads bytes `0..4·groups ≤ W` of `x` and of each
+    // of the four rows (`f` is `4·W` long, checked by slicing above), with
+    // unaligned word loads (allowed on Armv7-M for LDR); it writes only
+    // the listed registers and touches no other memory or the stack.
+    #[allow(unsafe_code)]
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            "ldr {xl}, [{xp}], #4",
+            "sxtb16 {xh}, {xl}, ror #8",
+            "sxtb16 {xl}, {xl}",
+            "ldr {w}, [{fp}], #4",
+            "sxtb16 {t}, {w}",
+            "smlad {s0}, {xl}, {t}, {s0}",
+            "sxtb16 {t}, {w}, ror #8",
+            "smlad {s0}, {xh}, {t}, {s0}",
+            channel_at!("s1", "b"),
+            channel_at!("s2", "c"),
+            channel_at!("s3", "d"),
+            "subs {n}, {n}, #1",
+            "bne 2b",
+            xp = inout(reg) x.as_ptr() => _,
+            fp = inout(reg) f.as_ptr() => _,
+            n = inout(reg) groups => _,
+            s0 = inout(reg) s0,
+            s1 = inout(reg) s1,
+            s2 = inout(reg) s2,
+            s3 = inout(reg) s3,
+            xl = out(reg) _,
+            xh = out(reg) _,
+            w = out(reg) _,
+            t = out(reg) _,
+            b = const W.saturating_sub(4),
+            c = const (2 * W).saturating_sub(4),
+            d = const (3 * W).saturating_sub(4),
+            options(nostack, readonly),
+        );
+    }
+    [s0, s1, s2, s3]
+}
+
 /// `[Σ x·a, Σ x·b]` over the first `groups · 4` bytes of each run.
 #[inline(always)]
 pub(super) fn dot2_words(x: &[i8], a: &[i8], b: &[i8], groups: usize) -> [i32; 2] {

@@ -156,6 +156,64 @@ pub(super) fn dot2x3_wide<const W: usize>(x: &[[i16; W]; 2], f: &[i8]) -> [i32; 
     s
 }
 
+/// One input byte against four rows, the second to fourth `{b}`, `{c}`,
+/// `{d}` bytes after the first (offsets after the post-increment).
+#[cfg(tinykd_v7m)]
+macro_rules! row4_step {
+    () => {
+        concat!(
+            "ldrsb {p}, [{x}], #1\n",
+            "ldrsb {w}, [{f}], #1\n",
+            "mla {s0}, {p}, {w}, {s0}\n",
+            "ldrsb {w}, [{f}, #{b}]\n",
+            "mla {s1}, {p}, {w}, {s1}\n",
+            "ldrsb {w}, [{f}, #{c}]\n",
+            "mla {s2}, {p}, {w}, {s2}\n",
+            "ldrsb {w}, [{f}, #{d}]\n",
+            "mla {s3}, {p}, {w}, {s3}",
+        )
+    };
+}
+
+/// [`super::dot1x4`] (`f` is `4·W` long, `W` ≤ [`super::ROW4_MAX`]),
+/// unrolled by four; the last `W % 4` bytes through the portable loop.
+#[cfg(tinykd_v7m)]
+#[inline(always)]
+pub(super) fn dot1x4<const W: usize>(x: &[i8; W], f: &[i8]) -> [i32; 4] {
+    let (quads, t) = (W / 4, W / 4 * 4);
+    let f = &f[..4 * W];
+    let tail = |k: usize| super::dot(&x[t..], &f[k * W + t..(k + 1) * W]);
+    let [mut s0, mut s1, mut s2, mut s3] = [tail(0), tail(1), tail(2), tail(3)];
+    if quads == 0 {
+        return [s0, s1, s2, s3];
+    }
+    // SAFETY: the loop reads bytes `0..4·quads ≤ W` of `x` and of each of
+    // the four rows (`f` is `4·W` long, checked above by slicing; the
+    // largest offset, `3·W − 1`, fits the load's immediate as `W` ≤
+    // `ROW4_MAX`); it writes only the listed registers and touches no
+    // other memory or the stack.
+    #[allow(unsafe_code)]
+    unsafe {
+        core::arch::asm!(
+            four_steps_loop!(row4_step),
+            x = inout(reg) x.as_ptr() => _,
+            f = inout(reg) f.as_ptr() => _,
+            n = inout(reg) quads => _,
+            s0 = inout(reg) s0,
+            s1 = inout(reg) s1,
+            s2 = inout(reg) s2,
+            s3 = inout(reg) s3,
+            p = out(reg) _,
+            w = out(reg) _,
+            b = const W.saturating_sub(1),
+            c = const (2 * W).saturating_sub(1),
+            d = const (3 * W).saturating_sub(1),
+            options(nostack, readonly),
+        );
+    }
+    [s0, s1, s2, s3]
+}
+
 /// [`super::dot2x2_wide`] over runs of equal length, unrolled by four.
 #[inline(always)]
 pub(super) fn dot2x2_wide(x0: &[i16], x1: &[i16], a: &[i8], b: &[i8]) -> [i32; 4] {

@@ -125,7 +125,9 @@ fn rows_by_four<const SINGLE: bool, const IN: usize, C: ChannelTable>(
         }
         o += 4;
     }
-    // The last rows two at a time, then one.
+    // The last rows two at a time, then one, requantized out of line: they
+    // are at most three rows of the layer.
+    let requant = |o: usize, d: i32| tail_requantize::<SINGLE, C>(channels, o, d, output_zero_point, clamp);
     let row = |o: usize| weights.get(o * IN..(o + 1) * IN);
     if o + 1 < rows {
         let (Some(a), Some(b)) = (row(o), row(o + 1)) else { return };
@@ -136,10 +138,28 @@ fn rows_by_four<const SINGLE: bool, const IN: usize, C: ChannelTable>(
         o += 2;
     }
     if o < rows {
+        // Through `rows2` too: `dot` inlined here, over a constant `IN`,
+        // would be unrolled whole (~0.6 KB for 64 inputs).
         let (Some(a), Some(_)) = (row(o), output.get(o)) else { return };
-        let Some(y) = requant(o, dot(x, a)) else { return };
+        let Some(y) = requant(o, rows2(x, a, a)[0]) else { return };
         output[o] = y;
     }
+}
+
+/// Row `o`'s output, for the rows after the four-row passes: not inlined,
+/// so the requantization is not three more copies in the layer's code.
+#[cfg(all(any(tinykd_v7m, tinykd_dsp), not(tinykd_small)))]
+#[inline(never)]
+fn tail_requantize<const SINGLE: bool, C: ChannelTable>(
+    channels: C,
+    o: usize,
+    d: i32,
+    zp: i32,
+    clamp: Clamp,
+) -> Option<i8> {
+    channels
+        .channel(o)
+        .map(|q| Requantizer::prepared(q.multiplier, zp, clamp).apply_rounded::<SINGLE>(q.bias.wrapping_add(d)))
 }
 
 /// Not inlined, as [`rows2`].

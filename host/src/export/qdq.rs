@@ -1,8 +1,15 @@
 //! The int8 student (`.tkd`) as ONNX with QuantizeLinear / DequantizeLinear
 //! around float operators (the "QDQ" form onnxruntime and Netron read as a
-//! quantized model): per-channel int8 weights with their scales, int32
-//! biases at `s_in · s_w`, every activation quantized with the blob's own
-//! scale and zero point. The blob's layouts are the device's (channels
+//! quantized model): per-channel weights with their scales, int32 biases
+//! at `s_in · s_w`, every activation quantized with the blob's own scale
+//! and zero point.
+//!
+//! Weights and activations are stored as uint8 (`v + 128`, zero point
+//! `z + 128`): the same real values and the same quantization steps as the
+//! int8 ones. onnxruntime's x86 kernels for int8 operands on CPUs without
+//! VNNI (AVX2) sum byte pairs in 16 bits with saturation (`vpmaddubsw`);
+//! with int8 tensors a convolution came out 122 steps from the device on
+//! such a machine. Its uint8 × uint8 kernels do not saturate. The blob's layouts are the device's (channels
 //! last); the graph is channels first, so weights are transposed here and a
 //! fully connected layer over a flattened feature map reads it in the
 //! device's `H, W, C` order (a Transpose before the Flatten).
@@ -27,20 +34,27 @@ fn padding(p: u16) -> Padding {
     if p == 1 { Padding::Same } else { Padding::Valid }
 }
 
+/// An int8 value (or zero point) as the uint8 the graph stores: `v + 128`.
+/// With the zero point moved by the same 128 it is the same real value,
+/// and QuantizeLinear's rounding and saturation are the same steps.
+fn as_uint8(v: i32) -> u8 {
+    (v.clamp(-128, 127) + 128) as u8
+}
+
 impl Builder {
     /// Quantizes and dequantizes the current activation with `q`.
     fn qdq(&mut self, q: QuantParams) {
         let s = self.init_f32("scale", &[], &[q.scale]);
-        let z = self.init_raw("zero_point", &[], DataType::Int8, vec![q.zero_point as i8 as u8]);
+        let z = self.init_raw("zero_point", &[], DataType::Uint8, vec![as_uint8(q.zero_point)]);
         self.op("QuantizeLinear", &[s.clone(), z.clone()], vec![]);
         self.op("DequantizeLinear", &[s, z], vec![]);
     }
 
     /// A per-channel dequantized int8 weight tensor of shape `dims`.
     fn weight(&mut self, dims: &[usize], values: &[i8], scales: &[f32]) -> String {
-        let w = self.init_raw("weight_q", dims, DataType::Int8, values.iter().map(|v| *v as u8).collect());
+        let w = self.init_raw("weight_q", dims, DataType::Uint8, values.iter().map(|v| as_uint8(*v as i32)).collect());
         let s = self.init_f32("weight_scale", &[scales.len()], scales);
-        let z = self.init_raw("weight_zero_point", &[scales.len()], DataType::Int8, vec![0; scales.len()]);
+        let z = self.init_raw("weight_zero_point", &[scales.len()], DataType::Uint8, vec![as_uint8(0); scales.len()]);
         self.dequantize(&[w, s, z])
     }
 
@@ -219,4 +233,21 @@ pub fn int8_model(blob: &[u8], layout: Layout) -> Result<Vec<u8>> {
     }
     let doc = format!("tinykd int8 student, CRC-32 {:#010x}, as QDQ", m.crc());
     Ok(b.finish("tinykd_student_int8", doc, m.class_count()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Dequantized, a value and its zero point shifted by 128 are the
+    /// same real number: `(v + 128) − (z + 128) = v − z`.
+    #[test]
+    fn uint8_storage_is_the_int8_value_moved_by_128() {
+        assert_eq!([as_uint8(-128), as_uint8(0), as_uint8(127)], [0, 128, 255]);
+        for v in -128..=127 {
+            for z in [-128, -5, 0, 77, 127] {
+                assert_eq!(as_uint8(v) as i32 - as_uint8(z) as i32, v - z);
+            }
+        }
+    }
 }

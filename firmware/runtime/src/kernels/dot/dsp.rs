@@ -99,6 +99,45 @@ macro_rules! channel_at {
     };
 }
 
+/// The SMLAD loop of [`dot4_interleaved`] and [`dot1x4`]: `$groups`
+/// passes, each putting one input group's pairs in `{xl}`, `{xh}` with
+/// `$load_x` (reading from `{xp}`, `$x`'s start) and feeding them to four
+/// filters `$w` bytes apart, the first at `{fp}` (`$f`'s start), into the
+/// accumulators `$s`. Only the input's form differs between the two.
+macro_rules! four_filter_loop {
+    ($load_x:literal, $x:expr, $f:expr, $groups:expr, $w:expr, [$s0:ident, $s1:ident, $s2:ident, $s3:ident]) => {
+        core::arch::asm!(
+            "2:",
+            $load_x,
+            "ldr {w}, [{fp}], #4",
+            "sxtb16 {t}, {w}",
+            "smlad {s0}, {xl}, {t}, {s0}",
+            "sxtb16 {t}, {w}, ror #8",
+            "smlad {s0}, {xh}, {t}, {s0}",
+            channel_at!("s1", "b"),
+            channel_at!("s2", "c"),
+            channel_at!("s3", "d"),
+            "subs {n}, {n}, #1",
+            "bne 2b",
+            xp = inout(reg) $x.as_ptr() => _,
+            fp = inout(reg) $f.as_ptr() => _,
+            n = inout(reg) $groups => _,
+            s0 = inout(reg) $s0,
+            s1 = inout(reg) $s1,
+            s2 = inout(reg) $s2,
+            s3 = inout(reg) $s3,
+            xl = out(reg) _,
+            xh = out(reg) _,
+            w = out(reg) _,
+            t = out(reg) _,
+            b = const $w.saturating_sub(4),
+            c = const (2 * $w).saturating_sub(4),
+            d = const (3 * $w).saturating_sub(4),
+            options(nostack, readonly),
+        )
+    };
+}
+
 /// [`super::dot4_interleaved`] (`f` is `4·W` long): whole groups of
 /// four through SMLAD, the rest (stored in order) portably.
 #[inline(always)]
@@ -120,36 +159,7 @@ pub(super) fn dot4_interleaved<const W: usize>(x: &[i16; W], f: &[i8]) -> [i32; 
     // listed registers and touches no other memory or the stack.
     #[allow(unsafe_code)]
     unsafe {
-        core::arch::asm!(
-            "2:",
-            "ldr {xl}, [{xp}], #4",
-            "ldr {xh}, [{xp}], #4",
-            "ldr {w}, [{fp}], #4",
-            "sxtb16 {t}, {w}",
-            "smlad {s0}, {xl}, {t}, {s0}",
-            "sxtb16 {t}, {w}, ror #8",
-            "smlad {s0}, {xh}, {t}, {s0}",
-            channel_at!("s1", "b"),
-            channel_at!("s2", "c"),
-            channel_at!("s3", "d"),
-            "subs {n}, {n}, #1",
-            "bne 2b",
-            xp = inout(reg) x.as_ptr() => _,
-            fp = inout(reg) f.as_ptr() => _,
-            n = inout(reg) groups => _,
-            s0 = inout(reg) s0,
-            s1 = inout(reg) s1,
-            s2 = inout(reg) s2,
-            s3 = inout(reg) s3,
-            xl = out(reg) _,
-            xh = out(reg) _,
-            w = out(reg) _,
-            t = out(reg) _,
-            b = const W.saturating_sub(4),
-            c = const (2 * W).saturating_sub(4),
-            d = const (3 * W).saturating_sub(4),
-            options(nostack, readonly),
-        );
+        four_filter_loop!("ldr {xl}, [{xp}], #4\nldr {xh}, [{xp}], #4", x, f, groups, W, [s0, s1, s2, s3]);
     }
     [s0, s1, s2, s3]
 }
@@ -171,36 +181,13 @@ pub(super) fn dot1x4<const W: usize>(x: &[i8; W], f: &[i8]) -> [i32; 4] {
     // the listed registers and touches no other memory or the stack.
     #[allow(unsafe_code)]
     unsafe {
-        core::arch::asm!(
-            "2:",
-            "ldr {xl}, [{xp}], #4",
-            "sxtb16 {xh}, {xl}, ror #8",
-            "sxtb16 {xl}, {xl}",
-            "ldr {w}, [{fp}], #4",
-            "sxtb16 {t}, {w}",
-            "smlad {s0}, {xl}, {t}, {s0}",
-            "sxtb16 {t}, {w}, ror #8",
-            "smlad {s0}, {xh}, {t}, {s0}",
-            channel_at!("s1", "b"),
-            channel_at!("s2", "c"),
-            channel_at!("s3", "d"),
-            "subs {n}, {n}, #1",
-            "bne 2b",
-            xp = inout(reg) x.as_ptr() => _,
-            fp = inout(reg) f.as_ptr() => _,
-            n = inout(reg) groups => _,
-            s0 = inout(reg) s0,
-            s1 = inout(reg) s1,
-            s2 = inout(reg) s2,
-            s3 = inout(reg) s3,
-            xl = out(reg) _,
-            xh = out(reg) _,
-            w = out(reg) _,
-            t = out(reg) _,
-            b = const W.saturating_sub(4),
-            c = const (2 * W).saturating_sub(4),
-            d = const (3 * W).saturating_sub(4),
-            options(nostack, readonly),
+        four_filter_loop!(
+            "ldr {xl}, [{xp}], #4\nsxtb16 {xh}, {xl}, ror #8\nsxtb16 {xl}, {xl}",
+            x,
+            f,
+            groups,
+            W,
+            [s0, s1, s2, s3]
         );
     }
     [s0, s1, s2, s3]

@@ -17,9 +17,11 @@
 //! * windows under 16 values: a portable loop, which LLVM unrolls
 //!   completely (the length is a constant in a layer's copy) and, when it
 //!   unrolls the channel loop too, folds each channel's requantization;
-//! * Armv7-M, 16 values or more: two pixels per pass through a hand-written
-//!   `mla` loop, or on the M4 with input channels in fours, one pixel
-//!   through SMLAD on a window gathered in SXTB16's order.
+//! * 16 values or more, two pixels per pass: on the Cortex-M3 through a
+//!   hand-written `mla` loop; on the M4/M7 packed in one word per value,
+//!   two multiply-accumulates per single-cycle `smlal` (`dot::packed`);
+//!   in a build for size (`tinykd_small`) one pixel, on the M4 through
+//!   SMLAD on a window gathered in SXTB16's order.
 //!
 //! Only a compiled model's per-layer copies take it (the `specialized`
 //! engine). In the shared kernel of the `compiled` and `interpreted`
@@ -27,21 +29,24 @@
 //! at 12.4 per MAC on 8×8×1→8 for 1 KB more flash, so they keep the general
 //! path.
 
-use super::dot::{INTERLEAVE_MIN, dot2_interleaved, dot2x2_wide, dot2x3_wide, dot4_interleaved};
+use super::dot::packed::{dot_packed, dot2x3_packed, pack};
+use super::dot::{INTERLEAVE_MIN, dot2_interleaved, dot2x2_wide, dot2x3_wide};
 use super::window::Taps;
 use super::{ChannelTable, ConvParams, Requantizer};
 
 /// Largest window (`kernel_h · kernel_w · in_c` values) this kernel takes
 /// on any core: 3×3 over 16 channels. Each layer's copy has a buffer of its
-/// own window's size (`WINDOW`, two bytes per value) on the stack.
+/// own window's size (`WINDOW` values) on the stack: two bytes per value
+/// for one pixel, four for two.
 pub const MAX_WINDOW: usize = 144;
 
 /// Largest window gathered on this core. Armv7-M runs long windows through
-/// a hand-written loop (SMLAD on the M4: conv 8×8×16→16, 144 values, 2.56
-/// instructions per MAC against the general kernel's 3.37; `mla` on the
-/// M3: see the README); elsewhere LLVM's loop over a window it no longer
-/// unrolls completely lost to the general kernel's (M3 before its loop:
-/// 4.12 against 3.45).
+/// hand-written loops (`mla` on the M3, `smlal` on packed pairs on the M4:
+/// see the README; the M4's first, SMLAD, already ran conv 8×8×16→16, 144
+/// values, at 2.56 instructions per MAC against the general kernel's
+/// 3.37); elsewhere LLVM's loop over a window it no longer unrolls
+/// completely lost to the general kernel's (M3 before its loop: 4.12
+/// against 3.45).
 const CORE_MAX_WINDOW: usize = if cfg!(any(tinykd_dsp, tinykd_v7m)) { MAX_WINDOW } else { 80 };
 
 /// Whether [`conv2d_gathered`] with a `window`-value buffer takes a layer
@@ -76,38 +81,45 @@ pub(super) fn conv2d_gathered<const SINGLE: bool, const LAYER: usize, const WIND
         return;
     }
     let mut pixels = output.chunks_exact_mut(out_c);
+    // On the M4/M7: two pixels per pass packed in one word per value, two
+    // multiply-accumulates per `smlal` (see `dot::packed`; measured in the
+    // README). Not in a build optimised for size (`tinykd_small`).
+    if cfg!(tinykd_dsp) && !cfg!(tinykd_small) && WINDOW >= INTERLEAVE_MIN {
+        let mut packed = [0i32; WINDOW];
+        let mut raster = Raster::new(p);
+        while let Some((y0, x0)) = raster.next() {
+            gather_packed(p, win.rows(y0), win.cols(x0), input, &mut packed, false);
+            let Some(p0) = pixels.next() else { return };
+            let p1 = raster.next().and_then(|(y1, x1)| {
+                gather_packed(p, win.rows(y1), win.cols(x1), input, &mut packed, true);
+                pixels.next()
+            });
+            packed_pair_channels::<SINGLE, LAYER, WINDOW, C>(p, &packed, taps, weights, channels, p0, p1);
+        }
+        return;
+    }
     // Long windows take two pixels per pass (raster order; a pair may span
     // two rows), each weight load feeding both, through the Armv7-M `mla`
-    // loop: on the M3, and on the M4 unless the input channels come in
-    // fours (its SMLAD path below needs whole groups of four; measured on
-    // 8×8×3→8: 5.88 instructions per MAC through SMLAD with a slot computed
-    // per value, see the README for this path). An odd last pixel's partner
-    // holds stale values and is not written.
+    // loop, on the M3. An odd last pixel's partner holds stale values and
+    // is not written. Each pixel of the pair has its own inlined gathering:
+    // one shared call site ran the main-job CNN at 58,768 instructions
+    // instead of 57,590 (its flash 24 B larger, the digits CNN's 0.7 KB
+    // smaller).
     // Not in a build optimised for size (`tinykd_small`): see the README.
-    let pairs = !cfg!(tinykd_small) && (cfg!(tinykd_v7m) || (cfg!(tinykd_dsp) && in_c % 4 != 0));
-    if pairs && WINDOW >= INTERLEAVE_MIN {
+    if cfg!(tinykd_v7m) && !cfg!(tinykd_small) && WINDOW >= INTERLEAVE_MIN {
         let mut patches = [[0i16; WINDOW]; 2];
-        let (mut oy, mut ox) = (0, 0);
-        let mut next = |patch: &mut [i16; WINDOW]| {
-            if oy >= win.out_h() {
-                return false;
-            }
-            gather(p, win.rows(oy), win.cols(ox), input, patch);
-            ox += 1;
-            if ox == win.out_w() {
-                (oy, ox) = (oy + 1, 0);
-            }
-            true
-        };
-        loop {
+        let mut raster = Raster::new(p);
+        while let Some((y0, x0)) = raster.next() {
             let [first, second] = &mut patches;
-            if !next(first) {
-                return;
-            }
+            gather(p, win.rows(y0), win.cols(x0), input, first);
             let Some(p0) = pixels.next() else { return };
-            let p1 = if next(second) { pixels.next() } else { None };
+            let p1 = raster.next().and_then(|(y1, x1)| {
+                gather(p, win.rows(y1), win.cols(x1), input, second);
+                pixels.next()
+            });
             pixel_pair_channels::<SINGLE, LAYER, WINDOW, C>(p, &patches, taps, weights, channels, p0, p1);
         }
+        return;
     }
     let mut patch = [0i16; WINDOW];
     for oy in 0..win.out_h() {
@@ -120,10 +132,56 @@ pub(super) fn conv2d_gathered<const SINGLE: bool, const LAYER: usize, const WIND
     }
 }
 
+/// Output pixels in raster order.
+struct Raster {
+    oy: usize,
+    ox: usize,
+    out_h: usize,
+    out_w: usize,
+}
+
+impl Raster {
+    #[inline(always)]
+    fn new(p: &ConvParams) -> Raster {
+        Raster { oy: 0, ox: 0, out_h: p.window.out_h(), out_w: p.window.out_w() }
+    }
+
+    /// The next pixel's `(oy, ox)`.
+    #[inline(always)]
+    fn next(&mut self) -> Option<(usize, usize)> {
+        if self.oy >= self.out_h || self.out_w == 0 {
+            return None;
+        }
+        let at = (self.oy, self.ox);
+        self.ox += 1;
+        if self.ox == self.out_w {
+            (self.oy, self.ox) = (self.oy + 1, 0);
+        }
+        Some(at)
+    }
+}
+
+/// Calls `put(dst, run)` for each in-bounds run of one pixel's window:
+/// `rows.len()` runs of `cols.len() · in_c` input values, `dst` where the
+/// run starts in a buffer laid out like one filter. Stops at a run outside
+/// `input`.
+#[inline(always)]
+fn window_runs<'a>(p: &ConvParams, rows: Taps, cols: Taps, input: &'a [i8], mut put: impl FnMut(usize, &'a [i8])) {
+    let win = p.window;
+    let (kw, in_c, in_w) = (win.kernel_w(), p.in_channels, win.in_w());
+    let n = cols.len() * in_c;
+    let (mut src, mut dst) = ((rows.i0 * in_w + cols.i0) * in_c, (rows.k0 * kw + cols.k0) * in_c);
+    for _ in 0..rows.len() {
+        let Some(s) = input.get(src..src + n) else { return };
+        put(dst, s);
+        (src, dst) = (src + in_w * in_c, dst + kw * in_c);
+    }
+}
+
 /// Writes one output pixel's window into `patch`, laid out like a filter
-/// (on cores with SMLAD, input channels in fours and 16 values or more: in
-/// [`dot2_interleaved`]'s order): `x − z_in` for in-bounds taps, 0 for
-/// taps in the padding.
+/// (in a build for size on cores with SMLAD, input channels in fours and
+/// 16 values or more: in [`dot2_interleaved`]'s order): `x − z_in` for
+/// in-bounds taps, 0 for taps in the padding.
 #[inline(always)]
 fn gather<const WINDOW: usize>(p: &ConvParams, rows: Taps, cols: Taps, input: &[i8], patch: &mut [i16; WINDOW]) {
     let win = p.window;
@@ -139,23 +197,108 @@ fn gather<const WINDOW: usize>(p: &ConvParams, rows: Taps, cols: Taps, input: &[
     let n = cols.len() * in_c;
     let (mut src, mut dst) = ((rows.i0 * in_w + cols.i0) * in_c, (rows.k0 * kw + cols.k0) * in_c);
     for _ in 0..rows.len() {
-        let Some(s) = input.get(src..src + n) else { return };
+        let (Some(s), Some(d)) = (input.get(src..src + n), patch.get_mut(dst..dst + n)) else { return };
         if cfg!(tinykd_dsp) && in_c % 4 == 0 && taps >= INTERLEAVE_MIN {
             // Whole groups of four (runs and offsets are multiples of
             // four): each stored `x0, x2, x1, x3` with constant offsets
             // instead of a slot computed per value.
-            let Some(d) = patch.get_mut(dst..dst + n) else { return };
             for (d, s) in d.chunks_exact_mut(4).zip(s.chunks_exact(4)) {
                 let v = |i: usize| (s[i] as i32 - zin) as i16;
                 d.copy_from_slice(&[v(0), v(2), v(1), v(3)]);
             }
         } else {
-            let Some(d) = patch.get_mut(dst..dst + n) else { return };
             for (d, s) in d.iter_mut().zip(s) {
                 *d = (*s as i32 - zin) as i16;
             }
         }
         (src, dst) = (src + in_w * in_c, dst + kw * in_c);
+    }
+}
+
+/// Packs one pixel's window into `packed` (see `dot::packed`), laid out
+/// like a filter: the first of a pair (`second` false) sets each value to
+/// its `x − z_in` (0 in the padding), the second adds its own shifted.
+#[inline(always)]
+fn gather_packed<const WINDOW: usize>(
+    p: &ConvParams,
+    rows: Taps,
+    cols: Taps,
+    input: &[i8],
+    packed: &mut [i32; WINDOW],
+    second: bool,
+) {
+    let win = p.window;
+    let (kh, kw, zin) = (win.kernel_h(), win.kernel_w(), p.input_zero_point);
+    if !second && (rows.len() != kh || cols.len() != kw) {
+        for v in packed.iter_mut() {
+            *v = 0;
+        }
+    }
+    window_runs(p, rows, cols, input, |dst, s| {
+        let Some(d) = packed.get_mut(dst..dst + s.len()) else { return };
+        for (d, s) in d.iter_mut().zip(s) {
+            let v = *s as i32 - zin;
+            *d = if second { pack(*d, v) } else { v };
+        }
+    });
+}
+
+/// Channel `ch`'s outputs of two pixels from their sums `s` (`p1` is
+/// `None` for an odd last pixel); false past the channel table.
+#[inline(always)]
+fn store_pair<const SINGLE: bool, C: ChannelTable>(
+    p: &ConvParams,
+    channels: C,
+    ch: usize,
+    s: [i32; 2],
+    p0: &mut [i8],
+    p1: Option<&mut [i8]>,
+) -> bool {
+    let Some(q) = channels.channel(ch) else { return false };
+    let r = Requantizer::prepared(q.multiplier, p.output_zero_point, p.clamp);
+    if let Some(y) = p0.get_mut(ch) {
+        *y = r.apply_rounded::<SINGLE>(q.bias.wrapping_add(s[0]));
+    }
+    if let Some(y) = p1.and_then(|p1| p1.get_mut(ch)) {
+        *y = r.apply_rounded::<SINGLE>(q.bias.wrapping_add(s[1]));
+    }
+    true
+}
+
+/// Every output channel of two pixels from their packed windows, three
+/// channels per pass while they last when the filter fills the buffer.
+/// Not inlined, as [`pixel_channels`].
+#[inline(never)]
+fn packed_pair_channels<const SINGLE: bool, const LAYER: usize, const WINDOW: usize, C: ChannelTable>(
+    p: &ConvParams,
+    packed: &[i32; WINDOW],
+    taps: usize,
+    weights: &[i8],
+    channels: C,
+    p0: &mut [i8],
+    mut p1: Option<&mut [i8]>,
+) {
+    let out_c = p.out_channels;
+    let mut o = 0;
+    if taps == WINDOW {
+        while o + 3 <= out_c {
+            let Some(f) = weights.get(o * taps..(o + 3) * taps) else { return };
+            let s = dot2x3_packed::<WINDOW>(packed, f);
+            for (k, s) in s.into_iter().enumerate() {
+                if !store_pair::<SINGLE, C>(p, channels, o + k, s, p0, p1.as_deref_mut()) {
+                    return;
+                }
+            }
+            o += 3;
+        }
+    }
+    let x = &packed[..taps.min(WINDOW)];
+    while o < out_c {
+        let Some(a) = weights.get(o * taps..(o + 1) * taps) else { return };
+        if !store_pair::<SINGLE, C>(p, channels, o, dot_packed(x, a), p0, p1.as_deref_mut()) {
+            return;
+        }
+        o += 1;
     }
 }
 
@@ -173,18 +316,8 @@ fn pixel_pair_channels<const SINGLE: bool, const LAYER: usize, const WINDOW: usi
 ) {
     let n = taps.min(WINDOW);
     let (x0, x1) = (&patches[0][..n], &patches[1][..n]);
-    // Channel `ch`'s outputs of both pixels from its two sums.
-    let mut store = |ch: usize, s0: i32, s1: i32| {
-        let Some(q) = channels.channel(ch) else { return false };
-        let r = Requantizer::prepared(q.multiplier, p.output_zero_point, p.clamp);
-        if let Some(y) = p0.get_mut(ch) {
-            *y = r.apply_rounded::<SINGLE>(q.bias.wrapping_add(s0));
-        }
-        if let Some(y) = p1.as_deref_mut().and_then(|p1| p1.get_mut(ch)) {
-            *y = r.apply_rounded::<SINGLE>(q.bias.wrapping_add(s1));
-        }
-        true
-    };
+    let mut store =
+        |ch: usize, s0: i32, s1: i32| store_pair::<SINGLE, C>(p, channels, ch, [s0, s1], p0, p1.as_deref_mut());
     let out_c = p.out_channels;
     let mut o = 0;
     // Three channels per pass while they last, when the filter fills the
@@ -238,21 +371,6 @@ fn pixel_channels<const SINGLE: bool, const LAYER: usize, const WINDOW: usize, C
     };
     let out_c = pixel.len();
     let mut o = 0;
-    // Four channels per pass on cores with SMLAD when the filter fills the
-    // buffer (the other filters are at offsets of `WINDOW`), not in a
-    // build optimised for size: 24 instructions per 16 MACs against 14
-    // per 8. The last one to three channels take the pair loop below.
-    if cfg!(tinykd_dsp) && !cfg!(tinykd_small) && taps == WINDOW && WINDOW >= INTERLEAVE_MIN {
-        while o + 4 <= out_c {
-            let Some(f) = weights.get(o * taps..(o + 4) * taps) else { return };
-            let s = dot4_interleaved::<WINDOW>(patch, f);
-            for (k, s) in s.into_iter().enumerate() {
-                let Some(y) = requant(o + k, s) else { return };
-                pixel[o + k] = y;
-            }
-            o += 4;
-        }
-    }
     while o < out_c {
         let Some(a) = weights.get(o * taps..(o + 1) * taps) else { return };
         // An odd last channel pairs with itself and is written once.

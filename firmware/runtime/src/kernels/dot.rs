@@ -137,25 +137,6 @@ pub fn dot2_interleaved(x: &[i16], a: &[i8], b: &[i8]) -> [i32; 2] {
     dot2_wide(x, a, b)
 }
 
-/// [`dot2_interleaved`] against four consecutive filters of `W` weights
-/// (`f`, at least `4·W` long; `x` is one pixel's `W` values):
-/// `[x·a, x·b, x·c, x·d]`. On cores with SMLAD for `W` ≥
-/// [`INTERLEAVE_MIN`], each input word pair feeds four channels (24
-/// instructions per 16 MACs against 14 per 8 for two); the other filters
-/// are at constant offsets, so the loop fits in eleven registers. Zeros if
-/// `f` is too short.
-#[inline(always)]
-pub fn dot4_interleaved<const W: usize>(x: &[i16; W], f: &[i8]) -> [i32; 4] {
-    let Some(f) = f.get(..4 * W) else { return [0; 4] };
-    #[cfg(tinykd_dsp)]
-    if W >= INTERLEAVE_MIN {
-        return dsp::dot4_interleaved::<W>(x, f);
-    }
-    let (ab, cd) = f.split_at(2 * W);
-    let ([a, b], [c, d]) = (dot2_interleaved(x, &ab[..W], &ab[W..]), dot2_interleaved(x, &cd[..W], &cd[W..]));
-    [a, b, c, d]
-}
-
 /// Longest run [`dot1x4`] takes to its hand-written loops: they reach the
 /// fourth row at a constant offset of about `3·W` bytes, and Thumb-2 loads
 /// take immediate offsets below 4096.
@@ -284,6 +265,8 @@ fn dot2_portable(x: &[i8], a: &[i8], b: &[i8]) -> [i32; 2] {
     [s0, s1]
 }
 
+pub mod packed;
+
 #[cfg(any(tinykd_v7m, tinykd_dsp))]
 mod v7m;
 
@@ -321,14 +304,6 @@ mod tests {
         prop_assert_eq!(dot2x3_wide::<W>(&x, &f), want);
         // A filter slice too short for three filters gives zeros.
         prop_assert_eq!(dot2x3_wide::<W>(&x, &f[..3 * W - 1]), [0; 6]);
-        // One pixel against four filters (values in order: the host has no
-        // SMLAD, whose order the M4 board's runs check).
-        let f4: Vec<i8> = f.iter().copied().cycle().take(4 * W).collect();
-        let sum4 = |k: usize| {
-            x[0].iter().zip(&f4[k * W..(k + 1) * W]).fold(0i32, |s, (x, w)| s.wrapping_add(*x as i32 * *w as i32))
-        };
-        prop_assert_eq!(dot4_interleaved::<W>(&x[0], &f4), [sum4(0), sum4(1), sum4(2), sum4(3)]);
-        prop_assert_eq!(dot4_interleaved::<W>(&x[0], &f4[..4 * W - 1]), [0; 4]);
         Ok(())
     }
 

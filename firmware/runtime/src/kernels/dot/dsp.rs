@@ -75,8 +75,8 @@ pub(super) fn dot2_interleaved(x: &[i16], a: &[i8], b: &[i8]) -> [i32; 2] {
     [sa, sb]
 }
 
-/// One weight word of the filter `{off}` bytes on from `{fp}` (after
-/// the group's post-increment) against the input pairs, into `{s}`.
+/// One weight word of the row `{off}` bytes on from `{fp}` (after
+/// the group's post-increment), for [`dot1x4`], against the input pairs, into `{s}`.
 macro_rules! channel_at {
     ($s:literal, $off:literal) => {
         concat!(
@@ -99,71 +99,6 @@ macro_rules! channel_at {
     };
 }
 
-/// The SMLAD loop of [`dot4_interleaved`] and [`dot1x4`]: `$groups`
-/// passes, each putting one input group's pairs in `{xl}`, `{xh}` with
-/// `$load_x` (reading from `{xp}`, `$x`'s start) and feeding them to four
-/// filters `$w` bytes apart, the first at `{fp}` (`$f`'s start), into the
-/// accumulators `$s`. Only the input's form differs between the two.
-macro_rules! four_filter_loop {
-    ($load_x:literal, $x:expr, $f:expr, $groups:expr, $w:expr, [$s0:ident, $s1:ident, $s2:ident, $s3:ident]) => {
-        core::arch::asm!(
-            "2:",
-            $load_x,
-            "ldr {w}, [{fp}], #4",
-            "sxtb16 {t}, {w}",
-            "smlad {s0}, {xl}, {t}, {s0}",
-            "sxtb16 {t}, {w}, ror #8",
-            "smlad {s0}, {xh}, {t}, {s0}",
-            channel_at!("s1", "b"),
-            channel_at!("s2", "c"),
-            channel_at!("s3", "d"),
-            "subs {n}, {n}, #1",
-            "bne 2b",
-            xp = inout(reg) $x.as_ptr() => _,
-            fp = inout(reg) $f.as_ptr() => _,
-            n = inout(reg) $groups => _,
-            s0 = inout(reg) $s0,
-            s1 = inout(reg) $s1,
-            s2 = inout(reg) $s2,
-            s3 = inout(reg) $s3,
-            xl = out(reg) _,
-            xh = out(reg) _,
-            w = out(reg) _,
-            t = out(reg) _,
-            b = const $w.saturating_sub(4),
-            c = const (2 * $w).saturating_sub(4),
-            d = const (3 * $w).saturating_sub(4),
-            options(nostack, readonly),
-        )
-    };
-}
-
-/// [`super::dot4_interleaved`] (`f` is `4·W` long): whole groups of
-/// four through SMLAD, the rest (stored in order) portably.
-#[inline(always)]
-pub(super) fn dot4_interleaved<const W: usize>(x: &[i16; W], f: &[i8]) -> [i32; 4] {
-    let (groups, t) = (W / 4, W / 4 * 4);
-    let f = &f[..4 * W];
-    let tail = |k: usize| {
-        let w = &f[k * W + t..(k + 1) * W];
-        super::dot2_wide(&x[t..], w, w)[0]
-    };
-    let [mut s0, mut s1, mut s2, mut s3] = [tail(0), tail(1), tail(2), tail(3)];
-    if groups == 0 {
-        return [s0, s1, s2, s3];
-    }
-    // SAFETY: the loop reads values `0..4·groups ≤ W` of `x` and bytes
-    // `0..4·groups` of each of the four filters (`f` is `4·W` long,
-    // checked by slicing above), with word loads (the weights'
-    // unaligned, allowed on Armv7-M for LDR); it writes only the
-    // listed registers and touches no other memory or the stack.
-    #[allow(unsafe_code)]
-    unsafe {
-        four_filter_loop!("ldr {xl}, [{xp}], #4\nldr {xh}, [{xp}], #4", x, f, groups, W, [s0, s1, s2, s3]);
-    }
-    [s0, s1, s2, s3]
-}
-
 /// [`super::dot1x4`] (`f` is `4·W` long, `W` ≤ [`super::ROW4_MAX`]):
 /// whole words through SMLAD, the last `W % 4` bytes portably.
 #[inline(always)]
@@ -181,13 +116,37 @@ pub(super) fn dot1x4<const W: usize>(x: &[i8; W], f: &[i8]) -> [i32; 4] {
     // the listed registers and touches no other memory or the stack.
     #[allow(unsafe_code)]
     unsafe {
-        four_filter_loop!(
-            "ldr {xl}, [{xp}], #4\nsxtb16 {xh}, {xl}, ror #8\nsxtb16 {xl}, {xl}",
-            x,
-            f,
-            groups,
-            W,
-            [s0, s1, s2, s3]
+        core::arch::asm!(
+            "2:",
+            // One input word as the pairs (x0, x2), (x1, x3), for four rows.
+            "ldr {xl}, [{xp}], #4",
+            "sxtb16 {xh}, {xl}, ror #8",
+            "sxtb16 {xl}, {xl}",
+            "ldr {w}, [{fp}], #4",
+            "sxtb16 {t}, {w}",
+            "smlad {s0}, {xl}, {t}, {s0}",
+            "sxtb16 {t}, {w}, ror #8",
+            "smlad {s0}, {xh}, {t}, {s0}",
+            channel_at!("s1", "b"),
+            channel_at!("s2", "c"),
+            channel_at!("s3", "d"),
+            "subs {n}, {n}, #1",
+            "bne 2b",
+            xp = inout(reg) x.as_ptr() => _,
+            fp = inout(reg) f.as_ptr() => _,
+            n = inout(reg) groups => _,
+            s0 = inout(reg) s0,
+            s1 = inout(reg) s1,
+            s2 = inout(reg) s2,
+            s3 = inout(reg) s3,
+            xl = out(reg) _,
+            xh = out(reg) _,
+            w = out(reg) _,
+            t = out(reg) _,
+            b = const W.saturating_sub(4),
+            c = const (2 * W).saturating_sub(4),
+            d = const (3 * W).saturating_sub(4),
+            options(nostack, readonly),
         );
     }
     [s0, s1, s2, s3]
@@ -228,4 +187,117 @@ pub(super) fn dot2_words(x: &[i8], a: &[i8], b: &[i8], groups: usize) -> [i32; 2
         );
     }
     [sa, sb]
+}
+
+/// One packed word of two pixels against three filters, the second and
+/// third `{b}`, `{c}` bytes after the first (offsets after the
+/// post-increment), into the 64-bit accumulators `{lK}:{hK}`.
+macro_rules! packed_step {
+    () => {
+        concat!(
+            "ldr {p}, [{x}], #4\n",
+            "ldrsb {w}, [{f}], #1\n",
+            "smlal {l0}, {h0}, {w}, {p}\n",
+            "ldrsb {w}, [{f}, #{b}]\n",
+            "smlal {l1}, {h1}, {w}, {p}\n",
+            "ldrsb {w}, [{f}, #{c}]\n",
+            "smlal {l2}, {h2}, {w}, {p}",
+        )
+    };
+}
+
+/// One run of [`super::packed::dot2x3_packed`]: `x` (at most
+/// `PACKED_MAX` values) against the same stretch of three filters `W`
+/// apart from `f`'s start, unrolled by four; the last `len % 4` values
+/// portably. Zeros if `f` is too short.
+#[inline(always)]
+pub(super) fn dot2x3_packed_run<const W: usize>(x: &[i32], f: &[i8]) -> [i64; 3] {
+    let n = x.len();
+    let Some(f) = f.get(..2 * W + n) else { return [0; 3] };
+    let (quads, t) = (n / 4, n / 4 * 4);
+    let tail = |k: usize| super::packed::dot_packed_portable(&x[t..], &f[k * W + t..k * W + n]);
+    let s = [tail(0), tail(1), tail(2)];
+    if quads == 0 {
+        return s;
+    }
+    let halves = |s: i64| (s as u32, (s >> 32) as u32);
+    let ((mut l0, mut h0), (mut l1, mut h1), (mut l2, mut h2)) = (halves(s[0]), halves(s[1]), halves(s[2]));
+    // SAFETY: the loop reads words `0..4·quads ≤ n` of `x` and bytes
+    // `k·W .. k·W + 4·quads` of `f` for the three filters `k` (`f` is at
+    // least `2·W + n` long, checked above by slicing); it writes only the
+    // listed registers and touches no other memory or the stack.
+    #[allow(unsafe_code)]
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            packed_step!(),
+            packed_step!(),
+            packed_step!(),
+            packed_step!(),
+            "subs {n}, {n}, #1",
+            "bne 2b",
+            x = inout(reg) x.as_ptr() => _,
+            f = inout(reg) f.as_ptr() => _,
+            n = inout(reg) quads => _,
+            l0 = inout(reg) l0,
+            h0 = inout(reg) h0,
+            l1 = inout(reg) l1,
+            h1 = inout(reg) h1,
+            l2 = inout(reg) l2,
+            h2 = inout(reg) h2,
+            p = out(reg) _,
+            w = out(reg) _,
+            b = const W.saturating_sub(1),
+            c = const (2 * W).saturating_sub(1),
+            options(nostack, readonly),
+        );
+    }
+    let whole = |l: u32, h: u32| ((h as u64) << 32 | l as u64) as i64;
+    [whole(l0, h0), whole(l1, h1), whole(l2, h2)]
+}
+
+/// One packed word against one filter, into `{l}:{h}`.
+macro_rules! packed_one {
+    () => {
+        concat!("ldr {p}, [{x}], #4\n", "ldrsb {w}, [{f}], #1\n", "smlal {l}, {h}, {w}, {p}")
+    };
+}
+
+/// [`super::packed::dot_packed_run`] as a loop unrolled by four (with a
+/// window's constant weights LLVM would otherwise unroll it completely
+/// into immediates, ~0.5 KB per layer); the last `len % 4` values
+/// portably.
+#[inline(always)]
+pub(super) fn dot_packed_run(x: &[i32], f: &[i8]) -> i64 {
+    let n = x.len().min(f.len());
+    let (quads, t) = (n / 4, n / 4 * 4);
+    let s = super::packed::dot_packed_portable(&x[t..n], &f[t..n]);
+    if quads == 0 {
+        return s;
+    }
+    let (mut l, mut h) = (s as u32, (s >> 32) as u32);
+    // SAFETY: the loop reads words `0..4·quads ≤ n` of `x` and bytes
+    // `0..4·quads` of `f` (`n` is their common length); it writes only the
+    // listed registers and touches no other memory or the stack.
+    #[allow(unsafe_code)]
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            packed_one!(),
+            packed_one!(),
+            packed_one!(),
+            packed_one!(),
+            "subs {n}, {n}, #1",
+            "bne 2b",
+            x = inout(reg) x.as_ptr() => _,
+            f = inout(reg) f.as_ptr() => _,
+            n = inout(reg) quads => _,
+            l = inout(reg) l,
+            h = inout(reg) h,
+            p = out(reg) _,
+            w = out(reg) _,
+            options(nostack, readonly),
+        );
+    }
+    ((h as u64) << 32 | l as u64) as i64
 }

@@ -1,0 +1,174 @@
+//! Two pixels in one word: `x0 + x1·2^23` (both offset inputs, `x − z_in`,
+//! so `|x| ≤ 255`), multiplied by an int8 weight with one 32×32→64-bit
+//! multiply-accumulate (`smlal`), gives `w·x0 + w·x1·2^23`. Summed over a
+//! window the 64-bit accumulator holds `A + B·2^23` with `A = Σ w·x0` and
+//! `B = Σ w·x1` exactly; while `|A| < 2^22`, `A` is the sign-extended low
+//! 23 bits and `B` the rest. Every product is at most `255 · 128`, so a
+//! run of up to [`PACKED_MAX`] values is safe whatever its weights; longer
+//! windows are summed in runs of that length, each unpacked on its own.
+//!
+//! Used on Cortex-M4/M7 only, where `smlal` takes one cycle like `mla`:
+//! there it is two multiply-accumulates per instruction without SMLAD's
+//! unpacking of weight words. On the Cortex-M3 `smlal` takes 4 to 7 cycles
+//! against `mla`'s 2: it would cut instructions but not time, so the M3
+//! keeps its `mla` loops.
+//!
+//! TFLite's accumulator is an int32 that wraps; under this bound neither
+//! sum reaches 2^31, so both are the int32 sums exactly.
+
+/// Where the second pixel sits in a packed word: `255 · 2^23 + 255` still
+/// fits an i32, and the first pixel's sum has 22 bits and a sign.
+pub const PAIR_SHIFT: u32 = 23;
+
+/// Longest window whose sums stay unpackable for any int8 weights and
+/// inputs: `128 · 255 · 128 < 2^22`.
+pub const PACKED_MAX: usize = 128;
+
+/// One packed word from two pixels' offset inputs (each in `-255..=255`).
+#[inline(always)]
+pub fn pack(x0: i32, x1: i32) -> i32 {
+    x0.wrapping_add(x1.wrapping_shl(PAIR_SHIFT))
+}
+
+/// `[A, B]` from an accumulator `A + B·2^23` with `|A| < 2^22`.
+#[inline(always)]
+pub fn unpack(acc: i64) -> [i32; 2] {
+    let a = ((acc as i32) << (32 - PAIR_SHIFT)) >> (32 - PAIR_SHIFT);
+    [a, (acc.wrapping_sub(a as i64) >> PAIR_SHIFT) as i32]
+}
+
+/// `Σ w·x` of packed words against one filter, over the common length,
+/// packed (callers keep runs to [`PACKED_MAX`] values).
+#[inline(always)]
+pub(super) fn dot_packed_run(x: &[i32], w: &[i8]) -> i64 {
+    #[cfg(tinykd_dsp)]
+    return super::dsp::dot_packed_run(x, w);
+    #[cfg(not(tinykd_dsp))]
+    dot_packed_portable(x, w)
+}
+
+/// [`dot_packed_run`] in plain Rust.
+#[inline(always)]
+pub(super) fn dot_packed_portable(x: &[i32], w: &[i8]) -> i64 {
+    x.iter().zip(w).fold(0i64, |s, (x, w)| s.wrapping_add(*x as i64 * *w as i64))
+}
+
+/// `[x0·w, x1·w]`: two pixels' packed window `x` against one filter, over
+/// the common length.
+#[inline(always)]
+pub fn dot_packed(x: &[i32], w: &[i8]) -> [i32; 2] {
+    let mut s = [0i32; 2];
+    for (x, w) in x.chunks(PACKED_MAX).zip(w.chunks(PACKED_MAX)) {
+        s = add(s, unpack(dot_packed_run(x, w)));
+    }
+    s
+}
+
+/// Two pixels' packed window `x` against three consecutive filters of `W`
+/// weights (`f`, at least `3·W` long): `[[x0·a, x1·a], [x0·b, x1·b],
+/// [x0·c, x1·c]]`. On the M4/M7 a hand-written loop, 7 instructions per 6
+/// multiply-accumulates (one word load, three byte loads, three `smlal`;
+/// the other filters at constant offsets); portable elsewhere. Zeros if
+/// `f` is too short.
+#[inline(always)]
+pub fn dot2x3_packed<const W: usize>(x: &[i32; W], f: &[i8]) -> [[i32; 2]; 3] {
+    let Some(f) = f.get(..3 * W) else { return [[0; 2]; 3] };
+    // Values `start..end` of the window, unpacked.
+    let run = |start: usize, end: usize| -> [[i32; 2]; 3] {
+        #[cfg(tinykd_dsp)]
+        let s = super::dsp::dot2x3_packed_run::<W>(&x[start..end], &f[start..]);
+        #[cfg(not(tinykd_dsp))]
+        let s =
+            core::array::from_fn::<_, 3, _>(|k| dot_packed_portable(&x[start..end], &f[k * W + start..(k + 1) * W]));
+        s.map(unpack)
+    };
+    if W <= PACKED_MAX {
+        return run(0, W);
+    }
+    let mut s = [[0i32; 2]; 3];
+    for start in (0..W).step_by(PACKED_MAX) {
+        for (s, r) in s.iter_mut().zip(run(start, (start + PACKED_MAX).min(W))) {
+            *s = add(*s, r);
+        }
+    }
+    s
+}
+
+#[inline(always)]
+fn add(a: [i32; 2], b: [i32; 2]) -> [i32; 2] {
+    [a[0].wrapping_add(b[0]), a[1].wrapping_add(b[1])]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sums(x0: &[i32], x1: &[i32], w: &[i8]) -> [i32; 2] {
+        let s = |x: &[i32]| x.iter().zip(w).map(|(x, w)| x * *w as i32).sum();
+        [s(x0), s(x1)]
+    }
+
+    fn packed(x0: &[i32], x1: &[i32]) -> Vec<i32> {
+        x0.iter().zip(x1).map(|(a, b)| pack(*a, *b)).collect()
+    }
+
+    #[test]
+    fn hand_computed() {
+        // x0 = [3, -2], x1 = [-5, 7], w = [4, -6]: A = 12 + 12 = 24,
+        // B = −20 − 42 = −62.
+        let x = packed(&[3, -2], &[-5, 7]);
+        assert_eq!(dot_packed(&x, &[4, -6]), [24, -62]);
+        // The extremes: 128 values of ±255 against −128 give ±4,177,920 in
+        // both halves, just under 2^22.
+        let (hi, lo) = (vec![255; PACKED_MAX], vec![-255; PACKED_MAX]);
+        let w = vec![-128i8; PACKED_MAX];
+        for (x0, x1) in [(&hi, &lo), (&lo, &hi), (&hi, &hi), (&lo, &lo)] {
+            assert_eq!(unpack(dot_packed_run(&packed(x0, x1), &w)), sums(x0, x1, &w));
+        }
+        assert_eq!(unpack(0), [0, 0]);
+    }
+
+    #[test]
+    fn three_filters_at_offsets() {
+        let x0: Vec<i32> = (0..20).map(|i| i * 13 % 511 - 255).collect();
+        let x1: Vec<i32> = (0..20).map(|i| 255 - i * 29 % 511).collect();
+        let x: [i32; 20] = packed(&x0, &x1).try_into().unwrap();
+        let f: Vec<i8> = (0..60).map(|i| (i * 37 % 256 - 128) as i8).collect();
+        let s = dot2x3_packed::<20>(&x, &f);
+        for k in 0..3 {
+            assert_eq!(s[k], sums(&x0, &x1, &f[k * 20..(k + 1) * 20]), "filter {k}");
+        }
+        assert_eq!(dot2x3_packed::<20>(&x, &f[..59]), [[0; 2]; 3]);
+    }
+
+    proptest! {
+        #[test]
+        fn unpacks_both_pixels(
+            (x0, x1, w) in (0..=PACKED_MAX).prop_flat_map(|n| (
+                proptest::collection::vec(-255i32..=255, n),
+                proptest::collection::vec(-255i32..=255, n),
+                proptest::collection::vec(any::<i8>(), n),
+            )),
+        ) {
+            prop_assert_eq!(unpack(dot_packed_run(&packed(&x0, &x1), &w)), sums(&x0, &x1, &w));
+        }
+
+        /// Windows longer than one run: 3×3 over 16 channels, every value
+        /// at its extreme in the worst case.
+        #[test]
+        fn long_windows_in_runs(
+            x0 in proptest::collection::vec(prop_oneof![Just(-255i32), Just(255), -255i32..=255], 144),
+            x1 in proptest::collection::vec(prop_oneof![Just(-255i32), Just(255), -255i32..=255], 144),
+            f in proptest::collection::vec(prop_oneof![Just(-128i8), Just(127), any::<i8>()], 3 * 144),
+        ) {
+            let x: [i32; 144] = packed(&x0, &x1).try_into().unwrap();
+            let s = dot2x3_packed::<144>(&x, &f);
+            for k in 0..3 {
+                let w = &f[k * 144..(k + 1) * 144];
+                prop_assert_eq!(s[k], sums(&x0, &x1, w));
+                prop_assert_eq!(dot_packed(&x, w), sums(&x0, &x1, w));
+            }
+        }
+    }
+}

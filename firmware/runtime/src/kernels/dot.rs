@@ -267,6 +267,15 @@ fn dot2_portable(x: &[i8], a: &[i8], b: &[i8]) -> [i32; 2] {
 
 pub mod packed;
 
+/// An `asm!` loop of `{n}` iterations of four `step!()`s (for the
+/// hand-written loops of the submodules below).
+#[cfg(any(tinykd_v7m, tinykd_dsp))]
+macro_rules! four_steps_loop {
+    ($step:ident) => {
+        concat!("2:\n", $step!(), "\n", $step!(), "\n", $step!(), "\n", $step!(), "\nsubs {n}, {n}, #1\nbne 2b")
+    };
+}
+
 #[cfg(any(tinykd_v7m, tinykd_dsp))]
 mod v7m;
 

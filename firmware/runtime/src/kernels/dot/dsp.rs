@@ -220,7 +220,6 @@ pub(super) fn dot2x3_packed_run<const W: usize>(x: &[i32], f: &[i8]) -> [i64; 3]
     if quads == 0 {
         return s;
     }
-    let halves = |s: i64| (s as u32, (s >> 32) as u32);
     let ((mut l0, mut h0), (mut l1, mut h1), (mut l2, mut h2)) = (halves(s[0]), halves(s[1]), halves(s[2]));
     // SAFETY: the loop reads words `0..4·quads ≤ n` of `x` and bytes
     // `k·W .. k·W + 4·quads` of `f` for the three filters `k` (`f` is at
@@ -229,13 +228,7 @@ pub(super) fn dot2x3_packed_run<const W: usize>(x: &[i32], f: &[i8]) -> [i64; 3]
     #[allow(unsafe_code)]
     unsafe {
         core::arch::asm!(
-            "2:",
-            packed_step!(),
-            packed_step!(),
-            packed_step!(),
-            packed_step!(),
-            "subs {n}, {n}, #1",
-            "bne 2b",
+            four_steps_loop!(packed_step),
             x = inout(reg) x.as_ptr() => _,
             f = inout(reg) f.as_ptr() => _,
             n = inout(reg) quads => _,
@@ -252,8 +245,19 @@ pub(super) fn dot2x3_packed_run<const W: usize>(x: &[i32], f: &[i8]) -> [i64; 3]
             options(nostack, readonly),
         );
     }
-    let whole = |l: u32, h: u32| ((h as u64) << 32 | l as u64) as i64;
     [whole(l0, h0), whole(l1, h1), whole(l2, h2)]
+}
+
+/// A 64-bit accumulator as the register pair `smlal` takes, low word first.
+#[inline(always)]
+fn halves(s: i64) -> (u32, u32) {
+    (s as u32, (s >> 32) as u32)
+}
+
+/// [`halves`] undone.
+#[inline(always)]
+fn whole(l: u32, h: u32) -> i64 {
+    ((h as u64) << 32 | l as u64) as i64
 }
 
 /// One packed word against one filter, into `{l}:{h}`.
@@ -275,20 +279,14 @@ pub(super) fn dot_packed_run(x: &[i32], f: &[i8]) -> i64 {
     if quads == 0 {
         return s;
     }
-    let (mut l, mut h) = (s as u32, (s >> 32) as u32);
+    let (mut l, mut h) = halves(s);
     // SAFETY: the loop reads words `0..4·quads ≤ n` of `x` and bytes
     // `0..4·quads` of `f` (`n` is their common length); it writes only the
     // listed registers and touches no other memory or the stack.
     #[allow(unsafe_code)]
     unsafe {
         core::arch::asm!(
-            "2:",
-            packed_one!(),
-            packed_one!(),
-            packed_one!(),
-            packed_one!(),
-            "subs {n}, {n}, #1",
-            "bne 2b",
+            four_steps_loop!(packed_one),
             x = inout(reg) x.as_ptr() => _,
             f = inout(reg) f.as_ptr() => _,
             n = inout(reg) quads => _,
@@ -299,5 +297,5 @@ pub(super) fn dot_packed_run(x: &[i32], f: &[i8]) -> i64 {
             options(nostack, readonly),
         );
     }
-    ((h as u64) << 32 | l as u64) as i64
+    whole(l, h)
 }

@@ -66,13 +66,6 @@ pub(super) fn window2x2(
     s
 }
 
-/// A loop of `{n}` iterations of four `step!()`s.
-macro_rules! four_steps_loop {
-    ($step:ident) => {
-        concat!("2:\n", $step!(), "\n", $step!(), "\n", $step!(), "\n", $step!(), "\nsubs {n}, {n}, #1\nbne 2b")
-    };
-}
-
 /// One 16-bit value of each of two pixels against two weights.
 macro_rules! wide2x2_step {
     () => {

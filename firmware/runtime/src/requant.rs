@@ -67,9 +67,11 @@ pub fn multiply_by_quantized_multiplier_single(x: i32, multiplier: i32, shift: i
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuantizedMultiplier {
     multiplier: i32,
-    /// `2^right − 1`: the bits the right shift drops (half of it is the
+    /// Right shifts of 2 or more: `2^(right − 2)`, the high word of the
+    /// combined rounding term (see [`QuantizedMultiplier::apply`]). Others:
+    /// `2^right − 1`, the bits the right shift drops (half of it is the
     /// rounding threshold for non-negative values).
-    mask: i32,
+    round: i32,
     left: u8,
     right: u8,
 }
@@ -94,13 +96,30 @@ impl QuantizedMultiplier {
         } else {
             (-shift) as u8
         };
-        let mask = ((1i64 << right) - 1) as i32;
-        QuantizedMultiplier { multiplier: if multiplier > 0 { multiplier } else { 0 }, mask, left, right }
+        let round = if right >= 2 { 1 << (right - 2) } else { ((1i64 << right) - 1) as i32 };
+        QuantizedMultiplier { multiplier: if multiplier > 0 { multiplier } else { 0 }, round, left, right }
     }
 
     /// `x · multiplier · 2^(shift − 31)`, rounded as TFLite does.
     #[inline(always)]
     pub fn apply(self, x: i32) -> i32 {
+        if self.right >= 2 {
+            // Both roundings in one 64-bit sum: with `e = right`, the
+            // reference is `(h + 2^(e−1) − [h < 0]) >> e` of
+            // `h = (P + 2^30) >> 31`, `P = x · multiplier`; adding whole
+            // multiples of 2^31 before a floor shift commutes with it, so
+            // that is `(P + 2^30 + 2^(30+e) − [h < 0] · 2^31) >> (31 + e)`,
+            // which cannot overflow in 64 bits. `[x < 0]` may stand for
+            // `[h < 0]`: they differ only where `h = 0`, and there both
+            // terms shift to 0. The high word of the sum is
+            // `round − [x < 0]`, the low word `2^30 + [x < 0] · 2^31` (no
+            // carry between them), and the result is the high word shifted
+            // by `e − 1`: no mask, compare or second rounding step.
+            let neg = x >> 31;
+            let nudge = ((self.round.wrapping_add(neg) as i64) << 32) | ((1u32 << 30) | ((neg as u32) << 31)) as i64;
+            let sum = (x as i64 * self.multiplier as i64).wrapping_add(nudge);
+            return ((sum >> 32) as i32) >> (self.right - 1);
+        }
         let x = x.wrapping_shl(self.left as u32);
         // The high multiply: the reference adds 2^30 (product ≥ 0) or
         // 1 − 2^30 (product < 0) and divides by 2^31 truncating toward zero.
@@ -109,9 +128,10 @@ impl QuantizedMultiplier {
         // formula, no sign test. With `0 ≤ multiplier < 2^31` the result
         // fits in i32 for every `x` (the reference saturates only MIN · MIN).
         let high = ((x as i64 * self.multiplier as i64 + (1 << 30)) >> 31) as i32;
-        // Rounding right shift, half away from zero (as `rounding_divide_by_pot`).
-        let threshold = (self.mask >> 1) + (high < 0) as i32;
-        (high >> self.right) + ((high & self.mask) > threshold) as i32
+        // Rounding right shift (here by 0 or 1), half away from zero (as
+        // `rounding_divide_by_pot`).
+        let threshold = (self.round >> 1) + (high < 0) as i32;
+        (high >> self.right) + ((high & self.round) > threshold) as i32
     }
 
     /// [`multiply_by_quantized_multiplier_single`] with this multiplier: one

@@ -138,6 +138,13 @@ impl QuantizedMultiplier {
     /// rounding instead of [`QuantizedMultiplier::apply`]'s two.
     #[inline(always)]
     pub fn apply_single(self, x: i32) -> i32 {
+        if self.right >= 2 {
+            // `t = 31 + e ≥ 33`: the rounding term `2^(30+e)` is the high
+            // word `round`, and the sum's high word shifted by `e − 1` is
+            // the result, which fits (`|x · multiplier| < 2^62`).
+            let sum = (x as i64 * self.multiplier as i64).wrapping_add((self.round as i64) << 32);
+            return ((sum >> 32) as i32) >> (self.right - 1);
+        }
         // t = 31 − shift = 31 + right − left, in 1..=62 (right is 0 when left > 0).
         let t = 31 + self.right as u32 - self.left as u32;
         let v = (x as i64 * self.multiplier as i64 + (1i64 << (t - 1))) >> t;

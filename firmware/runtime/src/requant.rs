@@ -74,6 +74,8 @@ pub struct QuantizedMultiplier {
     round: i32,
     left: u8,
     right: u8,
+    /// `right − 1` for right shifts of 2 or more, below 32 by construction.
+    high_shift: u8,
 }
 
 impl QuantizedMultiplier {
@@ -97,7 +99,8 @@ impl QuantizedMultiplier {
             (-shift) as u8
         };
         let round = if right >= 2 { 1 << (right - 2) } else { ((1i64 << right) - 1) as i32 };
-        QuantizedMultiplier { multiplier: if multiplier > 0 { multiplier } else { 0 }, round, left, right }
+        let high_shift = if right >= 2 { right - 1 } else { 0 };
+        QuantizedMultiplier { multiplier: if multiplier > 0 { multiplier } else { 0 }, round, left, right, high_shift }
     }
 
     /// `x · multiplier · 2^(shift − 31)`, rounded as TFLite does.
@@ -118,7 +121,7 @@ impl QuantizedMultiplier {
             let neg = x >> 31;
             let nudge = ((self.round.wrapping_add(neg) as i64) << 32) | ((1u32 << 30) | ((neg as u32) << 31)) as i64;
             let sum = (x as i64 * self.multiplier as i64).wrapping_add(nudge);
-            return ((sum >> 32) as i32) >> (self.right - 1);
+            return ((sum >> 32) as i32) >> self.high_shift();
         }
         let x = x.wrapping_shl(self.left as u32);
         // The high multiply: the reference adds 2^30 (product ≥ 0) or
@@ -134,6 +137,20 @@ impl QuantizedMultiplier {
         (high >> self.right) + ((high & self.round) > threshold) as i32
     }
 
+    /// The fast paths' shift of the sum's high word, known to the compiler
+    /// to be below 32, so the shift needs no masking instruction.
+    #[inline(always)]
+    fn high_shift(self) -> u32 {
+        let s = self.high_shift as u32;
+        // SAFETY: `new`, the only constructor, sets `high_shift` to
+        // `right − 1` with `right ≤ 31`, or 0.
+        #[allow(unsafe_code)]
+        unsafe {
+            core::hint::assert_unchecked(s < 32)
+        };
+        s
+    }
+
     /// [`multiply_by_quantized_multiplier_single`] with this multiplier: one
     /// rounding instead of [`QuantizedMultiplier::apply`]'s two.
     #[inline(always)]
@@ -143,7 +160,7 @@ impl QuantizedMultiplier {
             // word `round`, and the sum's high word shifted by `e − 1` is
             // the result, which fits (`|x · multiplier| < 2^62`).
             let sum = (x as i64 * self.multiplier as i64).wrapping_add((self.round as i64) << 32);
-            return ((sum >> 32) as i32) >> (self.right - 1);
+            return ((sum >> 32) as i32) >> self.high_shift();
         }
         // t = 31 − shift = 31 + right − left, in 1..=62 (right is 0 when left > 0).
         let t = 31 + self.right as u32 - self.left as u32;

@@ -137,6 +137,21 @@ impl QuantizedMultiplier {
         (high >> self.right) + ((high & self.round) > threshold) as i32
     }
 
+    /// [`QuantizedMultiplier::apply`] (`SINGLE`: [`apply_single`](Self::apply_single))
+    /// held within ±2^30, for a result about to be clamped to int8 around
+    /// a zero point: the same int8 after any int8 zero point and clamp.
+    /// Right shifts of 2 or more need no clamp (their result is within
+    /// ±2^29: `|x · multiplier| < 2^62`, shifted by at least 33).
+    #[inline(always)]
+    pub fn apply_bounded<const SINGLE: bool>(self, x: i32) -> i32 {
+        const BOUND: i32 = 1 << 30;
+        if self.right >= 2 {
+            return if SINGLE { self.apply_single(x) } else { self.apply(x) };
+        }
+        let v = if SINGLE { self.apply_single(x) } else { self.apply(x) };
+        v.clamp(-BOUND, BOUND - 1)
+    }
+
     /// The fast paths' shift of the sum's high word, known to the compiler
     /// to be below 32, so the shift needs no masking instruction.
     #[inline(always)]
@@ -258,6 +273,14 @@ mod tests {
         #[test]
         fn precomputed_multiplier_is_bit_identical(x: i32, m in 0..=i32::MAX, shift in -31i32..=30) {
             proptest::prop_assert_eq!(QuantizedMultiplier::new(m, shift).apply(x), multiply_by_quantized_multiplier(x, m, shift));
+        }
+
+        #[test]
+        fn bounded_is_the_result_held_within_two_to_the_thirty(x: i32, m in 0..=i32::MAX, shift in -31i32..=30) {
+            let q = QuantizedMultiplier::new(m, shift);
+            let hold = |v: i32| v.clamp(-(1 << 30), (1 << 30) - 1);
+            proptest::prop_assert_eq!(q.apply_bounded::<false>(x), hold(q.apply(x)));
+            proptest::prop_assert_eq!(q.apply_bounded::<true>(x), hold(q.apply_single(x)));
         }
 
         #[test]

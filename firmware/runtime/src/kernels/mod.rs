@@ -171,9 +171,9 @@ impl ChannelTable for &[PreparedChannel] {
 pub struct Requantizer {
     multiplier: QuantizedMultiplier,
     output_zero_point: i32,
-    /// The clamp moved before the zero point: `[min − z_out, max − z_out]`.
-    lo: i32,
-    hi: i32,
+    /// The clamp, widened.
+    min: i32,
+    max: i32,
 }
 
 impl Requantizer {
@@ -185,17 +185,18 @@ impl Requantizer {
     /// [`Requantizer::new`] from a decoded multiplier.
     #[inline(always)]
     pub fn prepared(multiplier: QuantizedMultiplier, output_zero_point: i32, clamp: Clamp) -> Requantizer {
-        let shifted = |v: i8| (v as i64 - output_zero_point as i64).clamp(i32::MIN as i64, i32::MAX as i64) as i32;
-        Requantizer { multiplier, output_zero_point, lo: shifted(clamp.min), hi: shifted(clamp.max) }
+        Requantizer { multiplier, output_zero_point, min: clamp.min as i32, max: clamp.max as i32 }
     }
 
     /// Scales an accumulator (bias included), adds the output zero point, clamps.
     ///
-    /// TFLite adds the zero point, then clamps; clamping to the range moved
-    /// by `−z_out` first gives the same int8 for every value (no int32
-    /// overflow to saturate) whenever `z_out` is an int8 zero point, and
-    /// saves the saturating add. `max` is applied last, as in [`Clamp::apply`],
-    /// so an inverted range gives `max` and cannot panic.
+    /// TFLite adds the zero point, then clamps. Here the scaled value is
+    /// first held within ±2^30 (see [`QuantizedMultiplier::apply_bounded`]:
+    /// the common shifts' results always are), so adding an int8 zero point
+    /// cannot overflow and every value gives TFLite's int8; the clamp is
+    /// then one `ssat` or `usat` where it is the int8 range. `max` is
+    /// applied last, as in [`Clamp::apply`], so an inverted range gives
+    /// `max` and cannot panic.
     #[inline(always)]
     pub fn apply(self, acc: i32) -> i8 {
         self.apply_rounded::<false>(acc)
@@ -207,8 +208,8 @@ impl Requantizer {
     /// constant, so each kernel is compiled for the one it needs.
     #[inline(always)]
     pub fn apply_rounded<const SINGLE: bool>(self, acc: i32) -> i8 {
-        let v = if SINGLE { self.multiplier.apply_single(acc) } else { self.multiplier.apply(acc) };
-        v.max(self.lo).min(self.hi).wrapping_add(self.output_zero_point) as i8
+        let v = self.multiplier.apply_bounded::<SINGLE>(acc);
+        v.wrapping_add(self.output_zero_point).max(self.min).min(self.max) as i8
     }
 }
 

@@ -113,7 +113,7 @@ fn rows_by_four<const SINGLE: bool, const IN: usize, C: ChannelTable>(
     let requant = |o: usize, d: i32| {
         channels.channel(o).map(|q| {
             Requantizer::prepared(q.multiplier, output_zero_point, clamp)
-                .apply_rounded::<SINGLE>(q.bias.wrapping_add(d))
+                .apply_rounded_saturating::<SINGLE>(q.bias.wrapping_add(d))
         })
     };
     let mut o = 0;
@@ -158,9 +158,9 @@ fn tail_requantize<const SINGLE: bool, C: ChannelTable>(
     zp: i32,
     clamp: Clamp,
 ) -> Option<i8> {
-    channels
-        .channel(o)
-        .map(|q| Requantizer::prepared(q.multiplier, zp, clamp).apply_rounded::<SINGLE>(q.bias.wrapping_add(d)))
+    channels.channel(o).map(|q| {
+        Requantizer::prepared(q.multiplier, zp, clamp).apply_rounded_saturating::<SINGLE>(q.bias.wrapping_add(d))
+    })
 }
 
 /// Not inlined, as [`rows2`].

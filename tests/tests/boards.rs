@@ -7,7 +7,7 @@
 use std::sync::OnceLock;
 
 use tinykd::data::{ReadOptions, SplitName};
-use tinykd::device::Engine;
+use tinykd::device::{Engine, FirmwareBuild, OptLevel};
 use tinykd_emulator_tests::{Student, host_accuracy, make_student};
 
 struct Students {
@@ -52,15 +52,19 @@ fn students() -> &'static [(Student, f64)] {
 }
 
 fn check(board: &str) {
-    check_engine(board, None)
+    check_build(board, FirmwareBuild::default())
 }
 
-fn check_engine(board: &str, engine: Option<Engine>) {
+fn check_build(board: &str, build: FirmwareBuild) {
     for (s, host) in students() {
         let read = ReadOptions::default();
-        let r = tinykd::cli::emulate_model_with(&s.tkd, &s.data, SplitName::Test, board, None, read, engine)
+        let r = tinykd::cli::emulate_model_with(&s.tkd, &s.data, SplitName::Test, board, None, read, build)
             .unwrap_or_else(|e| panic!("{board} {}: {e:#}", s.name));
-        let engine = engine.map_or("", |e| e.as_str());
+        let engine = match (build.engine, build.opt_level) {
+            (Some(e), _) => e.as_str(),
+            (None, Some(OptLevel::S)) => "opt-level s",
+            _ => "",
+        };
         eprintln!(
             "{board:<20} {engine:<11} {:<12} n={} accuracy={:.4} agreement={} {}/inference={:.0} ({:.2}/MAC) flash={} ram={} \
              (static {} + stack {})",
@@ -97,8 +101,17 @@ fn qemu_mps2_an385_cortex_m3() {
 /// the M3 and the M0: the same logits as the host.
 #[test]
 fn compiled_engine_on_the_m3_and_the_m0() {
-    check_engine("qemu-mps2-an385", Some(Engine::Compiled));
-    check_engine("qemu-microbit", Some(Engine::Compiled));
+    check_build("qemu-mps2-an385", FirmwareBuild::engine(Some(Engine::Compiled)));
+    check_build("qemu-microbit", FirmwareBuild::engine(Some(Engine::Compiled)));
+}
+
+/// Built for size (`--opt-level s`), the kernels take their compact
+/// variants (`cfg(tinykd_small)`): the same logits, on the M3 and the M4.
+#[test]
+fn built_for_size_on_the_m3_and_the_m4() {
+    let size = FirmwareBuild { engine: None, opt_level: Some(OptLevel::S) };
+    check_build("qemu-mps2-an385", size);
+    check_build("qemu-mps2-an386", size);
 }
 
 #[test]
@@ -131,7 +144,8 @@ fn real_boards_build_and_share_images_with_their_emulated_twins() {
     let s = &students()[0].0;
     for name in ["microbit", "stm32f405", "nrf52840-dk", "rp-pico"] {
         let board = tinykd::device::board(name).unwrap();
-        let r = tinykd::device::flash(board, &s.tkd, true, None).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        let r = tinykd::device::flash(board, &s.tkd, true, FirmwareBuild::default())
+            .unwrap_or_else(|e| panic!("{name}: {e:#}"));
         eprintln!(
             "{name:<12} {} B flash ({} B model), {} B static RAM",
             r.flash_bytes, r.model_bytes, r.static_ram_bytes
@@ -146,7 +160,9 @@ fn real_boards_build_and_share_images_with_their_emulated_twins() {
         };
         if let Some(twin) = twin {
             let real = std::fs::read(&r.elf).unwrap();
-            let emulated = tinykd::device::build_firmware(tinykd::device::board(twin).unwrap(), &s.tkd, None).unwrap();
+            let emulated =
+                tinykd::device::build_firmware(tinykd::device::board(twin).unwrap(), &s.tkd, FirmwareBuild::default())
+                    .unwrap();
             assert_eq!(real, std::fs::read(emulated).unwrap(), "{name} and {twin} differ");
         }
     }
@@ -159,7 +175,7 @@ fn the_cortex_m0_image_links_no_floating_point_routine() {
     use object::{Object, ObjectSymbol};
     for (s, _) in students() {
         let board = tinykd::device::board("qemu-microbit").unwrap();
-        let elf = tinykd::device::build_firmware(board, &s.tkd, None).unwrap();
+        let elf = tinykd::device::build_firmware(board, &s.tkd, FirmwareBuild::default()).unwrap();
         let bytes = std::fs::read(&elf).unwrap();
         let file = object::File::parse(&*bytes).unwrap();
         let names: Vec<String> = file.symbols().filter_map(|sym| sym.name().ok().map(str::to_owned)).collect();

@@ -26,7 +26,7 @@ fn broken_frames_get_error_frames_and_the_board_keeps_serving() {
         make_student(dir.path(), "other", "mnist1d.npz", "mnist1d_cnn.onnx", "dense(12) relu dense(10)", 100, false)
             .unwrap();
     let board = device::board("qemu-mps2-an385").unwrap();
-    let elf = device::build_firmware(board, &s.tkd, None).unwrap();
+    let elf = device::build_firmware(board, &s.tkd, device::FirmwareBuild::default()).unwrap();
     let (_qemu, link) = device::start_qemu(board, &elf).unwrap();
     let (mut session, info) = Session::open(link, Duration::from_secs(20)).unwrap();
     assert_eq!(info.input_len, 40);

@@ -280,7 +280,8 @@ pub(super) fn eval(a: EvalArgs, progress: &Progress) -> Result<()> {
 
 pub(super) fn emulate(a: EmulateArgs) -> Result<()> {
     let r = &a.run;
-    let report = emulate_model_with(&r.model, &r.data, r.split, &a.board, r.limit, r.read.options(), a.engine)?;
+    let build = crate::device::FirmwareBuild { engine: a.engine, opt_level: a.opt_level };
+    let report = emulate_model_with(&r.model, &r.data, r.split, &a.board, r.limit, r.read.options(), build)?;
     if a.json {
         outln!("{}", serde_json::to_string(&report)?);
     } else {
@@ -339,10 +340,10 @@ pub fn emulate_model(
     limit: Option<usize>,
     read: crate::data::ReadOptions,
 ) -> Result<crate::device::EmulationReport> {
-    emulate_model_with(model, data_path, split, board, limit, read, None)
+    emulate_model_with(model, data_path, split, board, limit, read, crate::device::FirmwareBuild::default())
 }
 
-/// [`emulate_model`] with the firmware's engine given.
+/// [`emulate_model`] with the firmware built as `build` says.
 pub fn emulate_model_with(
     model: &Path,
     data_path: &Path,
@@ -350,17 +351,18 @@ pub fn emulate_model_with(
     board: &str,
     limit: Option<usize>,
     read: crate::data::ReadOptions,
-    engine: Option<crate::device::Engine>,
+    build: crate::device::FirmwareBuild,
 ) -> Result<crate::device::EmulationReport> {
     let board = crate::device::board(board)?;
     let (q, n, labels) = device_inputs(model, data_path, split, limit, read)?;
-    crate::device::emulate_with(board, model, &q, n, labels.as_deref(), engine)
+    crate::device::emulate_with(board, model, &q, n, labels.as_deref(), build)
         .with_context(|| format!("emulating {} on {}", model.display(), board.name))
 }
 
 pub(super) fn flash(a: FlashArgs) -> Result<()> {
     let board = crate::device::board(&a.board)?;
-    let r = crate::device::flash(board, &a.model, a.build_only, a.engine)?;
+    let build = crate::device::FirmwareBuild { engine: a.engine, opt_level: a.opt_level };
+    let r = crate::device::flash(board, &a.model, a.build_only, build)?;
     if a.json {
         outln!("{}", serde_json::to_string(&r)?);
         return Ok(());

@@ -421,6 +421,10 @@ pub struct EmulateArgs {
     /// How the firmware runs the model [default: TINYKD_ENGINE, else specialized].
     #[arg(long, value_enum)]
     pub engine: Option<crate::device::Engine>,
+    /// Build the firmware at this opt-level (e.g. `s`, for size) instead of
+    /// the board crate's release profile (3).
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    pub opt_level: Option<crate::device::OptLevel>,
     #[arg(long)]
     pub json: bool,
 }
@@ -467,6 +471,10 @@ pub struct FlashArgs {
     /// How the firmware runs the model [default: TINYKD_ENGINE, else specialized].
     #[arg(long, value_enum)]
     pub engine: Option<crate::device::Engine>,
+    /// Build the firmware at this opt-level (e.g. `s`, for size) instead of
+    /// the board crate's release profile (3).
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    pub opt_level: Option<crate::device::OptLevel>,
     #[arg(long)]
     pub json: bool,
 }

@@ -593,7 +593,7 @@ pub fn run_config(path: &Path, as_json: bool, progress: &Progress) -> Result<()>
         Some(dv) => {
             let board = crate::device::board(&dv.board)?;
             if dv.flash {
-                let f = crate::device::flash(board, &tkd, false, None)?;
+                let f = crate::device::flash(board, &tkd, false, crate::device::FirmwareBuild::default())?;
                 progress.note(&format!("flashed {} ({} B of firmware)", board.name, f.flash_bytes));
             }
             let (q, n, labels) =

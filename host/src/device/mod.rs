@@ -181,14 +181,68 @@ impl Engine {
     }
 }
 
+/// The optimisation level a board's firmware is built at: the board
+/// crates' release profile (`3`, for speed) unless one is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OptLevel {
+    #[value(name = "0")]
+    O0,
+    #[value(name = "1")]
+    O1,
+    #[value(name = "2")]
+    O2,
+    #[value(name = "3")]
+    O3,
+    /// For size: kernels that trade flash for speed take their compact
+    /// variant (`cfg(tinykd_small)`).
+    #[value(name = "s")]
+    S,
+    #[value(name = "z")]
+    Z,
+}
+
+impl OptLevel {
+    /// The profile's `opt-level` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OptLevel::O0 => "0",
+            OptLevel::O1 => "1",
+            OptLevel::O2 => "2",
+            OptLevel::O3 => "3",
+            OptLevel::S => "s",
+            OptLevel::Z => "z",
+        }
+    }
+}
+
+/// How to build a board's firmware; the default is the board crate's own
+/// (engine from the environment's `TINYKD_ENGINE`, else specialized;
+/// the release profile's opt-level).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FirmwareBuild {
+    pub engine: Option<Engine>,
+    pub opt_level: Option<OptLevel>,
+}
+
+impl FirmwareBuild {
+    /// The default build with this engine.
+    pub fn engine(engine: Option<Engine>) -> FirmwareBuild {
+        FirmwareBuild { engine, opt_level: None }
+    }
+}
+
 /// Builds the board firmware with `model_path` embedded; returns the ELF path.
 /// All boards share one target directory, so dependencies built for one
-/// target are reused by every board on it. `engine`: `None` leaves it to
-/// the environment's `TINYKD_ENGINE`, else the crate's default
-/// (specialized for boards).
-pub fn build_firmware(board: &Board, model_path: &Path, engine: Option<Engine>) -> Result<PathBuf> {
-    let env: Vec<(&str, &str)> = engine.map(|e| ("TINYKD_ENGINE", e.as_str())).into_iter().collect();
-    build_crate_with(board.crate_dir, board.target, board.name, model_path, &env)
+/// target are reused by every board on it; a build at another opt-level
+/// has a directory of its own inside it (`opt-s`, …), so switching levels
+/// does not rebuild everything each time.
+pub fn build_firmware(board: &Board, model_path: &Path, build: FirmwareBuild) -> Result<PathBuf> {
+    let mut env: Vec<(&str, &str)> = build.engine.map(|e| ("TINYKD_ENGINE", e.as_str())).into_iter().collect();
+    if let Some(o) = build.opt_level {
+        env.push(("CARGO_PROFILE_RELEASE_OPT_LEVEL", o.as_str()));
+    }
+    let target_dir = build.opt_level.map(|o| format!("opt-{}", o.as_str()));
+    build_crate_in(board.crate_dir, board.target, board.name, model_path, &env, target_dir.as_deref())
 }
 
 /// Builds the firmware crate `firmware/boards/<crate_dir>` (for `target`)
@@ -206,7 +260,19 @@ pub fn build_crate_with(
     model_path: &Path,
     env: &[(&str, &str)],
 ) -> Result<PathBuf> {
-    build_crate_unmarked(crate_dir, target, label, model_path, env).context(crate::failure::Failure::Build)
+    build_crate_in(crate_dir, target, label, model_path, env, None)
+}
+
+/// [`build_crate_with`] into `firmware/boards/target/<subdir>` when given.
+fn build_crate_in(
+    crate_dir: &str,
+    target: &str,
+    label: &str,
+    model_path: &Path,
+    env: &[(&str, &str)],
+    subdir: Option<&str>,
+) -> Result<PathBuf> {
+    build_crate_unmarked(crate_dir, target, label, model_path, env, subdir).context(crate::failure::Failure::Build)
 }
 
 fn build_crate_unmarked(
@@ -215,6 +281,7 @@ fn build_crate_unmarked(
     label: &str,
     model_path: &Path,
     env: &[(&str, &str)],
+    subdir: Option<&str>,
 ) -> Result<PathBuf> {
     let firmware = firmware_dir()?;
     let dir = firmware.join("boards").join(crate_dir);
@@ -223,7 +290,10 @@ fn build_crate_unmarked(
     }
     let model_path =
         std::fs::canonicalize(model_path).with_context(|| format!("{}: cannot resolve", model_path.display()))?;
-    let target_dir = firmware.join("boards").join("target");
+    let mut target_dir = firmware.join("boards").join("target");
+    if let Some(sub) = subdir {
+        target_dir = target_dir.join(sub);
+    }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = Command::new(&cargo)
         .args(["build", "--release", "--quiet"])
@@ -309,18 +379,18 @@ pub fn emulate(
     n: usize,
     labels: Option<&[i64]>,
 ) -> Result<EmulationReport> {
-    emulate_with(board, model_path, inputs, n, labels, None)
+    emulate_with(board, model_path, inputs, n, labels, FirmwareBuild::default())
 }
 
-/// [`emulate`] with the firmware's [`Engine`] given (`None`: the
-/// environment's `TINYKD_ENGINE`, else specialized).
+/// [`emulate`] with the firmware built as `build` says (its engine, its
+/// opt-level).
 pub fn emulate_with(
     board: &Board,
     model_path: &Path,
     inputs: &[i8],
     n: usize,
     labels: Option<&[i64]>,
-    engine: Option<Engine>,
+    build: FirmwareBuild,
 ) -> Result<EmulationReport> {
     let bytes = crate::export::tkd::read(model_path)?;
     let model = Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", model_path.display()))?;
@@ -328,7 +398,7 @@ pub fn emulate_with(
     fit_check(board, &model, model_path).context(Failure::Build)?;
     // Before building: a missing QEMU or a real board fails fast.
     qemu_for(board).context(Failure::Board)?;
-    let elf = build_firmware(board, model_path, engine)?;
+    let elf = build_firmware(board, model_path, build)?;
     let footprint = Footprint::of_elf(&elf)?;
     let (_qemu, link) = start_qemu(board, &elf).context(Failure::Board)?;
     let (mut session, info) = Session::open(link, Duration::from_secs(30)).context(Failure::Board)?;
@@ -430,7 +500,7 @@ pub struct FlashReport {
 
 /// Builds the firmware of a real board with the model, after checking that
 /// it fits, and flashes it with probe-rs (unless `build_only`).
-pub fn flash(board: &Board, model_path: &Path, build_only: bool, engine: Option<Engine>) -> Result<FlashReport> {
+pub fn flash(board: &Board, model_path: &Path, build_only: bool, build: FirmwareBuild) -> Result<FlashReport> {
     let Runner::Probe { chip } = board.runner else {
         bail!(
             "{} is an emulated board: run it with `tinykd emulate --board {0}` (or `tinykd verify --board {0}`)",
@@ -440,7 +510,7 @@ pub fn flash(board: &Board, model_path: &Path, build_only: bool, engine: Option<
     let bytes = crate::export::tkd::read(model_path)?;
     let model = Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", model_path.display()))?;
     fit_check(board, &model, model_path)?;
-    let elf = build_firmware(board, model_path, engine)?;
+    let elf = build_firmware(board, model_path, build)?;
     let footprint = Footprint::of_elf(&elf)?;
     if footprint.flash_bytes > board.flash_bytes || footprint.static_ram_bytes > board.ram_bytes {
         bail!(

@@ -242,7 +242,8 @@ pub fn build_firmware(board: &Board, model_path: &Path, build: FirmwareBuild) ->
         env.push(("CARGO_PROFILE_RELEASE_OPT_LEVEL", o.as_str()));
     }
     let target_dir = build.opt_level.map(|o| format!("opt-{}", o.as_str()));
-    build_crate_in(board.crate_dir, board.target, board.name, model_path, &env, target_dir.as_deref())
+    build_crate_unmarked(board.crate_dir, board.target, board.name, model_path, &env, target_dir.as_deref())
+        .context(crate::failure::Failure::Build)
 }
 
 /// Builds the firmware crate `firmware/boards/<crate_dir>` (for `target`)
@@ -260,21 +261,10 @@ pub fn build_crate_with(
     model_path: &Path,
     env: &[(&str, &str)],
 ) -> Result<PathBuf> {
-    build_crate_in(crate_dir, target, label, model_path, env, None)
+    build_crate_unmarked(crate_dir, target, label, model_path, env, None).context(crate::failure::Failure::Build)
 }
 
-/// [`build_crate_with`] into `firmware/boards/target/<subdir>` when given.
-fn build_crate_in(
-    crate_dir: &str,
-    target: &str,
-    label: &str,
-    model_path: &Path,
-    env: &[(&str, &str)],
-    subdir: Option<&str>,
-) -> Result<PathBuf> {
-    build_crate_unmarked(crate_dir, target, label, model_path, env, subdir).context(crate::failure::Failure::Build)
-}
-
+/// The build, into `firmware/boards/target/<subdir>` when given.
 fn build_crate_unmarked(
     crate_dir: &str,
     target: &str,

@@ -388,13 +388,21 @@ pub fn emulate_with(
     fit_check(board, &model, model_path).context(Failure::Build)?;
     // Before building: a missing QEMU or a real board fails fast.
     qemu_for(board).context(Failure::Board)?;
+    // Builds of one board crate share an ELF path whatever model or engine
+    // they embed: hold it from the build until QEMU has loaded the image
+    // (the board's first answer), so that another thread's build (tests
+    // run boards in parallel) cannot replace it in between.
+    static IMAGE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let image = IMAGE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let elf = build_firmware(board, model_path, build)?;
     let footprint = Footprint::of_elf(&elf)?;
+    let model_bytes = model_bytes_in(&elf, bytes.len())?;
     let (_qemu, link) = start_qemu(board, &elf).context(Failure::Board)?;
     let (mut session, info) = Session::open(link, Duration::from_secs(30)).context(Failure::Board)?;
+    drop(image);
     let mut report = run_split(&mut session, &info, board, &model, inputs, n, labels).context(Failure::Board)?;
     report.flash_bytes = footprint.flash_bytes;
-    report.model_bytes = model_bytes_in(&elf, bytes.len())?;
+    report.model_bytes = model_bytes;
     report.static_ram_bytes = footprint.static_ram_bytes;
     report.ram_bytes = footprint.static_ram_bytes + report.peak_stack_bytes;
     report.elf = Some(elf);

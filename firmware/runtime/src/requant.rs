@@ -145,6 +145,9 @@ impl QuantizedMultiplier {
     #[inline(always)]
     pub fn apply_bounded<const SINGLE: bool>(self, x: i32) -> i32 {
         const BOUND: i32 = 1 << 30;
+        // The test first and a return of its own: with one computation and
+        // the clamp chosen after it, FC 512→64 on the M3 ran 79,120 →
+        // 79,218 instructions.
         if self.right >= 2 {
             return if SINGLE { self.apply_single(x) } else { self.apply(x) };
         }

@@ -193,7 +193,9 @@ fn gather<const WINDOW: usize>(p: &ConvParams, rows: Taps, cols: Taps, input: &[
             *v = 0;
         }
     }
-    // The in-bounds taps: `rows.len()` runs of `cols.len() · in_c` values.
+    // The in-bounds taps: `rows.len()` runs of `cols.len() · in_c` values
+    // (the walk `window_runs` does for the packed gathering; through its
+    // closure here, the M3's 8×8×1→8 ran 30,410 → 31,415 instructions).
     let n = cols.len() * in_c;
     let (mut src, mut dst) = ((rows.i0 * in_w + cols.i0) * in_c, (rows.k0 * kw + cols.k0) * in_c);
     for _ in 0..rows.len() {

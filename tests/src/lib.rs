@@ -62,6 +62,23 @@ pub fn make_student(
     Ok(Student { name, tkd, data, macs })
 }
 
+/// The same student quantized again with one weight scale per layer
+/// (`--weight-scales per-tensor`), into `dir/<name>-per-tensor.tkd`: every
+/// layer's channels then share a multiplier, which a compiled model stores
+/// once per layer (`kernels::SharedMultiplier`).
+pub fn per_tensor(dir: &Path, s: &Student) -> Result<Student> {
+    let ckpt = s.tkd.with_extension("ckpt");
+    let opts = tinykd::pipeline::QuantizeOptions {
+        calibration: Calibration::Minmax,
+        weight_scales: tinykd::quant::WeightScales::PerTensor,
+        ..Default::default()
+    };
+    let q = pipeline::quantize(&ckpt, &s.data, opts, ReadOptions::default(), &Progress::hidden())?;
+    let tkd = dir.join(format!("{}-per-tensor.tkd", s.name));
+    tinykd::util::write_atomic(&tkd, &q.bytes)?;
+    Ok(Student { tkd, data: s.data.clone(), ..*s })
+}
+
 /// Host accuracy of a `.tkd` on its test split (the runtime on the host).
 pub fn host_accuracy(s: &Student) -> Result<f64> {
     let r = pipeline::evaluate(

@@ -57,38 +57,42 @@ fn check(board: &str) {
 
 fn check_build(board: &str, build: FirmwareBuild) {
     for (s, host) in students() {
-        let read = ReadOptions::default();
-        let r = tinykd::cli::emulate_model_with(&s.tkd, &s.data, SplitName::Test, board, None, read, build)
-            .unwrap_or_else(|e| panic!("{board} {}: {e:#}", s.name));
-        let engine = match (build.engine, build.opt_level) {
-            (Some(e), _) => e.as_str(),
-            (None, Some(OptLevel::S)) => "opt-level s",
-            _ => "",
-        };
-        eprintln!(
-            "{board:<20} {engine:<11} {:<12} n={} accuracy={:.4} agreement={} {}/inference={:.0} ({:.2}/MAC) flash={} ram={} \
-             (static {} + stack {})",
-            s.name,
-            r.n,
-            r.accuracy.unwrap_or(0.0),
-            r.agreement,
-            r.counted,
-            r.instructions_per_inference,
-            r.instructions_per_inference / s.macs,
-            r.flash_bytes,
-            r.ram_bytes,
-            r.static_ram_bytes,
-            r.peak_stack_bytes
-        );
-        assert!(r.n >= 450, "{board} {}: ran {} samples", s.name, r.n);
-        assert_eq!(r.agreement, 1.0, "{board} {}: device logits differ from the host's", s.name);
-        assert_eq!(r.accuracy, Some(*host), "{board} {}: device accuracy differs from the host's", s.name);
-        assert_eq!(r.counted, "instructions");
-        assert!(r.instructions_per_inference > s.macs && r.instructions_per_inference < 60.0 * s.macs);
-        assert!(r.flash_bytes as usize > r.model_bytes);
-        assert!(r.peak_stack_bytes > 0 && r.ram_bytes >= r.peak_stack_bytes);
-        assert_eq!(r.device.board, board);
+        check_student(board, build, s, *host);
     }
+}
+
+fn check_student(board: &str, build: FirmwareBuild, s: &Student, host: f64) {
+    let read = ReadOptions::default();
+    let r = tinykd::cli::emulate_model_with(&s.tkd, &s.data, SplitName::Test, board, None, read, build)
+        .unwrap_or_else(|e| panic!("{board} {}: {e:#}", s.name));
+    let engine = match (build.engine, build.opt_level) {
+        (Some(e), _) => e.as_str(),
+        (None, Some(OptLevel::S)) => "opt-level s",
+        _ => "",
+    };
+    eprintln!(
+        "{board:<20} {engine:<11} {:<12} n={} accuracy={:.4} agreement={} {}/inference={:.0} ({:.2}/MAC) flash={} ram={} \
+         (static {} + stack {})",
+        s.name,
+        r.n,
+        r.accuracy.unwrap_or(0.0),
+        r.agreement,
+        r.counted,
+        r.instructions_per_inference,
+        r.instructions_per_inference / s.macs,
+        r.flash_bytes,
+        r.ram_bytes,
+        r.static_ram_bytes,
+        r.peak_stack_bytes
+    );
+    assert!(r.n >= 450, "{board} {}: ran {} samples", s.name, r.n);
+    assert_eq!(r.agreement, 1.0, "{board} {}: device logits differ from the host's", s.name);
+    assert_eq!(r.accuracy, Some(host), "{board} {}: device accuracy differs from the host's", s.name);
+    assert_eq!(r.counted, "instructions");
+    assert!(r.instructions_per_inference > s.macs && r.instructions_per_inference < 60.0 * s.macs);
+    assert!(r.flash_bytes as usize > r.model_bytes);
+    assert!(r.peak_stack_bytes > 0 && r.ram_bytes >= r.peak_stack_bytes);
+    assert_eq!(r.device.board, board);
 }
 
 #[test]
@@ -112,6 +116,24 @@ fn built_for_size_on_the_m3_and_the_m4() {
     let size = FirmwareBuild { engine: None, opt_level: Some(OptLevel::S) };
     check_build("qemu-mps2-an385", size);
     check_build("qemu-mps2-an386", size);
+}
+
+/// A student with one weight scale per layer: its compiled tables hold the
+/// biases alone and one multiplier per layer (`SharedMultiplier`), on the
+/// M3 and the M4, at opt-level 3 and "s". The same logits as the host.
+#[test]
+fn per_tensor_weight_scales_on_the_m3_and_the_m4() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = tinykd_emulator_tests::per_tensor(dir.path(), &students()[0].0).unwrap();
+    let host = host_accuracy(&s).unwrap();
+    let size = FirmwareBuild { engine: None, opt_level: Some(OptLevel::S) };
+    for (board, build) in [
+        ("qemu-mps2-an385", FirmwareBuild::default()),
+        ("qemu-mps2-an385", size),
+        ("qemu-mps2-an386", FirmwareBuild::default()),
+    ] {
+        check_student(board, build, &s, host);
+    }
 }
 
 #[test]

@@ -5,9 +5,11 @@
 
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 use core::fmt::Write as _;
 
 use crate::compiled::Step;
+use crate::kernels::{ChannelQuant, SharedMultiplier};
 use crate::{Error, Model, QuantParams};
 
 /// Rust source of `model` compiled into a constant layer table: one
@@ -28,8 +30,23 @@ use crate::{Error, Model, QuantParams};
 pub fn compiled_source(model: &Model<'_>, krate: &str, specialize: bool) -> Result<String, Error> {
     let mut src = String::new();
     let mut layers = String::new();
-    let table_type =
-        if specialize { format!("&'static [{krate}::kernels::PreparedChannel]") } else { "&'static [u8]".into() };
+    // One table type serves every layer; the shared-multiplier form only
+    // when every layer with a table has one (per-tensor weight scales).
+    let mut tables = Vec::new();
+    for i in 0..model.layer_count() {
+        let record = model.layer(i)?;
+        if record.channel_count > 0 {
+            tables.push(model.channel_table(&record));
+        }
+    }
+    let shared = specialize && tables.iter().all(|t| SharedMultiplier::shared_by(t).is_some());
+    let table_type = if shared {
+        format!("&'static {krate}::kernels::SharedMultiplier")
+    } else if specialize {
+        format!("&'static [{krate}::kernels::PreparedChannel]")
+    } else {
+        "&'static [u8]".into()
+    };
     let w = &mut src;
     let _ = writeln!(
         w,
@@ -43,7 +60,18 @@ pub fn compiled_source(model: &Model<'_>, krate: &str, specialize: bool) -> Resu
         let table = model.channel_table(&record);
         let mut tensors = |weights: &[i8]| {
             let _ = writeln!(w, "static COMPILED_W{i}: [i8; {}] = {:?};", weights.len(), weights);
-            let channels = if specialize {
+            let channels = if let Some((m, e)) = SharedMultiplier::shared_by(table).filter(|_| shared) {
+                // The biases alone; the multiplier a constant in the code.
+                let n = record.channel_count;
+                let biases: Vec<i32> = (0..n).filter_map(|o| ChannelQuant::read(table, o)).map(|q| q.bias).collect();
+                let _ = writeln!(
+                    w,
+                    "static COMPILED_S{i}: {krate}::kernels::SharedMultiplier<[i32; {n}]> = \
+                     {krate}::kernels::SharedMultiplier {{ \
+                     multiplier: {krate}::requant::QuantizedMultiplier::new({m}, {e}), biases: {biases:?} }};"
+                );
+                format!("&COMPILED_S{i}")
+            } else if specialize {
                 // Decoded at compile time (see `kernels::PreparedChannel`):
                 // only the prepared table is in the image.
                 let n = record.channel_count;
@@ -220,5 +248,38 @@ mod tests {
                 assert!(src.contains(&format!("channels: &COMPILED_P{i} }}")), "layer {i}");
             }
         }
+        assert!(!src.contains("SharedMultiplier"), "per-channel multipliers: {src}");
+    }
+
+    /// One multiplier per layer: a specialised model stores the biases and
+    /// that multiplier (`SharedMultiplier`), the interpreted table the raw entries.
+    #[test]
+    fn per_tensor_layers_share_one_multiplier() {
+        let blob = crate::model::test_blob_per_tensor();
+        let model = Model::from_bytes(&blob).unwrap();
+        let src = compiled_source(&model, "rt", true).unwrap();
+        assert!(src.contains("Compiled<'static, MODEL_OPS, &'static rt::kernels::SharedMultiplier>"), "{src}");
+        assert!(!src.contains("COMPILED_P") && !src.contains("COMPILED_C"), "{src}");
+        let mut weighted = 0;
+        for i in 0..model.layer_count() {
+            let l = model.layer(i).unwrap();
+            if l.channel_count == 0 {
+                continue;
+            }
+            weighted += 1;
+            let table = model.channel_table(&l);
+            let (m, e) = SharedMultiplier::shared_by(table).unwrap();
+            let biases: Vec<i32> = (0..l.channel_count).map(|o| ChannelQuant::read(table, o).unwrap().bias).collect();
+            let want = format!(
+                "static COMPILED_S{i}: rt::kernels::SharedMultiplier<[i32; {}]> = rt::kernels::SharedMultiplier {{ \
+                 multiplier: rt::requant::QuantizedMultiplier::new({m}, {e}), biases: {biases:?} }};",
+                l.channel_count
+            );
+            assert!(src.contains(&want), "layer {i}: {want}\n{src}");
+            assert!(src.contains(&format!("channels: &COMPILED_S{i} }}")), "layer {i}");
+        }
+        assert_eq!(weighted, 3);
+        let src = compiled_source(&model, "rt", false).unwrap();
+        assert!(!src.contains("SharedMultiplier") && src.contains("channels: &COMPILED_C"));
     }
 }

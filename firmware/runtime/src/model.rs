@@ -565,3 +565,9 @@ mod tests;
 pub(crate) fn test_blob() -> Vec<u8> {
     tests::blob()
 }
+
+/// [`test_blob`] with one multiplier per layer (per-tensor weight scales).
+#[cfg(test)]
+pub(crate) fn test_blob_per_tensor() -> Vec<u8> {
+    tests::blob_per_tensor()
+}

@@ -163,6 +163,50 @@ impl ChannelTable for &[PreparedChannel] {
     }
 }
 
+/// A layer whose output channels all share one multiplier (per-tensor
+/// weight scales, as TFLite's per-tensor models and microflow take): the
+/// biases alone per channel, 4 bytes instead of a [`PreparedChannel`]'s 16.
+/// A compiled model takes it when every layer qualifies
+/// ([`crate::codegen::compiled_source`]). Kernels take it as
+/// `&SharedMultiplier` (`B = [i32]`): two words, like a slice, so LLVM
+/// still propagates a layer function's constant table into the kernel and
+/// the multiplier folds into the code.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SharedMultiplier<B: ?Sized = [i32]> {
+    pub multiplier: QuantizedMultiplier,
+    pub biases: B,
+}
+
+impl SharedMultiplier {
+    /// The multiplier and shift every entry of a raw channel table holds,
+    /// `None` if two entries differ (or the table is empty or holds a
+    /// partial entry): for a build script choosing the table's form.
+    pub fn shared_by(table: &[u8]) -> Option<(i32, i32)> {
+        let first = ChannelQuant::read(table, 0)?;
+        let n = table.count();
+        let same = |o| {
+            ChannelQuant::read(table, o).is_some_and(|q| (q.multiplier, q.shift) == (first.multiplier, first.shift))
+        };
+        (table.holds(n) && (1..n).all(same)).then_some((first.multiplier, first.shift))
+    }
+}
+
+impl ChannelTable for &SharedMultiplier {
+    const PREPARED: bool = true;
+    #[inline(always)]
+    fn count(self) -> usize {
+        self.biases.len()
+    }
+    #[inline(always)]
+    fn holds(self, n: usize) -> bool {
+        self.biases.len() == n
+    }
+    #[inline(always)]
+    fn channel(self, o: usize) -> Option<PreparedChannel> {
+        self.biases.get(o).map(|&bias| PreparedChannel { bias, multiplier: self.multiplier })
+    }
+}
+
 /// [`ChannelQuant::requantize`] for one output channel, decoded once per
 /// channel rather than per output (the multiplier's shift split and rounding
 /// mask; see [`QuantizedMultiplier`]). Bit-identical by construction: it *is*
@@ -403,6 +447,30 @@ mod tests {
                 assert_eq!(r.apply(acc), q.requantize(acc, -3, -128, 127));
             }
         }
+    }
+
+    #[test]
+    fn a_shared_multiplier_table_decodes_as_the_raw_one() {
+        let (m, s) = (1_500_000_000, -9);
+        let biases = [7, -300, 0];
+        let raw: Vec<u8> =
+            biases.iter().flat_map(|&bias| ChannelQuant { bias, multiplier: m, shift: s }.to_le_bytes()).collect();
+        assert_eq!(SharedMultiplier::shared_by(&raw), Some((m, s)));
+        let shared: &SharedMultiplier = &SharedMultiplier { multiplier: QuantizedMultiplier::new(m, s), biases };
+        assert!(shared.count() == 3 && shared.holds(3) && !shared.holds(2));
+        for o in 0..4 {
+            assert_eq!(shared.channel(o), raw[..].channel(o), "channel {o}");
+        }
+        // Not shared: one entry's multiplier or shift differs, no entry, a partial one.
+        let mut other = raw.clone();
+        other[2 * 12 + 4] ^= 1;
+        assert_eq!(SharedMultiplier::shared_by(&other), None);
+        let mut other = raw.clone();
+        other[12 + 8] ^= 1;
+        assert_eq!(SharedMultiplier::shared_by(&other), None);
+        assert_eq!(SharedMultiplier::shared_by(&[]), None);
+        assert_eq!(SharedMultiplier::shared_by(&raw[..35]), None);
+        assert_eq!(SharedMultiplier::shared_by(&raw[..12]), Some((m, s)));
     }
 
     proptest::proptest! {

@@ -220,6 +220,19 @@ pub(super) fn blob() -> Vec<u8> {
     build(&[6, 6, 2], 3, INPUT_ZP, &pipeline())
 }
 
+/// [`blob`] with every layer's channels on its first channel's multiplier.
+pub(super) fn blob_per_tensor() -> Vec<u8> {
+    let mut layers = pipeline();
+    for l in &mut layers {
+        if let Some(&first) = l.channels.first() {
+            for c in &mut l.channels {
+                (c.multiplier, c.shift) = (first.multiplier, first.shift);
+            }
+        }
+    }
+    build(&[6, 6, 2], 3, INPUT_ZP, &layers)
+}
+
 #[test]
 fn pipeline_matches_the_naive_reference() {
     let bytes = blob();

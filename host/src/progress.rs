@@ -49,11 +49,12 @@ impl TermLike for PlainLines {
     }
     fn write_line(&self, s: &str) -> std::io::Result<()> {
         let key = s.split_inclusive(']').next().unwrap_or(s);
-        if let Ok(mut last) = self.last.lock() {
-            if !s.trim().is_empty() && *last != key {
-                eprintln!("{}", s.trim_end());
-                *last = key.to_owned();
-            }
+        if let Ok(mut last) = self.last.lock()
+            && !s.trim().is_empty()
+            && *last != key
+        {
+            eprintln!("{}", s.trim_end());
+            *last = key.to_owned();
         }
         Ok(())
     }

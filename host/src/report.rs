@@ -361,10 +361,10 @@ fn footprint(path: &Path, boards: &[Footprint]) -> DrawResult {
 pub fn confusion_matrix(labels: &[i64], pred: &[usize], classes: usize) -> Vec<Vec<usize>> {
     let mut m = vec![vec![0usize; classes]; classes];
     for (&y, &p) in labels.iter().zip(pred) {
-        if let (Ok(y), true) = (usize::try_from(y), p < classes) {
-            if let Some(row) = m.get_mut(y) {
-                row[p] += 1;
-            }
+        if let (Ok(y), true) = (usize::try_from(y), p < classes)
+            && let Some(row) = m.get_mut(y)
+        {
+            row[p] += 1;
         }
     }
     m

@@ -34,10 +34,11 @@ pub fn firmware_dir() -> Result<PathBuf> {
         return Ok(PathBuf::from(d));
     }
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    if let (Ok(exe), Ok(repo)) = (std::env::current_exe().and_then(|e| e.canonicalize()), repo.canonicalize()) {
-        if exe.starts_with(&repo) && repo.join("firmware").join("boards").is_dir() {
-            return Ok(repo.join("firmware"));
-        }
+    if let (Ok(exe), Ok(repo)) = (std::env::current_exe().and_then(|e| e.canonicalize()), repo.canonicalize())
+        && exe.starts_with(&repo)
+        && repo.join("firmware").join("boards").is_dir()
+    {
+        return Ok(repo.join("firmware"));
     }
     unpack_embedded(&crate::teacher::cache::default_dir())
 }
@@ -231,7 +232,11 @@ impl FirmwareBuild {
     }
 }
 
-/// Builds the board firmware with `model_path` embedded; returns the ELF path.
+/// Builds the board firmware with `model_path` embedded; returns the path
+/// of its ELF as kept for this model and build
+/// (`firmware/boards/target/images/<crate>-<key>.elf`, the newest 64 kept):
+/// builds of one crate run one at a time, across processes too, and a
+/// later build never changes an image already returned.
 /// All boards share one target directory, so dependencies built for one
 /// target are reused by every board on it; a build at another opt-level
 /// has a directory of its own inside it (`opt-s`, …), so switching levels
@@ -284,6 +289,19 @@ fn build_crate_unmarked(
     if let Some(sub) = subdir {
         target_dir = target_dir.join(sub);
     }
+    // Every build of a crate writes the same ELF path, whatever model it
+    // embeds: one build at a time, across threads and processes, and the
+    // image copied under the lock to a path of its own that later builds
+    // leave alone (see `keep_image`).
+    std::fs::create_dir_all(&target_dir).with_context(|| format!("{}: cannot create", target_dir.display()))?;
+    let lock_path = target_dir.join(".tinykd-build.lock");
+    let lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("{}: cannot open", lock_path.display()))?;
+    lock.lock().with_context(|| format!("{}: cannot lock", lock_path.display()))?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = Command::new(&cargo)
         .args(["build", "--release", "--quiet"])
@@ -309,7 +327,51 @@ fn build_crate_unmarked(
     if !elf.is_file() {
         bail!("firmware build produced no ELF at {}", elf.display());
     }
-    Ok(elf)
+    let key = image_key(crate_dir, target, &model_path, env)?;
+    keep_image(&elf, &target_dir.join("images"), &format!("{crate_dir}-{key:08x}.elf"))
+}
+
+/// Images kept per target directory; the oldest beyond these are removed.
+const KEPT_IMAGES: usize = 64;
+
+/// What an image is built from: the crate, the target, the model's bytes
+/// and the build's environment.
+fn image_key(crate_dir: &str, target: &str, model_path: &Path, env: &[(&str, &str)]) -> Result<u32> {
+    let model = std::fs::read(model_path).with_context(|| format!("{}: cannot read", model_path.display()))?;
+    let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+    let mut d = crc.digest();
+    for part in [crate_dir, target].into_iter().chain(env.iter().flat_map(|(k, v)| [*k, *v])) {
+        d.update(part.as_bytes());
+        d.update(&[0]);
+    }
+    d.update(&model);
+    Ok(d.finalize())
+}
+
+/// Copies the ELF cargo wrote to `dir/name` (atomically: a reader sees the
+/// old file or the new one) and removes the oldest images beyond
+/// [`KEPT_IMAGES`]. The copy is what the caller reads and runs: the next
+/// build of the crate, in this process or another, overwrites cargo's ELF
+/// but not it.
+fn keep_image(elf: &Path, dir: &Path, name: &str) -> Result<PathBuf> {
+    let bytes = std::fs::read(elf).with_context(|| format!("{}: cannot read", elf.display()))?;
+    let kept = dir.join(name);
+    crate::util::write_atomic(&kept, &bytes)?;
+    let mut images: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(dir)
+        .with_context(|| format!("{}: cannot list", dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "elf"))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    if images.len() > KEPT_IMAGES {
+        images.sort();
+        for (_, old) in &images[..images.len() - KEPT_IMAGES] {
+            if *old != kept {
+                let _ = std::fs::remove_file(old);
+            }
+        }
+    }
+    Ok(kept)
 }
 
 /// A QEMU process that is killed when dropped.
@@ -388,18 +450,13 @@ pub fn emulate_with(
     fit_check(board, &model, model_path).context(Failure::Build)?;
     // Before building: a missing QEMU or a real board fails fast.
     qemu_for(board).context(Failure::Board)?;
-    // Builds of one board crate share an ELF path whatever model or engine
-    // they embed: hold it from the build until QEMU has loaded the image
-    // (the board's first answer), so that another thread's build (tests
-    // run boards in parallel) cannot replace it in between.
-    static IMAGE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let image = IMAGE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    // An image of its own (see `keep_image`): other builds, here or in
+    // another process, do not touch it.
     let elf = build_firmware(board, model_path, build)?;
     let footprint = Footprint::of_elf(&elf)?;
     let model_bytes = model_bytes_in(&elf, bytes.len())?;
     let (_qemu, link) = start_qemu(board, &elf).context(Failure::Board)?;
     let (mut session, info) = Session::open(link, Duration::from_secs(30)).context(Failure::Board)?;
-    drop(image);
     let mut report = run_split(&mut session, &info, board, &model, inputs, n, labels).context(Failure::Board)?;
     report.flash_bytes = footprint.flash_bytes;
     report.model_bytes = model_bytes;
@@ -574,10 +631,10 @@ pub fn verify_port(
     let (mut session, info) = Session::open(link, Duration::from_secs(10)).context(crate::failure::Failure::Board)?;
     let board = board_of_image(&info.board, true)
         .with_context(|| format!("{port}: the board says it is '{}', which this tinykd does not know", info.board))?;
-    if let Some(b) = expected_board {
-        if b.crate_dir != board.crate_dir {
-            bail!("{port}: expected a {} but the board says it is '{}'", b.name, info.board);
-        }
+    if let Some(b) = expected_board
+        && b.crate_dir != board.crate_dir
+    {
+        bail!("{port}: expected a {} but the board says it is '{}'", b.name, info.board);
     }
     let mut report =
         run_split(&mut session, &info, board, &model, inputs, n, labels).context(crate::failure::Failure::Board)?;

@@ -384,10 +384,10 @@ pub fn evaluate_with(
             )
         }
     };
-    if let Some(y) = labels {
-        if let Some(bad) = y.iter().find(|v| **v as usize >= classes) {
-            bail!("{}: label {bad} is out of range for a model with {classes} classes", data_path.display());
-        }
+    if let Some(y) = labels
+        && let Some(bad) = y.iter().find(|v| **v as usize >= classes)
+    {
+        bail!("{}: label {bad} is out of range for a model with {classes} classes", data_path.display());
     }
     Ok(EvalReport {
         model: model.to_path_buf(),

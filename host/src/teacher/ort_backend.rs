@@ -31,12 +31,12 @@ pub(crate) fn find_library() -> std::result::Result<PathBuf, String> {
             .args(["-c", "import onnxruntime, os; print(os.path.dirname(onnxruntime.__file__))"])
             .stderr(std::process::Stdio::null())
             .output();
-        if let Ok(out) = out {
-            if out.status.success() {
-                let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("capi");
-                if let Some(lib) = newest_library_in(&dir) {
-                    return Ok(lib);
-                }
+        if let Ok(out) = out
+            && out.status.success()
+        {
+            let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("capi");
+            if let Some(lib) = newest_library_in(&dir) {
+                return Ok(lib);
             }
         }
     }

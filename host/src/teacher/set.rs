@@ -125,10 +125,10 @@ impl TeacherSet {
                     // Round as the cache stores them, so a run that computes the
                     // logits and a run that reads them train bit-identically.
                     cache::round_to_f16(&mut out.logits);
-                    if let Some(dir) = &self.cache_dir {
-                        if let Err(e) = cache::store(dir, &key, &out.logits, out.classes, out.kind) {
-                            progress.note(&format!("warning: cannot write the teacher cache: {e:#}"));
-                        }
+                    if let Some(dir) = &self.cache_dir
+                        && let Err(e) = cache::store(dir, &key, &out.logits, out.classes, out.kind)
+                    {
+                        progress.note(&format!("warning: cannot write the teacher cache: {e:#}"));
                     }
                     (out.logits, out.classes, out.kind)
                 }
@@ -136,10 +136,10 @@ impl TeacherSet {
             if !self.kinds.contains(&kind) {
                 self.kinds.push(kind);
             }
-            if let Some((_, c)) = all.first() {
-                if *c != classes {
-                    bail!("{}: teacher has {classes} classes, {} has {c}", m.path.display(), first_path.display());
-                }
+            if let Some((_, c)) = all.first()
+                && *c != classes
+            {
+                bail!("{}: teacher has {classes} classes, {} has {c}", m.path.display(), first_path.display());
             }
             all.push((logits, classes));
         }

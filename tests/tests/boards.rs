@@ -118,21 +118,36 @@ fn built_for_size_on_the_m3_and_the_m4() {
     check_build("qemu-mps2-an386", size);
 }
 
-/// A student with one weight scale per layer: its compiled tables hold the
-/// biases alone and one multiplier per layer (`SharedMultiplier`), on the
-/// M3 and the M4, at opt-level 3 and "s". The same logits as the host.
+/// Students with one weight scale per layer: their compiled tables hold
+/// the biases alone and one multiplier per layer (`SharedMultiplier`), on
+/// the M3 and the M4, at opt-level 3 and "s". The same logits as the host.
+/// The MNIST-1D student, and a digits one with a depthwise layer (no other
+/// student here has one).
 #[test]
 fn per_tensor_weight_scales_on_the_m3_and_the_m4() {
     let dir = tempfile::tempdir().unwrap();
-    let s = tinykd_emulator_tests::per_tensor(dir.path(), &students()[0].0).unwrap();
-    let host = host_accuracy(&s).unwrap();
+    let depthwise = make_student(
+        dir.path(),
+        "digits-dw",
+        "digits.npz",
+        "digits_cnn.onnx",
+        "conv2d(8,k3) relu dwconv2d(k3) relu maxpool(2) conv2d(16,k3) relu gap dense(10)",
+        2_000,
+        false,
+    )
+    .unwrap();
     let size = FirmwareBuild { engine: None, opt_level: Some(OptLevel::S) };
-    for (board, build) in [
-        ("qemu-mps2-an385", FirmwareBuild::default()),
-        ("qemu-mps2-an385", size),
-        ("qemu-mps2-an386", FirmwareBuild::default()),
-    ] {
-        check_student(board, build, &s, host);
+    for s in [&students()[0].0, &depthwise] {
+        let s = tinykd_emulator_tests::per_tensor(dir.path(), s).unwrap();
+        let host = host_accuracy(&s).unwrap();
+        assert!(host > 0.8, "{}: host int8 accuracy {host}", s.name);
+        for (board, build) in [
+            ("qemu-mps2-an385", FirmwareBuild::default()),
+            ("qemu-mps2-an385", size),
+            ("qemu-mps2-an386", FirmwareBuild::default()),
+        ] {
+            check_student(board, build, &s, host);
+        }
     }
 }
 

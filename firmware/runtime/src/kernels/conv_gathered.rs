@@ -179,9 +179,9 @@ fn window_runs<'a>(p: &ConvParams, rows: Taps, cols: Taps, input: &'a [i8], mut 
 }
 
 /// Writes one output pixel's window into `patch`, laid out like a filter
-/// (in a build for size on cores with SMLAD, input channels in fours and
-/// 16 values or more: in [`dot2_interleaved`]'s order): `x − z_in` for
-/// in-bounds taps, 0 for taps in the padding.
+/// (on cores with SMLAD, windows of 16 values or more: in
+/// [`dot2_interleaved`]'s order, which only the one-pixel pass reads
+/// there): `x − z_in` for in-bounds taps, 0 for taps in the padding.
 #[inline(always)]
 fn gather<const WINDOW: usize>(p: &ConvParams, rows: Taps, cols: Taps, input: &[i8], patch: &mut [i16; WINDOW]) {
     let win = p.window;
@@ -216,6 +216,13 @@ fn gather<const WINDOW: usize>(p: &ConvParams, rows: Taps, cols: Taps, input: &[
             }
         }
         (src, dst) = (src + in_w * in_c, dst + kw * in_c);
+    }
+    if cfg!(tinykd_dsp) && in_c % 4 != 0 && taps >= INTERLEAVE_MIN {
+        // Groups of four straddle the runs: gathered in order, then each
+        // whole group reordered `x0, x2, x1, x3` (the last `taps % 4` stay).
+        for g in patch[..taps.min(WINDOW)].chunks_exact_mut(4) {
+            g.swap(1, 2);
+        }
     }
 }
 

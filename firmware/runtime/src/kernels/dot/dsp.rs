@@ -183,6 +183,71 @@ pub(super) fn dot1x4<const W: usize>(x: &[i8; W], f: &[i8]) -> [i32; 4] {
     [s0, s1, s2, s3]
 }
 
+/// [`four_rows_group!`] with a fifth row (`{e}` on from the first).
+macro_rules! five_rows_group {
+    () => {
+        concat!(four_rows_group!(), channel_at!("s4", "e"), "\n")
+    };
+}
+
+/// [`super::dot1x5`] (`f` is `5·W` long, `W` ≤ [`super::ROW5_MAX`]): as
+/// [`dot1x4`] with a fifth row, so each input word, unpacked once, feeds
+/// five weight words: 28 instructions per 20 MACs, one loop step per 40.
+/// Every register the loop can have is taken (five sums, three pointers
+/// and counter, four scratch).
+#[inline(always)]
+pub(super) fn dot1x5<const W: usize>(x: &[i8; W], f: &[i8]) -> [i32; 5] {
+    let (groups, t) = (W / 4, W / 4 * 4);
+    let f = &f[..5 * W];
+    let tail = |k: usize| super::dot(&x[t..], &f[k * W + t..(k + 1) * W]);
+    let [mut s0, mut s1, mut s2, mut s3, mut s4] = [tail(0), tail(1), tail(2), tail(3), tail(4)];
+    if groups == 0 {
+        return [s0, s1, s2, s3, s4];
+    }
+    let passes = groups.div_ceil(2);
+    macro_rules! run {
+        ($entry:literal) => {
+            // SAFETY: as `dot1x4`'s loop, over five rows of `f` (`5·W`
+            // long, checked by slicing above).
+            #[allow(unsafe_code)]
+            unsafe {
+                core::arch::asm!(
+                    $entry,
+                    "2:",
+                    five_rows_group!(),
+                    "3:",
+                    five_rows_group!(),
+                    "subs {n}, {n}, #1",
+                    "bne 2b",
+                    xp = inout(reg) x.as_ptr() => _,
+                    fp = inout(reg) f.as_ptr() => _,
+                    n = inout(reg) passes => _,
+                    s0 = inout(reg) s0,
+                    s1 = inout(reg) s1,
+                    s2 = inout(reg) s2,
+                    s3 = inout(reg) s3,
+                    s4 = inout(reg) s4,
+                    xl = out(reg) _,
+                    xh = out(reg) _,
+                    w = out(reg) _,
+                    t = out(reg) _,
+                    b = const W.saturating_sub(4),
+                    c = const (2 * W).saturating_sub(4),
+                    d = const (3 * W).saturating_sub(4),
+                    e = const (4 * W).saturating_sub(4),
+                    options(nostack, readonly),
+                )
+            }
+        };
+    }
+    if groups % 2 == 1 {
+        run!("b 3f");
+    } else {
+        run!("");
+    }
+    [s0, s1, s2, s3, s4]
+}
+
 /// `[Σ x·a, Σ x·b]` over the first `groups · 4` bytes of each run.
 #[inline(always)]
 pub(super) fn dot2_words(x: &[i8], a: &[i8], b: &[i8], groups: usize) -> [i32; 2] {

@@ -138,19 +138,24 @@ fn per_tensor_weight_scales_on_the_m3_and_the_m4() {
         false,
     )
     .unwrap();
-    let size = FirmwareBuild { engine: None, opt_level: Some(OptLevel::S) };
     for s in [&students()[0].0, &depthwise] {
         let s = tinykd_emulator_tests::per_tensor(dir.path(), s).unwrap();
-        let host = host_accuracy(&s).unwrap();
-        assert!(host > 0.8, "{}: host int8 accuracy {host}", s.name);
-        for (board, build) in [
-            ("qemu-mps2-an385", FirmwareBuild::default()),
-            ("qemu-mps2-an385", size),
-            ("qemu-mps2-an386", FirmwareBuild::default()),
-            ("qemu-mps2-an386", size),
-        ] {
-            check_student(board, build, &s, host);
-        }
+        check_at_both_levels(&s, &[]);
+    }
+}
+
+/// `s` on the M3 and the M4 at opt-level 3 and "s", and on `more` boards
+/// at opt-level 3, after checking its host accuracy is a real student's.
+fn check_at_both_levels(s: &Student, more: &[&str]) {
+    let host = host_accuracy(s).unwrap();
+    assert!(host > 0.8, "{}: host int8 accuracy {host}", s.name);
+    let size = FirmwareBuild { engine: None, opt_level: Some(OptLevel::S) };
+    for board in ["qemu-mps2-an385", "qemu-mps2-an386"] {
+        check_student(board, FirmwareBuild::default(), s, host);
+        check_student(board, size, s, host);
+    }
+    for board in more {
+        check_student(board, FirmwareBuild::default(), s, host);
     }
 }
 
@@ -166,24 +171,12 @@ fn unfamiliar_shapes_on_every_core() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("rgb.npz");
     tinykd_emulator_tests::synthetic_images(&data, 3, 11, 13, 5).unwrap();
-    let size = FirmwareBuild { engine: None, opt_level: Some(OptLevel::S) };
     for (name, spec) in [
         ("rgb-cnn", "conv2d(6,k5,s2) relu6 dwconv2d(k3) relu avgpool(2) conv2d(10,k3,valid) relu flatten dense(5)"),
         ("rgb-mlp", "flatten dense(24) relu dense(5)"),
     ] {
         let s = tinykd_emulator_tests::make_student_from(dir.path(), name, &data, None, spec, 600, false).unwrap();
-        let host = host_accuracy(&s).unwrap();
-        assert!(host > 0.8, "{}: host int8 accuracy {host}", s.name);
-        for (board, build) in [
-            ("qemu-mps2-an385", FirmwareBuild::default()),
-            ("qemu-mps2-an385", size),
-            ("qemu-mps2-an386", FirmwareBuild::default()),
-            ("qemu-mps2-an386", size),
-            ("qemu-microbit", FirmwareBuild::default()),
-            ("qemu-riscv32", FirmwareBuild::default()),
-        ] {
-            check_student(board, build, &s, host);
-        }
+        check_at_both_levels(&s, &["qemu-microbit", "qemu-riscv32"]);
     }
 }
 

@@ -122,67 +122,6 @@ macro_rules! four_rows_group {
     };
 }
 
-/// [`super::dot1x4`] (`f` is `4·W` long, `W` ≤ [`super::ROW4_MAX`]):
-/// whole words through SMLAD, the last `W % 4` bytes portably. Two groups
-/// per pass of the loop (an odd count enters at the second): 23
-/// instructions per 16 MACs and one loop step per 32.
-#[inline(always)]
-pub(super) fn dot1x4<const W: usize>(x: &[i8; W], f: &[i8]) -> [i32; 4] {
-    let (groups, t) = (W / 4, W / 4 * 4);
-    let f = &f[..4 * W];
-    let tail = |k: usize| super::dot(&x[t..], &f[k * W + t..(k + 1) * W]);
-    let [mut s0, mut s1, mut s2, mut s3] = [tail(0), tail(1), tail(2), tail(3)];
-    if groups == 0 {
-        return [s0, s1, s2, s3];
-    }
-    // The loop's passes; an odd `groups` enters at the second group, so
-    // the first pass does one.
-    let passes = groups.div_ceil(2);
-    macro_rules! run {
-        ($entry:literal) => {
-            // SAFETY: the loop reads bytes `0..4·groups ≤ W` of `x` and of
-            // each of the four rows (`f` is `4·W` long, checked by slicing
-            // above), with unaligned word loads (allowed on Armv7-M for
-            // LDR): `passes` passes of two groups, less one when entering
-            // at the second. It writes only the listed registers and
-            // touches no other memory or the stack.
-            #[allow(unsafe_code)]
-            unsafe {
-                core::arch::asm!(
-                    $entry,
-                    "2:",
-                    four_rows_group!(),
-                    "3:",
-                    four_rows_group!(),
-                    "subs {n}, {n}, #1",
-                    "bne 2b",
-                    xp = inout(reg) x.as_ptr() => _,
-                    fp = inout(reg) f.as_ptr() => _,
-                    n = inout(reg) passes => _,
-                    s0 = inout(reg) s0,
-                    s1 = inout(reg) s1,
-                    s2 = inout(reg) s2,
-                    s3 = inout(reg) s3,
-                    xl = out(reg) _,
-                    xh = out(reg) _,
-                    w = out(reg) _,
-                    t = out(reg) _,
-                    b = const W.saturating_sub(4),
-                    c = const (2 * W).saturating_sub(4),
-                    d = const (3 * W).saturating_sub(4),
-                    options(nostack, readonly),
-                )
-            }
-        };
-    }
-    if groups % 2 == 1 {
-        run!("b 3f");
-    } else {
-        run!("");
-    }
-    [s0, s1, s2, s3]
-}
-
 /// [`four_rows_group!`] with a fifth row (`{e}` on from the first).
 macro_rules! five_rows_group {
     () => {
@@ -190,63 +129,83 @@ macro_rules! five_rows_group {
     };
 }
 
-/// [`super::dot1x5`] (`f` is `5·W` long, `W` ≤ [`super::ROW5_MAX`]): as
-/// [`dot1x4`] with a fifth row, so each input word, unpacked once, feeds
-/// five weight words: 28 instructions per 20 MACs, one loop step per 40.
-/// Every register the loop can have is taken (five sums, three pointers
-/// and counter, four scratch).
-#[inline(always)]
-pub(super) fn dot1x5<const W: usize>(x: &[i8; W], f: &[i8]) -> [i32; 5] {
-    let (groups, t) = (W / 4, W / 4 * 4);
-    let f = &f[..5 * W];
-    let tail = |k: usize| super::dot(&x[t..], &f[k * W + t..(k + 1) * W]);
-    let [mut s0, mut s1, mut s2, mut s3, mut s4] = [tail(0), tail(1), tail(2), tail(3), tail(4)];
-    if groups == 0 {
-        return [s0, s1, s2, s3, s4];
-    }
-    let passes = groups.div_ceil(2);
-    macro_rules! run {
-        ($entry:literal) => {
-            // SAFETY: as `dot1x4`'s loop, over five rows of `f` (`5·W`
-            // long, checked by slicing above).
-            #[allow(unsafe_code)]
-            unsafe {
-                core::arch::asm!(
-                    $entry,
-                    "2:",
-                    five_rows_group!(),
-                    "3:",
-                    five_rows_group!(),
-                    "subs {n}, {n}, #1",
-                    "bne 2b",
-                    xp = inout(reg) x.as_ptr() => _,
-                    fp = inout(reg) f.as_ptr() => _,
-                    n = inout(reg) passes => _,
-                    s0 = inout(reg) s0,
-                    s1 = inout(reg) s1,
-                    s2 = inout(reg) s2,
-                    s3 = inout(reg) s3,
-                    s4 = inout(reg) s4,
-                    xl = out(reg) _,
-                    xh = out(reg) _,
-                    w = out(reg) _,
-                    t = out(reg) _,
-                    b = const W.saturating_sub(4),
-                    c = const (2 * W).saturating_sub(4),
-                    d = const (3 * W).saturating_sub(4),
-                    e = const (4 * W).saturating_sub(4),
-                    options(nostack, readonly),
-                )
+/// Defines `$name<W>(x, f) -> [i32; $rows]`: `x` (`W` bytes) against
+/// `$rows` consecutive rows of `W` weights (`f`, at least `$rows·W`
+/// long), whole words through SMLAD in `$group` (the rows after the first
+/// at the offsets `$off`), the last `W % 4` bytes portably. Two groups per
+/// pass of the loop (an odd count enters at the second).
+macro_rules! rows_dot {
+    ($(#[$doc:meta])* $name:ident, $rows:literal, $group:ident, [$($s:ident),+], [$($off:ident = $k:literal),+]) => {
+        $(#[$doc])*
+        #[inline(always)]
+        pub(super) fn $name<const W: usize>(x: &[i8; W], f: &[i8]) -> [i32; $rows] {
+            let (groups, t) = (W / 4, W / 4 * 4);
+            let f = &f[..$rows * W];
+            let sums: [i32; $rows] = core::array::from_fn(|k| super::dot(&x[t..], &f[k * W + t..(k + 1) * W]));
+            if groups == 0 {
+                return sums;
             }
-        };
-    }
-    if groups % 2 == 1 {
-        run!("b 3f");
-    } else {
-        run!("");
-    }
-    [s0, s1, s2, s3, s4]
+            let [$(mut $s),+] = sums;
+            // The loop's passes; an odd `groups` enters at the second
+            // group, so the first pass does one.
+            let passes = groups.div_ceil(2);
+            macro_rules! run {
+                ($entry:literal) => {
+                    // SAFETY: the loop reads bytes `0..4·groups ≤ W` of `x`
+                    // and of each row (`f` is `$rows·W` long, checked by
+                    // slicing above), with unaligned word loads (allowed on
+                    // Armv7-M for LDR): `passes` passes of two groups, less
+                    // one when entering at the second. It writes only the
+                    // listed registers and touches no other memory or the
+                    // stack.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        core::arch::asm!(
+                            $entry,
+                            "2:",
+                            $group!(),
+                            "3:",
+                            $group!(),
+                            "subs {n}, {n}, #1",
+                            "bne 2b",
+                            xp = inout(reg) x.as_ptr() => _,
+                            fp = inout(reg) f.as_ptr() => _,
+                            n = inout(reg) passes => _,
+                            $($s = inout(reg) $s,)+
+                            xl = out(reg) _,
+                            xh = out(reg) _,
+                            w = out(reg) _,
+                            t = out(reg) _,
+                            $($off = const ($k * W).saturating_sub(4),)+
+                            options(nostack, readonly),
+                        )
+                    }
+                };
+            }
+            if groups % 2 == 1 {
+                run!("b 3f");
+            } else {
+                run!("");
+            }
+            [$($s),+]
+        }
+    };
 }
+
+rows_dot!(
+    /// [`super::dot1x4`] (`W` ≤ [`super::ROW4_MAX`]): 23 instructions per
+    /// 16 MACs and one loop step per 32.
+    dot1x4, 4, four_rows_group, [s0, s1, s2, s3], [b = 1, c = 2, d = 3]
+);
+
+rows_dot!(
+    /// [`super::dot1x5`] (`W` ≤ [`super::ROW5_MAX`]): as [`dot1x4`] with a
+    /// fifth row, so each input word, unpacked once, feeds five weight
+    /// words: 28 instructions per 20 MACs, one loop step per 40. Every
+    /// register the loop can have is taken (five sums, three pointers and
+    /// the counter, four scratch).
+    dot1x5, 5, five_rows_group, [s0, s1, s2, s3, s4], [b = 1, c = 2, d = 3, e = 4]
+);
 
 /// `[Σ x·a, Σ x·b]` over the first `groups · 4` bytes of each run.
 #[inline(always)]

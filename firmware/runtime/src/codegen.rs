@@ -151,10 +151,9 @@ pub fn compiled_source(model: &Model<'_>, krate: &str, specialize: bool) -> Resu
         quant(id.input),
         quant(id.output),
         model.ops(),
-        if specialize { "Some(&COMPILED_FNS)" } else { "None" }
+        if specialize { "Some(compiled_run)" } else { "None" }
     );
     if specialize {
-        let mut fns = String::new();
         for i in 0..model.layer_count() {
             // A convolution whose filter fits is gathered into a buffer of
             // exactly its length (see `kernels::conv_gathered`); a fully
@@ -179,19 +178,66 @@ pub fn compiled_source(model: &Model<'_>, krate: &str, specialize: bool) -> Resu
                 "fn compiled_layer_{i}(single: bool, x: &[i8], y: &mut [i8]) -> Result<(), {krate}::Error> {{\n    \
                  COMPILED_STEP{i}.run_layer::<MODEL_OPS, {i}, {window}>(single, x, y)\n}}"
             );
-            let _ = write!(
-                fns,
-                "{krate}::compiled::SpecializedLayer {{ run: compiled_layer_{i}, output_len: {} }}, ",
-                model.compiled_layer(i)?.output_len
-            );
         }
-        let _ = writeln!(
-            w,
-            "static COMPILED_FNS: [{krate}::compiled::SpecializedLayer; {}] = [{fns}];",
-            model.layer_count()
-        );
+        model_function(w, model, krate)?;
     }
     Ok(src)
+}
+
+/// `compiled_run`, a specialised model's [`ModelFn`](crate::compiled::ModelFn):
+/// every layer function called in turn on the arena ranges of the
+/// ping-pong plan `compiled::run_layers` follows (even layers write at the
+/// start of the arena, odd layers at its end), fixed here, so the
+/// firmware holds straight-line calls on constant slices of an array
+/// instead of the plan's loop, its range arithmetic and a table of layer
+/// functions.
+fn model_function(w: &mut String, model: &Model<'_>, krate: &str) -> Result<(), Error> {
+    let (total, input) = (model.arena_bytes(), model.input_len());
+    let _ = write!(
+        w,
+        "/// The specialised model: every layer on its constant arena range.\n\
+         fn compiled_run<'b>(single: bool, x: &[i8], arena: &'b mut [u8]) -> Result<&'b [i8], {krate}::Error> {{\n    \
+         let found = arena.len();\n    \
+         let Some(arena) = arena.get_mut(..{total}).and_then(|a| <&mut [u8; {total}]>::try_from(a).ok()) else {{\n        \
+         return Err({krate}::Error::ArenaTooSmall {{ needed: {total}, found }});\n    }};\n    \
+         if x.len() != {input} {{\n        \
+         return Err({krate}::Error::InputLength {{ expected: {input}, found: x.len() }});\n    }}\n"
+    );
+    let mut prev = (0usize, 0usize);
+    for i in 0..model.layer_count() {
+        let out = model.compiled_layer(i)?.output_len;
+        let range = if i % 2 == 0 {
+            (0, out)
+        } else {
+            (total.checked_sub(out).ok_or(Error::Malformed("layer output does not fit the arena"))?, total)
+        };
+        if range.1 > total {
+            return Err(Error::Malformed("layer output does not fit the arena"));
+        }
+        let call = |src: &str, dst: &str| {
+            format!("compiled_layer_{i}(single, {krate}::as_i8({src}), {krate}::as_i8_mut({dst}))?;")
+        };
+        let _ = match i {
+            0 => writeln!(
+                w,
+                "    compiled_layer_{i}(single, x, {krate}::as_i8_mut(&mut arena[{}..{}]))?;",
+                range.0, range.1
+            ),
+            _ if i % 2 == 0 => {
+                // Reads the odd layer's range at the end, writes at the start.
+                let src = format!("&hi[..{}]", prev.1 - prev.0);
+                let dst = format!("&mut lo[..{}]", range.1);
+                writeln!(w, "    {{\n        let (lo, hi) = arena.split_at_mut({});\n        {}\n    }}", prev.0, call(&src, &dst))
+            }
+            _ => {
+                let src = format!("&lo[{}..{}]", prev.0, prev.1);
+                writeln!(w, "    {{\n        let (lo, hi) = arena.split_at_mut({});\n        {}\n    }}", range.0, call(&src, "hi"))
+            }
+        };
+        prev = range;
+    }
+    let _ = writeln!(w, "    Ok({krate}::as_i8(&arena[{}..{}]))\n}}", prev.0, prev.1);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -165,25 +165,21 @@ pub struct Compiled<'a, const OPS: OpSet, C: ChannelTable = &'a [u8]> {
     /// The operators the layers use, with [`format::SINGLE_ROUNDING`] when
     /// the model rounds once (as [`Model::ops`](crate::Model::ops)).
     pub ops: OpSet,
-    /// One function per layer running it with its own specialised kernel
-    /// ([`Step::run_layer`]), or `None` to run every layer through the
-    /// shared kernels ([`Step::run`]). A specialised model runs from this
-    /// table alone, without reading `layers`: its layer functions read
-    /// their steps at compile time, so the table (and the raw channel
-    /// tables its steps point to, which the functions read prepared) is
-    /// left out of the image.
-    pub specialized: Option<&'a [SpecializedLayer]>,
+    /// The whole model as one generated function — each layer through its
+    /// own specialised kernel ([`Step::run_layer`]), on constant arena
+    /// ranges — or `None` to run every layer through the shared kernels
+    /// ([`Step::run`]). A specialised model runs from this function alone,
+    /// without reading `layers`: its layer functions read their steps at
+    /// compile time, so the table (and the raw channel tables its steps
+    /// point to, which the functions read prepared) is left out of the
+    /// image.
+    pub specialized: Option<ModelFn>,
 }
 
-/// A compiled model's function for one layer: `(single rounding, input, output)`.
-pub type LayerFn = fn(bool, &[i8], &mut [i8]) -> Result<(), Error>;
-
-/// One layer of a specialised model: its function and output length.
-#[derive(Debug, Clone, Copy)]
-pub struct SpecializedLayer {
-    pub run: LayerFn,
-    pub output_len: usize,
-}
+/// A specialised model's function: `(single rounding, input, arena)` to
+/// the logits, in the arena. It checks the input's and the arena's
+/// lengths itself, with the errors of [`Compiled::run`].
+pub type ModelFn = for<'b> fn(bool, &[i8], &'b mut [u8]) -> Result<&'b [i8], Error>;
 
 impl<const OPS: OpSet, C: ChannelTable> Compiled<'_, OPS, C> {
     /// Runs the model on one int8 input; the logits live in `arena`. The
@@ -200,10 +196,7 @@ impl<const OPS: OpSet, C: ChannelTable> Compiled<'_, OPS, C> {
                     l.step.run::<OPS>(single, x, y)
                 })
             }
-            Some(fns) => {
-                let layer = |i: usize| fns.get(i).copied().ok_or(missing);
-                run_layers(fns.len(), input, len, arena, bytes, layer, |l, x, y| (l.run)(single, x, y))
-            }
+            Some(model) => model(single, input, arena),
         }
     }
 }
@@ -297,11 +290,6 @@ impl<C: ChannelTable> OutputLen for CompiledLayer<'_, C> {
     }
 }
 
-impl OutputLen for SpecializedLayer {
-    fn output_len(&self) -> usize {
-        self.output_len
-    }
-}
 
 /// A convolution's parameters for a compiled model's table; fails the
 /// build (a compile-time panic) on parameters `from_bytes` would refuse.

@@ -20,13 +20,15 @@ use crate::{Error, Model, QuantParams};
 /// the including code defines `MODEL_OPS` for. `krate` is the path the
 /// source names this crate by (`tinykd_runtime`, or an alias).
 ///
-/// `specialize`: also one function per layer (`compiled_layer_<i>`, listed
-/// in `COMPILED_FNS`) that runs it with its own copy of its kernel, which
-/// LLVM specialises to the layer's constant shape: faster, more flash
-/// (measured in the README). The channel tables are then decoded at
-/// compile time (`COMPILED_P<i>`, see
-/// [`PreparedChannel`](crate::kernels::PreparedChannel)) and the raw ones
-/// are `const`s, not in the image.
+/// `specialize`: also one function per layer (`compiled_layer_<i>`) that
+/// runs it with its own copy of its kernel, which LLVM specialises to the
+/// layer's constant shape, and `compiled_run`, the whole model calling
+/// them on constant arena ranges (see `model_function`): faster, more
+/// flash (measured in the README). The channel tables are then decoded
+/// at compile time (`COMPILED_P<i>`, see
+/// [`PreparedChannel`](crate::kernels::PreparedChannel), or
+/// `COMPILED_S<i>`, [`SharedMultiplier`]) and the raw ones are `const`s,
+/// not in the image.
 pub fn compiled_source(model: &Model<'_>, krate: &str, specialize: bool) -> Result<String, Error> {
     let mut src = String::new();
     let mut layers = String::new();
@@ -267,11 +269,30 @@ mod tests {
         assert!(src.contains(&format!("crc: {:#010x}, blob_len: {}", model.crc(), blob.len())));
         assert!(src.contains(&format!("ops: {:#x}", model.ops())));
         assert!(!src.contains("__tinykd"), "paths use the given crate name");
-        assert!(src.contains("specialized: None") && !src.contains("COMPILED_FNS"));
+        assert!(src.contains("specialized: None") && !src.contains("compiled_run"));
         assert!(src.contains("channels: &COMPILED_C") && !src.contains("COMPILED_P"));
         assert!(src.contains("Compiled<'static, MODEL_OPS, &'static [u8]>"));
         let src = compiled_source(&model, "rt", true).unwrap();
-        assert!(src.contains("specialized: Some(&COMPILED_FNS)"));
+        assert!(src.contains("specialized: Some(compiled_run)"));
+        // The arena plan of `compiled::run_layers`, fixed: outputs of 144,
+        // 36, 36, 16, 4 and 3 values in 180 bytes, even layers at the
+        // start, odd layers at the end, each reading the one before.
+        for line in [
+            "fn compiled_run<'b>(single: bool, x: &[i8], arena: &'b mut [u8]) -> Result<&'b [i8], rt::Error> {",
+            "<&mut [u8; 180]>::try_from(a)",
+            "return Err(rt::Error::ArenaTooSmall { needed: 180, found });",
+            "if x.len() != 72 {",
+            "return Err(rt::Error::InputLength { expected: 72, found: x.len() });",
+            "compiled_layer_0(single, x, rt::as_i8_mut(&mut arena[0..144]))?;",
+            "let (lo, hi) = arena.split_at_mut(144);\n        compiled_layer_1(single, rt::as_i8(&lo[0..144]), rt::as_i8_mut(hi))?;",
+            "let (lo, hi) = arena.split_at_mut(144);\n        compiled_layer_2(single, rt::as_i8(&hi[..36]), rt::as_i8_mut(&mut lo[..36]))?;",
+            "let (lo, hi) = arena.split_at_mut(164);\n        compiled_layer_3(single, rt::as_i8(&lo[0..36]), rt::as_i8_mut(hi))?;",
+            "let (lo, hi) = arena.split_at_mut(164);\n        compiled_layer_4(single, rt::as_i8(&hi[..16]), rt::as_i8_mut(&mut lo[..4]))?;",
+            "let (lo, hi) = arena.split_at_mut(177);\n        compiled_layer_5(single, rt::as_i8(&lo[0..4]), rt::as_i8_mut(hi))?;",
+            "Ok(rt::as_i8(&arena[177..180]))",
+        ] {
+            assert!(src.contains(line), "missing {line:?} in\n{src}");
+        }
         assert!(src.contains("Compiled<'static, MODEL_OPS, &'static [rt::kernels::PreparedChannel]>"));
         for i in 0..model.layer_count() {
             assert!(src.contains(&format!("run_layer::<MODEL_OPS, {i}, ")), "layer {i}");

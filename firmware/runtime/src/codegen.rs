@@ -229,11 +229,21 @@ fn model_function(w: &mut String, model: &Model<'_>, krate: &str) -> Result<(), 
                 // Reads the odd layer's range at the end, writes at the start.
                 let src = format!("&hi[..{}]", prev.1 - prev.0);
                 let dst = format!("&mut lo[..{}]", range.1);
-                writeln!(w, "    {{\n        let (lo, hi) = arena.split_at_mut({});\n        {}\n    }}", prev.0, call(&src, &dst))
+                writeln!(
+                    w,
+                    "    {{\n        let (lo, hi) = arena.split_at_mut({});\n        {}\n    }}",
+                    prev.0,
+                    call(&src, &dst)
+                )
             }
             _ => {
                 let src = format!("&lo[{}..{}]", prev.0, prev.1);
-                writeln!(w, "    {{\n        let (lo, hi) = arena.split_at_mut({});\n        {}\n    }}", range.0, call(&src, "hi"))
+                writeln!(
+                    w,
+                    "    {{\n        let (lo, hi) = arena.split_at_mut({});\n        {}\n    }}",
+                    range.0,
+                    call(&src, "hi")
+                )
             }
         };
         prev = range;

@@ -290,7 +290,6 @@ impl<C: ChannelTable> OutputLen for CompiledLayer<'_, C> {
     }
 }
 
-
 /// A convolution's parameters for a compiled model's table; fails the
 /// build (a compile-time panic) on parameters `from_bytes` would refuse.
 pub const fn conv(p: [u16; 8], input_zero_point: i32, output_zero_point: i32, clamp: Clamp) -> ConvParams {

@@ -40,12 +40,15 @@ pub fn dot2(x: &[i8], a: &[i8], b: &[i8]) -> [i32; 2] {
 }
 
 /// [`dot2`] unrolled by four on cores without the DSP extension: faster on
-/// long runs (fully connected rows) for more code, so used at one call site.
+/// long runs (fully connected rows) for more code, so used at one call
+/// site, and not in a build for size (`tinykd_small`).
 #[inline(always)]
 pub fn dot2_unrolled(x: &[i8], a: &[i8], b: &[i8]) -> [i32; 2] {
     #[cfg(tinykd_dsp)]
     return dsp::dot2(x, a, b);
-    #[cfg(not(tinykd_dsp))]
+    #[cfg(all(not(tinykd_dsp), tinykd_small))]
+    return dot2_portable(x, a, b);
+    #[cfg(all(not(tinykd_dsp), not(tinykd_small)))]
     dot2_portable_unrolled(x, a, b)
 }
 

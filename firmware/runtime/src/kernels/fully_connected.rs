@@ -54,15 +54,19 @@ pub fn fully_connected_rounded<const SINGLE: bool, C: ChannelTable>(
     while o + 1 < rows {
         let (Some(a), Some(b)) = (row(o), row(o + 1)) else { return };
         let [da, db] = rows2(input, a, b);
-        let (Some(ya), Some(yb)) = (requant(o, da), requant(o + 1, db)) else { return };
-        output[o] = ya;
-        output[o + 1] = yb;
+        let (Some(ya), Some(yb), Some(y)) = (requant(o, da), requant(o + 1, db), output.get_mut(o..o + 2)) else {
+            return;
+        };
+        // Through `get_mut`: LLVM did not see `o + 1 < rows ≤ output.len()`
+        // and kept a bounds check and its panic path.
+        y[0] = ya;
+        y[1] = yb;
         o += 2;
     }
     if o < rows {
-        let Some(a) = row(o) else { return };
-        let Some(y) = requant(o, dot(input, a)) else { return };
-        output[o] = y;
+        let (Some(a), Some(y)) = (row(o), output.get_mut(o)) else { return };
+        let Some(v) = requant(o, dot(input, a)) else { return };
+        *y = v;
     }
 }
 
@@ -219,7 +223,7 @@ fn rows5<const IN: usize>(x: &[i8; IN], f: &[i8]) -> [i32; 5] {
 /// the length hidden); the M4's SMLAD loop gains from it (1.99 vs 2.02).
 #[inline(never)]
 fn rows2(x: &[i8], a: &[i8], b: &[i8]) -> [i32; 2] {
-    #[cfg(not(tinykd_dsp))]
+    #[cfg(not(any(tinykd_dsp, tinykd_small)))]
     let x = &x[..core::hint::black_box(x.len()).min(x.len())];
     dot2_unrolled(x, a, b)
 }

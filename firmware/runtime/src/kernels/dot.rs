@@ -252,7 +252,7 @@ fn dot2x2_portable(x0: &[i8], x1: &[i8], a: &[i8], b: &[i8]) -> [i32; 4] {
 
 /// Four bytes per step, so each load has an immediate offset from one
 /// pointer per run.
-#[cfg_attr(tinykd_dsp, allow(dead_code))]
+#[cfg_attr(any(tinykd_dsp, tinykd_small), allow(dead_code))]
 #[inline(always)]
 fn dot2_portable_unrolled(x: &[i8], a: &[i8], b: &[i8]) -> [i32; 2] {
     // Equal lengths: one trip count for the three runs, no per-run checks.

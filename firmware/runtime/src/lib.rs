@@ -79,13 +79,14 @@ pub fn as_u8(v: &[i8]) -> &[u8] {
 
 /// Index of the largest logit (the first one on ties).
 pub fn argmax(logits: &[i8]) -> usize {
-    let mut best = 0;
-    for (i, v) in logits.iter().enumerate() {
-        if *v > logits[best] {
-            best = i;
+    // The best value kept beside its index: no indexing, no panic path.
+    let mut best = (0, i8::MIN);
+    for (i, &v) in logits.iter().enumerate() {
+        if v > best.1 || i == 0 {
+            best = (i, v);
         }
     }
-    best
+    best.0
 }
 
 /// Real value of a quantized number: `scale · (q − zero_point)`.
@@ -106,6 +107,15 @@ pub fn quantize(x: f32, params: QuantParams) -> i8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn argmax_takes_the_first_of_the_largest() {
+        assert_eq!(argmax(&[3, 9, -4, 9]), 1);
+        assert_eq!(argmax(&[-128, -128, -128]), 0);
+        assert_eq!(argmax(&[-128, -127]), 1);
+        assert_eq!(argmax(&[127]), 0);
+        assert_eq!(argmax(&[]), 0);
+    }
 
     #[test]
     fn arena_plan_is_max_adjacent_pair() {

@@ -49,6 +49,17 @@ pub fn fully_connected_rounded<const SINGLE: bool, C: ChannelTable>(
         })
     };
     let row = |o: usize| weights.get(o * in_features..(o + 1) * in_features);
+    if cfg!(tinykd_small) && !cfg!(tinykd_dsp) {
+        // Built for size, without SMLAD: one row per pass, one
+        // requantization in the code instead of two.
+        for (o, y) in output.iter_mut().enumerate().take(rows) {
+            let Some(a) = row(o) else { return };
+            let acc = input.iter().zip(a).fold(0i32, |s, (x, w)| s.wrapping_add(*x as i32 * *w as i32));
+            let Some(v) = requant(o, acc) else { return };
+            *y = v;
+        }
+        return;
+    }
     // Two rows per pass: each input byte is loaded once for two outputs.
     let mut o = 0;
     while o + 1 < rows {

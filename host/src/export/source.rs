@@ -35,7 +35,7 @@ pub fn rust(model: &Model<'_>, name: &str) -> Result<String> {
     );
     push_bytes(&mut s, bytes, "    ");
     s.push_str("]);\n\n");
-    let compiled = tinykd_runtime::codegen::compiled_source(model, "tinykd_runtime", false)
+    let compiled = tinykd_runtime::codegen::compiled_source(model, "tinykd_runtime", false, false)
         .map_err(|e| anyhow::anyhow!("{name}: cannot compile the model to Rust: {e}"))?;
     s.push_str(&compiled);
     Ok(s)

@@ -81,8 +81,12 @@ pub fn embed_model_with(memory_x: &str, default: Engine) {
         ),
     )
     .expect("write model_info.rs");
+    // Built for size (the profile's opt-level, which cargo passes build
+    // scripts): the specialised model as straight-line calls (see
+    // `compiled_source`).
+    let small = matches!(env::var("OPT_LEVEL").as_deref(), Ok("s" | "z"));
     // Paths in the table go through `__tinykd`, the alias `embedded_model!` defines.
-    let compiled = tinykd_runtime::codegen::compiled_source(&model, "__tinykd", specialize)
+    let compiled = tinykd_runtime::codegen::compiled_source(&model, "__tinykd", specialize, small)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     fs::write(out.join("model_compiled.rs"), compiled).expect("write model_compiled.rs");
 }

@@ -91,9 +91,10 @@ pub const FOUR_ROWS_MIN_WEIGHTS: usize = 512;
 /// [`fully_connected_rounded`] for a layer of `IN` inputs known at compile
 /// time (a specialised model's layer function; `IN` = 0: not known). On
 /// Armv7-M, unless the build optimises for size, a layer of at least
-/// [`FOUR_ROWS_MIN_WEIGHTS`] takes four rows per pass through [`dot1x4`],
-/// whose loops reach the other rows at constant offsets; the last
-/// `outputs % 4` rows as [`fully_connected_rounded`] takes them.
+/// [`FOUR_ROWS_MIN_WEIGHTS`] takes four rows per pass through
+/// [`super::dot::dot1x4`] (five through [`super::dot::dot1x5`] with SMLAD, for rows of up to
+/// [`super::dot::ROW5_MAX`] inputs), whose loops reach the other rows at
+/// constant offsets; then the last rows (see `rows_by`).
 #[inline(always)]
 pub fn fully_connected_layer<const SINGLE: bool, const IN: usize, C: ChannelTable>(
     input: &[i8],

@@ -167,7 +167,7 @@ impl ChannelTable for &[PreparedChannel] {
 /// weight scales, as TFLite's per-tensor models and microflow take): the
 /// biases alone per channel, 4 bytes instead of a [`PreparedChannel`]'s 16.
 /// A compiled model takes it when every layer qualifies
-/// ([`crate::codegen::compiled_source`]). Kernels take it as
+/// (`codegen::compiled_source`, with the `codegen` feature). Kernels take it as
 /// `&SharedMultiplier` (`B = [i32]`): two words, like a slice, so LLVM
 /// still propagates a layer function's constant table into the kernel and
 /// the multiplier folds into the code.

@@ -22,9 +22,7 @@ use crate::{Error, Model, QuantParams};
 ///
 /// `specialize`: also one function per layer (`compiled_layer_<i>`) that
 /// runs it with its own copy of its kernel, which LLVM specialises to the
-/// layer's constant shape, and `compiled_run`, the whole model calling
-/// them on constant arena ranges (see `model_function`): faster, more
-/// flash (measured in the README). The channel tables are then decoded
+/// layer's constant shape: faster, more flash (measured in the README). The channel tables are then decoded
 /// at compile time (`COMPILED_P<i>`, see
 /// [`PreparedChannel`](crate::kernels::PreparedChannel), or
 /// `COMPILED_S<i>`, [`SharedMultiplier`]) and the raw ones are `const`s,
@@ -32,24 +30,22 @@ use crate::{Error, Model, QuantParams};
 ///
 /// `straight_line` (with `specialize`; for a build optimised for size):
 /// `compiled_run` calls the layer functions one after the other on
-/// constant arena ranges, and LLVM inlines them into it (microflow's shape
-/// at opt-level "s": 392 B less flash). Otherwise it runs them from a
-/// table through the plan's loop ([`crate::compiled::run_specialized`]):
-/// at opt-level 3 the straight-line form was 1.5 KB larger (the main job
-/// on the M3) for 1 % fewer instructions.
+/// constant arena ranges (see `model_function`), and LLVM inlines them
+/// into it (microflow's shape at opt-level "s": 392 B less flash).
+/// Otherwise `COMPILED_FNS` lists them for the plan's loop
+/// ([`crate::compiled::Specialized::Layers`]): at opt-level 3 the
+/// straight-line form was 1.5 KB larger (the main job on the M3) for 1 %
+/// fewer instructions.
 pub fn compiled_source(model: &Model<'_>, krate: &str, specialize: bool, straight_line: bool) -> Result<String, Error> {
     let mut src = String::new();
     let mut layers = String::new();
     // One table type serves every layer; the shared-multiplier form only
     // when every layer with a table has one (per-tensor weight scales).
-    let mut tables = Vec::new();
+    let mut shared = specialize;
     for i in 0..model.layer_count() {
         let record = model.layer(i)?;
-        if record.channel_count > 0 {
-            tables.push(model.channel_table(&record));
-        }
+        shared &= record.channel_count == 0 || SharedMultiplier::shared_by(model.channel_table(&record)).is_some();
     }
-    let shared = specialize && tables.iter().all(|t| SharedMultiplier::shared_by(t).is_some());
     let table_type = if shared {
         format!("&'static {krate}::kernels::SharedMultiplier")
     } else if specialize {
@@ -235,15 +231,7 @@ fn model_function(w: &mut String, model: &Model<'_>, krate: &str) -> Result<(), 
     );
     let mut prev = (0usize, 0usize);
     for i in 0..model.layer_count() {
-        let out = model.compiled_layer(i)?.output_len;
-        let range = if i % 2 == 0 {
-            (0, out)
-        } else {
-            (total.checked_sub(out).ok_or(Error::Malformed("layer output does not fit the arena"))?, total)
-        };
-        if range.1 > total {
-            return Err(Error::Malformed("layer output does not fit the arena"));
-        }
+        let range = crate::compiled::layer_range(i, model.compiled_layer(i)?.output_len, total)?;
         let call = |src: &str, dst: &str| {
             format!("compiled_layer_{i}(single, {krate}::as_i8({src}), {krate}::as_i8_mut({dst}))?;")
         };

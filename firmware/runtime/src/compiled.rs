@@ -165,10 +165,10 @@ pub struct Compiled<'a, const OPS: OpSet, C: ChannelTable = &'a [u8]> {
     /// The operators the layers use, with [`format::SINGLE_ROUNDING`] when
     /// the model rounds once (as [`Model::ops`](crate::Model::ops)).
     pub ops: OpSet,
-    /// The whole model as one generated function — each layer through its
-    /// own specialised kernel ([`Step::run_layer`]), on constant arena
-    /// ranges — or `None` to run every layer through the shared kernels
-    /// ([`Step::run`]). A specialised model runs from this function alone,
+    /// Each layer through its own specialised kernel ([`Step::run_layer`]),
+    /// from a table of layer functions or as one generated function (see
+    /// [`Specialized`]), or `None` to run every layer through the shared
+    /// kernels ([`Step::run`]). A specialised model runs from this alone,
     /// without reading `layers`: its layer functions read their steps at
     /// compile time, so the table (and the raw channel tables its steps
     /// point to, which the functions read prepared) is left out of the
@@ -282,11 +282,7 @@ pub(crate) fn run_layers<'b, L: OutputLen>(
     for i in 0..count {
         let l = layer(i)?;
         let out_len = l.output_len();
-        let too_big = Error::Malformed("layer output does not fit the arena");
-        let out_range = if i % 2 == 0 { (0, out_len) } else { (total.checked_sub(out_len).ok_or(too_big)?, total) };
-        if out_range.1 > total {
-            return Err(too_big);
-        }
+        let out_range = layer_range(i, out_len, total)?;
         // One call site for `exec`: it may be a whole kernel, inlined.
         let (src, dst): (&[i8], &mut [u8]) = if i == 0 {
             (input, &mut arena[out_range.0..out_range.1])
@@ -304,6 +300,20 @@ pub(crate) fn run_layers<'b, L: OutputLen>(
         prev = out_range;
     }
     Ok(crate::as_i8(&arena[prev.0..prev.1]))
+}
+
+/// Where layer `i` writes its `out_len` values in an arena of `total`
+/// bytes, the ping-pong plan: even layers at the start, odd layers at the
+/// end. For [`run_layers`] and for a size build's generated model function
+/// (`codegen`), which fixes the same ranges at build time.
+#[inline(always)]
+pub(crate) fn layer_range(i: usize, out_len: usize, total: usize) -> Result<(usize, usize), Error> {
+    let too_big = Error::Malformed("layer output does not fit the arena");
+    let range = if i % 2 == 0 { (0, out_len) } else { (total.checked_sub(out_len).ok_or(too_big)?, total) };
+    if range.1 > total {
+        return Err(too_big);
+    }
+    Ok(range)
 }
 
 /// What [`run_layers`] needs of a layer besides running it.

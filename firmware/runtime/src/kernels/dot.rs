@@ -40,15 +40,12 @@ pub fn dot2(x: &[i8], a: &[i8], b: &[i8]) -> [i32; 2] {
 }
 
 /// [`dot2`] unrolled by four on cores without the DSP extension: faster on
-/// long runs (fully connected rows) for more code, so used at one call
-/// site, and not in a build for size (`tinykd_small`).
+/// long runs (fully connected rows) for more code, so used at one call site.
 #[inline(always)]
 pub fn dot2_unrolled(x: &[i8], a: &[i8], b: &[i8]) -> [i32; 2] {
     #[cfg(tinykd_dsp)]
     return dsp::dot2(x, a, b);
-    #[cfg(all(not(tinykd_dsp), tinykd_small))]
-    return dot2_portable(x, a, b);
-    #[cfg(all(not(tinykd_dsp), not(tinykd_small)))]
+    #[cfg(not(tinykd_dsp))]
     dot2_portable_unrolled(x, a, b)
 }
 
@@ -252,7 +249,7 @@ fn dot2x2_portable(x0: &[i8], x1: &[i8], a: &[i8], b: &[i8]) -> [i32; 4] {
 
 /// Four bytes per step, so each load has an immediate offset from one
 /// pointer per run.
-#[cfg_attr(any(tinykd_dsp, tinykd_small), allow(dead_code))]
+#[cfg_attr(tinykd_dsp, allow(dead_code))]
 #[inline(always)]
 fn dot2_portable_unrolled(x: &[i8], a: &[i8], b: &[i8]) -> [i32; 2] {
     // Equal lengths: one trip count for the three runs, no per-run checks.

@@ -235,7 +235,7 @@ fn rows5<const IN: usize>(x: &[i8; IN], f: &[i8]) -> [i32; 5] {
 /// the length hidden); the M4's SMLAD loop gains from it (1.99 vs 2.02).
 #[inline(never)]
 fn rows2(x: &[i8], a: &[i8], b: &[i8]) -> [i32; 2] {
-    #[cfg(not(any(tinykd_dsp, tinykd_small)))]
+    #[cfg(not(tinykd_dsp))]
     let x = &x[..core::hint::black_box(x.len()).min(x.len())];
     dot2_unrolled(x, a, b)
 }

@@ -201,10 +201,16 @@ fn case_model(case: &Case, seed: u64) -> Result<(Vec<u8>, usize)> {
     Ok((crate::export::tkd::encode(&q)?, student.macs_per_sample()))
 }
 
-/// Measures every case on every board.
-pub fn run(boards: &[&str], work: &Path, progress: &crate::progress::Progress) -> Result<Vec<Measurement>> {
+/// Measures every case (or those whose name contains `only`) on every
+/// board; each case's model is written to `work` as `caseN.tkd`.
+pub fn run(
+    boards: &[&str],
+    work: &Path,
+    only: Option<&str>,
+    progress: &crate::progress::Progress,
+) -> Result<Vec<Measurement>> {
     let mut out = Vec::new();
-    for (k, case) in CASES.iter().enumerate() {
+    for (k, case) in CASES.iter().enumerate().filter(|(_, c)| only.is_none_or(|o| c.name.contains(o))) {
         let (bytes, macs) = case_model(case, k as u64).with_context(|| format!("case {}", case.name))?;
         let path = work.join(format!("case{k}.tkd"));
         crate::util::write_atomic(&path, &bytes)?;

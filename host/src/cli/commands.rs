@@ -127,14 +127,27 @@ pub(super) fn teach(a: TeachArgs, progress: &Progress) -> Result<()> {
 pub(super) fn bench(a: BenchArgs, progress: &Progress) -> Result<()> {
     if a.firmware {
         let boards: Vec<&str> = a.boards.iter().map(String::as_str).collect();
-        let work = tempfile::tempdir().context("cannot create a temporary directory")?;
-        let ms = crate::bench::firmware::run(&boards, work.path(), progress)?;
-        let fp = crate::bench::firmware::footprints(work.path())?;
+        let temp = tempfile::tempdir().context("cannot create a temporary directory")?;
+        let work = match &a.keep {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+                dir.as_path()
+            }
+            None => temp.path(),
+        };
+        let only = a.case.as_deref();
+        let ms = crate::bench::firmware::run(&boards, work, only, progress)?;
+        if ms.is_empty() {
+            bail!("no benchmark case's name contains {:?}", only.unwrap_or_default());
+        }
+        let fp = if only.is_some() { Vec::new() } else { crate::bench::firmware::footprints(work)? };
         if a.json {
             outln!("{}", serde_json::json!({ "kernels": ms, "footprint": fp }));
         } else {
             out!("{}", crate::bench::firmware::table(&ms, &boards));
-            outln!("\nsmallest Cortex-M3 image (opt-level \"s\", no I/O), image = engine + model:");
+            if !fp.is_empty() {
+                outln!("\nsmallest Cortex-M3 image (opt-level \"s\", no I/O), image = engine + model:");
+            }
             for f in &fp {
                 outln!(
                     "  {:<26} compiled {} B = {} B + {} B; specialized {} B = {} B + {} B; interpreted .tkd {} B = {} B + {} B",

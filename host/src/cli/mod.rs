@@ -506,6 +506,13 @@ pub struct BenchArgs {
     /// Boards for --firmware.
     #[arg(long, value_delimiter = ',', default_value = "qemu-mps2-an385,qemu-mps2-an386")]
     pub boards: Vec<String>,
+    /// For --firmware: only the cases whose name contains this text (e.g. "8×8×16", "FC").
+    #[arg(long, value_name = "TEXT")]
+    pub case: Option<String>,
+    /// For --firmware: write each case's model (`caseN.tkd`) to this directory and keep it,
+    /// e.g. to profile one with `emulate` and TINYKD_QEMU_ARGS.
+    #[arg(long, value_name = "DIR")]
+    pub keep: Option<PathBuf>,
     /// Student specs to time, separated by ';'.
     #[arg(long)]
     pub student: Option<String>,

@@ -85,18 +85,9 @@ pub(super) fn conv2d_gathered<const SINGLE: bool, const LAYER: usize, const WIND
     // multiply-accumulates per `smlal` (see `dot::packed`; measured in the
     // README). Not in a build optimised for size (`tinykd_small`).
     if cfg!(tinykd_dsp) && !cfg!(tinykd_small) && WINDOW >= INTERLEAVE_MIN {
-        let mut packed = [0i32; WINDOW];
-        let mut raster = Raster::new(p);
-        while let Some((y0, x0)) = raster.next() {
-            gather_packed(p, win.rows(y0), win.cols(x0), input, &mut packed, false);
-            let Some(p0) = pixels.next() else { return };
-            let p1 = raster.next().and_then(|(y1, x1)| {
-                gather_packed(p, win.rows(y1), win.cols(x1), input, &mut packed, true);
-                pixels.next()
-            });
-            packed_pair_channels::<SINGLE, LAYER, WINDOW, C>(p, &packed, taps, weights, channels, p0, p1);
-        }
-        return;
+        return super::conv_packed_rows::conv2d_packed_rows::<SINGLE, LAYER, WINDOW, C>(
+            p, input, weights, channels, output,
+        );
     }
     // Long windows take two pixels per pass (raster order; a pair may span
     // two rows), each weight load feeding both, through the Armv7-M `mla`
@@ -230,7 +221,7 @@ fn gather<const WINDOW: usize>(p: &ConvParams, rows: Taps, cols: Taps, input: &[
 /// like a filter: the first of a pair (`second` false) sets each value to
 /// its `x − z_in` (0 in the padding), the second adds its own shifted.
 #[inline(always)]
-fn gather_packed<const WINDOW: usize>(
+pub(super) fn gather_packed<const WINDOW: usize>(
     p: &ConvParams,
     rows: Taps,
     cols: Taps,
@@ -257,7 +248,7 @@ fn gather_packed<const WINDOW: usize>(
 /// Channel `ch`'s outputs of two pixels from their sums `s` (`p1` is
 /// `None` for an odd last pixel); false past the channel table.
 #[inline(always)]
-fn store_pair<const SINGLE: bool, C: ChannelTable>(
+pub(super) fn store_pair<const SINGLE: bool, C: ChannelTable>(
     p: &ConvParams,
     channels: C,
     ch: usize,
@@ -280,7 +271,7 @@ fn store_pair<const SINGLE: bool, C: ChannelTable>(
 /// channels per pass while they last when the filter fills the buffer.
 /// Not inlined, as [`pixel_channels`].
 #[inline(never)]
-fn packed_pair_channels<const SINGLE: bool, const LAYER: usize, const WINDOW: usize, C: ChannelTable>(
+pub(super) fn packed_pair_channels<const SINGLE: bool, const LAYER: usize, const WINDOW: usize, C: ChannelTable>(
     p: &ConvParams,
     packed: &[i32; WINDOW],
     taps: usize,

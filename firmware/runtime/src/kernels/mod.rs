@@ -9,6 +9,7 @@
 
 pub mod conv;
 pub mod conv_gathered;
+mod conv_packed_rows;
 pub mod depthwise;
 pub mod dot;
 pub mod fully_connected;

@@ -37,61 +37,121 @@ pub fn unpack(acc: i64) -> [i32; 2] {
     [a, (acc.wrapping_sub(a as i64) >> PAIR_SHIFT) as i32]
 }
 
-/// `Σ w·x` of packed words against one filter, over the common length,
-/// packed (callers keep runs to [`PACKED_MAX`] values).
+/// `acc + Σ w·x` of packed words against one filter, over the common
+/// length, packed (callers keep runs to [`PACKED_MAX`] values since `acc`
+/// was zero).
 #[inline(always)]
-pub(super) fn dot_packed_run(x: &[i32], w: &[i8]) -> i64 {
+pub(super) fn dot_packed_run(x: &[i32], w: &[i8], acc: i64) -> i64 {
     #[cfg(tinykd_dsp)]
-    return super::dsp::dot_packed_run(x, w);
+    return super::dsp::dot_packed_run(x, w, acc);
     #[cfg(not(tinykd_dsp))]
-    dot_packed_portable(x, w)
+    acc.wrapping_add(dot_packed_portable(x, w))
 }
 
-/// [`dot_packed_run`] in plain Rust.
+/// `Σ w·x` in plain Rust.
 #[inline(always)]
 pub(super) fn dot_packed_portable(x: &[i32], w: &[i8]) -> i64 {
     x.iter().zip(w).fold(0i64, |s, (x, w)| s.wrapping_add(*x as i64 * *w as i64))
+}
+
+/// [`dot_packed_run`] for three filters `W` apart from `f`'s start
+/// (`f` at least `2·W + x.len()` long; `acc` unchanged otherwise): on the
+/// M4/M7 a hand-written loop, 7 instructions per 6 multiply-accumulates
+/// (one word load, three byte loads, three `smlal`; the other filters at
+/// constant offsets).
+#[inline(always)]
+fn dot2x3_packed_run<const W: usize>(x: &[i32], f: &[i8], acc: [i64; 3]) -> [i64; 3] {
+    #[cfg(tinykd_dsp)]
+    return super::dsp::dot2x3_packed_run::<W>(x, f, acc);
+    #[cfg(not(tinykd_dsp))]
+    match f.get(..(2 * W + x.len())) {
+        Some(f) => core::array::from_fn(|k| acc[k].wrapping_add(dot_packed_portable(x, &f[k * W..]))),
+        None => acc,
+    }
+}
+
+/// Feeds `runs` (each a stretch of packed words and where it starts in a
+/// filter) to `run` piece by piece, and hands the accumulator to `flush`
+/// (to be unpacked) before it would hold more than [`PACKED_MAX`] values,
+/// and at the end.
+#[inline(always)]
+fn sum_runs<'a, A: Copy>(
+    runs: impl IntoIterator<Item = (&'a [i32], usize)>,
+    zero: A,
+    mut run: impl FnMut(&'a [i32], usize, A) -> A,
+    mut flush: impl FnMut(A),
+) {
+    let (mut acc, mut len) = (zero, 0);
+    for (x, at) in runs {
+        for (k, piece) in x.chunks(PACKED_MAX).enumerate() {
+            if len + piece.len() > PACKED_MAX {
+                flush(acc);
+                (acc, len) = (zero, 0);
+            }
+            acc = run(piece, at + k * PACKED_MAX, acc);
+            len += piece.len();
+        }
+    }
+    flush(acc);
+}
+
+/// `[x0·w, x1·w]` over a pixel pair's window given as runs of packed
+/// words, each with the index in the filter `w` of its first value (a
+/// run past `w`'s end counts as zero).
+#[inline(always)]
+pub fn dot_packed_runs<'a>(runs: impl IntoIterator<Item = (&'a [i32], usize)>, w: &[i8]) -> [i32; 2] {
+    let mut s = [0i32; 2];
+    sum_runs(
+        runs,
+        0i64,
+        |x, at, acc| match w.get(at..) {
+            Some(w) => dot_packed_run(x, w, acc),
+            None => acc,
+        },
+        |acc| s = add(s, unpack(acc)),
+    );
+    s
 }
 
 /// `[x0·w, x1·w]`: two pixels' packed window `x` against one filter, over
 /// the common length.
 #[inline(always)]
 pub fn dot_packed(x: &[i32], w: &[i8]) -> [i32; 2] {
-    let mut s = [0i32; 2];
-    for (x, w) in x.chunks(PACKED_MAX).zip(w.chunks(PACKED_MAX)) {
-        s = add(s, unpack(dot_packed_run(x, w)));
-    }
+    dot_packed_runs([(x, 0)], w)
+}
+
+/// [`dot_packed_runs`] against three consecutive filters of `W` weights
+/// (`f`, at least `3·W` long; zeros otherwise): `[[x0·a, x1·a], [x0·b,
+/// x1·b], [x0·c, x1·c]]`.
+#[inline(always)]
+pub fn dot2x3_packed_runs<'a, const W: usize>(
+    runs: impl IntoIterator<Item = (&'a [i32], usize)>,
+    f: &[i8],
+) -> [[i32; 2]; 3] {
+    let mut s = [[0i32; 2]; 3];
+    let Some(f) = f.get(..3 * W) else { return s };
+    sum_runs(
+        runs,
+        [0i64; 3],
+        |x, at, acc| match f.get(at..) {
+            Some(f) => dot2x3_packed_run::<W>(x, f, acc),
+            None => acc,
+        },
+        |acc| {
+            for (s, a) in s.iter_mut().zip(acc) {
+                *s = add(*s, unpack(a));
+            }
+        },
+    );
     s
 }
 
 /// Two pixels' packed window `x` against three consecutive filters of `W`
-/// weights (`f`, at least `3·W` long): `[[x0·a, x1·a], [x0·b, x1·b],
-/// [x0·c, x1·c]]`. On the M4/M7 a hand-written loop, 7 instructions per 6
-/// multiply-accumulates (one word load, three byte loads, three `smlal`;
-/// the other filters at constant offsets); portable elsewhere. Zeros if
-/// `f` is too short.
+/// weights (`f`, at least `3·W` long): [`dot2x3_packed_runs`] with one
+/// run.
 #[inline(always)]
 pub fn dot2x3_packed<const W: usize>(x: &[i32; W], f: &[i8]) -> [[i32; 2]; 3] {
-    let Some(f) = f.get(..3 * W) else { return [[0; 2]; 3] };
-    // Values `start..end` of the window, unpacked.
-    let run = |start: usize, end: usize| -> [[i32; 2]; 3] {
-        #[cfg(tinykd_dsp)]
-        let s = super::dsp::dot2x3_packed_run::<W>(&x[start..end], &f[start..]);
-        #[cfg(not(tinykd_dsp))]
-        let s =
-            core::array::from_fn::<_, 3, _>(|k| dot_packed_portable(&x[start..end], &f[k * W + start..(k + 1) * W]));
-        s.map(unpack)
-    };
-    if W <= PACKED_MAX {
-        return run(0, W);
-    }
-    let mut s = [[0i32; 2]; 3];
-    for start in (0..W).step_by(PACKED_MAX) {
-        for (s, r) in s.iter_mut().zip(run(start, (start + PACKED_MAX).min(W))) {
-            *s = add(*s, r);
-        }
-    }
-    s
+    dot2x3_packed_runs::<W>([(&x[..], 0)], f)
 }
 
 #[inline(always)]
@@ -124,7 +184,7 @@ mod tests {
         let (hi, lo) = (vec![255; PACKED_MAX], vec![-255; PACKED_MAX]);
         let w = vec![-128i8; PACKED_MAX];
         for (x0, x1) in [(&hi, &lo), (&lo, &hi), (&hi, &hi), (&lo, &lo)] {
-            assert_eq!(unpack(dot_packed_run(&packed(x0, x1), &w)), sums(x0, x1, &w));
+            assert_eq!(unpack(dot_packed_run(&packed(x0, x1), &w, 0)), sums(x0, x1, &w));
         }
         assert_eq!(unpack(0), [0, 0]);
     }
@@ -151,7 +211,7 @@ mod tests {
                 proptest::collection::vec(any::<i8>(), n),
             )),
         ) {
-            prop_assert_eq!(unpack(dot_packed_run(&packed(&x0, &x1), &w)), sums(&x0, &x1, &w));
+            prop_assert_eq!(unpack(dot_packed_run(&packed(&x0, &x1), &w, 0)), sums(&x0, &x1, &w));
         }
 
         /// Windows longer than one run: 3×3 over 16 channels, every value

@@ -1,0 +1,249 @@
+//! [`super::conv_gathered`] on the Cortex-M4/M7 in builds for speed: two
+//! horizontally adjacent output pixels per pass, packed in one word per
+//! value (`dot::packed`: two multiply-accumulates per `smlal`), their
+//! window read from packed input rows instead of gathered afresh.
+//!
+//! Gathering each pair's window writes every input value once per window
+//! it falls in (nine times for 3×3): on conv 8×8×16→16 that was 0.27 of
+//! the layer's 1.74 instructions per MAC. Here a pair column `(ox, ox + 1)`
+//! walks down the output rows and packs each input row of its windows
+//! once, into a ring of `kernel_h` slots of `kernel_w · in_c` words; a
+//! row above or below the input (padding) is a slot of zeros. Each row is
+//! written twice, at slot `s` and `s + kernel_h`, so that every window is
+//! `kernel_h` consecutive slots laid out like a filter: one straight run,
+//! as a gathered window was. The ring takes twice the window's buffer on
+//! the stack. An odd width's last column pairs its pixels vertically,
+//! each window gathered.
+
+use super::conv_gathered::{gather_packed, packed_pair_channels};
+use super::dot::packed::pack;
+use super::window::Taps;
+use super::{ChannelTable, ConvParams};
+
+/// The convolution, for a layer [`super::conv_gathered::applies`] accepts
+/// with a buffer of `WINDOW` values, and slices whose lengths the caller
+/// has checked against `p`.
+#[inline(always)]
+pub(super) fn conv2d_packed_rows<const SINGLE: bool, const LAYER: usize, const WINDOW: usize, C: ChannelTable>(
+    p: &ConvParams,
+    input: &[i8],
+    weights: &[i8],
+    channels: C,
+    output: &mut [i8],
+) {
+    let win = p.window;
+    let (kh, row_len, out_c) = (win.kernel_h(), win.kernel_w() * p.in_channels, p.out_channels);
+    let (out_h, out_w, stride, pad_top, in_h) = (win.out_h(), win.out_w(), win.stride(), win.pad_top(), win.in_h());
+    let taps = kh * row_len;
+    if taps > WINDOW || out_c == 0 {
+        return;
+    }
+    // Rows `v` of the input padded at the top (input row `v − pad_top`),
+    // each at slots `v mod kh` and, below `kh − 1`, `v mod kh + kh`.
+    let mut ring = [[0i32; WINDOW]; 2];
+    for ox in (0..out_w / 2).map(|k| 2 * k) {
+        let (cols0, cols1) = (win.cols(ox), win.cols(ox + 1));
+        // The next padded row to pack, and its slot.
+        let (mut next, mut slot) = (0, 0);
+        for oy in 0..out_h {
+            let top = oy * stride;
+            if next < top {
+                // Rows the stride skips.
+                slot = (slot + (top - next)) % kh;
+                next = top;
+            }
+            while next < top + kh {
+                let flat = ring.as_flattened_mut();
+                let Some(row) = flat.get_mut(slot * row_len..(slot + 1) * row_len) else { return };
+                match next.checked_sub(pad_top).filter(|&r| r < in_h) {
+                    Some(r) => pack_row(p, r, cols0, cols1, input, row),
+                    None => row.fill(0),
+                }
+                if slot + 1 < kh {
+                    let (head, tail) = flat.split_at_mut((slot + kh) * row_len);
+                    if let (Some(d), Some(s)) =
+                        (tail.get_mut(..row_len), head.get(slot * row_len..(slot + 1) * row_len))
+                    {
+                        d.copy_from_slice(s);
+                    }
+                }
+                (next, slot) = (next + 1, if slot + 1 == kh { 0 } else { slot + 1 });
+            }
+            // The window: `kh` slots from the one holding row `top`.
+            let first = (top % kh) * row_len;
+            let Some(window) = ring.as_flattened().get(first..first + WINDOW) else { return };
+            let Ok(window) = <&[i32; WINDOW]>::try_from(window) else { return };
+            let at = (oy * out_w + ox) * out_c;
+            let Some(pair) = output.get_mut(at..at + 2 * out_c) else { return };
+            let (p0, p1) = pair.split_at_mut(out_c);
+            packed_pair_channels::<SINGLE, LAYER, WINDOW, C>(p, window, taps, weights, channels, p0, Some(p1));
+        }
+    }
+    if out_w % 2 == 1 {
+        // The last column, two rows per pass, each window gathered.
+        let (ox, cols, [window, _]) = (out_w - 1, win.cols(out_w - 1), &mut ring);
+        for oy in (0..out_h).step_by(2) {
+            let at = (oy * out_w + ox) * out_c;
+            let Some((head, tail)) = output.split_at_mut_checked(at + out_c) else { return };
+            let Some(p0) = head.get_mut(at..) else { return };
+            gather_packed(p, win.rows(oy), cols, input, window, false);
+            let p1 = if oy + 1 < out_h {
+                gather_packed(p, win.rows(oy + 1), cols, input, window, true);
+                tail.get_mut((out_w - 1) * out_c..out_w * out_c)
+            } else {
+                None
+            };
+            packed_pair_channels::<SINGLE, LAYER, WINDOW, C>(p, window, taps, weights, channels, p0, p1);
+        }
+    }
+}
+
+/// Packs input row `r` for the pixel pair whose columns' taps are `c0`,
+/// `c1` into `slot`, laid out like one row of a filter (`kernel_w · in_c`
+/// values): each value `pack(x0 − z_in, x1 − z_in)`, a pixel's part 0
+/// where its tap is in the padding.
+#[inline(always)]
+fn pack_row(p: &ConvParams, r: usize, c0: Taps, c1: Taps, input: &[i8], slot: &mut [i32]) {
+    let (kw, in_c, zin) = (p.window.kernel_w(), p.in_channels, p.input_zero_point);
+    let row = r * p.window.in_w() * in_c;
+    // Where tap `kx` of a pixel whose columns' taps are `t` reads (`t`
+    // holds `kx`).
+    let at = |t: Taps, kx: usize| row + (t.i0 + kx - t.k0) * in_c;
+    // Taps both pixels read: one run of the input for each.
+    let (k0, k1) = (c0.k0.max(c1.k0), c0.k1.min(c1.k1));
+    if k0 < k1 {
+        let n = (k1 - k0) * in_c;
+        let (a, b) = (at(c0, k0), at(c1, k0));
+        let offset = pack(zin, zin);
+        if let (Some(d), Some(a), Some(b)) =
+            (slot.get_mut(k0 * in_c..k0 * in_c + n), input.get(a..a + n), input.get(b..b + n))
+        {
+            for ((d, a), b) in d.iter_mut().zip(a).zip(b) {
+                *d = pack(*a as i32, *b as i32).wrapping_sub(offset);
+            }
+        }
+    }
+    // Taps in the padding for one pixel or both.
+    for kx in (0..kw).filter(|kx| !(k0..k1).contains(kx)) {
+        let Some(d) = slot.get_mut(kx * in_c..(kx + 1) * in_c) else { return };
+        let side = |t: Taps| (t.k0..t.k1).contains(&kx).then(|| at(t, kx)).and_then(|i| input.get(i..i + in_c));
+        let (a, b) = (side(c0), side(c1));
+        let v = |s: Option<&[i8]>, c: usize| s.and_then(|s| s.get(c)).map_or(0, |x| *x as i32 - zin);
+        for (c, d) in d.iter_mut().enumerate() {
+            *d = pack(v(a, c), v(b, c));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::conv_gathered::MAX_WINDOW;
+    use super::super::reference::{self, conv_case_up_to, conv_params, quant, table};
+    use super::super::{ChannelQuant, Clamp, Padding, Window};
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Runs the kernel with a buffer of exactly the filter's length when it
+    /// is one of a few (three channels per pass), else of `MAX_WINDOW`.
+    fn run(params: &ConvParams, x: &[i8], w: &[i8], t: &[u8], out: &mut [i8], single: bool) {
+        let taps = params.window.kernel_h() * params.window.kernel_w() * params.in_channels;
+        macro_rules! exact {
+            ($($n:literal),*) => {
+                match (taps, single) {
+                    $(($n, false) => conv2d_packed_rows::<false, 0, $n, &[u8]>(params, x, w, t, out),
+                      ($n, true) => conv2d_packed_rows::<true, 0, $n, &[u8]>(params, x, w, t, out),)*
+                    (_, false) => conv2d_packed_rows::<false, 0, MAX_WINDOW, &[u8]>(params, x, w, t, out),
+                    (_, true) => conv2d_packed_rows::<true, 0, MAX_WINDOW, &[u8]>(params, x, w, t, out),
+                }
+            };
+        }
+        exact!(1, 2, 3, 4, 6, 8, 9, 12, 16, 18, 24, 27, 36, 48, 144)
+    }
+
+    #[test]
+    fn hand_computed_1d_same_two_channels_in_and_out() {
+        // `conv`'s hand-computed case (worked there): width 3, so one pair
+        // and the odd last column; 2 input channels, kernel 3, SAME.
+        let win = Window::new(1, 3, 1, 3, 1, Padding::Same).unwrap();
+        let p = ConvParams {
+            window: win,
+            in_channels: 2,
+            out_channels: 2,
+            input_zero_point: 1,
+            output_zero_point: 10,
+            clamp: Clamp { min: -128, max: 127 },
+        };
+        let t = table(&[
+            ChannelQuant { bias: 2, multiplier: 1 << 30, shift: 0 },
+            ChannelQuant { bias: -6, multiplier: 1 << 30, shift: 0 },
+        ]);
+        let w = [1, 0, 0, 1, 1, 1, -1, -1, 2, 0, 0, -2];
+        for single in [false, true] {
+            let mut out = [0i8; 6];
+            run(&p, &[1, 2, 3, 4, 5, 6], &w, &t, &mut out, single);
+            // Both roundings take the negative ties −6.5 and −1.5 up.
+            assert_eq!(out, [14, 4, 17, 4, 15, 9], "single rounding {single}");
+        }
+    }
+
+    /// Windows of 3×3 over 16 channels (the buffer's largest, more than one
+    /// packed run's worth) and one row of 144: every value at an extreme
+    /// in the worst case, odd and even sizes, strides, both paddings.
+    fn long_window_case() -> impl Strategy<Value = ([u16; 8], Vec<i8>, Vec<i8>, Vec<ChannelQuant>)> {
+        let extreme = || prop_oneof![Just(-128i8), Just(127), any::<i8>()];
+        (
+            prop_oneof![Just((3u16, 3u16, 16u16)), Just((1, 3, 48)), Just((1, 1, 144)), Just((2, 2, 36))],
+            1u16..8,
+            1u16..8,
+            1u16..6,
+            1u16..3,
+            0u16..2,
+        )
+            .prop_flat_map(move |((kh, kw, in_c), h, w, out_c, stride, pad)| {
+                let (in_h, in_w) = (h.max(kh), w.max(kw));
+                let ch = (-200_000i32..200_000, (1i32 << 30)..=i32::MAX, -12i32..=1)
+                    .prop_map(|(bias, multiplier, shift)| ChannelQuant { bias, multiplier, shift });
+                (
+                    Just([in_h, in_w, in_c, out_c, kh, kw, stride, pad]),
+                    proptest::collection::vec(extreme(), (in_h * in_w * in_c) as usize),
+                    proptest::collection::vec(extreme(), (out_c * kh * kw * in_c) as usize),
+                    proptest::collection::vec(ch, out_c as usize),
+                )
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn long_windows_match_naive_reference((p, x, w, ch) in long_window_case(), q in quant()) {
+            let params = conv_params(p, q);
+            let want = reference::conv2d(p, &x, &w, &ch, q);
+            let mut got = vec![0i8; want.len()];
+            if p[4] * p[5] * p[2] == 144 {
+                conv2d_packed_rows::<false, 0, 144, &[u8]>(&params, &x, &w, &table(&ch), &mut got);
+            } else {
+                run(&params, &x, &w, &table(&ch), &mut got, false);
+            }
+            prop_assert_eq!(&got, &want);
+        }
+    }
+
+    proptest! {
+        /// Against the naive reference on random shapes (odd and even
+        /// widths, strides, padding), both roundings.
+        #[test]
+        fn matches_naive_reference((p, x, w, ch) in conv_case_up_to(false, 1..20, (7, 8)), q in quant()) {
+            let params = conv_params(p, q);
+            let win = params.window;
+            prop_assume!(win.kernel_h() * win.kernel_w() * params.in_channels <= MAX_WINDOW);
+            let want = reference::conv2d(p, &x, &w, &ch, q);
+            let mut got = vec![0i8; want.len()];
+            run(&params, &x, &w, &table(&ch), &mut got, false);
+            prop_assert_eq!(&got, &want);
+            let mut single = vec![0i8; want.len()];
+            super::super::conv::conv2d_rounded::<true>(&params, &x, &w, &table(&ch), &mut single);
+            run(&params, &x, &w, &table(&ch), &mut got, true);
+            prop_assert_eq!(&got, &single);
+        }
+    }
+}

@@ -271,10 +271,12 @@ pub(super) fn store_pair<const SINGLE: bool, C: ChannelTable>(
 /// channels per pass while they last when the filter fills the buffer.
 /// Not inlined, as [`pixel_channels`].
 #[inline(never)]
+#[allow(clippy::too_many_arguments)]
 pub(super) fn packed_pair_channels<const SINGLE: bool, const LAYER: usize, const WINDOW: usize, C: ChannelTable>(
     p: &ConvParams,
     packed: &[i32; WINDOW],
     taps: usize,
+    whole: bool,
     weights: &[i8],
     channels: C,
     p0: &mut [i8],
@@ -285,7 +287,7 @@ pub(super) fn packed_pair_channels<const SINGLE: bool, const LAYER: usize, const
     if taps == WINDOW {
         while o + 3 <= out_c {
             let Some(f) = weights.get(o * taps..(o + 3) * taps) else { return };
-            let s = dot2x3_packed::<WINDOW>(packed, f);
+            let s = dot2x3_packed::<WINDOW>(packed, f, whole);
             for (k, s) in s.into_iter().enumerate() {
                 if !store_pair::<SINGLE, C>(p, channels, o + k, s, p0, p1.as_deref_mut()) {
                     return;
@@ -297,7 +299,7 @@ pub(super) fn packed_pair_channels<const SINGLE: bool, const LAYER: usize, const
     let x = &packed[..taps.min(WINDOW)];
     while o < out_c {
         let Some(a) = weights.get(o * taps..(o + 1) * taps) else { return };
-        if !store_pair::<SINGLE, C>(p, channels, o, dot_packed(x, a), p0, p1.as_deref_mut()) {
+        if !store_pair::<SINGLE, C>(p, channels, o, dot_packed(x, a, whole), p0, p1.as_deref_mut()) {
             return;
         }
         o += 1;

@@ -16,7 +16,7 @@
 //! each window gathered.
 
 use super::conv_gathered::{gather_packed, packed_pair_channels};
-use super::dot::packed::pack;
+use super::dot::packed::{PACKED_MAX, pack, whole_runs};
 use super::window::Taps;
 use super::{ChannelTable, ConvParams};
 
@@ -38,6 +38,8 @@ pub(super) fn conv2d_packed_rows<const SINGLE: bool, const LAYER: usize, const W
     if taps > WINDOW || out_c == 0 {
         return;
     }
+    // The window in one run when these filters allow it.
+    let whole = WINDOW > PACKED_MAX && whole_runs(weights, taps, p.input_zero_point);
     // Rows `v` of the input padded at the top (input row `v − pad_top`),
     // each at slots `v mod kh` and, below `kh − 1`, `v mod kh + kh`.
     let mut ring = [[0i32; WINDOW]; 2];
@@ -53,18 +55,18 @@ pub(super) fn conv2d_packed_rows<const SINGLE: bool, const LAYER: usize, const W
                 next = top;
             }
             while next < top + kh {
-                let flat = ring.as_flattened_mut();
-                let Some(row) = flat.get_mut(slot * row_len..(slot + 1) * row_len) else { return };
+                // Slot `slot`, and its copy `kh` slots on (none for the last).
+                let (lower, upper) = ring.as_flattened_mut().split_at_mut(kh * row_len);
+                let at = slot * row_len..(slot + 1) * row_len;
+                let Some(row) = lower.get_mut(at.clone()) else { return };
+                let copy = if slot + 1 < kh { upper.get_mut(at) } else { None };
                 match next.checked_sub(pad_top).filter(|&r| r < in_h) {
-                    Some(r) => pack_row(p, r, cols0, cols1, input, row),
-                    None => row.fill(0),
-                }
-                if slot + 1 < kh {
-                    let (head, tail) = flat.split_at_mut((slot + kh) * row_len);
-                    if let (Some(d), Some(s)) =
-                        (tail.get_mut(..row_len), head.get(slot * row_len..(slot + 1) * row_len))
-                    {
-                        d.copy_from_slice(s);
+                    Some(r) => pack_row(p, r, cols0, cols1, input, row, copy),
+                    None => {
+                        row.fill(0);
+                        if let Some(copy) = copy {
+                            copy.fill(0);
+                        }
                     }
                 }
                 (next, slot) = (next + 1, if slot + 1 == kh { 0 } else { slot + 1 });
@@ -76,7 +78,7 @@ pub(super) fn conv2d_packed_rows<const SINGLE: bool, const LAYER: usize, const W
             let at = (oy * out_w + ox) * out_c;
             let Some(pair) = output.get_mut(at..at + 2 * out_c) else { return };
             let (p0, p1) = pair.split_at_mut(out_c);
-            packed_pair_channels::<SINGLE, LAYER, WINDOW, C>(p, window, taps, weights, channels, p0, Some(p1));
+            packed_pair_channels::<SINGLE, LAYER, WINDOW, C>(p, window, taps, whole, weights, channels, p0, Some(p1));
         }
     }
     if out_w % 2 == 1 {
@@ -93,44 +95,65 @@ pub(super) fn conv2d_packed_rows<const SINGLE: bool, const LAYER: usize, const W
             } else {
                 None
             };
-            packed_pair_channels::<SINGLE, LAYER, WINDOW, C>(p, window, taps, weights, channels, p0, p1);
+            packed_pair_channels::<SINGLE, LAYER, WINDOW, C>(p, window, taps, whole, weights, channels, p0, p1);
         }
     }
 }
 
 /// Packs input row `r` for the pixel pair whose columns' taps are `c0`,
-/// `c1` into `slot`, laid out like one row of a filter (`kernel_w · in_c`
-/// values): each value `pack(x0 − z_in, x1 − z_in)`, a pixel's part 0
-/// where its tap is in the padding.
+/// `c1` into `slot`, and `copy` if any, laid out like one row of a filter
+/// (`kernel_w · in_c` values): each value `pack(x0 − z_in, x1 − z_in)`, a
+/// pixel's part 0 where its tap is in the padding. Written to both in one
+/// pass: a copy afterwards (`memcpy`) cost conv 8×8×16→16 on the M4 2,600
+/// more instructions.
 #[inline(always)]
-fn pack_row(p: &ConvParams, r: usize, c0: Taps, c1: Taps, input: &[i8], slot: &mut [i32]) {
+fn pack_row(p: &ConvParams, r: usize, c0: Taps, c1: Taps, input: &[i8], slot: &mut [i32], copy: Option<&mut [i32]>) {
     let (kw, in_c, zin) = (p.window.kernel_w(), p.in_channels, p.input_zero_point);
     let row = r * p.window.in_w() * in_c;
+    let n = kw * in_c;
+    let (Some(slot), mut copy) = (slot.get_mut(..n), copy.and_then(|c| c.get_mut(..n))) else { return };
     // Where tap `kx` of a pixel whose columns' taps are `t` reads (`t`
     // holds `kx`).
     let at = |t: Taps, kx: usize| row + (t.i0 + kx - t.k0) * in_c;
     // Taps both pixels read: one run of the input for each.
     let (k0, k1) = (c0.k0.max(c1.k0), c0.k1.min(c1.k1));
     if k0 < k1 {
-        let n = (k1 - k0) * in_c;
+        let len = (k1 - k0) * in_c;
         let (a, b) = (at(c0, k0), at(c1, k0));
         let offset = pack(zin, zin);
-        if let (Some(d), Some(a), Some(b)) =
-            (slot.get_mut(k0 * in_c..k0 * in_c + n), input.get(a..a + n), input.get(b..b + n))
+        let v = |(a, b): (&i8, &i8)| pack(*a as i32, *b as i32).wrapping_sub(offset);
+        let span = k0 * in_c..k0 * in_c + len;
+        if let (Some(a), Some(b), Some(d)) = (input.get(a..a + len), input.get(b..b + len), slot.get_mut(span.clone()))
         {
-            for ((d, a), b) in d.iter_mut().zip(a).zip(b) {
-                *d = pack(*a as i32, *b as i32).wrapping_sub(offset);
+            match copy.as_deref_mut().and_then(|c| c.get_mut(span)) {
+                Some(e) => {
+                    for ((d, e), x) in d.iter_mut().zip(e.iter_mut()).zip(a.iter().zip(b)) {
+                        (*d, *e) = (v(x), v(x));
+                    }
+                }
+                None => {
+                    for (d, x) in d.iter_mut().zip(a.iter().zip(b)) {
+                        *d = v(x);
+                    }
+                }
             }
         }
     }
     // Taps in the padding for one pixel or both.
+    let mut put = |i: usize, v: i32| {
+        if let Some(d) = slot.get_mut(i) {
+            *d = v;
+        }
+        if let Some(d) = copy.as_deref_mut().and_then(|c| c.get_mut(i)) {
+            *d = v;
+        }
+    };
     for kx in (0..kw).filter(|kx| !(k0..k1).contains(kx)) {
-        let Some(d) = slot.get_mut(kx * in_c..(kx + 1) * in_c) else { return };
         let side = |t: Taps| (t.k0..t.k1).contains(&kx).then(|| at(t, kx)).and_then(|i| input.get(i..i + in_c));
         let (a, b) = (side(c0), side(c1));
         let v = |s: Option<&[i8]>, c: usize| s.and_then(|s| s.get(c)).map_or(0, |x| *x as i32 - zin);
-        for (c, d) in d.iter_mut().enumerate() {
-            *d = pack(v(a, c), v(b, c));
+        for c in 0..in_c {
+            put(kx * in_c + c, pack(v(a, c), v(b, c)));
         }
     }
 }

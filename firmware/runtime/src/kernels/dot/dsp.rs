@@ -357,22 +357,75 @@ pub(super) fn dot_packed_run(x: &[i32], f: &[i8], acc: i64) -> i64 {
         return s;
     }
     let (mut l, mut h) = halves(s);
-    // SAFETY: the loop reads words `0..4·quads ≤ n` of `x` and bytes
-    // `0..4·quads` of `f` (`n` is their common length); it writes only the
-    // listed registers and touches no other memory or the stack.
+    // Eight values per pass, as `dot2x3_packed_run`.
+    let passes = quads.div_ceil(2);
+    macro_rules! run {
+        ($entry:literal) => {
+            // SAFETY: the loop reads words `0..4·quads ≤ n` of `x` and
+            // bytes `0..4·quads` of `f` (`n` is their common length):
+            // `passes` passes of eight, less four when entering at the
+            // second half. It writes only the listed registers and touches
+            // no other memory or the stack.
+            #[allow(unsafe_code)]
+            unsafe {
+                core::arch::asm!(
+                    $entry,
+                    "2:",
+                    packed_one!(), packed_one!(), packed_one!(), packed_one!(),
+                    "3:",
+                    packed_one!(), packed_one!(), packed_one!(), packed_one!(),
+                    "subs {n}, {n}, #1",
+                    "bne 2b",
+                    x = inout(reg) x.as_ptr() => _,
+                    f = inout(reg) f.as_ptr() => _,
+                    n = inout(reg) passes => _,
+                    l = inout(reg) l,
+                    h = inout(reg) h,
+                    p = out(reg) _,
+                    w = out(reg) _,
+                    options(nostack, readonly),
+                )
+            }
+        };
+    }
+    if quads % 2 == 1 {
+        run!("b 3f");
+    } else {
+        run!("");
+    }
+    whole(l, h)
+}
+
+/// [`super::packed::run_limit`]'s `Σ |w|`: each word of four weights
+/// flipped to excess-128 and summed against 128s by `usada8` (the sum of
+/// four absolute differences), the last `len % 4` bytes portably.
+#[inline(always)]
+pub(super) fn abs_sum(w: &[i8]) -> u32 {
+    let words = w.len() / 4;
+    let tail: u32 = w[words * 4..].iter().map(|w| w.unsigned_abs() as u32).sum();
+    if words == 0 {
+        return tail;
+    }
+    let mut s = tail;
+    // SAFETY: the loop reads `words · 4 ≤ w.len()` bytes of `w` with
+    // unaligned word loads (allowed on Armv7-M for LDR); it writes only
+    // the listed registers and touches no other memory or the stack.
     #[allow(unsafe_code)]
     unsafe {
         core::arch::asm!(
-            four_steps_loop!(packed_one),
-            x = inout(reg) x.as_ptr() => _,
-            f = inout(reg) f.as_ptr() => _,
-            n = inout(reg) quads => _,
-            l = inout(reg) l,
-            h = inout(reg) h,
-            p = out(reg) _,
-            w = out(reg) _,
+            "2:",
+            "ldr {v}, [{p}], #4",
+            "eor {v}, {v}, {k}",
+            "usada8 {s}, {v}, {k}, {s}",
+            "subs {n}, {n}, #1",
+            "bne 2b",
+            p = inout(reg) w.as_ptr() => _,
+            n = inout(reg) words => _,
+            s = inout(reg) s,
+            k = in(reg) 0x8080_8080u32,
+            v = out(reg) _,
             options(nostack, readonly),
         );
     }
-    whole(l, h)
+    s
 }

@@ -70,39 +70,35 @@ fn dot2x3_packed_run<const W: usize>(x: &[i32], f: &[i8], acc: [i64; 3]) -> [i64
     }
 }
 
-/// Feeds `runs` (each a stretch of packed words and where it starts in a
-/// filter) to `run` piece by piece, and hands the accumulator to `flush`
-/// (to be unpacked) before it would hold more than [`PACKED_MAX`] values,
-/// and at the end.
+/// Feeds `x` to `run` whole when `whole` (see [`whole_runs`]) or when it
+/// is at most [`PACKED_MAX`] values, else in pieces of that many (each
+/// with its index in the filter), handing each piece's accumulator to
+/// `flush` to be unpacked. Both shapes are constant for a constant length.
 #[inline(always)]
-fn sum_runs<'a, A: Copy>(
-    runs: impl IntoIterator<Item = (&'a [i32], usize)>,
+fn in_pieces<'a, A: Copy>(
+    x: &'a [i32],
+    whole: bool,
     zero: A,
     mut run: impl FnMut(&'a [i32], usize, A) -> A,
     mut flush: impl FnMut(A),
 ) {
-    let (mut acc, mut len) = (zero, 0);
-    for (x, at) in runs {
-        for (k, piece) in x.chunks(PACKED_MAX).enumerate() {
-            if len + piece.len() > PACKED_MAX {
-                flush(acc);
-                (acc, len) = (zero, 0);
-            }
-            acc = run(piece, at + k * PACKED_MAX, acc);
-            len += piece.len();
-        }
+    if whole || x.len() <= PACKED_MAX {
+        return flush(run(x, 0, zero));
     }
-    flush(acc);
+    for (k, piece) in x.chunks(PACKED_MAX).enumerate() {
+        flush(run(piece, k * PACKED_MAX, zero));
+    }
 }
 
-/// `[x0·w, x1·w]` over a pixel pair's window given as runs of packed
-/// words, each with the index in the filter `w` of its first value (a
-/// run past `w`'s end counts as zero).
+/// `[x0·w, x1·w]`: two pixels' packed window `x` against one filter, over
+/// the common length; in one run if `whole` (which [`whole_runs`] must
+/// have allowed for this filter), else in runs of [`PACKED_MAX`].
 #[inline(always)]
-pub fn dot_packed_runs<'a>(runs: impl IntoIterator<Item = (&'a [i32], usize)>, w: &[i8]) -> [i32; 2] {
+pub fn dot_packed(x: &[i32], w: &[i8], whole: bool) -> [i32; 2] {
     let mut s = [0i32; 2];
-    sum_runs(
-        runs,
+    in_pieces(
+        x,
+        whole,
         0i64,
         |x, at, acc| match w.get(at..) {
             Some(w) => dot_packed_run(x, w, acc),
@@ -113,25 +109,16 @@ pub fn dot_packed_runs<'a>(runs: impl IntoIterator<Item = (&'a [i32], usize)>, w
     s
 }
 
-/// `[x0·w, x1·w]`: two pixels' packed window `x` against one filter, over
-/// the common length.
+/// Two pixels' packed window `x` against three consecutive filters of `W`
+/// weights (`f`, at least `3·W` long; zeros otherwise), runs as in
+/// [`dot_packed`]: `[[x0·a, x1·a], [x0·b, x1·b], [x0·c, x1·c]]`.
 #[inline(always)]
-pub fn dot_packed(x: &[i32], w: &[i8]) -> [i32; 2] {
-    dot_packed_runs([(x, 0)], w)
-}
-
-/// [`dot_packed_runs`] against three consecutive filters of `W` weights
-/// (`f`, at least `3·W` long; zeros otherwise): `[[x0·a, x1·a], [x0·b,
-/// x1·b], [x0·c, x1·c]]`.
-#[inline(always)]
-pub fn dot2x3_packed_runs<'a, const W: usize>(
-    runs: impl IntoIterator<Item = (&'a [i32], usize)>,
-    f: &[i8],
-) -> [[i32; 2]; 3] {
+pub fn dot2x3_packed<const W: usize>(x: &[i32; W], f: &[i8], whole: bool) -> [[i32; 2]; 3] {
     let mut s = [[0i32; 2]; 3];
     let Some(f) = f.get(..3 * W) else { return s };
-    sum_runs(
-        runs,
+    in_pieces(
+        x,
+        whole,
         [0i64; 3],
         |x, at, acc| match f.get(at..) {
             Some(f) => dot2x3_packed_run::<W>(x, f, acc),
@@ -146,12 +133,30 @@ pub fn dot2x3_packed_runs<'a, const W: usize>(
     s
 }
 
-/// Two pixels' packed window `x` against three consecutive filters of `W`
-/// weights (`f`, at least `3·W` long): [`dot2x3_packed_runs`] with one
-/// run.
+/// Whether a window of `taps` packed words stays unpackable in one run
+/// against each of these filters (`weights`, `taps` each) for inputs
+/// offset by `z_in`: every filter's `Σ |w| · max |x − z_in| < 2^22`
+/// ([`PACKED_MAX`] values are safe for any weights). Trained filters are
+/// far from the worst case (all ±128), so a 3×3×16 window of 144 values
+/// is one run instead of 128 + 16, each run costing a restart and an
+/// unpacking.
+pub fn whole_runs(weights: &[i8], taps: usize, zin: i32) -> bool {
+    // The largest |x − z_in| over int8 x.
+    let reach = (127 - zin as i64).max(zin as i64 + 128);
+    if taps == 0 || reach <= 0 {
+        return false;
+    }
+    let bound = (1i64 << (PAIR_SHIFT - 1)) / reach;
+    weights.chunks(taps).all(|w| (abs_sum(w) as i64) < bound)
+}
+
+/// `Σ |w|`: on the M4/M7 four bytes per `usada8`.
 #[inline(always)]
-pub fn dot2x3_packed<const W: usize>(x: &[i32; W], f: &[i8]) -> [[i32; 2]; 3] {
-    dot2x3_packed_runs::<W>([(&x[..], 0)], f)
+fn abs_sum(w: &[i8]) -> u32 {
+    #[cfg(tinykd_dsp)]
+    return super::dsp::abs_sum(w);
+    #[cfg(not(tinykd_dsp))]
+    w.iter().map(|w| w.unsigned_abs() as u32).sum()
 }
 
 #[inline(always)]
@@ -178,7 +183,7 @@ mod tests {
         // x0 = [3, -2], x1 = [-5, 7], w = [4, -6]: A = 12 + 12 = 24,
         // B = −20 − 42 = −62.
         let x = packed(&[3, -2], &[-5, 7]);
-        assert_eq!(dot_packed(&x, &[4, -6]), [24, -62]);
+        assert_eq!(dot_packed(&x, &[4, -6], false), [24, -62]);
         // The extremes: 128 values of ±255 against −128 give ±4,177,920 in
         // both halves, just under 2^22.
         let (hi, lo) = (vec![255; PACKED_MAX], vec![-255; PACKED_MAX]);
@@ -195,14 +200,57 @@ mod tests {
         let x1: Vec<i32> = (0..20).map(|i| 255 - i * 29 % 511).collect();
         let x: [i32; 20] = packed(&x0, &x1).try_into().unwrap();
         let f: Vec<i8> = (0..60).map(|i| (i * 37 % 256 - 128) as i8).collect();
-        let s = dot2x3_packed::<20>(&x, &f);
+        let s = dot2x3_packed::<20>(&x, &f, false);
         for k in 0..3 {
             assert_eq!(s[k], sums(&x0, &x1, &f[k * 20..(k + 1) * 20]), "filter {k}");
         }
-        assert_eq!(dot2x3_packed::<20>(&x, &f[..59]), [[0; 2]; 3]);
+        assert_eq!(dot2x3_packed::<20>(&x, &f[..59], false), [[0; 2]; 3]);
+    }
+
+    #[test]
+    fn whole_runs_at_the_bound() {
+        // z_in = −128: |x − z_in| up to 255, so Σ|w| must stay under
+        // 2^22 / 255 = 16,448: 144 weights of ±114 (16,416) fit, ±115
+        // (16,560) do not; nor does one filter of three over the bound.
+        let mut w: Vec<i8> = (0..144).map(|i| if i % 2 == 0 { 114 } else { -114 }).collect();
+        assert!(whole_runs(&w, 144, -128));
+        assert!(whole_runs(&w, 144, 0));
+        w.extend((0..144).map(|_| -115i8));
+        assert!(!whole_runs(&w, 144, -128));
+        // z_in = 0: |x| up to 128, so 144 × 115 · 128 = 2,119,680 fits.
+        assert!(whole_runs(&w, 144, 0));
+        // The worst case does not fit even at PACKED_MAX + 1 values.
+        assert!(!whole_runs(&[-128; 129], 129, -128));
+        assert!(!whole_runs(&[], 0, 0));
+        // The exact sum, at every length (words and a tail).
+        for n in 0..12 {
+            let w: Vec<i8> = (0..n).map(|i| [-128, 127, -1, 0, 5][i % 5]).collect();
+            assert_eq!(abs_sum(&w), w.iter().map(|w| w.unsigned_abs() as u32).sum::<u32>());
+        }
     }
 
     proptest! {
+        /// Whole 144-value windows in one run wherever `whole_runs` allows,
+        /// every input at its extreme in the worst case, weights up to the
+        /// bound and past it.
+        #[test]
+        fn one_run_where_whole_runs_allows(
+            zin in prop_oneof![Just(-128i32), Just(127), Just(0), -128i32..=127],
+            x in proptest::collection::vec(any::<(i8, i8)>(), 144),
+            f in (100i8..=127).prop_flat_map(|m| proptest::collection::vec(prop_oneof![Just(m), Just(-m), -m..=m], 3 * 144)),
+        ) {
+            let x0: Vec<i32> = x.iter().map(|p| p.0 as i32 - zin).collect();
+            let x1: Vec<i32> = x.iter().map(|p| p.1 as i32 - zin).collect();
+            let packed: [i32; 144] = packed(&x0, &x1).try_into().unwrap();
+            let whole = whole_runs(&f, 144, zin);
+            let s = dot2x3_packed::<144>(&packed, &f, whole);
+            for k in 0..3 {
+                let w = &f[k * 144..(k + 1) * 144];
+                prop_assert_eq!(s[k], sums(&x0, &x1, w));
+                prop_assert_eq!(dot_packed(&packed, w, whole), sums(&x0, &x1, w));
+            }
+        }
+
         #[test]
         fn unpacks_both_pixels(
             (x0, x1, w) in (0..=PACKED_MAX).prop_flat_map(|n| (
@@ -223,11 +271,11 @@ mod tests {
             f in proptest::collection::vec(prop_oneof![Just(-128i8), Just(127), any::<i8>()], 3 * 144),
         ) {
             let x: [i32; 144] = packed(&x0, &x1).try_into().unwrap();
-            let s = dot2x3_packed::<144>(&x, &f);
+            let s = dot2x3_packed::<144>(&x, &f, false);
             for k in 0..3 {
                 let w = &f[k * 144..(k + 1) * 144];
                 prop_assert_eq!(s[k], sums(&x0, &x1, w));
-                prop_assert_eq!(dot_packed(&x, w), sums(&x0, &x1, w));
+                prop_assert_eq!(dot_packed(&x, w, false), sums(&x0, &x1, w));
             }
         }
     }

@@ -29,6 +29,7 @@
 //! at 12.4 per MAC on 8×8×1→8 for 1 KB more flash, so they keep the general
 //! path.
 
+#[cfg(any(tinykd_dsp, test))]
 use super::dot::packed::{dot_packed, dot2x3_packed, pack};
 use super::dot::{INTERLEAVE_MIN, dot2_interleaved, dot2x2_wide, dot2x3_wide};
 use super::window::Taps;
@@ -84,7 +85,8 @@ pub(super) fn conv2d_gathered<const SINGLE: bool, const LAYER: usize, const WIND
     // On the M4/M7: two pixels per pass packed in one word per value, two
     // multiply-accumulates per `smlal` (see `dot::packed`; measured in the
     // README). Not in a build optimised for size (`tinykd_small`).
-    if cfg!(tinykd_dsp) && !cfg!(tinykd_small) && WINDOW >= INTERLEAVE_MIN {
+    #[cfg(tinykd_dsp)]
+    if !cfg!(tinykd_small) && WINDOW >= INTERLEAVE_MIN {
         return super::conv_packed_rows::conv2d_packed_rows::<SINGLE, LAYER, WINDOW, C>(
             p, input, weights, channels, output,
         );
@@ -156,6 +158,7 @@ impl Raster {
 /// `rows.len()` runs of `cols.len() · in_c` input values, `dst` where the
 /// run starts in a buffer laid out like one filter. Stops at a run outside
 /// `input`.
+#[cfg(any(tinykd_dsp, test))]
 #[inline(always)]
 fn window_runs<'a>(p: &ConvParams, rows: Taps, cols: Taps, input: &'a [i8], mut put: impl FnMut(usize, &'a [i8])) {
     let win = p.window;
@@ -220,6 +223,7 @@ fn gather<const WINDOW: usize>(p: &ConvParams, rows: Taps, cols: Taps, input: &[
 /// Packs one pixel's window into `packed` (see `dot::packed`), laid out
 /// like a filter: the first of a pair (`second` false) sets each value to
 /// its `x − z_in` (0 in the padding), the second adds its own shifted.
+#[cfg(any(tinykd_dsp, test))]
 #[inline(always)]
 pub(super) fn gather_packed<const WINDOW: usize>(
     p: &ConvParams,
@@ -270,6 +274,7 @@ pub(super) fn store_pair<const SINGLE: bool, C: ChannelTable>(
 /// Every output channel of two pixels from their packed windows, three
 /// channels per pass while they last when the filter fills the buffer.
 /// Not inlined, as [`pixel_channels`].
+#[cfg(any(tinykd_dsp, test))]
 #[inline(never)]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn packed_pair_channels<const SINGLE: bool, const LAYER: usize, const WINDOW: usize, C: ChannelTable>(

@@ -9,6 +9,8 @@
 
 pub mod conv;
 pub mod conv_gathered;
+// Only cores with SMLAD take it (and the host's tests).
+#[cfg(any(tinykd_dsp, test))]
 mod conv_packed_rows;
 pub mod depthwise;
 pub mod dot;

@@ -218,3 +218,13 @@ fn exit_codes_name_the_failing_stage() {
     let o = tinykd(&["distill", "--no-such-flag"], d);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn bench_firmware_with_no_matching_case() {
+    // Filtered before any firmware is built: a clear error, nothing kept.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let o = tinykd(&["bench", "--firmware", "--case", "no such layer", "--keep", "kept"], d);
+    assert_clean_failure(&o, "no benchmark case's name contains \"no such layer\"");
+    assert!(d.join("kept").read_dir().unwrap().next().is_none(), "a model was written");
+}

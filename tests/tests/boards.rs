@@ -180,6 +180,46 @@ fn unfamiliar_shapes_on_every_core() {
     }
 }
 
+/// Windows longer than one packed run on the M4 (`kernels::conv_packed_rows`:
+/// 3×3 over 16 channels, 144 values), odd width and height (the last
+/// column in vertical pairs, the last row alone), random inputs, the same
+/// logits as the host. Random weights take the window as one run
+/// (`dot::packed::whole_runs`); with every weight of the second layer at
+/// one magnitude, quantized to ±127, `Σ|w| · 255` passes 2^22 and the
+/// window is summed in runs of 128 + 16.
+#[test]
+fn long_windows_on_the_m4() {
+    use rand::{Rng, SeedableRng};
+    use tinykd::student::Student;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = "conv2d(16,k3) relu conv2d(16,k3) relu gap dense(5)";
+    let board = tinykd::device::board("qemu-mps2-an386").unwrap();
+    for flat in [false, true] {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let mut student = Student::from_spec_any_output(spec, &[3, 7, 9], &mut rng).unwrap();
+        if flat {
+            let second = student.layers.iter_mut().flat_map(|l| l.params_mut()).find(|p| p.len() == 16 * 16 * 9);
+            for (i, w) in second.unwrap().iter_mut().enumerate() {
+                *w = if (i * 7919) % 5 < 2 { -0.05 } else { 0.05 };
+            }
+        }
+        let len = student.input_len();
+        let calib: Vec<f32> = (0..64 * len).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let q = tinykd::quant::quantize_student(&student, &calib, 64, tinykd::quant::Calibration::Minmax).unwrap();
+        let path = dir.path().join(format!("long-{flat}.tkd"));
+        std::fs::write(&path, tinykd::export::tkd::encode(&q).unwrap()).unwrap();
+        let n = 24;
+        let inputs: Vec<i8> = (0..n * len).map(|_| rng.random()).collect();
+        let r = tinykd::device::emulate(board, &path, &inputs, n, None).unwrap();
+        println!(
+            "qemu-mps2-an386 long windows ({}) instructions/inference={}",
+            if flat { "runs of 128 + 16" } else { "one run" },
+            r.instructions_per_inference
+        );
+        assert_eq!(r.agreement, 1.0, "flat weights: {flat}");
+    }
+}
+
 #[test]
 fn qemu_mps2_an386_cortex_m4() {
     check("qemu-mps2-an386");

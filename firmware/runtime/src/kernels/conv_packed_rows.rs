@@ -7,11 +7,12 @@
 //! it falls in (nine times for 3×3): on conv 8×8×16→16 that was 0.27 of
 //! the layer's 1.74 instructions per MAC. Here a pair column `(ox, ox + 1)`
 //! walks down the output rows and packs each input row of its windows
-//! once, into a ring of `kernel_h` slots of `kernel_w · in_c` words; a
-//! row above or below the input (padding) is a slot of zeros. Each row is
-//! written twice, at slot `s` and `s + kernel_h`, so that every window is
-//! `kernel_h` consecutive slots laid out like a filter: one straight run,
-//! as a gathered window was. The ring takes twice the window's buffer on
+//! once, into slot `s = row mod kernel_h` of a ring of `kernel_w · in_c`
+//! words per slot; a row above or below the input (padding) is a slot of
+//! zeros. Slots below `kernel_h − 1` are written twice, at `s` and
+//! `s + kernel_h`, so that every window is `kernel_h` consecutive slots
+//! laid out like a filter: one straight run, as a gathered window was. The
+//! ring (`2·kernel_h − 1` slots used) takes twice the window's buffer on
 //! the stack. An odd width's last column pairs its pixels vertically,
 //! each window gathered.
 
@@ -39,7 +40,7 @@ pub(super) fn conv2d_packed_rows<const SINGLE: bool, const LAYER: usize, const W
         return;
     }
     // The window in one run when these filters allow it.
-    let whole = WINDOW > PACKED_MAX && whole_runs(weights, taps, p.input_zero_point);
+    let whole = taps > PACKED_MAX && whole_runs(weights, taps, p.input_zero_point);
     // Rows `v` of the input padded at the top (input row `v − pad_top`),
     // each at slots `v mod kh` and, below `kh − 1`, `v mod kh + kh`.
     let mut ring = [[0i32; WINDOW]; 2];

@@ -244,6 +244,48 @@ pub(super) fn dot2_words(x: &[i8], a: &[i8], b: &[i8], groups: usize) -> [i32; 2
     [sa, sb]
 }
 
+/// An `asm!` loop of `{n}` passes of eight `step!()`s, labelled `3:` at
+/// the fifth so that a `b 3f` before it enters with four (an odd number
+/// of fours).
+macro_rules! eight_steps_loop {
+    ($step:ident) => {
+        concat!(
+            "2:\n",
+            $step!(),
+            "\n",
+            $step!(),
+            "\n",
+            $step!(),
+            "\n",
+            $step!(),
+            "\n",
+            "3:\n",
+            $step!(),
+            "\n",
+            $step!(),
+            "\n",
+            $step!(),
+            "\n",
+            $step!(),
+            "\n",
+            "subs {n}, {n}, #1\nbne 2b",
+        )
+    };
+}
+
+/// `asm!` of [`eight_steps_loop!`] with these operands, entered at its
+/// second half when `$quads` (groups of four) is odd; `{n}` is the number
+/// of passes, `$quads.div_ceil(2)`.
+macro_rules! asm_by_eights {
+    ($quads:expr, $step:ident, $($operands:tt)*) => {
+        if $quads % 2 == 1 {
+            core::arch::asm!("b 3f", eight_steps_loop!($step), $($operands)*)
+        } else {
+            core::arch::asm!(eight_steps_loop!($step), $($operands)*)
+        }
+    };
+}
+
 /// One packed word of two pixels against three filters, the second and
 /// third `{b}`, `{c}` bytes after the first (offsets after the
 /// post-increment), into the 64-bit accumulators `{lK}:{hK}`.
@@ -261,11 +303,11 @@ macro_rules! packed_step {
     };
 }
 
-/// One run of [`super::packed::dot2x3_packed_runs`]: `acc` plus `x` (at
-/// most `PACKED_MAX` values in all since `acc` was zero) against the same
-/// stretch of three filters `W` apart from `f`'s start, unrolled by four;
-/// the last `len % 4` values portably. `acc` unchanged if `f` is too
-/// short.
+/// One run of [`super::packed::dot2x3_packed`]: `acc` plus `x` (short
+/// enough to unpack: `PACKED_MAX` values since `acc` was zero, or what
+/// `whole_runs` allows) against the same stretch of three filters `W`
+/// apart from `f`'s start, eight values per pass; the last `len % 4`
+/// values portably. `acc` unchanged if `f` is too short.
 #[inline(always)]
 pub(super) fn dot2x3_packed_run<const W: usize>(x: &[i32], f: &[i8], acc: [i64; 3]) -> [i64; 3] {
     let n = x.len();
@@ -281,46 +323,31 @@ pub(super) fn dot2x3_packed_run<const W: usize>(x: &[i32], f: &[i8], acc: [i64; 
     // instead of 24: conv 8×8×16→16 on the M4 1.57 → 1.53 per MAC); an odd
     // number of fours enters at the second.
     let passes = quads.div_ceil(2);
-    macro_rules! run {
-        ($entry:literal) => {
-            // SAFETY: the loop reads words `0..4·quads ≤ n` of `x` and bytes
-            // `k·W .. k·W + 4·quads` of `f` for the three filters `k` (`f`
-            // is at least `2·W + n` long, checked above by slicing):
-            // `passes` passes of eight, less four when entering at the
-            // second half. It writes only the listed registers and touches
-            // no other memory or the stack.
-            #[allow(unsafe_code)]
-            unsafe {
-                core::arch::asm!(
-                    $entry,
-                    "2:",
-                    packed_step!(), packed_step!(), packed_step!(), packed_step!(),
-                    "3:",
-                    packed_step!(), packed_step!(), packed_step!(), packed_step!(),
-                    "subs {n}, {n}, #1",
-                    "bne 2b",
-                    x = inout(reg) x.as_ptr() => _,
-                    f = inout(reg) f.as_ptr() => _,
-                    n = inout(reg) passes => _,
-                    l0 = inout(reg) l0,
-                    h0 = inout(reg) h0,
-                    l1 = inout(reg) l1,
-                    h1 = inout(reg) h1,
-                    l2 = inout(reg) l2,
-                    h2 = inout(reg) h2,
-                    p = out(reg) _,
-                    w = out(reg) _,
-                    b = const W.saturating_sub(1),
-                    c = const (2 * W).saturating_sub(1),
-                    options(nostack, readonly),
-                )
-            }
-        };
-    }
-    if quads % 2 == 1 {
-        run!("b 3f");
-    } else {
-        run!("");
+    // SAFETY: the loop reads words `0..4·quads ≤ n` of `x` and bytes
+    // `k·W .. k·W + 4·quads` of `f` for the three filters `k` (`f` is at
+    // least `2·W + n` long, checked above by slicing): `passes` passes of
+    // eight, less four when entering at the second half. It writes only
+    // the listed registers and touches no other memory or the stack.
+    #[allow(unsafe_code)]
+    unsafe {
+        asm_by_eights!(
+            quads,
+            packed_step,
+            x = inout(reg) x.as_ptr() => _,
+            f = inout(reg) f.as_ptr() => _,
+            n = inout(reg) passes => _,
+            l0 = inout(reg) l0,
+            h0 = inout(reg) h0,
+            l1 = inout(reg) l1,
+            h1 = inout(reg) h1,
+            l2 = inout(reg) l2,
+            h2 = inout(reg) h2,
+            p = out(reg) _,
+            w = out(reg) _,
+            b = const W.saturating_sub(1),
+            c = const (2 * W).saturating_sub(1),
+            options(nostack, readonly),
+        );
     }
     [whole(l0, h0), whole(l1, h1), whole(l2, h2)]
 }
@@ -344,7 +371,7 @@ macro_rules! packed_one {
     };
 }
 
-/// [`super::packed::dot_packed_run`] as a loop unrolled by four (with a
+/// [`super::packed::dot_packed_run`] as a loop of eight values per pass (with a
 /// window's constant weights LLVM would otherwise unroll it completely
 /// into immediates, ~0.5 KB per layer); the last `len % 4` values
 /// portably, added to `acc`.
@@ -359,44 +386,29 @@ pub(super) fn dot_packed_run(x: &[i32], f: &[i8], acc: i64) -> i64 {
     let (mut l, mut h) = halves(s);
     // Eight values per pass, as `dot2x3_packed_run`.
     let passes = quads.div_ceil(2);
-    macro_rules! run {
-        ($entry:literal) => {
-            // SAFETY: the loop reads words `0..4·quads ≤ n` of `x` and
-            // bytes `0..4·quads` of `f` (`n` is their common length):
-            // `passes` passes of eight, less four when entering at the
-            // second half. It writes only the listed registers and touches
-            // no other memory or the stack.
-            #[allow(unsafe_code)]
-            unsafe {
-                core::arch::asm!(
-                    $entry,
-                    "2:",
-                    packed_one!(), packed_one!(), packed_one!(), packed_one!(),
-                    "3:",
-                    packed_one!(), packed_one!(), packed_one!(), packed_one!(),
-                    "subs {n}, {n}, #1",
-                    "bne 2b",
-                    x = inout(reg) x.as_ptr() => _,
-                    f = inout(reg) f.as_ptr() => _,
-                    n = inout(reg) passes => _,
-                    l = inout(reg) l,
-                    h = inout(reg) h,
-                    p = out(reg) _,
-                    w = out(reg) _,
-                    options(nostack, readonly),
-                )
-            }
-        };
-    }
-    if quads % 2 == 1 {
-        run!("b 3f");
-    } else {
-        run!("");
+    // SAFETY: the loop reads words `0..4·quads ≤ n` of `x` and bytes
+    // `0..4·quads` of `f` (`n` is their common length): `passes` passes of
+    // eight, less four when entering at the second half. It writes only
+    // the listed registers and touches no other memory or the stack.
+    #[allow(unsafe_code)]
+    unsafe {
+        asm_by_eights!(
+            quads,
+            packed_one,
+            x = inout(reg) x.as_ptr() => _,
+            f = inout(reg) f.as_ptr() => _,
+            n = inout(reg) passes => _,
+            l = inout(reg) l,
+            h = inout(reg) h,
+            p = out(reg) _,
+            w = out(reg) _,
+            options(nostack, readonly),
+        );
     }
     whole(l, h)
 }
 
-/// [`super::packed::run_limit`]'s `Σ |w|`: each word of four weights
+/// [`super::packed::whole_runs`]'s `Σ |w|`: each word of four weights
 /// flipped to excess-128 and summed against 128s by `usada8` (the sum of
 /// four absolute differences), the last `len % 4` bytes portably.
 #[inline(always)]

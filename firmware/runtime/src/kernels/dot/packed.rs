@@ -5,7 +5,8 @@
 //! `B = Σ w·x1` exactly; while `|A| < 2^22`, `A` is the sign-extended low
 //! 23 bits and `B` the rest. Every product is at most `255 · 128`, so a
 //! run of up to [`PACKED_MAX`] values is safe whatever its weights; longer
-//! windows are summed in runs of that length, each unpacked on its own.
+//! windows are summed in runs of that length, each unpacked on its own,
+//! unless [`whole_runs`] finds the layer's filters small enough for one.
 //!
 //! Used on Cortex-M4/M7 only, where `smlal` takes one cycle like `mla`:
 //! there it is two multiply-accumulates per instruction without SMLAD's
@@ -38,8 +39,8 @@ pub fn unpack(acc: i64) -> [i32; 2] {
 }
 
 /// `acc + Σ w·x` of packed words against one filter, over the common
-/// length, packed (callers keep runs to [`PACKED_MAX`] values since `acc`
-/// was zero).
+/// length, packed (callers keep runs short enough to unpack since `acc`
+/// was zero: [`PACKED_MAX`] values, or what [`whole_runs`] allows).
 #[inline(always)]
 pub(super) fn dot_packed_run(x: &[i32], w: &[i8], acc: i64) -> i64 {
     #[cfg(tinykd_dsp)]

@@ -18,9 +18,11 @@
 //!   completely (the length is a constant in a layer's copy) and, when it
 //!   unrolls the channel loop too, folds each channel's requantization;
 //! * 16 values or more, two pixels per pass: on the Cortex-M3 through a
-//!   hand-written `mla` loop; on the M4/M7 packed in one word per value,
-//!   two multiply-accumulates per single-cycle `smlal` (`dot::packed`);
-//!   in a build for size (`tinykd_small`) one pixel, on the M4 through
+//!   hand-written `mla` loop;
+//! * on the M4/M7 every window of 16 values or more, and shorter ones of
+//!   more than one row, take [`super::conv_packed_rows`] instead: two
+//!   pixels packed in one word per value, read from packed input rows;
+//! * in a build for size (`tinykd_small`) one pixel, on the M4 through
 //!   SMLAD on a window gathered in SXTB16's order.
 //!
 //! Only a compiled model's per-layer copies take it (the `specialized`
@@ -30,7 +32,7 @@
 //! path.
 
 #[cfg(any(tinykd_dsp, test))]
-use super::dot::packed::{dot_packed, dot2x3_packed, pack};
+use super::dot::packed::{dot_packed, dot_packed_portable, dot2x3_packed, pack, unpack};
 use super::dot::{INTERLEAVE_MIN, dot2_interleaved, dot2x2_wide, dot2x3_wide};
 use super::window::Taps;
 use super::{ChannelTable, ConvParams, Requantizer};
@@ -86,7 +88,7 @@ pub(super) fn conv2d_gathered<const SINGLE: bool, const LAYER: usize, const WIND
     // multiply-accumulates per `smlal` (see `dot::packed`; measured in the
     // README). Not in a build optimised for size (`tinykd_small`).
     #[cfg(tinykd_dsp)]
-    if !cfg!(tinykd_small) && WINDOW >= INTERLEAVE_MIN {
+    if !cfg!(tinykd_small) && (WINDOW >= INTERLEAVE_MIN || kh > 1) {
         return super::conv_packed_rows::conv2d_packed_rows::<SINGLE, LAYER, WINDOW, C>(
             p, input, weights, channels, output,
         );
@@ -289,6 +291,19 @@ pub(super) fn packed_pair_channels<const SINGLE: bool, const LAYER: usize, const
 ) {
     let out_c = p.out_channels;
     let mut o = 0;
+    if WINDOW < INTERLEAVE_MIN {
+        // Short windows in plain Rust: LLVM unrolls the taps and, the
+        // weights being a layer's constants, multiplies by immediates.
+        let x = &packed[..taps.min(WINDOW)];
+        for o in 0..out_c {
+            let Some(a) = weights.get(o * taps..(o + 1) * taps) else { return };
+            let s = unpack(dot_packed_portable(x, a));
+            if !store_pair::<SINGLE, C>(p, channels, o, s, p0, p1.as_deref_mut()) {
+                return;
+            }
+        }
+        return;
+    }
     if taps == WINDOW {
         while o + 3 <= out_c {
             let Some(f) = weights.get(o * taps..(o + 3) * taps) else { return };

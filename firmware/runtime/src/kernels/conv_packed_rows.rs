@@ -13,7 +13,9 @@
 //! `s + kernel_h`, so that every window is `kernel_h` consecutive slots
 //! laid out like a filter: one straight run, as a gathered window was. The
 //! ring (`2·kernel_h − 1` slots used) takes twice the window's buffer on
-//! the stack. An odd width's last column pairs its pixels vertically,
+//! the stack. Windows under 16 values come here only with more than one
+//! row (a 1-D window has no rows to share, and the one-pixel pass
+//! multiplies by its weights as immediates); their taps are plain Rust. An odd width's last column pairs its pixels vertically,
 //! each window gathered.
 
 use super::conv_gathered::{gather_packed, packed_pair_channels};

@@ -34,15 +34,41 @@ pub(super) fn conv2d_packed_rows<const SINGLE: bool, const LAYER: usize, const W
     channels: C,
     output: &mut [i8],
 ) {
-    let win = p.window;
-    let (kh, row_len, out_c) = (win.kernel_h(), win.kernel_w() * p.in_channels, p.out_channels);
-    let (out_h, out_w, stride, pad_top, in_h) = (win.out_h(), win.out_w(), win.stride(), win.pad_top(), win.in_h());
-    let taps = kh * row_len;
-    if taps > WINDOW || out_c == 0 {
+    let taps = p.window.kernel_h() * p.window.kernel_w() * p.in_channels;
+    if taps > WINDOW {
         return;
     }
     // The window in one run when these filters allow it.
     let whole = taps > PACKED_MAX && whole_runs(weights, taps, p.input_zero_point);
+    walk_pairs::<WINDOW>(
+        p,
+        input,
+        output,
+        #[inline(always)]
+        |window, p0, p1| {
+            packed_pair_channels::<SINGLE, LAYER, WINDOW, C>(p, window, taps, whole, weights, channels, p0, p1)
+        },
+    );
+}
+
+/// Calls `pair(window, p0, p1)` for every pair of output pixels (`p1` is
+/// `None` for an odd last one) with their packed window laid out like a
+/// filter, `kernel_h · kernel_w · in_c` values: pair columns down the
+/// output rows through the ring, then an odd width's last column in
+/// vertical pairs, gathered.
+#[inline(always)]
+fn walk_pairs<const WINDOW: usize>(
+    p: &ConvParams,
+    input: &[i8],
+    output: &mut [i8],
+    mut pair: impl FnMut(&[i32; WINDOW], &mut [i8], Option<&mut [i8]>),
+) {
+    let win = p.window;
+    let (kh, row_len, out_c) = (win.kernel_h(), win.kernel_w() * p.in_channels, p.out_channels);
+    let (out_h, out_w, stride, pad_top, in_h) = (win.out_h(), win.out_w(), win.stride(), win.pad_top(), win.in_h());
+    if kh * row_len > WINDOW || out_c == 0 {
+        return;
+    }
     // Rows `v` of the input padded at the top (input row `v − pad_top`),
     // each at slots `v mod kh` and, below `kh − 1`, `v mod kh + kh`.
     let mut ring = [[0i32; WINDOW]; 2];
@@ -79,9 +105,9 @@ pub(super) fn conv2d_packed_rows<const SINGLE: bool, const LAYER: usize, const W
             let Some(window) = ring.as_flattened().get(first..first + WINDOW) else { return };
             let Ok(window) = <&[i32; WINDOW]>::try_from(window) else { return };
             let at = (oy * out_w + ox) * out_c;
-            let Some(pair) = output.get_mut(at..at + 2 * out_c) else { return };
-            let (p0, p1) = pair.split_at_mut(out_c);
-            packed_pair_channels::<SINGLE, LAYER, WINDOW, C>(p, window, taps, whole, weights, channels, p0, Some(p1));
+            let Some(pixels) = output.get_mut(at..at + 2 * out_c) else { return };
+            let (p0, p1) = pixels.split_at_mut(out_c);
+            pair(window, p0, Some(p1));
         }
     }
     if out_w % 2 == 1 {
@@ -98,7 +124,7 @@ pub(super) fn conv2d_packed_rows<const SINGLE: bool, const LAYER: usize, const W
             } else {
                 None
             };
-            packed_pair_channels::<SINGLE, LAYER, WINDOW, C>(p, window, taps, whole, weights, channels, p0, p1);
+            pair(window, p0, p1);
         }
     }
 }

@@ -32,7 +32,7 @@
 //! path.
 
 #[cfg(any(tinykd_dsp, test))]
-use super::dot::packed::{dot_packed, dot_packed_portable, dot2x3_packed, pack, unpack};
+use super::dot::packed::{dot_packed, dot2x3_packed, pack};
 use super::dot::{INTERLEAVE_MIN, dot2_interleaved, dot2x2_wide, dot2x3_wide};
 use super::window::Taps;
 use super::{ChannelTable, ConvParams, Requantizer};
@@ -291,19 +291,6 @@ pub(super) fn packed_pair_channels<const SINGLE: bool, const LAYER: usize, const
 ) {
     let out_c = p.out_channels;
     let mut o = 0;
-    if WINDOW < INTERLEAVE_MIN {
-        // Short windows in plain Rust: LLVM unrolls the taps and, the
-        // weights being a layer's constants, multiplies by immediates.
-        let x = &packed[..taps.min(WINDOW)];
-        for o in 0..out_c {
-            let Some(a) = weights.get(o * taps..(o + 1) * taps) else { return };
-            let s = unpack(dot_packed_portable(x, a));
-            if !store_pair::<SINGLE, C>(p, channels, o, s, p0, p1.as_deref_mut()) {
-                return;
-            }
-        }
-        return;
-    }
     if taps == WINDOW {
         while o + 3 <= out_c {
             let Some(f) = weights.get(o * taps..(o + 3) * taps) else { return };

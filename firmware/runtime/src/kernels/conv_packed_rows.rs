@@ -15,7 +15,7 @@
 //! ring (`2·kernel_h − 1` slots used) takes twice the window's buffer on
 //! the stack. Windows under 16 values come here only with more than one
 //! row (a 1-D window has no rows to share, and the one-pixel pass
-//! multiplies by its weights as immediates); their taps are plain Rust. An odd width's last column pairs its pixels vertically,
+//! multiplies by its weights as immediates). An odd width's last column pairs its pixels vertically,
 //! each window gathered.
 
 use super::conv_gathered::{gather_packed, packed_pair_channels};
@@ -167,6 +167,11 @@ fn pack_row(p: &ConvParams, r: usize, c0: Taps, c1: Taps, input: &[i8], slot: &m
                 }
             }
         }
+    }
+    if k0 == 0 && k1 == kw {
+        // Both windows inside the input: no edge to fill (conv 8×8×1→8 on
+        // the M4, three values a row: 4.79 → 4.71 per MAC).
+        return;
     }
     // Taps in the padding for one pixel or both.
     let mut put = |i: usize, v: i32| {

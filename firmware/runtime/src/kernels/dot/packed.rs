@@ -51,7 +51,7 @@ pub(super) fn dot_packed_run(x: &[i32], w: &[i8], acc: i64) -> i64 {
 
 /// `Σ w·x` in plain Rust.
 #[inline(always)]
-pub(crate) fn dot_packed_portable(x: &[i32], w: &[i8]) -> i64 {
+pub(super) fn dot_packed_portable(x: &[i32], w: &[i8]) -> i64 {
     x.iter().zip(w).fold(0i64, |s, (x, w)| s.wrapping_add(*x as i64 * *w as i64))
 }
 

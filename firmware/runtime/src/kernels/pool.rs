@@ -110,13 +110,15 @@ pub fn global_avg_pool(channels: usize, clamp: Clamp, input: &[i8], output: &mut
         let mut acc = [0i32; GAP_BLOCK];
         for pixel in input.chunks_exact(channels) {
             let Some(x) = pixel.get(c0..c0 + block.len()) else { continue };
-            match <&[i8; GAP_BLOCK]>::try_from(x) {
-                // A whole block: fixed length, so its sums stay in
-                // registers (the main job's GAP 1×10×24 + FC 24→10: M3
-                // 3,188 → 2,202, M4 2,905 → 2,015 instructions; digits'
-                // 4×4×16 + FC 16→10 50 more on both).
-                Ok(x) => add_block(&mut acc, x),
-                Err(_) => add(&mut acc, x),
+            // A whole block: fixed length, so its sums stay in registers
+            // (the main job's GAP 1×10×24 + FC 24→10: M3 3,188 → 2,202, M4
+            // 2,905 → 2,015 instructions; digits' 4×4×16 + FC 16→10 50
+            // more on both). Not in a build for size: the unrolled block
+            // was 80 B more of the digits CNN's footprint image.
+            let whole = if cfg!(tinykd_small) { None } else { <&[i8; GAP_BLOCK]>::try_from(x).ok() };
+            match whole {
+                Some(x) => add_block(&mut acc, x),
+                None => add(&mut acc, x),
             }
         }
         for (y, sum) in block.iter_mut().zip(acc) {
@@ -126,8 +128,9 @@ pub fn global_avg_pool(channels: usize, clamp: Clamp, input: &[i8], output: &mut
 }
 
 /// Channels the global average pool sums at once: eight sums fit the
-/// registers of every core (sixteen spilled on Armv7-M).
-const GAP_BLOCK: usize = 8;
+/// registers of every core (sixteen spilled on Armv7-M); in a build for
+/// size the average pools' block, one loop for both.
+const GAP_BLOCK: usize = if cfg!(tinykd_small) { BLOCK } else { 8 };
 
 /// [`add`] for a whole block of the global average pool.
 #[inline(always)]

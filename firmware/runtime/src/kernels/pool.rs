@@ -100,39 +100,67 @@ pub fn avg_pool2d(p: &PoolParams, input: &[i8], output: &mut [i8]) {
 /// Int8 global average pool: `y[c] = clamp(rounded average of x[h][w][c]
 /// over all h, w)`; `input` is `pixels × channels` (HWC), `output` is
 /// `channels` long. Writes nothing if the lengths disagree.
+// Not inlined in builds for speed: inlined into a layer's function it
+// took the M3's digits image 1 KB more flash and 500 B more stack.
+#[cfg_attr(not(tinykd_small), inline(never))]
 pub fn global_avg_pool(channels: usize, clamp: Clamp, input: &[i8], output: &mut [i8]) {
     if channels == 0 || output.len() != channels || input.len() % channels != 0 {
         return;
     }
     let count = i32::try_from(input.len() / channels).unwrap_or(0);
-    for (b, block) in output.chunks_mut(GAP_BLOCK).enumerate() {
-        let c0 = b * GAP_BLOCK;
-        let mut acc = [0i32; GAP_BLOCK];
+    // Built for size: one block of sums of any length, as the average
+    // pools (the footprint images are as small as before).
+    #[cfg(tinykd_small)]
+    for (b, block) in output.chunks_mut(BLOCK).enumerate() {
+        let c0 = b * BLOCK;
+        let mut acc = [0i32; BLOCK];
         for pixel in input.chunks_exact(channels) {
-            let Some(x) = pixel.get(c0..c0 + block.len()) else { continue };
-            // A whole block: fixed length, so its sums stay in registers
-            // (the main job's GAP 1×10×24 + FC 24→10: M3 3,188 → 2,202, M4
-            // 2,905 → 2,015 instructions; digits' 4×4×16 + FC 16→10 50
-            // more on both). Not in a build for size: the unrolled block
-            // was 80 B more of the digits CNN's footprint image.
-            let whole = if cfg!(tinykd_small) { None } else { <&[i8; GAP_BLOCK]>::try_from(x).ok() };
-            match whole {
-                Some(x) => add_block(&mut acc, x),
-                None => add(&mut acc, x),
+            if let Some(x) = pixel.get(c0..c0 + block.len()) {
+                add(&mut acc, x);
             }
         }
         for (y, sum) in block.iter_mut().zip(acc) {
             *y = clamp.apply(rounded_average(sum, count));
         }
     }
+    // Built for speed: blocks of eight, each pixel's whole block at a
+    // fixed length, so its sums stay in registers (the main job's GAP
+    // 1×10×24 + FC 24→10: M3 3,188 → 2,070, M4 2,905 → 1,930
+    // instructions; digits' 4×4×16 + FC 16→10, two blocks, within 15 and
+    // 115 more).
+    #[cfg(not(tinykd_small))]
+    for (b, block) in output.chunks_mut(GAP_BLOCK).enumerate() {
+        let c0 = b * GAP_BLOCK;
+        let mut acc = [0i32; GAP_BLOCK];
+        for pixel in input.chunks_exact(channels) {
+            let Some(x) = pixel.get(c0..c0 + block.len()) else { continue };
+            match <&[i8; GAP_BLOCK]>::try_from(x) {
+                Ok(x) => add_block(&mut acc, x),
+                Err(_) => add(&mut acc, x),
+            }
+        }
+        averages(block, &acc, count, clamp);
+    }
 }
 
-/// Channels the global average pool sums at once: eight sums fit the
-/// registers of every core (sixteen spilled on Armv7-M); in a build for
-/// size the average pools' block, one loop for both.
-const GAP_BLOCK: usize = if cfg!(tinykd_small) { BLOCK } else { 8 };
+/// `y[i] = clamp(rounded average of acc[i] over count)`. Not inlined, so
+/// that LLVM does not unroll the divisions over a whole block (flash).
+#[cfg(not(tinykd_small))]
+#[inline(never)]
+fn averages(y: &mut [i8], acc: &[i32], count: i32, clamp: Clamp) {
+    for (y, sum) in y.iter_mut().zip(acc) {
+        *y = clamp.apply(rounded_average(*sum, count));
+    }
+}
+
+/// Channels the global average pool sums at once in a build for speed:
+/// eight sums fit the registers of every core (sixteen spilled on
+/// Armv7-M).
+#[cfg(not(tinykd_small))]
+const GAP_BLOCK: usize = 8;
 
 /// [`add`] for a whole block of the global average pool.
+#[cfg(not(tinykd_small))]
 #[inline(always)]
 fn add_block(acc: &mut [i32; GAP_BLOCK], x: &[i8; GAP_BLOCK]) {
     for (a, v) in acc.iter_mut().zip(x) {
@@ -140,8 +168,11 @@ fn add_block(acc: &mut [i32; GAP_BLOCK], x: &[i8; GAP_BLOCK]) {
     }
 }
 
-/// `acc[i] += x[i]` over the shorter of the two.
-#[inline(always)]
+/// `acc[i] += x[i]` over the shorter of the two. Not inlined in builds
+/// for speed: LLVM unrolled it at each use (the global average pool, with
+/// its whole-block path, took 1,346 B of the M4's digits image).
+#[cfg_attr(tinykd_small, inline(always))]
+#[cfg_attr(not(tinykd_small), inline(never))]
 fn add<const N: usize>(acc: &mut [i32; N], x: &[i8]) {
     for (a, v) in acc.iter_mut().zip(x) {
         *a = a.wrapping_add(*v as i32);

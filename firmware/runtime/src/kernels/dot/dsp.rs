@@ -244,32 +244,19 @@ pub(super) fn dot2_words(x: &[i8], a: &[i8], b: &[i8], groups: usize) -> [i32; 2
     [sa, sb]
 }
 
+/// Four `step!()`s, each on its own line.
+macro_rules! four_steps {
+    ($step:ident) => {
+        concat!($step!(), "\n", $step!(), "\n", $step!(), "\n", $step!(), "\n")
+    };
+}
+
 /// An `asm!` loop of `{n}` passes of eight `step!()`s, labelled `3:` at
 /// the fifth so that a `b 3f` before it enters with four (an odd number
 /// of fours).
 macro_rules! eight_steps_loop {
     ($step:ident) => {
-        concat!(
-            "2:\n",
-            $step!(),
-            "\n",
-            $step!(),
-            "\n",
-            $step!(),
-            "\n",
-            $step!(),
-            "\n",
-            "3:\n",
-            $step!(),
-            "\n",
-            $step!(),
-            "\n",
-            $step!(),
-            "\n",
-            $step!(),
-            "\n",
-            "subs {n}, {n}, #1\nbne 2b",
-        )
+        concat!("2:\n", four_steps!($step), "3:\n", four_steps!($step), "subs {n}, {n}, #1\nbne 2b")
     };
 }
 

@@ -108,71 +108,45 @@ pub fn global_avg_pool(channels: usize, clamp: Clamp, input: &[i8], output: &mut
         return;
     }
     let count = i32::try_from(input.len() / channels).unwrap_or(0);
-    // Built for size: one block of sums of any length, as the average
-    // pools (the footprint images are as small as before).
-    #[cfg(tinykd_small)]
-    for (b, block) in output.chunks_mut(BLOCK).enumerate() {
-        let c0 = b * BLOCK;
-        let mut acc = [0i32; BLOCK];
-        for pixel in input.chunks_exact(channels) {
-            if let Some(x) = pixel.get(c0..c0 + block.len()) {
-                add(&mut acc, x);
-            }
-        }
-        for (y, sum) in block.iter_mut().zip(acc) {
-            *y = clamp.apply(rounded_average(sum, count));
-        }
-    }
-    // Built for speed: blocks of eight, each pixel's whole block at a
-    // fixed length, so its sums stay in registers (the main job's GAP
-    // 1×10×24 + FC 24→10: M3 3,188 → 2,070, M4 2,905 → 1,930
-    // instructions; digits' 4×4×16 + FC 16→10, two blocks, within 15 and
-    // 115 more).
-    #[cfg(not(tinykd_small))]
     for (b, block) in output.chunks_mut(GAP_BLOCK).enumerate() {
         let c0 = b * GAP_BLOCK;
         let mut acc = [0i32; GAP_BLOCK];
         for pixel in input.chunks_exact(channels) {
             let Some(x) = pixel.get(c0..c0 + block.len()) else { continue };
+            // In a build for speed a whole block at a fixed length, so its
+            // sums stay in registers (the main job's GAP 1×10×24 + FC
+            // 24→10: M3 3,188 → 2,070, M4 2,905 → 1,930 instructions;
+            // digits' 4×4×16 + FC 16→10, two blocks, within 15 and 115
+            // more).
             match <&[i8; GAP_BLOCK]>::try_from(x) {
-                Ok(x) => add_block(&mut acc, x),
-                Err(_) => add(&mut acc, x),
+                // The same sum, its length now a constant.
+                Ok(whole) if !cfg!(tinykd_small) => add(&mut acc, whole),
+                _ => add(&mut acc, x),
             }
         }
         averages(block, &acc, count, clamp);
     }
 }
 
-/// `y[i] = clamp(rounded average of acc[i] over count)`. Not inlined, so
-/// that LLVM does not unroll the divisions over a whole block (flash).
-#[cfg(not(tinykd_small))]
-#[inline(never)]
+/// `y[i] = clamp(rounded average of acc[i] over count)`. Not inlined in
+/// a build for speed, so that LLVM does not unroll the divisions over a
+/// whole block (flash).
+#[cfg_attr(tinykd_small, inline(always))]
+#[cfg_attr(not(tinykd_small), inline(never))]
 fn averages(y: &mut [i8], acc: &[i32], count: i32, clamp: Clamp) {
     for (y, sum) in y.iter_mut().zip(acc) {
         *y = clamp.apply(rounded_average(*sum, count));
     }
 }
 
-/// Channels the global average pool sums at once in a build for speed:
-/// eight sums fit the registers of every core (sixteen spilled on
-/// Armv7-M).
-#[cfg(not(tinykd_small))]
-const GAP_BLOCK: usize = 8;
+/// Channels the global average pool sums at once: in a build for speed
+/// eight, whose sums fit the registers of every core (sixteen spilled on
+/// Armv7-M); in a build for size the average pools' block.
+const GAP_BLOCK: usize = if cfg!(tinykd_small) { BLOCK } else { 8 };
 
-/// [`add`] for a whole block of the global average pool.
-#[cfg(not(tinykd_small))]
+/// `acc[i] += x[i]` over the shorter of the two (`x` of fixed length:
+/// unrolled).
 #[inline(always)]
-fn add_block(acc: &mut [i32; GAP_BLOCK], x: &[i8; GAP_BLOCK]) {
-    for (a, v) in acc.iter_mut().zip(x) {
-        *a = a.wrapping_add(*v as i32);
-    }
-}
-
-/// `acc[i] += x[i]` over the shorter of the two. Not inlined in builds
-/// for speed: LLVM unrolled it at each use (the global average pool, with
-/// its whole-block path, took 1,346 B of the M4's digits image).
-#[cfg_attr(tinykd_small, inline(always))]
-#[cfg_attr(not(tinykd_small), inline(never))]
 fn add<const N: usize>(acc: &mut [i32; N], x: &[i8]) {
     for (a, v) in acc.iter_mut().zip(x) {
         *a = a.wrapping_add(*v as i32);

@@ -129,6 +129,27 @@ macro_rules! five_rows_group {
     };
 }
 
+/// `asm!` of the loop `$looped!($step)` (passes of two halves, the second
+/// labelled `3:`, `{n}` passes) with these operands, entered at the second
+/// half when `$halves` is odd, so that the first pass does one.
+macro_rules! asm_by_halves {
+    ($halves:expr, $looped:ident($step:ident), $($operands:tt)*) => {
+        if $halves % 2 == 1 {
+            core::arch::asm!("b 3f", $looped!($step), $($operands)*)
+        } else {
+            core::arch::asm!($looped!($step), $($operands)*)
+        }
+    };
+}
+
+/// An `asm!` loop of `{n}` passes of two `step!()`s (each ending its
+/// line), the second labelled `3:`.
+macro_rules! two_steps_loop {
+    ($step:ident) => {
+        concat!("2:\n", $step!(), "3:\n", $step!(), "subs {n}, {n}, #1\nbne 2b")
+    };
+}
+
 /// Defines `$name<W>(x, f) -> [i32; $rows]`: `x` (`W` bytes) against
 /// `$rows` consecutive rows of `W` weights (`f`, at least `$rows·W`
 /// long), whole words through SMLAD in `$group` (the rows after the first
@@ -149,43 +170,28 @@ macro_rules! rows_dot {
             // The loop's passes; an odd `groups` enters at the second
             // group, so the first pass does one.
             let passes = groups.div_ceil(2);
-            macro_rules! run {
-                ($entry:literal) => {
-                    // SAFETY: the loop reads bytes `0..4·groups ≤ W` of `x`
-                    // and of each row (`f` is `$rows·W` long, checked by
-                    // slicing above), with unaligned word loads (allowed on
-                    // Armv7-M for LDR): `passes` passes of two groups, less
-                    // one when entering at the second. It writes only the
-                    // listed registers and touches no other memory or the
-                    // stack.
-                    #[allow(unsafe_code)]
-                    unsafe {
-                        core::arch::asm!(
-                            $entry,
-                            "2:",
-                            $group!(),
-                            "3:",
-                            $group!(),
-                            "subs {n}, {n}, #1",
-                            "bne 2b",
-                            xp = inout(reg) x.as_ptr() => _,
-                            fp = inout(reg) f.as_ptr() => _,
-                            n = inout(reg) passes => _,
-                            $($s = inout(reg) $s,)+
-                            xl = out(reg) _,
-                            xh = out(reg) _,
-                            w = out(reg) _,
-                            t = out(reg) _,
-                            $($off = const ($k * W).saturating_sub(4),)+
-                            options(nostack, readonly),
-                        )
-                    }
-                };
-            }
-            if groups % 2 == 1 {
-                run!("b 3f");
-            } else {
-                run!("");
+            // SAFETY: the loop reads bytes `0..4·groups ≤ W` of `x` and of
+            // each row (`f` is `$rows·W` long, checked by slicing above),
+            // with unaligned word loads (allowed on Armv7-M for LDR):
+            // `passes` passes of two groups, less one when entering at the
+            // second. It writes only the listed registers and touches no
+            // other memory or the stack.
+            #[allow(unsafe_code)]
+            unsafe {
+                asm_by_halves!(
+                    groups,
+                    two_steps_loop($group),
+                    xp = inout(reg) x.as_ptr() => _,
+                    fp = inout(reg) f.as_ptr() => _,
+                    n = inout(reg) passes => _,
+                    $($s = inout(reg) $s,)+
+                    xl = out(reg) _,
+                    xh = out(reg) _,
+                    w = out(reg) _,
+                    t = out(reg) _,
+                    $($off = const ($k * W).saturating_sub(4),)+
+                    options(nostack, readonly),
+                );
             }
             [$($s),+]
         }
@@ -260,19 +266,6 @@ macro_rules! eight_steps_loop {
     };
 }
 
-/// `asm!` of [`eight_steps_loop!`] with these operands, entered at its
-/// second half when `$quads` (groups of four) is odd; `{n}` is the number
-/// of passes, `$quads.div_ceil(2)`.
-macro_rules! asm_by_eights {
-    ($quads:expr, $step:ident, $($operands:tt)*) => {
-        if $quads % 2 == 1 {
-            core::arch::asm!("b 3f", eight_steps_loop!($step), $($operands)*)
-        } else {
-            core::arch::asm!(eight_steps_loop!($step), $($operands)*)
-        }
-    };
-}
-
 /// One packed word of two pixels against three filters, the second and
 /// third `{b}`, `{c}` bytes after the first (offsets after the
 /// post-increment), into the 64-bit accumulators `{lK}:{hK}`.
@@ -290,17 +283,17 @@ macro_rules! packed_step {
     };
 }
 
-/// One run of [`super::packed::dot2x3_packed`]: `acc` plus `x` (short
-/// enough to unpack: `PACKED_MAX` values since `acc` was zero, or what
-/// `whole_runs` allows) against the same stretch of three filters `W`
-/// apart from `f`'s start, eight values per pass; the last `len % 4`
-/// values portably. `acc` unchanged if `f` is too short.
+/// One run of [`super::packed::dot2x3_packed`]: `x` (short enough to
+/// unpack: `PACKED_MAX` values, or what `whole_runs` allows) against the
+/// same stretch of three filters `W` apart from `f`'s start, eight values
+/// per pass; the last `len % 4` values portably. Zeros if `f` is too
+/// short.
 #[inline(always)]
-pub(super) fn dot2x3_packed_run<const W: usize>(x: &[i32], f: &[i8], acc: [i64; 3]) -> [i64; 3] {
+pub(super) fn dot2x3_packed_run<const W: usize>(x: &[i32], f: &[i8]) -> [i64; 3] {
     let n = x.len();
-    let Some(f) = f.get(..2 * W + n) else { return acc };
+    let Some(f) = f.get(..2 * W + n) else { return [0; 3] };
     let (quads, t) = (n / 4, n / 4 * 4);
-    let tail = |k: usize| acc[k].wrapping_add(super::packed::dot_packed_portable(&x[t..], &f[k * W + t..k * W + n]));
+    let tail = |k: usize| super::packed::dot_packed_portable(&x[t..], &f[k * W + t..k * W + n]);
     let s = [tail(0), tail(1), tail(2)];
     if quads == 0 {
         return s;
@@ -317,9 +310,9 @@ pub(super) fn dot2x3_packed_run<const W: usize>(x: &[i32], f: &[i8], acc: [i64; 
     // the listed registers and touches no other memory or the stack.
     #[allow(unsafe_code)]
     unsafe {
-        asm_by_eights!(
+        asm_by_halves!(
             quads,
-            packed_step,
+            eight_steps_loop(packed_step),
             x = inout(reg) x.as_ptr() => _,
             f = inout(reg) f.as_ptr() => _,
             n = inout(reg) passes => _,
@@ -361,12 +354,12 @@ macro_rules! packed_one {
 /// [`super::packed::dot_packed_run`] as a loop of eight values per pass (with a
 /// window's constant weights LLVM would otherwise unroll it completely
 /// into immediates, ~0.5 KB per layer); the last `len % 4` values
-/// portably, added to `acc`.
+/// portably.
 #[inline(always)]
-pub(super) fn dot_packed_run(x: &[i32], f: &[i8], acc: i64) -> i64 {
+pub(super) fn dot_packed_run(x: &[i32], f: &[i8]) -> i64 {
     let n = x.len().min(f.len());
     let (quads, t) = (n / 4, n / 4 * 4);
-    let s = acc.wrapping_add(super::packed::dot_packed_portable(&x[t..n], &f[t..n]));
+    let s = super::packed::dot_packed_portable(&x[t..n], &f[t..n]);
     if quads == 0 {
         return s;
     }
@@ -379,9 +372,9 @@ pub(super) fn dot_packed_run(x: &[i32], f: &[i8], acc: i64) -> i64 {
     // the listed registers and touches no other memory or the stack.
     #[allow(unsafe_code)]
     unsafe {
-        asm_by_eights!(
+        asm_by_halves!(
             quads,
-            packed_one,
+            eight_steps_loop(packed_one),
             x = inout(reg) x.as_ptr() => _,
             f = inout(reg) f.as_ptr() => _,
             n = inout(reg) passes => _,

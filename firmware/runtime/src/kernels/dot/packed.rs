@@ -38,15 +38,15 @@ pub fn unpack(acc: i64) -> [i32; 2] {
     [a, (acc.wrapping_sub(a as i64) >> PAIR_SHIFT) as i32]
 }
 
-/// `acc + Σ w·x` of packed words against one filter, over the common
-/// length, packed (callers keep runs short enough to unpack since `acc`
-/// was zero: [`PACKED_MAX`] values, or what [`whole_runs`] allows).
+/// `Σ w·x` of packed words against one filter, over the common length,
+/// packed (callers keep runs short enough to unpack: [`PACKED_MAX`]
+/// values, or what [`whole_runs`] allows).
 #[inline(always)]
-pub(super) fn dot_packed_run(x: &[i32], w: &[i8], acc: i64) -> i64 {
+pub(super) fn dot_packed_run(x: &[i32], w: &[i8]) -> i64 {
     #[cfg(tinykd_dsp)]
-    return super::dsp::dot_packed_run(x, w, acc);
+    return super::dsp::dot_packed_run(x, w);
     #[cfg(not(tinykd_dsp))]
-    acc.wrapping_add(dot_packed_portable(x, w))
+    dot_packed_portable(x, w)
 }
 
 /// `Σ w·x` in plain Rust.
@@ -56,38 +56,32 @@ pub(super) fn dot_packed_portable(x: &[i32], w: &[i8]) -> i64 {
 }
 
 /// [`dot_packed_run`] for three filters `W` apart from `f`'s start
-/// (`f` at least `2·W + x.len()` long; `acc` unchanged otherwise): on the
+/// (`f` at least `2·W + x.len()` long; zeros otherwise): on the
 /// M4/M7 a hand-written loop, 7 instructions per 6 multiply-accumulates
 /// (one word load, three byte loads, three `smlal`; the other filters at
 /// constant offsets).
 #[inline(always)]
-fn dot2x3_packed_run<const W: usize>(x: &[i32], f: &[i8], acc: [i64; 3]) -> [i64; 3] {
+fn dot2x3_packed_run<const W: usize>(x: &[i32], f: &[i8]) -> [i64; 3] {
     #[cfg(tinykd_dsp)]
-    return super::dsp::dot2x3_packed_run::<W>(x, f, acc);
+    return super::dsp::dot2x3_packed_run::<W>(x, f);
     #[cfg(not(tinykd_dsp))]
     match f.get(..(2 * W + x.len())) {
-        Some(f) => core::array::from_fn(|k| acc[k].wrapping_add(dot_packed_portable(x, &f[k * W..]))),
-        None => acc,
+        Some(f) => core::array::from_fn(|k| dot_packed_portable(x, &f[k * W..])),
+        None => [0; 3],
     }
 }
 
 /// Feeds `x` to `run` whole when `whole` (see [`whole_runs`]) or when it
 /// is at most [`PACKED_MAX`] values, else in pieces of that many (each
-/// with its index in the filter), handing each piece's accumulator to
-/// `flush` to be unpacked. Both shapes are constant for a constant length.
+/// with its index in the filter), handing each piece's sums to `flush` to
+/// be unpacked. Both shapes are constant for a constant length.
 #[inline(always)]
-fn in_pieces<'a, A: Copy>(
-    x: &'a [i32],
-    whole: bool,
-    zero: A,
-    mut run: impl FnMut(&'a [i32], usize, A) -> A,
-    mut flush: impl FnMut(A),
-) {
+fn in_pieces<'a, A>(x: &'a [i32], whole: bool, mut run: impl FnMut(&'a [i32], usize) -> A, mut flush: impl FnMut(A)) {
     if whole || x.len() <= PACKED_MAX {
-        return flush(run(x, 0, zero));
+        return flush(run(x, 0));
     }
     for (k, piece) in x.chunks(PACKED_MAX).enumerate() {
-        flush(run(piece, k * PACKED_MAX, zero));
+        flush(run(piece, k * PACKED_MAX));
     }
 }
 
@@ -97,16 +91,7 @@ fn in_pieces<'a, A: Copy>(
 #[inline(always)]
 pub fn dot_packed(x: &[i32], w: &[i8], whole: bool) -> [i32; 2] {
     let mut s = [0i32; 2];
-    in_pieces(
-        x,
-        whole,
-        0i64,
-        |x, at, acc| match w.get(at..) {
-            Some(w) => dot_packed_run(x, w, acc),
-            None => acc,
-        },
-        |acc| s = add(s, unpack(acc)),
-    );
+    in_pieces(x, whole, |x, at| w.get(at..).map_or(0, |w| dot_packed_run(x, w)), |acc| s = add(s, unpack(acc)));
     s
 }
 
@@ -120,11 +105,7 @@ pub fn dot2x3_packed<const W: usize>(x: &[i32; W], f: &[i8], whole: bool) -> [[i
     in_pieces(
         x,
         whole,
-        [0i64; 3],
-        |x, at, acc| match f.get(at..) {
-            Some(f) => dot2x3_packed_run::<W>(x, f, acc),
-            None => acc,
-        },
+        |x, at| f.get(at..).map_or([0; 3], |f| dot2x3_packed_run::<W>(x, f)),
         |acc| {
             for (s, a) in s.iter_mut().zip(acc) {
                 *s = add(*s, unpack(a));
@@ -190,7 +171,7 @@ mod tests {
         let (hi, lo) = (vec![255; PACKED_MAX], vec![-255; PACKED_MAX]);
         let w = vec![-128i8; PACKED_MAX];
         for (x0, x1) in [(&hi, &lo), (&lo, &hi), (&hi, &hi), (&lo, &lo)] {
-            assert_eq!(unpack(dot_packed_run(&packed(x0, x1), &w, 0)), sums(x0, x1, &w));
+            assert_eq!(unpack(dot_packed_run(&packed(x0, x1), &w)), sums(x0, x1, &w));
         }
         assert_eq!(unpack(0), [0, 0]);
     }
@@ -260,7 +241,7 @@ mod tests {
                 proptest::collection::vec(any::<i8>(), n),
             )),
         ) {
-            prop_assert_eq!(unpack(dot_packed_run(&packed(&x0, &x1), &w, 0)), sums(&x0, &x1, &w));
+            prop_assert_eq!(unpack(dot_packed_run(&packed(&x0, &x1), &w)), sums(&x0, &x1, &w));
         }
 
         /// Windows longer than one run: 3×3 over 16 channels, every value

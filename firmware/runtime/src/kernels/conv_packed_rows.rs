@@ -35,9 +35,6 @@ pub(super) fn conv2d_packed_rows<const SINGLE: bool, const LAYER: usize, const W
     output: &mut [i8],
 ) {
     let taps = p.window.kernel_h() * p.window.kernel_w() * p.in_channels;
-    if taps > WINDOW {
-        return;
-    }
     // The window in one run when these filters allow it.
     let whole = taps > PACKED_MAX && whole_runs(weights, taps, p.input_zero_point);
     walk_pairs::<WINDOW>(
@@ -74,17 +71,14 @@ fn walk_pairs<const WINDOW: usize>(
     let mut ring = [[0i32; WINDOW]; 2];
     for ox in (0..out_w / 2).map(|k| 2 * k) {
         let (cols0, cols1) = (win.cols(ox), win.cols(ox + 1));
-        // The next padded row to pack, and its slot.
-        let (mut next, mut slot) = (0, 0);
+        // The next padded row to pack (rows the stride skips are not).
+        let mut next = 0;
         for oy in 0..out_h {
             let top = oy * stride;
-            if next < top {
-                // Rows the stride skips.
-                slot = (slot + (top - next)) % kh;
-                next = top;
-            }
+            next = next.max(top);
             while next < top + kh {
-                // Slot `slot`, and its copy `kh` slots on (none for the last).
+                // Its slot, and the copy `kh` slots on (none for the last).
+                let slot = next % kh;
                 let (lower, upper) = ring.as_flattened_mut().split_at_mut(kh * row_len);
                 let at = slot * row_len..(slot + 1) * row_len;
                 let Some(row) = lower.get_mut(at.clone()) else { return };
@@ -98,7 +92,7 @@ fn walk_pairs<const WINDOW: usize>(
                         }
                     }
                 }
-                (next, slot) = (next + 1, if slot + 1 == kh { 0 } else { slot + 1 });
+                next += 1;
             }
             // The window: `kh` slots from the one holding row `top`.
             let first = (top % kh) * row_len;

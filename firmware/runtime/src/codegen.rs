@@ -175,12 +175,7 @@ pub fn compiled_source(model: &Model<'_>, krate: &str, specialize: bool, straigh
                     .checked_div(crate::kernels::ChannelTable::count(channels))
                     .filter(|&n| n <= crate::kernels::dot::ROW4_MAX)
                     .unwrap_or(0),
-                Step::Conv { params, .. } => params
-                    .window
-                    .kernel_len()
-                    .and_then(|k| k.checked_mul(params.in_channels))
-                    .filter(|&n| n <= crate::kernels::conv_gathered::MAX_WINDOW)
-                    .unwrap_or(0),
+                Step::Conv { params, .. } => crate::kernels::conv_gathered::gathered_window(&params).unwrap_or(0),
                 _ => 0,
             };
             let _ = writeln!(

@@ -125,10 +125,9 @@ fn packed_ring_bytes(board: &Board, model: &Model<'_>) -> u64 {
     }
     (0..model.layer_count())
         .filter_map(|i| match model.compiled_layer(i).ok()?.step {
-            Step::Conv { params, .. } => params.window.kernel_len()?.checked_mul(params.in_channels),
+            Step::Conv { params, .. } => tinykd_runtime::kernels::conv_gathered::gathered_window(&params),
             _ => None,
         })
-        .filter(|&n| n <= tinykd_runtime::kernels::conv_gathered::MAX_WINDOW)
         .max()
         .map_or(0, |n| 2 * 4 * n as u64)
 }

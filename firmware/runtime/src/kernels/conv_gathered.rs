@@ -52,6 +52,14 @@ pub const MAX_WINDOW: usize = 144;
 /// against 3.45).
 const CORE_MAX_WINDOW: usize = if cfg!(any(tinykd_dsp, tinykd_v7m)) { MAX_WINDOW } else { 80 };
 
+/// The buffer a compiled layer's copy gathers this convolution's filter
+/// into, `kernel_h · kernel_w · in_c` values, if it is at most
+/// [`MAX_WINDOW`] (the board build's `WINDOW`; on the M4/M7 its packed
+/// rows take twice that many words of stack).
+pub fn gathered_window(p: &ConvParams) -> Option<usize> {
+    p.window.kernel_len().and_then(|k| k.checked_mul(p.in_channels)).filter(|&n| n <= MAX_WINDOW)
+}
+
 /// Whether [`conv2d_gathered`] with a `window`-value buffer takes a layer
 /// of this shape.
 ///

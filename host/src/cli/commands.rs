@@ -127,13 +127,17 @@ pub(super) fn teach(a: TeachArgs, progress: &Progress) -> Result<()> {
 pub(super) fn bench(a: BenchArgs, progress: &Progress) -> Result<()> {
     if a.firmware {
         let boards: Vec<&str> = a.boards.iter().map(String::as_str).collect();
-        let temp = tempfile::tempdir().context("cannot create a temporary directory")?;
+        // A temporary directory only when the models are not kept.
+        let temp;
         let work = match &a.keep {
             Some(dir) => {
                 std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
                 dir.as_path()
             }
-            None => temp.path(),
+            None => {
+                temp = tempfile::tempdir().context("cannot create a temporary directory")?;
+                temp.path()
+            }
         };
         let only = a.case.as_deref();
         let ms = crate::bench::firmware::run(&boards, work, only, progress)?;

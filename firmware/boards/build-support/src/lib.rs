@@ -41,6 +41,14 @@ pub fn embed_model_with(memory_x: &str, default: Engine) {
     println!("cargo:rerun-if-env-changed=TINYKD_MODEL");
     println!("cargo:rerun-if-env-changed=TINYKD_ENGINE");
     println!("cargo::rustc-check-cfg=cfg(tinykd_interpreted)");
+    // A clock self-test image instead of the serve loop (see the board
+    // macros in `tinykd-board`): the emulator tests build it to read the
+    // cycle counter across thousands of wraps.
+    println!("cargo:rerun-if-env-changed=TINYKD_CLOCK_TEST");
+    println!("cargo::rustc-check-cfg=cfg(tinykd_clock_test)");
+    if env::var_os("TINYKD_CLOCK_TEST").is_some_and(|v| !v.is_empty() && v != "0") {
+        println!("cargo::rustc-cfg=tinykd_clock_test");
+    }
     let engine = match env::var("TINYKD_ENGINE").as_deref() {
         Err(_) => default,
         Ok("compiled") => Engine::Compiled,

@@ -7,6 +7,7 @@
 //! `cortex_m_board!` or `riscv_board!` macro and does nothing else.
 #![no_std]
 
+pub mod clock_test;
 #[cfg(feature = "riscv")]
 pub mod instret;
 pub mod stack;

@@ -23,7 +23,13 @@ static DWT_HIGH: AtomicU32 = AtomicU32::new(0);
 #[cfg(not(armv6m))]
 static DWT_LAST: AtomicU32 = AtomicU32::new(0);
 static USE_DWT: AtomicBool = AtomicBool::new(false);
-const RELOAD: u32 = 0x00FF_FFFF;
+/// SysTick reload of the board images: a wrap every 2^24 ticks.
+pub const RELOAD: u32 = 0x00FF_FFFF;
+/// SysTick reload of the clock self-test image: a wrap every 1,024 ticks,
+/// so that thousands of wraps pass in seconds.
+pub const TEST_RELOAD: u32 = 1023;
+/// Wraps the clock self-test reads across.
+pub const TEST_WRAPS: u32 = 5000;
 
 /// The board crate's `#[exception] fn SysTick()` calls this.
 pub fn on_systick() {
@@ -41,18 +47,19 @@ pub fn on_systick() {
     }
 }
 
-/// The core-cycle counter as a [`crate::Clock`].
+/// The core-cycle counter as a [`crate::Clock`], SysTick wrapping every
+/// `RELOAD + 1` ticks ([`RELOAD`] in board images).
 #[derive(Debug)]
-pub struct CycleClock(());
+pub struct CycleClock<const RELOAD: u32>(());
 
-impl CycleClock {
+impl<const RELOAD: u32> CycleClock<RELOAD> {
     /// Starts SysTick on the core clock with its wrap interrupt, and the DWT
     /// cycle counter where the core has a working one.
     pub fn start(
         mut syst: SYST,
         dcb: &mut cortex_m::peripheral::DCB,
         dwt: &mut cortex_m::peripheral::DWT,
-    ) -> CycleClock {
+    ) -> CycleClock<RELOAD> {
         #[cfg(not(armv6m))]
         {
             dcb.enable_trace();
@@ -77,7 +84,7 @@ impl CycleClock {
     }
 }
 
-impl crate::Clock for CycleClock {
+impl<const RELOAD: u32> crate::Clock for CycleClock<RELOAD> {
     fn now(&mut self) -> u64 {
         #[cfg(not(armv6m))]
         if USE_DWT.load(Ordering::Relaxed) {
@@ -96,7 +103,7 @@ impl crate::Clock for CycleClock {
             let before = WRAPS.load(Ordering::Relaxed);
             let current = SYST::get_current();
             if WRAPS.load(Ordering::Relaxed) == before {
-                return ((before as u64) << 24) | (RELOAD - current) as u64;
+                return before as u64 * (RELOAD as u64 + 1) + (RELOAD - current) as u64;
             }
         }
     }
@@ -106,10 +113,52 @@ impl crate::Clock for CycleClock {
     }
 }
 
+/// The clock self-test (see [`crate::clock_test`]): reads `clock` across
+/// [`TEST_WRAPS`] SysTick wraps, with interrupts on (the SysTick handler
+/// runs between and amid the readings) and in windows of up to half a
+/// period with interrupts masked (a wrap in the window stays pending), and
+/// reports on `link`, with the wrong readings taken with interrupts on
+/// counted apart.
+pub fn self_test<L: crate::Link, const RELOAD: u32>(link: &mut L, clock: &mut CycleClock<RELOAD>) -> ! {
+    use crate::Clock;
+    use crate::clock_test::{Watch, next_random};
+    let period = RELOAD as u64 + 1;
+    let mut watch = Watch::new(clock.now(), period / 4);
+    let start = WRAPS.load(Ordering::Relaxed);
+    let mut rng = 0x9E37_79B9u32;
+    let mut masked = 0u64;
+    let mut bad_unmasked = 0u64;
+    let mut wraps = 0;
+    while wraps < TEST_WRAPS {
+        let r = next_random(&mut rng);
+        for _ in 0..r & 31 {
+            bad_unmasked += watch.see(clock.now()) as u64;
+            cortex_m::asm::delay((r >> 8) & 63);
+        }
+        let window = (r >> 16) as u64 % (period / 2);
+        cortex_m::interrupt::free(|_| {
+            let from = watch.last();
+            // Bounded, so that a clock that stops cannot hang the test.
+            for _ in 0..100_000 {
+                let t = clock.now();
+                watch.see(t);
+                masked += 1;
+                if t.wrapping_sub(from) >= window {
+                    break;
+                }
+            }
+        });
+        wraps = WRAPS.load(Ordering::Relaxed).wrapping_sub(start);
+    }
+    watch.report(link, wraps as u64, masked, &[(b" bad_with_interrupts_on=", bad_unmasked)])
+}
+
 /// Defines `main` for a Cortex-M board: paints the stack, sets up the
 /// board's UART (`$link`: an expression giving a [`crate::Link`], which may
 /// use `$cp`, the core peripherals other than SysTick, DCB and DWT), starts the cycle
 /// counter and serves the embedded model. Also defines the SysTick handler.
+/// Built with `TINYKD_CLOCK_TEST=1`, `main` runs the clock self-test
+/// ([`self_test`]) instead of serving.
 #[macro_export]
 macro_rules! cortex_m_board {
     (board: $board:expr, setup: |$cp:ident| $link:expr) => {
@@ -122,8 +171,19 @@ macro_rules! cortex_m_board {
             let Some(mut $cp) = cortex_m::Peripherals::take() else { loop {} };
             let (syst, mut dcb, mut dwt) = ($cp.SYST, $cp.DCB, $cp.DWT);
             let mut link = $link;
-            let mut clock = $crate::systick::CycleClock::start(syst, &mut dcb, &mut dwt);
-            $crate::serve_embedded!(link, clock, $board, bottom)
+            #[cfg(not(tinykd_clock_test))]
+            {
+                use $crate::systick::{CycleClock, RELOAD};
+                let mut clock = CycleClock::<RELOAD>::start(syst, &mut dcb, &mut dwt);
+                $crate::serve_embedded!(link, clock, $board, bottom)
+            }
+            #[cfg(tinykd_clock_test)]
+            {
+                use $crate::systick::{CycleClock, TEST_RELOAD};
+                let _ = (bottom, $board);
+                let mut clock = CycleClock::<TEST_RELOAD>::start(syst, &mut dcb, &mut dwt);
+                $crate::systick::self_test(&mut link, &mut clock)
+            }
         }
 
         #[cortex_m_rt::exception]

@@ -10,8 +10,8 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use cortex_m::peripheral::SYST;
 use cortex_m::peripheral::syst::SystClkSource;
+use cortex_m::peripheral::{SCB, SYST};
 
 use crate::Counter;
 
@@ -31,7 +31,9 @@ pub const TEST_RELOAD: u32 = 1023;
 /// Wraps the clock self-test reads across.
 pub const TEST_WRAPS: u32 = 5000;
 
-/// The board crate's `#[exception] fn SysTick()` calls this.
+/// The board crate's `#[exception] fn SysTick()` calls this. SysTick keeps
+/// its reset priority, the highest, so no handler that reads the clock
+/// preempts this one halfway through.
 pub fn on_systick() {
     // Only this handler writes these (no read-modify-write atomics on an M0).
     WRAPS.store(WRAPS.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
@@ -79,33 +81,52 @@ impl<const RELOAD: u32> CycleClock<RELOAD> {
         syst.enable_counter();
         // QEMU reads the counter as 0 until its first tick: let it start.
         cortex_m::asm::delay(400);
-        core::mem::forget(syst);
         CycleClock(())
     }
 }
 
+/// SysTick's current value, past the tick at 0: the wrap (its pending bit,
+/// and the handler if interrupts are on) comes as the counter reaches 0,
+/// the reload one tick later (QEMU models both), so a reading of 0 may
+/// belong to either period. Waits one tick at most; SysTick runs from
+/// [`CycleClock::start`] on.
+#[inline(always)]
+fn counting() -> u32 {
+    loop {
+        let c = SYST::get_current();
+        if c != 0 {
+            return c;
+        }
+    }
+}
+
 impl<const RELOAD: u32> crate::Clock for CycleClock<RELOAD> {
+    /// Monotonic across SysTick wraps however the read falls against one:
+    /// with interrupts masked the wrap count and the counter cannot change
+    /// under each other, and a wrap the handler has not counted yet is seen
+    /// as SysTick's pending bit.
     fn now(&mut self) -> u64 {
-        #[cfg(not(armv6m))]
-        if USE_DWT.load(Ordering::Relaxed) {
-            loop {
+        cortex_m::interrupt::free(|_| {
+            #[cfg(not(armv6m))]
+            if USE_DWT.load(Ordering::Relaxed) {
                 let high = DWT_HIGH.load(Ordering::Relaxed);
-                let last = DWT_LAST.load(Ordering::Relaxed);
                 let c = cortex_m::peripheral::DWT::cycle_count();
-                if DWT_HIGH.load(Ordering::Relaxed) == high {
-                    // A wrap since the handler last looked is not counted yet.
-                    let high = if c < last { high.wrapping_add(1) } else { high };
-                    return ((high as u64) << 32) | c as u64;
-                }
+                // A CYCCNT wrap since the handler last looked is not counted
+                // yet (the handler runs every 2^24 cycles, so at most one).
+                let high = if c < DWT_LAST.load(Ordering::Relaxed) { high.wrapping_add(1) } else { high };
+                return ((high as u64) << 32) | c as u64;
             }
-        }
-        loop {
-            let before = WRAPS.load(Ordering::Relaxed);
-            let current = SYST::get_current();
-            if WRAPS.load(Ordering::Relaxed) == before {
-                return before as u64 * (RELOAD as u64 + 1) + (RELOAD - current) as u64;
+            let mut wraps = WRAPS.load(Ordering::Relaxed);
+            let mut current = counting();
+            if SCB::is_pendst_pending() {
+                // The counter wrapped and the handler has not run: the first
+                // reading may be from either side of the wrap, a second one
+                // is after it.
+                wraps = wraps.wrapping_add(1);
+                current = counting();
             }
-        }
+            wraps as u64 * (RELOAD as u64 + 1) + (RELOAD - current) as u64
+        })
     }
 
     fn counter(&self) -> Counter {

@@ -140,42 +140,56 @@ pub fn serve<L: Link, C: Clock, E: Engine>(
     let mut decoder = Decoder::new(rx);
     let mut last_byte = clock.now();
     loop {
-        let Some(b) = link.read_byte() else {
-            if decoder.in_frame() && clock.now().wrapping_sub(last_byte) > board.frame_timeout_ticks {
-                decoder.reset();
-                send_error(link, ErrorCode::Truncated, 0);
+        let mut step = match link.read_byte() {
+            Some(b) => {
+                last_byte = clock.now();
+                decoder.push(b)
             }
-            continue;
+            None if decoder.in_frame() && clock.now().wrapping_sub(last_byte) > board.frame_timeout_ticks => {
+                decoder.expire()
+            }
+            None => continue,
         };
-        last_byte = clock.now();
-        match decoder.push(b) {
-            Step::Pending => {}
-            Step::Rejected(FrameError::Checksum) => send_error(link, ErrorCode::Checksum, 0),
-            Step::Rejected(FrameError::Oversized { max, .. }) => send_error(link, ErrorCode::Oversized, max as u32),
-            Step::Complete => {
-                let frame = decoder.frame();
-                match Kind::from_u8(frame.kind) {
-                    Some(Kind::Hello) => info(peak_stack(), link),
-                    Some(Kind::Infer) if frame.payload.len() != model.input_len => {
-                        send_error(link, ErrorCode::InputLength, model.input_len as u32)
-                    }
-                    Some(Kind::Infer) => {
-                        let input = tinykd_runtime::as_i8(frame.payload);
-                        let start = clock.now();
-                        let result = engine.infer(input, arena);
-                        let ticks = clock.now().wrapping_sub(start);
-                        match result {
-                            Ok(logits) => {
-                                let class = tinykd_runtime::argmax(logits) as u16;
-                                let head = Outcome::head(class, ticks);
-                                send(link, Kind::Outcome, &[&head, tinykd_runtime::as_u8(logits)]);
-                            }
-                            Err(e) => send_error(link, ErrorCode::Model, e.code() as u32),
+        // One byte may end several frames: those a rescan of a rejected
+        // frame's bytes finds.
+        loop {
+            match step {
+                Step::Pending => break,
+                Step::Rejected(e) => {
+                    let (code, detail) = match e {
+                        FrameError::Checksum => (ErrorCode::Checksum, 0),
+                        FrameError::Oversized { max, .. } => (ErrorCode::Oversized, max as u32),
+                        FrameError::UnknownKind(k) => (ErrorCode::UnknownKind, k as u32),
+                        FrameError::Truncated => (ErrorCode::Truncated, 0),
+                    };
+                    send_error(link, code, detail);
+                }
+                Step::Complete => {
+                    let frame = decoder.frame();
+                    match Kind::from_u8(frame.kind) {
+                        Some(Kind::Hello) => info(peak_stack(), link),
+                        Some(Kind::Infer) if frame.payload.len() != model.input_len => {
+                            send_error(link, ErrorCode::InputLength, model.input_len as u32)
                         }
+                        Some(Kind::Infer) => {
+                            let input = tinykd_runtime::as_i8(frame.payload);
+                            let start = clock.now();
+                            let result = engine.infer(input, arena);
+                            let ticks = clock.now().wrapping_sub(start);
+                            match result {
+                                Ok(logits) => {
+                                    let class = tinykd_runtime::argmax(logits) as u16;
+                                    let head = Outcome::head(class, ticks);
+                                    send(link, Kind::Outcome, &[&head, tinykd_runtime::as_u8(logits)]);
+                                }
+                                Err(e) => send_error(link, ErrorCode::Model, e.code() as u32),
+                            }
+                        }
+                        _ => send_error(link, ErrorCode::UnknownKind, frame.kind as u32),
                     }
-                    _ => send_error(link, ErrorCode::UnknownKind, frame.kind as u32),
                 }
             }
+            step = decoder.resume();
         }
     }
 }
@@ -387,5 +401,45 @@ mod tests {
                 (ErrorCode::Truncated, 0),
             ]
         );
+    }
+
+    #[test]
+    fn answers_frames_behind_false_sync_words() {
+        let blob = include_bytes!("testdata/mlp.tkd").to_vec();
+        let model = Model::from_bytes(&blob).unwrap();
+        let x: Vec<i8> = (0..model.input_len() as i32).map(|v| (v * 11 % 255 - 127) as i8).collect();
+        let mut arena = vec![0u8; model.arena_bytes()];
+        let want = model.run(&x, &mut arena).unwrap().to_vec();
+        let infer = frame(Kind::Infer as u8, tinykd_runtime::as_u8(&x));
+
+        // Two false sync words, then a hello. A false header whose payload
+        // and CRC take the first 24 bytes of an infer: its CRC fails there
+        // and the infer is found in them; a hello. A false header whose
+        // length runs past the hello behind it, then silence.
+        let mut input = vec![0xA5, 0x5A, 0xA5, 0x5A];
+        input.extend(frame(Kind::Hello as u8, &[]));
+        input.extend([0xA5, 0x5A, Kind::Infer as u8, 20, 0]);
+        input.extend(&infer);
+        input.extend(frame(Kind::Hello as u8, &[]));
+        input.extend([0xA5, 0x5A, Kind::Infer as u8, 40, 0]);
+        input.extend(frame(Kind::Hello as u8, &[]));
+
+        let frames = exchange(&blob, input);
+        let kinds: Vec<u8> = frames.iter().map(|f| f.0).collect();
+        assert_eq!(kinds, vec![0x81, 0xEE, 0xEE, 0x81, 0xEE, 0x82, 0x81, 0xEE, 0x81], "{frames:?}");
+        let errors: Vec<(ErrorCode, u32)> =
+            frames.iter().filter(|f| f.0 == 0xEE).map(|f| ErrorCode::decode(&f.1).unwrap()).collect();
+        assert_eq!(
+            errors,
+            vec![
+                (ErrorCode::UnknownKind, 0xA5),
+                (ErrorCode::UnknownKind, 0xA5),
+                (ErrorCode::Checksum, 0),
+                (ErrorCode::Truncated, 0),
+            ]
+        );
+        for f in frames.iter().filter(|f| f.0 == 0x82) {
+            assert_eq!(Outcome::decode(&f.1).unwrap().logits, &want[..]);
+        }
     }
 }

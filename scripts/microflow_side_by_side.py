@@ -19,7 +19,7 @@ model. Prints all of it and the ratios tinykd / microflow.
 microflow reads the same `.tflite` (its compiler turns it into Rust code);
 tinykd runs the `.tkd` it came from. Their outputs need not agree: microflow
 requantizes in f32 and places SAME-padded windows at stride 2 differently
-from TFLite (DESIGN §12), so the script reports each one's accuracy on the
+from TFLite (its window starts at (K−1)/2, TFLite's at floor(total/2)), so the script reports each one's accuracy on the
 samples and how often they agree, not bit-exactness.
 
 Needs: cargo with the thumbv7m-none-eabi target, qemu-system-arm,

@@ -7,12 +7,15 @@
 //! [`pipeline`] strings them together the way the CLI does.
 
 pub mod bench;
+pub mod children;
 pub mod cli;
 pub mod data;
 pub mod device;
 pub mod distill;
 pub mod export;
 pub mod failure;
+pub mod inspect;
+pub mod int8;
 pub mod pipeline;
 pub mod progress;
 pub mod quant;

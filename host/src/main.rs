@@ -3,6 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    tinykd::children::install_signal_handlers();
     let cli = tinykd::cli::Cli::parse();
     match tinykd::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

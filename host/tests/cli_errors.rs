@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used)]
 //! Bad input on the distill / quantize / eval path: non-zero exit, a one-line
-//! cause, no panic, and no output file left behind (DESIGN §10).
+//! cause, no panic, and no output file left behind.
 
 mod common;
 

@@ -189,7 +189,7 @@ fn qdq_against_runtime(tkd: &std::path::Path, x: &[f32], n: usize, shape: &[usiz
     export(tkd, Format::OnnxQdq, &onnx).unwrap();
     let blob = std::fs::read(tkd).unwrap();
     let model = tinykd_runtime::Model::from_bytes(&blob).unwrap();
-    let (pred, logits) = tinykd::pipeline::run_int8(&blob, x, n).unwrap();
+    let (pred, logits) = tinykd::int8::run_int8(&blob, x, n).unwrap();
     let mut t = Teacher::open(&onnx, BackendChoice::Ort, None).unwrap();
     t.kind_override = Some(OutputKind::Logits);
     let classes = model.class_count();

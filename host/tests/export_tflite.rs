@@ -63,7 +63,7 @@ fn tflm_agreement(name: &str, blob: &[u8], q: &[i8], n: usize) -> (usize, usize)
     );
     let tflm: Vec<i8> = npyz::NpyFile::new(std::fs::File::open(&outputs).unwrap()).unwrap().into_vec().unwrap();
     let model = tinykd_runtime::Model::from_bytes(blob).unwrap();
-    let (_, device) = tinykd::pipeline::run_quantized(&model, q, n).unwrap();
+    let (_, device) = tinykd::int8::run_quantized(&model, q, n).unwrap();
     assert_eq!(tflm.len(), device.len(), "{name}: output lengths differ");
     let row = device.len() / n;
     let same = device.chunks_exact(row).zip(tflm.chunks_exact(row)).filter(|(a, b)| a == b).count();
@@ -135,7 +135,7 @@ fn every_layer_kind_is_bit_identical_in_tflite_micro() {
         for g in [WeightScales::PerChannel, WeightScales::PerTensor].into_iter().take(1 + per_tensor as usize) {
             let blob = random_blob_with(spec, shape, None, &x, n, k as u64, g);
             let model = tinykd_runtime::Model::from_bytes(&blob).unwrap();
-            let q = tinykd::pipeline::quantize_inputs(&model, &x);
+            let q = tinykd::int8::quantize_inputs(&model, &x);
             let (same, _) = tflm_agreement(&format!("layer{k}-{g:?}"), &blob, &q, n);
             assert_eq!(same, n, "{spec} ({g:?}): TFLite Micro differs on {} of {n} samples", n - same);
         }
@@ -165,7 +165,7 @@ fn whole_students_are_bit_identical_in_tflite_micro_on_the_test_split() {
 
     for (name, blob, data) in &students {
         let model = tinykd_runtime::Model::from_bytes(blob).unwrap();
-        let q = tinykd::pipeline::quantize_inputs(&model, &data.test.x);
+        let q = tinykd::int8::quantize_inputs(&model, &data.test.x);
         let n = data.test.n;
         let (same, _) = tflm_agreement(name, blob, &q, n);
         assert_eq!(same, n, "{name}: TFLite Micro differs on {} of {n} test samples", n - same);

@@ -63,7 +63,7 @@ fn check_build(board: &str, build: FirmwareBuild) {
 
 fn check_student(board: &str, build: FirmwareBuild, s: &Student, host: f64) {
     let read = ReadOptions::default();
-    let r = tinykd::cli::emulate_model_with(&s.tkd, &s.data, SplitName::Test, board, None, read, build)
+    let r = tinykd::pipeline::emulate_model_with(&s.tkd, &s.data, SplitName::Test, board, None, read, build)
         .unwrap_or_else(|e| panic!("{board} {}: {e:#}", s.name));
     let engine = match (build.engine, build.opt_level) {
         (Some(e), _) => e.as_str(),

@@ -78,7 +78,7 @@ fn a_model_too_large_for_the_board_is_refused_before_building() {
     // weights would fit the flash).
     let spec = "conv1d(200,k1) relu conv1d(200,k1) relu gap dense(10)";
     let s = make_student(dir.path(), "wide", "mnist1d.npz", "mnist1d_cnn.onnx", spec, 5, false).unwrap();
-    let e = tinykd::cli::emulate_model(
+    let e = tinykd::pipeline::emulate_model(
         &s.tkd,
         &s.data,
         tinykd::data::SplitName::Test,

@@ -1,5 +1,5 @@
 //! `tinykd bench --firmware`: instructions per multiply-accumulate of every
-//! kernel on the shapes CMSIS-NN was measured on (DESIGN §12), and of whole
+//! kernel on the shapes CMSIS-NN was measured on, and of whole
 //! students, on emulated Cortex-M3 and M4 boards under QEMU's `-icount`
 //! (exact and repeatable), beside CMSIS-NN's figure for the same shape.
 //!
@@ -25,7 +25,7 @@ pub struct Case {
     pub spec: &'static str,
     /// Channels-first sample shape.
     pub input: &'static [usize],
-    /// CMSIS-NN's instructions per MAC on M3 and M4 (DESIGN §12), if measured.
+    /// CMSIS-NN's instructions per MAC on M3 and M4 (measured with QEMU `-icount`), if measured.
     pub cmsis_nn: Option<(f64, f64)>,
 }
 
@@ -214,7 +214,7 @@ pub fn run(
         let (bytes, macs) = case_model(case, k as u64).with_context(|| format!("case {}", case.name))?;
         let path = work.join(format!("case{k}.tkd"));
         crate::util::write_atomic(&path, &bytes)?;
-        let model = tinykd_runtime::Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let model = crate::int8::parse(&bytes)?;
         let mut rng = ChaCha8Rng::seed_from_u64(1000 + k as u64);
         let inputs: Vec<i8> = (0..SAMPLES * model.input_len()).map(|_| rng.random()).collect();
         for &name in boards {
@@ -243,6 +243,34 @@ pub fn run(
         }
     }
     Ok(out)
+}
+
+/// [`run`] and, when every case ran, [`footprints`]: the models go to
+/// `keep` (kept) or to a temporary directory.
+pub fn measure(
+    boards: &[&str],
+    keep: Option<&Path>,
+    only: Option<&str>,
+    progress: &crate::progress::Progress,
+) -> Result<(Vec<Measurement>, Vec<Footprint>)> {
+    // A temporary directory only when the models are not kept.
+    let temp;
+    let work = match keep {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            dir
+        }
+        None => {
+            temp = tempfile::tempdir().context("cannot create a temporary directory")?;
+            temp.path()
+        }
+    };
+    let ms = run(boards, work, only, progress)?;
+    if ms.is_empty() {
+        bail!("no benchmark case's name contains {:?}", only.unwrap_or_default());
+    }
+    let fp = if only.is_some() { Vec::new() } else { footprints(work)? };
+    Ok((ms, fp))
 }
 
 /// The measurements as a Markdown table, one row per case, a column pair per board.

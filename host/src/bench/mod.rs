@@ -74,17 +74,20 @@ pub fn pytorch_training(
     epochs: usize,
     batch_size: usize,
 ) -> Result<Option<Throughput>> {
-    let has_torch = Command::new(python).args(["-c", "import torch"]).output().is_ok_and(|o| o.status.success());
+    let has_torch =
+        crate::children::output(Command::new(python).args(["-c", "import torch"])).is_ok_and(|o| o.status.success());
     if !has_torch {
         return Ok(None);
     }
-    let out = Command::new(python)
-        .arg(pytorch_script())
-        .args(["--data"])
-        .arg(data)
-        .args(["--student", spec, "--epochs", &epochs.to_string(), "--batch-size", &batch_size.to_string()])
-        .output()
-        .with_context(|| format!("cannot run {python}"))?;
+    let out = crate::children::output(Command::new(python).arg(pytorch_script()).args(["--data"]).arg(data).args([
+        "--student",
+        spec,
+        "--epochs",
+        &epochs.to_string(),
+        "--batch-size",
+        &batch_size.to_string(),
+    ]))
+    .with_context(|| format!("cannot run {python}"))?;
     if !out.status.success() {
         bail!("the PyTorch benchmark failed: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
@@ -132,6 +135,58 @@ pub fn teacher_throughput(
             samples: n,
             samples_per_second: n as f64 / s,
         });
+    }
+    Ok(out)
+}
+
+/// One teacher's inference throughput, per backend that could run it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TeacherBench {
+    pub teacher: PathBuf,
+    pub throughput: Vec<Vec<TeacherThroughput>>,
+    /// Backends that could not run it, with why.
+    #[serde(skip)]
+    pub failures: Vec<String>,
+}
+
+/// Each teacher on onnxruntime and on tract, at batch 1, 32 and 256.
+pub fn teachers(teachers: &[PathBuf], data: &Path) -> Vec<TeacherBench> {
+    use crate::teacher::BackendChoice;
+    teachers
+        .iter()
+        .map(|t| {
+            let mut bench = TeacherBench { teacher: t.clone(), throughput: Vec::new(), failures: Vec::new() };
+            for backend in [BackendChoice::Ort, BackendChoice::Tract] {
+                match teacher_throughput(t, data, backend, &[1, 32, 256]) {
+                    Ok(r) => bench.throughput.push(r),
+                    Err(e) => bench.failures.push(format!("{}: {backend:?} not measured: {e:#}", t.display())),
+                }
+            }
+            bench
+        })
+        .collect()
+}
+
+/// One student's training throughput, tinykd's beside PyTorch's.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StudentBench {
+    pub student: String,
+    pub tinykd: Throughput,
+    /// `None` when the Python has no torch.
+    pub pytorch: Option<Throughput>,
+    /// tinykd's samples per second over PyTorch's.
+    pub ratio: Option<f64>,
+}
+
+/// Training throughput of each student (`;`-separated specs), tinykd and
+/// PyTorch on the same data, batch size and epochs.
+pub fn students(data: &Path, specs: &str, epochs: usize, batch_size: usize, python: &str) -> Result<Vec<StudentBench>> {
+    let mut out = Vec::new();
+    for spec in specs.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        let tinykd = tinykd_training(data, spec, epochs, batch_size)?;
+        let pytorch = pytorch_training(python, data, spec, epochs, batch_size)?;
+        let ratio = pytorch.as_ref().map(|t| tinykd.samples_per_second / t.samples_per_second);
+        out.push(StudentBench { student: spec.to_owned(), tinykd, pytorch, ratio });
     }
     Ok(out)
 }

@@ -1,17 +1,13 @@
 //! The subcommands: each takes its parsed arguments, runs the pipeline stage
 //! and prints what it did.
 
-use std::path::Path;
-
 use anyhow::{Context, Result, bail};
 
 use super::{BenchArgs, DistillArgs, EmulateArgs, EvalArgs, FlashArgs, QuantizeArgs, SweepArgs, TeachArgs, VerifyArgs};
-use crate::data::SplitName;
 
 use crate::pipeline;
 use crate::progress::Progress;
 use crate::quant::Calibration;
-use crate::teacher::BackendChoice;
 
 fn pct(v: f64) -> String {
     format!("{:.2}%", v * 100.0)
@@ -77,13 +73,13 @@ pub(super) fn sweep(a: SweepArgs, progress: &Progress) -> Result<()> {
         out_dir: out_dir.clone(),
     };
     let out = pipeline::sweep(&opts, progress)?;
-    let table = pipeline::sweep_markdown(&out);
+    let table = crate::report::sweep::markdown(&out.rows, out.best, out.baseline);
     std::fs::create_dir_all(&out_dir).with_context(|| format!("{}: cannot create", out_dir.display()))?;
     crate::util::write_atomic(&out_dir.join("sweep.md"), table.as_bytes())?;
     let json = serde_json::json!({ "rows": out.rows, "selected": out.best, "baseline": out.baseline });
     crate::util::write_atomic(&out_dir.join("sweep.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
     out.checkpoint.save(&out_dir.join("student.ckpt"))?;
-    crate::pipeline::sweep_plot(&out, &out_dir.join("sweep.png"))?;
+    crate::report::sweep::plot(&out.rows, out.best, &out_dir.join("sweep.png"))?;
     out!("{table}");
     let (b, base) = (&out.rows[out.best], &out.rows[out.baseline]);
     outln!(
@@ -99,121 +95,96 @@ pub(super) fn sweep(a: SweepArgs, progress: &Progress) -> Result<()> {
 }
 
 pub(super) fn teach(a: TeachArgs, progress: &Progress) -> Result<()> {
-    let load = crate::data::LoadOptions { input_scale: a.input_scale, layout: a.layout };
-    let data = crate::data::Dataset::load(&a.data, load)?;
-    let Some(cache) = a.cache.dir() else { bail!("tinykd teach fills the cache: drop --no-cache") };
-    let mut set = crate::teacher::TeacherSet::new(
-        &a.teacher.teachers,
-        a.teacher.backend,
-        a.teacher.teacher_output.as_deref(),
-        Some(cache.clone()),
-    )?;
-    set.expected_classes = (data.class_count > 0).then_some(data.class_count);
-    set.kind_override = a.teacher.teacher_output_kind;
-    for name in [SplitName::Train, SplitName::Val, SplitName::Test, SplitName::Unlabeled] {
-        let Ok(s) = data.split(name) else { continue };
-        let (_, classes) = set.logits(&data.stored_order(&s.x), s.n, &data.stored_shape, 1.0, progress)?;
-        outln!("{:<9} {} samples × {classes} classes", name.as_str(), s.n);
+    let o = pipeline::TeachOptions {
+        teachers: a.teacher.teachers.clone(),
+        backend: a.teacher.backend,
+        teacher_output: a.teacher.teacher_output.clone(),
+        teacher_output_kind: a.teacher.teacher_output_kind,
+        data: a.data.clone(),
+        load: crate::data::LoadOptions { input_scale: a.input_scale, layout: a.layout },
+        cache: a.cache.dir(),
+    };
+    let r = pipeline::teach(&o, progress)?;
+    for (name, n, classes) in &r.splits {
+        outln!("{:<9} {n} samples × {classes} classes", name.as_str());
     }
-    outln!(
-        "cache {}: {} samples computed, {} already cached",
-        cache.display(),
-        set.computed_samples,
-        set.cached_samples
-    );
+    outln!("cache {}: {} samples computed, {} already cached", r.cache.display(), r.computed_samples, r.cached_samples);
     Ok(())
 }
 
 pub(super) fn bench(a: BenchArgs, progress: &Progress) -> Result<()> {
     if a.firmware {
-        let boards: Vec<&str> = a.boards.iter().map(String::as_str).collect();
-        // A temporary directory only when the models are not kept.
-        let temp;
-        let work = match &a.keep {
-            Some(dir) => {
-                std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-                dir.as_path()
-            }
-            None => {
-                temp = tempfile::tempdir().context("cannot create a temporary directory")?;
-                temp.path()
-            }
-        };
-        let only = a.case.as_deref();
-        let ms = crate::bench::firmware::run(&boards, work, only, progress)?;
-        if ms.is_empty() {
-            bail!("no benchmark case's name contains {:?}", only.unwrap_or_default());
-        }
-        let fp = if only.is_some() { Vec::new() } else { crate::bench::firmware::footprints(work)? };
-        if a.json {
-            outln!("{}", serde_json::json!({ "kernels": ms, "footprint": fp }));
-        } else {
-            out!("{}", crate::bench::firmware::table(&ms, &boards));
-            if !fp.is_empty() {
-                outln!("\nsmallest Cortex-M3 image (opt-level \"s\", no I/O), image = engine + model:");
-            }
-            for f in &fp {
-                outln!(
-                    "  {:<26} compiled {} B = {} B + {} B; specialized {} B = {} B + {} B; interpreted .tkd {} B = {} B + {} B",
-                    f.case,
-                    f.image_bytes,
-                    f.engine_bytes,
-                    f.model_bytes,
-                    f.specialized_image_bytes,
-                    f.specialized_engine_bytes,
-                    f.specialized_model_bytes,
-                    f.interpreted_image_bytes,
-                    f.interpreted_engine_bytes,
-                    f.interpreted_model_bytes
-                );
-            }
-        }
-        return Ok(());
+        return bench_firmware(&a, progress);
     }
     let Some(data) = a.data.clone() else { bail!("give --data D.npz (or --firmware)") };
     if a.student.is_none() && a.teachers.is_empty() {
         bail!("give --student SPEC (training throughput) and/or --teacher T.onnx (inference throughput)");
     }
-    let mut rows = Vec::new();
-    for t in &a.teachers {
-        let mut by_backend = Vec::new();
-        for backend in [BackendChoice::Ort, BackendChoice::Tract] {
-            match crate::bench::teacher_throughput(t, &data, backend, &[1, 32, 256]) {
-                Ok(r) => by_backend.push(r),
-                Err(e) => eprintln!("{}: {backend:?} not measured: {e:#}", t.display()),
-            }
-        }
-        if !a.json {
-            outln!("{} inference (samples/s):", t.display());
-            for r in by_backend.iter().flatten() {
-                outln!("  {:<6} batch {:>3}  {:>10.0}", r.backend, r.batch, r.samples_per_second);
-            }
-            if let [o, tr] = by_backend.as_slice() {
-                for (x, y) in o.iter().zip(tr) {
-                    outln!("  batch {:>3}: ort / tract = {:.2}", x.batch, x.samples_per_second / y.samples_per_second);
-                }
-            }
-        }
-        rows.push(serde_json::json!({ "teacher": t, "throughput": by_backend }));
+    let teachers = crate::bench::teachers(&a.teachers, &data);
+    for t in &teachers {
+        t.failures.iter().for_each(|f| eprintln!("{f}"));
     }
-    for spec in a.student.as_deref().unwrap_or("").split(';').map(str::trim).filter(|s| !s.is_empty()) {
-        let ours = crate::bench::tinykd_training(&data, spec, a.epochs, a.batch_size)?;
-        let torch = crate::bench::pytorch_training(&a.python, &data, spec, a.epochs, a.batch_size)?;
-        let ratio = torch.as_ref().map(|t| ours.samples_per_second / t.samples_per_second);
-        if !a.json {
-            outln!("{spec} ({} parameters), batch {}, {} epochs:", ours.parameters, a.batch_size, a.epochs);
-            outln!("  tinykd   {:>10.0} samples/s", ours.samples_per_second);
-            match (&torch, ratio) {
-                (Some(t), Some(r)) => {
-                    outln!("  PyTorch  {:>10.0} samples/s  → tinykd is {r:.2}× PyTorch", t.samples_per_second)
-                }
-                _ => outln!("  PyTorch  not available ({} has no torch)", a.python),
-            }
-        }
-        rows.push(serde_json::json!({ "student": spec, "tinykd": ours, "pytorch": torch, "ratio": ratio }));
-    }
+    let specs = a.student.as_deref().unwrap_or("");
+    let students = crate::bench::students(&data, specs, a.epochs, a.batch_size, &a.python)?;
     if a.json {
+        let mut rows: Vec<serde_json::Value> =
+            teachers.iter().map(|t| serde_json::json!({ "teacher": t.teacher, "throughput": t.throughput })).collect();
+        for s in &students {
+            rows.push(serde_json::to_value(s)?);
+        }
         outln!("{}", serde_json::to_string(&rows)?);
+        return Ok(());
+    }
+    for t in &teachers {
+        outln!("{} inference (samples/s):", t.teacher.display());
+        for r in t.throughput.iter().flatten() {
+            outln!("  {:<6} batch {:>3}  {:>10.0}", r.backend, r.batch, r.samples_per_second);
+        }
+        if let [o, tr] = t.throughput.as_slice() {
+            for (x, y) in o.iter().zip(tr) {
+                outln!("  batch {:>3}: ort / tract = {:.2}", x.batch, x.samples_per_second / y.samples_per_second);
+            }
+        }
+    }
+    for s in &students {
+        outln!("{} ({} parameters), batch {}, {} epochs:", s.student, s.tinykd.parameters, a.batch_size, a.epochs);
+        outln!("  tinykd   {:>10.0} samples/s", s.tinykd.samples_per_second);
+        match (&s.pytorch, s.ratio) {
+            (Some(t), Some(r)) => {
+                outln!("  PyTorch  {:>10.0} samples/s  → tinykd is {r:.2}× PyTorch", t.samples_per_second)
+            }
+            _ => outln!("  PyTorch  not available ({} has no torch)", a.python),
+        }
+    }
+    Ok(())
+}
+
+/// `bench --firmware`: instructions per MAC on the boards, and the footprint images.
+fn bench_firmware(a: &BenchArgs, progress: &Progress) -> Result<()> {
+    let boards: Vec<&str> = a.boards.iter().map(String::as_str).collect();
+    let (ms, fp) = crate::bench::firmware::measure(&boards, a.keep.as_deref(), a.case.as_deref(), progress)?;
+    if a.json {
+        outln!("{}", serde_json::json!({ "kernels": ms, "footprint": fp }));
+        return Ok(());
+    }
+    out!("{}", crate::bench::firmware::table(&ms, &boards));
+    if !fp.is_empty() {
+        outln!("\nsmallest Cortex-M3 image (opt-level \"s\", no I/O), image = engine + model:");
+    }
+    for f in &fp {
+        outln!(
+            "  {:<26} compiled {} B = {} B + {} B; specialized {} B = {} B + {} B; interpreted .tkd {} B = {} B + {} B",
+            f.case,
+            f.image_bytes,
+            f.engine_bytes,
+            f.model_bytes,
+            f.specialized_image_bytes,
+            f.specialized_engine_bytes,
+            f.specialized_model_bytes,
+            f.interpreted_image_bytes,
+            f.interpreted_engine_bytes,
+            f.interpreted_model_bytes
+        );
     }
     Ok(())
 }
@@ -298,7 +269,7 @@ pub(super) fn eval(a: EvalArgs, progress: &Progress) -> Result<()> {
 pub(super) fn emulate(a: EmulateArgs) -> Result<()> {
     let r = &a.run;
     let build = crate::device::FirmwareBuild { engine: a.engine, opt_level: a.opt_level };
-    let report = emulate_model_with(&r.model, &r.data, r.split, &a.board, r.limit, r.read.options(), build)?;
+    let report = pipeline::emulate_model_with(&r.model, &r.data, r.split, &a.board, r.limit, r.read.options(), build)?;
     if a.json {
         outln!("{}", serde_json::to_string(&report)?);
     } else {
@@ -323,57 +294,6 @@ pub fn print_emulation(r: &crate::device::EmulationReport) {
         r.static_ram_bytes,
         r.peak_stack_bytes
     );
-}
-
-/// The split's inputs, quantized with the model's parameters (device
-/// layout), and their labels.
-pub(super) fn device_inputs(
-    model: &Path,
-    data_path: &Path,
-    split: SplitName,
-    limit: Option<usize>,
-    read: crate::data::ReadOptions,
-) -> Result<(Vec<i8>, usize, Option<Vec<i64>>)> {
-    let bytes = crate::export::tkd::read(model)?;
-    let m = tinykd_runtime::Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let data = crate::data::Dataset::load(data_path, read.for_model(crate::export::tkd::data_layout(&bytes)))?;
-    pipeline::check_model_data(&m, &data)?;
-    let s = data.split(split)?;
-    let n = limit.map_or(s.n, |l| l.min(s.n));
-    if n == 0 {
-        bail!("nothing to run: --limit 0");
-    }
-    let q = pipeline::quantize_inputs(&m, &s.x[..n * data.sample_len()]);
-    Ok((q, n, s.y.as_ref().map(|y| y[..n].to_vec())))
-}
-
-/// Loads data, quantizes the split's inputs with the model's parameters and
-/// runs an emulated board.
-pub fn emulate_model(
-    model: &Path,
-    data_path: &Path,
-    split: SplitName,
-    board: &str,
-    limit: Option<usize>,
-    read: crate::data::ReadOptions,
-) -> Result<crate::device::EmulationReport> {
-    emulate_model_with(model, data_path, split, board, limit, read, crate::device::FirmwareBuild::default())
-}
-
-/// [`emulate_model`] with the firmware built as `build` says.
-pub fn emulate_model_with(
-    model: &Path,
-    data_path: &Path,
-    split: SplitName,
-    board: &str,
-    limit: Option<usize>,
-    read: crate::data::ReadOptions,
-    build: crate::device::FirmwareBuild,
-) -> Result<crate::device::EmulationReport> {
-    let board = crate::device::board(board)?;
-    let (q, n, labels) = device_inputs(model, data_path, split, limit, read)?;
-    crate::device::emulate_with(board, model, &q, n, labels.as_deref(), build)
-        .with_context(|| format!("emulating {} on {}", model.display(), board.name))
 }
 
 pub(super) fn flash(a: FlashArgs) -> Result<()> {
@@ -405,13 +325,12 @@ pub(super) fn verify(a: VerifyArgs) -> Result<()> {
             let Some(board) = &a.board else {
                 bail!("give --port (a real board) or --board qemu-… (an emulated one)")
             };
-            emulate_model(&r.model, &r.data, r.split, board, r.limit, r.read.options())?
+            pipeline::emulate_model(&r.model, &r.data, r.split, board, r.limit, r.read.options())?
         }
         Some(port) => {
             let expected = a.board.as_deref().map(crate::device::board).transpose()?;
-            let (q, n, labels) = device_inputs(&r.model, &r.data, r.split, r.limit, r.read.options())?;
-            crate::device::verify_port(port, a.baud, expected, &r.model, &q, n, labels.as_deref())
-                .with_context(|| format!("verifying {} on {port}", r.model.display()))?
+            let read = r.read.options();
+            pipeline::verify_model_on_port(&r.model, &r.data, r.split, r.limit, read, port, a.baud, expected)?
         }
     };
     if a.json {

@@ -1,6 +1,6 @@
-//! Command line (DESIGN §11): clap derive, doc comments are the help. This
-//! file holds the arguments; `commands` runs them, `run` runs a config file,
-//! `inspect` describes a file.
+//! Command line: clap derive, doc comments are the help. This file holds
+//! the arguments; `commands` runs each through one library call and prints
+//! what it did; `run` prints a config run's summary.
 
 /// `println!` for command output: a reader that goes away (`tinykd inspect
 /// F | head`) ends the command quietly instead of a "Broken pipe" panic.
@@ -13,11 +13,9 @@ macro_rules! out {
 }
 
 mod commands;
-mod init;
-mod inspect;
 mod run;
 
-pub use commands::{emulate_model, emulate_model_with, print_emulation};
+pub use commands::print_emulation;
 
 use std::path::PathBuf;
 
@@ -114,7 +112,7 @@ pub enum Command {
     /// sized to the samples, the smallest emulated board it fits.
     ///
     /// Example: tinykd init --data my_data.npz --teacher my_teacher.onnx --out my.toml
-    Init(init::InitArgs),
+    Init(InitArgs),
 }
 
 /// Options shared by everything that runs a teacher.
@@ -538,6 +536,38 @@ pub struct InspectArgs {
     pub layout: Layout,
 }
 
+/// What `tinykd init` needs.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Dataset the config trains on (sets the student's shape and classes).
+    #[arg(long, value_name = "D.npz")]
+    pub data: PathBuf,
+    /// ONNX teacher (repeat for an ensemble); without one the config trains on labels (α = 0).
+    #[arg(long = "teacher", value_name = "T.onnx")]
+    pub teachers: Vec<PathBuf>,
+    /// How the data stores a sample's axes.
+    #[arg(long, value_enum, default_value_t = Layout::ChannelsFirst)]
+    pub layout: Layout,
+    /// Where to write the config.
+    #[arg(long, value_name = "C.toml", default_value = "tinykd.toml")]
+    pub out: PathBuf,
+    /// Overwrite an existing file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl InitArgs {
+    fn options(&self) -> crate::pipeline::init::InitOptions {
+        crate::pipeline::init::InitOptions {
+            data: self.data.clone(),
+            teachers: self.teachers.clone(),
+            layout: self.layout,
+            out: self.out.clone(),
+            force: self.force,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Pipeline config (TOML); relative paths are relative to the file.
@@ -583,10 +613,13 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Verify(a) => commands::verify(a),
         Command::Bench(a) => commands::bench(a, &progress),
-        Command::Inspect(a) => inspect::inspect(&a.file, a.layout),
+        Command::Inspect(a) => {
+            out!("{}", crate::inspect::inspect(&a.file, a.layout)?);
+            Ok(())
+        }
         Command::Run(a) => run::run_config(&a.config, a.json, &progress),
         Command::Init(a) => {
-            outln!("{}", init::init(&a)?);
+            outln!("{}", crate::pipeline::init::init(&a.options())?);
             Ok(())
         }
     }

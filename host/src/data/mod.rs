@@ -1,4 +1,4 @@
-//! Datasets: the `.npz` data contract (DESIGN §3), validated on load.
+//! Datasets: the `.npz` data contract (see docs/pipeline.md), validated on load.
 //!
 //! Every sample is stored row-major as f32; `sample_shape` is the shape of one
 //! sample without the leading batch axis, channels first (a channels-last
@@ -136,7 +136,7 @@ impl Dataset {
         }
     }
 
-    /// Loads and validates a dataset: an `.npz` (DESIGN §3), a directory of
+    /// Loads and validates a dataset: an `.npz` (the data contract), a directory of
     /// `.npy` files named like the `.npz` keys, a CSV table (last column the
     /// label; split 80/20, stratified, seed 0) or a directory of MNIST-style
     /// IDX files.

@@ -53,3 +53,11 @@ pub fn symbol_bytes(path: &Path, needle: &str) -> Result<u64> {
     let file = object::File::parse(&*data).with_context(|| format!("{}: not an ELF file", path.display()))?;
     Ok(file.symbols().filter(|s| s.name().is_ok_and(|n| n.contains(needle))).map(|s| s.size()).sum())
 }
+
+/// Flash the model takes in a board image: its compiled tables (weights,
+/// channel tables, layer table), or the `.tkd` (`tkd_len`) in an image
+/// built with `TINYKD_ENGINE=interpreted`.
+pub fn model_bytes_in(elf: &Path, tkd_len: usize) -> Result<usize> {
+    let compiled = symbol_bytes(elf, "COMPILED")? as usize;
+    Ok(if compiled > 0 { compiled } else { tkd_len })
+}

@@ -7,14 +7,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use tinykd_protocol::frame::{self, Decoder, Kind, Step};
 use tinykd_protocol::message::{Counter, ErrorCode, Info, Outcome};
+use tinykd_runtime::Model;
 
 use super::link::HostLink;
+use super::{Board, EmulationReport, Runner};
 
 /// What a board said about itself (an owned [`Info`]).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeviceInfo {
     pub board: String,
-    pub counter: &'static str,
+    pub counter: String,
     #[serde(skip)]
     pub counter_kind: u8,
     pub model_crc: u32,
@@ -33,12 +35,13 @@ pub struct DeviceInfo {
 impl DeviceInfo {
     fn of(i: &Info<'_>) -> DeviceInfo {
         DeviceInfo {
-            board: i.board.to_owned(),
+            board: printable(i.board),
             counter: match i.counter {
                 Counter::SysTick => "systick",
                 Counter::Dwt => "dwt",
                 Counter::Instret => "minstret",
-            },
+            }
+            .to_owned(),
             counter_kind: i.counter as u8,
             model_crc: i.model_crc,
             model_bytes: i.model_bytes,
@@ -52,6 +55,29 @@ impl DeviceInfo {
             core_hz: i.core_hz,
         }
     }
+}
+
+/// Longest device-supplied text shown or stored.
+const MAX_DEVICE_TEXT: usize = 64;
+
+/// Device-supplied text made safe for a terminal, a log line or a report:
+/// printable ASCII kept, anything else (newlines, escape sequences, other
+/// control or non-ASCII characters) written as a Rust escape, the whole
+/// capped at [`MAX_DEVICE_TEXT`] characters.
+pub fn printable(text: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == MAX_DEVICE_TEXT {
+            out.push('…');
+            break;
+        }
+        if c == ' ' || c.is_ascii_graphic() {
+            out.push(c);
+        } else {
+            out.extend(c.escape_default());
+        }
+    }
+    out
 }
 
 /// One frame from the device.
@@ -198,4 +224,83 @@ pub fn describe(code: ErrorCode, detail: u32) -> String {
         ErrorCode::Model => format!("{code} (runtime error code {detail})"),
         _ => code.to_string(),
     }
+}
+
+/// Streams `n` inputs over an open session and compares every answer with
+/// the host runtime's. Refuses a board that runs another model.
+pub fn run_split(
+    session: &mut Session,
+    info: &DeviceInfo,
+    board: &Board,
+    model: &Model<'_>,
+    inputs: &[i8],
+    n: usize,
+    labels: Option<&[i64]>,
+) -> Result<EmulationReport> {
+    if info.model_crc != model.crc() || info.input_shape != model.input_shape() || info.classes != model.class_count() {
+        bail!(
+            "{}: the board runs another model (CRC {:#010x}, input {:?}, {} classes; expected {:#010x}, {:?}, {}): \
+             flash this model first (tinykd flash --model …)",
+            session.name(),
+            info.model_crc,
+            info.input_shape,
+            info.classes,
+            model.crc(),
+            model.input_shape(),
+            model.class_count()
+        );
+    }
+    let len = model.input_len();
+    let classes = model.class_count();
+    let (host_pred, host_logits) = crate::int8::run_quantized(model, inputs, n)?;
+    let mut device_logits = Vec::with_capacity(n * classes);
+    let mut device_pred = Vec::with_capacity(n);
+    let mut ticks = 0u128;
+    let bar = crate::progress::Progress::from_env().bar(n as u64, board.name);
+    for i in 0..n {
+        bar.inc(1);
+        let (class, t, logits) = session.infer(&inputs[i * len..(i + 1) * len])?;
+        if logits.len() != classes {
+            bail!("{}: the board sent {} logits, the model has {classes} classes", session.name(), logits.len());
+        }
+        // The class is the board's own argmax: one that does not match its
+        // logits means a board that is broken or runs other code.
+        let argmax = tinykd_runtime::argmax(&logits);
+        if class as usize != argmax {
+            bail!(
+                "{}: for input {i} the board answered class {class}, but the argmax of the logits it sent is {argmax}",
+                session.name()
+            );
+        }
+        device_pred.push(class as usize);
+        device_logits.extend_from_slice(&logits);
+        ticks += t as u128;
+    }
+    let end = session.hello()?;
+    let agree =
+        host_logits.chunks_exact(classes).zip(device_logits.chunks_exact(classes)).filter(|(h, d)| h == d).count();
+    bar.finish_and_clear();
+    let per_inference = ticks as f64 / n.max(1) as f64;
+    let (count, counted) = match (board.runner, info.counter_kind) {
+        (Runner::Qemu { instructions_per_tick, .. }, 0) => (per_inference * instructions_per_tick, "instructions"),
+        (_, 2) => (per_inference, "instructions"),
+        _ => (per_inference, "cycles"),
+    };
+    Ok(EmulationReport {
+        board: board.name.into(),
+        n,
+        accuracy: labels.map(|y| crate::util::accuracy(&device_pred, y)),
+        host_accuracy: labels.map(|y| crate::util::accuracy(&host_pred, y)),
+        agreement: agree as f64 / n.max(1) as f64,
+        flash_bytes: 0,
+        ram_bytes: 0,
+        static_ram_bytes: 0,
+        peak_stack_bytes: end.peak_stack as u64,
+        model_bytes: model.as_bytes().len(),
+        instructions_per_inference: count,
+        counted: counted.to_owned(),
+        device: end,
+        elf: None,
+        device_logits,
+    })
 }

@@ -87,12 +87,12 @@ pub fn export(model: &Path, format: Format, out: &Path) -> Result<()> {
             model.display()
         ),
         (Format::OnnxQdq, "tkd") => {
-            let blob = tkd::read(model)?;
-            qdq::int8_model(&blob, tkd::data_layout(&blob).unwrap_or_default())
+            let blob = crate::int8::read(model)?;
+            qdq::int8_model(&blob, crate::int8::data_layout(&blob).unwrap_or_default())
                 .with_context(|| format!("{}: cannot export to ONNX QDQ", model.display()))?
         }
         (Format::Tflite, "tkd") => {
-            let blob = tkd::read(model)?;
+            let blob = crate::int8::read(model)?;
             if tinykd_runtime::Model::from_bytes(&blob).is_ok_and(|m| m.single_rounding()) {
                 crate::progress::Progress::from_env().note(&format!(
                     "{}: this model rounds once (--rounding single): desktop TFLite's optimised kernels compute \
@@ -103,8 +103,8 @@ pub fn export(model: &Path, format: Format, out: &Path) -> Result<()> {
             tflite::int8_model(&blob).with_context(|| format!("{}: cannot export to TFLite", model.display()))?
         }
         (Format::Rust | Format::C, "tkd") => {
-            let blob = tkd::read(model)?;
-            let m = tinykd_runtime::Model::from_bytes(&blob).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let blob = crate::int8::read(model)?;
+            let m = crate::int8::parse(&blob)?;
             match format {
                 Format::Rust => source::rust(&m, name)?,
                 _ => source::c(&m, name),

@@ -22,8 +22,8 @@
 //! are frequent, not rare.
 
 use anyhow::{Result, bail};
+use tinykd_runtime::QuantParams;
 use tinykd_runtime::format::{Activation, Op};
-use tinykd_runtime::{Model, QuantParams};
 use tract_onnx::pb::tensor_proto::DataType;
 
 use super::onnx::{Builder, attr_int, attr_ints, window_attrs};
@@ -137,7 +137,7 @@ impl Builder {
 
 /// Encodes the `.tkd` `blob` as a QDQ ONNX model taking data in `layout`.
 pub fn int8_model(blob: &[u8], layout: Layout) -> Result<Vec<u8>> {
-    let m = Model::from_bytes(blob).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let m = crate::int8::parse(blob)?;
     let internal: Vec<usize> = m.input_shape().iter().map(|d| *d as usize).collect();
     let Some([c, h, w]) = crate::student::geometry::as_chw(&internal) else {
         bail!("input shape {internal:?} is not a [L], [C, L] or [C, H, W] sample");

@@ -22,9 +22,9 @@
 //! feature map is preceded by a `RESHAPE` to `[1, H·W·C]`.
 
 use anyhow::{Context, Result, bail};
+use tinykd_runtime::QuantParams;
 use tinykd_runtime::format::{Activation, Op};
 use tinykd_runtime::kernels::Clamp;
-use tinykd_runtime::{Model, QuantParams};
 use tinykd_tflite_schema::tflite as tfl;
 
 use crate::quant::quantize_multiplier;
@@ -176,7 +176,7 @@ fn padding(p: u16) -> tfl::Padding {
 
 /// Encodes the `.tkd` `blob` as a `.tflite` flatbuffer.
 pub fn int8_model(blob: &[u8]) -> Result<Vec<u8>> {
-    let m = Model::from_bytes(blob).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let m = crate::int8::parse(blob)?;
     let layers = m.layers().collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!("{e}"))?;
     let internal: Vec<usize> = m.input_shape().iter().map(|d| *d as usize).collect();
     let Some([c, h, w]) = crate::student::geometry::as_chw(&internal) else {
@@ -446,7 +446,7 @@ mod tests {
     #[test]
     fn a_blob_whose_multiplier_tflite_would_not_derive_is_refused() {
         let mut blob = include_bytes!("../../../firmware/runtime/fuzz/corpus/mlp.tkd").to_vec();
-        let m = Model::from_bytes(&blob).unwrap();
+        let m = tinykd_runtime::Model::from_bytes(&blob).unwrap();
         let l = m.layers().next().unwrap().unwrap();
         // Channel 0's multiplier is the second i32 of its table entry.
         let at = l.channels_offset + 4;

@@ -126,23 +126,6 @@ pub fn encode(m: &TkdModel) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// The layout of the data a validated blob was trained on.
-pub fn data_layout(bytes: &[u8]) -> Option<crate::data::Layout> {
-    let flags = *bytes.get(header::FLAGS)?;
-    Some(if flags & format::FLAG_DATA_CHANNELS_LAST != 0 {
-        crate::data::Layout::ChannelsLast
-    } else {
-        crate::data::Layout::ChannelsFirst
-    })
-}
-
-/// Loads and validates a `.tkd` file, with the file named in errors.
-pub fn read(path: &std::path::Path) -> Result<Vec<u8>> {
-    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read model", path.display()))?;
-    Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok(bytes)
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -1,18 +1,21 @@
 //! The pipeline stages as library calls: what the CLI commands and
 //! `tinykd run` execute.
 
+mod board;
 mod distill;
+pub mod init;
+pub mod run;
 pub mod stages;
 mod sweep;
+mod teach;
+
+pub use board::{device_inputs, emulate_model, emulate_model_with, verify_model_on_port};
+pub use teach::{TeachOptions, TeachReport, teach};
 
 pub use distill::{
     DistillOptions, DistillOutcome, Prepared, StepBudget, TrainedStudent, distill, prepare, prepare_for, train_student,
 };
-pub(crate) use sweep::register_font;
-pub use sweep::{
-    SweepOptions, SweepOutcome, SweepRow, markdown as sweep_markdown, markdown_rows as sweep_markdown_rows,
-    plot as sweep_plot, plot_rows as sweep_plot_rows, sweep,
-};
+pub use sweep::{SweepOptions, SweepOutcome, sweep};
 
 use std::path::{Path, PathBuf};
 
@@ -99,7 +102,7 @@ pub fn quantize(
     let mut bytes = crate::export::tkd::encode(&q)?;
     let y = data.labels(SplitName::Test)?;
     let float_pred = argmax_rows(&ck.student.forward(&data.test.x, data.test.n), ck.student.classes);
-    let (mut int8_pred, _) = run_int8(&bytes, &data.test.x, data.test.n)?;
+    let (mut int8_pred, _) = crate::int8::run_int8(&bytes, &data.test.x, data.test.n)?;
     let mut qat = None;
     if options.qat_steps > 0 {
         // `auto` before QAT is the observed range: a clipped range saturates
@@ -119,7 +122,7 @@ pub fn quantize(
         model.data_channels_last = q.data_channels_last;
         let ptq = accuracy(&int8_pred, y);
         bytes = crate::export::tkd::encode(&model)?;
-        int8_pred = run_int8(&bytes, &data.test.x, data.test.n)?.0;
+        int8_pred = crate::int8::run_int8(&bytes, &data.test.x, data.test.n)?.0;
         qat = Some((report, ptq));
     }
     Ok(QuantizeOutcome {
@@ -221,56 +224,6 @@ fn check_student_data(s: &Student, data: &Dataset) -> Result<()> {
     Ok(())
 }
 
-/// Checks that a `.tkd` model takes the data's samples.
-pub fn check_model_data(m: &tinykd_runtime::Model<'_>, data: &Dataset) -> Result<()> {
-    if m.input_len() != data.sample_len() {
-        bail!(
-            "{}: samples have shape {:?} but the model expects {:?}",
-            data.path.display(),
-            data.sample_shape,
-            m.input_shape()
-        );
-    }
-    Ok(())
-}
-
-/// Quantizes inputs with the model's input parameters (the runtime's
-/// rounding), reordered to the device's channels-last layout.
-pub fn quantize_inputs(model: &tinykd_runtime::Model<'_>, x: &[f32]) -> Vec<i8> {
-    let p = model.input_quant();
-    let dims: Vec<usize> = model.input_shape().iter().map(|d| *d as usize).collect();
-    let x = match crate::student::geometry::as_chw(&dims) {
-        Some(shape) => crate::quant::chw_to_hwc(x, shape),
-        None => x.to_vec(),
-    };
-    x.iter().map(|v| tinykd_runtime::quantize(*v, p)).collect()
-}
-
-/// Runs a `.tkd` blob through the firmware runtime: predictions and int8 logits.
-pub fn run_int8(bytes: &[u8], x: &[f32], n: usize) -> Result<(Vec<usize>, Vec<i8>)> {
-    let model = tinykd_runtime::Model::from_bytes(bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let len = model.input_len();
-    if x.len() != n * len {
-        bail!("inputs have {} values per sample, the model expects {len}", x.len() / n.max(1));
-    }
-    run_quantized(&model, &quantize_inputs(&model, x), n)
-}
-
-/// Runs `n` already-quantized (channels-last) inputs through the runtime:
-/// predictions and int8 logits.
-pub fn run_quantized(model: &tinykd_runtime::Model<'_>, q: &[i8], n: usize) -> Result<(Vec<usize>, Vec<i8>)> {
-    let len = model.input_len();
-    let mut arena = vec![0u8; model.arena_bytes()];
-    let mut pred = Vec::with_capacity(n);
-    let mut logits = Vec::with_capacity(n * model.class_count());
-    for i in 0..n {
-        let out = model.run(&q[i * len..(i + 1) * len], &mut arena).map_err(|e| anyhow::anyhow!("{e}"))?;
-        pred.push(tinykd_runtime::argmax(out));
-        logits.extend_from_slice(out);
-    }
-    Ok((pred, logits))
-}
-
 /// What kind of model a path holds, by extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -348,11 +301,11 @@ pub fn evaluate_with(
     let (checkpoint, blob) = match kind {
         ModelKind::Teacher => (None, None),
         ModelKind::Float => (Some(Checkpoint::load(model)?), None),
-        ModelKind::Int8 => (None, Some(crate::export::tkd::read(model)?)),
+        ModelKind::Int8 => (None, Some(crate::int8::read(model)?)),
     };
     let model_layout = match (&checkpoint, &blob) {
         (Some(ck), _) => ck.layout(),
-        (_, Some(bytes)) => crate::export::tkd::data_layout(bytes),
+        (_, Some(bytes)) => crate::int8::data_layout(bytes),
         _ => None,
     };
     let data = Dataset::load(data_path, read.for_model(model_layout))?;
@@ -365,9 +318,9 @@ pub fn evaluate_with(
             (argmax_rows(&l, ck.student.classes), Logits::Float(l), ck.student.classes, None)
         }
         (_, Some(bytes)) => {
-            let m = tinykd_runtime::Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
-            check_model_data(&m, &data)?;
-            let (p, l) = run_int8(&bytes, &s.x, s.n)?;
+            let m = crate::int8::parse(&bytes)?;
+            crate::int8::check_model_data(&m, &data)?;
+            let (p, l) = crate::int8::run_int8(&bytes, &s.x, s.n)?;
             (p, Logits::Int8(l), m.class_count(), None)
         }
         _ => {

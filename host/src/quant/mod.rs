@@ -1,4 +1,4 @@
-//! Post-training int8 quantization to the TFLite spec (DESIGN §6):
+//! Post-training int8 quantization to the TFLite spec:
 //! per-output-channel symmetric int8 weights, per-tensor asymmetric int8
 //! activations, int32 bias at `s_in · s_w`, Q31 requantization multipliers.
 //! Activation ranges come from [`calibration`].
@@ -150,25 +150,6 @@ fn range(v: &[f32]) -> (f32, f32) {
     v.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), x| (lo.min(*x), hi.max(*x)))
 }
 
-/// Channels-first `[C, H, W]` sample to the device's channels-last `[H, W, C]`.
-pub fn chw_to_hwc(x: &[f32], shape: crate::student::Shape) -> Vec<f32> {
-    let [c, h, w] = shape;
-    let p = h * w;
-    if c == 1 || p == 1 {
-        return x.to_vec();
-    }
-    let len = c * p;
-    let mut out = vec![0.0; x.len()];
-    for (src, dst) in x.chunks_exact(len).zip(out.chunks_exact_mut(len)) {
-        for ci in 0..c {
-            for i in 0..p {
-                dst[i * c + ci] = src[ci * p + i];
-            }
-        }
-    }
-    out
-}
-
 /// A weighted layer with what is fused into it on the device.
 struct Fused<'a> {
     /// Weights in the device layout and bias, BatchNorm folded in.
@@ -289,9 +270,9 @@ pub fn range_params(ranges: &[calibration::TensorRange]) -> Vec<QuantParams> {
 /// the runtime) and `float_logits` on `n` channels-first samples.
 fn logit_error(q: &TkdModel, x: &[f32], n: usize, float_logits: &[f32]) -> Result<f64> {
     let bytes = crate::export::tkd::encode(q)?;
-    let model = tinykd_runtime::Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let inputs = crate::pipeline::quantize_inputs(&model, x);
-    let (_, logits) = crate::pipeline::run_quantized(&model, &inputs, n)?;
+    let model = crate::int8::parse(&bytes)?;
+    let inputs = crate::int8::quantize_inputs(&model, x);
+    let (_, logits) = crate::int8::run_quantized(&model, &inputs, n)?;
     let p = model.output_quant();
     let sum: f64 = logits
         .iter()
@@ -641,7 +622,7 @@ mod tests {
         let x: Vec<f32> = (0..n * len).map(|i| ((i * 31 % 23) as f32 - 11.0) / 11.0).collect();
         let q = quantize_student(&s, &x, n, Calibration::Minmax).unwrap();
         let bytes = crate::export::tkd::encode(&q).unwrap();
-        let (pred, logits) = crate::pipeline::run_int8(&bytes, &x, n).unwrap();
+        let (pred, logits) = crate::int8::run_int8(&bytes, &x, n).unwrap();
         let m = tinykd_runtime::Model::from_bytes(&bytes).unwrap();
         let float = s.forward(&x, n);
         let (lo, hi) = range(&float);
@@ -673,12 +654,5 @@ mod tests {
             assert!(err < 0.08, "{spec}: relative error {err}");
             assert!(agree > 0.85, "{spec}: argmax agreement {agree}");
         }
-    }
-
-    #[test]
-    fn chw_to_hwc_interleaves_channels() {
-        // Two channels of three positions: [a0 a1 a2 | b0 b1 b2] → [a0 b0 a1 b1 a2 b2].
-        assert_eq!(chw_to_hwc(&[1.0, 2.0, 3.0, 10.0, 20.0, 30.0], [2, 1, 3]), vec![1.0, 10.0, 2.0, 20.0, 3.0, 30.0]);
-        assert_eq!(chw_to_hwc(&[1.0, 2.0], [1, 1, 2]), vec![1.0, 2.0]);
     }
 }

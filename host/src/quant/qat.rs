@@ -33,7 +33,7 @@ use crate::progress::Progress;
 use crate::student::{Layer, Student, Tape};
 
 /// What a QAT run did.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct QatReport {
     pub steps: usize,
     /// Validation accuracy of the int8 model before QAT (post-training
@@ -120,9 +120,9 @@ fn dequantize_chw(q: &[i8], p: QuantParams, [c, h, w]: [usize; 3]) -> Vec<f32> {
 /// where the clamp held it, so the ReLU's backward applies the
 /// straight-through mask.
 fn forward(student: &Student, blob: &[u8], x: &[f32], n: usize) -> Result<(Vec<Vec<f32>>, Vec<f32>)> {
-    let model = tinykd_runtime::Model::from_bytes(blob).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let model = crate::int8::parse(blob)?;
     let layers = model.layers().collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let q_in = crate::pipeline::quantize_inputs(&model, x);
+    let q_in = crate::int8::quantize_inputs(&model, x);
     // outs[k]: runtime layer k's outputs for the whole batch (HWC).
     let mut outs: Vec<Vec<i8>> = layers.iter().map(|l| vec![0i8; n * l.output_len]).collect();
     let len = model.input_len();
@@ -169,7 +169,7 @@ fn forward(student: &Student, blob: &[u8], x: &[f32], n: usize) -> Result<(Vec<V
 /// Int8 accuracy of `model` on the validation set.
 fn int8_accuracy(model: &TkdModel, val: &ValSet<'_>) -> Result<f64> {
     let blob = encode(model)?;
-    let (pred, _) = crate::pipeline::run_int8(&blob, val.x, val.n)?;
+    let (pred, _) = crate::int8::run_int8(&blob, val.x, val.n)?;
     Ok(crate::util::accuracy(&pred, val.labels))
 }
 
@@ -322,7 +322,7 @@ mod tests {
                 assert_eq!(m.single_rounding(), g == single);
                 let (inputs, logits) = forward(&s, &blob, &x, n).unwrap();
                 assert_eq!(inputs.len(), s.layers.len(), "{spec}");
-                let (_, int8) = crate::pipeline::run_int8(&blob, &x, n).unwrap();
+                let (_, int8) = crate::int8::run_int8(&blob, &x, n).unwrap();
                 let m = tinykd_runtime::Model::from_bytes(&blob).unwrap();
                 let q = m.output_quant();
                 let want: Vec<f32> = int8.iter().map(|v| q.scale * (*v as i32 - q.zero_point) as f32).collect();

@@ -1,4 +1,4 @@
-//! The student spec language (DESIGN §5): `dense(32) relu dense(10)`.
+//! The student spec language: `dense(32) relu dense(10)`.
 
 use anyhow::{Context, Result, bail};
 

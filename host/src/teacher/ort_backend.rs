@@ -27,10 +27,10 @@ pub(crate) fn find_library() -> std::result::Result<PathBuf, String> {
         };
     }
     for python in ["python3", "python"] {
-        let out = std::process::Command::new(python)
-            .args(["-c", "import onnxruntime, os; print(os.path.dirname(onnxruntime.__file__))"])
-            .stderr(std::process::Stdio::null())
-            .output();
+        let out = crate::children::output(
+            std::process::Command::new(python)
+                .args(["-c", "import onnxruntime, os; print(os.path.dirname(onnxruntime.__file__))"]),
+        );
         if let Ok(out) = out
             && out.status.success()
         {

@@ -1,5 +1,6 @@
 //! `tinykd inspect FILE`: what is inside a dataset, a teacher or a `.tkd`.
 
+use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -7,31 +8,33 @@ use tract_onnx::prelude::*;
 
 use crate::data::{Dataset, Layout, LoadOptions, SplitName};
 
-/// Prints a description of `path`, chosen by its extension.
-pub fn inspect(path: &Path, layout: Layout) -> Result<()> {
+/// A description of `path`, chosen by its extension.
+pub fn inspect(path: &Path, layout: Layout) -> Result<String> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let mut o = String::new();
     match ext.as_str() {
-        "onnx" => inspect_onnx(path),
-        "tkd" => inspect_tkd(path),
-        _ => inspect_data(path, layout),
+        "onnx" => inspect_onnx(&mut o, path)?,
+        "tkd" => inspect_tkd(&mut o, path)?,
+        _ => inspect_data(&mut o, path, layout)?,
     }
+    Ok(o)
 }
 
-fn inspect_data(path: &Path, layout: Layout) -> Result<()> {
+fn inspect_data(o: &mut String, path: &Path, layout: Layout) -> Result<()> {
     if path.extension().is_some_and(|e| e == "npz") {
         let mut npz =
             npyz::npz::NpzArchive::open(path).with_context(|| format!("{}: cannot open as .npz", path.display()))?;
         let names: Vec<String> = npz.array_names().map(str::to_owned).collect();
-        outln!("{}: {} arrays", path.display(), names.len());
+        writeln!(o, "{}: {} arrays", path.display(), names.len())?;
         for name in names {
             if let Ok(Some(a)) = npz.by_name(&name) {
-                outln!("  {name:<12} {:<6} {:?}", a.dtype().descr().trim_matches('\''), a.shape());
+                writeln!(o, "  {name:<12} {:<6} {:?}", a.dtype().descr().trim_matches('\''), a.shape())?;
             }
         }
     }
     let d = Dataset::load(path, LoadOptions { layout, ..LoadOptions::default() })?;
-    outln!("sample shape {:?}, {} classes", d.stored_shape, d.class_count);
-    outln!("{}", d.describe_layout());
+    writeln!(o, "sample shape {:?}, {} classes", d.stored_shape, d.class_count)?;
+    writeln!(o, "{}", d.describe_layout())?;
     for name in [SplitName::Train, SplitName::Val, SplitName::Test, SplitName::Unlabeled] {
         let Ok(s) = d.split(name) else { continue };
         let balance = match &s.y {
@@ -43,12 +46,12 @@ fn inspect_data(path: &Path, layout: Layout) -> Result<()> {
             None => "unlabeled".into(),
         };
         let (lo, hi) = s.x.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), v| (a.min(*v), b.max(*v)));
-        outln!("  {:<9} {:>6} samples, x in [{lo:.3}, {hi:.3}], {balance}", name.as_str(), s.n);
+        writeln!(o, "  {:<9} {:>6} samples, x in [{lo:.3}, {hi:.3}], {balance}", name.as_str(), s.n)?;
     }
     Ok(())
 }
 
-fn inspect_onnx(path: &Path) -> Result<()> {
+fn inspect_onnx(o: &mut String, path: &Path) -> Result<()> {
     let proto = tract_onnx::onnx()
         .proto_model_for_path(path)
         .with_context(|| format!("{}: cannot read as ONNX", path.display()))?;
@@ -57,24 +60,25 @@ fn inspect_onnx(path: &Path) -> Result<()> {
         .iter()
         .map(|o| format!("{}{}", if o.domain.is_empty() { "ai.onnx" } else { &o.domain }, o.version))
         .collect();
-    outln!(
+    writeln!(
+        o,
         "{}: ONNX IR {}, opsets {}, produced by {} {}",
         path.display(),
         proto.ir_version,
         opsets.join(" "),
         if proto.producer_name.is_empty() { "?" } else { &proto.producer_name },
         proto.producer_version
-    );
+    )?;
     if let Some(g) = &proto.graph {
         let mut ops: Vec<&str> = g.node.iter().map(|n| n.op_type.as_str()).collect();
         ops.sort_unstable();
         ops.dedup();
-        outln!("  {} nodes; operators: {}", g.node.len(), ops.join(", "));
+        writeln!(o, "  {} nodes; operators: {}", g.node.len(), ops.join(", "))?;
         let params: usize = g.initializer.iter().map(|t| t.dims.iter().product::<i64>().max(0) as usize).sum();
-        outln!("  {params} values in initializers");
+        writeln!(o, "  {params} values in initializers")?;
         let external = g.initializer.iter().filter(|t| !t.external_data.is_empty()).count();
         if external > 0 {
-            outln!("  {external} tensors stored as external data");
+            writeln!(o, "  {external} tensors stored as external data")?;
         }
     }
     // The file's own declarations, as written (tract's facts before analysis
@@ -83,14 +87,14 @@ fn inspect_onnx(path: &Path) -> Result<()> {
         let initializers: std::collections::HashSet<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
         let inputs = g.input.iter().filter(|v| !initializers.contains(v.name.as_str()));
         for (i, v) in inputs.enumerate() {
-            outln!("  input  {i}: {} {}", v.name, describe_value_type(v.r#type.as_ref()));
+            writeln!(o, "  input  {i}: {} {}", v.name, describe_value_type(v.r#type.as_ref()))?;
         }
         for (i, v) in g.output.iter().enumerate() {
-            outln!("  output {i}: {} {}", v.name, describe_value_type(v.r#type.as_ref()));
+            writeln!(o, "  output {i}: {} {}", v.name, describe_value_type(v.r#type.as_ref()))?;
         }
     }
     if let Err(e) = crate::teacher::Teacher::open(path, crate::teacher::BackendChoice::Tract, None) {
-        outln!("  tract cannot run it: {e:#}");
+        writeln!(o, "  tract cannot run it: {e:#}")?;
     }
     Ok(())
 }
@@ -128,18 +132,20 @@ fn describe_value_type(t: Option<&tract_onnx::pb::TypeProto>) -> String {
     format!("{dtype} [{}]", dims.join(", "))
 }
 
-fn inspect_tkd(path: &Path) -> Result<()> {
-    let bytes = crate::export::tkd::read(path)?;
+fn inspect_tkd(o: &mut String, path: &Path) -> Result<()> {
+    let bytes = crate::int8::read(path)?;
     let m = tinykd_runtime::Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let iq = m.input_quant();
     let oq = m.output_quant();
-    outln!(
+    writeln!(
+        o,
         "{}: tinykd model, format v{}, {} bytes, CRC ok",
         path.display(),
         tinykd_runtime::format::VERSION,
         bytes.len()
-    );
-    outln!(
+    )?;
+    writeln!(
+        o,
         "  input {:?} (int8, scale {} zero point {}), {} classes (scale {} zero point {})",
         m.input_shape(),
         iq.scale,
@@ -147,31 +153,27 @@ fn inspect_tkd(path: &Path) -> Result<()> {
         m.class_count(),
         oq.scale,
         oq.zero_point
-    );
-    outln!("  arena {} bytes, model CRC-32 {:#010x}", m.arena_bytes(), m.crc());
-    outln!(
+    )?;
+    writeln!(o, "  arena {} bytes, model CRC-32 {:#010x}", m.arena_bytes(), m.crc())?;
+    writeln!(
+        o,
         "  requantization rounds {}",
         if m.single_rounding() { "once (--rounding single)" } else { "twice, as TFLite Micro (--rounding tflm)" }
-    );
-    if let Some(layout) = crate::export::tkd::data_layout(&bytes) {
-        outln!(
+    )?;
+    if let Some(layout) = crate::int8::data_layout(&bytes) {
+        writeln!(
+            o,
             "  trained on {} data (eval and emulate read data this way unless --layout says otherwise)",
             layout.as_str()
-        );
+        )?;
     }
     for (i, l) in m.layers().enumerate() {
         let l = l.map_err(|e| anyhow::anyhow!("{e}"))?;
-        outln!(
+        writeln!(
+            o,
             "  layer {i}: {:?} {} → {} values, {:?}, params {:?}, {} weights, clamp [{}, {}]",
-            l.op,
-            l.input_len,
-            l.output_len,
-            l.activation,
-            l.params,
-            l.weights_len,
-            l.clamp.min,
-            l.clamp.max
-        );
+            l.op, l.input_len, l.output_len, l.activation, l.params, l.weights_len, l.clamp.min, l.clamp.max
+        )?;
     }
     Ok(())
 }

@@ -13,23 +13,29 @@ use crate::device::{BOARDS, Board};
 use crate::student::Student;
 
 /// What `tinykd init` needs.
-#[derive(Debug, clap::Args)]
-pub struct InitArgs {
+#[derive(Debug, Clone)]
+pub struct InitOptions {
     /// Dataset the config trains on (sets the student's shape and classes).
-    #[arg(long, value_name = "D.npz")]
     pub data: PathBuf,
-    /// ONNX teacher (repeat for an ensemble); without one the config trains on labels (α = 0).
-    #[arg(long = "teacher", value_name = "T.onnx")]
+    /// ONNX teachers (several: an ensemble); none: the config trains on labels (α = 0).
     pub teachers: Vec<PathBuf>,
     /// How the data stores a sample's axes.
-    #[arg(long, value_enum, default_value_t = Layout::ChannelsFirst)]
     pub layout: Layout,
     /// Where to write the config.
-    #[arg(long, value_name = "C.toml", default_value = "tinykd.toml")]
     pub out: PathBuf,
     /// Overwrite an existing file.
-    #[arg(long)]
     pub force: bool,
+}
+
+/// What `init` proposes: the student, its int8 sizes and the board.
+struct Proposal {
+    data: Dataset,
+    spec: String,
+    why: &'static str,
+    student: Student,
+    blob: Vec<u8>,
+    board: &'static Board,
+    emulated: Vec<&'static Board>,
 }
 
 /// A student for samples of `shape` (channels first) and `classes` classes,
@@ -81,7 +87,7 @@ fn sized_student(spec: &str, shape: &[usize], classes: usize, x: &[f32], n: usiz
 
 /// The emulated boards from the smallest RAM up; the first one `blob` fits.
 fn smallest_fitting_board(blob: &[u8]) -> Result<(&'static Board, Vec<&'static Board>)> {
-    let model = tinykd_runtime::Model::from_bytes(blob).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let model = crate::int8::parse(blob)?;
     let mut emulated: Vec<&Board> = BOARDS.iter().filter(|b| b.is_emulated()).collect();
     emulated.sort_by_key(|b| (b.ram_bytes, b.flash_bytes));
     let fits: Vec<&Board> =
@@ -102,10 +108,18 @@ fn config_path(path: &Path, dir: &Path) -> Result<String> {
 }
 
 /// Writes the starter config.
-pub fn init(a: &InitArgs) -> Result<String> {
+pub fn init(a: &InitOptions) -> Result<String> {
     if a.out.exists() && !a.force {
         bail!("{}: already exists (choose another --out, or --force to overwrite)", a.out.display());
     }
+    let p = propose(a)?;
+    let text = config_text(a, &p)?;
+    crate::util::write_atomic(&a.out, text.as_bytes())?;
+    Ok(format!("wrote {} (student {}, board {})", a.out.display(), p.spec, p.board.name))
+}
+
+/// Loads the data, checks the teachers, sizes the student, picks the board.
+fn propose(a: &InitOptions) -> Result<Proposal> {
     let data = Dataset::load(&a.data, LoadOptions { layout: a.layout, ..Default::default() })?;
     if data.class_count < 2 {
         bail!("{}: needs labels of at least 2 classes (y_train, y_test) to size the student", a.data.display());
@@ -117,9 +131,15 @@ pub fn init(a: &InitArgs) -> Result<String> {
     let (spec, why) = starter_student(&data.sample_shape, classes);
     let n = data.train.n.min(256);
     let (student, blob) = sized_student(&spec, &data.sample_shape, classes, &data.train.x, n)?;
-    let model = tinykd_runtime::Model::from_bytes(&blob).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (board, emulated) = smallest_fitting_board(&blob)?;
+    Ok(Proposal { data, spec, why, student, blob, board, emulated })
+}
 
+/// The commented config.
+fn config_text(a: &InitOptions, p: &Proposal) -> Result<String> {
+    let Proposal { data, spec, why, student, blob, board, emulated } = p;
+    let (board, classes) = (*board, data.class_count);
+    let model = crate::int8::parse(blob)?;
     let dir = match a.out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -207,8 +227,7 @@ pub fn init(a: &InitArgs) -> Result<String> {
     )?;
     writeln!(w, "board = \"{}\"", board.name)?;
     writeln!(w, "limit = 200                   # test samples streamed to the board")?;
-    crate::util::write_atomic(&a.out, c.as_bytes())?;
-    Ok(format!("wrote {} (student {spec}, board {})", a.out.display(), board.name))
+    Ok(c)
 }
 
 #[cfg(test)]

@@ -17,6 +17,10 @@ use plotters::prelude::*;
 
 use crate::distill::CurvePoint;
 
+pub mod sweep;
+
+pub use sweep::SweepRow;
+
 /// Flash and RAM the firmware takes on a board, and what the board has.
 #[derive(Debug, Clone)]
 pub struct Footprint {
@@ -45,7 +49,7 @@ pub struct Report {
     /// One row per board.
     pub footprint: Vec<Footprint>,
     /// The T × α grid when the run swept: rows, selected row, baseline row.
-    pub sweep: Option<(Vec<crate::pipeline::SweepRow>, usize, usize)>,
+    pub sweep: Option<(Vec<SweepRow>, usize, usize)>,
 }
 
 const CURVES: &str = "learning_curves.png";
@@ -62,7 +66,7 @@ fn plot_err(what: &str) -> impl FnOnce(Box<dyn std::error::Error>) -> anyhow::Er
 
 /// Writes the plots, `report.md` and `report.html` into `dir`; returns the files.
 pub fn write(dir: &Path, r: &Report) -> Result<Vec<PathBuf>> {
-    crate::pipeline::register_font();
+    sweep::register_font();
     let mut files = Vec::new();
     let mut images = Vec::new();
     let tmp = tempfile::tempdir_in(dir)?;
@@ -81,7 +85,7 @@ pub fn write(dir: &Path, r: &Report) -> Result<Vec<PathBuf>> {
     }
     if let Some((rows, best, _)) = &r.sweep {
         plot(SWEEP, "T × α sweep: test accuracy of the selected student", &|p| {
-            crate::pipeline::sweep_plot_rows(rows, *best, p).map_err(|e| -> Box<dyn std::error::Error> { e.into() })
+            sweep::plot(rows, *best, p).map_err(|e| -> Box<dyn std::error::Error> { e.into() })
         })?;
     }
     if !r.accuracies.is_empty() {
@@ -113,7 +117,7 @@ fn markdown(r: &Report, images: &[(&str, &str)]) -> String {
         let _ = writeln!(s, "\n## {caption}\n\n![{caption}]({file})");
     }
     if let Some((rows, best, baseline)) = &r.sweep {
-        let _ = writeln!(s, "\n## The sweep\n\n{}", crate::pipeline::sweep_markdown_rows(rows, *best, *baseline));
+        let _ = writeln!(s, "\n## The sweep\n\n{}", sweep::markdown(rows, *best, *baseline));
     }
     if !r.footprint.is_empty() {
         let _ = writeln!(s, "\n| board | flash (bytes) | RAM (bytes) | |\n|---|---:|---:|---|");

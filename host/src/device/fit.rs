@@ -1,0 +1,109 @@
+//! Will a model fit a board? Estimated from the blob and the board's
+//! measured engine, before anything is built.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use tinykd_runtime::Model;
+
+use super::boards::Board;
+
+/// What a model needs on a board, estimated before building: flash for the
+/// blob and the board's firmware (its largest measured image), RAM for the
+/// arena, the receive buffer and the firmware's stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FitEstimate {
+    pub flash: u64,
+    pub receive_buffer: u64,
+    pub ram: u64,
+}
+
+/// The [`FitEstimate`] of `model` on `board`.
+pub fn fit_estimate(board: &Board, model: &Model<'_>) -> FitEstimate {
+    let receive_buffer = model.input_len().max(16) as u64;
+    FitEstimate {
+        flash: model.as_bytes().len() as u64 + board.engine_flash_bytes,
+        receive_buffer,
+        ram: model.arena_bytes() as u64 + receive_buffer + board.engine_stack_bytes + packed_ring_bytes(board, model),
+    }
+}
+
+/// The stack a Cortex-M4/M7 build for speed takes beyond the engine's
+/// estimate for its convolutions' packed rows (`kernels::conv_packed_rows`):
+/// a ring of twice the largest window it takes, four bytes a value (3×3
+/// over 16 channels: 1,152 B). 0 on other cores.
+fn packed_ring_bytes(board: &Board, model: &Model<'_>) -> u64 {
+    use tinykd_runtime::compiled::Step;
+    if !board.target.starts_with("thumbv7em") {
+        return 0;
+    }
+    (0..model.layer_count())
+        .filter_map(|i| match model.compiled_layer(i).ok()?.step {
+            Step::Conv { params, .. } => tinykd_runtime::kernels::conv_gathered::gathered_window(&params),
+            _ => None,
+        })
+        .max()
+        .map_or(0, |n| 2 * 4 * n as u64)
+}
+
+/// Refuses a model that cannot fit the board, before anything is built:
+/// the blob against flash, the arena + receive buffer + the engine's stack
+/// against RAM, with the numbers.
+pub fn fit_check(board: &Board, model: &Model<'_>, what: &Path) -> Result<()> {
+    let need = fit_estimate(board, model);
+    let flash_need = need.flash;
+    if flash_need > board.flash_bytes {
+        bail!(
+            "{}: does not fit {}: the model ({} bytes) and the firmware (~{} bytes) need {} bytes of flash, the \
+             board has {}",
+            what.display(),
+            board.name,
+            model.as_bytes().len(),
+            board.engine_flash_bytes,
+            flash_need,
+            board.flash_bytes
+        );
+    }
+    let (rx, ram_need) = (need.receive_buffer, need.ram);
+    if ram_need > board.ram_bytes {
+        bail!(
+            "{}: does not fit {}: arena {} + receive buffer {} + stack ~{} = {} bytes of RAM, the board has {}",
+            what.display(),
+            board.name,
+            model.arena_bytes(),
+            rx,
+            board.engine_stack_bytes,
+            ram_need,
+            board.ram_bytes
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::device::boards;
+    use rand::SeedableRng;
+
+    #[test]
+    fn the_m4_estimate_counts_the_packed_ring() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let spec = "conv2d(16,k3) relu conv2d(16,k3) relu gap dense(5)";
+        let s = crate::student::Student::from_spec_any_output(spec, &[3, 7, 9], &mut rng).unwrap();
+        let calib = vec![0.5f32; 4 * s.input_len()];
+        let q = crate::quant::quantize_student(&s, &calib, 4, crate::quant::Calibration::Minmax).unwrap();
+        let bytes = crate::export::tkd::encode(&q).unwrap();
+        let model = Model::from_bytes(&bytes).unwrap();
+        let m3 = fit_estimate(boards::board("qemu-mps2-an385").unwrap(), &model);
+        let m4 = fit_estimate(boards::board("qemu-mps2-an386").unwrap(), &model);
+        // The largest window: 3×3 over 16 channels, a ring of 2 × 144 words.
+        assert_eq!(m4.ram - m3.ram, 1152);
+        assert_eq!(
+            m4.flash,
+            m3.flash + boards::board("qemu-mps2-an386").unwrap().engine_flash_bytes
+                - boards::board("qemu-mps2-an385").unwrap().engine_flash_bytes
+        );
+    }
+}

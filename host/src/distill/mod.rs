@@ -2,9 +2,11 @@
 
 pub mod augment;
 pub mod loss;
+pub mod optimizer;
 mod pair;
 pub mod trainer;
 
 pub use augment::{Augment, Mix, Views};
 pub use loss::{HardLabel, LossConfig, LossKind};
-pub use trainer::{CurvePoint, Optimizer, Schedule, TrainConfig, TrainReport, TrainSet, ValSet, train};
+pub use optimizer::{Optimizer, Schedule};
+pub use trainer::{CurvePoint, TrainConfig, TrainReport, TrainSet, ValSet, train};

@@ -4,6 +4,8 @@
 //! Activation ranges come from [`calibration`].
 
 pub mod calibration;
+
+pub use calibration::{calibrate, calibrate_resolved};
 pub mod qat;
 
 use anyhow::{Result, bail};
@@ -151,7 +153,7 @@ fn range(v: &[f32]) -> (f32, f32) {
 }
 
 /// A weighted layer with what is fused into it on the device.
-struct Fused<'a> {
+pub(super) struct Fused<'a> {
     /// Weights in the device layout and bias, BatchNorm folded in.
     weights: Vec<f32>,
     bias: Vec<f32>,
@@ -164,7 +166,7 @@ struct Fused<'a> {
 }
 
 /// Folds a following BatchNorm and picks up a following activation.
-fn fuse<'a>(student: &'a Student, i: usize) -> (Fused<'a>, usize) {
+pub(super) fn fuse<'a>(student: &'a Student, i: usize) -> (Fused<'a>, usize) {
     let layer = &student.layers[i];
     // The layout the device feeds this layer: a Flatten (or Dropout) in
     // between changes nothing on the device, so look through them.
@@ -266,22 +268,6 @@ pub fn range_params(ranges: &[calibration::TensorRange]) -> Vec<QuantParams> {
     ranges.iter().map(|r| activation_params(r.clip_min, r.clip_max)).collect()
 }
 
-/// Mean squared difference between `q`'s dequantized int8 logits (run by
-/// the runtime) and `float_logits` on `n` channels-first samples.
-fn logit_error(q: &TkdModel, x: &[f32], n: usize, float_logits: &[f32]) -> Result<f64> {
-    let bytes = crate::export::tkd::encode(q)?;
-    let model = crate::int8::parse(&bytes)?;
-    let inputs = crate::int8::quantize_inputs(&model, x);
-    let (_, logits) = crate::int8::run_quantized(&model, &inputs, n)?;
-    let p = model.output_quant();
-    let sum: f64 = logits
-        .iter()
-        .zip(float_logits)
-        .map(|(&q, &f)| (((q as i32 - p.zero_point) as f32 * p.scale - f) as f64).powi(2))
-        .sum();
-    Ok(sum / logits.len().max(1) as f64)
-}
-
 /// [`quantize_student`], also returning each calibrated tensor's observed
 /// and chosen range (the input first, then every weighted layer's output).
 pub fn quantize_student_ranges(
@@ -295,80 +281,6 @@ pub fn quantize_student_ranges(
     Ok((quantize_with_params(student, &range_params(&ranges), g)?, ranges))
 }
 
-/// The range of every tensor [`quantize_with_params`] needs parameters for:
-/// the input, then each weighted layer's (fused) output, chosen by `method`
-/// on `n` calibration samples.
-pub fn calibrate(
-    student: &Student,
-    calib: &[f32],
-    n: usize,
-    method: Calibration,
-    g: Scheme,
-) -> Result<Vec<calibration::TensorRange>> {
-    Ok(calibrate_resolved(student, calib, n, method, g)?.1)
-}
-
-/// [`calibrate`], also naming the concrete method used: `method` itself, or
-/// what `auto` stands for on this student and calibration set — each
-/// method's int8 student runs the calibration samples through the runtime,
-/// and the one whose dequantized logits stay closest to the float student's
-/// (least mean squared difference) wins; ties keep the earlier of minmax,
-/// mse, percentile. One pass of float activations serves every method.
-///
-/// Why the logits and not each tensor's own error: a clip that lowers one
-/// tensor's error can still cost the output (a saturated pre-pool peak), and
-/// the logits are what the argmax reads. (min/max lost 0.7 pt on the
-/// MNIST-1D α = 0 baseline, where the clipping methods lost none; README.)
-pub fn calibrate_resolved(
-    student: &Student,
-    calib: &[f32],
-    n: usize,
-    method: Calibration,
-    g: Scheme,
-) -> Result<(Calibration, Vec<calibration::TensorRange>)> {
-    if n == 0 {
-        bail!("the calibration set is empty");
-    }
-    let acts = student.activations(calib, n);
-    if method != Calibration::Auto {
-        return Ok((method, ranges_from(student, &acts, method)));
-    }
-    // The last activation is the float student's output.
-    let float_logits = acts.last().map_or(&[][..], |a| a.as_slice());
-    let mut best: Option<(f64, Calibration, Vec<calibration::TensorRange>)> = None;
-    for method in [Calibration::Minmax, Calibration::Mse, Calibration::Percentile] {
-        let ranges = ranges_from(student, &acts, method);
-        let q = quantize_with_params(student, &range_params(&ranges), g)?;
-        let err = logit_error(&q, calib, n, float_logits)?;
-        if best.as_ref().is_none_or(|(e, _, _)| err < *e) {
-            best = Some((err, method, ranges));
-        }
-    }
-    best.map(|(_, method, ranges)| (method, ranges)).ok_or_else(|| anyhow::anyhow!("no calibration method to try"))
-}
-
-/// The ranges a concrete `method` picks from the student's float
-/// activations (`Student::activations` on the calibration set).
-fn ranges_from(student: &Student, acts: &[Vec<f32>], method: Calibration) -> Vec<calibration::TensorRange> {
-    let mut ranges = vec![calibration::choose(&acts[0], method)];
-    let mut i = 0;
-    while i < student.layers.len() {
-        if matches!(student.layers[i], Layer::Dense(_) | Layer::Conv(_) | Layer::Depthwise(_)) {
-            let (f, next) = fuse(student, i);
-            // The logits are never clipped: saturated logits tie, and the
-            // argmax then picks the first of them, not the largest.
-            let logits = !student.layers[next..]
-                .iter()
-                .any(|l| matches!(l, Layer::Dense(_) | Layer::Conv(_) | Layer::Depthwise(_)));
-            ranges.push(calibration::choose(&acts[f.output_act], if logits { Calibration::Minmax } else { method }));
-            i = next;
-        } else {
-            i += 1;
-        }
-    }
-    ranges
-}
-
 /// Quantizes `student` with fixed activation parameters: `params[0]` for
 /// the input, then one per weighted layer's output (as [`calibrate`] lists
 /// them). Weights and biases are quantized from the current float values.
@@ -379,103 +291,19 @@ pub fn quantize_with_params(student: &Student, params: &[QuantParams], g: Scheme
     let mut in_params = input;
     let mut i = 0;
     while i < student.layers.len() {
-        let in_shape = student.shapes[i];
-        let [c, h, w] = in_shape;
+        let [c, h, w] = student.shapes[i];
         let input_len = c * h * w;
         match &student.layers[i] {
             Layer::Dense(_) | Layer::Conv(_) | Layer::Depthwise(_) => {
-                let (f, next) = fuse(student, i);
-                let out_shape = student.shapes[next];
                 let Some(out) = next_params.next() else {
                     bail!("no quantization parameters for the output of layer {i}")
                 };
-                let channels = f.bias.len();
-                let mut q_weights = Vec::with_capacity(f.weights.len());
-                let mut table = Vec::with_capacity(channels);
-                let mut weight_scales = Vec::with_capacity(channels);
-                let scales = layer_weight_scales(&f.weights, f.per_channel, g.weight_scales);
-                for (o, &s_w) in scales.iter().enumerate() {
-                    let row = &f.weights[o * f.per_channel..(o + 1) * f.per_channel];
-                    let q_row: Vec<i8> = row.iter().map(|w| quantize_weight(*w, s_w)).collect();
-                    let acc_scale = in_params.scale as f64 * s_w as f64;
-                    let bias = quantize_bias(f.bias[o], acc_scale);
-                    // Fully connected folds −z_in·Σw into the bias (plain dot
-                    // product on the device); convolutions skip padded taps,
-                    // so they keep TFLite's plain bias and subtract z_in per tap.
-                    let stored = if matches!(f.layer, Layer::Dense(_)) {
-                        bias - in_params.zero_point as i64 * q_row.iter().map(|w| *w as i64).sum::<i64>()
-                    } else {
-                        bias
-                    };
-                    let stored = i32::try_from(stored)
-                        .map_err(|_| anyhow::anyhow!("bias of layer {i} channel {o} overflows int32"))?;
-                    let (multiplier, shift) = quantize_multiplier(acc_scale / out.scale as f64);
-                    table.push(ChannelQuant { bias: stored, multiplier, shift });
-                    weight_scales.push(s_w);
-                    q_weights.extend(q_row);
-                }
-                let mut params = [0u16; layer::PARAM_COUNT];
-                let op = match f.layer {
-                    Layer::Dense(d) => {
-                        params[0] = u16p(d.inputs, "dense inputs")?;
-                        params[1] = u16p(d.outputs, "dense outputs")?;
-                        Op::FullyConnected
-                    }
-                    Layer::Conv(cv) => {
-                        params = [
-                            u16p(h, "height")?,
-                            u16p(w, "width")?,
-                            u16p(c, "channels")?,
-                            u16p(cv.out_channels, "channels")?,
-                            u16p(cv.kernel[0], "kernel")?,
-                            u16p(cv.kernel[1], "kernel")?,
-                            u16p(cv.stride, "stride")?,
-                            (cv.padding == Padding::Same) as u16,
-                        ];
-                        Op::Conv2d
-                    }
-                    Layer::Depthwise(dw) => {
-                        params = [
-                            u16p(h, "height")?,
-                            u16p(w, "width")?,
-                            u16p(c, "channels")?,
-                            u16p(c, "channels")?,
-                            u16p(dw.kernel[0], "kernel")?,
-                            u16p(dw.kernel[1], "kernel")?,
-                            u16p(dw.stride, "stride")?,
-                            (dw.padding == Padding::Same) as u16,
-                        ];
-                        // [C][kh·kw] → [kh·kw][C] (TFLite's depthwise layout).
-                        let taps = f.per_channel;
-                        let mut t = vec![0i8; q_weights.len()];
-                        for ci in 0..c {
-                            for k in 0..taps {
-                                t[k * c + ci] = q_weights[ci * taps + k];
-                            }
-                        }
-                        q_weights = t;
-                        Op::DepthwiseConv2d
-                    }
-                    _ => unreachable!(),
-                };
-                layers.push(TkdLayer {
-                    op,
-                    activation: f.activation,
-                    clamp: clamp_for(f.activation, out),
-                    input_len,
-                    output_len: out_shape.iter().product(),
-                    params,
-                    input_zero_point: in_params.zero_point,
-                    output: out,
-                    weights: q_weights,
-                    channels: table,
-                    weight_scales,
-                });
+                let (layer, next) = weighted_layer(student, i, in_params, out, g)?;
+                layers.push(layer);
                 in_params = out;
                 i = next;
             }
             Layer::Pool(p) => {
-                let out_shape = p.out_shape();
                 let params = [
                     u16p(h, "height")?,
                     u16p(w, "width")?,
@@ -486,13 +314,8 @@ pub fn quantize_with_params(student: &Student, params: &[QuantParams], g: Scheme
                     (p.padding == Padding::Same) as u16,
                     0,
                 ];
-                layers.push(pass_through(
-                    if p.kind == PoolKind::Max { Op::MaxPool2d } else { Op::AvgPool2d },
-                    params,
-                    input_len,
-                    out_shape.iter().product(),
-                    in_params,
-                ));
+                let op = if p.kind == PoolKind::Max { Op::MaxPool2d } else { Op::AvgPool2d };
+                layers.push(pass_through(op, params, input_len, p.out_shape().iter().product(), in_params));
                 i += 1;
             }
             Layer::Gap { .. } => {
@@ -510,7 +333,7 @@ pub fn quantize_with_params(student: &Student, params: &[QuantParams], g: Scheme
         }
     }
     let output = layers.last().map(|l| l.output).unwrap_or(input);
-    let model = TkdModel {
+    Ok(TkdModel {
         input_shape: student.input_shape.clone(),
         input,
         output,
@@ -518,8 +341,100 @@ pub fn quantize_with_params(student: &Student, params: &[QuantParams], g: Scheme
         layers,
         data_channels_last: false,
         single_rounding: g.rounding == Rounding::Single,
+    })
+}
+
+/// The weighted layer `i` with what is fused into it, quantized: int8
+/// weights, and per channel the int32 bias and requantization multiplier.
+/// Returns the layer and the index of the first layer after the fused ones.
+fn weighted_layer(
+    student: &Student,
+    i: usize,
+    in_params: QuantParams,
+    out: QuantParams,
+    g: Scheme,
+) -> Result<(TkdLayer, usize)> {
+    let (f, next) = fuse(student, i);
+    let in_shape = student.shapes[i];
+    let channels = f.bias.len();
+    let mut q_weights = Vec::with_capacity(f.weights.len());
+    let mut table = Vec::with_capacity(channels);
+    let mut weight_scales = Vec::with_capacity(channels);
+    let scales = layer_weight_scales(&f.weights, f.per_channel, g.weight_scales);
+    for (o, &s_w) in scales.iter().enumerate() {
+        let row = &f.weights[o * f.per_channel..(o + 1) * f.per_channel];
+        let q_row: Vec<i8> = row.iter().map(|w| quantize_weight(*w, s_w)).collect();
+        let acc_scale = in_params.scale as f64 * s_w as f64;
+        let bias = quantize_bias(f.bias[o], acc_scale);
+        // Fully connected folds −z_in·Σw into the bias (plain dot
+        // product on the device); convolutions skip padded taps,
+        // so they keep TFLite's plain bias and subtract z_in per tap.
+        let stored = if matches!(f.layer, Layer::Dense(_)) {
+            bias - in_params.zero_point as i64 * q_row.iter().map(|w| *w as i64).sum::<i64>()
+        } else {
+            bias
+        };
+        let stored =
+            i32::try_from(stored).map_err(|_| anyhow::anyhow!("bias of layer {i} channel {o} overflows int32"))?;
+        let (multiplier, shift) = quantize_multiplier(acc_scale / out.scale as f64);
+        table.push(ChannelQuant { bias: stored, multiplier, shift });
+        weight_scales.push(s_w);
+        q_weights.extend(q_row);
+    }
+    let (op, params) = weighted_op(f.layer, in_shape)?;
+    if op == Op::DepthwiseConv2d {
+        // [C][kh·kw] → [kh·kw][C] (TFLite's depthwise layout).
+        let (c, taps) = (in_shape[0], f.per_channel);
+        let mut t = vec![0i8; q_weights.len()];
+        for ci in 0..c {
+            for k in 0..taps {
+                t[k * c + ci] = q_weights[ci * taps + k];
+            }
+        }
+        q_weights = t;
+    }
+    let layer = TkdLayer {
+        op,
+        activation: f.activation,
+        clamp: clamp_for(f.activation, out),
+        input_len: in_shape.iter().product(),
+        output_len: student.shapes[next].iter().product(),
+        params,
+        input_zero_point: in_params.zero_point,
+        output: out,
+        weights: q_weights,
+        channels: table,
+        weight_scales,
     };
-    Ok(model)
+    Ok((layer, next))
+}
+
+/// A weighted layer's op and its parameters in the layer table, for an
+/// input of shape `[c, h, w]`.
+fn weighted_op(layer: &Layer, [c, h, w]: crate::student::Shape) -> Result<(Op, [u16; layer::PARAM_COUNT])> {
+    let window = |out: usize, kernel: [usize; 2], stride: usize, padding: Padding| -> Result<[u16; 8]> {
+        Ok([
+            u16p(h, "height")?,
+            u16p(w, "width")?,
+            u16p(c, "channels")?,
+            u16p(out, "channels")?,
+            u16p(kernel[0], "kernel")?,
+            u16p(kernel[1], "kernel")?,
+            u16p(stride, "stride")?,
+            (padding == Padding::Same) as u16,
+        ])
+    };
+    Ok(match layer {
+        Layer::Dense(d) => {
+            let mut params = [0u16; layer::PARAM_COUNT];
+            params[0] = u16p(d.inputs, "dense inputs")?;
+            params[1] = u16p(d.outputs, "dense outputs")?;
+            (Op::FullyConnected, params)
+        }
+        Layer::Conv(cv) => (Op::Conv2d, window(cv.out_channels, cv.kernel, cv.stride, cv.padding)?),
+        Layer::Depthwise(dw) => (Op::DepthwiseConv2d, window(c, dw.kernel, dw.stride, dw.padding)?),
+        other => bail!("{other:?} is not a weighted layer"),
+    })
 }
 
 /// A layer that keeps its input's quantization (pools).
@@ -586,7 +501,7 @@ mod tests {
         assert_ne!(auto, Calibration::Auto);
         let error = |m| {
             let (q, _) = quantize_student_ranges(&s, &x, n, m, Scheme::default()).unwrap();
-            logit_error(&q, &x, n, &float).unwrap()
+            calibration::logit_error(&q, &x, n, &float).unwrap()
         };
         let (minmax, chosen) = (error(Calibration::Minmax), error(auto));
         assert_ne!(auto, Calibration::Minmax, "minmax error {minmax}");

@@ -26,7 +26,8 @@ use tinykd_runtime::QuantParams;
 
 use super::calibration::TensorRange;
 use super::{Calibration, Scheme, WeightScales, calibrate, quantize_with_params};
-use crate::distill::trainer::{Adam, Batch, Batches, batch_loss};
+use crate::distill::optimizer::Adam;
+use crate::distill::trainer::{Batch, Batches, batch_loss};
 use crate::distill::{TrainConfig, TrainSet, ValSet};
 use crate::export::tkd::{TkdModel, encode};
 use crate::progress::Progress;

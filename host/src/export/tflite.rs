@@ -174,6 +174,13 @@ fn padding(p: u16) -> tfl::Padding {
     if p == 1 { tfl::Padding::Same } else { tfl::Padding::Valid }
 }
 
+/// The tensor the next operator reads, with its shape and quantization.
+struct Cursor {
+    tensor: i32,
+    shape: Vec<usize>,
+    q: QuantParams,
+}
+
 /// Encodes the `.tkd` `blob` as a `.tflite` flatbuffer.
 pub fn int8_model(blob: &[u8]) -> Result<Vec<u8>> {
     let m = crate::int8::parse(blob)?;
@@ -183,136 +190,174 @@ pub fn int8_model(blob: &[u8]) -> Result<Vec<u8>> {
         bail!("input shape {internal:?} is not a [L], [C, L] or [C, H, W] sample");
     };
     let mut g = Graph::new();
-    let mut in_q = m.input_quant();
     // A model starting with a fully connected layer takes a flat `[1, N]`
     // input, any other an NHWC map.
     let flat_input = matches!(layers.first().map(|l| l.op), Some(Op::FullyConnected));
-    let mut shape: Vec<usize> = if flat_input { vec![1, c * h * w] } else { vec![1, h, w, c] };
-    let input = g.activation("input".into(), &shape, in_q)?;
-    let mut current = input;
-
+    let shape: Vec<usize> = if flat_input { vec![1, c * h * w] } else { vec![1, h, w, c] };
+    let input = g.activation("input".into(), &shape, m.input_quant())?;
+    let mut at = Cursor { tensor: input, shape, q: m.input_quant() };
     for (i, l) in layers.iter().enumerate() {
-        let p = l.params.map(usize::from);
+        let scales = checked_scales(&m, l, at.q.scale).with_context(|| format!("layer {i}"))?;
         let name = |kind: &str| format!("{i:02}_{kind}");
-        let expected = tflite_clamp(l.activation, l.output);
-        if l.clamp != expected {
-            bail!(
-                "layer {i}: its output clamp [{}, {}] is not the one TFLite derives for {:?} at scale {} (zero point {}): [{}, {}]",
-                l.clamp.min,
-                l.clamp.max,
-                l.activation,
-                l.output.scale,
-                l.output.zero_point,
-                expected.min,
-                expected.max
-            );
-        }
-        let super::ChannelScales { entries, weight_scales: w_scales, bias_scales: b_scales } =
-            super::channel_scales(&m, l, in_q.scale).with_context(|| format!("layer {i}"))?;
-        // TFLite recomputes each channel's multiplier from the float scales.
-        for (o, (q, s_w)) in entries.iter().zip(&w_scales).enumerate() {
-            let real = in_q.scale as f64 * *s_w as f64 / l.output.scale as f64;
-            if quantize_multiplier(real) != (q.multiplier, q.shift) {
-                bail!(
-                    "layer {i} channel {o}: multiplier {} · 2^{} is not what TFLite derives from the stored scales ({real:e})",
-                    q.multiplier,
-                    q.shift
-                );
-            }
-        }
-        let weights = m.weights(l);
-        match l.op {
-            Op::FullyConnected => {
-                let (inf, outf) = (p[0], p[1]);
-                if shape.len() != 2 {
-                    shape = vec![1, inf];
-                    current = g.reshape(current, &shape, in_q, name("flatten"))?;
-                }
-                let bias = super::plain_fc_bias(&entries, weights, inf, in_q.zero_point);
-                let wt = g.weights(name("dense/weights"), &[outf, inf], weights, &w_scales, 0)?;
-                let bs = g.bias(name("dense/bias"), &bias, &b_scales)?;
-                shape = vec![1, outf];
-                let out = g.activation(name("dense"), &shape, l.output)?;
-                let options = tfl::BuiltinOptions::FullyConnectedOptions(Box::new(tfl::FullyConnectedOptions {
-                    fused_activation_function: fused(l.activation),
-                    ..Default::default()
-                }));
-                g.op(tfl::BuiltinOperator::FullyConnected, 4, vec![current, wt, bs], out, options);
-                current = out;
-            }
-            Op::Conv2d | Op::DepthwiseConv2d => {
-                let (ih, iw, ic, oc, kh, kw, stride) = (p[0], p[1], p[2], p[3], p[4], p[5], p[6]);
-                let pad = padding(l.params[7]);
-                let window = crate::student::geometry::window2d([ic, ih, iw], [kh, kw], stride, pad_spec(pad)).0;
-                let bias: Vec<i32> = entries.iter().map(|q| q.bias).collect();
-                let stride = i32::try_from(stride)?;
-                let (wt, code, options, kind) = if l.op == Op::Conv2d {
-                    let wt = g.weights(name("conv/filter"), &[oc, kh, kw, ic], weights, &w_scales, 0)?;
-                    let options = tfl::BuiltinOptions::Conv2DOptions(Box::new(tfl::Conv2DOptions {
-                        padding: pad,
-                        stride_w: stride,
-                        stride_h: stride,
-                        fused_activation_function: fused(l.activation),
-                        dilation_w_factor: 1,
-                        dilation_h_factor: 1,
-                        ..Default::default()
-                    }));
-                    (wt, tfl::BuiltinOperator::Conv2d, options, "conv")
-                } else {
-                    let wt = g.weights(name("depthwise/filter"), &[1, kh, kw, ic], weights, &w_scales, 3)?;
-                    let options = tfl::BuiltinOptions::DepthwiseConv2DOptions(Box::new(tfl::DepthwiseConv2DOptions {
-                        padding: pad,
-                        stride_w: stride,
-                        stride_h: stride,
-                        depth_multiplier: 1,
-                        fused_activation_function: fused(l.activation),
-                        dilation_w_factor: 1,
-                        dilation_h_factor: 1,
-                    }));
-                    (wt, tfl::BuiltinOperator::DepthwiseConv2d, options, "depthwise")
-                };
-                let bs = g.bias(name(&format!("{kind}/bias")), &bias, &b_scales)?;
-                shape = vec![1, window[0], window[1], oc];
-                let out = g.activation(name(kind), &shape, l.output)?;
-                g.op(code, 3, vec![current, wt, bs], out, options);
-                current = out;
-            }
-            Op::MaxPool2d | Op::AvgPool2d | Op::GlobalAvgPool => {
-                let (ih, iw, ch) = (p[0], p[1], p[2]);
-                let (ph, pw, stride, pad) = match l.op {
-                    Op::GlobalAvgPool => (ih, iw, 1, tfl::Padding::Valid),
-                    _ => (p[3], p[4], p[5], padding(l.params[6])),
-                };
-                let window = crate::student::geometry::window2d([ch, ih, iw], [ph, pw], stride, pad_spec(pad)).0;
-                let (code, kind) = match l.op {
-                    Op::MaxPool2d => (tfl::BuiltinOperator::MaxPool2d, "max_pool"),
-                    Op::AvgPool2d => (tfl::BuiltinOperator::AveragePool2d, "average_pool"),
-                    _ => (tfl::BuiltinOperator::AveragePool2d, "global_average_pool"),
-                };
-                let options = tfl::BuiltinOptions::Pool2DOptions(Box::new(tfl::Pool2DOptions {
-                    padding: pad,
-                    stride_w: i32::try_from(stride)?,
-                    stride_h: i32::try_from(stride)?,
-                    filter_width: i32::try_from(pw)?,
-                    filter_height: i32::try_from(ph)?,
-                    fused_activation_function: fused(l.activation),
-                }));
-                shape = vec![1, window[0], window[1], ch];
-                let out = g.activation(name(kind), &shape, l.output)?;
-                g.op(code, 2, vec![current], out, options);
-                current = out;
-            }
-        }
-        in_q = l.output;
+        let out = match l.op {
+            Op::FullyConnected => fully_connected(&mut g, &mut at, l, m.weights(l), &scales, name)?,
+            Op::Conv2d | Op::DepthwiseConv2d => convolution(&mut g, &mut at, l, m.weights(l), &scales, name)?,
+            Op::MaxPool2d | Op::AvgPool2d | Op::GlobalAvgPool => pool(&mut g, &mut at, l, name)?,
+        };
+        at.tensor = out;
+        at.q = l.output;
     }
-    if shape.len() != 2 {
-        shape = vec![1, m.class_count()];
-        current = g.reshape(current, &shape, in_q, "logits".into())?;
+    if at.shape.len() != 2 {
+        at.shape = vec![1, m.class_count()];
+        at.tensor = g.reshape(at.tensor, &at.shape, at.q, "logits".into())?;
     }
-    if let Some(t) = g.tensors.get_mut(current as usize) {
+    if let Some(t) = g.tensors.get_mut(at.tensor as usize) {
         t.name = Some("logits".into());
     }
+    finish(g, input, at.tensor, m.crc())
+}
 
+/// Layer `l`'s channel scales, after checking that TFLite derives the
+/// stored clamp and every stored multiplier from them.
+fn checked_scales(
+    m: &tinykd_runtime::Model<'_>,
+    l: &tinykd_runtime::Layer,
+    in_scale: f32,
+) -> Result<super::ChannelScales> {
+    let expected = tflite_clamp(l.activation, l.output);
+    if l.clamp != expected {
+        bail!(
+            "its output clamp [{}, {}] is not the one TFLite derives for {:?} at scale {} (zero point {}): [{}, {}]",
+            l.clamp.min,
+            l.clamp.max,
+            l.activation,
+            l.output.scale,
+            l.output.zero_point,
+            expected.min,
+            expected.max
+        );
+    }
+    let scales = super::channel_scales(m, l, in_scale)?;
+    // TFLite recomputes each channel's multiplier from the float scales.
+    for (o, (q, s_w)) in scales.entries.iter().zip(&scales.weight_scales).enumerate() {
+        let real = in_scale as f64 * *s_w as f64 / l.output.scale as f64;
+        if quantize_multiplier(real) != (q.multiplier, q.shift) {
+            bail!(
+                "channel {o}: multiplier {} · 2^{} is not what TFLite derives from the stored scales ({real:e})",
+                q.multiplier,
+                q.shift
+            );
+        }
+    }
+    Ok(scales)
+}
+
+/// `FULLY_CONNECTED` (after a `RESHAPE` of a feature map to `[1, H·W·C]`).
+fn fully_connected(
+    g: &mut Graph,
+    at: &mut Cursor,
+    l: &tinykd_runtime::Layer,
+    weights: &[i8],
+    s: &super::ChannelScales,
+    name: impl Fn(&str) -> String,
+) -> Result<i32> {
+    let p = l.params.map(usize::from);
+    let (inf, outf) = (p[0], p[1]);
+    if at.shape.len() != 2 {
+        at.shape = vec![1, inf];
+        at.tensor = g.reshape(at.tensor, &at.shape, at.q, name("flatten"))?;
+    }
+    let bias = super::plain_fc_bias(&s.entries, weights, inf, at.q.zero_point);
+    let wt = g.weights(name("dense/weights"), &[outf, inf], weights, &s.weight_scales, 0)?;
+    let bs = g.bias(name("dense/bias"), &bias, &s.bias_scales)?;
+    at.shape = vec![1, outf];
+    let out = g.activation(name("dense"), &at.shape, l.output)?;
+    let options = tfl::BuiltinOptions::FullyConnectedOptions(Box::new(tfl::FullyConnectedOptions {
+        fused_activation_function: fused(l.activation),
+        ..Default::default()
+    }));
+    g.op(tfl::BuiltinOperator::FullyConnected, 4, vec![at.tensor, wt, bs], out, options);
+    Ok(out)
+}
+
+/// `CONV_2D` or `DEPTHWISE_CONV_2D`.
+fn convolution(
+    g: &mut Graph,
+    at: &mut Cursor,
+    l: &tinykd_runtime::Layer,
+    weights: &[i8],
+    s: &super::ChannelScales,
+    name: impl Fn(&str) -> String,
+) -> Result<i32> {
+    let p = l.params.map(usize::from);
+    let (ih, iw, ic, oc, kh, kw, stride) = (p[0], p[1], p[2], p[3], p[4], p[5], p[6]);
+    let pad = padding(l.params[7]);
+    let window = crate::student::geometry::window2d([ic, ih, iw], [kh, kw], stride, pad_spec(pad)).0;
+    let bias: Vec<i32> = s.entries.iter().map(|q| q.bias).collect();
+    let stride = i32::try_from(stride)?;
+    let (wt, code, options, kind) = if l.op == Op::Conv2d {
+        let wt = g.weights(name("conv/filter"), &[oc, kh, kw, ic], weights, &s.weight_scales, 0)?;
+        let options = tfl::BuiltinOptions::Conv2DOptions(Box::new(tfl::Conv2DOptions {
+            padding: pad,
+            stride_w: stride,
+            stride_h: stride,
+            fused_activation_function: fused(l.activation),
+            dilation_w_factor: 1,
+            dilation_h_factor: 1,
+            ..Default::default()
+        }));
+        (wt, tfl::BuiltinOperator::Conv2d, options, "conv")
+    } else {
+        let wt = g.weights(name("depthwise/filter"), &[1, kh, kw, ic], weights, &s.weight_scales, 3)?;
+        let options = tfl::BuiltinOptions::DepthwiseConv2DOptions(Box::new(tfl::DepthwiseConv2DOptions {
+            padding: pad,
+            stride_w: stride,
+            stride_h: stride,
+            depth_multiplier: 1,
+            fused_activation_function: fused(l.activation),
+            dilation_w_factor: 1,
+            dilation_h_factor: 1,
+        }));
+        (wt, tfl::BuiltinOperator::DepthwiseConv2d, options, "depthwise")
+    };
+    let bs = g.bias(name(&format!("{kind}/bias")), &bias, &s.bias_scales)?;
+    at.shape = vec![1, window[0], window[1], oc];
+    let out = g.activation(name(kind), &at.shape, l.output)?;
+    g.op(code, 3, vec![at.tensor, wt, bs], out, options);
+    Ok(out)
+}
+
+/// `MAX_POOL_2D` or `AVERAGE_POOL_2D` (global average pooling is one over
+/// the whole map).
+fn pool(g: &mut Graph, at: &mut Cursor, l: &tinykd_runtime::Layer, name: impl Fn(&str) -> String) -> Result<i32> {
+    let p = l.params.map(usize::from);
+    let (ih, iw, ch) = (p[0], p[1], p[2]);
+    let (ph, pw, stride, pad) = match l.op {
+        Op::GlobalAvgPool => (ih, iw, 1, tfl::Padding::Valid),
+        _ => (p[3], p[4], p[5], padding(l.params[6])),
+    };
+    let window = crate::student::geometry::window2d([ch, ih, iw], [ph, pw], stride, pad_spec(pad)).0;
+    let (code, kind) = match l.op {
+        Op::MaxPool2d => (tfl::BuiltinOperator::MaxPool2d, "max_pool"),
+        Op::AvgPool2d => (tfl::BuiltinOperator::AveragePool2d, "average_pool"),
+        _ => (tfl::BuiltinOperator::AveragePool2d, "global_average_pool"),
+    };
+    let options = tfl::BuiltinOptions::Pool2DOptions(Box::new(tfl::Pool2DOptions {
+        padding: pad,
+        stride_w: i32::try_from(stride)?,
+        stride_h: i32::try_from(stride)?,
+        filter_width: i32::try_from(pw)?,
+        filter_height: i32::try_from(ph)?,
+        fused_activation_function: fused(l.activation),
+    }));
+    at.shape = vec![1, window[0], window[1], ch];
+    let out = g.activation(name(kind), &at.shape, l.output)?;
+    g.op(code, 2, vec![at.tensor], out, options);
+    Ok(out)
+}
+
+/// The flatbuffer of the finished graph.
+fn finish(g: Graph, input: i32, output: i32, crc: u32) -> Result<Vec<u8>> {
     let operator_codes = g
         .codes
         .iter()
@@ -331,12 +376,12 @@ pub fn int8_model(blob: &[u8]) -> Result<Vec<u8>> {
         subgraphs: Some(vec![tfl::SubGraph {
             tensors: Some(g.tensors),
             inputs: Some(vec![input]),
-            outputs: Some(vec![current]),
+            outputs: Some(vec![output]),
             operators: Some(g.ops),
             name: Some("main".into()),
             ..Default::default()
         }]),
-        description: Some(format!("tinykd int8 student, CRC-32 {:#010x}", m.crc())),
+        description: Some(format!("tinykd int8 student, CRC-32 {crc:#010x}")),
         buffers: Some(g.buffers),
         ..Default::default()
     };

@@ -243,6 +243,80 @@ pub struct Prepared {
     pub teacher_kinds: Vec<crate::teacher::OutputKind>,
 }
 
+/// Checks every student spec against the data's sample shape. The class
+/// count is the teacher's to say (checked after it runs).
+fn check_specs(specs: &[&str], data: &Dataset) -> Result<()> {
+    for spec in specs {
+        let classes = match crate::student::spec::parse(spec)?.last() {
+            Some(crate::student::LayerSpec::Dense { units }) => *units,
+            _ => data.class_count.max(2),
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        Student::from_spec(spec, &data.sample_shape, classes, &mut rng)
+            .with_context(|| format!("student '{spec}' does not fit the data ({})", data.describe_layout()))?;
+    }
+    Ok(())
+}
+
+/// Validation samples `(x, y, n)`: x_val when present, else a stratified
+/// part of train; and the train rows left for training.
+#[allow(clippy::type_complexity)]
+fn validation_split(
+    opts: &DistillOptions,
+    data: &Dataset,
+    y_train: Option<&[i64]>,
+) -> (Vec<usize>, Option<(Vec<f32>, Vec<i64>, usize)>) {
+    let len = data.sample_len();
+    match (&data.val, data.labels(SplitName::Val)) {
+        (Some(v), Ok(y)) => ((0..data.train.n).collect::<Vec<_>>(), Some((v.x.clone(), y.to_vec(), v.n))),
+        _ => {
+            let (t, v) = crate::data::stratified_split(y_train, data.train.n, opts.val_fraction, opts.seed);
+            let vd = match (v.is_empty(), y_train) {
+                (false, Some(y)) => {
+                    Some((gather(&data.train.x, len, &v), v.iter().map(|&i| y[i]).collect::<Vec<_>>(), v.len()))
+                }
+                _ => None,
+            };
+            (t, vd)
+        }
+    }
+}
+
+/// Teacher scores computed elsewhere (`--teacher-logits`): the training
+/// rows (the kept train samples, then x_unlabeled when `with_unlabeled`),
+/// the test rows, the class count and the scores' kind.
+fn scores_from_file(
+    f: &std::path::Path,
+    data: &Dataset,
+    train_idx: &[usize],
+    with_unlabeled: bool,
+    progress: &Progress,
+) -> Result<(Vec<f32>, Vec<f32>, usize, crate::teacher::OutputKind)> {
+    use crate::teacher::logits_file;
+    let train = logits_file::require(f, "train", data.train.n)?;
+    let test = logits_file::require(f, "test", data.test.n)?;
+    let c = train.classes;
+    let mut rows = gather(&train.logits, c, train_idx);
+    if let (Some(u), true) = (&data.unlabeled, with_unlabeled) {
+        let ul = logits_file::require(f, "unlabeled", u.n)?;
+        if ul.classes != c {
+            bail!("{}: 'unlabeled' has {} classes, 'train' {c}", f.display(), ul.classes);
+        }
+        rows.extend_from_slice(&ul.logits);
+    }
+    if test.classes != c {
+        bail!("{}: 'test' has {} classes, 'train' {c}", f.display(), test.classes);
+    }
+    progress.note(&format!(
+        "teacher scores from {}: {} train and {} test rows, {c} classes ({:?})",
+        f.display(),
+        data.train.n,
+        data.test.n,
+        train.kind
+    ));
+    Ok((rows, test.logits, c, train.kind))
+}
+
 /// Loads and validates the data, builds the training set and its views, and
 /// gets the teacher's logits (from the cache when possible).
 pub fn prepare(opts: &DistillOptions, progress: &Progress) -> Result<Prepared> {
@@ -255,17 +329,7 @@ pub fn prepare_for(opts: &DistillOptions, specs: &[&str], progress: &Progress) -
     opts.validate()?;
     let data = Dataset::load(&opts.data, LoadOptions { input_scale: opts.input_scale, layout: opts.layout })?;
     progress.note(&data.describe_layout());
-    for spec in specs {
-        // The class count is the teacher's to say (checked after it runs);
-        // here the layers are checked against the sample shape.
-        let classes = match crate::student::spec::parse(spec)?.last() {
-            Some(crate::student::LayerSpec::Dense { units }) => *units,
-            _ => data.class_count.max(2),
-        };
-        let mut rng = ChaCha8Rng::seed_from_u64(0);
-        Student::from_spec(spec, &data.sample_shape, classes, &mut rng)
-            .with_context(|| format!("student '{spec}' does not fit the data ({})", data.describe_layout()))?;
-    }
+    check_specs(specs, &data)?;
     let y_train = data.labels(SplitName::Train).ok().map(<[i64]>::to_vec);
     if y_train.is_none() && opts.alpha < 1.0 {
         bail!("{}: y_train is missing; without labels use --alpha 1", opts.data.display());
@@ -283,20 +347,7 @@ pub fn prepare_for(opts: &DistillOptions, specs: &[&str], progress: &Progress) -
     let len = data.sample_len();
     let shape = data.sample_shape.clone();
 
-    // Validation: x_val when present, else a stratified part of train.
-    let (train_idx, val) = match (&data.val, data.labels(SplitName::Val)) {
-        (Some(v), Ok(y)) => ((0..data.train.n).collect::<Vec<_>>(), Some((v.x.clone(), y.to_vec(), v.n))),
-        _ => {
-            let (t, v) = crate::data::stratified_split(y_train.as_deref(), data.train.n, opts.val_fraction, opts.seed);
-            let vd = match (v.is_empty(), &y_train) {
-                (false, Some(y)) => {
-                    Some((gather(&data.train.x, len, &v), v.iter().map(|&i| y[i]).collect::<Vec<_>>(), v.len()))
-                }
-                _ => None,
-            };
-            (t, vd)
-        }
-    };
+    let (train_idx, val) = validation_split(opts, &data, y_train.as_deref());
     // Training samples: labelled train (some labels dropped when asked), then x_unlabeled.
     let mut x = gather(&data.train.x, len, &train_idx);
     let mut labels: Vec<Option<usize>> = match &y_train {
@@ -327,31 +378,9 @@ pub fn prepare_for(opts: &DistillOptions, specs: &[&str], progress: &Progress) -
     let mut file_kinds = Vec::new();
     let (teacher_train, teacher_test, classes) = match (teachers.as_mut(), &opts.teacher_logits) {
         (None, Some(f)) => {
-            use crate::teacher::logits_file;
-            let train = logits_file::require(f, "train", data.train.n)?;
-            let test = logits_file::require(f, "test", data.test.n)?;
-            let c = train.classes;
-            // The training rows: the kept train samples, then x_unlabeled when used.
-            let mut rows = gather(&train.logits, c, &train_idx);
-            if let (Some(u), true) = (&data.unlabeled, n > train_idx.len()) {
-                let ul = logits_file::require(f, "unlabeled", u.n)?;
-                if ul.classes != c {
-                    bail!("{}: 'unlabeled' has {} classes, 'train' {c}", f.display(), ul.classes);
-                }
-                rows.extend_from_slice(&ul.logits);
-            }
-            if test.classes != c {
-                bail!("{}: 'test' has {} classes, 'train' {c}", f.display(), test.classes);
-            }
-            progress.note(&format!(
-                "teacher scores from {}: {} train and {} test rows, {c} classes ({:?})",
-                f.display(),
-                data.train.n,
-                data.test.n,
-                train.kind
-            ));
-            file_kinds.push(train.kind);
-            (Some(rows), Some(test.logits), c)
+            let (rows, test, c, kind) = scores_from_file(f, &data, &train_idx, n > train_idx.len(), progress)?;
+            file_kinds.push(kind);
+            (Some(rows), Some(test), c)
         }
         (Some(t), _) => {
             // The teacher sees the file's layout, the student channels first.

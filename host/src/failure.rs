@@ -39,7 +39,7 @@ impl Failure {
     fn hint(self) -> &'static str {
         match self {
             Failure::Data => {
-                "`tinykd inspect DATA` lists the arrays found; the README's data contract names what is expected (x_train, y_train, x_test, y_test)"
+                "`tinykd inspect DATA` lists the arrays found; the data contract (docs/pipeline.md) names what is expected (x_train, y_train, x_test, y_test)"
             }
             Failure::Teacher => {
                 "`tinykd inspect TEACHER.onnx` shows its inputs and outputs; `--backend ort` runs what tract cannot, `--teacher-output NAME` picks the scores"
@@ -78,7 +78,9 @@ pub fn describe(e: &anyhow::Error) -> (String, String, u8) {
     let message = message.join(": ");
     let hint = match failure {
         Some(f) => f.hint().to_owned(),
-        None => "`tinykd help COMMAND` lists a command's options; the README walks through the pipeline".to_owned(),
+        None => {
+            "`tinykd help COMMAND` lists a command's options; docs/pipeline.md walks through the pipeline".to_owned()
+        }
     };
     (message, hint, failure.map_or(1, Failure::exit_code))
 }

@@ -75,7 +75,7 @@ pub enum Command {
     Export(ExportArgs),
     /// Build a real board's firmware with an int8 student, check it fits, and flash it (probe-rs).
     ///
-    /// Boards: microbit, stm32f405, nrf52840-dk, rp-pico (see the README for wiring). The fit check
+    /// Boards: microbit, stm32f405, nrf52840-dk, rp-pico (wiring: docs/pipeline.md, "Flash and verify on a real board"). The fit check
     /// runs before anything is built; --build-only stops after the build and prints the ELF.
     /// Example: tinykd flash --model student.tkd --board microbit
     Flash(FlashArgs),

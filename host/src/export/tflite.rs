@@ -197,7 +197,7 @@ pub fn int8_model(blob: &[u8]) -> Result<Vec<u8>> {
     let input = g.activation("input".into(), &shape, m.input_quant())?;
     let mut at = Cursor { tensor: input, shape, q: m.input_quant() };
     for (i, l) in layers.iter().enumerate() {
-        let scales = checked_scales(&m, l, at.q.scale).with_context(|| format!("layer {i}"))?;
+        let scales = checked_scales(&m, i, l, at.q.scale)?;
         let name = |kind: &str| format!("{i:02}_{kind}");
         let out = match l.op {
             Op::FullyConnected => fully_connected(&mut g, &mut at, l, m.weights(l), &scales, name)?,
@@ -217,17 +217,18 @@ pub fn int8_model(blob: &[u8]) -> Result<Vec<u8>> {
     finish(g, input, at.tensor, m.crc())
 }
 
-/// Layer `l`'s channel scales, after checking that TFLite derives the
+/// Layer `i`'s channel scales, after checking that TFLite derives the
 /// stored clamp and every stored multiplier from them.
 fn checked_scales(
     m: &tinykd_runtime::Model<'_>,
+    i: usize,
     l: &tinykd_runtime::Layer,
     in_scale: f32,
 ) -> Result<super::ChannelScales> {
     let expected = tflite_clamp(l.activation, l.output);
     if l.clamp != expected {
         bail!(
-            "its output clamp [{}, {}] is not the one TFLite derives for {:?} at scale {} (zero point {}): [{}, {}]",
+            "layer {i}: its output clamp [{}, {}] is not the one TFLite derives for {:?} at scale {} (zero point {}): [{}, {}]",
             l.clamp.min,
             l.clamp.max,
             l.activation,
@@ -237,13 +238,13 @@ fn checked_scales(
             expected.max
         );
     }
-    let scales = super::channel_scales(m, l, in_scale)?;
+    let scales = super::channel_scales(m, l, in_scale).with_context(|| format!("layer {i}"))?;
     // TFLite recomputes each channel's multiplier from the float scales.
     for (o, (q, s_w)) in scales.entries.iter().zip(&scales.weight_scales).enumerate() {
         let real = in_scale as f64 * *s_w as f64 / l.output.scale as f64;
         if quantize_multiplier(real) != (q.multiplier, q.shift) {
             bail!(
-                "channel {o}: multiplier {} · 2^{} is not what TFLite derives from the stored scales ({real:e})",
+                "layer {i} channel {o}: multiplier {} · 2^{} is not what TFLite derives from the stored scales ({real:e})",
                 q.multiplier,
                 q.shift
             );

@@ -130,18 +130,25 @@ fn verify_on_an_emulated_boards_serial_line_is_refused_as_a_board_failure() {
     let mut qemu = Command::new("qemu-system-arm")
         .args(["-M", "mps2-an385", "-display", "none", "-monitor", "none", "-serial", "pty", "-kernel", &elf])
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    let mut err = BufReader::new(qemu.stderr.take().unwrap());
-    let pty = loop {
-        line.clear();
-        assert_ne!(err.read_line(&mut line).unwrap(), 0, "QEMU said nothing about its pty");
-        if let Some(p) = line.split_whitespace().find(|w| w.starts_with("/dev/pts/")) {
-            break p.to_owned();
+    // QEMU names the pseudo-terminal on stdout ("char device redirected to /dev/pts/N").
+    let out = BufReader::new(qemu.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            if let Some(p) = line.split_whitespace().find(|w| w.starts_with("/dev/pts/")) {
+                let _ = tx.send(p.to_owned());
+                return;
+            }
         }
+    });
+    let pty = rx.recv_timeout(Duration::from_secs(20));
+    let Ok(pty) = pty else {
+        let _ = qemu.kill();
+        panic!("QEMU named no pseudo-terminal within 20 s");
     };
     let o = tinykd(&["verify", "--model", "s.tkd", "--data", &data, "--port", &pty, "--limit", "2"], d);
     let _ = qemu.kill();

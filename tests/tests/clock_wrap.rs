@@ -57,9 +57,11 @@ fn self_test(board: &str) -> BTreeMap<String, u64> {
 fn check_systick(board: &str) {
     let f = self_test(board);
     assert!(f["wraps"] >= SYSTICK_WRAPS, "{board}: {f:?}");
-    // Hundreds of readings a period, most of them in masked windows, and
-    // the largest step between two well under the bound (a quarter period).
-    assert!(f["reads"] >= 100 * SYSTICK_WRAPS && f["masked"] >= 10 * SYSTICK_WRAPS, "{board}: {f:?}");
+    // Dozens of readings a period (a period is 6,000 instructions on the
+    // netduinoplus2, whose SysTick QEMU runs at 168 MHz, 40,000 or more on
+    // the others), many in masked windows, and the largest step between two
+    // well under the bound (a quarter period).
+    assert!(f["reads"] >= 40 * SYSTICK_WRAPS && f["masked"] >= 20 * SYSTICK_WRAPS, "{board}: {f:?}");
     assert!(f["reads"] > f["masked"] + 10 * SYSTICK_WRAPS, "{board}: few readings with interrupts on: {f:?}");
     assert_eq!(f["bad_with_interrupts_on"], 0, "{board}: {f:?}");
     assert!(f["max_step"] > 0 && f["max_step"] <= f["bound"], "{board}: {f:?}");

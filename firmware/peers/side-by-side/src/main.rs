@@ -84,7 +84,8 @@ fn main() -> ! {
     use tinykd_board::Clock;
 
     let Some(mut cp) = cortex_m::Peripherals::take() else { semihosting::process::exit(1) };
-    let mut clock = tinykd_board::systick::CycleClock::start(cp.SYST, &mut cp.DCB, &mut cp.DWT);
+    use tinykd_board::systick::{CycleClock, RELOAD};
+    let mut clock = CycleClock::<RELOAD>::start(cp.SYST, &mut cp.DCB, &mut cp.DWT);
     let n = INPUTS.len() / INPUT_LEN;
     let bottom = tinykd_board::stack::paint();
     // The harness's own frames are above this point: what `infer` adds

@@ -15,7 +15,7 @@ use cortex_m::peripheral::{SCB, SYST};
 
 use crate::Counter;
 
-/// SysTick wraps (2^24 ticks each), counted by the exception handler.
+/// SysTick wraps (`RELOAD + 1` ticks each), counted by the exception handler.
 static WRAPS: AtomicU32 = AtomicU32::new(0);
 /// With DWT: the high word of the cycle count and the last low word seen.
 #[cfg(not(armv6m))]

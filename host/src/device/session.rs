@@ -172,14 +172,29 @@ impl Session {
         }
     }
 
+    /// Noise on the line (a false sync word, a frame hit by a bad byte) does
+    /// not lose the frame behind it: the decoder scans a rejected frame's
+    /// bytes again. A rejection followed by silence is reported as such.
     fn next_reply_within(&mut self, timeout: Duration) -> Result<Option<Reply>> {
         let deadline = Instant::now() + timeout;
         let mut decoder = Decoder::new(&mut self.buf);
+        let mut rejected = None;
         loop {
-            let Some(b) = self.link.read_byte(deadline)? else { return Ok(None) };
-            match decoder.push(b) {
-                Step::Pending => {}
-                Step::Rejected(e) => bail!("{}: corrupt frame from the board ({e})", self.link.name),
+            let Some(b) = self.link.read_byte(deadline)? else {
+                match rejected {
+                    Some(e) => {
+                        bail!("{}: corrupt frame from the board ({e}), and no valid frame after it", self.link.name)
+                    }
+                    None => return Ok(None),
+                }
+            };
+            let mut step = decoder.push(b);
+            while let Step::Rejected(e) = step {
+                rejected = Some(e);
+                step = decoder.resume();
+            }
+            match step {
+                Step::Pending | Step::Rejected(_) => {}
                 Step::Complete => {
                     let f = decoder.frame();
                     return Ok(Some(parse(f.kind, f.payload).map_err(|e| anyhow::anyhow!("{}: {e}", self.link.name))?));
@@ -303,4 +318,63 @@ pub fn run_split(
         elf: None,
         device_logits,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: Kind, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![0u8; payload.len() + frame::OVERHEAD];
+        let n = frame::encode(kind as u8, payload, &mut out).unwrap_or(0);
+        out.truncate(n);
+        out
+    }
+
+    /// A line that sends `bytes`, then stays quiet for two seconds.
+    struct ThenQuiet(std::io::Cursor<Vec<u8>>);
+
+    impl std::io::Read for ThenQuiet {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.read(buf)?;
+            if n == 0 {
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            Ok(n)
+        }
+    }
+
+    fn session(bytes: Vec<u8>) -> Session {
+        let rx = ThenQuiet(std::io::Cursor::new(bytes));
+        let link = HostLink::new("fake board".into(), Box::new(rx), Box::new(std::io::sink()));
+        Session { link, buf: vec![0u8; u16::MAX as usize], timeout: Duration::from_millis(300) }
+    }
+
+    #[test]
+    fn a_reply_behind_noise_and_a_broken_frame_is_found() {
+        let reply = frame(Kind::Error, &ErrorCode::InputLength.payload(40));
+        let mut broken = frame(Kind::Error, &ErrorCode::Model.payload(1));
+        broken[6] ^= 0x40;
+        let mut bytes = b"\xA5\x5A\xA5\x5Aboot noise".to_vec();
+        bytes.extend_from_slice(&broken);
+        bytes.extend_from_slice(&reply);
+        let got = session(bytes).next_reply().unwrap();
+        assert_eq!(got, Reply::Error { code: ErrorCode::InputLength, detail: 40 });
+    }
+
+    #[test]
+    fn a_broken_frame_then_silence_is_reported_as_corrupt() {
+        let mut broken = frame(Kind::Error, &ErrorCode::Model.payload(1));
+        broken[6] ^= 0x40;
+        let e = format!("{:#}", session(broken).next_reply().unwrap_err());
+        assert!(e.contains("corrupt frame from the board") && e.contains("fake board"), "{e}");
+    }
+
+    #[test]
+    fn device_text_is_printable_and_capped() {
+        assert_eq!(printable("qemu-mps2-an385"), "qemu-mps2-an385");
+        assert_eq!(printable("a\nb\x1b[31m"), "a\\nb\\u{1b}[31m");
+        assert_eq!(printable(&"x".repeat(100)).chars().count(), MAX_DEVICE_TEXT + 1);
+        assert!(printable("é").is_ascii());
+    }
 }

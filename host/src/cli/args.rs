@@ -311,6 +311,15 @@ pub struct EmulateArgs {
     /// Emulated board.
     #[arg(long, default_value = "qemu-mps2-an385")]
     pub board: String,
+    #[command(flatten)]
+    pub build: BuildArgs,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How a board's firmware is built (`emulate` and `flash`).
+#[derive(Debug, Args)]
+pub struct BuildArgs {
     /// How the firmware runs the model [default: TINYKD_ENGINE, else specialized].
     #[arg(long, value_enum)]
     pub engine: Option<crate::device::Engine>,
@@ -318,8 +327,12 @@ pub struct EmulateArgs {
     /// the board crate's release profile (3).
     #[arg(long, value_enum, value_name = "LEVEL")]
     pub opt_level: Option<crate::device::OptLevel>,
-    #[arg(long)]
-    pub json: bool,
+}
+
+impl BuildArgs {
+    pub fn firmware_build(&self) -> crate::device::FirmwareBuild {
+        crate::device::FirmwareBuild { engine: self.engine, opt_level: self.opt_level }
+    }
 }
 
 /// What a board runs: the model and the samples (`emulate` and `verify`).
@@ -361,13 +374,8 @@ pub struct FlashArgs {
     /// Build and check the firmware, do not flash it.
     #[arg(long)]
     pub build_only: bool,
-    /// How the firmware runs the model [default: TINYKD_ENGINE, else specialized].
-    #[arg(long, value_enum)]
-    pub engine: Option<crate::device::Engine>,
-    /// Build the firmware at this opt-level (e.g. `s`, for size) instead of
-    /// the board crate's release profile (3).
-    #[arg(long, value_enum, value_name = "LEVEL")]
-    pub opt_level: Option<crate::device::OptLevel>,
+    #[command(flatten)]
+    pub build: BuildArgs,
     #[arg(long)]
     pub json: bool,
 }

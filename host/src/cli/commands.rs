@@ -268,7 +268,7 @@ pub(super) fn eval(a: EvalArgs, progress: &Progress) -> Result<()> {
 
 pub(super) fn emulate(a: EmulateArgs) -> Result<()> {
     let r = &a.run;
-    let build = crate::device::FirmwareBuild { engine: a.engine, opt_level: a.opt_level };
+    let build = a.build.firmware_build();
     let report = pipeline::emulate_model_with(&r.model, &r.data, r.split, &a.board, r.limit, r.read.options(), build)?;
     if a.json {
         outln!("{}", serde_json::to_string(&report)?);
@@ -298,7 +298,7 @@ pub fn print_emulation(r: &crate::device::EmulationReport) {
 
 pub(super) fn flash(a: FlashArgs) -> Result<()> {
     let board = crate::device::board(&a.board)?;
-    let build = crate::device::FirmwareBuild { engine: a.engine, opt_level: a.opt_level };
+    let build = a.build.firmware_build();
     let r = crate::device::flash(board, &a.model, a.build_only, build)?;
     if a.json {
         outln!("{}", serde_json::to_string(&r)?);

@@ -95,17 +95,25 @@ pub struct Session {
     buf: Vec<u8>,
     /// How long a reply may take.
     pub timeout: Duration,
+    /// `open` asked with a hello after the boot info frame was late: the
+    /// board may still send its answer to that hello, a second info frame,
+    /// ahead of the next reply.
+    stray_info: bool,
 }
 
 impl Session {
     /// Waits for the board's info frame (sent at boot; a board that booted
     /// earlier is asked with a hello frame) and returns it.
     pub fn open(link: HostLink, timeout: Duration) -> Result<(Session, DeviceInfo)> {
-        let mut s = Session { link, buf: vec![0u8; u16::MAX as usize], timeout };
+        let mut s = Session { link, buf: vec![0u8; u16::MAX as usize], timeout, stray_info: false };
         let first = match s.next_reply_within(timeout.min(Duration::from_secs(3)))? {
             Some(r) => r,
             None => {
+                // A board slow to boot (a loaded machine running QEMU) may
+                // send its boot info frame after this hello went out: then
+                // the hello's own answer follows it.
                 s.send(Kind::Hello, &[])?;
+                s.stray_info = true;
                 s.next_reply()?
             }
         };
@@ -141,6 +149,14 @@ impl Session {
     pub fn hello(&mut self) -> Result<DeviceInfo> {
         self.send(Kind::Hello, &[])?;
         match self.next_reply()? {
+            Reply::Info(i) if std::mem::take(&mut self.stray_info) => {
+                // Maybe the earlier hello's answer: this one's, if it comes, is newer.
+                match self.next_reply_within(Duration::from_secs(1))? {
+                    Some(Reply::Info(newer)) => Ok(newer),
+                    Some(other) => bail!("{}: expected an info frame, got {other:?}", self.link.name),
+                    None => Ok(i),
+                }
+            }
             Reply::Info(i) => Ok(i),
             other => bail!("{}: expected an info frame, got {other:?}", self.link.name),
         }
@@ -149,7 +165,14 @@ impl Session {
     /// Runs one input: the predicted class, counter ticks and int8 logits.
     pub fn infer(&mut self, input: &[i8]) -> Result<(u16, u64, Vec<i8>)> {
         self.send(Kind::Infer, tinykd_runtime::as_u8(input))?;
-        match self.next_reply()? {
+        let mut reply = self.next_reply()?;
+        if let (Reply::Info(_), true) = (&reply, std::mem::take(&mut self.stray_info)) {
+            // The answer to `open`'s hello, not a reset.
+            reply = self.next_reply()?;
+        }
+        // Replies come in order: no stray info frame can follow another reply.
+        self.stray_info = false;
+        match reply {
             Reply::Outcome { class, ticks, logits } => Ok((class, ticks, logits)),
             Reply::Error { code, detail } => bail!("{}: {}", self.link.name, describe(code, detail)),
             Reply::Info(_) => bail!(
@@ -347,7 +370,7 @@ mod tests {
     fn session(bytes: Vec<u8>) -> Session {
         let rx = ThenQuiet(std::io::Cursor::new(bytes));
         let link = HostLink::new("fake board".into(), Box::new(rx), Box::new(std::io::sink()));
-        Session { link, buf: vec![0u8; u16::MAX as usize], timeout: Duration::from_millis(300) }
+        Session { link, buf: vec![0u8; u16::MAX as usize], timeout: Duration::from_millis(300), stray_info: false }
     }
 
     #[test]
@@ -368,6 +391,59 @@ mod tests {
         broken[6] ^= 0x40;
         let e = format!("{:#}", session(broken).next_reply().unwrap_err());
         assert!(e.contains("corrupt frame from the board") && e.contains("fake board"), "{e}");
+    }
+
+    /// A line that stays quiet for `delay`, then sends `bytes`, then stays quiet.
+    struct Late(Duration, std::io::Cursor<Vec<u8>>);
+
+    impl std::io::Read for Late {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            std::thread::sleep(std::mem::take(&mut self.0));
+            ThenQuiet(std::mem::take(&mut self.1)).read(buf).inspect(|&n| {
+                if n == 0 {
+                    self.0 = Duration::from_secs(2);
+                }
+            })
+        }
+    }
+
+    fn info_frame(peak_stack: u32) -> Vec<u8> {
+        let info = Info {
+            version: tinykd_protocol::VERSION,
+            counter: Counter::SysTick,
+            model_crc: 7,
+            model_bytes: 100,
+            input_len: 2,
+            classes: 2,
+            arena_bytes: 16,
+            ops: 1,
+            receive_buffer: 16,
+            peak_stack,
+            core_hz: 25_000_000,
+            input_rank: 1,
+            input_dims: [2, 0, 0, 0],
+            board: "fake",
+        };
+        let mut p = [0u8; 128];
+        let n = info.encode(&mut p).unwrap_or(0);
+        frame(Kind::Info, &p[..n])
+    }
+
+    #[test]
+    fn a_boot_info_frame_later_than_the_hello_is_not_taken_for_a_reset() {
+        // The board boots slowly: its boot info frame comes after `open` has
+        // asked with a hello, and the hello's answer follows it.
+        let mut bytes = info_frame(100);
+        bytes.extend(info_frame(200));
+        let mut outcome = tinykd_protocol::message::Outcome::head(1, 42).to_vec();
+        outcome.extend([5u8, 9]);
+        bytes.extend(frame(Kind::Outcome, &outcome));
+        let rx = Late(Duration::from_millis(3300), std::io::Cursor::new(bytes));
+        let link = HostLink::new("slow board".into(), Box::new(rx), Box::new(std::io::sink()));
+        let (mut session, info) = Session::open(link, Duration::from_secs(10)).unwrap();
+        assert_eq!(info.peak_stack, 100);
+        let (class, ticks, logits) = session.infer(&[0, 0]).unwrap();
+        assert_eq!((class, ticks, logits), (1, 42, vec![5, 9]));
     }
 
     #[test]

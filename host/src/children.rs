@@ -22,7 +22,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::process::{Child, Command, ExitStatus, Output};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Output};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 #[cfg(not(unix))]
@@ -147,75 +147,48 @@ mod portable {
 /// on a signal to tinykd, or when tinykd dies.
 #[derive(Debug)]
 pub struct Tied {
-    child: Child,
-    done: bool,
+    /// `None` once waited for.
+    child: Option<Child>,
+    pid: i32,
 }
 
 impl Tied {
     /// Starts `cmd` tied to tinykd.
     pub fn spawn(cmd: &mut Command) -> io::Result<Tied> {
         let child = tie(cmd).spawn()?;
-        register(child.id() as i32);
-        Ok(Tied { child, done: false })
+        let pid = child.id() as i32;
+        register(pid);
+        Ok(Tied { child: Some(child), pid })
     }
 
-    /// The child, for its pipes and id.
-    pub fn child_mut(&mut self) -> &mut Child {
-        &mut self.child
+    /// The child's stdin and stdout, when piped (each taken once).
+    pub fn take_pipes(&mut self) -> (Option<ChildStdin>, Option<ChildStdout>) {
+        match &mut self.child {
+            Some(c) => (c.stdin.take(), c.stdout.take()),
+            None => (None, None),
+        }
     }
 
-    /// Waits for the child to finish, collecting its output.
+    /// Waits for the child to finish, collecting its output. The group stays
+    /// registered while it runs, so a signal to tinykd still kills it.
     pub fn wait_with_output(mut self) -> io::Result<Output> {
-        let out = wait_output(&mut self.child);
-        self.release();
+        let out = match self.child.take() {
+            Some(child) => child.wait_with_output(),
+            None => Err(io::Error::other("the child was already waited for")),
+        };
+        unregister(self.pid);
         out
     }
-
-    /// Waits for the child to exit.
-    pub fn wait(mut self) -> io::Result<ExitStatus> {
-        let status = self.child.wait();
-        self.release();
-        status
-    }
-
-    fn release(&mut self) {
-        unregister(self.child.id() as i32);
-        self.done = true;
-    }
-}
-
-/// `Child::wait_with_output` without giving up the `Child`: reads stdout and
-/// stderr on two threads so neither pipe can fill and stall the child.
-fn wait_output(child: &mut Child) -> io::Result<Output> {
-    use std::io::Read;
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut p) = pipe {
-                p.read_to_end(&mut buf)?;
-            }
-            Ok::<_, io::Error>(buf)
-        })
-    };
-    let out = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let err = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let status = child.wait()?;
-    let join = |h: std::thread::JoinHandle<io::Result<Vec<u8>>>| {
-        h.join().map_err(|_| io::Error::other("a pipe reader panicked"))?
-    };
-    Ok(Output { status, stdout: join(out)?, stderr: join(err)? })
 }
 
 impl Drop for Tied {
     fn drop(&mut self) {
-        if self.done {
-            return;
+        if let Some(mut child) = self.child.take() {
+            kill_group(self.pid);
+            let _ = child.kill();
+            let _ = child.wait();
+            unregister(self.pid);
         }
-        let pid = self.child.id() as i32;
-        kill_group(pid);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        unregister(pid);
     }
 }
 
@@ -252,7 +225,7 @@ mod tests {
         let pidfile = dir.path().join("grandchild");
         let script = format!("sleep 600 & echo $! > {}; wait", pidfile.display());
         let tied = Tied::spawn(Command::new("sh").args(["-c", &script])).unwrap();
-        let pid = tied.child.id() as i32;
+        let pid = tied.pid;
         let mut grandchild = None;
         for _ in 0..200 {
             if let Some(p) = std::fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse::<i32>().ok()) {

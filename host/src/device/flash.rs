@@ -6,7 +6,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use tinykd_runtime::Model;
 
 use super::{
     Board, EmulationReport, FirmwareBuild, Footprint, Runner, Session, board_of_image, boards, build_firmware,
@@ -35,7 +34,7 @@ pub fn flash(board: &Board, model_path: &Path, build_only: bool, build: Firmware
         );
     };
     let bytes = crate::int8::read(model_path)?;
-    let model = Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", model_path.display()))?;
+    let model = crate::int8::parse(&bytes)?;
     fit_check(board, &model, model_path)?;
     let elf = build_firmware(board, model_path, build)?;
     let footprint = Footprint::of_elf(&elf)?;
@@ -99,7 +98,7 @@ pub fn verify_port(
     labels: Option<&[i64]>,
 ) -> Result<EmulationReport> {
     let bytes = crate::int8::read(model_path)?;
-    let model = Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", model_path.display()))?;
+    let model = crate::int8::parse(&bytes)?;
     let link = open_port(port, baud).context(crate::failure::Failure::Board)?;
     let (mut session, info) = Session::open(link, Duration::from_secs(10)).context(crate::failure::Failure::Board)?;
     let board = match (board_of_image(&info.board, true), board_of_image(&info.board, false)) {

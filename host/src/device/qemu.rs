@@ -6,7 +6,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use tinykd_runtime::Model;
 
 use super::{
     Board, EmulationReport, FirmwareBuild, Footprint, HostLink, Runner, Session, build_firmware, fit_check,
@@ -49,7 +48,7 @@ pub fn start_qemu(board: &Board, elf: &Path) -> Result<(Qemu, HostLink)> {
             .stderr(Stdio::piped()),
     )
     .with_context(|| format!("cannot start {}", qemu.display()))?;
-    let (Some(stdin), Some(stdout)) = (child.child_mut().stdin.take(), child.child_mut().stdout.take()) else {
+    let (Some(stdin), Some(stdout)) = child.take_pipes() else {
         bail!("cannot talk to {}", qemu.display());
     };
     let link = HostLink::new(format!("{} ({binary})", board.name), Box::new(stdout), Box::new(stdin));
@@ -79,7 +78,7 @@ pub fn emulate_with(
     build: FirmwareBuild,
 ) -> Result<EmulationReport> {
     let bytes = crate::int8::read(model_path)?;
-    let model = Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", model_path.display()))?;
+    let model = crate::int8::parse(&bytes)?;
     use crate::failure::Failure;
     fit_check(board, &model, model_path).context(Failure::Build)?;
     // Before building: a missing QEMU or a real board fails fast.

@@ -427,7 +427,7 @@ fn teacher_logits_file_trains_like_the_teacher_model() {
     assert_eq!(ja["test_accuracy"], jb["test_accuracy"]);
     assert_eq!(ja["teacher_test_accuracy"], jb["teacher_test_accuracy"]);
     let weights =
-        |f: &str| serde_json::to_string(&tinykd::student::Checkpoint::load(&d.join(f)).unwrap().student).unwrap();
+        |f: &str| serde_json::to_string(&tinykd::distill::Checkpoint::load(&d.join(f)).unwrap().student).unwrap();
     assert_eq!(weights("a.ckpt"), weights("b.ckpt"), "same scores, same student");
 
     // Wrong row count, augmentation, both sources: one-line errors, nothing written.

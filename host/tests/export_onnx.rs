@@ -9,9 +9,10 @@ mod common;
 use common::*;
 use rand::{Rng, SeedableRng};
 use tinykd::data::Layout;
+use tinykd::distill::{Checkpoint, TrainingRecord};
 use tinykd::export::{Format, export};
 use tinykd::progress::Progress;
-use tinykd::student::{Checkpoint, Layer, Student};
+use tinykd::student::{Layer, Student};
 use tinykd::teacher::{BackendChoice, OutputKind, Teacher};
 
 fn random_student(spec: &str, shape: &[usize], seed: u64) -> Student {
@@ -36,7 +37,7 @@ fn random_student(spec: &str, shape: &[usize], seed: u64) -> Student {
 fn check(spec: &str, internal: &[usize], layout: Layout) {
     let dir = tempfile::tempdir().unwrap();
     let student = random_student(spec, internal, 3);
-    let ck = Checkpoint::new(student.clone(), serde_json::json!({ "layout": layout }));
+    let ck = Checkpoint::new(student.clone(), TrainingRecord { layout: Some(layout), ..Default::default() });
     let ckpt = dir.path().join("s.ckpt");
     ck.save(&ckpt).unwrap();
     let onnx = dir.path().join("s.onnx");
@@ -88,7 +89,7 @@ fn export_refuses_the_wrong_model_kind_and_writes_nothing() {
     let o = tinykd(&["export", "--model", tkd.to_str().unwrap(), "--format", "onnx", "--out", "x.onnx"], d);
     assert_clean_failure(&o, "exports the float student");
     assert!(!d.join("x.onnx").exists());
-    let ck = Checkpoint::new(random_student("dense(10)", &[40], 1), serde_json::json!({}));
+    let ck = Checkpoint::new(random_student("dense(10)", &[40], 1), TrainingRecord::default());
     ck.save(&d.join("s.ckpt")).unwrap();
     let o = tinykd(&["export", "--model", "s.ckpt", "--format", "c", "--out", "x.h"], d);
     assert_clean_failure(&o, "quantize the checkpoint first");

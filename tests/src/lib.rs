@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use tinykd::data::{ReadOptions, SplitName};
-use tinykd::pipeline::{self, DistillOptions};
+use tinykd::distill::DistillOptions;
+use tinykd::pipeline;
 use tinykd::progress::Progress;
 use tinykd::quant::Calibration;
 use tinykd::teacher::BackendChoice;

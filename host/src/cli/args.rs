@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::data::{Layout, ReadOptions, SplitName};
+use crate::distill::DistillOptions;
 use crate::distill::{Augment, LossKind, Optimizer, Schedule};
-use crate::pipeline::DistillOptions;
 use crate::quant::{Calibration, Rounding, WeightScales};
 use crate::teacher::{BackendChoice, OutputKind};
 

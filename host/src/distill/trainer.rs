@@ -109,7 +109,7 @@ pub struct ValSet<'a> {
 }
 
 /// What happened during training.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainReport {
     /// Optimizer steps taken (the budget, unless early stopping ended the run).
     pub steps: usize,

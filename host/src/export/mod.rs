@@ -78,7 +78,7 @@ pub fn export(model: &Path, format: Format, out: &Path) -> Result<()> {
     let name = model.file_stem().and_then(|s| s.to_str()).unwrap_or("student");
     let bytes = match (format, ext) {
         (Format::Onnx, "ckpt" | "json") => {
-            let ck = crate::student::Checkpoint::load(model)?;
+            let ck = crate::distill::Checkpoint::load(model)?;
             onnx::float_model(&ck.student, ck.layout().unwrap_or_default())
                 .with_context(|| format!("{}: cannot export to ONNX", model.display()))?
         }

@@ -2,140 +2,18 @@
 //! unlabeled data, augmented views, teacher logits through the cache) and
 //! student training.
 
-use std::path::PathBuf;
-
 use anyhow::{Context, Result, bail};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde_json::json;
 
-use crate::data::{Dataset, Layout, LoadOptions, SplitName};
-use crate::distill::{self, Augment, LossConfig, LossKind, Optimizer, Schedule, TrainConfig, TrainSet, ValSet};
+use crate::data::{Dataset, LoadOptions, SplitName};
+use crate::distill::{
+    self, Checkpoint, DistillMetrics, DistillOptions, LossConfig, TrainConfig, TrainSet, TrainingRecord, ValSet,
+};
 use crate::progress::Progress;
-use crate::student::{Checkpoint, Student};
-use crate::teacher::{BackendChoice, TeacherSet};
+use crate::student::Student;
+use crate::teacher::TeacherSet;
 use crate::util::{accuracy, argmax_rows};
-
-/// Everything `distill` needs.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct DistillOptions {
-    pub teachers: Vec<PathBuf>,
-    /// Teacher scores computed elsewhere (see `teacher::logits_file`), instead of `teachers`.
-    #[serde(default)]
-    pub teacher_logits: Option<PathBuf>,
-    pub data: PathBuf,
-    pub student: String,
-    pub temperature: f32,
-    pub alpha: f32,
-    pub loss: LossKind,
-    /// Training length in epochs of the reference set (see [`StepBudget`]).
-    pub epochs: Option<usize>,
-    /// Training length in optimizer steps; wins over `epochs`.
-    #[serde(default)]
-    pub steps: Option<usize>,
-    pub batch_size: usize,
-    pub learning_rate: f32,
-    pub weight_decay: f32,
-    pub seed: u64,
-    pub val_fraction: f32,
-    pub backend: BackendChoice,
-    pub teacher_output: Option<String>,
-    /// Forces what the teacher output holds (`None`: detected).
-    pub teacher_output_kind: Option<crate::teacher::OutputKind>,
-    pub input_scale: f32,
-    /// Also train the same student on hard labels only (α = 0) for comparison.
-    pub baseline: bool,
-    pub optimizer: Optimizer,
-    pub schedule: Schedule,
-    pub warmup_epochs: usize,
-    pub patience: usize,
-    pub augment: Augment,
-    /// Share of the training labels kept; the rest of the train split becomes
-    /// unlabeled transfer data (label-scarce experiments).
-    pub labelled_fraction: f32,
-    /// Train on `x_unlabeled` too (soft term only) when the data has it.
-    pub use_unlabeled: bool,
-    /// Teacher-logit cache directory (`None`: no cache).
-    pub cache_dir: Option<PathBuf>,
-    /// How the data file lays out a sample's axes.
-    #[serde(default)]
-    pub layout: Layout,
-}
-
-impl DistillOptions {
-    /// Defaults for everything but the inputs.
-    pub fn new(teachers: Vec<PathBuf>, data: PathBuf, student: &str) -> DistillOptions {
-        DistillOptions {
-            teachers,
-            teacher_logits: None,
-            data,
-            student: student.into(),
-            temperature: 4.0,
-            alpha: 0.9,
-            loss: LossKind::Kl,
-            epochs: None,
-            steps: None,
-            batch_size: 64,
-            learning_rate: 3e-3,
-            weight_decay: 1e-4,
-            seed: 0,
-            val_fraction: 0.1,
-            backend: BackendChoice::Auto,
-            teacher_output: None,
-            teacher_output_kind: None,
-            input_scale: 1.0 / 255.0,
-            baseline: true,
-            optimizer: Optimizer::Adamw,
-            schedule: Schedule::Cosine,
-            warmup_epochs: 0,
-            patience: 0,
-            augment: Augment::default(),
-            labelled_fraction: 1.0,
-            use_unlabeled: true,
-            cache_dir: Some(crate::teacher::cache::default_dir()),
-            layout: Layout::ChannelsFirst,
-        }
-    }
-}
-
-impl DistillOptions {
-    /// Checks ranges before any work starts.
-    pub fn validate(&self) -> Result<()> {
-        if self.teachers.is_empty() && self.teacher_logits.is_none() && self.alpha > 0.0 {
-            bail!("--teacher (or --teacher-logits) is required unless --alpha 0");
-        }
-        if !self.teachers.is_empty() && self.teacher_logits.is_some() {
-            bail!("give --teacher or --teacher-logits, not both");
-        }
-        if self.teacher_logits.is_some() && self.augment.is_active() {
-            bail!(
-                "--teacher-logits scores the stored samples only: augmentation (--views, --shift, --noise, --mixup) needs a teacher model to label its new views"
-            );
-        }
-        if !(0.0..=1.0).contains(&self.alpha) {
-            bail!("--alpha must be in [0, 1], got {}", self.alpha);
-        }
-        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
-            bail!("--temperature must be positive, got {}", self.temperature);
-        }
-        if self.epochs == Some(0) || self.steps == Some(0) || self.batch_size == 0 {
-            bail!("--epochs, --steps and --batch-size must be at least 1");
-        }
-        if self.epochs.is_some() && self.steps.is_some() {
-            bail!("give the training length as epochs or as steps, not both");
-        }
-        if !(0.0..0.9).contains(&self.val_fraction) {
-            bail!("--val-fraction must be in [0, 0.9), got {}", self.val_fraction);
-        }
-        if self.learning_rate <= 0.0 || !self.learning_rate.is_finite() {
-            bail!("--lr must be positive");
-        }
-        if !(self.labelled_fraction > 0.0 && self.labelled_fraction <= 1.0) {
-            bail!("--labelled-fraction must be in (0, 1], got {}", self.labelled_fraction);
-        }
-        self.augment.validate()
-    }
-}
 
 /// The training length every member of a comparison gets: the distilled
 /// student, its α = 0 baseline, every sweep cell and seed. It is counted in
@@ -559,17 +437,19 @@ pub fn distill(opts: &DistillOptions, progress: &Progress) -> Result<DistillOutc
     } else {
         None
     };
-    let training = json!({
-        "options": opts,
-        "teacher_backends": p.teacher_backends,
-        "teacher_output_kinds": p.teacher_kinds,
-        "teacher_test_accuracy": p.teacher_test_accuracy,
-        "report": kd.report,
-        "test_accuracy": kd.test_accuracy,
-        "teacher_agreement": kd.teacher_agreement,
-        "baseline_test_accuracy": baseline.as_ref().map(|b| b.test_accuracy),
-        "parameters": kd.student.param_count(),
-    });
+    let training = TrainingRecord {
+        outcome: Some(DistillMetrics {
+            teacher_backends: p.teacher_backends.clone(),
+            teacher_output_kinds: p.teacher_kinds.clone(),
+            teacher_test_accuracy: p.teacher_test_accuracy,
+            report: kd.report.clone(),
+            test_accuracy: kd.test_accuracy,
+            teacher_agreement: kd.teacher_agreement,
+            baseline_test_accuracy: baseline.as_ref().map(|b| b.test_accuracy),
+            parameters: kd.student.param_count(),
+        }),
+        ..TrainingRecord::options(opts.clone())
+    };
     let checkpoint = Checkpoint::new(kd.student.clone(), training);
     Ok(DistillOutcome {
         kd,

@@ -12,9 +12,7 @@ mod teach;
 pub use board::{device_inputs, emulate_model, emulate_model_with, verify_model_on_port};
 pub use teach::{TeachOptions, TeachReport, teach};
 
-pub use distill::{
-    DistillOptions, DistillOutcome, Prepared, StepBudget, TrainedStudent, distill, prepare, prepare_for, train_student,
-};
+pub use distill::{DistillOutcome, Prepared, StepBudget, TrainedStudent, distill, prepare, prepare_for, train_student};
 pub use sweep::{SweepOptions, SweepOutcome, sweep};
 
 use std::path::{Path, PathBuf};
@@ -23,9 +21,10 @@ use anyhow::{Context, Result, bail};
 use npyz::WriterBuilder;
 
 use crate::data::{Dataset, Layout, ReadOptions, SplitName};
+use crate::distill::{Checkpoint, DistillOptions};
 use crate::progress::Progress;
 use crate::quant::{self, Calibration};
-use crate::student::{Checkpoint, Student};
+use crate::student::Student;
 use crate::teacher::{BackendChoice, Teacher};
 use crate::util::{accuracy, argmax_rows};
 
@@ -151,10 +150,9 @@ fn quantization_aware(
     read: ReadOptions,
     progress: &Progress,
 ) -> Result<(crate::export::tkd::TkdModel, Vec<quant::calibration::TensorRange>, quant::qat::QatReport)> {
-    let recorded = ck.training.get("options").cloned().map(serde_json::from_value::<DistillOptions>);
-    let mut opts = match recorded {
-        Some(Ok(o)) => o,
-        _ => {
+    let mut opts = match ck.training.options.clone() {
+        Some(o) => o,
+        None => {
             progress.note("the checkpoint records no distillation options: QAT fine-tunes on the labels (α = 0)");
             let mut o = DistillOptions::new(Vec::new(), data_path.to_path_buf(), &ck.student.spec);
             o.alpha = 0.0;

@@ -6,12 +6,10 @@
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
-use serde_json::json;
 
-use super::distill::{DistillOptions, TrainedStudent, prepare_for, train_student};
+use super::distill::{TrainedStudent, prepare_for, train_student};
+use crate::distill::{Checkpoint, DistillOptions, SweepRow, TrainingRecord};
 use crate::progress::Progress;
-use crate::report::SweepRow;
-use crate::student::Checkpoint;
 
 /// What to sweep.
 #[derive(Debug, Clone)]
@@ -129,7 +127,11 @@ pub fn sweep(o: &SweepOptions, progress: &Progress) -> Result<SweepOutcome> {
     options.temperature = rows[best].temperature.unwrap_or(o.base.temperature);
     let checkpoint = Checkpoint::new(
         chosen.student.clone(),
-        json!({ "sweep": rows[best], "baseline": rows[baseline], "options": options }),
+        TrainingRecord {
+            sweep: Some(rows[best].clone()),
+            baseline: Some(rows[baseline].clone()),
+            ..TrainingRecord::options(options)
+        },
     );
     let (chosen_run, baseline_run) = (models[best].clone(), models[baseline].clone());
     let teacher_test_accuracy = prepared.as_ref().and_then(|p| p.teacher_test_accuracy);

@@ -19,8 +19,6 @@ use crate::distill::CurvePoint;
 
 pub mod sweep;
 
-pub use sweep::SweepRow;
-
 /// Flash and RAM the firmware takes on a board, and what the board has.
 #[derive(Debug, Clone)]
 pub struct Footprint {
@@ -49,7 +47,7 @@ pub struct Report {
     /// One row per board.
     pub footprint: Vec<Footprint>,
     /// The T × α grid when the run swept: rows, selected row, baseline row.
-    pub sweep: Option<(Vec<SweepRow>, usize, usize)>,
+    pub sweep: Option<(Vec<crate::distill::SweepRow>, usize, usize)>,
 }
 
 const CURVES: &str = "learning_curves.png";

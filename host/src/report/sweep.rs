@@ -3,22 +3,7 @@
 
 use anyhow::{Result, bail};
 
-/// One grid point, averaged over seeds. Selection uses the mean validation
-/// accuracy over the seeds, which is steadier than any one seed's.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct SweepRow {
-    pub student: String,
-    pub parameters: usize,
-    /// `None` for α = 0 (the temperature plays no role).
-    pub temperature: Option<f32>,
-    pub alpha: f32,
-    pub val_accuracy: f64,
-    pub test_accuracy: f64,
-    pub test_accuracy_std: f64,
-    pub test_accuracies: Vec<f64>,
-    /// Optimizer steps of each seed's run (equal unless early stopping cut one short).
-    pub steps: Vec<usize>,
-}
+use crate::distill::SweepRow;
 
 /// "8438", or "7200–8438" when early stopping made the seeds differ.
 fn steps_cell(steps: &[usize]) -> String {

@@ -15,9 +15,7 @@ pub mod spec;
 pub(crate) mod testing;
 mod training;
 
-use std::path::Path;
-
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use rand::Rng;
 
 pub use batchnorm::BatchNorm;
@@ -305,58 +303,6 @@ impl Student {
     }
 }
 
-/// A saved float student plus how it was trained.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Checkpoint {
-    pub format: String,
-    pub version: u32,
-    pub student: Student,
-    /// Free-form training record (settings and metrics).
-    pub training: serde_json::Value,
-}
-
-const CHECKPOINT_FORMAT: &str = "tinykd-student";
-const CHECKPOINT_VERSION: u32 = 1;
-
-impl Checkpoint {
-    pub fn new(student: Student, training: serde_json::Value) -> Checkpoint {
-        Checkpoint { format: CHECKPOINT_FORMAT.into(), version: CHECKPOINT_VERSION, student, training }
-    }
-
-    /// Reads a checkpoint written by `save`.
-    pub fn load(path: &Path) -> Result<Checkpoint> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("{}: cannot read checkpoint", path.display()))?;
-        let ck: Checkpoint = serde_json::from_str(&text)
-            .with_context(|| format!("{}: not a tinykd student checkpoint", path.display()))?;
-        if ck.format != CHECKPOINT_FORMAT {
-            bail!("{}: not a tinykd student checkpoint (format '{}')", path.display(), ck.format);
-        }
-        if ck.version > CHECKPOINT_VERSION {
-            bail!(
-                "{}: checkpoint version {} is newer than this tinykd reads ({CHECKPOINT_VERSION})",
-                path.display(),
-                ck.version
-            );
-        }
-        Ok(ck)
-    }
-
-    /// The layout of the data the student was trained on, when recorded
-    /// (`layout` or `options.layout` in the training record).
-    pub fn layout(&self) -> Option<crate::data::Layout> {
-        let t = &self.training;
-        let v = t.get("layout").or_else(|| t.get("options").and_then(|o| o.get("layout")))?;
-        serde_json::from_value(v.clone()).ok()
-    }
-
-    /// Writes the checkpoint atomically.
-    pub fn save(&self, path: &Path) -> Result<()> {
-        let text = serde_json::to_string(self)?;
-        crate::util::write_atomic(path, text.as_bytes())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,24 +310,6 @@ mod tests {
 
     fn rng() -> rand_chacha::ChaCha8Rng {
         rand_chacha::ChaCha8Rng::seed_from_u64(7)
-    }
-
-    #[test]
-    fn checkpoints_of_every_layer_kind_load_back() {
-        let dir = tempfile::tempdir().unwrap();
-        for (spec, shape) in [
-            (
-                "conv1d(4,k3,s2) bn relu maxpool(2) dwconv1d(k3) relu6 avgpool(2,s1) dropout(0.1) flatten dense(3)",
-                vec![2, 20],
-            ),
-            ("conv2d(4,k3) relu maxpool(2) dwconv2d(k3) bn relu gap dense(3)", vec![1, 8, 8]),
-        ] {
-            let s = Student::from_spec(spec, &shape, 3, &mut rng()).unwrap();
-            let path = dir.path().join("s.ckpt");
-            Checkpoint::new(s.clone(), serde_json::json!({ "note": spec })).save(&path).unwrap();
-            let back = Checkpoint::load(&path).unwrap_or_else(|e| panic!("{spec}: {e:#}"));
-            assert_eq!(back.student, s, "{spec}");
-        }
     }
 
     #[test]

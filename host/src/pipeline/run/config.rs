@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
+use crate::distill::DistillOptions;
 use crate::distill::{LossKind, Optimizer, Schedule};
-use crate::pipeline::DistillOptions;
 use crate::quant::{Calibration, Rounding, WeightScales};
 use crate::teacher::BackendChoice;
 

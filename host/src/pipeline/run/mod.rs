@@ -16,10 +16,10 @@ use anyhow::{Context, Result};
 
 use crate::data::{ReadOptions, SplitName};
 use crate::device::EmulationReport;
+use crate::distill::{Checkpoint, DistillOptions, TrainingRecord};
+use crate::pipeline;
 use crate::pipeline::stages::{InputHash, Stages};
-use crate::pipeline::{self, DistillOptions};
 use crate::progress::Progress;
-use crate::student::Checkpoint;
 
 /// A run's inputs, resolved against the config file's directory.
 struct Run<'a> {
@@ -83,7 +83,7 @@ impl<'a> Run<'a> {
 
     /// The α = 0 baseline's checkpoint.
     fn save_baseline(&self, student: &crate::student::Student) -> Result<()> {
-        let training = serde_json::json!({"alpha": 0.0, "layout": self.opts.layout});
+        let training = TrainingRecord { alpha: Some(0.0), layout: Some(self.opts.layout), ..Default::default() };
         Checkpoint::new(student.clone(), training).save(&self.baseline_ckpt)
     }
 

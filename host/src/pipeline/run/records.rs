@@ -5,9 +5,8 @@ use std::path::PathBuf;
 
 use crate::device::EmulationReport;
 use crate::distill::CurvePoint;
-use crate::pipeline::DistillOptions;
+use crate::distill::{DistillOptions, SweepRow};
 use crate::quant::qat::QatReport;
-use crate::report::SweepRow;
 
 /// What the distill stage reports.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

@@ -8,7 +8,6 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write as _;
 
-use crate::compiled::Step;
 use crate::kernels::{ChannelQuant, SharedMultiplier};
 use crate::{Error, Model, QuantParams};
 
@@ -62,7 +61,6 @@ pub fn compiled_source(model: &Model<'_>, krate: &str, specialize: bool, straigh
     for i in 0..model.layer_count() {
         let record = model.layer(i)?;
         let layer = model.compiled_layer(i)?;
-        let clamp = format!("{krate}::kernels::Clamp {{ min: {}, max: {} }}", record.clamp.min, record.clamp.max);
         let table = model.channel_table(&record);
         let mut tensors = |weights: &[i8]| {
             let _ = writeln!(w, "static COMPILED_W{i}: [i8; {}] = {:?};", weights.len(), weights);
@@ -94,33 +92,12 @@ pub fn compiled_source(model: &Model<'_>, krate: &str, specialize: bool, straigh
             };
             format!("weights: &COMPILED_W{i}, channels: {channels}")
         };
-        let step = match layer.step {
-            Step::Conv { weights, .. } | Step::Depthwise { weights, .. } => {
-                let kind = if matches!(layer.step, Step::Conv { .. }) { "Conv" } else { "Depthwise" };
-                let t = tensors(weights);
-                format!(
-                    "Step::{kind} {{ params: {krate}::compiled::conv({:?}, {}, {}, {clamp}), {t} }}",
-                    record.params, record.input_zero_point, record.output.zero_point
-                )
-            }
-            Step::FullyConnected { output_zero_point, weights, .. } => {
-                let t = tensors(weights);
-                format!("Step::FullyConnected {{ output_zero_point: {output_zero_point}, clamp: {clamp}, {t} }}")
-            }
-            Step::MaxPool(_) => format!("Step::MaxPool({krate}::compiled::pool({:?}, {clamp}))", record.params),
-            Step::AvgPool(_) => format!("Step::AvgPool({krate}::compiled::pool({:?}, {clamp}))", record.params),
-            Step::GlobalAvgPool { channels, .. } => {
-                format!("Step::GlobalAvgPool {{ channels: {channels}, clamp: {clamp} }}")
-            }
-        };
+        let step = layer.step.source(&record, krate, &mut tensors);
         // Each step is also a constant of its own: a layer function runs
         // its step from there, so only what the kernel still reads through
         // a reference (the parameters) stays in the image, not the whole
         // layer table.
-        let _ = writeln!(
-            w,
-            "const COMPILED_STEP{i}: {krate}::compiled::Step<'static, {table_type}> = {krate}::compiled::{step};"
-        );
+        let _ = writeln!(w, "const COMPILED_STEP{i}: {krate}::compiled::Step<'static, {table_type}> = {step};");
         let _ = writeln!(
             layers,
             "    {krate}::compiled::CompiledLayer {{ step: COMPILED_STEP{i}, output_len: {} }},",
@@ -169,15 +146,7 @@ pub fn compiled_source(model: &Model<'_>, krate: &str, specialize: bool, straigh
             // exactly its length (see `kernels::conv_gathered`); a fully
             // connected layer's rows are read at constant offsets (see
             // `kernels::fully_connected::fully_connected_layer`).
-            let window = match model.compiled_layer(i)?.step {
-                Step::FullyConnected { weights, channels, .. } => weights
-                    .len()
-                    .checked_div(crate::kernels::ChannelTable::count(channels))
-                    .filter(|&n| n <= crate::kernels::dot::ROW4_MAX)
-                    .unwrap_or(0),
-                Step::Conv { params, .. } => crate::kernels::conv_gathered::gathered_window(&params).unwrap_or(0),
-                _ => 0,
-            };
+            let window = model.compiled_layer(i)?.step.window();
             let _ = writeln!(
                 w,
                 "fn compiled_layer_{i}(single: bool, x: &[i8], y: &mut [i8]) -> Result<(), {krate}::Error> {{\n    \

@@ -17,51 +17,12 @@
 
 use crate::error::Error;
 use crate::format::{self, OpSet};
-use crate::kernels::{self, ChannelTable, Clamp, ConvParams, PoolParams};
+use crate::kernels::{ChannelTable, Clamp, ConvParams, PoolParams};
 use crate::model::Identity;
 
-/// What one layer computes, decoded: the operator with its shape and
-/// quantization, and its tensors.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Step<'a, C: ChannelTable = &'a [u8]> {
-    Conv {
-        params: ConvParams,
-        weights: &'a [i8],
-        channels: C,
-    },
-    Depthwise {
-        params: ConvParams,
-        weights: &'a [i8],
-        channels: C,
-    },
-    /// `channels` hold the bias with `−z_in · Σ w` folded in (see [`format`]).
-    FullyConnected {
-        output_zero_point: i32,
-        clamp: Clamp,
-        weights: &'a [i8],
-        channels: C,
-    },
-    MaxPool(PoolParams),
-    AvgPool(PoolParams),
-    GlobalAvgPool {
-        channels: usize,
-        clamp: Clamp,
-    },
-}
+pub use crate::ops::Step;
 
 impl<C: ChannelTable> Step<'_, C> {
-    /// The operator's bit in an [`OpSet`].
-    pub fn op(&self) -> format::Op {
-        match self {
-            Step::Conv { .. } => format::Op::Conv2d,
-            Step::Depthwise { .. } => format::Op::DepthwiseConv2d,
-            Step::FullyConnected { .. } => format::Op::FullyConnected,
-            Step::MaxPool(_) => format::Op::MaxPool2d,
-            Step::AvgPool(_) => format::Op::AvgPool2d,
-            Step::GlobalAvgPool { .. } => format::Op::GlobalAvgPool,
-        }
-    }
-
     /// Runs the layer. Operators outside `OPS` are [`Error::OpNotBuiltIn`]
     /// and their kernels are never linked (each guard is a constant);
     /// `single` selects TFLite's single rounding (constant too unless `OPS`
@@ -71,11 +32,11 @@ impl<C: ChannelTable> Step<'_, C> {
         self.run_layer::<OPS, { usize::MAX }, 0>(single, input, output)
     }
 
-    /// [`Step::run`] with the convolution kernel's body inlined and its
-    /// helpers instantiated for `LAYER` alone, `WINDOW` the length of a
-    /// convolution's filter to gather (see
-    /// [`kernels::conv::conv2d_layer`]) or of a fully connected layer's
-    /// input (see [`kernels::fully_connected::fully_connected_layer`]), or
+    /// [`Step::run`] with the kernel's body inlined and its helpers
+    /// instantiated for `LAYER` alone, `WINDOW` what [`Step::window`] gives
+    /// (the length of a convolution's filter to gather, see
+    /// [`kernels::conv::conv2d_layer`], or of a fully connected layer's
+    /// input, see [`kernels::fully_connected::fully_connected_layer`]), or
     /// 0: for a compiled model's per-layer functions.
     #[inline(always)]
     pub fn run_layer<const OPS: OpSet, const LAYER: usize, const WINDOW: usize>(
@@ -84,67 +45,10 @@ impl<C: ChannelTable> Step<'_, C> {
         input: &[i8],
         output: &mut [i8],
     ) -> Result<(), Error> {
-        let has = |op: format::Op| OPS & op.bit() != 0;
         // Folded again here, where the kernel is chosen: the caller's value
         // may come through a closure or a function pointer LLVM cannot see.
         let single = linked_rounding::<OPS>(single);
-        match *self {
-            Step::FullyConnected { output_zero_point: z, clamp: c, weights: w, channels: ch }
-                if has(format::Op::FullyConnected) =>
-            {
-                // In a layer's own function the tensors are constants: cut
-                // the activations to the lengths they imply, so the kernel
-                // sees constant lengths too (FC 40→32 on the M4: 3.92 → 3.22
-                // instructions per MAC). They are those lengths already.
-                let (input, output) = if LAYER == usize::MAX {
-                    (input, output)
-                } else {
-                    let outs = ch.count();
-                    let ins = w.len().checked_div(outs).unwrap_or(0);
-                    let found = input.len();
-                    match (input.get(..ins), output.get_mut(..outs)) {
-                        (Some(x), Some(y)) => (x, y),
-                        _ => return Err(Error::InputLength { expected: ins, found }),
-                    }
-                };
-                if single {
-                    kernels::fully_connected::fully_connected_layer::<true, WINDOW, _>(input, w, ch, z, c, output)
-                } else {
-                    kernels::fully_connected::fully_connected_layer::<false, WINDOW, _>(input, w, ch, z, c, output)
-                }
-            }
-            Step::Conv { ref params, weights, channels } if has(format::Op::Conv2d) => {
-                if single {
-                    kernels::conv::conv2d_layer::<true, LAYER, WINDOW, _>(params, input, weights, channels, output)
-                } else {
-                    kernels::conv::conv2d_layer::<false, LAYER, WINDOW, _>(params, input, weights, channels, output)
-                }
-            }
-            Step::Depthwise { ref params, weights, channels } if has(format::Op::DepthwiseConv2d) => {
-                let own = LAYER != usize::MAX;
-                match (single, own) {
-                    (true, true) => {
-                        kernels::depthwise::depthwise_layer::<true, true, _>(params, input, weights, channels, output)
-                    }
-                    (false, true) => {
-                        kernels::depthwise::depthwise_layer::<false, true, _>(params, input, weights, channels, output)
-                    }
-                    (true, false) => {
-                        kernels::depthwise_conv2d_rounded::<true, _>(params, input, weights, channels, output)
-                    }
-                    (false, false) => {
-                        kernels::depthwise_conv2d_rounded::<false, _>(params, input, weights, channels, output)
-                    }
-                }
-            }
-            Step::MaxPool(ref p) if has(format::Op::MaxPool2d) => kernels::max_pool2d(p, input, output),
-            Step::AvgPool(ref p) if has(format::Op::AvgPool2d) => kernels::avg_pool2d(p, input, output),
-            Step::GlobalAvgPool { channels, clamp } if has(format::Op::GlobalAvgPool) => {
-                kernels::global_avg_pool(channels, clamp, input, output)
-            }
-            _ => return Err(Error::OpNotBuiltIn(self.op() as u8)),
-        }
-        Ok(())
+        self.dispatch::<OPS, LAYER, WINDOW>(single, input, output)
     }
 }
 

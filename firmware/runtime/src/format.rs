@@ -151,32 +151,7 @@ pub mod layer {
     pub const PARAM_COUNT: usize = 8;
 }
 
-/// Layer operators. `params` are the record's 8 u16 operator parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Op {
-    /// Fully connected: `params[0]` = input features, `params[1]` = output features;
-    /// weights `[out][in]`; channel table bias folded (see the module doc).
-    FullyConnected = 1,
-    /// Convolution: params `[in_h, in_w, in_c, out_c, kernel_h, kernel_w, stride,
-    /// padding]` (padding 0 VALID, 1 SAME; one stride for H and W); weights
-    /// `[out_c][kernel_h][kernel_w][in_c]`; `out_c` channel entries, plain bias.
-    /// A 1-D convolution has `in_h = kernel_h = 1`.
-    Conv2d = 2,
-    /// Depthwise convolution with depth multiplier 1: params as [`Op::Conv2d`]
-    /// with `out_c = in_c`; weights `[kernel_h][kernel_w][c]` (TFLite's layout);
-    /// `c` channel entries, plain bias.
-    DepthwiseConv2d = 3,
-    /// Max pool: params `[in_h, in_w, c, pool_h, pool_w, stride, padding, 0]`; no
-    /// weights, no channel table; output quantization = input quantization.
-    MaxPool2d = 4,
-    /// Average pool, params as [`Op::MaxPool2d`]: the average of the in-bounds
-    /// taps rounded half away from zero (TFLite), at most 2^23 taps per window.
-    AvgPool2d = 5,
-    /// Global average pool: params `[in_h, in_w, c, 0, 0, 0, 0, 0]`; output `c`
-    /// values, each the rounded average over all `in_h · in_w ≤ 2^23` positions.
-    GlobalAvgPool = 6,
-}
+pub use crate::ops::Op;
 
 /// A set of operators as a bit mask (bit `op as u8`): what a firmware build
 /// links. [`crate::Model::run_with_ops`] takes it as a const parameter so the
@@ -195,34 +170,7 @@ pub const SINGLE_ROUNDING: OpSet = 1 << 31;
 pub const DOUBLE_ROUNDING: OpSet = 1 << 30;
 
 /// Every operator this runtime implements, in both rounding variants.
-pub const ALL_OPS: OpSet = Op::FullyConnected.bit()
-    | Op::Conv2d.bit()
-    | Op::DepthwiseConv2d.bit()
-    | Op::MaxPool2d.bit()
-    | Op::AvgPool2d.bit()
-    | Op::GlobalAvgPool.bit()
-    | SINGLE_ROUNDING
-    | DOUBLE_ROUNDING;
-
-impl Op {
-    /// This operator's bit in an [`OpSet`].
-    pub const fn bit(self) -> OpSet {
-        1 << self as u8
-    }
-
-    /// Decodes an operator byte.
-    pub fn from_u8(v: u8) -> Option<Op> {
-        match v {
-            1 => Some(Op::FullyConnected),
-            2 => Some(Op::Conv2d),
-            3 => Some(Op::DepthwiseConv2d),
-            4 => Some(Op::MaxPool2d),
-            5 => Some(Op::AvgPool2d),
-            6 => Some(Op::GlobalAvgPool),
-            _ => None,
-        }
-    }
-}
+pub const ALL_OPS: OpSet = crate::ops::EVERY_OPERATOR | SINGLE_ROUNDING | DOUBLE_ROUNDING;
 
 /// Fused activation (informative: the clamps in the record are what the kernel applies).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -32,6 +32,7 @@ pub mod error;
 pub mod format;
 pub mod kernels;
 pub mod model;
+pub mod ops;
 pub mod requant;
 
 pub use compiled::Compiled;

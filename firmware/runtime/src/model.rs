@@ -3,7 +3,7 @@
 use crate::compiled::{CompiledLayer, Step, check_ops, run_layers};
 use crate::error::Error;
 use crate::format::{self, ALL_OPS, Activation, Op, OpSet, header, layer, read_i32, read_u16, read_u32};
-use crate::kernels::{Clamp, ConvParams, PoolParams, pool::MAX_AVG_COUNT};
+use crate::kernels::{Clamp, ConvParams, PoolParams};
 
 /// Quantization of a tensor: `real = scale · (q − zero_point)`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -225,81 +225,7 @@ impl<'a> Model<'a> {
         if l.clamp.min > l.clamp.max {
             return Err(malformed("activation min exceeds max"));
         }
-        match l.op {
-            Op::FullyConnected => {
-                let (inf, outf) = (l.params[0] as usize, l.params[1] as usize);
-                if inf != l.input_len || outf != l.output_len {
-                    return Err(malformed("fully connected shape does not match its lengths"));
-                }
-                if l.weights_len != inf * outf {
-                    return Err(malformed("fully connected weight count is not in × out"));
-                }
-                if l.channel_count != outf {
-                    return Err(malformed("channel table size differs from output features"));
-                }
-            }
-            Op::Conv2d | Op::DepthwiseConv2d => {
-                let p = l.conv_params()?;
-                let depthwise = l.op == Op::DepthwiseConv2d;
-                if depthwise && p.out_channels != p.in_channels {
-                    return Err(malformed("depthwise convolution needs out_c == in_c"));
-                }
-                // The kernels subtract it from int8 inputs; TFLite's int8 zero points are int8.
-                if !(-128..=127).contains(&p.input_zero_point) {
-                    return Err(malformed("convolution input zero point is outside -128..=127"));
-                }
-                if p.window.input_len(p.in_channels) != Some(l.input_len) {
-                    return Err(malformed("convolution input length is not in_h × in_w × in_c"));
-                }
-                if p.window.output_len(p.out_channels) != Some(l.output_len) {
-                    return Err(malformed("convolution output length does not match its shape and padding"));
-                }
-                let filter = p.window.kernel_len().and_then(|k| k.checked_mul(p.in_channels));
-                let weights = if depthwise { filter } else { filter.and_then(|f| f.checked_mul(p.out_channels)) };
-                if weights != Some(l.weights_len) {
-                    return Err(malformed("convolution weight count does not match its shape"));
-                }
-                if l.channel_count != p.out_channels {
-                    return Err(malformed("channel table size differs from output channels"));
-                }
-            }
-            Op::MaxPool2d | Op::AvgPool2d => {
-                let p = l.pool_params()?;
-                if p.window.input_len(p.channels) != Some(l.input_len) {
-                    return Err(malformed("pool input length is not in_h × in_w × c"));
-                }
-                if p.window.output_len(p.channels) != Some(l.output_len) {
-                    return Err(malformed("pool output length does not match its shape and padding"));
-                }
-                if l.op == Op::AvgPool2d && p.window.kernel_len().is_none_or(|n| n > MAX_AVG_COUNT) {
-                    return Err(malformed("average pool window has more than 2^23 taps"));
-                }
-                if l.weights_len != 0 || l.channel_count != 0 {
-                    return Err(malformed("pooling layer has weights or a channel table"));
-                }
-            }
-            Op::GlobalAvgPool => {
-                let [in_h, in_w, c, rest @ ..] = l.params.map(usize::from);
-                if rest.iter().any(|&v| v != 0) {
-                    return Err(malformed("global average pool parameters 3..8 must be 0"));
-                }
-                if in_h == 0 || in_w == 0 || c == 0 {
-                    return Err(malformed("global average pool dimension is 0"));
-                }
-                if in_h * in_w > MAX_AVG_COUNT {
-                    return Err(malformed("global average pool has more than 2^23 positions"));
-                }
-                if in_h.checked_mul(in_w).and_then(|n| n.checked_mul(c)) != Some(l.input_len) {
-                    return Err(malformed("global average pool input length is not in_h × in_w × c"));
-                }
-                if l.output_len != c {
-                    return Err(malformed("global average pool output length is not c"));
-                }
-                if l.weights_len != 0 || l.channel_count != 0 {
-                    return Err(malformed("pooling layer has weights or a channel table"));
-                }
-            }
-        }
+        crate::ops::validate(l)?;
         let too_many = malformed("channel table out of bounds");
         let channels_len = l.channel_count.checked_mul(format::CHANNEL_ENTRY_LEN).ok_or(too_many)?;
         let scales_len = l.channel_count.checked_mul(4).ok_or(too_many)?;
@@ -464,23 +390,7 @@ impl<'a> Model<'a> {
     /// other operators' parameter decoding either.
     fn compiled_layer_in<const OPS: OpSet>(&self, i: usize) -> Result<CompiledLayer<'a>, Error> {
         let l = self.layer(i)?;
-        let has = |op: Op| OPS & op.bit() != 0;
-        let (weights, channels) = (self.weights(&l), self.channel_table(&l));
-        let step = match l.op {
-            Op::FullyConnected if has(Op::FullyConnected) => {
-                Step::FullyConnected { output_zero_point: l.output.zero_point, clamp: l.clamp, weights, channels }
-            }
-            Op::Conv2d if has(Op::Conv2d) => Step::Conv { params: l.conv_params()?, weights, channels },
-            Op::DepthwiseConv2d if has(Op::DepthwiseConv2d) => {
-                Step::Depthwise { params: l.conv_params()?, weights, channels }
-            }
-            Op::MaxPool2d if has(Op::MaxPool2d) => Step::MaxPool(l.pool_params()?),
-            Op::AvgPool2d if has(Op::AvgPool2d) => Step::AvgPool(l.pool_params()?),
-            Op::GlobalAvgPool if has(Op::GlobalAvgPool) => {
-                Step::GlobalAvgPool { channels: l.params[2].into(), clamp: l.clamp }
-            }
-            op => return Err(Error::OpNotBuiltIn(op as u8)),
-        };
+        let step = Step::decode::<OPS>(&l, self.weights(&l), self.channel_table(&l))?;
         Ok(CompiledLayer { step, output_len: l.output_len })
     }
 

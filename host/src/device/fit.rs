@@ -39,7 +39,7 @@ fn packed_ring_bytes(board: &Board, model: &Model<'_>) -> u64 {
     }
     (0..model.layer_count())
         .filter_map(|i| match model.compiled_layer(i).ok()?.step {
-            Step::Conv { params, .. } => tinykd_runtime::kernels::conv_gathered::gathered_window(&params),
+            Step::Conv(conv) => tinykd_runtime::kernels::conv_gathered::gathered_window(&conv.params),
             _ => None,
         })
         .max()

@@ -151,32 +151,16 @@ fn exercise(rng: &mut Rng, blob: &[u8], stats: &mut Stats) -> bool {
 /// specialised model's is, as well as the shared one (`Step::run`), on
 /// random inputs: all must write the same outputs.
 fn per_layer_copies_agree(rng: &mut Rng, model: &Model<'_>) {
-    use tinykd_runtime::compiled::Step;
     use tinykd_runtime::kernels::conv_gathered::MAX_WINDOW;
     use tinykd_runtime::kernels::{ChannelTable, PreparedChannel};
     for i in 0..model.layer_count() {
         let Ok(layer) = model.compiled_layer(i) else { continue };
         // As a specialised model's layer function reads it: decoded ahead.
         let decoded = |t: &[u8]| -> Vec<PreparedChannel> { (0..t.count()).filter_map(|o| t.channel(o)).collect() };
-        let (prepared, input_len) = match layer.step {
-            Step::Conv { params, channels, .. } | Step::Depthwise { params, channels, .. } => {
-                (decoded(channels), params.window.input_len(params.in_channels))
-            }
-            Step::FullyConnected { weights, channels, .. } => {
-                (decoded(channels), weights.len().checked_div(channels.count()))
-            }
-            _ => continue,
-        };
-        let ahead = match layer.step {
-            Step::Conv { params, weights, .. } => Step::Conv { params, weights, channels: prepared.as_slice() },
-            Step::Depthwise { params, weights, .. } => {
-                Step::Depthwise { params, weights, channels: prepared.as_slice() }
-            }
-            Step::FullyConnected { output_zero_point, clamp, weights, .. } => {
-                Step::FullyConnected { output_zero_point, clamp, weights, channels: prepared.as_slice() }
-            }
-            _ => continue,
-        };
+        let Some(channels) = layer.step.channels() else { continue };
+        let prepared = decoded(channels);
+        let ahead = layer.step.with_channels(prepared.as_slice());
+        let input_len = model.layer(i).ok().map(|l| l.input_len);
         let Some(len) = input_len.filter(|&n| n <= MAX_ALLOC) else { continue };
         if layer.output_len > MAX_ALLOC {
             continue;

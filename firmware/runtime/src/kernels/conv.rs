@@ -29,6 +29,9 @@
 use super::dot::dot2;
 use super::window::Taps;
 use super::{ChannelTable, ConvParams, Requantizer};
+use crate::error::Error;
+use crate::model::Layer;
+use crate::ops::Operator;
 
 /// Int8 convolution.
 ///
@@ -370,6 +373,109 @@ fn window_dot2(x: &[i8], x_stride: usize, a: &[i8], b: &[i8], w_stride: usize, l
         s1 = s1.wrapping_add(d1);
     }
     [s0, s1]
+}
+
+/// The convolution operator ([`crate::format::Op::Conv2d`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Conv2d;
+
+/// A convolution (regular or depthwise), decoded.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConvStep<'a, C> {
+    pub params: ConvParams,
+    pub weights: &'a [i8],
+    pub channels: C,
+}
+
+/// Checks a convolution record (regular, or depthwise when `depthwise`).
+pub(crate) fn validate_conv(l: &Layer, depthwise: bool) -> Result<(), Error> {
+    let p = l.conv_params()?;
+    if depthwise && p.out_channels != p.in_channels {
+        return Err(Error::Malformed("depthwise convolution needs out_c == in_c"));
+    }
+    // The kernels subtract it from int8 inputs; TFLite's int8 zero points are int8.
+    if !(-128..=127).contains(&p.input_zero_point) {
+        return Err(Error::Malformed("convolution input zero point is outside -128..=127"));
+    }
+    if p.window.input_len(p.in_channels) != Some(l.input_len) {
+        return Err(Error::Malformed("convolution input length is not in_h × in_w × in_c"));
+    }
+    if p.window.output_len(p.out_channels) != Some(l.output_len) {
+        return Err(Error::Malformed("convolution output length does not match its shape and padding"));
+    }
+    let filter = p.window.kernel_len().and_then(|k| k.checked_mul(p.in_channels));
+    let weights = if depthwise { filter } else { filter.and_then(|f| f.checked_mul(p.out_channels)) };
+    if weights != Some(l.weights_len) {
+        return Err(Error::Malformed("convolution weight count does not match its shape"));
+    }
+    if l.channel_count != p.out_channels {
+        return Err(Error::Malformed("channel table size differs from output channels"));
+    }
+    Ok(())
+}
+
+/// A convolution step as Rust source (regular or depthwise).
+#[cfg(feature = "codegen")]
+pub(crate) fn conv_source(
+    l: &Layer,
+    krate: &str,
+    weights: &[i8],
+    tensors: &mut dyn FnMut(&[i8]) -> alloc::string::String,
+) -> alloc::string::String {
+    alloc::format!(
+        "{krate}::kernels::conv::ConvStep {{ params: {krate}::compiled::conv({:?}, {}, {}, {}), {} }}",
+        l.params,
+        l.input_zero_point,
+        l.output.zero_point,
+        crate::ops::clamp_source(krate, l.clamp),
+        tensors(weights)
+    )
+}
+
+impl Operator for Conv2d {
+    type Step<'a, C: ChannelTable> = ConvStep<'a, C>;
+
+    fn validate(l: &Layer) -> Result<(), Error> {
+        validate_conv(l, false)
+    }
+
+    fn decode<'a>(l: &Layer, weights: &'a [i8], channels: &'a [u8]) -> Result<ConvStep<'a, &'a [u8]>, Error> {
+        Ok(ConvStep { params: l.conv_params()?, weights, channels })
+    }
+
+    #[inline(always)]
+    fn run<const SINGLE: bool, const LAYER: usize, const WINDOW: usize, C: ChannelTable>(
+        s: &ConvStep<'_, C>,
+        input: &[i8],
+        output: &mut [i8],
+    ) -> Result<(), Error> {
+        conv2d_layer::<SINGLE, LAYER, WINDOW, _>(&s.params, input, s.weights, s.channels, output);
+        Ok(())
+    }
+
+    /// The filter's length when the gathering kernel takes it (see
+    /// [`super::conv_gathered`]).
+    fn window<C: ChannelTable>(s: &ConvStep<'_, C>) -> usize {
+        super::conv_gathered::gathered_window(&s.params).unwrap_or(0)
+    }
+
+    fn channels<C: ChannelTable>(s: &ConvStep<'_, C>) -> Option<C> {
+        Some(s.channels)
+    }
+
+    fn with_channels<'a, C: ChannelTable, D: ChannelTable>(s: Self::Step<'a, C>, channels: D) -> Self::Step<'a, D> {
+        ConvStep { params: s.params, weights: s.weights, channels }
+    }
+
+    #[cfg(feature = "codegen")]
+    fn source(
+        s: &ConvStep<'_, &[u8]>,
+        l: &Layer,
+        krate: &str,
+        tensors: &mut dyn FnMut(&[i8]) -> alloc::string::String,
+    ) -> alloc::string::String {
+        conv_source(l, krate, s.weights, tensors)
+    }
 }
 
 #[cfg(test)]

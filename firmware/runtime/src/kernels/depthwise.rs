@@ -14,8 +14,12 @@
 //! windows that hang over an edge start from the plain bias and accumulate
 //! `w · (x − z_in)` directly. All in wrapping int32, as TFLite's accumulator.
 
+use super::conv::{ConvStep, validate_conv};
 use super::window::Taps;
 use super::{ChannelQuant, ChannelTable, ConvParams, Requantizer};
+use crate::error::Error;
+use crate::model::Layer;
+use crate::ops::Operator;
 
 /// Channels per block: the accumulators and per-channel data of a block live
 /// on the stack (40 bytes per channel, 320 in all). Eight matches the
@@ -215,6 +219,54 @@ fn tap(acc: &mut [i32], x: &[i8], w: &[i8]) {
 fn tap_offset(acc: &mut [i32], x: &[i8], w: &[i8], zin: i32) {
     for ((a, x), w) in acc.iter_mut().zip(x).zip(w) {
         *a = a.wrapping_add((*x as i32).wrapping_sub(zin).wrapping_mul(*w as i32));
+    }
+}
+
+/// The depthwise convolution operator ([`crate::format::Op::DepthwiseConv2d`]).
+#[derive(Debug, Clone, Copy)]
+pub struct DepthwiseConv2d;
+
+impl Operator for DepthwiseConv2d {
+    type Step<'a, C: ChannelTable> = ConvStep<'a, C>;
+
+    fn validate(l: &Layer) -> Result<(), Error> {
+        validate_conv(l, true)
+    }
+
+    fn decode<'a>(l: &Layer, weights: &'a [i8], channels: &'a [u8]) -> Result<ConvStep<'a, &'a [u8]>, Error> {
+        Ok(ConvStep { params: l.conv_params()?, weights, channels })
+    }
+
+    #[inline(always)]
+    fn run<const SINGLE: bool, const LAYER: usize, const WINDOW: usize, C: ChannelTable>(
+        s: &ConvStep<'_, C>,
+        input: &[i8],
+        output: &mut [i8],
+    ) -> Result<(), Error> {
+        if LAYER != usize::MAX {
+            depthwise_layer::<SINGLE, true, _>(&s.params, input, s.weights, s.channels, output)
+        } else {
+            depthwise_conv2d_rounded::<SINGLE, _>(&s.params, input, s.weights, s.channels, output)
+        }
+        Ok(())
+    }
+
+    fn channels<C: ChannelTable>(s: &ConvStep<'_, C>) -> Option<C> {
+        Some(s.channels)
+    }
+
+    fn with_channels<'a, C: ChannelTable, D: ChannelTable>(s: Self::Step<'a, C>, channels: D) -> Self::Step<'a, D> {
+        ConvStep { params: s.params, weights: s.weights, channels }
+    }
+
+    #[cfg(feature = "codegen")]
+    fn source(
+        s: &ConvStep<'_, &[u8]>,
+        l: &Layer,
+        krate: &str,
+        tensors: &mut dyn FnMut(&[i8]) -> alloc::string::String,
+    ) -> alloc::string::String {
+        super::conv::conv_source(l, krate, s.weights, tensors)
     }
 }
 

@@ -6,6 +6,9 @@ use super::dot::{ROW4_MAX, dot1x4};
 use super::dot::{ROW5_MAX, dot1x5};
 use super::dot::{dot, dot2_unrolled};
 use super::{ChannelTable, Clamp, Requantizer};
+use crate::error::Error;
+use crate::model::Layer;
+use crate::ops::Operator;
 
 /// Int8 fully connected layer.
 ///
@@ -238,6 +241,97 @@ fn rows2(x: &[i8], a: &[i8], b: &[i8]) -> [i32; 2] {
     #[cfg(not(tinykd_dsp))]
     let x = &x[..core::hint::black_box(x.len()).min(x.len())];
     dot2_unrolled(x, a, b)
+}
+
+/// The fully connected operator ([`crate::format::Op::FullyConnected`]).
+#[derive(Debug, Clone, Copy)]
+pub struct FullyConnected;
+
+/// A fully connected layer, decoded. `channels` hold the bias with
+/// `−z_in · Σ w` folded in (see [`crate::format`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FullyConnectedStep<'a, C> {
+    pub output_zero_point: i32,
+    pub clamp: Clamp,
+    pub weights: &'a [i8],
+    pub channels: C,
+}
+
+impl Operator for FullyConnected {
+    type Step<'a, C: ChannelTable> = FullyConnectedStep<'a, C>;
+
+    fn validate(l: &Layer) -> Result<(), Error> {
+        let (inf, outf) = (l.params[0] as usize, l.params[1] as usize);
+        if inf != l.input_len || outf != l.output_len {
+            return Err(Error::Malformed("fully connected shape does not match its lengths"));
+        }
+        if l.weights_len != inf * outf {
+            return Err(Error::Malformed("fully connected weight count is not in × out"));
+        }
+        if l.channel_count != outf {
+            return Err(Error::Malformed("channel table size differs from output features"));
+        }
+        Ok(())
+    }
+
+    fn decode<'a>(l: &Layer, weights: &'a [i8], channels: &'a [u8]) -> Result<FullyConnectedStep<'a, &'a [u8]>, Error> {
+        Ok(FullyConnectedStep { output_zero_point: l.output.zero_point, clamp: l.clamp, weights, channels })
+    }
+
+    #[inline(always)]
+    fn run<const SINGLE: bool, const LAYER: usize, const WINDOW: usize, C: ChannelTable>(
+        s: &FullyConnectedStep<'_, C>,
+        input: &[i8],
+        output: &mut [i8],
+    ) -> Result<(), Error> {
+        // In a layer's own function the tensors are constants: cut the
+        // activations to the lengths they imply, so the kernel sees
+        // constant lengths too (FC 40→32 on the M4: 3.92 → 3.22
+        // instructions per MAC). They are those lengths already.
+        let (input, output) = if LAYER == usize::MAX {
+            (input, output)
+        } else {
+            let outs = s.channels.count();
+            let ins = s.weights.len().checked_div(outs).unwrap_or(0);
+            let found = input.len();
+            match (input.get(..ins), output.get_mut(..outs)) {
+                (Some(x), Some(y)) => (x, y),
+                _ => return Err(Error::InputLength { expected: ins, found }),
+            }
+        };
+        fully_connected_layer::<SINGLE, WINDOW, _>(input, s.weights, s.channels, s.output_zero_point, s.clamp, output);
+        Ok(())
+    }
+
+    /// The input length, for [`fully_connected_layer`]'s rows at constant
+    /// offsets, when a row is within reach.
+    fn window<C: ChannelTable>(s: &FullyConnectedStep<'_, C>) -> usize {
+        s.weights.len().checked_div(s.channels.count()).filter(|&n| n <= super::dot::ROW4_MAX).unwrap_or(0)
+    }
+
+    fn channels<C: ChannelTable>(s: &FullyConnectedStep<'_, C>) -> Option<C> {
+        Some(s.channels)
+    }
+
+    fn with_channels<'a, C: ChannelTable, D: ChannelTable>(s: Self::Step<'a, C>, channels: D) -> Self::Step<'a, D> {
+        let FullyConnectedStep { output_zero_point, clamp, weights, .. } = s;
+        FullyConnectedStep { output_zero_point, clamp, weights, channels }
+    }
+
+    #[cfg(feature = "codegen")]
+    fn source(
+        s: &FullyConnectedStep<'_, &[u8]>,
+        _: &Layer,
+        krate: &str,
+        tensors: &mut dyn FnMut(&[i8]) -> alloc::string::String,
+    ) -> alloc::string::String {
+        alloc::format!(
+            "{krate}::kernels::fully_connected::FullyConnectedStep {{ output_zero_point: {}, clamp: {}, {} }}",
+            s.output_zero_point,
+            crate::ops::clamp_source(krate, s.clamp),
+            tensors(s.weights)
+        )
+    }
 }
 
 #[cfg(test)]

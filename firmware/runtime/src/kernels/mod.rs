@@ -120,7 +120,7 @@ pub const fn prepare_channels<const N: usize>(table: &[u8]) -> [PreparedChannel;
 /// `.tkd` channel table (`&[u8]`, decoded at each use) or a prepared one
 /// (`&[PreparedChannel]`). The kernels are generic over it, so each is compiled for the
 /// table its caller has.
-pub trait ChannelTable: Copy {
+pub trait ChannelTable: Copy + core::fmt::Debug + PartialEq {
     /// Whether [`ChannelTable::channel`] is a plain read (no decoding):
     /// kernels then read the table where they use a channel instead of
     /// keeping a decoded copy, so that a compiled model's constant table

@@ -6,7 +6,10 @@
 //! input are skipped: they are not max candidates and not counted in the
 //! average (TFLite's `filter_count`).
 
-use super::{Clamp, PoolParams};
+use super::{ChannelTable, Clamp, PoolParams};
+use crate::error::Error;
+use crate::model::Layer;
+use crate::ops::Operator;
 
 /// Channels accumulated at once by the average pools: a stack block of
 /// int32 sums, since the arena has no scratch space and an int8 output slot
@@ -164,6 +167,158 @@ pub fn rounded_average(sum: i32, count: i32) -> i32 {
     }
     let half = count / 2;
     if sum > 0 { sum.wrapping_add(half) / count } else { sum.wrapping_sub(half) / count }
+}
+
+/// The max pool operator ([`crate::format::Op::MaxPool2d`]).
+#[derive(Debug, Clone, Copy)]
+pub struct MaxPool2d;
+/// The average pool operator ([`crate::format::Op::AvgPool2d`]).
+#[derive(Debug, Clone, Copy)]
+pub struct AvgPool2d;
+/// The global average pool operator ([`crate::format::Op::GlobalAvgPool`]).
+#[derive(Debug, Clone, Copy)]
+pub struct GlobalAvgPool;
+
+/// A global average pool, decoded.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GlobalPoolStep {
+    pub channels: usize,
+    pub clamp: Clamp,
+}
+
+/// Checks a windowed pool's record (an average pool's window too).
+fn validate_pool(l: &Layer, average: bool) -> Result<(), Error> {
+    let p = l.pool_params()?;
+    if p.window.input_len(p.channels) != Some(l.input_len) {
+        return Err(Error::Malformed("pool input length is not in_h × in_w × c"));
+    }
+    if p.window.output_len(p.channels) != Some(l.output_len) {
+        return Err(Error::Malformed("pool output length does not match its shape and padding"));
+    }
+    if average && p.window.kernel_len().is_none_or(|n| n > MAX_AVG_COUNT) {
+        return Err(Error::Malformed("average pool window has more than 2^23 taps"));
+    }
+    if l.weights_len != 0 || l.channel_count != 0 {
+        return Err(Error::Malformed("pooling layer has weights or a channel table"));
+    }
+    Ok(())
+}
+
+/// A windowed pool step as Rust source.
+#[cfg(feature = "codegen")]
+fn pool_source(l: &Layer, krate: &str) -> alloc::string::String {
+    alloc::format!("{krate}::compiled::pool({:?}, {})", l.params, crate::ops::clamp_source(krate, l.clamp))
+}
+
+/// The operator impl of a windowed pool, `$average` whether it averages.
+macro_rules! windowed_pool {
+    ($ty:ty, $kernel:ident, $average:literal) => {
+        impl Operator for $ty {
+            type Step<'a, C: ChannelTable> = PoolParams;
+
+            fn validate(l: &Layer) -> Result<(), Error> {
+                validate_pool(l, $average)
+            }
+
+            fn decode<'a>(l: &Layer, _: &'a [i8], _: &'a [u8]) -> Result<PoolParams, Error> {
+                l.pool_params()
+            }
+
+            #[inline(always)]
+            fn run<const SINGLE: bool, const LAYER: usize, const WINDOW: usize, C: ChannelTable>(
+                p: &PoolParams,
+                input: &[i8],
+                output: &mut [i8],
+            ) -> Result<(), Error> {
+                $kernel(p, input, output);
+                Ok(())
+            }
+
+            fn channels<C: ChannelTable>(_: &PoolParams) -> Option<C> {
+                None
+            }
+
+            fn with_channels<'a, C: ChannelTable, D: ChannelTable>(p: Self::Step<'a, C>, _: D) -> Self::Step<'a, D> {
+                p
+            }
+
+            #[cfg(feature = "codegen")]
+            fn source(
+                _: &PoolParams,
+                l: &Layer,
+                krate: &str,
+                _: &mut dyn FnMut(&[i8]) -> alloc::string::String,
+            ) -> alloc::string::String {
+                pool_source(l, krate)
+            }
+        }
+    };
+}
+
+windowed_pool!(MaxPool2d, max_pool2d, false);
+windowed_pool!(AvgPool2d, avg_pool2d, true);
+
+impl Operator for GlobalAvgPool {
+    type Step<'a, C: ChannelTable> = GlobalPoolStep;
+
+    fn validate(l: &Layer) -> Result<(), Error> {
+        let [in_h, in_w, c, rest @ ..] = l.params.map(usize::from);
+        if rest.iter().any(|&v| v != 0) {
+            return Err(Error::Malformed("global average pool parameters 3..8 must be 0"));
+        }
+        if in_h == 0 || in_w == 0 || c == 0 {
+            return Err(Error::Malformed("global average pool dimension is 0"));
+        }
+        if in_h * in_w > MAX_AVG_COUNT {
+            return Err(Error::Malformed("global average pool has more than 2^23 positions"));
+        }
+        if in_h.checked_mul(in_w).and_then(|n| n.checked_mul(c)) != Some(l.input_len) {
+            return Err(Error::Malformed("global average pool input length is not in_h × in_w × c"));
+        }
+        if l.output_len != c {
+            return Err(Error::Malformed("global average pool output length is not c"));
+        }
+        if l.weights_len != 0 || l.channel_count != 0 {
+            return Err(Error::Malformed("pooling layer has weights or a channel table"));
+        }
+        Ok(())
+    }
+
+    fn decode<'a>(l: &Layer, _: &'a [i8], _: &'a [u8]) -> Result<GlobalPoolStep, Error> {
+        Ok(GlobalPoolStep { channels: l.params[2].into(), clamp: l.clamp })
+    }
+
+    #[inline(always)]
+    fn run<const SINGLE: bool, const LAYER: usize, const WINDOW: usize, C: ChannelTable>(
+        s: &GlobalPoolStep,
+        input: &[i8],
+        output: &mut [i8],
+    ) -> Result<(), Error> {
+        global_avg_pool(s.channels, s.clamp, input, output);
+        Ok(())
+    }
+
+    fn channels<C: ChannelTable>(_: &GlobalPoolStep) -> Option<C> {
+        None
+    }
+
+    fn with_channels<'a, C: ChannelTable, D: ChannelTable>(s: Self::Step<'a, C>, _: D) -> Self::Step<'a, D> {
+        s
+    }
+
+    #[cfg(feature = "codegen")]
+    fn source(
+        s: &GlobalPoolStep,
+        _: &Layer,
+        krate: &str,
+        _: &mut dyn FnMut(&[i8]) -> alloc::string::String,
+    ) -> alloc::string::String {
+        alloc::format!(
+            "{krate}::kernels::pool::GlobalPoolStep {{ channels: {}, clamp: {} }}",
+            s.channels,
+            crate::ops::clamp_source(krate, s.clamp)
+        )
+    }
 }
 
 #[cfg(test)]

@@ -111,6 +111,10 @@ macro_rules! operators {
         /// Every operator in the table, as an [`OpSet`].
         pub const EVERY_OPERATOR: OpSet = 0 $( | Op::$name.bit() )*;
 
+        // Operator codes leave the rounding bits of an `OpSet` free (a code
+        // of 32 or more fails here too: its bit overflows).
+        const _: () = assert!(EVERY_OPERATOR & (crate::format::SINGLE_ROUNDING | crate::format::DOUBLE_ROUNDING) == 0);
+
         /// What one layer computes, decoded: the operator with its shape and
         /// quantization, and its tensors.
         #[derive(Debug, Clone, Copy, PartialEq)]
@@ -245,4 +249,29 @@ operators! {
     /// Global average pool: params `[in_h, in_w, c, 0, 0, 0, 0, 0]`; output `c`
     /// values, each the rounded average over all `in_h · in_w ≤ 2^23` positions.
     GlobalAvgPool = 6, GlobalAvgPool => kernels::pool::GlobalAvgPool;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_decodes_to_its_own_operator_once() {
+        let ops: Vec<Op> = (0..=u8::MAX).filter_map(Op::from_u8).collect();
+        assert_eq!(ops.len() as u32, EVERY_OPERATOR.count_ones(), "a code decodes to no operator or to two");
+        for op in ops {
+            assert_eq!(Op::from_u8(op as u8), Some(op));
+            assert_ne!(EVERY_OPERATOR & op.bit(), 0, "{}", op.name());
+        }
+        assert_eq!(Op::from_u8(0), None, "0 is no operator (a zeroed record)");
+    }
+
+    #[test]
+    fn a_steps_operator_is_the_records() {
+        let blob = crate::model::test_blob();
+        let model = crate::Model::from_bytes(&blob).unwrap();
+        for i in 0..model.layer_count() {
+            assert_eq!(model.compiled_layer(i).unwrap().step.op(), model.layer(i).unwrap().op, "layer {i}");
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! student as QDQ ONNX or TFLite, the blob as Rust or C source.
 
 pub mod onnx;
+mod ops;
 pub mod qdq;
 pub mod source;
 pub mod tflite;

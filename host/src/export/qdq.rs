@@ -23,15 +23,33 @@
 
 use anyhow::{Result, bail};
 use tinykd_runtime::QuantParams;
-use tinykd_runtime::format::{Activation, Op};
+use tinykd_runtime::format::Activation;
 use tract_onnx::pb::tensor_proto::DataType;
 
-use super::onnx::{Builder, attr_int, attr_ints, window_attrs};
+use super::onnx::{Builder, attr_int};
+use super::ops::int8_op;
 use crate::data::Layout;
 use crate::student::spec::Padding;
 
-fn padding(p: u16) -> Padding {
+pub(super) fn padding(p: u16) -> Padding {
     if p == 1 { Padding::Same } else { Padding::Valid }
+}
+
+/// Where the QDQ graph stands before a layer: the activation's `[C, H, W]`,
+/// whether it is flat already, whether the graph is 1-D (`[N, C, L]`), and
+/// the activation's quantization.
+pub(super) struct Cursor {
+    pub chw: [usize; 3],
+    pub flat: bool,
+    pub one_d: bool,
+    pub q: QuantParams,
+}
+
+impl Cursor {
+    /// A window's kernel dimensions as the graph's convolutions and pools take them.
+    pub fn kernel_dims(&self, kh: usize, kw: usize) -> Vec<usize> {
+        if self.one_d { vec![kw] } else { vec![kh, kw] }
+    }
 }
 
 /// An int8 value (or zero point) as the uint8 the graph stores: `v + 128`.
@@ -51,7 +69,7 @@ impl Builder {
     }
 
     /// A per-channel dequantized int8 weight tensor of shape `dims`.
-    fn weight(&mut self, dims: &[usize], values: &[i8], scales: &[f32]) -> String {
+    pub(super) fn weight(&mut self, dims: &[usize], values: &[i8], scales: &[f32]) -> String {
         let w = self.init_raw("weight_q", dims, DataType::Uint8, values.iter().map(|v| as_uint8(*v as i32)).collect());
         let s = self.init_f32("weight_scale", &[scales.len()], scales);
         let z = self.init_raw("weight_zero_point", &[scales.len()], DataType::Uint8, vec![as_uint8(0); scales.len()]);
@@ -59,7 +77,7 @@ impl Builder {
     }
 
     /// A per-channel dequantized int32 bias.
-    fn bias(&mut self, values: &[i32], scales: &[f32]) -> String {
+    pub(super) fn bias(&mut self, values: &[i32], scales: &[f32]) -> String {
         let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         let b = self.init_raw("bias_q", &[values.len()], DataType::Int32, raw);
         let s = self.init_f32("bias_scale", &[scales.len()], scales);
@@ -95,7 +113,7 @@ impl Builder {
     /// integer QLinearConv, whose exact int32 sums agree with the device
     /// more often than a float Conv's; the result leaves as `s · (r − z)`
     /// through another Q → DQ pair for the same reason.
-    fn integer_average(&mut self, pool: &str, attrs: Vec<tract_onnx::pb::AttributeProto>, q: QuantParams) {
+    pub(super) fn integer_average(&mut self, pool: &str, attrs: Vec<tract_onnx::pb::AttributeProto>, q: QuantParams) {
         let s = self.init_f32("scale", &[], &[q.scale]);
         let z = self.init_f32("zero_point_value", &[], &[q.zero_point as f32]);
         self.op("Div", std::slice::from_ref(&s), vec![]);
@@ -144,90 +162,17 @@ pub fn int8_model(blob: &[u8], layout: Layout) -> Result<Vec<u8>> {
     };
     let layers = m.layers().collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!("{e}"))?;
     // 1-D when no window has height: the graph stays [N, C, L] (see onnx.rs).
-    let one_d = h == 1
-        && internal.len() <= 2
-        && layers.iter().all(|l| {
-            !matches!(l.op, Op::Conv2d | Op::DepthwiseConv2d | Op::MaxPool2d | Op::AvgPool2d) || l.params[0] == 1
-        });
+    let one_d = h == 1 && internal.len() <= 2 && layers.iter().all(|l| int8_op(l.op).runs_in_1d(l));
     let mut b = Builder::new(layout, &internal, [c, h, w], one_d);
     b.qdq(m.input_quant());
-    let mut in_q = m.input_quant();
-    // Current activation: `[C, H, W]` and whether it is flat already.
-    let (mut chw, mut flat) = ([c, h, w], false);
-    let kd = |kh: usize, kw: usize| if one_d { vec![kw] } else { vec![kh, kw] };
+    let mut at = Cursor { chw: [c, h, w], flat: false, one_d, q: m.input_quant() };
     for l in &layers {
-        let p = l.params.map(|v| v as usize);
-        let super::ChannelScales { entries, weight_scales: w_scales, bias_scales: b_scales } =
-            super::channel_scales(&m, l, in_q.scale)?;
-        let weights = m.weights(l);
-        match l.op {
-            Op::FullyConnected => {
-                let (inf, outf) = (p[0], p[1]);
-                if !flat {
-                    if chw[1] * chw[2] > 1 && chw[0] > 1 {
-                        // The device flattens H, W, C.
-                        let perm: Vec<usize> = if one_d { vec![0, 2, 1] } else { vec![0, 2, 3, 1] };
-                        b.op("Transpose", &[], vec![attr_ints("perm", &perm)]);
-                    }
-                    b.op("Flatten", &[], vec![attr_int("axis", 1)]);
-                    flat = true;
-                }
-                let bias = super::plain_fc_bias(&entries, weights, inf, in_q.zero_point);
-                let wt = b.weight(&[outf, inf], weights, &w_scales);
-                let bs = b.bias(&bias, &b_scales);
-                b.op("Gemm", &[wt, bs], vec![attr_int("transB", 1)]);
-                chw = [outf, 1, 1];
-            }
-            Op::Conv2d | Op::DepthwiseConv2d => {
-                let (ih, iw, ic, oc, kh, kw, stride) = (p[0], p[1], p[2], p[3], p[4], p[5], p[6]);
-                let depthwise = l.op == Op::DepthwiseConv2d;
-                // Device layouts: conv [O][kh][kw][C], depthwise [kh][kw][C] → [O][C][kh][kw] / [C][1][kh][kw].
-                let mut t = vec![0i8; weights.len()];
-                for o in 0..oc {
-                    for y in 0..kh {
-                        for x in 0..kw {
-                            if depthwise {
-                                t[(o * kh + y) * kw + x] = weights[(y * kw + x) * ic + o];
-                            } else {
-                                for ci in 0..ic {
-                                    t[((o * ic + ci) * kh + y) * kw + x] = weights[((o * kh + y) * kw + x) * ic + ci];
-                                }
-                            }
-                        }
-                    }
-                }
-                let dims = [&[oc, if depthwise { 1 } else { ic }][..], &kd(kh, kw)].concat();
-                let wt = b.weight(&dims, &t, &w_scales);
-                let bias: Vec<i32> = entries.iter().map(|q| q.bias).collect();
-                let bs = b.bias(&bias, &b_scales);
-                let mut attrs = window_attrs([ic, ih, iw], [kh, kw], stride, padding(p[7] as u16), one_d);
-                if depthwise {
-                    attrs.push(attr_int("group", ic as i64));
-                }
-                b.op("Conv", &[wt, bs], attrs);
-                let (out, _) = crate::student::geometry::window2d([ic, ih, iw], [kh, kw], stride, padding(p[7] as u16));
-                chw = [oc, out[0], out[1]];
-            }
-            Op::MaxPool2d | Op::AvgPool2d => {
-                let (ih, iw, ch, ph, pw, stride) = (p[0], p[1], p[2], p[3], p[4], p[5]);
-                let mut attrs = window_attrs([ch, ih, iw], [ph, pw], stride, padding(p[6] as u16), one_d);
-                if l.op == Op::MaxPool2d {
-                    b.op("MaxPool", &[], attrs);
-                } else {
-                    attrs.push(attr_int("count_include_pad", 0));
-                    b.integer_average("AveragePool", attrs, in_q);
-                }
-                let (out, _) = crate::student::geometry::window2d([ch, ih, iw], [ph, pw], stride, padding(p[6] as u16));
-                chw = [ch, out[0], out[1]];
-            }
-            Op::GlobalAvgPool => {
-                b.integer_average("GlobalAveragePool", vec![], in_q);
-                chw = [chw[0], 1, 1];
-            }
-        }
+        let scales = super::channel_scales(&m, l, at.q.scale)?;
+        int8_op(l.op).qdq(&mut b, &mut at, l, m.weights(l), &scales)?;
         b.activation(l.activation, l.output);
-        in_q = l.output;
+        at.q = l.output;
     }
+    let flat = at.flat;
     if !flat {
         b.op("Flatten", &[], vec![attr_int("axis", 1)]);
     }

@@ -23,10 +23,11 @@
 
 use anyhow::{Context, Result, bail};
 use tinykd_runtime::QuantParams;
-use tinykd_runtime::format::{Activation, Op};
+use tinykd_runtime::format::Activation;
 use tinykd_runtime::kernels::Clamp;
 use tinykd_tflite_schema::tflite as tfl;
 
+use super::ops::int8_op;
 use crate::quant::quantize_multiplier;
 
 /// The flatbuffer's file identifier (TFLite schema version 3).
@@ -34,7 +35,7 @@ const FILE_IDENTIFIER: [u8; 4] = *b"TFL3";
 
 /// Tensors, buffers, operator codes and operators of the one subgraph.
 #[derive(Default)]
-struct Graph {
+pub(super) struct Graph {
     tensors: Vec<tfl::Tensor>,
     buffers: Vec<tfl::Buffer>,
     codes: Vec<(tfl::BuiltinOperator, i32)>,
@@ -98,23 +99,30 @@ impl Graph {
     }
 
     /// An int8 activation tensor quantized with `q`.
-    fn activation(&mut self, name: String, shape: &[usize], q: QuantParams) -> Result<i32> {
+    pub(super) fn activation(&mut self, name: String, shape: &[usize], q: QuantParams) -> Result<i32> {
         self.tensor(name, shape, tfl::TensorType::Int8, None, quantization(vec![q.scale], vec![q.zero_point.into()], 0))
     }
 
     /// Per-channel int8 weights (zero points 0) quantized along `dimension`.
-    fn weights(&mut self, name: String, shape: &[usize], values: &[i8], scales: &[f32], dimension: i32) -> Result<i32> {
+    pub(super) fn weights(
+        &mut self,
+        name: String,
+        shape: &[usize],
+        values: &[i8],
+        scales: &[f32],
+        dimension: i32,
+    ) -> Result<i32> {
         let data = values.iter().map(|v| *v as u8).collect();
         self.tensor(name, shape, tfl::TensorType::Int8, Some(data), symmetric(scales, dimension))
     }
 
     /// Per-channel int32 biases at scale `s_in · s_w`.
-    fn bias(&mut self, name: String, values: &[i32], scales: &[f32]) -> Result<i32> {
+    pub(super) fn bias(&mut self, name: String, values: &[i32], scales: &[f32]) -> Result<i32> {
         let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.tensor(name, &[values.len()], tfl::TensorType::Int32, Some(data), symmetric(scales, 0))
     }
 
-    fn op(
+    pub(super) fn op(
         &mut self,
         code: tfl::BuiltinOperator,
         version: i32,
@@ -139,7 +147,7 @@ impl Graph {
     }
 
     /// `RESHAPE` of tensor `from` (quantized with `q`) to `shape`.
-    fn reshape(&mut self, from: i32, shape: &[usize], q: QuantParams, name: String) -> Result<i32> {
+    pub(super) fn reshape(&mut self, from: i32, shape: &[usize], q: QuantParams, name: String) -> Result<i32> {
         let new_shape = dims(shape)?;
         let data = new_shape.iter().flat_map(|v| v.to_le_bytes()).collect();
         let shape_tensor =
@@ -162,7 +170,7 @@ fn tflite_clamp(a: Activation, out: QuantParams) -> Clamp {
     }
 }
 
-fn fused(a: Activation) -> tfl::ActivationFunctionType {
+pub(super) fn fused(a: Activation) -> tfl::ActivationFunctionType {
     match a {
         Activation::None => tfl::ActivationFunctionType::None,
         Activation::Relu => tfl::ActivationFunctionType::Relu,
@@ -170,15 +178,15 @@ fn fused(a: Activation) -> tfl::ActivationFunctionType {
     }
 }
 
-fn padding(p: u16) -> tfl::Padding {
+pub(super) fn padding(p: u16) -> tfl::Padding {
     if p == 1 { tfl::Padding::Same } else { tfl::Padding::Valid }
 }
 
 /// The tensor the next operator reads, with its shape and quantization.
-struct Cursor {
-    tensor: i32,
-    shape: Vec<usize>,
-    q: QuantParams,
+pub(super) struct Cursor {
+    pub tensor: i32,
+    pub shape: Vec<usize>,
+    pub q: QuantParams,
 }
 
 /// Encodes the `.tkd` `blob` as a `.tflite` flatbuffer.
@@ -192,18 +200,14 @@ pub fn int8_model(blob: &[u8]) -> Result<Vec<u8>> {
     let mut g = Graph::new();
     // A model starting with a fully connected layer takes a flat `[1, N]`
     // input, any other an NHWC map.
-    let flat_input = matches!(layers.first().map(|l| l.op), Some(Op::FullyConnected));
+    let flat_input = layers.first().is_some_and(|l| int8_op(l.op).takes_flat_input());
     let shape: Vec<usize> = if flat_input { vec![1, c * h * w] } else { vec![1, h, w, c] };
     let input = g.activation("input".into(), &shape, m.input_quant())?;
     let mut at = Cursor { tensor: input, shape, q: m.input_quant() };
     for (i, l) in layers.iter().enumerate() {
         let scales = checked_scales(&m, i, l, at.q.scale)?;
         let name = |kind: &str| format!("{i:02}_{kind}");
-        let out = match l.op {
-            Op::FullyConnected => fully_connected(&mut g, &mut at, l, m.weights(l), &scales, name)?,
-            Op::Conv2d | Op::DepthwiseConv2d => convolution(&mut g, &mut at, l, m.weights(l), &scales, name)?,
-            Op::MaxPool2d | Op::AvgPool2d | Op::GlobalAvgPool => pool(&mut g, &mut at, l, name)?,
-        };
+        let out = int8_op(l.op).tflite(&mut g, &mut at, l, m.weights(l), &scales, &name)?;
         at.tensor = out;
         at.q = l.output;
     }
@@ -251,110 +255,6 @@ fn checked_scales(
         }
     }
     Ok(scales)
-}
-
-/// `FULLY_CONNECTED` (after a `RESHAPE` of a feature map to `[1, H·W·C]`).
-fn fully_connected(
-    g: &mut Graph,
-    at: &mut Cursor,
-    l: &tinykd_runtime::Layer,
-    weights: &[i8],
-    s: &super::ChannelScales,
-    name: impl Fn(&str) -> String,
-) -> Result<i32> {
-    let p = l.params.map(usize::from);
-    let (inf, outf) = (p[0], p[1]);
-    if at.shape.len() != 2 {
-        at.shape = vec![1, inf];
-        at.tensor = g.reshape(at.tensor, &at.shape, at.q, name("flatten"))?;
-    }
-    let bias = super::plain_fc_bias(&s.entries, weights, inf, at.q.zero_point);
-    let wt = g.weights(name("dense/weights"), &[outf, inf], weights, &s.weight_scales, 0)?;
-    let bs = g.bias(name("dense/bias"), &bias, &s.bias_scales)?;
-    at.shape = vec![1, outf];
-    let out = g.activation(name("dense"), &at.shape, l.output)?;
-    let options = tfl::BuiltinOptions::FullyConnectedOptions(Box::new(tfl::FullyConnectedOptions {
-        fused_activation_function: fused(l.activation),
-        ..Default::default()
-    }));
-    g.op(tfl::BuiltinOperator::FullyConnected, 4, vec![at.tensor, wt, bs], out, options);
-    Ok(out)
-}
-
-/// `CONV_2D` or `DEPTHWISE_CONV_2D`.
-fn convolution(
-    g: &mut Graph,
-    at: &mut Cursor,
-    l: &tinykd_runtime::Layer,
-    weights: &[i8],
-    s: &super::ChannelScales,
-    name: impl Fn(&str) -> String,
-) -> Result<i32> {
-    let p = l.params.map(usize::from);
-    let (ih, iw, ic, oc, kh, kw, stride) = (p[0], p[1], p[2], p[3], p[4], p[5], p[6]);
-    let pad = padding(l.params[7]);
-    let window = crate::student::geometry::window2d([ic, ih, iw], [kh, kw], stride, pad_spec(pad)).0;
-    let bias: Vec<i32> = s.entries.iter().map(|q| q.bias).collect();
-    let stride = i32::try_from(stride)?;
-    let (wt, code, options, kind) = if l.op == Op::Conv2d {
-        let wt = g.weights(name("conv/filter"), &[oc, kh, kw, ic], weights, &s.weight_scales, 0)?;
-        let options = tfl::BuiltinOptions::Conv2DOptions(Box::new(tfl::Conv2DOptions {
-            padding: pad,
-            stride_w: stride,
-            stride_h: stride,
-            fused_activation_function: fused(l.activation),
-            dilation_w_factor: 1,
-            dilation_h_factor: 1,
-            ..Default::default()
-        }));
-        (wt, tfl::BuiltinOperator::Conv2d, options, "conv")
-    } else {
-        let wt = g.weights(name("depthwise/filter"), &[1, kh, kw, ic], weights, &s.weight_scales, 3)?;
-        let options = tfl::BuiltinOptions::DepthwiseConv2DOptions(Box::new(tfl::DepthwiseConv2DOptions {
-            padding: pad,
-            stride_w: stride,
-            stride_h: stride,
-            depth_multiplier: 1,
-            fused_activation_function: fused(l.activation),
-            dilation_w_factor: 1,
-            dilation_h_factor: 1,
-        }));
-        (wt, tfl::BuiltinOperator::DepthwiseConv2d, options, "depthwise")
-    };
-    let bs = g.bias(name(&format!("{kind}/bias")), &bias, &s.bias_scales)?;
-    at.shape = vec![1, window[0], window[1], oc];
-    let out = g.activation(name(kind), &at.shape, l.output)?;
-    g.op(code, 3, vec![at.tensor, wt, bs], out, options);
-    Ok(out)
-}
-
-/// `MAX_POOL_2D` or `AVERAGE_POOL_2D` (global average pooling is one over
-/// the whole map).
-fn pool(g: &mut Graph, at: &mut Cursor, l: &tinykd_runtime::Layer, name: impl Fn(&str) -> String) -> Result<i32> {
-    let p = l.params.map(usize::from);
-    let (ih, iw, ch) = (p[0], p[1], p[2]);
-    let (ph, pw, stride, pad) = match l.op {
-        Op::GlobalAvgPool => (ih, iw, 1, tfl::Padding::Valid),
-        _ => (p[3], p[4], p[5], padding(l.params[6])),
-    };
-    let window = crate::student::geometry::window2d([ch, ih, iw], [ph, pw], stride, pad_spec(pad)).0;
-    let (code, kind) = match l.op {
-        Op::MaxPool2d => (tfl::BuiltinOperator::MaxPool2d, "max_pool"),
-        Op::AvgPool2d => (tfl::BuiltinOperator::AveragePool2d, "average_pool"),
-        _ => (tfl::BuiltinOperator::AveragePool2d, "global_average_pool"),
-    };
-    let options = tfl::BuiltinOptions::Pool2DOptions(Box::new(tfl::Pool2DOptions {
-        padding: pad,
-        stride_w: i32::try_from(stride)?,
-        stride_h: i32::try_from(stride)?,
-        filter_width: i32::try_from(pw)?,
-        filter_height: i32::try_from(ph)?,
-        fused_activation_function: fused(l.activation),
-    }));
-    at.shape = vec![1, window[0], window[1], ch];
-    let out = g.activation(name(kind), &at.shape, l.output)?;
-    g.op(code, 2, vec![at.tensor], out, options);
-    Ok(out)
 }
 
 /// The flatbuffer of the finished graph.
@@ -414,7 +314,7 @@ fn put_file_identifier_after_root_offset(bytes: &mut [u8]) -> Result<()> {
     Ok(())
 }
 
-fn pad_spec(p: tfl::Padding) -> crate::student::spec::Padding {
+pub(super) fn pad_spec(p: tfl::Padding) -> crate::student::spec::Padding {
     if p == tfl::Padding::Same { crate::student::spec::Padding::Same } else { crate::student::spec::Padding::Valid }
 }
 

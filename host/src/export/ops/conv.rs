@@ -1,0 +1,102 @@
+//! `CONV_2D` and `DEPTHWISE_CONV_2D` / `Conv` (grouped for depthwise).
+
+use anyhow::Result;
+use tinykd_runtime::Layer;
+use tinykd_tflite_schema::tflite as tfl;
+
+use super::Int8Op;
+use crate::export::onnx::{Builder, attr_int, window_attrs};
+use crate::export::{ChannelScales, qdq, tflite};
+use crate::student::geometry::window2d;
+
+pub(super) struct Convolution {
+    pub depthwise: bool,
+}
+
+impl Int8Op for Convolution {
+    fn tflite(
+        &self,
+        g: &mut tflite::Graph,
+        at: &mut tflite::Cursor,
+        l: &Layer,
+        weights: &[i8],
+        s: &ChannelScales,
+        name: &dyn Fn(&str) -> String,
+    ) -> Result<i32> {
+        let p = l.params.map(usize::from);
+        let (ih, iw, ic, oc, kh, kw, stride) = (p[0], p[1], p[2], p[3], p[4], p[5], p[6]);
+        let pad = tflite::padding(l.params[7]);
+        let window = window2d([ic, ih, iw], [kh, kw], stride, tflite::pad_spec(pad)).0;
+        let bias: Vec<i32> = s.entries.iter().map(|q| q.bias).collect();
+        let stride = i32::try_from(stride)?;
+        let fused = tflite::fused(l.activation);
+        let (wt, code, options, kind) = if !self.depthwise {
+            let wt = g.weights(name("conv/filter"), &[oc, kh, kw, ic], weights, &s.weight_scales, 0)?;
+            let options = tfl::BuiltinOptions::Conv2DOptions(Box::new(tfl::Conv2DOptions {
+                padding: pad,
+                stride_w: stride,
+                stride_h: stride,
+                fused_activation_function: fused,
+                dilation_w_factor: 1,
+                dilation_h_factor: 1,
+                ..Default::default()
+            }));
+            (wt, tfl::BuiltinOperator::Conv2d, options, "conv")
+        } else {
+            let wt = g.weights(name("depthwise/filter"), &[1, kh, kw, ic], weights, &s.weight_scales, 3)?;
+            let options = tfl::BuiltinOptions::DepthwiseConv2DOptions(Box::new(tfl::DepthwiseConv2DOptions {
+                padding: pad,
+                stride_w: stride,
+                stride_h: stride,
+                depth_multiplier: 1,
+                fused_activation_function: fused,
+                dilation_w_factor: 1,
+                dilation_h_factor: 1,
+            }));
+            (wt, tfl::BuiltinOperator::DepthwiseConv2d, options, "depthwise")
+        };
+        let bs = g.bias(name(&format!("{kind}/bias")), &bias, &s.bias_scales)?;
+        at.shape = vec![1, window[0], window[1], oc];
+        let out = g.activation(name(kind), &at.shape, l.output)?;
+        g.op(code, 3, vec![at.tensor, wt, bs], out, options);
+        Ok(out)
+    }
+
+    fn qdq(&self, b: &mut Builder, at: &mut qdq::Cursor, l: &Layer, weights: &[i8], s: &ChannelScales) -> Result<()> {
+        let p = l.params.map(usize::from);
+        let (ih, iw, ic, oc, kh, kw, stride) = (p[0], p[1], p[2], p[3], p[4], p[5], p[6]);
+        let depthwise = self.depthwise;
+        // Device layouts: conv [O][kh][kw][C], depthwise [kh][kw][C] → [O][C][kh][kw] / [C][1][kh][kw].
+        let mut t = vec![0i8; weights.len()];
+        for o in 0..oc {
+            for y in 0..kh {
+                for x in 0..kw {
+                    if depthwise {
+                        t[(o * kh + y) * kw + x] = weights[(y * kw + x) * ic + o];
+                    } else {
+                        for ci in 0..ic {
+                            t[((o * ic + ci) * kh + y) * kw + x] = weights[((o * kh + y) * kw + x) * ic + ci];
+                        }
+                    }
+                }
+            }
+        }
+        let dims = [&[oc, if depthwise { 1 } else { ic }][..], &at.kernel_dims(kh, kw)].concat();
+        let wt = b.weight(&dims, &t, &s.weight_scales);
+        let bias: Vec<i32> = s.entries.iter().map(|q| q.bias).collect();
+        let bs = b.bias(&bias, &s.bias_scales);
+        let pad = qdq::padding(l.params[7]);
+        let mut attrs = window_attrs([ic, ih, iw], [kh, kw], stride, pad, at.one_d);
+        if depthwise {
+            attrs.push(attr_int("group", ic as i64));
+        }
+        b.op("Conv", &[wt, bs], attrs);
+        let (out, _) = window2d([ic, ih, iw], [kh, kw], stride, pad);
+        at.chw = [oc, out[0], out[1]];
+        Ok(())
+    }
+
+    fn runs_in_1d(&self, l: &Layer) -> bool {
+        l.params[0] == 1
+    }
+}

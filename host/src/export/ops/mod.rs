@@ -1,0 +1,72 @@
+//! The int8 exporters' operator table: for each operator of the runtime,
+//! how the TFLite and the QDQ ONNX writers express one of its layers. One
+//! file per operator family implements [`Int8Op`]; [`int8_op`] is the
+//! table. Its `match` is exhaustive, so an operator added to the runtime's
+//! table does not build here until it has its entry.
+//!
+//! The writers own the graph plumbing (tensors, buffers, names, the model's
+//! input and output); an operator appends its layer at the cursor and moves
+//! the cursor to the layer's output.
+
+mod conv;
+mod fully_connected;
+mod pool;
+
+use anyhow::Result;
+use tinykd_runtime::Layer;
+use tinykd_runtime::format::Op;
+
+use super::ChannelScales;
+use super::onnx::Builder;
+use super::{qdq, tflite};
+
+/// How the int8 exporters write one operator's layers.
+pub(super) trait Int8Op: Sync {
+    /// Appends layer `l` to the TFLite graph at `at` (the tensor it reads),
+    /// moves `at` to its output's shape and returns the output tensor.
+    /// `name` names a tensor of this layer (`name("conv/filter")`).
+    fn tflite(
+        &self,
+        g: &mut tflite::Graph,
+        at: &mut tflite::Cursor,
+        l: &Layer,
+        weights: &[i8],
+        scales: &ChannelScales,
+        name: &dyn Fn(&str) -> String,
+    ) -> Result<i32>;
+
+    /// Appends layer `l`, up to its fused activation, to the QDQ graph at
+    /// `at`, and moves `at` to its output's shape.
+    fn qdq(
+        &self,
+        b: &mut Builder,
+        at: &mut qdq::Cursor,
+        l: &Layer,
+        weights: &[i8],
+        scales: &ChannelScales,
+    ) -> Result<()>;
+
+    /// Whether the layer can be written in a 1-D (`[N, C, L]`) graph: no
+    /// window of its spans more than one row.
+    fn runs_in_1d(&self, _l: &Layer) -> bool {
+        true
+    }
+
+    /// Whether a model starting with this operator takes a flat `[1, N]`
+    /// TFLite input rather than an NHWC map.
+    fn takes_flat_input(&self) -> bool {
+        false
+    }
+}
+
+/// The table: each runtime operator's writers.
+pub(super) fn int8_op(op: Op) -> &'static dyn Int8Op {
+    match op {
+        Op::FullyConnected => &fully_connected::FullyConnected,
+        Op::Conv2d => &conv::Convolution { depthwise: false },
+        Op::DepthwiseConv2d => &conv::Convolution { depthwise: true },
+        Op::MaxPool2d => &pool::Pool::Max,
+        Op::AvgPool2d => &pool::Pool::Average,
+        Op::GlobalAvgPool => &pool::Pool::GlobalAverage,
+    }
+}

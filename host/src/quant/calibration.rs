@@ -61,13 +61,13 @@ pub fn calibrate_resolved(
     }
     let acts = student.activations(calib, n);
     if method != Calibration::Auto {
-        return Ok((method, ranges_from(student, &acts, method)));
+        return Ok((method, ranges_from(student, &acts, method)?));
     }
     // The last activation is the float student's output.
     let float_logits = acts.last().map_or(&[][..], |a| a.as_slice());
     let mut best: Option<(f64, Calibration, Vec<TensorRange>)> = None;
     for method in [Calibration::Minmax, Calibration::Mse, Calibration::Percentile] {
-        let ranges = ranges_from(student, &acts, method);
+        let ranges = ranges_from(student, &acts, method)?;
         let q = quantize_with_params(student, &range_params(&ranges), g)?;
         let err = logit_error(&q, calib, n, float_logits)?;
         if best.as_ref().is_none_or(|(e, _, _)| err < *e) {
@@ -79,24 +79,22 @@ pub fn calibrate_resolved(
 
 /// The ranges a concrete `method` picks from the student's float
 /// activations (`Student::activations` on the calibration set).
-fn ranges_from(student: &Student, acts: &[Vec<f32>], method: Calibration) -> Vec<TensorRange> {
+fn ranges_from(student: &Student, acts: &[Vec<f32>], method: Calibration) -> Result<Vec<TensorRange>> {
     let mut ranges = vec![choose(&acts[0], method)];
     let mut i = 0;
     while i < student.layers.len() {
-        if matches!(student.layers[i], Layer::Dense(_) | Layer::Conv(_) | Layer::Depthwise(_)) {
-            let (f, next) = fuse(student, i);
+        if student.layers[i].is_weighted() {
+            let (f, next) = fuse(student, i)?;
             // The logits are never clipped: saturated logits tie, and the
             // argmax then picks the first of them, not the largest.
-            let logits = !student.layers[next..]
-                .iter()
-                .any(|l| matches!(l, Layer::Dense(_) | Layer::Conv(_) | Layer::Depthwise(_)));
+            let logits = !student.layers[next..].iter().any(Layer::is_weighted);
             ranges.push(choose(&acts[f.output_act], if logits { Calibration::Minmax } else { method }));
             i = next;
         } else {
             i += 1;
         }
     }
-    ranges
+    Ok(ranges)
 }
 
 /// Mean squared difference between `q`'s dequantized int8 logits (run by

@@ -14,8 +14,8 @@ use tinykd_runtime::format::{Activation, Op, layer};
 use tinykd_runtime::kernels::{ChannelQuant, Clamp};
 
 use crate::export::tkd::{TkdLayer, TkdModel};
-use crate::student::spec::Padding;
-use crate::student::{Layer, PoolKind, Student};
+use crate::student::layer::DeviceWeights;
+use crate::student::{Device, Layer, Student};
 
 /// How activation ranges are taken from the calibration set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize, Default)]
@@ -155,10 +155,7 @@ fn range(v: &[f32]) -> (f32, f32) {
 /// A weighted layer with what is fused into it on the device.
 pub(super) struct Fused<'a> {
     /// Weights in the device layout and bias, BatchNorm folded in.
-    weights: Vec<f32>,
-    bias: Vec<f32>,
-    /// Values per output channel in `weights`.
-    per_channel: usize,
+    weights: DeviceWeights,
     activation: Activation,
     layer: &'a Layer,
     /// Index of the activation (in `Student::activations`) that is this op's output.
@@ -166,80 +163,35 @@ pub(super) struct Fused<'a> {
 }
 
 /// Folds a following BatchNorm and picks up a following activation.
-pub(super) fn fuse<'a>(student: &'a Student, i: usize) -> (Fused<'a>, usize) {
+pub(super) fn fuse(student: &Student, i: usize) -> Result<(Fused<'_>, usize)> {
     let layer = &student.layers[i];
-    // The layout the device feeds this layer: a Flatten (or Dropout) in
-    // between changes nothing on the device, so look through them.
+    // The layout the device feeds this layer: a layer that is nothing on the
+    // device (flatten, dropout) in between changes nothing, so look through them.
     let mut k = i;
-    while k > 0 && matches!(student.layers[k - 1], Layer::Flatten | Layer::Dropout { .. }) {
+    while k > 0 && student.layers[k - 1].device() == Device::Nothing {
         k -= 1;
     }
     let in_shape = student.shapes[k];
-    let (mut weights, mut bias, per_channel) = match layer {
-        Layer::Dense(d) => {
-            // The device flattens channels-last: permute the input columns.
-            let [c, h, w] = in_shape;
-            let p = h * w;
-            let mut wt = d.weight.clone();
-            if c > 1 && p > 1 {
-                for o in 0..d.outputs {
-                    let row = &d.weight[o * d.inputs..(o + 1) * d.inputs];
-                    let dst = &mut wt[o * d.inputs..(o + 1) * d.inputs];
-                    for ci in 0..c {
-                        for pi in 0..p {
-                            dst[pi * c + ci] = row[ci * p + pi];
-                        }
-                    }
-                }
-            }
-            (wt, d.bias.clone(), d.inputs)
-        }
-        Layer::Conv(cv) => {
-            // [O][C][kh][kw] → [O][kh][kw][C]
-            let [c, _, _] = cv.in_shape;
-            let [kh, kw] = cv.kernel;
-            let k = c * kh * kw;
-            let mut wt = vec![0.0; cv.weight.len()];
-            for o in 0..cv.out_channels {
-                for ci in 0..c {
-                    for y in 0..kh {
-                        for x in 0..kw {
-                            wt[o * k + (y * kw + x) * c + ci] = cv.weight[o * k + (ci * kh + y) * kw + x];
-                        }
-                    }
-                }
-            }
-            (wt, cv.bias.clone(), k)
-        }
-        Layer::Depthwise(dw) => {
-            // [C][kh][kw] → [kh][kw][C]; kept per channel here ([C][kh·kw]) for
-            // quantization and transposed when the layer is written.
-            let [kh, kw] = dw.kernel;
-            (dw.weight.clone(), dw.bias.clone(), kh * kw)
-        }
-        _ => unreachable!("fuse is called on weighted layers"),
+    let Some(mut f) = layer.kind().device_weights(in_shape) else {
+        bail!("layer {i} ({layer:?}) has no weights to quantize")
     };
     let mut j = i + 1;
-    if let Some(Layer::BatchNorm(bn)) = student.layers.get(j) {
-        let (a, b) = bn.affine();
+    if let Some((a, b)) = student.layers.get(j).and_then(|l| l.kind().folded_affine()) {
+        let per_channel = f.per_channel;
         for (o, (scale, shift)) in a.iter().zip(&b).enumerate() {
-            weights[o * per_channel..(o + 1) * per_channel].iter_mut().for_each(|w| *w *= scale);
-            bias[o] = bias[o] * scale + shift;
+            f.weights[o * per_channel..(o + 1) * per_channel].iter_mut().for_each(|w| *w *= scale);
+            f.bias[o] = f.bias[o] * scale + shift;
         }
         j += 1;
     }
-    let activation = match student.layers.get(j) {
-        Some(Layer::Relu) => {
+    let activation = match student.layers.get(j).map(Layer::device) {
+        Some(Device::Activation(a)) => {
             j += 1;
-            Activation::Relu
-        }
-        Some(Layer::Relu6) => {
-            j += 1;
-            Activation::Relu6
+            a
         }
         _ => Activation::None,
     };
-    (Fused { weights, bias, per_channel, activation, layer, output_act: j }, j)
+    Ok((Fused { weights: f, activation, layer, output_act: j }, j))
 }
 
 fn clamp_for(activation: Activation, out: QuantParams) -> Clamp {
@@ -251,10 +203,6 @@ fn clamp_for(activation: Activation, out: QuantParams) -> Clamp {
             max: (out.zero_point + (6.0 / out.scale).round() as i32).clamp(-128, 127) as i8,
         },
     }
-}
-
-fn u16p(v: usize, what: &str) -> Result<u16> {
-    u16::try_from(v).map_err(|_| anyhow::anyhow!("{what} = {v} is too large for the firmware format"))
 }
 
 /// Quantizes a trained student, calibrating activation ranges on `calib`
@@ -293,8 +241,9 @@ pub fn quantize_with_params(student: &Student, params: &[QuantParams], g: Scheme
     while i < student.layers.len() {
         let [c, h, w] = student.shapes[i];
         let input_len = c * h * w;
-        match &student.layers[i] {
-            Layer::Dense(_) | Layer::Conv(_) | Layer::Depthwise(_) => {
+        let layer = &student.layers[i];
+        match layer.device() {
+            Device::Weighted => {
                 let Some(out) = next_params.next() else {
                     bail!("no quantization parameters for the output of layer {i}")
                 };
@@ -303,32 +252,17 @@ pub fn quantize_with_params(student: &Student, params: &[QuantParams], g: Scheme
                 in_params = out;
                 i = next;
             }
-            Layer::Pool(p) => {
-                let params = [
-                    u16p(h, "height")?,
-                    u16p(w, "width")?,
-                    u16p(c, "channels")?,
-                    u16p(p.size[0], "pool")?,
-                    u16p(p.size[1], "pool")?,
-                    u16p(p.stride, "stride")?,
-                    (p.padding == Padding::Same) as u16,
-                    0,
-                ];
-                let op = if p.kind == PoolKind::Max { Op::MaxPool2d } else { Op::AvgPool2d };
-                layers.push(pass_through(op, params, input_len, p.out_shape().iter().product(), in_params));
+            Device::Unweighted => {
+                let Some((op, params)) = layer.kind().device_op(student.shapes[i])? else {
+                    bail!("layer {i} ({layer:?}) has no operator on the device")
+                };
+                let output_len = student.shapes[i + 1].iter().product();
+                layers.push(pass_through(op, params, input_len, output_len, in_params));
                 i += 1;
             }
-            Layer::Gap { .. } => {
-                let params = [u16p(h, "height")?, u16p(w, "width")?, u16p(c, "channels")?, 0, 0, 0, 0, 0];
-                layers.push(pass_through(Op::GlobalAvgPool, params, input_len, c, in_params));
-                i += 1;
-            }
-            Layer::Flatten | Layer::Dropout { .. } => i += 1,
-            Layer::BatchNorm(_) | Layer::Relu | Layer::Relu6 => {
-                bail!(
-                    "layer {i} ({:?}) cannot be quantized on its own: it must follow a dense or conv layer",
-                    student.layers[i]
-                )
+            Device::Nothing => i += 1,
+            Device::Folded | Device::Activation(_) => {
+                bail!("layer {i} ({layer:?}) cannot be quantized on its own: it must follow a dense or conv layer")
             }
         }
     }
@@ -354,22 +288,23 @@ fn weighted_layer(
     out: QuantParams,
     g: Scheme,
 ) -> Result<(TkdLayer, usize)> {
-    let (f, next) = fuse(student, i);
+    let (f, next) = fuse(student, i)?;
     let in_shape = student.shapes[i];
-    let channels = f.bias.len();
-    let mut q_weights = Vec::with_capacity(f.weights.len());
+    let DeviceWeights { weights, bias, per_channel, folds_input_zero_point } = &f.weights;
+    let channels = bias.len();
+    let mut q_weights = Vec::with_capacity(weights.len());
     let mut table = Vec::with_capacity(channels);
     let mut weight_scales = Vec::with_capacity(channels);
-    let scales = layer_weight_scales(&f.weights, f.per_channel, g.weight_scales);
+    let scales = layer_weight_scales(weights, *per_channel, g.weight_scales);
     for (o, &s_w) in scales.iter().enumerate() {
-        let row = &f.weights[o * f.per_channel..(o + 1) * f.per_channel];
+        let row = &weights[o * per_channel..(o + 1) * per_channel];
         let q_row: Vec<i8> = row.iter().map(|w| quantize_weight(*w, s_w)).collect();
         let acc_scale = in_params.scale as f64 * s_w as f64;
-        let bias = quantize_bias(f.bias[o], acc_scale);
+        let bias = quantize_bias(bias[o], acc_scale);
         // Fully connected folds −z_in·Σw into the bias (plain dot
         // product on the device); convolutions skip padded taps,
         // so they keep TFLite's plain bias and subtract z_in per tap.
-        let stored = if matches!(f.layer, Layer::Dense(_)) {
+        let stored = if *folds_input_zero_point {
             bias - in_params.zero_point as i64 * q_row.iter().map(|w| *w as i64).sum::<i64>()
         } else {
             bias
@@ -381,18 +316,10 @@ fn weighted_layer(
         weight_scales.push(s_w);
         q_weights.extend(q_row);
     }
-    let (op, params) = weighted_op(f.layer, in_shape)?;
-    if op == Op::DepthwiseConv2d {
-        // [C][kh·kw] → [kh·kw][C] (TFLite's depthwise layout).
-        let (c, taps) = (in_shape[0], f.per_channel);
-        let mut t = vec![0i8; q_weights.len()];
-        for ci in 0..c {
-            for k in 0..taps {
-                t[k * c + ci] = q_weights[ci * taps + k];
-            }
-        }
-        q_weights = t;
-    }
+    let Some((op, params)) = f.layer.kind().device_op(in_shape)? else {
+        bail!("layer {i} has no operator on the device")
+    };
+    let q_weights = f.layer.kind().device_layout(q_weights, in_shape);
     let layer = TkdLayer {
         op,
         activation: f.activation,
@@ -407,34 +334,6 @@ fn weighted_layer(
         weight_scales,
     };
     Ok((layer, next))
-}
-
-/// A weighted layer's op and its parameters in the layer table, for an
-/// input of shape `[c, h, w]`.
-fn weighted_op(layer: &Layer, [c, h, w]: crate::student::Shape) -> Result<(Op, [u16; layer::PARAM_COUNT])> {
-    let window = |out: usize, kernel: [usize; 2], stride: usize, padding: Padding| -> Result<[u16; 8]> {
-        Ok([
-            u16p(h, "height")?,
-            u16p(w, "width")?,
-            u16p(c, "channels")?,
-            u16p(out, "channels")?,
-            u16p(kernel[0], "kernel")?,
-            u16p(kernel[1], "kernel")?,
-            u16p(stride, "stride")?,
-            (padding == Padding::Same) as u16,
-        ])
-    };
-    Ok(match layer {
-        Layer::Dense(d) => {
-            let mut params = [0u16; layer::PARAM_COUNT];
-            params[0] = u16p(d.inputs, "dense inputs")?;
-            params[1] = u16p(d.outputs, "dense outputs")?;
-            (Op::FullyConnected, params)
-        }
-        Layer::Conv(cv) => (Op::Conv2d, window(cv.out_channels, cv.kernel, cv.stride, cv.padding)?),
-        Layer::Depthwise(dw) => (Op::DepthwiseConv2d, window(c, dw.kernel, dw.stride, dw.padding)?),
-        other => bail!("{other:?} is not a weighted layer"),
-    })
 }
 
 /// A layer that keeps its input's quantization (pools).

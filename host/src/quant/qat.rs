@@ -31,7 +31,7 @@ use crate::distill::trainer::{Batch, Batches, batch_loss};
 use crate::distill::{TrainConfig, TrainSet, ValSet};
 use crate::export::tkd::{TkdModel, encode};
 use crate::progress::Progress;
-use crate::student::{Layer, Student, Tape};
+use crate::student::{Device, Layer, Student, Tape};
 
 /// What a QAT run did.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -54,10 +54,7 @@ pub fn fold_batch_norm(student: &Student) -> Student {
     let mut s = student.clone();
     let mut i = 0;
     while i + 1 < s.layers.len() {
-        let folded = match (&s.layers[i], &s.layers[i + 1]) {
-            (Layer::Dense(_) | Layer::Conv(_) | Layer::Depthwise(_), Layer::BatchNorm(bn)) => Some(bn.affine()),
-            _ => None,
-        };
+        let folded = if s.layers[i].is_weighted() { s.layers[i + 1].kind().folded_affine() } else { None };
         if let Some((a, b)) = folded {
             let params = s.layers[i].params_mut();
             let [weight, bias] = <[&mut Vec<f32>; 2]>::try_from(params).unwrap_or_else(|_| unreachable!());
@@ -80,7 +77,7 @@ fn fake_quantized(student: &Student, params: &[QuantParams], g: WeightScales) ->
     let mut s = student.clone();
     let mut k = 0;
     for layer in &mut s.layers {
-        if !matches!(layer, Layer::Dense(_) | Layer::Conv(_) | Layer::Depthwise(_)) {
+        if !layer.is_weighted() {
             continue;
         }
         let s_in = params[k].scale;
@@ -143,11 +140,11 @@ fn forward(student: &Student, blob: &[u8], x: &[f32], n: usize) -> Result<(Vec<V
     let mut inputs = Vec::with_capacity(student.layers.len());
     let (mut j, mut k) = (0, 0);
     while j < student.layers.len() {
-        match &student.layers[j] {
-            Layer::Dense(_) | Layer::Conv(_) | Layer::Depthwise(_) | Layer::Pool(_) | Layer::Gap { .. } => {
+        match student.layers[j].device() {
+            Device::Weighted | Device::Unweighted => {
                 let Some(l) = layers.get(k) else { bail!("layer {j} has no int8 counterpart") };
-                let fused = matches!(student.layers.get(j + 1), Some(Layer::Relu | Layer::Relu6))
-                    && matches!(student.layers[j], Layer::Dense(_) | Layer::Conv(_) | Layer::Depthwise(_));
+                let fused = matches!(student.layers.get(j + 1).map(Layer::device), Some(Device::Activation(_)))
+                    && student.layers[j].is_weighted();
                 let out_shape = student.shapes[j + 1 + fused as usize];
                 let next = dequantize_chw(&outs[k], l.output, out_shape);
                 inputs.push(std::mem::replace(&mut current, next));
@@ -159,8 +156,10 @@ fn forward(student: &Student, blob: &[u8], x: &[f32], n: usize) -> Result<(Vec<V
                 }
                 k += 1;
             }
-            Layer::Flatten | Layer::Dropout { .. } => inputs.push(current.clone()),
-            other => bail!("layer {j} ({other:?}) cannot be trained quantized: fold or remove it first"),
+            Device::Nothing => inputs.push(current.clone()),
+            Device::Folded | Device::Activation(_) => {
+                bail!("layer {j} ({:?}) cannot be trained quantized: fold or remove it first", student.layers[j])
+            }
         }
         j += 1;
     }

@@ -2,6 +2,12 @@
 //! batch statistics and folded into the preceding convolution or dense layer
 //! at export, so the device never runs it.
 
+use anyhow::{Result, bail};
+use rand::RngCore;
+
+use super::layer::{Device, LayerKind, Saved};
+use super::onnx::{Builder, Cursor, attr_float};
+
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BatchNorm {
     pub channels: usize,
@@ -78,7 +84,7 @@ impl BatchNorm {
     }
 
     /// Training: batch statistics; updates the running averages.
-    pub fn forward_train(&mut self, x: &[f32], n: usize) -> Vec<f32> {
+    pub fn forward_train_updating(&mut self, x: &[f32], n: usize) -> Vec<f32> {
         let st = self.stats(&[(x, n)]);
         self.update_running(&st);
         self.normalize(x, n, &st)
@@ -143,6 +149,65 @@ pub struct BatchStats {
     pub count: f32,
 }
 
+impl LayerKind for BatchNorm {
+    fn params(&self) -> Vec<&Vec<f32>> {
+        vec![&self.gamma, &self.beta]
+    }
+
+    fn params_mut(&mut self) -> Vec<&mut Vec<f32>> {
+        vec![&mut self.gamma, &mut self.beta]
+    }
+
+    fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
+        BatchNorm::forward(self, x, n)
+    }
+
+    /// Normalised with the statistics of `x` (the running averages are
+    /// updated by the trainer, see `Student::update_running`).
+    fn forward_train(&self, x: &[f32], n: usize, _: &mut dyn RngCore) -> (Vec<f32>, Saved) {
+        let st = self.stats(&[(x, n)]);
+        (self.normalize(x, n, &st), Saved::Stats(st))
+    }
+
+    /// The whole batch on one shard: its own gradient sums are the batch's.
+    /// (The trainer gathers the sums over shards itself, see `training.rs`.)
+    fn backward(
+        &self,
+        x: &[f32],
+        saved: &Saved,
+        d: &mut Vec<f32>,
+        n: usize,
+        grads: &mut [Vec<f32>],
+        _: bool,
+    ) -> Vec<f32> {
+        let Saved::Stats(st) = saved else { unreachable!("the forward pass records batch statistics for BatchNorm") };
+        let sums = self.grad_sums(x, d, n, st);
+        grads[1].iter_mut().zip(&sums[0]).for_each(|(a, b)| *a += b);
+        grads[0].iter_mut().zip(&sums[1]).for_each(|(a, b)| *a += b);
+        self.input_grad(x, d, n, st, &sums)
+    }
+
+    fn device(&self) -> Device {
+        Device::Folded
+    }
+
+    fn folded_affine(&self) -> Option<(Vec<f32>, Vec<f32>)> {
+        Some(self.affine())
+    }
+
+    fn onnx(&self, b: &mut Builder, at: &mut Cursor) -> Result<()> {
+        if at.flat {
+            bail!("BatchNorm after a dense layer has no ONNX form here (it folds into the dense layer)");
+        }
+        let g = b.init_f32("gamma", &[self.channels], &self.gamma);
+        let be = b.init_f32("beta", &[self.channels], &self.beta);
+        let m = b.init_f32("mean", &[self.channels], &self.running_mean);
+        let v = b.init_f32("var", &[self.channels], &self.running_var);
+        b.op("BatchNormalization", &[g, be, m, v], vec![attr_float("epsilon", EPS)]);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,7 +216,7 @@ mod tests {
     #[test]
     fn normalises_a_batch() {
         let mut bn = BatchNorm::new(1, 2);
-        let y = bn.forward_train(&[1.0, 3.0, 5.0, 7.0], 2);
+        let y = bn.forward_train_updating(&[1.0, 3.0, 5.0, 7.0], 2);
         let mean: f32 = y.iter().sum::<f32>() / 4.0;
         assert!(mean.abs() < 1e-6);
         assert!((bn.running_mean[0] - 0.4).abs() < 1e-6); // 0.1 · 4
@@ -189,7 +254,7 @@ mod tests {
             n * 6,
             n * 6,
             vec![bn.gamma.clone(), bn.beta.clone()],
-            |x, p| mk(p).forward_train(x, n),
+            |x, p| mk(p).forward_train_updating(x, n),
             |x, p, dy, g| {
                 let (gg, gb) = g.split_at_mut(1);
                 mk(p).backward(x, dy, n, &mut gg[0], &mut gb[0])

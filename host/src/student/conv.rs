@@ -2,10 +2,14 @@
 //! PyTorch: input `[C, H, W]`, weight `[O][C][kh][kw]`. Padding follows
 //! TFLite (`geometry::window`), so training sees the device's windows.
 
-use rand::Rng;
+use anyhow::Result;
+use rand::{Rng, RngCore};
+use tinykd_runtime::format::{Op, layer::PARAM_COUNT};
 
 use super::dense::gemm;
 use super::geometry::{Shape, TapRun, fits, tap_runs, window2d};
+use super::layer::{Device, DeviceWeights, LayerKind, Saved, window_params};
+use super::onnx::{Builder, Cursor, window_attrs};
 use super::spec::Padding;
 
 /// A convolution layer with its geometry.
@@ -188,6 +192,90 @@ impl Conv {
             self.col2im(&runs, &dcols, &mut dx[s * in_len..(s + 1) * in_len], np, s * p);
         }
         dx
+    }
+}
+
+impl LayerKind for Conv {
+    fn params(&self) -> Vec<&Vec<f32>> {
+        vec![&self.weight, &self.bias]
+    }
+
+    fn params_mut(&mut self) -> Vec<&mut Vec<f32>> {
+        vec![&mut self.weight, &mut self.bias]
+    }
+
+    fn decays(&self, i: usize) -> bool {
+        i == 0
+    }
+
+    fn out_shape(&self, _: Shape) -> Shape {
+        Conv::out_shape(self)
+    }
+
+    fn macs(&self) -> usize {
+        Conv::out_shape(self).iter().product::<usize>() * self.in_shape[0] * self.kernel[0] * self.kernel[1]
+    }
+
+    fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
+        Conv::forward(self, x, n)
+    }
+
+    fn forward_train(&self, x: &[f32], n: usize, _: &mut dyn RngCore) -> (Vec<f32>, Saved) {
+        let (y, cols) = self.forward_cols(x, n);
+        (y, Saved::Cols(cols))
+    }
+
+    fn replay(&self, x: &[f32], n: usize) -> Saved {
+        Saved::Cols(self.cols(x, n))
+    }
+
+    fn backward(
+        &self,
+        _: &[f32],
+        saved: &Saved,
+        d: &mut Vec<f32>,
+        n: usize,
+        grads: &mut [Vec<f32>],
+        input_grad: bool,
+    ) -> Vec<f32> {
+        let (gw, gb) = grads.split_at_mut(1);
+        let Saved::Cols(cols) = saved else { unreachable!("the forward pass records im2col for a conv layer") };
+        self.backward_cols(cols, d, n, &mut gw[0], &mut gb[0], input_grad)
+    }
+
+    fn device(&self) -> Device {
+        Device::Weighted
+    }
+
+    /// `[O][C][kh][kw]` → `[O][kh][kw][C]`.
+    fn device_weights(&self, _: Shape) -> Option<DeviceWeights> {
+        let [c, _, _] = self.in_shape;
+        let [kh, kw] = self.kernel;
+        let k = c * kh * kw;
+        let mut wt = vec![0.0; self.weight.len()];
+        for o in 0..self.out_channels {
+            for ci in 0..c {
+                for y in 0..kh {
+                    for x in 0..kw {
+                        wt[o * k + (y * kw + x) * c + ci] = self.weight[o * k + (ci * kh + y) * kw + x];
+                    }
+                }
+            }
+        }
+        Some(DeviceWeights { weights: wt, bias: self.bias.clone(), per_channel: k, folds_input_zero_point: false })
+    }
+
+    fn device_op(&self, in_shape: Shape) -> Result<Option<(Op, [u16; PARAM_COUNT])>> {
+        Ok(Some((Op::Conv2d, window_params(in_shape, self.out_channels, self.kernel, self.stride, self.padding)?)))
+    }
+
+    fn onnx(&self, b: &mut Builder, at: &mut Cursor) -> Result<()> {
+        let s = at.shape;
+        let dims = [&[self.out_channels, s[0]][..], &at.kernel_dims(self.kernel)].concat();
+        let wt = b.init_f32("weight", &dims, &self.weight);
+        let bias = b.init_f32("bias", &[self.out_channels], &self.bias);
+        b.op("Conv", &[wt, bias], window_attrs(s, self.kernel, self.stride, self.padding, at.one_d));
+        Ok(())
     }
 }
 

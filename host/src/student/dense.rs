@@ -1,7 +1,13 @@
 //! Dense (fully connected) layer on `matrixmultiply`'s SGEMM: `y = x Wᵀ + b`
 //! with `W` stored `[out][in]`, the layout the int8 kernel reads.
 
+use anyhow::Result;
 use rand::Rng;
+use tinykd_runtime::format::{Op, layer::PARAM_COUNT};
+
+use super::Shape;
+use super::layer::{Device, DeviceWeights, LayerKind, Saved, u16p};
+use super::onnx::{Builder, Cursor, attr_int};
 
 /// Weights and bias of a dense layer.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -123,6 +129,88 @@ impl Dense {
             &mut dx,
         );
         dx
+    }
+}
+
+impl LayerKind for Dense {
+    fn params(&self) -> Vec<&Vec<f32>> {
+        vec![&self.weight, &self.bias]
+    }
+
+    fn params_mut(&mut self) -> Vec<&mut Vec<f32>> {
+        vec![&mut self.weight, &mut self.bias]
+    }
+
+    fn decays(&self, i: usize) -> bool {
+        i == 0
+    }
+
+    fn out_shape(&self, _: Shape) -> Shape {
+        [self.outputs, 1, 1]
+    }
+
+    fn macs(&self) -> usize {
+        self.inputs * self.outputs
+    }
+
+    fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
+        Dense::forward(self, x, n)
+    }
+
+    fn backward(
+        &self,
+        x: &[f32],
+        _: &Saved,
+        d: &mut Vec<f32>,
+        n: usize,
+        grads: &mut [Vec<f32>],
+        input_grad: bool,
+    ) -> Vec<f32> {
+        let (gw, gb) = grads.split_at_mut(1);
+        self.backward_into(x, d, n, &mut gw[0], &mut gb[0], input_grad)
+    }
+
+    fn device(&self) -> Device {
+        Device::Weighted
+    }
+
+    /// The device flattens channels-last: the input columns are permuted
+    /// from the student's `C, H, W` order to `H, W, C`.
+    fn device_weights(&self, [c, h, w]: Shape) -> Option<DeviceWeights> {
+        let p = h * w;
+        let mut wt = self.weight.clone();
+        if c > 1 && p > 1 {
+            for o in 0..self.outputs {
+                let row = &self.weight[o * self.inputs..(o + 1) * self.inputs];
+                let dst = &mut wt[o * self.inputs..(o + 1) * self.inputs];
+                for ci in 0..c {
+                    for pi in 0..p {
+                        dst[pi * c + ci] = row[ci * p + pi];
+                    }
+                }
+            }
+        }
+        Some(DeviceWeights {
+            weights: wt,
+            bias: self.bias.clone(),
+            per_channel: self.inputs,
+            folds_input_zero_point: true,
+        })
+    }
+
+    fn device_op(&self, _: Shape) -> Result<Option<(Op, [u16; PARAM_COUNT])>> {
+        let mut params = [0u16; PARAM_COUNT];
+        params[0] = u16p(self.inputs, "dense inputs")?;
+        params[1] = u16p(self.outputs, "dense outputs")?;
+        Ok(Some((Op::FullyConnected, params)))
+    }
+
+    fn onnx(&self, b: &mut Builder, at: &mut Cursor) -> Result<()> {
+        at.flatten(b);
+        let wt = b.init_f32("weight", &[self.outputs, self.inputs], &self.weight);
+        let bias = b.init_f32("bias", &[self.outputs], &self.bias);
+        b.op("Gemm", &[wt, bias], vec![attr_int("transB", 1)]);
+        Ok(())
     }
 }
 

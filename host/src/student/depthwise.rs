@@ -2,9 +2,13 @@
 //! channels-first: input `[C, H, W]`, weight `[C][kh][kw]`. Direct loops:
 //! the per-channel work is too small for a GEMM to pay off.
 
+use anyhow::Result;
 use rand::Rng;
+use tinykd_runtime::format::{Op, layer::PARAM_COUNT};
 
 use super::geometry::{Shape, TapRun, fits, tap_runs, window2d};
+use super::layer::{Device, DeviceWeights, LayerKind, Saved, window_params};
+use super::onnx::{Builder, Cursor, attr_int, window_attrs};
 use super::spec::Padding;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -125,6 +129,89 @@ impl Depthwise {
             });
         }
         dx
+    }
+}
+
+impl LayerKind for Depthwise {
+    fn params(&self) -> Vec<&Vec<f32>> {
+        vec![&self.weight, &self.bias]
+    }
+
+    fn params_mut(&mut self) -> Vec<&mut Vec<f32>> {
+        vec![&mut self.weight, &mut self.bias]
+    }
+
+    fn decays(&self, i: usize) -> bool {
+        i == 0
+    }
+
+    fn out_shape(&self, _: Shape) -> Shape {
+        Depthwise::out_shape(self)
+    }
+
+    fn macs(&self) -> usize {
+        Depthwise::out_shape(self).iter().product::<usize>() * self.kernel[0] * self.kernel[1]
+    }
+
+    fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
+        Depthwise::forward(self, x, n)
+    }
+
+    fn backward(
+        &self,
+        x: &[f32],
+        _: &Saved,
+        d: &mut Vec<f32>,
+        n: usize,
+        grads: &mut [Vec<f32>],
+        input_grad: bool,
+    ) -> Vec<f32> {
+        let (gw, gb) = grads.split_at_mut(1);
+        self.backward_with(x, d, n, &mut gw[0], &mut gb[0], input_grad)
+    }
+
+    fn device(&self) -> Device {
+        Device::Weighted
+    }
+
+    /// Kept per channel (`[C][kh·kw]`) for quantization, transposed by
+    /// [`LayerKind::device_layout`].
+    fn device_weights(&self, _: Shape) -> Option<DeviceWeights> {
+        let [kh, kw] = self.kernel;
+        Some(DeviceWeights {
+            weights: self.weight.clone(),
+            bias: self.bias.clone(),
+            per_channel: kh * kw,
+            folds_input_zero_point: false,
+        })
+    }
+
+    /// `[C][kh·kw]` → `[kh·kw][C]` (TFLite's depthwise layout).
+    fn device_layout(&self, q: Vec<i8>, [c, _, _]: Shape) -> Vec<i8> {
+        let taps = self.kernel[0] * self.kernel[1];
+        let mut t = vec![0i8; q.len()];
+        for ci in 0..c {
+            for k in 0..taps {
+                t[k * c + ci] = q[ci * taps + k];
+            }
+        }
+        t
+    }
+
+    fn device_op(&self, in_shape: Shape) -> Result<Option<(Op, [u16; PARAM_COUNT])>> {
+        let params = window_params(in_shape, in_shape[0], self.kernel, self.stride, self.padding)?;
+        Ok(Some((Op::DepthwiseConv2d, params)))
+    }
+
+    fn onnx(&self, b: &mut Builder, at: &mut Cursor) -> Result<()> {
+        let s = at.shape;
+        let dims = [&[s[0], 1][..], &at.kernel_dims(self.kernel)].concat();
+        let wt = b.init_f32("weight", &dims, &self.weight);
+        let bias = b.init_f32("bias", &[s[0]], &self.bias);
+        let mut attrs = window_attrs(s, self.kernel, self.stride, self.padding, at.one_d);
+        attrs.push(attr_int("group", s[0] as i64));
+        b.op("Conv", &[wt, bias], attrs);
+        Ok(())
     }
 }
 

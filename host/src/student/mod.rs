@@ -4,11 +4,16 @@
 //! small and fixed by the firmware, and the training loop must be
 //! bit-reproducible for a seed.
 
+pub mod activation;
 pub mod batchnorm;
 pub mod conv;
 pub mod dense;
 pub mod depthwise;
+pub mod dropout;
+pub mod flatten;
 pub mod geometry;
+pub mod layer;
+pub mod onnx;
 pub mod pool;
 pub mod spec;
 #[cfg(test)]
@@ -23,76 +28,24 @@ pub use conv::Conv;
 pub use dense::Dense;
 pub use depthwise::Depthwise;
 pub use geometry::Shape;
+pub use layer::{Device, Layer, LayerKind};
 pub use pool::{Pool, PoolKind};
 pub use spec::LayerSpec;
 pub use training::Tape;
 
-/// A trainable layer.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum Layer {
-    Dense(Dense),
-    Conv(Conv),
-    Depthwise(Depthwise),
-    Pool(Pool),
-    Gap { shape: Shape },
-    BatchNorm(BatchNorm),
-    Relu,
-    Relu6,
-    Flatten,
-    Dropout { p: f32 },
-}
-
 impl Layer {
     /// Trainable tensors, in a fixed order.
     pub fn params(&self) -> Vec<&Vec<f32>> {
-        match self {
-            Layer::Dense(d) => vec![&d.weight, &d.bias],
-            Layer::Conv(c) => vec![&c.weight, &c.bias],
-            Layer::Depthwise(d) => vec![&d.weight, &d.bias],
-            Layer::BatchNorm(b) => vec![&b.gamma, &b.beta],
-            _ => vec![],
-        }
+        self.kind().params()
     }
 
     pub fn params_mut(&mut self) -> Vec<&mut Vec<f32>> {
-        match self {
-            Layer::Dense(d) => vec![&mut d.weight, &mut d.bias],
-            Layer::Conv(c) => vec![&mut c.weight, &mut c.bias],
-            Layer::Depthwise(d) => vec![&mut d.weight, &mut d.bias],
-            Layer::BatchNorm(b) => vec![&mut b.gamma, &mut b.beta],
-            _ => vec![],
-        }
-    }
-
-    /// Whether weight decay applies to parameter `i` (weights yes; biases and BN no).
-    fn decays(&self, i: usize) -> bool {
-        i == 0 && matches!(self, Layer::Dense(_) | Layer::Conv(_) | Layer::Depthwise(_))
+        self.kind_mut().params_mut()
     }
 
     /// Inference forward over `n` samples.
     fn forward(&self, x: Vec<f32>, n: usize) -> Vec<f32> {
-        match self {
-            Layer::Relu => x.into_iter().map(|v| v.max(0.0)).collect(),
-            Layer::Relu6 => x.into_iter().map(|v| v.clamp(0.0, 6.0)).collect(),
-            Layer::Flatten | Layer::Dropout { .. } => x,
-            _ => self.forward_ref(&x, n),
-        }
-    }
-
-    /// Inference forward that leaves its input alone (training keeps it).
-    fn forward_ref(&self, x: &[f32], n: usize) -> Vec<f32> {
-        match self {
-            Layer::Dense(d) => d.forward(x, n),
-            Layer::Conv(c) => c.forward(x, n),
-            Layer::Depthwise(d) => d.forward(x, n),
-            Layer::Pool(p) => p.forward(x, n),
-            Layer::Gap { shape } => pool::gap_forward(*shape, x, n),
-            Layer::BatchNorm(b) => b.forward(x, n),
-            Layer::Relu => x.iter().map(|v| v.max(0.0)).collect(),
-            Layer::Relu6 => x.iter().map(|v| v.clamp(0.0, 6.0)).collect(),
-            Layer::Flatten | Layer::Dropout { .. } => x.to_vec(),
-        }
+        self.kind().forward_owned(x, n)
     }
 }
 
@@ -119,8 +72,9 @@ pub(crate) fn he_normal(count: usize, fan_in: usize, rng: &mut impl Rng) -> Opti
 /// Gradients: one vector per parameter tensor, layer by layer.
 pub type Grads = Vec<Vec<Vec<f32>>>;
 
+/// Whether an activation can follow `prev` on the device (fused into its clamp).
 fn fusable(prev: Option<&Layer>) -> bool {
-    matches!(prev, Some(Layer::Dense(_) | Layer::Conv(_) | Layer::Depthwise(_) | Layer::BatchNorm(_)))
+    prev.is_some_and(|l| matches!(l.device(), Device::Weighted | Device::Folded))
 }
 
 impl Student {
@@ -199,9 +153,9 @@ impl Student {
                     let k = if shape[1] == 1 { [1, *size] } else { [*size, *size] };
                     Layer::Pool(Pool::new(kind, shape, k, *stride, spec::Padding::Valid).ok_or_else(too_small)?)
                 }
-                LayerSpec::Gap => Layer::Gap { shape },
+                LayerSpec::Gap => Layer::Gap(pool::Gap { shape }),
                 LayerSpec::Bn => {
-                    if !matches!(layers.last(), Some(Layer::Dense(_) | Layer::Conv(_) | Layer::Depthwise(_))) {
+                    if !layers.last().is_some_and(Layer::is_weighted) {
                         bail!(
                             "student spec '{spec}': bn must directly follow dense, conv or dwconv (it is folded into it on the device)"
                         );
@@ -214,20 +168,16 @@ impl Student {
                             "student spec '{spec}': {name} must directly follow dense, conv, dwconv or bn (it is fused into it on the device)"
                         );
                     }
-                    if *s == LayerSpec::Relu { Layer::Relu } else { Layer::Relu6 }
+                    if *s == LayerSpec::Relu {
+                        Layer::Relu(activation::Relu {})
+                    } else {
+                        Layer::Relu6(activation::Relu6 {})
+                    }
                 }
-                LayerSpec::Flatten => Layer::Flatten,
-                LayerSpec::Dropout { p } => Layer::Dropout { p: *p },
+                LayerSpec::Flatten => Layer::Flatten(flatten::Flatten {}),
+                LayerSpec::Dropout { p } => Layer::Dropout(dropout::Dropout { p: *p }),
             };
-            shape = match &layer {
-                Layer::Dense(d) => [d.outputs, 1, 1],
-                Layer::Conv(c) => c.out_shape(),
-                Layer::Depthwise(d) => d.out_shape(),
-                Layer::Pool(p) => p.out_shape(),
-                Layer::Gap { shape } => [shape[0], 1, 1],
-                Layer::Flatten => [shape.iter().product(), 1, 1],
-                _ => shape,
-            };
+            shape = layer.kind().out_shape(shape);
             if shape.contains(&0) {
                 return Err(too_small());
             }
@@ -238,7 +188,7 @@ impl Student {
             let classes = shapes.last().map_or(0, |s| s.iter().product());
             return Ok(Student { spec: spec.to_owned(), input_shape: input_shape.to_vec(), classes, layers, shapes });
         };
-        match layers.iter().rev().find(|l| !matches!(l, Layer::Dropout { .. } | Layer::Flatten)) {
+        match layers.iter().rev().find(|l| l.device() != Device::Nothing) {
             Some(Layer::Dense(d)) if d.outputs == classes => {}
             Some(Layer::Dense(d)) => bail!(
                 "student spec '{spec}': the last dense layer has {} outputs but there are {classes} classes (end with dense({classes}))",
@@ -276,15 +226,7 @@ impl Student {
 
     /// Multiply-accumulates of one inference (dense, conv and depthwise layers).
     pub fn macs_per_sample(&self) -> usize {
-        self.layers
-            .iter()
-            .map(|l| match l {
-                Layer::Dense(d) => d.inputs * d.outputs,
-                Layer::Conv(c) => c.out_shape().iter().product::<usize>() * c.in_shape[0] * c.kernel[0] * c.kernel[1],
-                Layer::Depthwise(d) => d.out_shape().iter().product::<usize>() * d.kernel[0] * d.kernel[1],
-                _ => 0,
-            })
-            .sum()
+        self.layers.iter().map(|l| l.kind().macs()).sum()
     }
 
     /// Zeroed gradient buffers shaped like the parameters.
@@ -294,7 +236,7 @@ impl Student {
 
     /// Whether each parameter tensor takes weight decay (same nesting as `Grads`).
     pub fn decay_mask(&self) -> Vec<Vec<bool>> {
-        self.layers.iter().map(|l| (0..l.params().len()).map(|i| l.decays(i)).collect()).collect()
+        self.layers.iter().map(|l| (0..l.params().len()).map(|i| l.kind().decays(i)).collect()).collect()
     }
 
     /// The dense layers, mutably (tests).
@@ -389,7 +331,7 @@ mod tests {
         let x = [1.0, 2.0, 3.0];
         assert_eq!(s.forward(&x, 1), s.forward(&x, 1));
         let (_, tape) = s.forward_train(&x, 1, &mut rng());
-        let m = tape.masks[1].as_ref().unwrap();
+        let layer::Saved::Mask(m) = &tape.saved[1] else { panic!("dropout records its mask") };
         assert!(m.iter().all(|v| *v == 0.0 || *v == 2.0));
         assert!(m.contains(&0.0) && m.contains(&2.0));
     }

@@ -2,7 +2,12 @@
 //! padding follow TFLite: out-of-bounds taps are skipped, and an average
 //! divides by the number of in-bounds taps — what the int8 kernels do.
 
+use anyhow::Result;
+use tinykd_runtime::format::{Op, layer::PARAM_COUNT};
+
 use super::geometry::{Shape, fits, window2d};
+use super::layer::{Device, LayerKind, Saved, u16p};
+use super::onnx::{Builder, Cursor, attr_int, window_attrs};
 use super::spec::Padding;
 
 /// Max or average pooling.
@@ -123,6 +128,86 @@ pub fn gap_backward(shape: Shape, dy: &[f32], n: usize) -> Vec<f32> {
     let [c, h, w] = shape;
     let p = h * w;
     dy.iter().take(n * c).flat_map(|g| std::iter::repeat_n(*g / p as f32, p)).collect()
+}
+
+impl LayerKind for Pool {
+    fn out_shape(&self, _: Shape) -> Shape {
+        Pool::out_shape(self)
+    }
+
+    fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
+        Pool::forward(self, x, n)
+    }
+
+    fn backward(&self, x: &[f32], _: &Saved, d: &mut Vec<f32>, n: usize, _: &mut [Vec<f32>], _: bool) -> Vec<f32> {
+        Pool::backward(self, x, d, n)
+    }
+
+    fn device(&self) -> Device {
+        Device::Unweighted
+    }
+
+    fn device_op(&self, [c, h, w]: Shape) -> Result<Option<(Op, [u16; PARAM_COUNT])>> {
+        let params = [
+            u16p(h, "height")?,
+            u16p(w, "width")?,
+            u16p(c, "channels")?,
+            u16p(self.size[0], "pool")?,
+            u16p(self.size[1], "pool")?,
+            u16p(self.stride, "stride")?,
+            (self.padding == Padding::Same) as u16,
+            0,
+        ];
+        let op = if self.kind == PoolKind::Max { Op::MaxPool2d } else { Op::AvgPool2d };
+        Ok(Some((op, params)))
+    }
+
+    fn onnx(&self, b: &mut Builder, at: &mut Cursor) -> Result<()> {
+        let mut attrs = window_attrs(at.shape, self.size, self.stride, self.padding, at.one_d);
+        let op = match self.kind {
+            PoolKind::Max => "MaxPool",
+            PoolKind::Avg => {
+                attrs.push(attr_int("count_include_pad", 0));
+                "AveragePool"
+            }
+        };
+        b.op(op, &[], attrs);
+        Ok(())
+    }
+}
+
+/// Global average pooling of a `[C, H, W]` input to `[C]`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Gap {
+    pub shape: Shape,
+}
+
+impl LayerKind for Gap {
+    fn out_shape(&self, _: Shape) -> Shape {
+        [self.shape[0], 1, 1]
+    }
+
+    fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
+        gap_forward(self.shape, x, n)
+    }
+
+    fn backward(&self, _: &[f32], _: &Saved, d: &mut Vec<f32>, n: usize, _: &mut [Vec<f32>], _: bool) -> Vec<f32> {
+        gap_backward(self.shape, d, n)
+    }
+
+    fn device(&self) -> Device {
+        Device::Unweighted
+    }
+
+    fn device_op(&self, [c, h, w]: Shape) -> Result<Option<(Op, [u16; PARAM_COUNT])>> {
+        let params = [u16p(h, "height")?, u16p(w, "width")?, u16p(c, "channels")?, 0, 0, 0, 0, 0];
+        Ok(Some((Op::GlobalAvgPool, params)))
+    }
+
+    fn onnx(&self, b: &mut Builder, _: &mut Cursor) -> Result<()> {
+        b.op("GlobalAveragePool", &[], vec![]);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

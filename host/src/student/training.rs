@@ -9,23 +9,21 @@
 //! would. Students without BatchNorm need no lockstep: the trainer runs
 //! their halves independently, which costs fewer synchronisations.
 
-use rand::Rng;
+use rand::{Rng, RngCore};
 use rayon::prelude::*;
 
 use super::batchnorm::BatchStats;
-use super::{Grads, Layer, Student, pool};
+use super::layer::Saved;
+use super::{Grads, Layer, Student};
 
 /// Intermediate values a backward pass needs.
 #[derive(Debug, Default)]
 pub struct Tape {
     /// Input of every layer.
     inputs: Vec<Vec<f32>>,
-    /// Dropout keep-masks (scaled), per layer when applicable.
-    pub(super) masks: Vec<Option<Vec<f32>>>,
-    /// im2col matrices of convolutions, reused by their backward pass.
-    cols: Vec<Option<Vec<f32>>>,
-    /// Batch statistics of BatchNorm layers (of the whole batch when sharded).
-    stats: Vec<Option<BatchStats>>,
+    /// What every layer kept beside its input (dropout masks, im2col
+    /// matrices, batch statistics).
+    pub(super) saved: Vec<Saved>,
 }
 
 impl Tape {
@@ -35,17 +33,8 @@ impl Tape {
     /// runtime). No dropout masks (dropout is the identity) and no batch
     /// statistics, so `student` must have no BatchNorm layer.
     pub(crate) fn replay(student: &Student, inputs: Vec<Vec<f32>>, n: usize) -> Tape {
-        let cols = student
-            .layers
-            .iter()
-            .zip(&inputs)
-            .map(|(l, x)| match l {
-                Layer::Conv(c) => Some(c.cols(x, n)),
-                _ => None,
-            })
-            .collect();
-        let count = inputs.len();
-        Tape { inputs, masks: vec![None; count], cols, stats: vec![None; count] }
+        let saved = student.layers.iter().zip(&inputs).map(|(l, x)| l.kind().replay(x, n)).collect();
+        Tape { inputs, saved }
     }
 }
 
@@ -72,8 +61,8 @@ impl Student {
     /// Folds the batch statistics a training pass recorded into BatchNorm's
     /// running averages.
     pub fn update_running(&mut self, tape: &Tape) {
-        for (l, st) in self.layers.iter_mut().zip(&tape.stats) {
-            if let (Layer::BatchNorm(b), Some(st)) = (l, st) {
+        for (l, saved) in self.layers.iter_mut().zip(&tape.saved) {
+            if let (Layer::BatchNorm(b), Saved::Stats(st)) = (l, saved) {
                 b.update_running(st);
             }
         }
@@ -135,32 +124,17 @@ impl Student {
         i: usize,
         a: &mut Vec<f32>,
         n: usize,
-        rng: &mut impl Rng,
+        rng: &mut dyn RngCore,
         stats: Option<&BatchStats>,
         tape: &mut Tape,
     ) {
-        let (mut mask, mut cols) = (None, None);
-        let next = match (&self.layers[i], stats) {
-            (Layer::Conv(c), _) => {
-                let (y, m) = c.forward_cols(a, n);
-                cols = Some(m);
-                y
-            }
-            (Layer::BatchNorm(b), Some(st)) => b.normalize(a, n, st),
-            (Layer::Dropout { p }, _) => {
-                let keep = 1.0 - *p;
-                let m: Vec<f32> =
-                    (0..a.len()).map(|_| if rng.random::<f32>() < keep { 1.0 / keep } else { 0.0 }).collect();
-                let out = a.iter().zip(&m).map(|(v, k)| v * k).collect();
-                mask = Some(m);
-                out
-            }
-            (other, _) => other.forward_ref(a, n),
+        let (next, saved) = match (&self.layers[i], stats) {
+            // The batch's statistics, gathered over every shard.
+            (Layer::BatchNorm(b), Some(st)) => (b.normalize(a, n, st), Saved::Stats(st.clone())),
+            (layer, _) => layer.kind().forward_train(a, n, rng),
         };
         tape.inputs.push(std::mem::replace(a, next));
-        tape.masks.push(mask);
-        tape.cols.push(cols);
-        tape.stats.push(stats.cloned());
+        tape.saved.push(saved);
     }
 
     /// Backward pass from `dlogits`; accumulates into `grads` (see `zero_grads`).
@@ -234,22 +208,8 @@ impl Student {
     ) -> Vec<f32> {
         let x = &tape.inputs[i];
         match &self.layers[i] {
-            Layer::Dense(dense) => {
-                let (gw, gb) = g.split_at_mut(1);
-                dense.backward_into(x, d, n, &mut gw[0], &mut gb[0], input_grad)
-            }
-            Layer::Conv(c) => {
-                let (gw, gb) = g.split_at_mut(1);
-                let cols = tape.cols[i]
-                    .as_deref()
-                    .unwrap_or_else(|| unreachable!("the forward pass records im2col for conv layer {i}"));
-                c.backward_cols(cols, d, n, &mut gw[0], &mut gb[0], input_grad)
-            }
-            Layer::Depthwise(c) => {
-                let (gw, gb) = g.split_at_mut(1);
-                c.backward_with(x, d, n, &mut gw[0], &mut gb[0], input_grad)
-            }
-            Layer::BatchNorm(b) => {
+            // Its share of the batch's gradient sums, and the whole batch's.
+            Layer::BatchNorm(b) if own_sums.is_some() || total.is_some() => {
                 let st = bn_stats(tape, i);
                 let own = own_sums.unwrap_or_else(|| b.grad_sums(x, d, n, st));
                 // This shard's sums are its share of dβ and dγ.
@@ -257,22 +217,17 @@ impl Student {
                 g[0].iter_mut().zip(&own[1]).for_each(|(a, b)| *a += b);
                 b.input_grad(x, d, n, st, total.unwrap_or(&own))
             }
-            Layer::Pool(p) => p.backward(x, d, n),
-            Layer::Gap { shape } => pool::gap_backward(*shape, d, n),
-            Layer::Relu => d.iter().zip(x).map(|(g, v)| if *v > 0.0 { *g } else { 0.0 }).collect(),
-            Layer::Relu6 => d.iter().zip(x).map(|(g, v)| if *v > 0.0 && *v < 6.0 { *g } else { 0.0 }).collect(),
-            Layer::Flatten => std::mem::take(d),
-            Layer::Dropout { .. } => match &tape.masks[i] {
-                Some(m) => d.iter().zip(m).map(|(g, k)| g * k).collect(),
-                None => std::mem::take(d),
-            },
+            layer => layer.kind().backward(x, &tape.saved[i], d, n, g, input_grad),
         }
     }
 }
 
 /// The batch statistics a forward pass recorded for BatchNorm layer `i`.
 fn bn_stats(tape: &Tape, i: usize) -> &BatchStats {
-    tape.stats[i].as_ref().unwrap_or_else(|| unreachable!("the forward pass records stats for BatchNorm layer {i}"))
+    match &tape.saved[i] {
+        Saved::Stats(st) => st,
+        _ => unreachable!("the forward pass records stats for BatchNorm layer {i}"),
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,63 @@
+//! ReLU and ReLU6: on the device, the clamp of the operator before them.
+
+use anyhow::Result;
+use tinykd_runtime::format::Activation;
+
+use super::layer::{Device, LayerKind, Saved};
+use super::onnx::{Builder, Cursor};
+
+/// `max(x, 0)`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Relu {}
+
+/// `min(max(x, 0), 6)`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Relu6 {}
+
+impl LayerKind for Relu {
+    fn forward(&self, x: &[f32], _: usize) -> Vec<f32> {
+        x.iter().map(|v| v.max(0.0)).collect()
+    }
+
+    fn forward_owned(&self, x: Vec<f32>, _: usize) -> Vec<f32> {
+        x.into_iter().map(|v| v.max(0.0)).collect()
+    }
+
+    fn backward(&self, x: &[f32], _: &Saved, d: &mut Vec<f32>, _: usize, _: &mut [Vec<f32>], _: bool) -> Vec<f32> {
+        d.iter().zip(x).map(|(g, v)| if *v > 0.0 { *g } else { 0.0 }).collect()
+    }
+
+    fn device(&self) -> Device {
+        Device::Activation(Activation::Relu)
+    }
+
+    fn onnx(&self, b: &mut Builder, _: &mut Cursor) -> Result<()> {
+        b.op("Relu", &[], vec![]);
+        Ok(())
+    }
+}
+
+impl LayerKind for Relu6 {
+    fn forward(&self, x: &[f32], _: usize) -> Vec<f32> {
+        x.iter().map(|v| v.clamp(0.0, 6.0)).collect()
+    }
+
+    fn forward_owned(&self, x: Vec<f32>, _: usize) -> Vec<f32> {
+        x.into_iter().map(|v| v.clamp(0.0, 6.0)).collect()
+    }
+
+    fn backward(&self, x: &[f32], _: &Saved, d: &mut Vec<f32>, _: usize, _: &mut [Vec<f32>], _: bool) -> Vec<f32> {
+        d.iter().zip(x).map(|(g, v)| if *v > 0.0 && *v < 6.0 { *g } else { 0.0 }).collect()
+    }
+
+    fn device(&self) -> Device {
+        Device::Activation(Activation::Relu6)
+    }
+
+    fn onnx(&self, b: &mut Builder, _: &mut Cursor) -> Result<()> {
+        let lo = b.init_f32("zero", &[], &[0.0]);
+        let hi = b.init_f32("six", &[], &[6.0]);
+        b.op("Clip", &[lo, hi], vec![]);
+        Ok(())
+    }
+}

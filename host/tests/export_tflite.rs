@@ -86,6 +86,18 @@ fn random_blob_with(
     seed: u64,
     g: WeightScales,
 ) -> Vec<u8> {
+    tinykd::export::tkd::encode(&random_model(spec, shape, classes, x, n, seed, g)).unwrap()
+}
+
+fn random_model(
+    spec: &str,
+    shape: &[usize],
+    classes: Option<usize>,
+    x: &[f32],
+    n: usize,
+    seed: u64,
+    g: WeightScales,
+) -> tinykd::export::tkd::TkdModel {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut s = match classes {
         Some(c) => Student::from_spec(spec, shape, c, &mut rng).unwrap(),
@@ -98,7 +110,7 @@ fn random_blob_with(
         }
     }
     let (q, _) = tinykd::quant::quantize_student_ranges(&s, x, n, tinykd::quant::Calibration::Mse, g.into()).unwrap();
-    tinykd::export::tkd::encode(&q).unwrap()
+    q
 }
 
 fn skip() -> bool {
@@ -169,5 +181,43 @@ fn whole_students_are_bit_identical_in_tflite_micro_on_the_test_split() {
         let n = data.test.n;
         let (same, _) = tflm_agreement(name, blob, &q, n);
         assert_eq!(same, n, "{name}: TFLite Micro differs on {} of {n} test samples", n - same);
+    }
+}
+
+/// A quantized student with an int8 softmax after its last layer, over
+/// rows of `depth` values, at inverse temperature `beta`.
+fn with_softmax(mut q: tinykd::export::tkd::TkdModel, depth: usize, beta: f64) -> Vec<u8> {
+    let len = q.layers.last().unwrap().output_len;
+    let softmax = tinykd::quant::softmax_layer(q.output, len, depth, beta).unwrap();
+    q.output = softmax.output;
+    q.layers.push(softmax);
+    tinykd::export::tkd::encode(&q).unwrap()
+}
+
+#[test]
+fn softmax_is_bit_identical_in_tflite_micro() {
+    if skip() {
+        return;
+    }
+    // Logits, and a feature map taken channel by channel, at several
+    // scales (the calibration range) and temperatures.
+    let cases: [(&str, &[usize], usize, f32, f64); 5] = [
+        ("dense(16) relu dense(10)", &[40], 10, 1.0, 1.0),
+        ("dense(12)", &[20], 12, 8.0, 1.0),
+        ("dense(7)", &[33], 7, 0.05, 1.0),
+        ("dense(10)", &[16], 10, 2.0, 0.5),
+        ("conv2d(8,k3) relu", &[2, 6, 6], 8, 1.0, 1.0),
+    ];
+    for (k, (spec, shape, depth, range, beta)) in cases.into_iter().enumerate() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(500 + k as u64);
+        let len: usize = shape.iter().product();
+        let n = 256;
+        let x: Vec<f32> = (0..n * len).map(|_| rng.random_range(-range..range)).collect();
+        let q = random_model(spec, shape, None, &x, n, k as u64, WeightScales::PerChannel);
+        let blob = with_softmax(q, depth, beta);
+        let model = tinykd_runtime::Model::from_bytes(&blob).unwrap();
+        let q = tinykd::int8::quantize_inputs(&model, &x);
+        let (same, _) = tflm_agreement(&format!("softmax{k}"), &blob, &q, n);
+        assert_eq!(same, n, "{spec} + softmax: TFLite Micro differs on {} of {n} samples", n - same);
     }
 }

@@ -68,6 +68,10 @@
 //!   position and cannot be one constant per channel; the kernel applies it
 //!   using the record's input zero point (offset 28), which must be in
 //!   `-128..=127`.
+//! * [`Op::Softmax`]: one entry, not per channel: the bias field holds
+//!   `diff_min`, the multiplier and shift those of `β · s_in · 2^26` (a left
+//!   shift, `0..=30`); its one weight scale is β (metadata). Output scale
+//!   1/256, zero point −128, as TFLite's int8 softmax.
 //!
 //! Convolution and pooling shapes follow TFLite: VALID gives
 //! `(in − k) / stride + 1` outputs (needs `in ≥ k`); SAME gives

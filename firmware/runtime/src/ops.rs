@@ -249,6 +249,10 @@ operators! {
     /// Global average pool: params `[in_h, in_w, c, 0, 0, 0, 0, 0]`; output `c`
     /// values, each the rounded average over all `in_h · in_w ≤ 2^23` positions.
     GlobalAvgPool = 6, GlobalAvgPool => kernels::pool::GlobalAvgPool;
+    /// Softmax over the last axis, TFLite's integer algorithm: params
+    /// `[depth, 0, …]`; one channel entry `diff_min, multiplier, left shift`
+    /// (see [`kernels::softmax`]); output scale 1/256, zero point −128.
+    Softmax = 7, Softmax => kernels::softmax::Softmax;
 }
 
 #[cfg(test)]

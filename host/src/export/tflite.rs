@@ -28,7 +28,6 @@ use tinykd_runtime::kernels::Clamp;
 use tinykd_tflite_schema::tflite as tfl;
 
 use super::ops::int8_op;
-use crate::quant::quantize_multiplier;
 
 /// The flatbuffer's file identifier (TFLite schema version 3).
 const FILE_IDENTIFIER: [u8; 4] = *b"TFL3";
@@ -242,19 +241,7 @@ fn checked_scales(
             expected.max
         );
     }
-    let scales = super::channel_scales(m, l, in_scale).with_context(|| format!("layer {i}"))?;
-    // TFLite recomputes each channel's multiplier from the float scales.
-    for (o, (q, s_w)) in scales.entries.iter().zip(&scales.weight_scales).enumerate() {
-        let real = in_scale as f64 * *s_w as f64 / l.output.scale as f64;
-        if quantize_multiplier(real) != (q.multiplier, q.shift) {
-            bail!(
-                "layer {i} channel {o}: multiplier {} · 2^{} is not what TFLite derives from the stored scales ({real:e})",
-                q.multiplier,
-                q.shift
-            );
-        }
-    }
-    Ok(scales)
+    int8_op(l.op).tflite_scales(m, l, in_scale).with_context(|| format!("layer {i}"))
 }
 
 /// The flatbuffer of the finished graph.

@@ -336,6 +336,48 @@ fn weighted_layer(
     Ok((layer, next))
 }
 
+/// TFLite's int8 softmax parameters for an input at scale `input_scale`
+/// and inverse temperature `beta` (`PreprocessSoftmaxScaling` and
+/// `CalculateInputRadius`, 5 integer bits): the multiplier and left shift
+/// of `β · s_in · 2^26`, and the smallest difference from a row's maximum
+/// that still counts (`diff_min`).
+pub fn softmax_params(input_scale: f32, beta: f64) -> Result<ChannelQuant> {
+    const INTEGER_BITS: i32 = 5;
+    let real = (beta * input_scale as f64 * (1u64 << (31 - INTEGER_BITS)) as f64).min(i32::MAX as f64);
+    let (multiplier, left_shift) = quantize_multiplier(real);
+    if !(real.is_finite() && real > 0.0 && (0..=30).contains(&left_shift)) {
+        bail!(
+            "softmax with β = {beta} on inputs at scale {input_scale} has no int8 form (β · scale · 2^26 = {real:e})"
+        );
+    }
+    let radius =
+        ((1i64 << INTEGER_BITS) - 1) as f64 * (1u64 << (31 - INTEGER_BITS)) as f64 / (1u64 << left_shift) as f64;
+    Ok(ChannelQuant { bias: -(radius.floor() as i32), multiplier, shift: left_shift })
+}
+
+/// An int8 softmax over rows of `depth` values (`len` in all) quantized
+/// with `input`, output at TFLite's scale 1/256 and zero point −128.
+pub fn softmax_layer(input: QuantParams, len: usize, depth: usize, beta: f64) -> Result<TkdLayer> {
+    if depth == 0 || !len.is_multiple_of(depth) {
+        bail!("softmax over rows of {depth} does not divide {len} values");
+    }
+    let mut params = [0u16; layer::PARAM_COUNT];
+    params[0] = crate::student::layer::u16p(depth, "softmax depth")?;
+    Ok(TkdLayer {
+        op: Op::Softmax,
+        activation: Activation::None,
+        clamp: Clamp { min: -128, max: 127 },
+        input_len: len,
+        output_len: len,
+        params,
+        input_zero_point: input.zero_point,
+        output: QuantParams { scale: 1.0 / 256.0, zero_point: -128 },
+        weights: Vec::new(),
+        channels: vec![softmax_params(input.scale, beta)?],
+        weight_scales: vec![beta as f32],
+    })
+}
+
 /// A layer that keeps its input's quantization (pools).
 fn pass_through(
     op: Op,

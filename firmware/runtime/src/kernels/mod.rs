@@ -18,6 +18,7 @@ pub mod fully_connected;
 pub mod pool;
 #[cfg(test)]
 pub(crate) mod reference;
+pub mod softmax;
 pub mod window;
 
 pub use conv::{conv2d, conv2d_rounded};

@@ -11,14 +11,16 @@
 mod conv;
 mod fully_connected;
 mod pool;
+mod softmax;
 
-use anyhow::Result;
-use tinykd_runtime::Layer;
+use anyhow::{Result, bail};
 use tinykd_runtime::format::Op;
+use tinykd_runtime::{Layer, Model};
 
 use super::ChannelScales;
 use super::onnx::Builder;
 use super::{qdq, tflite};
+use crate::quant::quantize_multiplier;
 
 /// How the int8 exporters write one operator's layers.
 pub(super) trait Int8Op: Sync {
@@ -46,6 +48,24 @@ pub(super) trait Int8Op: Sync {
         scales: &ChannelScales,
     ) -> Result<()>;
 
+    /// Layer `l`'s channel scales, its input at scale `in_scale`, after
+    /// checking that TFLite derives every stored multiplier from them (it
+    /// recomputes them from the float scales written in the file).
+    fn tflite_scales(&self, m: &Model<'_>, l: &Layer, in_scale: f32) -> Result<ChannelScales> {
+        let scales = super::channel_scales(m, l, in_scale)?;
+        for (o, (q, s_w)) in scales.entries.iter().zip(&scales.weight_scales).enumerate() {
+            let real = in_scale as f64 * *s_w as f64 / l.output.scale as f64;
+            if quantize_multiplier(real) != (q.multiplier, q.shift) {
+                bail!(
+                    "channel {o}: multiplier {} · 2^{} is not what TFLite derives from the stored scales ({real:e})",
+                    q.multiplier,
+                    q.shift
+                );
+            }
+        }
+        Ok(scales)
+    }
+
     /// Whether the layer can be written in a 1-D (`[N, C, L]`) graph: no
     /// window of its spans more than one row.
     fn runs_in_1d(&self, _l: &Layer) -> bool {
@@ -68,5 +88,6 @@ pub(super) fn int8_op(op: Op) -> &'static dyn Int8Op {
         Op::MaxPool2d => &pool::Pool::Max,
         Op::AvgPool2d => &pool::Pool::Average,
         Op::GlobalAvgPool => &pool::Pool::GlobalAverage,
+        Op::Softmax => &softmax::Softmax,
     }
 }

@@ -6,7 +6,7 @@ use rand::Rng;
 use tinykd_runtime::format::{Op, layer::PARAM_COUNT};
 
 use super::Shape;
-use super::layer::{Device, DeviceWeights, LayerKind, Saved, u16p};
+use super::layer::{Device, DeviceWeights, LayerKind, Saved, u16p, weight_and_bias};
 use super::onnx::{Builder, Cursor, attr_int};
 
 /// Weights and bias of a dense layer.
@@ -133,17 +133,7 @@ impl Dense {
 }
 
 impl LayerKind for Dense {
-    fn params(&self) -> Vec<&Vec<f32>> {
-        vec![&self.weight, &self.bias]
-    }
-
-    fn params_mut(&mut self) -> Vec<&mut Vec<f32>> {
-        vec![&mut self.weight, &mut self.bias]
-    }
-
-    fn decays(&self, i: usize) -> bool {
-        i == 0
-    }
+    weight_and_bias!();
 
     fn out_shape(&self, _: Shape) -> Shape {
         [self.outputs, 1, 1]

@@ -7,7 +7,7 @@ use rand::Rng;
 use tinykd_runtime::format::{Op, layer::PARAM_COUNT};
 
 use super::geometry::{Shape, TapRun, fits, tap_runs, window2d};
-use super::layer::{Device, DeviceWeights, LayerKind, Saved, window_params};
+use super::layer::{Device, DeviceWeights, LayerKind, Saved, weight_and_bias, window_params};
 use super::onnx::{Builder, Cursor, attr_int, window_attrs};
 use super::spec::Padding;
 
@@ -133,17 +133,7 @@ impl Depthwise {
 }
 
 impl LayerKind for Depthwise {
-    fn params(&self) -> Vec<&Vec<f32>> {
-        vec![&self.weight, &self.bias]
-    }
-
-    fn params_mut(&mut self) -> Vec<&mut Vec<f32>> {
-        vec![&mut self.weight, &mut self.bias]
-    }
-
-    fn decays(&self, i: usize) -> bool {
-        i == 0
-    }
+    weight_and_bias!();
 
     fn out_shape(&self, _: Shape) -> Shape {
         Depthwise::out_shape(self)

@@ -156,6 +156,25 @@ pub trait LayerKind {
     fn onnx(&self, b: &mut Builder, at: &mut Cursor) -> Result<()>;
 }
 
+/// [`LayerKind`]'s parameter methods for a layer whose parameters are its
+/// `weight` (decayed) and `bias`.
+macro_rules! weight_and_bias {
+    () => {
+        fn params(&self) -> Vec<&Vec<f32>> {
+            vec![&self.weight, &self.bias]
+        }
+
+        fn params_mut(&mut self) -> Vec<&mut Vec<f32>> {
+            vec![&mut self.weight, &mut self.bias]
+        }
+
+        fn decays(&self, i: usize) -> bool {
+            i == 0
+        }
+    };
+}
+pub(crate) use weight_and_bias;
+
 /// A record parameter, refused when the format's u16 cannot hold it.
 pub(crate) fn u16p(v: usize, what: &str) -> Result<u16> {
     u16::try_from(v).map_err(|_| anyhow::anyhow!("{what} = {v} is too large for the firmware format"))

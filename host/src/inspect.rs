@@ -15,6 +15,10 @@ pub fn inspect(path: &Path, layout: Layout) -> Result<String> {
     match ext.as_str() {
         "onnx" => inspect_onnx(&mut o, path)?,
         "tkd" => inspect_tkd(&mut o, path)?,
+        "tflite" => {
+            let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+            o = crate::export::tflite_import::describe(&bytes).with_context(|| format!("{}", path.display()))?;
+        }
         _ => inspect_data(&mut o, path, layout)?,
     }
     Ok(o)

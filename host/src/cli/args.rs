@@ -364,6 +364,16 @@ pub struct ExportArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Int8 TFLite model (.tflite): a chain of CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED,
+    /// AVERAGE_POOL_2D, MAX_POOL_2D, SOFTMAX, RESHAPE and SQUEEZE operators.
+    pub model: PathBuf,
+    /// Where to write the .tkd.
+    #[arg(long, value_name = "PATH")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
 pub struct FlashArgs {
     /// Int8 student (.tkd).
     #[arg(long)]

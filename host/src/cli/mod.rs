@@ -73,6 +73,10 @@ pub enum Command {
     /// Example: tinykd export --model student.ckpt --format onnx --out student.onnx
     ///          tinykd export --model student.tkd --format tflite --out student.tflite
     Export(ExportArgs),
+    /// Convert an int8 TFLite model (.tflite) into an int8 model tinykd runs (.tkd).
+    ///
+    /// Example: tinykd import kws_ref_model.tflite --out kws.tkd
+    Import(ImportArgs),
     /// Build a real board's firmware with an int8 student, check it fits, and flash it (probe-rs).
     ///
     /// Boards: microbit, stm32f405, nrf52840-dk, rp-pico (wiring: docs/pipeline.md, "Flash and verify on a real board"). The fit check
@@ -142,6 +146,19 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Export(a) => {
             crate::export::export(&a.model, a.format, &a.out)?;
             outln!("wrote {}", a.out.display());
+            Ok(())
+        }
+        Command::Import(a) => {
+            let blob = crate::export::tflite_import::import_file(&a.model)?;
+            crate::util::write_atomic(&a.out, &blob)?;
+            let m = crate::int8::parse(&blob)?;
+            outln!(
+                "wrote {} ({} layers, {} B, arena {} B)",
+                a.out.display(),
+                m.layer_count(),
+                blob.len(),
+                m.arena_bytes()
+            );
             Ok(())
         }
         Command::Verify(a) => commands::verify(a),

@@ -6,6 +6,7 @@ mod ops;
 pub mod qdq;
 pub mod source;
 pub mod tflite;
+pub mod tflite_import;
 pub mod tkd;
 
 use std::path::Path;

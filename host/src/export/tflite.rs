@@ -21,7 +21,7 @@
 //! is (and has optimized CMSIS-NN kernels). A fully connected layer after a
 //! feature map is preceded by a `RESHAPE` to `[1, H·W·C]`.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use tinykd_runtime::QuantParams;
 use tinykd_runtime::format::Activation;
 use tinykd_runtime::kernels::Clamp;
@@ -160,7 +160,7 @@ impl Graph {
 
 /// TFLite's clamp for a fused activation (`CalculateActivationRangeQuantized`):
 /// the quantized 0 (and 6), with the same float rounding.
-fn tflite_clamp(a: Activation, out: QuantParams) -> Clamp {
+pub(super) fn tflite_clamp(a: Activation, out: QuantParams) -> Clamp {
     let q = |f: f32| (out.zero_point + (f / out.scale).round() as i32).clamp(-128, 127) as i8;
     match a {
         Activation::None => Clamp { min: -128, max: 127 },
@@ -241,7 +241,7 @@ fn checked_scales(
             expected.max
         );
     }
-    int8_op(l.op).tflite_scales(m, l, in_scale).with_context(|| format!("layer {i}"))
+    int8_op(l.op).tflite_scales(m, l, in_scale).map_err(|e| anyhow::anyhow!("layer {i}: {e:#}"))
 }
 
 /// The flatbuffer of the finished graph.

@@ -1,11 +1,14 @@
 //! `CONV_2D` and `DEPTHWISE_CONV_2D` / `Conv` (grouped for depthwise).
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use tinykd_runtime::Layer;
+use tinykd_runtime::format::Op;
 use tinykd_tflite_schema::tflite as tfl;
 
 use super::Int8Op;
 use crate::export::onnx::{Builder, attr_int, window_attrs};
+use crate::export::tflite_import::{Reader, activation, channel_table, io, one_stride, padding};
+use crate::export::tkd::TkdLayer;
 use crate::export::{ChannelScales, qdq, tflite};
 use crate::student::geometry::window2d;
 
@@ -98,5 +101,70 @@ impl Int8Op for Convolution {
 
     fn runs_in_1d(&self, l: &Layer) -> bool {
         l.params[0] == 1
+    }
+
+    fn imports(&self) -> &'static [tfl::BuiltinOperator] {
+        if self.depthwise { &[tfl::BuiltinOperator::DepthwiseConv2d] } else { &[tfl::BuiltinOperator::Conv2d] }
+    }
+
+    fn import(&self, r: &Reader<'_>, op: &tfl::Operator, _: i32) -> Result<TkdLayer> {
+        let (ins, outs) = io(op);
+        let ([x, f, rest @ ..], [y]) = (ins, outs) else { bail!("needs an input, a filter and one output") };
+        let b = rest.first().copied().unwrap_or(-1);
+        let (pad, stride, dilation, fused, multiplier) = match &op.builtin_options {
+            Some(tfl::BuiltinOptions::Conv2DOptions(o)) if !self.depthwise => (
+                o.padding,
+                (o.stride_h, o.stride_w),
+                (o.dilation_h_factor, o.dilation_w_factor),
+                o.fused_activation_function,
+                1,
+            ),
+            Some(tfl::BuiltinOptions::DepthwiseConv2DOptions(o)) if self.depthwise => (
+                o.padding,
+                (o.stride_h, o.stride_w),
+                (o.dilation_h_factor, o.dilation_w_factor),
+                o.fused_activation_function,
+                o.depth_multiplier,
+            ),
+            _ => bail!("has no convolution options"),
+        };
+        if dilation != (1, 1) {
+            bail!("dilation {}×{} is not supported", dilation.0, dilation.1);
+        }
+        let ([h, w, c], [oh, ow, oc]) = (r.hwc(*x)?, r.hwc(*y)?);
+        let filter = r.shape(*f)?;
+        let (kh, kw) = match (filter.as_slice(), self.depthwise) {
+            (&[o, kh, kw, ci], false) if o == oc && ci == c => (kh, kw),
+            (&[1, kh, kw, o], true) if o == oc && o == c && multiplier <= 1 => (kh, kw),
+            (s, _) => bail!(
+                "filter '{}' has shape {s:?} for {c} input and {oc} output channels{}",
+                r.name(*f),
+                if self.depthwise { " (tinykd takes depth multiplier 1)" } else { "" }
+            ),
+        };
+        let stride = one_stride(stride, (oh, ow))?;
+        let pad = padding(pad);
+        let out = window2d([c, h, w], [kh, kw], stride, qdq::padding(pad)).0;
+        if out != [oh, ow] {
+            bail!("output {oh}×{ow} is not what a {kh}×{kw} window with stride {stride} gives on {h}×{w}: {out:?}");
+        }
+        let (in_q, out_q) = (r.activation(*x)?, r.activation(*y)?);
+        let scales = r.weight_scales(*f, oc)?;
+        let bias = r.int32_or_zeros(b, oc)?;
+        let activation = activation(fused)?;
+        let u = |v: usize| crate::student::layer::u16p(v, "a dimension");
+        Ok(TkdLayer {
+            op: if self.depthwise { Op::DepthwiseConv2d } else { Op::Conv2d },
+            activation,
+            clamp: tflite::tflite_clamp(activation, out_q),
+            input_len: h * w * c,
+            output_len: oh * ow * oc,
+            params: [u(h)?, u(w)?, u(c)?, u(oc)?, u(kh)?, u(kw)?, u(stride)?, pad],
+            input_zero_point: in_q.zero_point,
+            output: out_q,
+            weights: r.int8(*f)?,
+            channels: channel_table(&bias, &scales, in_q.scale, out_q.scale),
+            weight_scales: scales,
+        })
     }
 }

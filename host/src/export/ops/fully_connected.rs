@@ -1,11 +1,14 @@
 //! `FULLY_CONNECTED` / `Gemm`.
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use tinykd_runtime::Layer;
+use tinykd_runtime::format::Op;
 use tinykd_tflite_schema::tflite as tfl;
 
 use super::Int8Op;
 use crate::export::onnx::{Builder, attr_int, attr_ints};
+use crate::export::tflite_import::{Reader, activation, channel_table, io};
+use crate::export::tkd::TkdLayer;
 use crate::export::{ChannelScales, plain_fc_bias, qdq, tflite};
 
 pub(super) struct FullyConnected;
@@ -63,5 +66,57 @@ impl Int8Op for FullyConnected {
 
     fn takes_flat_input(&self) -> bool {
         true
+    }
+
+    fn imports(&self) -> &'static [tfl::BuiltinOperator] {
+        &[tfl::BuiltinOperator::FullyConnected]
+    }
+
+    /// Per-tensor or per-channel weights; the bias stored with
+    /// `−z_in · Σ w` folded in, as the runtime reads it.
+    fn import(&self, r: &Reader<'_>, op: &tfl::Operator, _: i32) -> Result<TkdLayer> {
+        let (ins, outs) = io(op);
+        let ([x, f, rest @ ..], [y]) = (ins, outs) else { bail!("needs an input, weights and one output") };
+        let b = rest.first().copied().unwrap_or(-1);
+        let Some(tfl::BuiltinOptions::FullyConnectedOptions(o)) = &op.builtin_options else {
+            bail!("has no fully connected options")
+        };
+        if o.weights_format != tfl::FullyConnectedOptionsWeightsFormat::Default {
+            bail!("weights format {:?} is not supported", o.weights_format);
+        }
+        let [outf, inf] = r.shape(*f)?[..] else { bail!("weights '{}' are not [out, in]", r.name(*f)) };
+        let (ins_len, outs_len) = (r.shape(*x)?.iter().product::<usize>(), r.shape(*y)?.iter().product::<usize>());
+        if ins_len != inf || outs_len != outf {
+            bail!("{ins_len} inputs and {outs_len} outputs for [{outf}, {inf}] weights (batch 1 only)");
+        }
+        let (in_q, out_q) = (r.activation(*x)?, r.activation(*y)?);
+        let scales = r.weight_scales(*f, outf)?;
+        let weights = r.int8(*f)?;
+        let bias = r.int32_or_zeros(b, outf)?;
+        let folded: Vec<i32> = bias
+            .iter()
+            .zip(weights.chunks(inf))
+            .map(|(b, row)| {
+                let sum: i32 = row.iter().map(|w| *w as i32).sum();
+                b.wrapping_sub(in_q.zero_point.wrapping_mul(sum))
+            })
+            .collect();
+        let activation = activation(o.fused_activation_function)?;
+        let mut params = [0u16; 8];
+        params[0] = crate::student::layer::u16p(inf, "fully connected inputs")?;
+        params[1] = crate::student::layer::u16p(outf, "fully connected outputs")?;
+        Ok(TkdLayer {
+            op: Op::FullyConnected,
+            activation,
+            clamp: tflite::tflite_clamp(activation, out_q),
+            input_len: inf,
+            output_len: outf,
+            params,
+            input_zero_point: in_q.zero_point,
+            output: out_q,
+            weights,
+            channels: channel_table(&folded, &scales, in_q.scale, out_q.scale),
+            weight_scales: scales,
+        })
     }
 }

@@ -16,9 +16,12 @@ mod softmax;
 use anyhow::{Result, bail};
 use tinykd_runtime::format::Op;
 use tinykd_runtime::{Layer, Model};
+use tinykd_tflite_schema::tflite as tfl;
 
 use super::ChannelScales;
 use super::onnx::Builder;
+use super::tflite_import::{Reader, code_name};
+use super::tkd::TkdLayer;
 use super::{qdq, tflite};
 use crate::quant::quantize_multiplier;
 
@@ -72,11 +75,39 @@ pub(super) trait Int8Op: Sync {
         true
     }
 
+    /// The TFLite operators this family reads (`tinykd import`).
+    fn imports(&self) -> &'static [tfl::BuiltinOperator] {
+        &[]
+    }
+
+    /// One of [`Int8Op::imports`]' operators as a layer record: its tensors
+    /// as the runtime holds them and its requantization as TFLite Micro
+    /// derives it.
+    fn import(&self, _r: &Reader<'_>, _op: &tfl::Operator, code: i32) -> Result<TkdLayer> {
+        bail!("{} has no importer", code_name(code))
+    }
+
     /// Whether a model starting with this operator takes a flat `[1, N]`
     /// TFLite input rather than an NHWC map.
     fn takes_flat_input(&self) -> bool {
         false
     }
+}
+
+/// Every family, for the importer's lookup by TFLite operator.
+const FAMILIES: [&dyn Int8Op; 7] = [
+    &fully_connected::FullyConnected,
+    &conv::Convolution { depthwise: false },
+    &conv::Convolution { depthwise: true },
+    &pool::Pool::Max,
+    &pool::Pool::Average,
+    &pool::Pool::GlobalAverage,
+    &softmax::Softmax,
+];
+
+/// The family that imports TFLite operator `code`.
+pub(super) fn importer(code: i32) -> Option<&'static dyn Int8Op> {
+    FAMILIES.into_iter().find(|f| f.imports().iter().any(|c| *c as i32 == code))
 }
 
 /// The table: each runtime operator's writers.

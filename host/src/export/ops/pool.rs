@@ -4,12 +4,15 @@
 //! `AVERAGE_POOL_2D` over the whole map in TFLite (see the TFLite writer's
 //! module doc).
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use tinykd_runtime::Layer;
+use tinykd_runtime::format::Op;
 use tinykd_tflite_schema::tflite as tfl;
 
 use super::Int8Op;
 use crate::export::onnx::{Builder, attr_int, window_attrs};
+use crate::export::tflite_import::{Reader, activation, io, one_stride, padding};
+use crate::export::tkd::TkdLayer;
 use crate::export::{ChannelScales, qdq, tflite};
 use crate::student::geometry::window2d;
 
@@ -74,6 +77,49 @@ impl Int8Op for Pool {
         let (out, _) = window2d([ch, ih, iw], [ph, pw], stride, pad);
         at.chw = [ch, out[0], out[1]];
         Ok(())
+    }
+
+    fn imports(&self) -> &'static [tfl::BuiltinOperator] {
+        match self {
+            Pool::Max => &[tfl::BuiltinOperator::MaxPool2d],
+            Pool::Average => &[tfl::BuiltinOperator::AveragePool2d],
+            Pool::GlobalAverage => &[],
+        }
+    }
+
+    /// Input and output must share their quantization, as TFLite Micro's
+    /// int8 pools assume (they do not requantize).
+    fn import(&self, r: &Reader<'_>, op: &tfl::Operator, _: i32) -> Result<TkdLayer> {
+        let (ins, outs) = io(op);
+        let ([x, ..], [y]) = (ins, outs) else { bail!("needs an input and one output") };
+        let Some(tfl::BuiltinOptions::Pool2DOptions(o)) = &op.builtin_options else { bail!("has no pool options") };
+        let ([h, w, c], [oh, ow, oc]) = (r.hwc(*x)?, r.hwc(*y)?);
+        let (ph, pw) = (usize::try_from(o.filter_height)?, usize::try_from(o.filter_width)?);
+        let stride = one_stride((o.stride_h, o.stride_w), (oh, ow))?;
+        let pad = padding(o.padding);
+        let out = window2d([c, h, w], [ph, pw], stride, qdq::padding(pad)).0;
+        if out != [oh, ow] || oc != c {
+            bail!("output {oh}×{ow}×{oc} is not what a {ph}×{pw} window with stride {stride} gives on {h}×{w}×{c}");
+        }
+        let (in_q, out_q) = (r.activation(*x)?, r.activation(*y)?);
+        if in_q != out_q {
+            bail!("its input and output are quantized differently (tinykd's int8 pools keep the quantization)");
+        }
+        let activation = activation(o.fused_activation_function)?;
+        let u = |v: usize| crate::student::layer::u16p(v, "a dimension");
+        Ok(TkdLayer {
+            op: if let Pool::Max = self { Op::MaxPool2d } else { Op::AvgPool2d },
+            activation,
+            clamp: tflite::tflite_clamp(activation, out_q),
+            input_len: h * w * c,
+            output_len: oh * ow * c,
+            params: [u(h)?, u(w)?, u(c)?, u(ph)?, u(pw)?, u(stride)?, pad, 0],
+            input_zero_point: in_q.zero_point,
+            output: out_q,
+            weights: Vec::new(),
+            channels: Vec::new(),
+            weight_scales: Vec::new(),
+        })
     }
 
     fn runs_in_1d(&self, l: &Layer) -> bool {

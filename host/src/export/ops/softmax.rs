@@ -9,6 +9,8 @@ use tinykd_tflite_schema::tflite as tfl;
 
 use super::Int8Op;
 use crate::export::onnx::{Builder, attr_int};
+use crate::export::tflite_import::{Reader, io};
+use crate::export::tkd::TkdLayer;
 use crate::export::{ChannelScales, channel_scales, qdq, tflite};
 
 pub(super) struct Softmax;
@@ -36,6 +38,25 @@ impl Int8Op for Softmax {
     fn qdq(&self, b: &mut Builder, _: &mut qdq::Cursor, _: &Layer, _: &[i8], _: &ChannelScales) -> Result<()> {
         b.op("Softmax", &[], vec![attr_int("axis", 1)]);
         Ok(())
+    }
+
+    fn imports(&self) -> &'static [tfl::BuiltinOperator] {
+        &[tfl::BuiltinOperator::Softmax]
+    }
+
+    /// Over the last axis, at the file's β; the output must be TFLite's
+    /// (1/256, −128), which TFLite Micro requires too.
+    fn import(&self, r: &Reader<'_>, op: &tfl::Operator, _: i32) -> Result<TkdLayer> {
+        let (ins, outs) = io(op);
+        let ([x, ..], [y]) = (ins, outs) else { bail!("needs an input and one output") };
+        let Some(tfl::BuiltinOptions::SoftmaxOptions(o)) = &op.builtin_options else { bail!("has no softmax options") };
+        let shape = r.shape(*x)?;
+        let (len, depth) = (shape.iter().product::<usize>(), shape.last().copied().unwrap_or(0));
+        let (in_q, out_q) = (r.activation(*x)?, r.activation(*y)?);
+        if out_q.zero_point != -128 || (out_q.scale - 1.0 / 256.0).abs() > 1e-3 / 256.0 {
+            bail!("output quantization (scale {}, zero point {}) is not (1/256, −128)", out_q.scale, out_q.zero_point);
+        }
+        crate::quant::softmax_layer(in_q, len, depth, o.beta as f64)
     }
 
     fn tflite_scales(&self, m: &Model<'_>, l: &Layer, in_scale: f32) -> Result<ChannelScales> {

@@ -1,0 +1,351 @@
+//! `tinykd import`: an int8 `.tflite` model as a `.tkd` — the TFLite
+//! export's mapping read the other way, one operator family at a time (each
+//! family's `Int8Op::import`, in `ops/`).
+//!
+//! Any int8 model made of the operators tinykd runs and laid out as a chain
+//! (each operator reads the one before: keyword spotting's DS-CNN,
+//! MobileNet, fully connected autoencoders) imports; `RESHAPE` and
+//! `SQUEEZE` are views on the device and leave no layer. Anything else — a
+//! branch, an unsupported operator, a float or int16 tensor, dilation,
+//! unequal strides, a truncated file — is a one-line error naming the
+//! operator or tensor. The arithmetic is TFLite's own: every requantization
+//! multiplier is derived from the file's float scales as TFLite Micro
+//! derives it, so the `.tkd` computes what TFLite Micro computes, bit for
+//! bit (tested on MLPerf Tiny's reference models).
+
+use anyhow::{Context, Result, bail};
+use tinykd_runtime::QuantParams;
+use tinykd_runtime::format::Activation;
+use tinykd_runtime::kernels::ChannelQuant;
+use tinykd_tflite_schema::tflite as tfl;
+
+use super::ops::importer;
+use super::tkd::{TkdLayer, TkdModel};
+use crate::quant::quantize_multiplier;
+
+/// A model's tensors and buffers, read by the operators' importers.
+pub(super) struct Reader<'a> {
+    bytes: &'a [u8],
+    model: &'a tfl::Model,
+    graph: &'a tfl::SubGraph,
+}
+
+/// The TFLite operator code of an operator code entry: the larger of the
+/// two fields, as TFLite reads it (older files set only the deprecated byte).
+fn builtin_code(c: &tfl::OperatorCode) -> i32 {
+    (c.builtin_code as i32).max(c.deprecated_builtin_code as i32)
+}
+
+/// A TFLite operator code's name (`CONV_2D`), or its number.
+pub(super) fn code_name(code: i32) -> String {
+    tfl::BuiltinOperator::try_from(code).map_or_else(
+        |_| format!("operator code {code}"),
+        |c| {
+            let debug = format!("{c:?}");
+            // `Conv2d` → `CONV_2D`, `DepthwiseConv2d` → `DEPTHWISE_CONV_2D`.
+            let mut out = String::new();
+            for (i, ch) in debug.chars().enumerate() {
+                let boundary = i > 0
+                    && (ch.is_ascii_uppercase()
+                        || (ch.is_ascii_digit() && !out.ends_with(|p: char| p.is_ascii_digit())));
+                if boundary {
+                    out.push('_');
+                }
+                out.push(ch.to_ascii_uppercase());
+            }
+            out
+        },
+    )
+}
+
+impl<'a> Reader<'a> {
+    pub(super) fn tensor(&self, index: i32) -> Result<&'a tfl::Tensor> {
+        let tensors = self.graph.tensors.as_deref().unwrap_or_default();
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| tensors.get(i))
+            .with_context(|| format!("tensor {index} does not exist"))
+    }
+
+    /// A tensor's name, for messages.
+    pub(super) fn name(&self, index: i32) -> String {
+        self.tensor(index).ok().and_then(|t| t.name.clone()).unwrap_or_else(|| format!("#{index}"))
+    }
+
+    pub(super) fn shape(&self, index: i32) -> Result<Vec<usize>> {
+        let t = self.tensor(index)?;
+        let shape = t.shape.as_deref().unwrap_or_default();
+        shape
+            .iter()
+            .map(|&d| usize::try_from(d).ok().filter(|&d| d > 0))
+            .collect::<Option<Vec<_>>>()
+            .with_context(|| format!("tensor '{}' has shape {shape:?}", self.name(index)))
+    }
+
+    fn expect_type(&self, index: i32, want: tfl::TensorType, role: &str) -> Result<&'a tfl::Tensor> {
+        let t = self.tensor(index)?;
+        if t.type_ != want {
+            bail!(
+                "tensor '{}' ({role}) is {:?}: tinykd imports int8 models (int8 activations and weights, int32 biases)",
+                self.name(index),
+                t.type_
+            );
+        }
+        Ok(t)
+    }
+
+    /// An int8 activation's quantization (one scale and zero point).
+    pub(super) fn activation(&self, index: i32) -> Result<QuantParams> {
+        let t = self.expect_type(index, tfl::TensorType::Int8, "an activation")?;
+        let q = t.quantization.as_deref();
+        let (scale, zero) = (q.and_then(|q| q.scale.as_deref()), q.and_then(|q| q.zero_point.as_deref()));
+        match (scale, zero) {
+            (Some([s]), Some([z])) if s.is_finite() && *s > 0.0 && (-128..=127).contains(z) => {
+                Ok(QuantParams { scale: *s, zero_point: *z as i32 })
+            }
+            _ => bail!("activation '{}' has no single int8 scale and zero point", self.name(index)),
+        }
+    }
+
+    fn data(&self, t: &tfl::Tensor, index: i32) -> Result<&'a [u8]> {
+        let buffers = self.model.buffers.as_deref().unwrap_or_default();
+        let b =
+            buffers.get(t.buffer as usize).with_context(|| format!("tensor '{}' has no buffer", self.name(index)))?;
+        let data = match (&b.data, b.offset) {
+            (Some(d), _) => d.as_slice(),
+            (None, offset) if offset > 1 => {
+                let (start, len) = (usize::try_from(offset)?, usize::try_from(b.size)?);
+                self.bytes.get(start..start.saturating_add(len)).context("a buffer lies past the end of the file")?
+            }
+            _ => &[],
+        };
+        Ok(data)
+    }
+
+    /// A constant int8 tensor's values.
+    pub(super) fn int8(&self, index: i32) -> Result<Vec<i8>> {
+        let t = self.expect_type(index, tfl::TensorType::Int8, "weights")?;
+        let data = self.data(t, index)?;
+        let len: usize = self.shape(index)?.iter().product();
+        if data.len() != len {
+            bail!("weights '{}' hold {} bytes for {len} values", self.name(index), data.len());
+        }
+        Ok(data.iter().map(|&b| b as i8).collect())
+    }
+
+    /// A constant int32 tensor's values (`len` of them), or zeros for an
+    /// absent optional input (index −1).
+    pub(super) fn int32_or_zeros(&self, index: i32, len: usize) -> Result<Vec<i32>> {
+        if index < 0 {
+            return Ok(vec![0; len]);
+        }
+        let t = self.expect_type(index, tfl::TensorType::Int32, "a bias")?;
+        let data = self.data(t, index)?;
+        if data.len() != 4 * len {
+            bail!("bias '{}' holds {} bytes for {len} values", self.name(index), data.len());
+        }
+        Ok(data.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    }
+
+    /// A weight tensor's symmetric scales, one per output channel (a
+    /// per-tensor scale repeated).
+    pub(super) fn weight_scales(&self, index: i32, channels: usize) -> Result<Vec<f32>> {
+        let t = self.tensor(index)?;
+        let q = t.quantization.as_deref();
+        let scales = q.and_then(|q| q.scale.as_deref()).unwrap_or_default();
+        let zeros = q.and_then(|q| q.zero_point.as_deref()).unwrap_or_default();
+        if zeros.iter().any(|&z| z != 0) {
+            bail!("weights '{}' are not symmetric (a zero point is not 0)", self.name(index));
+        }
+        if scales.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            bail!("weights '{}' have a scale that is not positive", self.name(index));
+        }
+        match scales.len() {
+            1 => Ok(vec![scales[0]; channels]),
+            n if n == channels => Ok(scales.to_vec()),
+            n => bail!("weights '{}' have {n} scales for {channels} output channels", self.name(index)),
+        }
+    }
+}
+
+/// A fused activation tinykd runs as a clamp.
+pub(super) fn activation(f: tfl::ActivationFunctionType) -> Result<Activation> {
+    Ok(match f {
+        tfl::ActivationFunctionType::None => Activation::None,
+        tfl::ActivationFunctionType::Relu => Activation::Relu,
+        tfl::ActivationFunctionType::Relu6 => Activation::Relu6,
+        other => bail!("fused activation {other:?} is not supported (NONE, RELU, RELU6 are)"),
+    })
+}
+
+/// The one stride a window of `sh × sw` strides runs with on the device:
+/// the strides when equal, else the stride of the axis with more than one
+/// output (an axis with one output does not step). The caller checks that
+/// the window gives the file's output shape with it.
+pub(super) fn one_stride((sh, sw): (i32, i32), (oh, ow): (usize, usize)) -> Result<usize> {
+    let stride = match (sh == sw, oh, ow) {
+        (true, _, _) => sh,
+        (false, 1, _) => sw,
+        (false, _, 1) => sh,
+        _ => bail!("strides {sh}×{sw} differ: tinykd's windows take one stride for both axes"),
+    };
+    usize::try_from(stride).ok().filter(|&s| s > 0).with_context(|| format!("stride {stride} is not positive"))
+}
+
+/// The record's padding code (0 VALID, 1 SAME).
+pub(super) fn padding(p: tfl::Padding) -> u16 {
+    (p == tfl::Padding::Same) as u16
+}
+
+/// Per output channel: the bias and TFLite Micro's multiplier for
+/// `s_in · s_w / s_out`.
+pub(super) fn channel_table(bias: &[i32], weight_scales: &[f32], input: f32, output: f32) -> Vec<ChannelQuant> {
+    bias.iter()
+        .zip(weight_scales)
+        .map(|(&bias, &s_w)| {
+            let (multiplier, shift) = quantize_multiplier(input as f64 * s_w as f64 / output as f64);
+            ChannelQuant { bias, multiplier, shift }
+        })
+        .collect()
+}
+
+impl Reader<'_> {
+    /// A 4-D activation's `[H, W, C]` (batch 1).
+    pub(super) fn hwc(&self, index: i32) -> Result<[usize; 3]> {
+        match self.shape(index)?[..] {
+            [1, h, w, c] => Ok([h, w, c]),
+            ref s => bail!("tensor '{}' has shape {s:?}, not [1, H, W, C]", self.name(index)),
+        }
+    }
+}
+
+/// The operator's inputs and outputs, `-1` for an absent optional input.
+pub(super) fn io(op: &tfl::Operator) -> (&[i32], &[i32]) {
+    (op.inputs.as_deref().unwrap_or_default(), op.outputs.as_deref().unwrap_or_default())
+}
+
+/// Reads a `.tflite` flatbuffer and converts it to a `.tkd` model.
+pub fn import(bytes: &[u8]) -> Result<TkdModel> {
+    if bytes.get(4..8) != Some(b"TFL3") {
+        bail!("not a TFLite model (no TFL3 file identifier)");
+    }
+    let root = <tfl::ModelRef as planus::ReadAsRoot>::read_as_root(bytes)
+        .map_err(|e| anyhow::anyhow!("a truncated or corrupt TFLite file: {e}"))?;
+    let model = tfl::Model::try_from(root).map_err(|e| anyhow::anyhow!("a truncated or corrupt TFLite file: {e}"))?;
+    let graphs = model.subgraphs.as_deref().unwrap_or_default();
+    let [graph] = graphs else { bail!("the model has {} subgraphs; tinykd imports one", graphs.len()) };
+    let r = Reader { bytes, model: &model, graph };
+    let (inputs, outputs) = (graph.inputs.as_deref().unwrap_or_default(), graph.outputs.as_deref().unwrap_or_default());
+    let ([input], [output]) = (inputs, outputs) else {
+        bail!("the model has {} inputs and {} outputs; tinykd imports one of each", inputs.len(), outputs.len());
+    };
+    let codes = model.operator_codes.as_deref().unwrap_or_default();
+    let mut current = *input;
+    let mut layers: Vec<TkdLayer> = Vec::new();
+    for (k, op) in graph.operators.as_deref().unwrap_or_default().iter().enumerate() {
+        let code = codes.get(op.opcode_index as usize).map(builtin_code).context("an operator has no operator code")?;
+        let name = code_name(code);
+        let (ins, outs) = io(op);
+        let ([x, ..], [y]) = (ins, outs) else { bail!("operator {k} ({name}) has no input or not one output") };
+        if *x != current {
+            bail!(
+                "operator {k} ({name}) reads tensor '{}', not the output of the operator before it: tinykd imports \
+                 chains of operators (no branches)",
+                r.name(*x)
+            );
+        }
+        let context = || format!("operator {k} ({name}, output '{}')", r.name(*y));
+        if code == tfl::BuiltinOperator::Reshape as i32 || code == tfl::BuiltinOperator::Squeeze as i32 {
+            // A view: the device's activation is flat already.
+            let (qx, qy) = (r.activation(*x).with_context(context)?, r.activation(*y).with_context(context)?);
+            if qx != qy {
+                bail!("{}: its input and output are quantized differently", context());
+            }
+        } else {
+            let family = importer(code).with_context(|| {
+                format!(
+                    "operator {k} ({name}) is not supported by tinykd (it runs CONV_2D, DEPTHWISE_CONV_2D, \
+                     FULLY_CONNECTED, AVERAGE_POOL_2D, MAX_POOL_2D, SOFTMAX, RESHAPE, SQUEEZE)"
+                )
+            })?;
+            layers.push(family.import(&r, op, code).with_context(context)?);
+        }
+        current = *y;
+    }
+    if current != *output || layers.is_empty() {
+        bail!("the model's output '{}' is not the end of its chain of operators", r.name(*output));
+    }
+    let in_shape = r.shape(*input)?;
+    let (input_shape, channels_last) = match in_shape.as_slice() {
+        [1, n] => (vec![*n], false),
+        [1, l, c] => (vec![*c, *l], true),
+        [1, h, w, c] => (vec![*c, *h, *w], true),
+        s => bail!("input '{}' has shape {s:?}: tinykd takes [1, N], [1, L, C] or [1, H, W, C]", r.name(*input)),
+    };
+    let input_q = r.activation(*input)?;
+    let output_q = layers.last().map_or(input_q, |l| l.output);
+    let classes = r.shape(*output)?.iter().product();
+    Ok(TkdModel {
+        input_shape,
+        input: input_q,
+        output: output_q,
+        classes,
+        layers,
+        data_channels_last: channels_last,
+        single_rounding: false,
+    })
+}
+
+/// What `tinykd inspect` says of a `.tflite`: each operator with its
+/// output shape and whether tinykd runs it, then whether the whole model
+/// imports (or why not).
+pub fn describe(bytes: &[u8]) -> Result<String> {
+    use std::fmt::Write as _;
+    if bytes.get(4..8) != Some(b"TFL3") {
+        bail!("not a TFLite model (no TFL3 file identifier)");
+    }
+    let root = <tfl::ModelRef as planus::ReadAsRoot>::read_as_root(bytes)
+        .map_err(|e| anyhow::anyhow!("a truncated or corrupt TFLite file: {e}"))?;
+    let model = tfl::Model::try_from(root).map_err(|e| anyhow::anyhow!("a truncated or corrupt TFLite file: {e}"))?;
+    let mut o = String::new();
+    let codes = model.operator_codes.as_deref().unwrap_or_default();
+    for (g, graph) in model.subgraphs.as_deref().unwrap_or_default().iter().enumerate() {
+        let r = Reader { bytes, model: &model, graph };
+        let ops = graph.operators.as_deref().unwrap_or_default();
+        writeln!(o, "subgraph {g}: {} operators, {} tensors", ops.len(), graph.tensors.as_ref().map_or(0, Vec::len))?;
+        for (k, op) in ops.iter().enumerate() {
+            let code = codes.get(op.opcode_index as usize).map_or(-1, builtin_code);
+            let out = io(op).1.first().map(|&y| (r.name(y), r.shape(y).unwrap_or_default()));
+            let runs = if code == tfl::BuiltinOperator::Reshape as i32 || code == tfl::BuiltinOperator::Squeeze as i32 {
+                "a view (no layer)"
+            } else if importer(code).is_some() {
+                "runs"
+            } else {
+                "NOT SUPPORTED"
+            };
+            let (name, shape) = out.unwrap_or_default();
+            writeln!(o, "  {k:>3} {:<22} -> {name} {shape:?}  {runs}", code_name(code))?;
+        }
+    }
+    match import(bytes).and_then(|m| super::tkd::encode(&m)) {
+        Ok(blob) => {
+            let m = crate::int8::parse(&blob)?;
+            writeln!(
+                o,
+                "tinykd runs it: {} layers, arena {} B, {} B as .tkd",
+                m.layer_count(),
+                m.arena_bytes(),
+                blob.len()
+            )?;
+        }
+        Err(e) => writeln!(o, "tinykd does not run it: {e:#}")?,
+    }
+    Ok(o)
+}
+
+/// `tinykd import`: the `.tflite` at `path` as `.tkd` bytes.
+pub fn import_file(path: &std::path::Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let model = import(&bytes).with_context(|| format!("{}: cannot import", path.display()))?;
+    super::tkd::encode(&model).with_context(|| format!("{}: cannot import", path.display()))
+}

@@ -1,4 +1,5 @@
-//! `tinykd inspect FILE`: what is inside a dataset, a teacher or a `.tkd`.
+//! `tinykd inspect FILE`: what is inside a dataset, a teacher, a `.tkd` or a
+//! `.tflite` (its operators, and whether tinykd runs it).
 
 use std::fmt::Write as _;
 use std::path::Path;

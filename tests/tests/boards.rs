@@ -226,6 +226,11 @@ fn qemu_mps2_an386_cortex_m4() {
 }
 
 #[test]
+fn qemu_mps2_an500_cortex_m7() {
+    check("qemu-mps2-an500");
+}
+
+#[test]
 fn qemu_lm3s6965_cortex_m3_64k_ram() {
     check("qemu-lm3s6965");
 }

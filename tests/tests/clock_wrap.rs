@@ -78,6 +78,11 @@ fn qemu_mps2_an386_systick_clock() {
 }
 
 #[test]
+fn qemu_mps2_an500_systick_clock() {
+    check_systick("qemu-mps2-an500");
+}
+
+#[test]
 fn qemu_lm3s6965_systick_clock() {
     check_systick("qemu-lm3s6965");
 }

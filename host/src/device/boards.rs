@@ -74,6 +74,23 @@ pub const BOARDS: &[Board] = &[
         engine_flash_bytes: 28 << 10,
         engine_stack_bytes: 2 << 10,
     },
+    // The MPS2 FPGA image for the Cortex-M7: the an386's memory map and
+    // UART, the same 25 MHz system clock.
+    Board {
+        name: "qemu-mps2-an500",
+        crate_dir: "qemu-mps2-an500",
+        target: "thumbv7em-none-eabihf",
+        runner: Runner::Qemu {
+            binary: "qemu-system-arm",
+            machine: &["-machine", "mps2-an500", "-cpu", "cortex-m7"],
+            package: "qemu-system-arm",
+            instructions_per_tick: 40.0,
+        },
+        flash_bytes: 4 << 20,
+        ram_bytes: 4 << 20,
+        engine_flash_bytes: 28 << 10,
+        engine_stack_bytes: 2 << 10,
+    },
     Board {
         name: "qemu-lm3s6965",
         crate_dir: "qemu-lm3s6965",

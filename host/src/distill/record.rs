@@ -221,7 +221,17 @@ pub struct Checkpoint {
     pub format: String,
     pub version: u32,
     pub student: Student,
+    #[serde(serialize_with = "as_json_value")]
     pub training: TrainingRecord,
+}
+
+/// The record as a JSON value first, as checkpoints have always been
+/// written: keys sorted, f32 options widened to f64 (`0.4` is written
+/// `0.4000000059604645`, the f32's exact value), so files from before the
+/// record was typed and after it compare equal.
+fn as_json_value<S: serde::Serializer>(t: &TrainingRecord, s: S) -> Result<S::Ok, S::Error> {
+    use serde::Serialize as _;
+    serde_json::to_value(t).map_err(serde::ser::Error::custom)?.serialize(s)
 }
 
 const CHECKPOINT_FORMAT: &str = "tinykd-student";

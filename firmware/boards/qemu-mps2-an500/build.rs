@@ -1,0 +1,3 @@
+fn main() {
+    tinykd_board_build::embed_model("memory.x");
+}

@@ -10,34 +10,11 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::*;
 use rand::{Rng, SeedableRng};
 use tinykd::export::{Format, export};
 use tinykd::quant::WeightScales;
 use tinykd::student::{Layer, Student};
-
-fn python() -> String {
-    std::env::var("TINYKD_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-/// Writes int8 samples as an `.npy` of shape `[n, len]`.
-fn write_npy_i8(path: &Path, x: &[i8], n: usize) {
-    let mut buf = Vec::new();
-    {
-        use npyz::WriterBuilder;
-        let mut w = npyz::WriteOptions::new()
-            .default_dtype()
-            .shape(&[n as u64, (x.len() / n) as u64])
-            .writer(&mut buf)
-            .begin_nd()
-            .unwrap();
-        w.extend(x.iter().copied()).unwrap();
-        w.finish().unwrap();
-    }
-    std::fs::write(path, buf).unwrap();
-}
 
 /// Exports `blob` to TFLite, runs the quantized inputs `q` (n samples,
 /// device layout) through TFLM and through the runtime, and returns the

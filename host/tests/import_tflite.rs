@@ -16,28 +16,8 @@ use std::path::Path;
 use common::*;
 use rand::{Rng, SeedableRng};
 
-fn python() -> String {
-    std::env::var("TINYKD_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
 fn mlperf(name: &str) -> std::path::PathBuf {
     models().join("mlperf-tiny").join(name)
-}
-
-fn write_npy_i8(path: &Path, x: &[i8], n: usize) {
-    use npyz::WriterBuilder;
-    let mut buf = Vec::new();
-    {
-        let mut w = npyz::WriteOptions::new()
-            .default_dtype()
-            .shape(&[n as u64, (x.len() / n) as u64])
-            .writer(&mut buf)
-            .begin_nd()
-            .unwrap();
-        w.extend(x.iter().copied()).unwrap();
-        w.finish().unwrap();
-    }
-    std::fs::write(path, buf).unwrap();
 }
 
 /// TFLite Micro's int8 outputs for `q` (`n` samples) through `tflite`.

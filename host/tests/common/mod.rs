@@ -103,3 +103,24 @@ pub fn tinykd_owned(args: &[String], dir: &Path) -> Output {
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     tinykd(&refs, dir)
 }
+
+/// The Python interpreter for TFLite Micro (`TINYKD_PYTHON`, default `python3`).
+pub fn python() -> String {
+    std::env::var("TINYKD_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Writes int8 samples as an `.npy` of shape `[n, len]`.
+pub fn write_npy_i8(path: &Path, x: &[i8], n: usize) {
+    let mut buf = Vec::new();
+    {
+        let mut w = npyz::WriteOptions::new()
+            .default_dtype()
+            .shape(&[n as u64, (x.len() / n) as u64])
+            .writer(&mut buf)
+            .begin_nd()
+            .unwrap();
+        w.extend(x.iter().copied()).unwrap();
+        w.finish().unwrap();
+    }
+    std::fs::write(path, buf).unwrap();
+}

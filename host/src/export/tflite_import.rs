@@ -224,14 +224,25 @@ pub(super) fn io(op: &tfl::Operator) -> (&[i32], &[i32]) {
     (op.inputs.as_deref().unwrap_or_default(), op.outputs.as_deref().unwrap_or_default())
 }
 
-/// Reads a `.tflite` flatbuffer and converts it to a `.tkd` model.
-pub fn import(bytes: &[u8]) -> Result<TkdModel> {
+/// The flatbuffer's model, owned; a file without TFLite's identifier, or
+/// one planus cannot read whole, is an error.
+fn read_model(bytes: &[u8]) -> Result<tfl::Model> {
     if bytes.get(4..8) != Some(b"TFL3") {
         bail!("not a TFLite model (no TFL3 file identifier)");
     }
-    let root = <tfl::ModelRef as planus::ReadAsRoot>::read_as_root(bytes)
-        .map_err(|e| anyhow::anyhow!("a truncated or corrupt TFLite file: {e}"))?;
-    let model = tfl::Model::try_from(root).map_err(|e| anyhow::anyhow!("a truncated or corrupt TFLite file: {e}"))?;
+    let corrupt = |e: planus::Error| anyhow::anyhow!("a truncated or corrupt TFLite file: {e}");
+    let root = <tfl::ModelRef as planus::ReadAsRoot>::read_as_root(bytes).map_err(corrupt)?;
+    tfl::Model::try_from(root).map_err(corrupt)
+}
+
+/// `RESHAPE` and `SQUEEZE`: views of the activation, no layer on the device.
+fn is_view(code: i32) -> bool {
+    code == tfl::BuiltinOperator::Reshape as i32 || code == tfl::BuiltinOperator::Squeeze as i32
+}
+
+/// Reads a `.tflite` flatbuffer and converts it to a `.tkd` model.
+pub fn import(bytes: &[u8]) -> Result<TkdModel> {
+    let model = read_model(bytes)?;
     let graphs = model.subgraphs.as_deref().unwrap_or_default();
     let [graph] = graphs else { bail!("the model has {} subgraphs; tinykd imports one", graphs.len()) };
     let r = Reader { bytes, model: &model, graph };
@@ -255,7 +266,7 @@ pub fn import(bytes: &[u8]) -> Result<TkdModel> {
             );
         }
         let context = || format!("operator {k} ({name}, output '{}')", r.name(*y));
-        if code == tfl::BuiltinOperator::Reshape as i32 || code == tfl::BuiltinOperator::Squeeze as i32 {
+        if is_view(code) {
             // A view: the device's activation is flat already.
             let (qx, qy) = (r.activation(*x).with_context(context)?, r.activation(*y).with_context(context)?);
             if qx != qy {
@@ -301,12 +312,7 @@ pub fn import(bytes: &[u8]) -> Result<TkdModel> {
 /// imports (or why not).
 pub fn describe(bytes: &[u8]) -> Result<String> {
     use std::fmt::Write as _;
-    if bytes.get(4..8) != Some(b"TFL3") {
-        bail!("not a TFLite model (no TFL3 file identifier)");
-    }
-    let root = <tfl::ModelRef as planus::ReadAsRoot>::read_as_root(bytes)
-        .map_err(|e| anyhow::anyhow!("a truncated or corrupt TFLite file: {e}"))?;
-    let model = tfl::Model::try_from(root).map_err(|e| anyhow::anyhow!("a truncated or corrupt TFLite file: {e}"))?;
+    let model = read_model(bytes)?;
     let mut o = String::new();
     let codes = model.operator_codes.as_deref().unwrap_or_default();
     for (g, graph) in model.subgraphs.as_deref().unwrap_or_default().iter().enumerate() {
@@ -316,7 +322,7 @@ pub fn describe(bytes: &[u8]) -> Result<String> {
         for (k, op) in ops.iter().enumerate() {
             let code = codes.get(op.opcode_index as usize).map_or(-1, builtin_code);
             let out = io(op).1.first().map(|&y| (r.name(y), r.shape(y).unwrap_or_default()));
-            let runs = if code == tfl::BuiltinOperator::Reshape as i32 || code == tfl::BuiltinOperator::Squeeze as i32 {
+            let runs = if is_view(code) {
                 "a view (no layer)"
             } else if importer(code).is_some() {
                 "runs"

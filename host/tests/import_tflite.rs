@@ -46,6 +46,7 @@ fn mlperf_tiny_chains_import_and_match_tflite_micro_byte_for_byte() {
         ("kws_ref_model.tflite", 49 * 10, 12, 16_000),
         ("vww_96_int8.tflite", 96 * 96 * 3, 2, 55_296),
         ("ad01_int8.tflite", 640, 640, 768),
+        ("pretrainedResnet_quant.tflite", 32 * 32 * 3, 10, 49_152),
     ] {
         let out = dir.path().join(file.replace(".tflite", ".tkd"));
         let o = tinykd(&["import", mlperf(file).to_str().unwrap(), "--out", out.to_str().unwrap()], dir.path());

@@ -42,8 +42,9 @@ pub fn compiled_source(model: &Model<'_>, krate: &str, specialize: bool, straigh
     // when every layer with a table has one (per-tensor weight scales).
     let mut shared = specialize;
     for i in 0..model.layer_count() {
-        let record = model.layer(i)?;
-        shared &= record.channel_count == 0 || SharedMultiplier::shared_by(model.channel_table(&record)).is_some();
+        // The table the step reads (a convolution-add's own entries, not the addition's).
+        let table = model.compiled_layer(i)?.step.channels();
+        shared &= table.is_none_or(|t| SharedMultiplier::shared_by(t).is_some());
     }
     let table_type = if shared {
         format!("&'static {krate}::kernels::SharedMultiplier")
@@ -61,12 +62,13 @@ pub fn compiled_source(model: &Model<'_>, krate: &str, specialize: bool, straigh
     for i in 0..model.layer_count() {
         let record = model.layer(i)?;
         let layer = model.compiled_layer(i)?;
-        let table = model.channel_table(&record);
+        // The table the step reads (see above).
+        let table = layer.step.channels().unwrap_or_default();
+        let n = table.len() / crate::format::CHANNEL_ENTRY_LEN;
         let mut tensors = |weights: &[i8]| {
             let _ = writeln!(w, "static COMPILED_W{i}: [i8; {}] = {:?};", weights.len(), weights);
             let channels = if let Some((m, e)) = SharedMultiplier::shared_by(table).filter(|_| shared) {
                 // The biases alone; the multiplier a constant in the code.
-                let n = record.channel_count;
                 let biases: Vec<i32> = (0..n).filter_map(|o| ChannelQuant::read(table, o)).map(|q| q.bias).collect();
                 let _ = writeln!(
                     w,
@@ -78,7 +80,6 @@ pub fn compiled_source(model: &Model<'_>, krate: &str, specialize: bool, straigh
             } else if specialize {
                 // Decoded at compile time (see `kernels::PreparedChannel`):
                 // only the prepared table is in the image.
-                let n = record.channel_count;
                 let _ = writeln!(w, "const COMPILED_C{i}: [u8; {}] = {:?};", table.len(), table);
                 let _ = writeln!(
                     w,
@@ -100,8 +101,8 @@ pub fn compiled_source(model: &Model<'_>, krate: &str, specialize: bool, straigh
         let _ = writeln!(w, "const COMPILED_STEP{i}: {krate}::compiled::Step<'static, {table_type}> = {step};");
         let _ = writeln!(
             layers,
-            "    {krate}::compiled::CompiledLayer {{ step: COMPILED_STEP{i}, output_len: {} }},",
-            layer.output_len
+            "    {krate}::compiled::CompiledLayer {{ step: COMPILED_STEP{i}, wiring: {} }},",
+            layer.wiring.source(krate)
         );
     }
     let id = model.identity();
@@ -160,8 +161,8 @@ pub fn compiled_source(model: &Model<'_>, krate: &str, specialize: bool, straigh
             for i in 0..model.layer_count() {
                 let _ = write!(
                     fns,
-                    "{krate}::compiled::SpecializedLayer {{ run: compiled_layer_{i}, output_len: {} }}, ",
-                    model.compiled_layer(i)?.output_len
+                    "{krate}::compiled::SpecializedLayer {{ run: compiled_layer_{i}, wiring: {} }}, ",
+                    model.compiled_layer(i)?.wiring.source(krate)
                 );
             }
             let _ = writeln!(
@@ -175,12 +176,10 @@ pub fn compiled_source(model: &Model<'_>, krate: &str, specialize: bool, straigh
 }
 
 /// `compiled_run`, a specialised model's [`ModelFn`](crate::compiled::ModelFn):
-/// every layer function called in turn on the arena ranges of the
-/// ping-pong plan `compiled::run_layers` follows (even layers write at the
-/// start of the arena, odd layers at its end), fixed here, so the
-/// firmware holds straight-line calls on constant slices of an array
-/// instead of the plan's loop, its range arithmetic and a table of layer
-/// functions.
+/// every layer function called in turn on the tensors of its constant
+/// wiring (through [`crate::compiled::connect`], which LLVM folds to
+/// constant slices of the arena), so the firmware holds straight-line
+/// calls instead of the plan's loop and a table of layer functions.
 fn model_function(w: &mut String, model: &Model<'_>, krate: &str) -> Result<(), Error> {
     let (total, input) = (model.arena_bytes(), model.input_len());
     let _ = write!(
@@ -193,42 +192,18 @@ fn model_function(w: &mut String, model: &Model<'_>, krate: &str) -> Result<(), 
          if x.len() != {input} {{\n        \
          return Err({krate}::Error::InputLength {{ expected: {input}, found: x.len() }});\n    }}\n"
     );
-    let mut prev = (0usize, 0usize);
+    let mut last = (0usize, 0usize);
     for i in 0..model.layer_count() {
-        let range = crate::compiled::layer_range(i, model.compiled_layer(i)?.output_len, total)?;
-        let call = |src: &str, dst: &str| {
-            format!("compiled_layer_{i}(single, {krate}::as_i8({src}), {krate}::as_i8_mut({dst}))?;")
-        };
-        let _ = match i {
-            0 => writeln!(
-                w,
-                "    compiled_layer_{i}(single, x, {krate}::as_i8_mut(&mut arena[{}..{}]))?;",
-                range.0, range.1
-            ),
-            _ if i % 2 == 0 => {
-                // Reads the odd layer's range at the end, writes at the start.
-                let src = format!("&hi[..{}]", prev.1 - prev.0);
-                let dst = format!("&mut lo[..{}]", range.1);
-                writeln!(
-                    w,
-                    "    {{\n        let (lo, hi) = arena.split_at_mut({});\n        {}\n    }}",
-                    prev.0,
-                    call(&src, &dst)
-                )
-            }
-            _ => {
-                let src = format!("&lo[{}..{}]", prev.0, prev.1);
-                writeln!(
-                    w,
-                    "    {{\n        let (lo, hi) = arena.split_at_mut({});\n        {}\n    }}",
-                    range.0,
-                    call(&src, "hi")
-                )
-            }
-        };
-        prev = range;
+        let wiring = model.compiled_layer(i)?.wiring;
+        let _ = writeln!(
+            w,
+            "    {{\n        let (x, y) = {krate}::compiled::connect(x, &mut arena[..], {})?;\n        \
+             compiled_layer_{i}(single, x, y)?;\n    }}",
+            wiring.source(krate)
+        );
+        last = wiring.output;
     }
-    let _ = writeln!(w, "    Ok({krate}::as_i8(&arena[{}..{}]))\n}}", prev.0, prev.1);
+    let _ = writeln!(w, "    Ok({krate}::as_i8(&arena[{}..{}]))\n}}", last.0, last.1);
     Ok(())
 }
 
@@ -264,30 +239,34 @@ mod tests {
         assert!(src.contains("Compiled<'static, MODEL_OPS, &'static [u8]>"));
         let src = compiled_source(&model, "rt", true, false).unwrap();
         assert!(src.contains("specialized: Some(rt::compiled::Specialized::Layers(&COMPILED_FNS))"));
-        assert!(src.contains("rt::compiled::SpecializedLayer { run: compiled_layer_5, output_len: 3 }"), "{src}");
+        let wiring = model.compiled_layer(5).unwrap().wiring.source("rt");
+        assert!(src.contains(&format!("rt::compiled::SpecializedLayer {{ run: compiled_layer_5, wiring: {wiring} }}")));
         assert!(!src.contains("compiled_run"));
         let src = compiled_source(&model, "rt", true, true).unwrap();
         assert!(src.contains("specialized: Some(rt::compiled::Specialized::Model(compiled_run))"));
         assert!(!src.contains("COMPILED_FNS"));
-        // The arena plan of `compiled::run_layers`, fixed: outputs of 144,
-        // 36, 36, 16, 4 and 3 values in 180 bytes, even layers at the
-        // start, odd layers at the end, each reading the one before.
+        // Each layer on its wiring's constant tensors: outputs of 144, 36,
+        // 36, 16, 4 and 3 values, planned in 180 bytes.
         for line in [
             "fn compiled_run<'b>(single: bool, x: &[i8], arena: &'b mut [u8]) -> Result<&'b [i8], rt::Error> {",
             "<&mut [u8; 180]>::try_from(a)",
             "return Err(rt::Error::ArenaTooSmall { needed: 180, found });",
             "if x.len() != 72 {",
             "return Err(rt::Error::InputLength { expected: 72, found: x.len() });",
-            "compiled_layer_0(single, x, rt::as_i8_mut(&mut arena[0..144]))?;",
-            "let (lo, hi) = arena.split_at_mut(144);\n        compiled_layer_1(single, rt::as_i8(&lo[0..144]), rt::as_i8_mut(hi))?;",
-            "let (lo, hi) = arena.split_at_mut(144);\n        compiled_layer_2(single, rt::as_i8(&hi[..36]), rt::as_i8_mut(&mut lo[..36]))?;",
-            "let (lo, hi) = arena.split_at_mut(164);\n        compiled_layer_3(single, rt::as_i8(&lo[0..36]), rt::as_i8_mut(hi))?;",
-            "let (lo, hi) = arena.split_at_mut(164);\n        compiled_layer_4(single, rt::as_i8(&hi[..16]), rt::as_i8_mut(&mut lo[..4]))?;",
-            "let (lo, hi) = arena.split_at_mut(177);\n        compiled_layer_5(single, rt::as_i8(&lo[0..4]), rt::as_i8_mut(hi))?;",
-            "Ok(rt::as_i8(&arena[177..180]))",
         ] {
             assert!(src.contains(line), "missing {line:?} in\n{src}");
         }
+        let mut last = (0, 0);
+        for i in 0..model.layer_count() {
+            let wiring = model.compiled_layer(i).unwrap().wiring;
+            let call = format!(
+                "let (x, y) = rt::compiled::connect(x, &mut arena[..], {})?;\n        compiled_layer_{i}(single, x, y)?;",
+                wiring.source("rt")
+            );
+            assert!(src.contains(&call), "missing {call:?} in\n{src}");
+            last = wiring.output;
+        }
+        assert!(src.contains(&format!("Ok(rt::as_i8(&arena[{}..{}]))", last.0, last.1)));
         assert!(src.contains("Compiled<'static, MODEL_OPS, &'static [rt::kernels::PreparedChannel]>"));
         for i in 0..model.layer_count() {
             assert!(src.contains(&format!("run_layer::<MODEL_OPS, {i}, ")), "layer {i}");

@@ -16,7 +16,7 @@
 //! the host here and on every emulated board).
 
 use crate::error::Error;
-use crate::format::{self, OpSet};
+use crate::format::{self, OpSet, layer::PARAM_COUNT};
 use crate::kernels::{ChannelTable, Clamp, ConvParams, PoolParams};
 use crate::model::Identity;
 
@@ -52,11 +52,54 @@ impl<C: ChannelTable> Step<'_, C> {
     }
 }
 
-/// One layer of a compiled model: its step and output length.
+/// Where a layer reads a tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The caller's input.
+    Input,
+    /// Bytes `start..end` of the arena.
+    Arena(usize, usize),
+}
+
+/// A layer's place in the graph: the tensors it reads and the arena range
+/// it writes (see [`crate::format`]'s layer record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wiring {
+    pub input: Source,
+    /// A two-input operator's second input: [`connect`] puts it in the
+    /// output range before the kernel runs, which then combines the first
+    /// input into it (an in-place plan has it there already).
+    pub second: Option<Source>,
+    /// Bytes `start..end` of the arena.
+    pub output: (usize, usize),
+}
+
+impl Wiring {
+    /// The wiring as a Rust expression, for a compiled model's source.
+    #[cfg(feature = "codegen")]
+    pub fn source(&self, krate: &str) -> alloc::string::String {
+        let source = |s: Source| match s {
+            Source::Input => alloc::format!("{krate}::compiled::Source::Input"),
+            Source::Arena(a, b) => alloc::format!("{krate}::compiled::Source::Arena({a}, {b})"),
+        };
+        let second = match self.second {
+            None => "None".into(),
+            Some(s) => alloc::format!("Some({})", source(s)),
+        };
+        alloc::format!(
+            "{krate}::compiled::Wiring {{ input: {}, second: {second}, output: ({}, {}) }}",
+            source(self.input),
+            self.output.0,
+            self.output.1
+        )
+    }
+}
+
+/// One layer of a compiled model: its step and its wiring.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CompiledLayer<'a, C: ChannelTable = &'a [u8]> {
     pub step: Step<'a, C>,
-    pub output_len: usize,
+    pub wiring: Wiring,
 }
 
 /// A model compiled into the firmware (see the module doc), linking the
@@ -101,11 +144,11 @@ pub type ModelFn = for<'b> fn(bool, &[i8], &'b mut [u8]) -> Result<&'b [i8], Err
 /// A compiled model's function for one layer: `(single rounding, input, output)`.
 pub type LayerFn = fn(bool, &[i8], &mut [i8]) -> Result<(), Error>;
 
-/// One layer of a specialised model: its function and output length.
+/// One layer of a specialised model: its function and wiring.
 #[derive(Debug, Clone, Copy)]
 pub struct SpecializedLayer {
     pub run: LayerFn,
-    pub output_len: usize,
+    pub wiring: Wiring,
 }
 
 impl<const OPS: OpSet, C: ChannelTable> Compiled<'_, OPS, C> {
@@ -119,13 +162,13 @@ impl<const OPS: OpSet, C: ChannelTable> Compiled<'_, OPS, C> {
         match self.specialized {
             None => {
                 let layer = |i: usize| self.layers.get(i).copied().ok_or(missing);
-                run_layers(self.layers.len(), input, len, arena, bytes, layer, |l, x, y| {
+                run_graph(self.layers.len(), input, len, arena, bytes, layer, |l, x, y| {
                     l.step.run::<OPS>(single, x, y)
                 })
             }
             Some(Specialized::Layers(fns)) => {
                 let layer = |i: usize| fns.get(i).copied().ok_or(missing);
-                run_layers(fns.len(), input, len, arena, bytes, layer, |l, x, y| (l.run)(single, x, y))
+                run_graph(fns.len(), input, len, arena, bytes, layer, |l, x, y| (l.run)(single, x, y))
             }
             Some(Specialized::Model(model)) => model(single, input, arena),
         }
@@ -160,12 +203,11 @@ const fn linked_rounding<const OPS: OpSet>(single: bool) -> bool {
     }
 }
 
-/// Runs `count` layers in the arena's ping-pong plan (see
-/// [`crate::plan_arena`]): even layers write at the start of the arena, odd
-/// layers at its end; layer 0 reads the caller's input. `layer(i)` gives
-/// layer `i`, `exec(layer, input, output)` runs it.
+/// Runs `count` layers of a graph, each on the tensors its [`Wiring`]
+/// names (see [`connect`]); the last layer's output is the model's.
+/// `layer(i)` gives layer `i`, `exec(layer, input, output)` runs it.
 #[inline(always)]
-pub(crate) fn run_layers<'b, L: OutputLen>(
+pub(crate) fn run_graph<'b, L: Wired>(
     count: usize,
     input: &[i8],
     input_len: usize,
@@ -181,65 +223,79 @@ pub(crate) fn run_layers<'b, L: OutputLen>(
         return Err(Error::ArenaTooSmall { needed: arena_bytes, found: arena.len() });
     }
     let arena = &mut arena[..arena_bytes];
-    let total = arena.len();
-    let mut prev: (usize, usize) = (0, 0);
+    let mut last = (0, 0);
     for i in 0..count {
         let l = layer(i)?;
-        let out_len = l.output_len();
-        let out_range = layer_range(i, out_len, total)?;
+        let wiring = l.wiring();
         // One call site for `exec`: it may be a whole kernel, inlined.
-        let (src, dst): (&[i8], &mut [u8]) = if i == 0 {
-            (input, &mut arena[out_range.0..out_range.1])
-        } else if i % 2 == 0 {
-            // The planner guarantees the two regions do not overlap; if they
-            // did (a blob that never passed `from_bytes`), a split panics
-            // here rather than aliasing.
-            let (lo, hi) = arena.split_at_mut(prev.0);
-            (crate::as_i8(&hi[..prev.1 - prev.0]), &mut lo[..out_range.1])
-        } else {
-            let (lo, hi) = arena.split_at_mut(out_range.0);
-            (crate::as_i8(&lo[prev.0..prev.1]), &mut hi[..])
-        };
-        exec(&l, src, crate::as_i8_mut(dst))?;
-        prev = out_range;
+        let (x, y) = connect(input, arena, wiring)?;
+        exec(&l, x, y)?;
+        last = wiring.output;
     }
-    Ok(crate::as_i8(&arena[prev.0..prev.1]))
+    arena.get(last.0..last.1).map(crate::as_i8).ok_or(Error::Malformed("layer output does not fit the arena"))
 }
 
-/// Where layer `i` writes its `out_len` values in an arena of `total`
-/// bytes, the ping-pong plan: even layers at the start, odd layers at the
-/// end. For [`run_layers`] and for a size build's generated model function
-/// (`codegen`), which fixes the same ranges at build time.
+/// One layer's tensors: its input (the caller's `input`, or an arena range
+/// outside its output) and its output range of `arena`, with a second
+/// input copied into the output first unless the plan put it there.
+/// Validated models never fail here; on other wirings this is an error,
+/// never a panic or an alias. For [`run_graph`] and for a size build's
+/// generated model function (`codegen`), which calls it with constants.
 #[inline(always)]
-pub(crate) fn layer_range(i: usize, out_len: usize, total: usize) -> Result<(usize, usize), Error> {
-    let too_big = Error::Malformed("layer output does not fit the arena");
-    let range = if i % 2 == 0 { (0, out_len) } else { (total.checked_sub(out_len).ok_or(too_big)?, total) };
-    if range.1 > total {
-        return Err(too_big);
+pub fn connect<'b>(input: &'b [i8], arena: &'b mut [u8], wiring: Wiring) -> Result<(&'b [i8], &'b mut [i8]), Error> {
+    let bad = Error::Malformed("layer tensors overlap or lie outside the arena");
+    let (start, end) = wiring.output;
+    if start > end || end > arena.len() {
+        return Err(bad);
     }
-    Ok(range)
+    match wiring.second {
+        None => {}
+        Some(Source::Input) => {
+            let out = &mut arena[start..end];
+            if input.len() != out.len() {
+                return Err(bad);
+            }
+            out.copy_from_slice(crate::as_u8(input));
+        }
+        Some(Source::Arena(a, b)) if (a, b) == (start, end) => {}
+        Some(Source::Arena(a, b)) => {
+            if b.checked_sub(a) != Some(end - start) || b > arena.len() || (a < end && start < b) {
+                return Err(bad);
+            }
+            arena.copy_within(a..b, start);
+        }
+    }
+    let (lo, rest) = arena.split_at_mut(start);
+    let (out, hi) = rest.split_at_mut(end - start);
+    let x: &[u8] = match wiring.input {
+        Source::Input => crate::as_u8(input),
+        Source::Arena(a, b) if b <= start => lo.get(a..b).ok_or(bad)?,
+        Source::Arena(a, b) if a >= end => hi.get(a - end..b - end).ok_or(bad)?,
+        Source::Arena(..) => return Err(bad),
+    };
+    Ok((crate::as_i8(x), crate::as_i8_mut(out)))
 }
 
-/// What [`run_layers`] needs of a layer besides running it.
-pub(crate) trait OutputLen {
-    fn output_len(&self) -> usize;
+/// What [`run_graph`] needs of a layer besides running it.
+pub(crate) trait Wired {
+    fn wiring(&self) -> Wiring;
 }
 
-impl<C: ChannelTable> OutputLen for CompiledLayer<'_, C> {
-    fn output_len(&self) -> usize {
-        self.output_len
+impl<C: ChannelTable> Wired for CompiledLayer<'_, C> {
+    fn wiring(&self) -> Wiring {
+        self.wiring
     }
 }
 
-impl OutputLen for SpecializedLayer {
-    fn output_len(&self) -> usize {
-        self.output_len
+impl Wired for SpecializedLayer {
+    fn wiring(&self) -> Wiring {
+        self.wiring
     }
 }
 
 /// A convolution's parameters for a compiled model's table; fails the
 /// build (a compile-time panic) on parameters `from_bytes` would refuse.
-pub const fn conv(p: [u16; 8], input_zero_point: i32, output_zero_point: i32, clamp: Clamp) -> ConvParams {
+pub const fn conv(p: [u16; PARAM_COUNT], input_zero_point: i32, output_zero_point: i32, clamp: Clamp) -> ConvParams {
     match ConvParams::from_record(p, input_zero_point, output_zero_point, clamp) {
         Ok(c) => c,
         Err(e) => panic!("{}", e),
@@ -247,7 +303,7 @@ pub const fn conv(p: [u16; 8], input_zero_point: i32, output_zero_point: i32, cl
 }
 
 /// A pooling layer's parameters for a compiled model's table (see [`conv`]).
-pub const fn pool(p: [u16; 8], clamp: Clamp) -> PoolParams {
+pub const fn pool(p: [u16; PARAM_COUNT], clamp: Clamp) -> PoolParams {
     match PoolParams::from_record(p, clamp) {
         Ok(c) => c,
         Err(e) => panic!("{}", e),

@@ -53,6 +53,11 @@ impl fmt::Display for Error {
                 write!(f, "model blob is truncated: needs {needed} bytes, has {found}")
             }
             Error::BadMagic => f.write_str("not a tinykd model (bad magic bytes)"),
+            Error::UnsupportedVersion { found, supported } if found < supported => write!(
+                f,
+                "model format version {found} is older than this runtime reads ({supported}); \
+                 export the model again with this tinykd"
+            ),
             Error::UnsupportedVersion { found, supported } => write!(
                 f,
                 "model format version {found} is not supported (this runtime reads version {supported}); \

@@ -3,7 +3,7 @@
 //! All integers are little-endian. The blob is:
 //!
 //! ```text
-//! header (64 B) | layer table (layer_count × 64 B) | tensors, each 4-byte aligned
+//! header (64 B) | layer table (layer_count × 80 B) | tensors, each 4-byte aligned
 //! ```
 //!
 //! Header fields (byte offset: field):
@@ -26,7 +26,7 @@
 //! | 40 | input zero point (i32) |
 //! | 44 | output scale (f32 bits) |
 //! | 48 | output zero point (i32) |
-//! | 52 | arena bytes (u32), as planned by [`crate::plan_arena`] |
+//! | 52 | arena bytes (u32): the layer outputs' plan (see the layer record) |
 //! | 56 | layer table offset (u32) |
 //! | 60 | reserved (0) |
 //!
@@ -40,16 +40,28 @@
 //! | 3 | activation max (i8) |
 //! | 4 | input element count (u32) |
 //! | 8 | output element count (u32) |
-//! | 12 | operator parameters (8 × u16) |
-//! | 28 | input zero point (i32) |
-//! | 32 | output zero point (i32) |
-//! | 36 | output scale (f32 bits, metadata) |
-//! | 40 | weights offset (u32), int8 |
-//! | 44 | weights length (u32) |
-//! | 48 | channel table offset (u32): per output channel `bias i32, multiplier i32, shift i32` |
-//! | 52 | channel count (u32) |
-//! | 56 | weight scales offset (u32): per output channel f32 (metadata, for exporters) |
-//! | 60 | reserved (0) |
+//! | 12 | operator parameters (12 × u16) |
+//! | 36 | input zero point (i32) |
+//! | 40 | output zero point (i32) |
+//! | 44 | output scale (f32 bits, metadata) |
+//! | 48 | weights offset (u32), int8 |
+//! | 52 | weights length (u32) |
+//! | 56 | channel table offset (u32): per output channel `bias i32, multiplier i32, shift i32` |
+//! | 60 | channel count (u32) |
+//! | 64 | weight scales offset (u32): per output channel f32 (metadata, for exporters) |
+//! | 68 | input tensor (u16): 0 the model input, `k` the output of layer `k − 1` |
+//! | 70 | second input tensor (u16, same numbering), [`NO_TENSOR`] for one-input operators |
+//! | 72 | output offset in the arena (u32) |
+//! | 76 | reserved (0) |
+//!
+//! The layers form a graph in execution order: a layer reads tensors that
+//! the model input or earlier layers produced, and the last layer's output
+//! is the model's. Every layer output lives in the arena at the offset its
+//! record gives, planned by the host over the tensors' lifetimes: while a
+//! tensor may still be read, no other output overlaps it, except that an
+//! operator that computes in place (see [`Op::Add`]) may write exactly over
+//! its second input when that input is read by no later layer.
+//! [`crate::Model::from_bytes`] checks all of it.
 //!
 //! Activations (including the model input) are stored channels-last (HWC):
 //! element `(h, w, c)` of an `H × W × C` tensor is at `(h · W + w) · C + c`,
@@ -66,17 +78,23 @@
 //!   bias, *not* folded. With SAME padding an edge window has only part of
 //!   its taps in the input, so the zero-point correction differs per output
 //!   position and cannot be one constant per channel; the kernel applies it
-//!   using the record's input zero point (offset 28), which must be in
+//!   using the record's input zero point (offset 36), which must be in
 //!   `-128..=127`.
 //! * [`Op::Softmax`]: one entry, not per channel: the bias field holds
 //!   `diff_min`, the multiplier and shift those of `β · s_in · 2^26` (a left
 //!   shift, `0..=30`); its one weight scale is β (metadata). Output scale
 //!   1/256, zero point −128, as TFLite's int8 softmax.
+//! * [`Op::Add`]: three entries: the first and second inputs' (bias field:
+//!   the input's zero point; multiplier and shift: its rescaling), then the
+//!   output's (bias 0). Weight scales: the two input scales and the output
+//!   scale (metadata).
 //!
-//! Convolution and pooling shapes follow TFLite: VALID gives
+//! Convolution and pooling shapes follow TFLite, per axis: VALID gives
 //! `(in − k) / stride + 1` outputs (needs `in ≥ k`); SAME gives
 //! `ceil(in / stride)` outputs with `max((out − 1)·stride + k − in, 0) / 2`
 //! padding before (rounded down). Taps outside the input are skipped.
+//! Windows have a stride per axis: parameter 6 is the height's, parameter
+//! 8 the width's.
 
 /// Magic bytes at the start of every `.tkd` blob.
 pub const MAGIC: [u8; 4] = *b"TKDM";
@@ -95,11 +113,13 @@ pub const FLAG_SINGLE_ROUNDING: u8 = 2;
 pub const KNOWN_FLAGS: u8 = FLAG_DATA_CHANNELS_LAST | FLAG_SINGLE_ROUNDING;
 
 /// The format version this runtime reads and the host writes.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Length of the fixed header.
 pub const HEADER_LEN: usize = 64;
 /// Length of one layer record.
-pub const LAYER_RECORD_LEN: usize = 64;
+pub const LAYER_RECORD_LEN: usize = 80;
+/// A layer record's second input when the operator has one input.
+pub const NO_TENSOR: u16 = u16::MAX;
 /// Length of one channel-table entry (bias, multiplier, shift).
 pub const CHANNEL_ENTRY_LEN: usize = 12;
 /// Alignment of every tensor inside the blob.
@@ -143,16 +163,19 @@ pub mod layer {
     pub const INPUT_LEN: usize = 4;
     pub const OUTPUT_LEN: usize = 8;
     pub const PARAMS: usize = 12;
-    pub const INPUT_ZERO_POINT: usize = 28;
-    pub const OUTPUT_ZERO_POINT: usize = 32;
-    pub const OUTPUT_SCALE: usize = 36;
-    pub const WEIGHTS_OFFSET: usize = 40;
-    pub const WEIGHTS_LEN: usize = 44;
-    pub const CHANNELS_OFFSET: usize = 48;
-    pub const CHANNEL_COUNT: usize = 52;
-    pub const WEIGHT_SCALES_OFFSET: usize = 56;
+    pub const INPUT_ZERO_POINT: usize = 36;
+    pub const OUTPUT_ZERO_POINT: usize = 40;
+    pub const OUTPUT_SCALE: usize = 44;
+    pub const WEIGHTS_OFFSET: usize = 48;
+    pub const WEIGHTS_LEN: usize = 52;
+    pub const CHANNELS_OFFSET: usize = 56;
+    pub const CHANNEL_COUNT: usize = 60;
+    pub const WEIGHT_SCALES_OFFSET: usize = 64;
+    pub const INPUT_TENSOR: usize = 68;
+    pub const SECOND_TENSOR: usize = 70;
+    pub const OUTPUT_OFFSET: usize = 72;
     /// Number of u16 operator parameters.
-    pub const PARAM_COUNT: usize = 8;
+    pub const PARAM_COUNT: usize = 12;
 }
 
 pub use crate::ops::Op;

@@ -22,7 +22,7 @@
 //! ```
 #![cfg_attr(not(test), no_std)]
 
-#[cfg(feature = "codegen")]
+#[cfg(any(test, feature = "codegen"))]
 extern crate alloc;
 
 #[cfg(feature = "codegen")]
@@ -33,35 +33,13 @@ pub mod format;
 pub mod kernels;
 pub mod model;
 pub mod ops;
+#[cfg(any(test, feature = "codegen"))]
+pub mod plan;
 pub mod requant;
 
 pub use compiled::Compiled;
 pub use error::Error;
 pub use model::{Identity, Layer, Model, QuantParams};
-
-/// Plans the activation arena of a sequential network: layer `i` writes its
-/// output at the start of the arena when `i` is even and at the end when odd,
-/// reading the previous layer's output from the other end (layer 0 reads the
-/// caller's input). The arena must hold the first output and every adjacent
-/// pair of outputs.
-///
-/// Takes the layers' output lengths; returns the arena size in bytes.
-pub fn plan_arena<I>(output_lengths: I) -> Result<usize, Error>
-where
-    I: IntoIterator<Item = Result<usize, Error>>,
-{
-    let mut need = 0usize;
-    let mut prev: Option<usize> = None;
-    for len in output_lengths {
-        let len = len?;
-        need = need.max(match prev {
-            None => len,
-            Some(p) => p.checked_add(len).ok_or(Error::Malformed("arena size overflows"))?,
-        });
-        prev = Some(len);
-    }
-    Ok(need)
-}
 
 /// Views bytes as int8 values (same size and alignment; no copy).
 pub fn as_i8(b: &[u8]) -> &[i8] {
@@ -116,15 +94,6 @@ mod tests {
         assert_eq!(argmax(&[-128, -127]), 1);
         assert_eq!(argmax(&[127]), 0);
         assert_eq!(argmax(&[]), 0);
-    }
-
-    #[test]
-    fn arena_plan_is_max_adjacent_pair() {
-        let plan = |v: &[usize]| plan_arena(v.iter().map(|&x| Ok(x))).unwrap();
-        assert_eq!(plan(&[32]), 32);
-        assert_eq!(plan(&[32, 10]), 42);
-        assert_eq!(plan(&[64, 8, 64, 10]), 74);
-        assert_eq!(plan(&[]), 0);
     }
 
     #[test]

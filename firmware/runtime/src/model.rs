@@ -1,6 +1,6 @@
 //! Loading (with full validation) and running a `.tkd` model.
 
-use crate::compiled::{CompiledLayer, Step, check_ops, run_layers};
+use crate::compiled::{CompiledLayer, Source, Step, Wiring, check_ops, run_graph};
 use crate::error::Error;
 use crate::format::{self, ALL_OPS, Activation, Op, OpSet, header, layer, read_i32, read_u16, read_u32};
 use crate::kernels::{Clamp, ConvParams, PoolParams};
@@ -28,6 +28,12 @@ pub struct Layer {
     pub channels_offset: usize,
     pub channel_count: usize,
     pub weight_scales_offset: usize,
+    /// The tensor the layer reads: 0 the model input, `k` layer `k − 1`'s output.
+    pub input_tensor: u16,
+    /// A two-input operator's second input (same numbering), else [`format::NO_TENSOR`].
+    pub second_tensor: u16,
+    /// Where the layer's output starts in the arena.
+    pub output_offset: usize,
 }
 
 /// A validated model, borrowing its blob (flash on a device).
@@ -54,7 +60,7 @@ fn malformed(what: &'static str) -> Error {
 impl Layer {
     /// Shape and quantization of a [`Op::Conv2d`] or [`Op::DepthwiseConv2d`]
     /// layer, from params `[in_h, in_w, in_c, out_c, kernel_h, kernel_w,
-    /// stride, padding]`. Checks the parameters themselves; lengths are
+    /// stride_h, padding, stride_w, 0, 0, 0]`. Checks the parameters themselves; lengths are
     /// checked by `Model::from_bytes`.
     pub fn conv_params(&self) -> Result<ConvParams, Error> {
         ConvParams::from_record(self.params, self.input_zero_point, self.output.zero_point, self.clamp)
@@ -62,7 +68,7 @@ impl Layer {
     }
 
     /// Shape of a [`Op::MaxPool2d`] or [`Op::AvgPool2d`] layer, from params
-    /// `[in_h, in_w, c, pool_h, pool_w, stride, padding, 0]`.
+    /// `[in_h, in_w, c, pool_h, pool_w, stride_h, padding, 0, stride_w, 0, 0, 0]`.
     pub fn pool_params(&self) -> Result<PoolParams, Error> {
         PoolParams::from_record(self.params, self.clamp).map_err(malformed)
     }
@@ -190,31 +196,82 @@ impl<'a> Model<'a> {
             model.ops = ops | rounding;
             return Ok(model);
         }
-        let mut expected_input = input_len;
         let mut ops = 0;
-        let mut last_output = 0;
         for i in 0..layer_count {
             let l = model.layer(i)?;
-            if l.input_len != expected_input {
-                return Err(malformed("layer input length does not match the previous output"));
-            }
             if l.output_len == 0 {
                 return Err(malformed("layer output is empty"));
             }
+            if model.tensor_len(l.input_tensor, i)? != l.input_len {
+                return Err(malformed("layer input length differs from its input tensor's"));
+            }
+            match (l.op.inputs(), l.second_tensor) {
+                (1, format::NO_TENSOR) => {}
+                (2, t) if t != format::NO_TENSOR => {
+                    if model.tensor_len(t, i)? != l.output_len {
+                        return Err(malformed("second input length differs from the output length"));
+                    }
+                }
+                _ => return Err(malformed("second input tensor does not match the operator")),
+            }
+            if l.output_offset.checked_add(l.output_len).is_none_or(|end| end > arena_bytes) {
+                return Err(malformed("layer output does not fit the declared arena"));
+            }
             model.validate_layer(&l)?;
             ops |= l.op.bit();
-            expected_input = l.output_len;
-            last_output = l.output_len;
         }
-        if last_output != class_count {
+        if model.layer(layer_count - 1)?.output_len != class_count {
             return Err(malformed("last layer output length differs from the class count"));
         }
-        let needed = crate::plan_arena(model.layers().map(|l| l.map(|l| l.output_len)))?;
-        if arena_bytes < needed {
-            return Err(malformed("declared arena is smaller than the plan"));
-        }
+        model.check_plan()?;
         model.ops = ops | rounding;
         Ok(model)
+    }
+
+    /// Length of tensor `t` as read by layer `reader` (which only reads the
+    /// model input and earlier layers' outputs).
+    fn tensor_len(&self, t: u16, reader: usize) -> Result<usize, Error> {
+        match t as usize {
+            0 => Ok(self.input_len),
+            k if k <= reader => Ok(self.layer(k - 1)?.output_len),
+            _ => Err(malformed("layer reads a tensor that is not produced before it")),
+        }
+    }
+
+    /// Checks the arena plan: no layer writes over a tensor that the layer
+    /// itself or a later one still reads, except a two-input operator
+    /// writing exactly over its second input, read by no later layer (in
+    /// place). Quadratic in the layer count, without allocation.
+    fn check_plan(&self) -> Result<(), Error> {
+        let overlap = malformed("the arena plan writes over a tensor that is still read");
+        for j in 0..self.layer_count {
+            let produced = self.layer(j)?;
+            let (start, end) = (produced.output_offset, produced.output_offset + produced.output_len);
+            let tensor = (j + 1) as u16;
+            // The last layer that reads tensor `j + 1`.
+            let mut last_read = j;
+            for k in j + 1..self.layer_count {
+                let l = self.layer(k)?;
+                if l.input_tensor == tensor || l.second_tensor == tensor {
+                    last_read = k;
+                }
+            }
+            for i in j + 1..=last_read {
+                let l = self.layer(i)?;
+                let (s, e) = (l.output_offset, l.output_offset + l.output_len);
+                if s >= end || start >= e {
+                    continue;
+                }
+                let in_place = l.second_tensor == tensor
+                    && l.input_tensor != tensor
+                    && i == last_read
+                    && (s, e) == (start, end);
+                if !in_place {
+                    return Err(overlap);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn tensor_in_bounds(&self, offset: usize, len: usize) -> bool {
@@ -278,6 +335,9 @@ impl<'a> Model<'a> {
             channels_offset: u(layer::CHANNELS_OFFSET)?,
             channel_count: u(layer::CHANNEL_COUNT)?,
             weight_scales_offset: u(layer::WEIGHT_SCALES_OFFSET)?,
+            input_tensor: read_u16(b, layer::INPUT_TENSOR).ok_or(short)?,
+            second_tensor: read_u16(b, layer::SECOND_TENSOR).ok_or(short)?,
+            output_offset: u(layer::OUTPUT_OFFSET)?,
         })
     }
 
@@ -391,7 +451,27 @@ impl<'a> Model<'a> {
     fn compiled_layer_in<const OPS: OpSet>(&self, i: usize) -> Result<CompiledLayer<'a>, Error> {
         let l = self.layer(i)?;
         let step = Step::decode::<OPS>(&l, self.weights(&l), self.channel_table(&l))?;
-        Ok(CompiledLayer { step, output_len: l.output_len })
+        Ok(CompiledLayer { step, wiring: self.wiring(&l)? })
+    }
+
+    /// Where a layer reads and writes (its record's tensors, resolved).
+    pub fn wiring(&self, l: &Layer) -> Result<Wiring, Error> {
+        let source = |t: u16| -> Result<Source, Error> {
+            match t as usize {
+                0 => Ok(Source::Input),
+                k if k <= self.layer_count => {
+                    let p = self.layer(k - 1)?;
+                    Ok(Source::Arena(p.output_offset, p.output_offset.saturating_add(p.output_len)))
+                }
+                _ => Err(malformed("layer reads a tensor that is not produced before it")),
+            }
+        };
+        let second = if l.second_tensor == format::NO_TENSOR { None } else { Some(source(l.second_tensor)?) };
+        Ok(Wiring {
+            input: source(l.input_tensor)?,
+            second,
+            output: (l.output_offset, l.output_offset.saturating_add(l.output_len)),
+        })
     }
 
     /// Runs the model on one int8 input and returns the int8 logits, which
@@ -409,7 +489,7 @@ impl<'a> Model<'a> {
     pub fn run_with_ops<'b, const OPS: OpSet>(&self, input: &[i8], arena: &'b mut [u8]) -> Result<&'b [i8], Error> {
         let single = check_ops::<OPS>(self.ops)?;
         let (n, len, bytes) = (self.layer_count, self.input_len, self.arena_bytes);
-        run_layers(
+        run_graph(
             n,
             input,
             len,
@@ -421,17 +501,19 @@ impl<'a> Model<'a> {
     }
 
     /// Runs layer `i` alone on its int8 input (channels-last), writing its
-    /// output: what [`Model::run`] does for that layer. For host tools that
-    /// need every layer's output (quantization-aware training); firmware
-    /// calls [`Model::run_with_ops`].
+    /// output: what [`Model::run`] does for that layer. A two-input
+    /// operator finds its second input in `output` (see
+    /// [`crate::compiled::Wiring::second`]). For host tools that need every
+    /// layer's output (quantization-aware training); firmware calls
+    /// [`Model::run_with_ops`].
     pub fn run_layer_at(&self, i: usize, input: &[i8], output: &mut [i8]) -> Result<(), Error> {
         let l = self.compiled_layer(i)?;
-        let expected = self.layer(i)?.input_len;
-        if input.len() != expected {
-            return Err(Error::InputLength { expected, found: input.len() });
+        let record = self.layer(i)?;
+        if input.len() != record.input_len {
+            return Err(Error::InputLength { expected: record.input_len, found: input.len() });
         }
-        if output.len() != l.output_len {
-            return Err(Error::InputLength { expected: l.output_len, found: output.len() });
+        if output.len() != record.output_len {
+            return Err(Error::InputLength { expected: record.output_len, found: output.len() });
         }
         l.step.run::<ALL_OPS>(self.single_rounding(), input, output)
     }

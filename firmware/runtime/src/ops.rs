@@ -26,6 +26,11 @@ pub trait Operator {
     /// `C` its channel table (raw, or prepared at compile time).
     type Step<'a, C: ChannelTable>: Copy + core::fmt::Debug + PartialEq;
 
+    /// How many tensors the operator reads: 1, or 2 for an operator that
+    /// combines its first input into its output, which holds the second
+    /// input when the kernel starts (see [`crate::compiled::Wiring`]).
+    const INPUTS: usize = 1;
+
     /// Checks a layer record's operator parameters against its lengths and
     /// tensor sizes. The model checks what every record shares (the clamp,
     /// the tensors' bounds, the channel table's multipliers).
@@ -97,6 +102,13 @@ macro_rules! operators {
                 match v {
                     $( $code => Some(Op::$name), )*
                     _ => None,
+                }
+            }
+
+            /// How many tensors the operator reads (see [`Operator::INPUTS`]).
+            pub const fn inputs(self) -> usize {
+                match self {
+                    $( Op::$name => <$ty as Operator>::INPUTS, )*
                 }
             }
 
@@ -253,6 +265,15 @@ operators! {
     /// `[depth, 0, …]`; one channel entry `diff_min, multiplier, left shift`
     /// (see [`kernels::softmax`]); output scale 1/256, zero point −128.
     Softmax = 7, Softmax => kernels::softmax::Softmax;
+    /// Element-wise addition of two tensors of one shape, TFLite's int8
+    /// algorithm, computed in place over the second input: params all 0;
+    /// three channel entries (see [`kernels::add`]).
+    Add = 8, Add => kernels::add::Add;
+    /// A convolution added into its second input (ResNet's block end), in
+    /// one pass: [`Op::Conv2d`]'s record with the convolution's clamp in
+    /// `params[9..11]` and [`Op::Add`]'s three entries after its own (see
+    /// [`kernels::conv_add`]).
+    ConvAdd = 9, ConvAdd => kernels::conv_add::ConvAdd;
 }
 
 #[cfg(test)]

@@ -166,7 +166,15 @@ pub fn int8_model(blob: &[u8], layout: Layout) -> Result<Vec<u8>> {
     let mut b = Builder::new(layout, &internal, [c, h, w], one_d);
     b.qdq(m.input_quant());
     let mut at = Cursor { chw: [c, h, w], flat: false, one_d, q: m.input_quant() };
-    for l in &layers {
+    for (i, l) in layers.iter().enumerate() {
+        if l.input_tensor as usize != i {
+            bail!(
+                "layer {i} ({}) reads tensor {}, not the layer before it: graph models do not export to ONNX yet \
+                 (TFLite and C do)",
+                l.op.name(),
+                l.input_tensor
+            );
+        }
         let scales = super::channel_scales(&m, l, at.q.scale)?;
         int8_op(l.op).qdq(&mut b, &mut at, l, m.weights(l), &scales)?;
         b.activation(l.activation, l.output);

@@ -21,7 +21,7 @@
 //! is (and has optimized CMSIS-NN kernels). A fully connected layer after a
 //! feature map is preceded by a `RESHAPE` to `[1, H·W·C]`.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use tinykd_runtime::QuantParams;
 use tinykd_runtime::format::Activation;
 use tinykd_runtime::kernels::Clamp;
@@ -182,8 +182,11 @@ pub(super) fn padding(p: u16) -> tfl::Padding {
 }
 
 /// The tensor the next operator reads, with its shape and quantization.
+#[derive(Debug, Clone)]
 pub(super) struct Cursor {
     pub tensor: i32,
+    /// A two-input operator's second input.
+    pub second: Option<i32>,
     pub shape: Vec<usize>,
     pub q: QuantParams,
 }
@@ -202,14 +205,20 @@ pub fn int8_model(blob: &[u8]) -> Result<Vec<u8>> {
     let flat_input = layers.first().is_some_and(|l| int8_op(l.op).takes_flat_input());
     let shape: Vec<usize> = if flat_input { vec![1, c * h * w] } else { vec![1, h, w, c] };
     let input = g.activation("input".into(), &shape, m.input_quant())?;
-    let mut at = Cursor { tensor: input, shape, q: m.input_quant() };
+    // Every tensor of the graph so far: the input, then each layer's output.
+    let mut tensors = vec![Cursor { tensor: input, second: None, shape, q: m.input_quant() }];
     for (i, l) in layers.iter().enumerate() {
+        let tensor = |t: u16| tensors.get(t as usize).cloned().context("a layer reads a tensor not written before it");
+        let mut at = tensor(l.input_tensor)?;
+        if l.second_tensor != tinykd_runtime::format::NO_TENSOR {
+            at.second = Some(tensor(l.second_tensor)?.tensor);
+        }
         let scales = checked_scales(&m, i, l, at.q.scale)?;
         let name = |kind: &str| format!("{i:02}_{kind}");
         let out = int8_op(l.op).tflite(&mut g, &mut at, l, m.weights(l), &scales, &name)?;
-        at.tensor = out;
-        at.q = l.output;
+        tensors.push(Cursor { tensor: out, second: None, shape: at.shape, q: l.output });
     }
+    let Some(mut at) = tensors.pop() else { bail!("the model has no layers") };
     if at.shape.len() != 2 {
         at.shape = vec![1, m.class_count()];
         at.tensor = g.reshape(at.tensor, &at.shape, at.q, "logits".into())?;

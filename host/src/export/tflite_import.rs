@@ -2,13 +2,14 @@
 //! export's mapping read the other way, one operator family at a time (each
 //! family's `Int8Op::import`, in `ops/`).
 //!
-//! Any int8 model made of the operators tinykd runs and laid out as a chain
-//! (each operator reads the one before: keyword spotting's DS-CNN,
-//! MobileNet, fully connected autoencoders) imports; `RESHAPE` and
-//! `SQUEEZE` are views on the device and leave no layer. Anything else — a
-//! branch, an unsupported operator, a float or int16 tensor, dilation,
-//! unequal strides, a truncated file — is a one-line error naming the
-//! operator or tensor. The arithmetic is TFLite's own: every requantization
+//! Any int8 model made of the operators tinykd runs imports, chains
+//! (keyword spotting's DS-CNN, MobileNet, fully connected autoencoders) and
+//! graphs (ResNet's residual additions) alike: each layer names the tensors
+//! it reads, and the arena plan keeps every tensor until its last reader.
+//! `RESHAPE` and `SQUEEZE` are views on the device and leave no layer.
+//! Anything else — an unsupported operator, a float or int16 tensor,
+//! dilation, broadcasting, a truncated file — is a one-line error naming
+//! the operator or tensor. The arithmetic is TFLite's own: every requantization
 //! multiplier is derived from the file's float scales as TFLite Micro
 //! derives it, so the `.tkd` computes what TFLite Micro computes, bit for
 //! bit (tested on MLPerf Tiny's reference models).
@@ -178,18 +179,14 @@ pub(super) fn activation(f: tfl::ActivationFunctionType) -> Result<Activation> {
     })
 }
 
-/// The one stride a window of `sh × sw` strides runs with on the device:
-/// the strides when equal, else the stride of the axis with more than one
-/// output (an axis with one output does not step). The caller checks that
-/// the window gives the file's output shape with it.
-pub(super) fn one_stride((sh, sw): (i32, i32), (oh, ow): (usize, usize)) -> Result<usize> {
-    let stride = match (sh == sw, oh, ow) {
-        (true, _, _) => sh,
-        (false, 1, _) => sw,
-        (false, _, 1) => sh,
-        _ => bail!("strides {sh}×{sw} differ: tinykd's windows take one stride for both axes"),
-    };
-    usize::try_from(stride).ok().filter(|&s| s > 0).with_context(|| format!("stride {stride} is not positive"))
+/// A window's strides `[sh, sw]`, each positive. The caller checks that
+/// the window gives the file's output shape with them.
+pub(super) fn strides((sh, sw): (i32, i32)) -> Result<[usize; 2]> {
+    let positive = |s: i32| usize::try_from(s).ok().filter(|&s| s > 0);
+    match (positive(sh), positive(sw)) {
+        (Some(h), Some(w)) => Ok([h, w]),
+        _ => bail!("strides {sh}×{sw} are not positive"),
+    }
 }
 
 /// The record's padding code (0 VALID, 1 SAME).
@@ -251,41 +248,49 @@ pub fn import(bytes: &[u8]) -> Result<TkdModel> {
         bail!("the model has {} inputs and {} outputs; tinykd imports one of each", inputs.len(), outputs.len());
     };
     let codes = model.operator_codes.as_deref().unwrap_or_default();
-    let mut current = *input;
+    // The `.tkd` tensor of each TFLite tensor written so far: 0 the input,
+    // `k` layer `k − 1`'s output (a view shares its source's).
+    let mut written = std::collections::HashMap::from([(*input, 0usize)]);
     let mut layers: Vec<TkdLayer> = Vec::new();
     for (k, op) in graph.operators.as_deref().unwrap_or_default().iter().enumerate() {
         let code = codes.get(op.opcode_index as usize).map(builtin_code).context("an operator has no operator code")?;
         let name = code_name(code);
         let (ins, outs) = io(op);
         let ([x, ..], [y]) = (ins, outs) else { bail!("operator {k} ({name}) has no input or not one output") };
-        if *x != current {
-            bail!(
-                "operator {k} ({name}) reads tensor '{}', not the output of the operator before it: tinykd imports \
-                 chains of operators (no branches)",
-                r.name(*x)
-            );
-        }
         let context = || format!("operator {k} ({name}, output '{}')", r.name(*y));
+        let source = |t: i32| {
+            written.get(&t).copied().with_context(|| {
+                format!("{}: reads tensor '{}', which is neither the model input nor an operator's output", context(), r.name(t))
+            })
+        };
         if is_view(code) {
             // A view: the device's activation is flat already.
             let (qx, qy) = (r.activation(*x).with_context(context)?, r.activation(*y).with_context(context)?);
             if qx != qy {
                 bail!("{}: its input and output are quantized differently", context());
             }
-        } else {
-            let family = importer(code).with_context(|| {
-                format!(
-                    "operator {k} ({name}) is not supported by tinykd (it runs CONV_2D, DEPTHWISE_CONV_2D, \
-                     FULLY_CONNECTED, AVERAGE_POOL_2D, MAX_POOL_2D, SOFTMAX, RESHAPE, SQUEEZE)"
-                )
-            })?;
-            layers.push(family.import(&r, op, code).with_context(context)?);
+            let t = source(*x)?;
+            written.insert(*y, t);
+            continue;
         }
-        current = *y;
+        let family = importer(code).with_context(|| {
+            format!(
+                "operator {k} ({name}) is not supported by tinykd (it runs CONV_2D, DEPTHWISE_CONV_2D, \
+                 FULLY_CONNECTED, AVERAGE_POOL_2D, MAX_POOL_2D, SOFTMAX, ADD, RESHAPE, SQUEEZE)"
+            )
+        })?;
+        let mut layer = family.import(&r, op, code).with_context(context)?;
+        layer.input = Some(source(*x)?);
+        if layer.op.inputs() == 2 {
+            layer.second = Some(source(ins[1])?);
+        }
+        layers.push(layer);
+        written.insert(*y, layers.len());
     }
-    if current != *output || layers.is_empty() {
-        bail!("the model's output '{}' is not the end of its chain of operators", r.name(*output));
+    if layers.is_empty() || written.get(output) != Some(&layers.len()) {
+        bail!("the model's output '{}' is not written by its last operator", r.name(*output));
     }
+    add_over_dying_inputs(&mut layers);
     let in_shape = r.shape(*input)?;
     let (input_shape, channels_last) = match in_shape.as_slice() {
         [1, n] => (vec![*n], false),
@@ -305,6 +310,32 @@ pub fn import(bytes: &[u8]) -> Result<TkdModel> {
         data_channels_last: channels_last,
         single_rounding: false,
     })
+}
+
+/// Puts each addition's dying input second, so that the sum is written
+/// over it (in place, see `tinykd_runtime::plan`): an addition computes
+/// over its second input, and its two inputs swap with their
+/// requantization entries, the sum unchanged bit for bit.
+fn add_over_dying_inputs(layers: &mut [TkdLayer]) {
+    let n = layers.len();
+    let mut last_read = vec![0; n + 1];
+    for (i, l) in layers.iter().enumerate() {
+        for t in std::iter::once(l.input_tensor(i)).chain(l.second) {
+            last_read[t] = i;
+        }
+    }
+    last_read[n] = n;
+    for (i, l) in layers.iter_mut().enumerate() {
+        let (Some(second), first) = (l.second, l.input_tensor(i)) else { continue };
+        let (first_dies, second_dies) = (first > 0 && last_read[first] == i, second > 0 && last_read[second] == i);
+        if first_dies && !second_dies && first != second && l.channels.len() == 3 && l.weight_scales.len() == 3 {
+            l.input = Some(second);
+            l.second = Some(first);
+            l.channels.swap(0, 1);
+            l.weight_scales.swap(0, 1);
+            l.input_zero_point = l.channels[0].bias;
+        }
+    }
 }
 
 /// What `tinykd inspect` says of a `.tflite`: each operator with its

@@ -4,6 +4,7 @@
 use anyhow::{Context, Result, bail};
 use tinykd_runtime::format::{self, Activation, Op, header, layer};
 use tinykd_runtime::kernels::{ChannelQuant, Clamp};
+use tinykd_runtime::plan::{Plan, PlanLayer};
 use tinykd_runtime::{Model, QuantParams};
 
 /// One quantized layer to serialise.
@@ -20,6 +21,18 @@ pub struct TkdLayer {
     pub weights: Vec<i8>,
     pub channels: Vec<ChannelQuant>,
     pub weight_scales: Vec<f32>,
+    /// The tensor the layer reads: 0 the model input, `k` layer `k − 1`'s
+    /// output; `None` the layer before it (a chain).
+    pub input: Option<usize>,
+    /// A two-input operator's second input, same numbering.
+    pub second: Option<usize>,
+}
+
+impl TkdLayer {
+    /// The tensor layer `i` reads.
+    pub fn input_tensor(&self, i: usize) -> usize {
+        self.input.unwrap_or(i)
+    }
 }
 
 /// A whole quantized model to serialise.
@@ -44,6 +57,22 @@ fn u32_of(v: usize, what: &str) -> Result<u32> {
     u32::try_from(v).with_context(|| format!("{what} = {v} does not fit the .tkd format"))
 }
 
+/// The arena plan of `m`'s layers (see `tinykd_runtime::plan`), after
+/// checking that each reads tensors written before it.
+pub fn plan_arena(m: &TkdModel) -> Result<Plan> {
+    let mut layers = Vec::with_capacity(m.layers.len());
+    for (i, l) in m.layers.iter().enumerate() {
+        let input = l.input_tensor(i);
+        for t in std::iter::once(input).chain(l.second) {
+            if t > i {
+                bail!("layer {i} ({}) reads tensor {t}, which no layer before it writes", l.op.name());
+            }
+        }
+        layers.push(PlanLayer { output_len: l.output_len, input, second: l.second });
+    }
+    Ok(tinykd_runtime::plan::plan(&layers))
+}
+
 /// Serialises `m` and validates the result with the device parser.
 pub fn encode(m: &TkdModel) -> Result<Vec<u8>> {
     if m.input_shape.is_empty() || m.input_shape.len() > format::MAX_INPUT_RANK {
@@ -57,6 +86,7 @@ pub fn encode(m: &TkdModel) -> Result<Vec<u8>> {
         out.extend_from_slice(bytes);
         Ok(off)
     };
+    let plan = plan_arena(m)?;
     let mut records = Vec::new();
     for (i, l) in m.layers.iter().enumerate() {
         let weights: Vec<u8> = l.weights.iter().map(|w| *w as u8).collect();
@@ -84,6 +114,11 @@ pub fn encode(m: &TkdModel) -> Result<Vec<u8>> {
         put32(&mut r, layer::CHANNELS_OFFSET, u32_of(c_off, "offset")?);
         put32(&mut r, layer::CHANNEL_COUNT, u32_of(l.channels.len(), "channels")?);
         put32(&mut r, layer::WEIGHT_SCALES_OFFSET, u32_of(s_off, "offset")?);
+        let tensor = |t: usize| u16_of(t, "tensor index");
+        r[layer::INPUT_TENSOR..layer::INPUT_TENSOR + 2].copy_from_slice(&tensor(l.input_tensor(i))?.to_le_bytes());
+        let second = l.second.map(tensor).transpose()?.unwrap_or(format::NO_TENSOR);
+        r[layer::SECOND_TENSOR..layer::SECOND_TENSOR + 2].copy_from_slice(&second.to_le_bytes());
+        put32(&mut r, layer::OUTPUT_OFFSET, u32_of(plan.offsets[i], "arena offset")?);
         records.push((i, r));
     }
     for (i, r) in records {
@@ -91,8 +126,7 @@ pub fn encode(m: &TkdModel) -> Result<Vec<u8>> {
         out[at..at + format::LAYER_RECORD_LEN].copy_from_slice(&r);
     }
     out.resize(format::align_up(out.len()), 0);
-    let arena =
-        tinykd_runtime::plan_arena(m.layers.iter().map(|l| Ok(l.output_len))).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let arena = plan.arena;
 
     let total = out.len();
     let h = &mut out[..format::HEADER_LEN];
@@ -145,12 +179,14 @@ pub(crate) mod tests {
                     clamp: Clamp { min: -128, max: 127 },
                     input_len: 3,
                     output_len: 4,
-                    params: [3, 4, 0, 0, 0, 0, 0, 0],
+                    params: [3, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
                     input_zero_point: 0,
                     output: QuantParams { scale: 0.1, zero_point: -128 },
                     weights: vec![1, 2, 3, -1, -2, -3, 4, 0, -4, 1, 1, 1],
                     channels: (0..4).map(|i| ChannelQuant { bias: i, multiplier: half, shift: 0 }).collect(),
                     weight_scales: vec![0.01; 4],
+                    input: None,
+                    second: None,
                 },
                 TkdLayer {
                     op: Op::FullyConnected,
@@ -158,12 +194,14 @@ pub(crate) mod tests {
                     clamp: Clamp { min: -128, max: 127 },
                     input_len: 4,
                     output_len: 2,
-                    params: [4, 2, 0, 0, 0, 0, 0, 0],
+                    params: [4, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
                     input_zero_point: -128,
                     output: QuantParams { scale: 0.2, zero_point: 1 },
                     weights: vec![1, -1, 1, -1, 2, 2, 2, 2],
                     channels: (0..2).map(|_| ChannelQuant { bias: 0, multiplier: half, shift: -1 }).collect(),
                     weight_scales: vec![0.02; 2],
+                    input: None,
+                    second: None,
                 },
             ],
             data_channels_last: false,

@@ -332,6 +332,8 @@ fn weighted_layer(
         weights: q_weights,
         channels: table,
         weight_scales,
+        input: None,
+        second: None,
     };
     Ok((layer, next))
 }
@@ -375,6 +377,65 @@ pub fn softmax_layer(input: QuantParams, len: usize, depth: usize, beta: f64) ->
         weights: Vec::new(),
         channels: vec![softmax_params(input.scale, beta)?],
         weight_scales: vec![beta as f32],
+        input: None,
+        second: None,
+    })
+}
+
+/// TFLite's int8 addition parameters (`CalculateOpDataAdd`, 20 bits of
+/// headroom) for inputs quantized as `a` and `b` into `output`: each
+/// input's zero point with its multiplier to twice the larger input
+/// scale, and the sum's multiplier to the output scale (see
+/// `tinykd_runtime::kernels::add`).
+pub fn add_entries(a: QuantParams, b: QuantParams, output: QuantParams) -> Result<[ChannelQuant; 3]> {
+    let twice_max = 2.0 * (a.scale as f64).max(b.scale as f64);
+    let real_out = twice_max / ((1u64 << tinykd_runtime::kernels::add::LEFT_SHIFT) as f64 * output.scale as f64);
+    for (what, s) in [("first input", a.scale), ("second input", b.scale), ("output", output.scale)] {
+        if !(s.is_finite() && s > 0.0) {
+            bail!("add {what} scale {s} is not a positive number");
+        }
+    }
+    for (what, z) in [("first input", a.zero_point), ("second input", b.zero_point), ("output", output.zero_point)] {
+        if !(-128..=127).contains(&z) {
+            bail!("add {what} zero point {z} is not int8");
+        }
+    }
+    let entry = |zero_point: i32, real: f64| {
+        let (multiplier, shift) = quantize_multiplier(real);
+        ChannelQuant { bias: zero_point, multiplier, shift }
+    };
+    Ok([
+        entry(a.zero_point, a.scale as f64 / twice_max),
+        entry(b.zero_point, b.scale as f64 / twice_max),
+        entry(0, real_out),
+    ])
+}
+
+/// An int8 addition of two `len`-value tensors quantized as `a` and `b`,
+/// the sum quantized as `output` and clamped to `clamp` (its fused
+/// activation); tensors 0 and 1 until the caller wires it.
+pub fn add_layer(
+    a: QuantParams,
+    b: QuantParams,
+    output: QuantParams,
+    len: usize,
+    activation: Activation,
+    clamp: Clamp,
+) -> Result<TkdLayer> {
+    Ok(TkdLayer {
+        op: Op::Add,
+        activation,
+        clamp,
+        input_len: len,
+        output_len: len,
+        params: [0; layer::PARAM_COUNT],
+        input_zero_point: a.zero_point,
+        output,
+        weights: Vec::new(),
+        channels: add_entries(a, b, output)?.to_vec(),
+        weight_scales: vec![a.scale, b.scale, output.scale],
+        input: None,
+        second: None,
     })
 }
 
@@ -398,6 +459,8 @@ fn pass_through(
         weights: Vec::new(),
         channels: Vec::new(),
         weight_scales: Vec::new(),
+        input: None,
+        second: None,
     }
 }
 

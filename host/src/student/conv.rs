@@ -45,7 +45,7 @@ impl Conv {
 
     /// Output shape and leading padding (top, left).
     pub fn geometry(&self) -> (Shape, [usize; 2]) {
-        let ([oh, ow], pad) = window2d(self.in_shape, self.kernel, self.stride, self.padding);
+        let ([oh, ow], pad) = window2d(self.in_shape, self.kernel, [self.stride; 2], self.padding);
         ([self.out_channels, oh, ow], pad)
     }
 
@@ -264,7 +264,7 @@ impl LayerKind for Conv {
         let dims = [&[self.out_channels, s[0]][..], &at.kernel_dims(self.kernel)].concat();
         let wt = b.init_f32("weight", &dims, &self.weight);
         let bias = b.init_f32("bias", &[self.out_channels], &self.bias);
-        b.op("Conv", &[wt, bias], window_attrs(s, self.kernel, self.stride, self.padding, at.one_d));
+        b.op("Conv", &[wt, bias], window_attrs(s, self.kernel, [self.stride; 2], self.padding, at.one_d));
         Ok(())
     }
 }

@@ -39,7 +39,7 @@ impl Depthwise {
     }
 
     pub fn geometry(&self) -> (Shape, [usize; 2]) {
-        let ([oh, ow], pad) = window2d(self.in_shape, self.kernel, self.stride, self.padding);
+        let ([oh, ow], pad) = window2d(self.in_shape, self.kernel, [self.stride; 2], self.padding);
         ([self.in_shape[0], oh, ow], pad)
     }
 
@@ -198,7 +198,7 @@ impl LayerKind for Depthwise {
         let dims = [&[s[0], 1][..], &at.kernel_dims(self.kernel)].concat();
         let wt = b.init_f32("weight", &dims, &self.weight);
         let bias = b.init_f32("bias", &[s[0]], &self.bias);
-        let mut attrs = window_attrs(s, self.kernel, self.stride, self.padding, at.one_d);
+        let mut attrs = window_attrs(s, self.kernel, [self.stride; 2], self.padding, at.one_d);
         attrs.push(attr_int("group", s[0] as i64));
         b.op("Conv", &[wt, bias], attrs);
         Ok(())

@@ -17,10 +17,11 @@ pub fn window(input: usize, k: usize, stride: usize, padding: Padding) -> Option
 }
 
 /// Output size `[oh, ow]` and leading padding `[top, left]` of a `kernel`
-/// window over the `[H, W]` of `shape`; zeros when it does not fit.
-pub fn window2d(shape: Shape, kernel: [usize; 2], stride: usize, padding: Padding) -> ([usize; 2], [usize; 2]) {
-    let (oh, pt) = window(shape[1], kernel[0], stride, padding).unwrap_or((0, 0));
-    let (ow, pl) = window(shape[2], kernel[1], stride, padding).unwrap_or((0, 0));
+/// window with strides `[sh, sw]` over the `[H, W]` of `shape`; zeros when
+/// it does not fit.
+pub fn window2d(shape: Shape, kernel: [usize; 2], stride: [usize; 2], padding: Padding) -> ([usize; 2], [usize; 2]) {
+    let (oh, pt) = window(shape[1], kernel[0], stride[0], padding).unwrap_or((0, 0));
+    let (ow, pl) = window(shape[2], kernel[1], stride[1], padding).unwrap_or((0, 0));
     ([oh, ow], [pt, pl])
 }
 
@@ -60,7 +61,7 @@ pub struct TapRun {
 /// their gradients all walk these, computed once per call instead of testing
 /// bounds per tap.
 pub fn tap_runs(shape: Shape, kernel: [usize; 2], stride: usize, padding: Padding) -> Vec<TapRun> {
-    let ([oh, ow], [pt, pl]) = window2d(shape, kernel, stride, padding);
+    let ([oh, ow], [pt, pl]) = window2d(shape, kernel, [stride; 2], padding);
     let [_, h, w] = shape;
     let mut runs = Vec::new();
     for ky in 0..kernel[0] {

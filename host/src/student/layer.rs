@@ -181,7 +181,8 @@ pub(crate) fn u16p(v: usize, what: &str) -> Result<u16> {
 }
 
 /// A window operator's record parameters `[in_h, in_w, in_c, out_c,
-/// kernel_h, kernel_w, stride, padding]` for an input of `[c, h, w]`.
+/// kernel_h, kernel_w, stride_h, padding, stride_w, 0, 0, 0]` for an input
+/// of `[c, h, w]`.
 pub(crate) fn window_params(
     [c, h, w]: Shape,
     out: usize,
@@ -198,6 +199,10 @@ pub(crate) fn window_params(
         u16p(kernel[1], "kernel")?,
         u16p(stride, "stride")?,
         (padding == super::spec::Padding::Same) as u16,
+        u16p(stride, "stride")?,
+        0,
+        0,
+        0,
     ])
 }
 

@@ -208,23 +208,23 @@ impl Builder {
 pub fn window_attrs(
     shape: [usize; 3],
     kernel: [usize; 2],
-    stride: usize,
+    stride: [usize; 2],
     padding: Padding,
     one_d: bool,
 ) -> Vec<AttributeProto> {
     let (out, before) = window2d(shape, kernel, stride, padding);
     let after =
-        |axis: usize| ((out[axis].max(1) - 1) * stride + kernel[axis]).saturating_sub(shape[axis + 1] + before[axis]);
+        |axis: usize| ((out[axis].max(1) - 1) * stride[axis] + kernel[axis]).saturating_sub(shape[axis + 1] + before[axis]);
     if one_d {
         vec![
             attr_ints("kernel_shape", &[kernel[1]]),
-            attr_ints("strides", &[stride]),
+            attr_ints("strides", &[stride[1]]),
             attr_ints("pads", &[before[1], after(1)]),
         ]
     } else {
         vec![
             attr_ints("kernel_shape", &kernel),
-            attr_ints("strides", &[stride, stride]),
+            attr_ints("strides", &stride),
             attr_ints("pads", &[before[0], before[1], after(0), after(1)]),
         ]
     }

@@ -36,7 +36,7 @@ impl Pool {
     }
 
     pub fn geometry(&self) -> (Shape, [usize; 2]) {
-        let ([oh, ow], pad) = window2d(self.in_shape, self.size, self.stride, self.padding);
+        let ([oh, ow], pad) = window2d(self.in_shape, self.size, [self.stride; 2], self.padding);
         ([self.in_shape[0], oh, ow], pad)
     }
 
@@ -157,13 +157,17 @@ impl LayerKind for Pool {
             u16p(self.stride, "stride")?,
             (self.padding == Padding::Same) as u16,
             0,
+            u16p(self.stride, "stride")?,
+            0,
+            0,
+            0,
         ];
         let op = if self.kind == PoolKind::Max { Op::MaxPool2d } else { Op::AvgPool2d };
         Ok(Some((op, params)))
     }
 
     fn onnx(&self, b: &mut Builder, at: &mut Cursor) -> Result<()> {
-        let mut attrs = window_attrs(at.shape, self.size, self.stride, self.padding, at.one_d);
+        let mut attrs = window_attrs(at.shape, self.size, [self.stride; 2], self.padding, at.one_d);
         let op = match self.kind {
             PoolKind::Max => "MaxPool",
             PoolKind::Avg => {
@@ -200,7 +204,8 @@ impl LayerKind for Gap {
     }
 
     fn device_op(&self, [c, h, w]: Shape) -> Result<Option<(Op, [u16; PARAM_COUNT])>> {
-        let params = [u16p(h, "height")?, u16p(w, "width")?, u16p(c, "channels")?, 0, 0, 0, 0, 0];
+        let mut params = [0; PARAM_COUNT];
+        params[..3].copy_from_slice(&[u16p(h, "height")?, u16p(w, "width")?, u16p(c, "channels")?]);
         Ok(Some((Op::GlobalAvgPool, params)))
     }
 

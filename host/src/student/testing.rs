@@ -64,7 +64,7 @@ pub fn direct_conv(
     depthwise: bool,
 ) -> Vec<f32> {
     let [c, h, w] = in_shape;
-    let ([oh, ow], [pt, pl]) = super::geometry::window2d(in_shape, kernel, stride, padding);
+    let ([oh, ow], [pt, pl]) = super::geometry::window2d(in_shape, kernel, [stride; 2], padding);
     let [kh, kw] = kernel;
     let mut y = Vec::with_capacity(n * bias.len() * oh * ow);
     for s in 0..n {

@@ -52,7 +52,7 @@ const INTERESTING_U32: [u32; 10] = [0, 1, 2, 3, 4, 0x7F, 0x80, 0xFFFF, 0x7FFF_FF
 fn mutate(rng: &mut Rng, blob: &mut Vec<u8>, corpus: &[Vec<u8>]) {
     for _ in 0..1 + rng.below(6) {
         let len = blob.len().max(1);
-        match rng.below(8) {
+        match rng.below(9) {
             0 => {
                 let i = rng.below(len);
                 if let Some(b) = blob.get_mut(i) {
@@ -91,15 +91,32 @@ fn mutate(rng: &mut Rng, blob: &mut Vec<u8>, corpus: &[Vec<u8>]) {
                 let n = rng.below(256).min(other.len() - from).min(blob.len().saturating_sub(to));
                 blob[to..to + n].copy_from_slice(&other[from..from + n]);
             }
-            _ => {
+            7 => {
                 // A layer record's operator parameters (the shapes the kernels trust).
                 let layers = blob.get(header::LAYER_COUNT).copied().unwrap_or(0) as usize;
                 if layers > 0 {
                     let rec = format::HEADER_LEN + rng.below(layers) * format::LAYER_RECORD_LEN;
-                    let at = rec + 12 + 2 * rng.below(8);
+                    let at = rec + format::layer::PARAMS + 2 * rng.below(format::layer::PARAM_COUNT);
                     if let Some(dst) = blob.get_mut(at..at + 2) {
                         let v = [0u16, 1, 2, 3, 7, 8, 255, 0xFFFF][rng.below(8)];
                         dst.copy_from_slice(&v.to_le_bytes());
+                    }
+                }
+            }
+            _ => {
+                // A layer's wiring: the tensors it reads, where it writes.
+                let layers = blob.get(header::LAYER_COUNT).copied().unwrap_or(0) as usize;
+                if layers > 0 {
+                    let rec = format::HEADER_LEN + rng.below(layers) * format::LAYER_RECORD_LEN;
+                    let tensor = [0u16, 1, 2, layers as u16, layers as u16 + 1, format::NO_TENSOR][rng.below(6)];
+                    let (at, v) = match rng.below(3) {
+                        0 => (rec + format::layer::INPUT_TENSOR, tensor as u32),
+                        1 => (rec + format::layer::SECOND_TENSOR, tensor as u32),
+                        _ => (rec + format::layer::OUTPUT_OFFSET, [0u32, 1, 4, 16, 64, 0xFFFF_FFF0][rng.below(6)]),
+                    };
+                    let width = if at == rec + format::layer::OUTPUT_OFFSET { 4 } else { 2 };
+                    if let Some(dst) = blob.get_mut(at..at + width) {
+                        dst.copy_from_slice(&v.to_le_bytes()[..width]);
                     }
                 }
             }
@@ -160,21 +177,21 @@ fn per_layer_copies_agree(rng: &mut Rng, model: &Model<'_>) {
         let Some(channels) = layer.step.channels() else { continue };
         let prepared = decoded(channels);
         let ahead = layer.step.with_channels(prepared.as_slice());
-        let input_len = model.layer(i).ok().map(|l| l.input_len);
-        let Some(len) = input_len.filter(|&n| n <= MAX_ALLOC) else { continue };
-        if layer.output_len > MAX_ALLOC {
+        let Ok(record) = model.layer(i) else { continue };
+        let (len, output_len) = (record.input_len, record.output_len);
+        if len > MAX_ALLOC || output_len > MAX_ALLOC {
             continue;
         }
         let input: Vec<i8> = (0..len).map(|_| rng.next() as i8).collect();
         for single in [false, true] {
-            let (mut shared, mut own) = (vec![0i8; layer.output_len], vec![1i8; layer.output_len]);
+            let (mut shared, mut own) = (vec![0i8; output_len], vec![1i8; output_len]);
             let a = layer.step.run::<{ format::ALL_OPS }>(single, &input, &mut shared);
             let b = layer.step.run_layer::<{ format::ALL_OPS }, 0, MAX_WINDOW>(single, &input, &mut own);
             assert_eq!(a.is_ok(), b.is_ok(), "layer {i}: the shared and per-layer kernels disagree on success");
             if a.is_ok() {
                 assert_eq!(shared, own, "layer {i} (single rounding: {single}): per-layer kernel output differs");
             }
-            let mut own = vec![2i8; layer.output_len];
+            let mut own = vec![2i8; output_len];
             let c = ahead.run_layer::<{ format::ALL_OPS }, 0, MAX_WINDOW>(single, &input, &mut own);
             assert_eq!(a.is_ok(), c.is_ok(), "layer {i}: a prepared channel table changes success");
             if a.is_ok() {

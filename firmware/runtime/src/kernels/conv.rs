@@ -28,7 +28,7 @@
 
 use super::dot::dot2;
 use super::window::Taps;
-use super::{ChannelTable, ConvParams, Requantizer};
+use super::{ChannelTable, ConvParams, Epilogue, Requantizer, Store};
 use crate::error::Error;
 use crate::model::Layer;
 use crate::ops::Operator;
@@ -71,6 +71,20 @@ pub fn conv2d_layer<const SINGLE: bool, const LAYER: usize, const WINDOW: usize,
     channels: C,
     output: &mut [i8],
 ) {
+    conv2d_layer_with::<SINGLE, LAYER, WINDOW, C, Store>(p, input, weights, channels, output, &Store)
+}
+
+/// [`conv2d_layer`] putting each output value through `epilogue` (see
+/// [`Epilogue`]) instead of storing it.
+#[inline(always)]
+pub fn conv2d_layer_with<const SINGLE: bool, const LAYER: usize, const WINDOW: usize, C: ChannelTable, E: Epilogue>(
+    p: &ConvParams,
+    input: &[i8],
+    weights: &[i8],
+    channels: C,
+    output: &mut [i8],
+    epilogue: &E,
+) {
     let win = p.window;
     let (in_c, out_c) = (p.in_channels, p.out_channels);
     let filter_len = win.kernel_len().and_then(|k| k.checked_mul(in_c));
@@ -84,7 +98,9 @@ pub fn conv2d_layer<const SINGLE: bool, const LAYER: usize, const WINDOW: usize,
     }
     // Per-layer copies only: see `conv_gathered`.
     if WINDOW > 0 && super::conv_gathered::applies(p, WINDOW) {
-        return super::conv_gathered::conv2d_gathered::<SINGLE, LAYER, WINDOW, C>(p, input, weights, channels, output);
+        return super::conv_gathered::conv2d_gathered::<SINGLE, LAYER, WINDOW, C, E>(
+            p, input, weights, channels, output, epilogue,
+        );
     }
     let g = Geometry {
         in_c,
@@ -117,13 +133,14 @@ pub fn conv2d_layer<const SINGLE: bool, const LAYER: usize, const WINDOW: usize,
                 Requantizer::prepared(q0.multiplier, p.output_zero_point, p.clamp),
                 Requantizer::prepared(q1.multiplier, p.output_zero_point, p.clamp),
             ],
+            epilogue,
         };
         for (oy, out_row) in output.chunks_exact_mut(out_row_len).enumerate() {
             let rows = win.rows(oy);
             let mut pixels = out_row.chunks_exact_mut(out_c);
             for ox in 0..interior.start {
                 let Some(pixel) = pixels.next() else { return };
-                edge_pixel::<SINGLE, LAYER>(&g, &pair, input, rows, win.cols(ox), pixel);
+                edge_pixel::<SINGLE, LAYER, E>(&g, &pair, input, rows, win.cols(ox), pixel);
             }
             if !interior.is_empty() {
                 // Every interior window of this row has the same taps, hence the
@@ -133,12 +150,12 @@ pub fn conv2d_layer<const SINGLE: bool, const LAYER: usize, const WINDOW: usize,
                 let taps = g.runs(rows, first);
                 let (Some(a), Some(b)) = (taps.weights(f0), taps.weights(f1)) else { return };
                 let bias = [g.folded_bias(q0.bias, &taps, a), g.folded_bias(q1.bias, &taps, b)];
-                let run = Interior { g: &g, taps, step: win.stride() * in_c, count: interior.len(), a, b, bias };
-                interior_run::<SINGLE, LAYER>(&run, &pair, input, &mut pixels);
+                let run = Interior { g: &g, taps, step: win.stride_w() * in_c, count: interior.len(), a, b, bias };
+                interior_run::<SINGLE, LAYER, E>(&run, &pair, input, &mut pixels);
             }
             for ox in interior.end..win.out_w() {
                 let Some(pixel) = pixels.next() else { return };
-                edge_pixel::<SINGLE, LAYER>(&g, &pair, input, rows, win.cols(ox), pixel);
+                edge_pixel::<SINGLE, LAYER, E>(&g, &pair, input, rows, win.cols(ox), pixel);
             }
         }
     }
@@ -204,16 +221,18 @@ impl Geometry {
     }
 }
 
-/// One output channel pair: indices, filters, biases, requantizers.
+/// One output channel pair: indices, filters, biases, requantizers, and
+/// what to do with each output.
 #[derive(Debug, Clone, Copy)]
-struct Pair<'a> {
+struct Pair<'a, E> {
     o: [usize; 2],
     f: [&'a [i8]; 2],
     bias: [i32; 2],
     r: [Requantizer; 2],
+    epilogue: &'a E,
 }
 
-impl Pair<'_> {
+impl<E: Epilogue> Pair<'_, E> {
     /// Requantizes and writes the pair's two outputs of one pixel (one, for
     /// an odd last channel paired with itself). One bounds check for both.
     #[inline(always)]
@@ -221,9 +240,9 @@ impl Pair<'_> {
         let Some((y0, rest)) = pixel.get_mut(self.o[0]..=self.o[1]).and_then(|y| y.split_first_mut()) else {
             return;
         };
-        *y0 = self.r[0].apply_rounded::<SINGLE>(bias[0].wrapping_add(dot[0]));
+        self.epilogue.put(y0, self.r[0].apply_rounded::<SINGLE>(bias[0].wrapping_add(dot[0])));
         if let Some(y1) = rest.first_mut() {
-            *y1 = self.r[1].apply_rounded::<SINGLE>(bias[1].wrapping_add(dot[1]));
+            self.epilogue.put(y1, self.r[1].apply_rounded::<SINGLE>(bias[1].wrapping_add(dot[1])));
         }
     }
 }
@@ -246,9 +265,9 @@ struct Interior<'a> {
 /// per MAC instead of 3.6); one call per output row and channel pair keeps
 /// its registers free without paying a call per pixel.
 #[inline(never)]
-fn interior_run<'o, const SINGLE: bool, const LAYER: usize>(
+fn interior_run<'o, const SINGLE: bool, const LAYER: usize, E: Epilogue>(
     run: &Interior,
-    pair: &Pair,
+    pair: &Pair<E>,
     input: &[i8],
     pixels: &mut impl Iterator<Item = &'o mut [i8]>,
 ) {
@@ -314,9 +333,9 @@ fn window_dot2x2(
 /// occurs a few times per layer, so folding `z_in · Σ w` for it (a second
 /// pass over the weights) cost more than the subtraction it saves.
 #[inline(never)]
-fn edge_pixel<const SINGLE: bool, const LAYER: usize>(
+fn edge_pixel<const SINGLE: bool, const LAYER: usize, E: Epilogue>(
     g: &Geometry,
-    pair: &Pair,
+    pair: &Pair<E>,
     input: &[i8],
     rows: Taps,
     cols: Taps,

@@ -35,7 +35,7 @@
 use super::dot::packed::{dot_packed, dot2x3_packed, pack};
 use super::dot::{INTERLEAVE_MIN, dot2_interleaved, dot2x2_wide, dot2x3_wide};
 use super::window::Taps;
-use super::{ChannelTable, ConvParams, Requantizer};
+use super::{ChannelTable, ConvParams, Epilogue, Requantizer};
 
 /// Largest window (`kernel_h · kernel_w · in_c` values) this kernel takes
 /// on any core: 3×3 over 16 channels. Each layer's copy has a buffer of its
@@ -78,12 +78,19 @@ pub(super) fn applies(p: &ConvParams, window: usize) -> bool {
 /// The convolution, for a layer [`applies`] accepts and slices whose
 /// lengths the caller has checked against `p`.
 #[inline(always)]
-pub(super) fn conv2d_gathered<const SINGLE: bool, const LAYER: usize, const WINDOW: usize, C: ChannelTable>(
+pub(super) fn conv2d_gathered<
+    const SINGLE: bool,
+    const LAYER: usize,
+    const WINDOW: usize,
+    C: ChannelTable,
+    E: Epilogue,
+>(
     p: &ConvParams,
     input: &[i8],
     weights: &[i8],
     channels: C,
     output: &mut [i8],
+    epilogue: &E,
 ) {
     let win = p.window;
     let (kh, kw, in_c, out_c) = (win.kernel_h(), win.kernel_w(), p.in_channels, p.out_channels);
@@ -97,8 +104,8 @@ pub(super) fn conv2d_gathered<const SINGLE: bool, const LAYER: usize, const WIND
     // README). Not in a build optimised for size (`tinykd_small`).
     #[cfg(tinykd_dsp)]
     if !cfg!(tinykd_small) && (WINDOW >= INTERLEAVE_MIN || kh > 1) {
-        return super::conv_packed_rows::conv2d_packed_rows::<SINGLE, LAYER, WINDOW, C>(
-            p, input, weights, channels, output,
+        return super::conv_packed_rows::conv2d_packed_rows::<SINGLE, LAYER, WINDOW, C, E>(
+            p, input, weights, channels, output, epilogue,
         );
     }
     // Long windows take two pixels per pass (raster order; a pair may span
@@ -120,7 +127,7 @@ pub(super) fn conv2d_gathered<const SINGLE: bool, const LAYER: usize, const WIND
                 gather(p, win.rows(y1), win.cols(x1), input, second);
                 pixels.next()
             });
-            pixel_pair_channels::<SINGLE, LAYER, WINDOW, C>(p, &patches, taps, weights, channels, p0, p1);
+            pixel_pair_channels::<SINGLE, LAYER, WINDOW, C, E>(p, &patches, taps, weights, channels, p0, p1, epilogue);
         }
         return;
     }
@@ -130,7 +137,7 @@ pub(super) fn conv2d_gathered<const SINGLE: bool, const LAYER: usize, const WIND
         for ox in 0..win.out_w() {
             let Some(pixel) = pixels.next() else { return };
             gather(p, rows, win.cols(ox), input, &mut patch);
-            pixel_channels::<SINGLE, LAYER, WINDOW, C>(p, &patch, taps, weights, channels, pixel);
+            pixel_channels::<SINGLE, LAYER, WINDOW, C, E>(p, &patch, taps, weights, channels, pixel, epilogue);
         }
     }
 }
@@ -262,21 +269,23 @@ pub(super) fn gather_packed<const WINDOW: usize>(
 /// Channel `ch`'s outputs of two pixels from their sums `s` (`p1` is
 /// `None` for an odd last pixel); false past the channel table.
 #[inline(always)]
-pub(super) fn store_pair<const SINGLE: bool, C: ChannelTable>(
+#[allow(clippy::too_many_arguments)]
+pub(super) fn store_pair<const SINGLE: bool, C: ChannelTable, E: Epilogue>(
     p: &ConvParams,
     channels: C,
     ch: usize,
     s: [i32; 2],
     p0: &mut [i8],
     p1: Option<&mut [i8]>,
+    epilogue: &E,
 ) -> bool {
     let Some(q) = channels.channel(ch) else { return false };
     let r = Requantizer::prepared(q.multiplier, p.output_zero_point, p.clamp);
     if let Some(y) = p0.get_mut(ch) {
-        *y = r.apply_rounded::<SINGLE>(q.bias.wrapping_add(s[0]));
+        epilogue.put(y, r.apply_rounded::<SINGLE>(q.bias.wrapping_add(s[0])));
     }
     if let Some(y) = p1.and_then(|p1| p1.get_mut(ch)) {
-        *y = r.apply_rounded::<SINGLE>(q.bias.wrapping_add(s[1]));
+        epilogue.put(y, r.apply_rounded::<SINGLE>(q.bias.wrapping_add(s[1])));
     }
     true
 }
@@ -287,7 +296,13 @@ pub(super) fn store_pair<const SINGLE: bool, C: ChannelTable>(
 #[cfg(any(tinykd_dsp, test))]
 #[inline(never)]
 #[allow(clippy::too_many_arguments)]
-pub(super) fn packed_pair_channels<const SINGLE: bool, const LAYER: usize, const WINDOW: usize, C: ChannelTable>(
+pub(super) fn packed_pair_channels<
+    const SINGLE: bool,
+    const LAYER: usize,
+    const WINDOW: usize,
+    C: ChannelTable,
+    E: Epilogue,
+>(
     p: &ConvParams,
     packed: &[i32; WINDOW],
     taps: usize,
@@ -296,6 +311,7 @@ pub(super) fn packed_pair_channels<const SINGLE: bool, const LAYER: usize, const
     channels: C,
     p0: &mut [i8],
     mut p1: Option<&mut [i8]>,
+    epilogue: &E,
 ) {
     let out_c = p.out_channels;
     let mut o = 0;
@@ -304,7 +320,7 @@ pub(super) fn packed_pair_channels<const SINGLE: bool, const LAYER: usize, const
             let Some(f) = weights.get(o * taps..(o + 3) * taps) else { return };
             let s = dot2x3_packed::<WINDOW>(packed, f, whole);
             for (k, s) in s.into_iter().enumerate() {
-                if !store_pair::<SINGLE, C>(p, channels, o + k, s, p0, p1.as_deref_mut()) {
+                if !store_pair::<SINGLE, C, E>(p, channels, o + k, s, p0, p1.as_deref_mut(), epilogue) {
                     return;
                 }
             }
@@ -314,7 +330,7 @@ pub(super) fn packed_pair_channels<const SINGLE: bool, const LAYER: usize, const
     let x = &packed[..taps.min(WINDOW)];
     while o < out_c {
         let Some(a) = weights.get(o * taps..(o + 1) * taps) else { return };
-        if !store_pair::<SINGLE, C>(p, channels, o, dot_packed(x, a, whole), p0, p1.as_deref_mut()) {
+        if !store_pair::<SINGLE, C, E>(p, channels, o, dot_packed(x, a, whole), p0, p1.as_deref_mut(), epilogue) {
             return;
         }
         o += 1;
@@ -324,7 +340,8 @@ pub(super) fn packed_pair_channels<const SINGLE: bool, const LAYER: usize, const
 /// Every output channel of two pixels from their gathered windows (`p1` is
 /// `None` for an odd last pixel). Not inlined, as [`pixel_channels`].
 #[inline(never)]
-fn pixel_pair_channels<const SINGLE: bool, const LAYER: usize, const WINDOW: usize, C: ChannelTable>(
+#[allow(clippy::too_many_arguments)]
+fn pixel_pair_channels<const SINGLE: bool, const LAYER: usize, const WINDOW: usize, C: ChannelTable, E: Epilogue>(
     p: &ConvParams,
     patches: &[[i16; WINDOW]; 2],
     taps: usize,
@@ -332,11 +349,12 @@ fn pixel_pair_channels<const SINGLE: bool, const LAYER: usize, const WINDOW: usi
     channels: C,
     p0: &mut [i8],
     mut p1: Option<&mut [i8]>,
+    epilogue: &E,
 ) {
     let n = taps.min(WINDOW);
     let (x0, x1) = (&patches[0][..n], &patches[1][..n]);
     let mut store =
-        |ch: usize, s0: i32, s1: i32| store_pair::<SINGLE, C>(p, channels, ch, [s0, s1], p0, p1.as_deref_mut());
+        |ch: usize, s0: i32, s1: i32| store_pair::<SINGLE, C, E>(p, channels, ch, [s0, s1], p0, p1.as_deref_mut(), epilogue);
     let out_c = p.out_channels;
     let mut o = 0;
     // Three channels per pass while they last, when the filter fills the
@@ -373,13 +391,14 @@ fn pixel_pair_channels<const SINGLE: bool, const LAYER: usize, const WINDOW: usi
 /// inlined: the channel loop keeps its registers instead of sharing them
 /// with the pixel loops.
 #[inline(never)]
-fn pixel_channels<const SINGLE: bool, const LAYER: usize, const WINDOW: usize, C: ChannelTable>(
+fn pixel_channels<const SINGLE: bool, const LAYER: usize, const WINDOW: usize, C: ChannelTable, E: Epilogue>(
     p: &ConvParams,
     patch: &[i16; WINDOW],
     taps: usize,
     weights: &[i8],
     channels: C,
     pixel: &mut [i8],
+    epilogue: &E,
 ) {
     let x = &patch[..taps.min(WINDOW)];
     let requant = |o: usize, acc: i32| {
@@ -397,7 +416,7 @@ fn pixel_channels<const SINGLE: bool, const LAYER: usize, const WINDOW: usize, C
             let Some(a) = weights.get(o * taps..(o + 1) * taps) else { return };
             let acc = x.iter().zip(a).fold(0i32, |s, (x, w)| s.wrapping_add(*x as i32 * *w as i32));
             let Some(v) = requant(o, acc) else { return };
-            *y = v;
+            epilogue.put(y, v);
         }
         return;
     }
@@ -409,10 +428,10 @@ fn pixel_channels<const SINGLE: bool, const LAYER: usize, const WINDOW: usize, C
         let Some(b) = b else { return };
         let [s0, s1] = dot2_interleaved(x, a, b);
         let Some(y0) = requant(o, s0) else { return };
-        pixel[o] = y0;
+        epilogue.put(&mut pixel[o], y0);
         if o + 1 < out_c {
             let Some(y1) = requant(o + 1, s1) else { return };
-            pixel[o + 1] = y1;
+            epilogue.put(&mut pixel[o + 1], y1);
         }
         o += 2;
     }

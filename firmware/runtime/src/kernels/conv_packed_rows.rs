@@ -21,18 +21,25 @@
 use super::conv_gathered::{gather_packed, packed_pair_channels};
 use super::dot::packed::{PACKED_MAX, pack, whole_runs};
 use super::window::Taps;
-use super::{ChannelTable, ConvParams};
+use super::{ChannelTable, ConvParams, Epilogue};
 
 /// The convolution, for a layer [`super::conv_gathered::applies`] accepts
 /// with a buffer of `WINDOW` values, and slices whose lengths the caller
 /// has checked against `p`.
 #[inline(always)]
-pub(super) fn conv2d_packed_rows<const SINGLE: bool, const LAYER: usize, const WINDOW: usize, C: ChannelTable>(
+pub(super) fn conv2d_packed_rows<
+    const SINGLE: bool,
+    const LAYER: usize,
+    const WINDOW: usize,
+    C: ChannelTable,
+    E: Epilogue,
+>(
     p: &ConvParams,
     input: &[i8],
     weights: &[i8],
     channels: C,
     output: &mut [i8],
+    epilogue: &E,
 ) {
     let taps = p.window.kernel_h() * p.window.kernel_w() * p.in_channels;
     // The window in one run when these filters allow it.
@@ -43,7 +50,9 @@ pub(super) fn conv2d_packed_rows<const SINGLE: bool, const LAYER: usize, const W
         output,
         #[inline(always)]
         |window, p0, p1| {
-            packed_pair_channels::<SINGLE, LAYER, WINDOW, C>(p, window, taps, whole, weights, channels, p0, p1)
+            packed_pair_channels::<SINGLE, LAYER, WINDOW, C, E>(
+                p, window, taps, whole, weights, channels, p0, p1, epilogue,
+            )
         },
     );
 }
@@ -62,7 +71,7 @@ fn walk_pairs<const WINDOW: usize>(
 ) {
     let win = p.window;
     let (kh, row_len, out_c) = (win.kernel_h(), win.kernel_w() * p.in_channels, p.out_channels);
-    let (out_h, out_w, stride, pad_top, in_h) = (win.out_h(), win.out_w(), win.stride(), win.pad_top(), win.in_h());
+    let (out_h, out_w, stride, pad_top, in_h) = (win.out_h(), win.out_w(), win.stride_h(), win.pad_top(), win.in_h());
     if kh * row_len > WINDOW || out_c == 0 {
         return;
     }
@@ -190,7 +199,7 @@ fn pack_row(p: &ConvParams, r: usize, c0: Taps, c1: Taps, input: &[i8], slot: &m
 mod tests {
     use super::super::conv_gathered::MAX_WINDOW;
     use super::super::reference::{self, conv_case_up_to, conv_params, quant, table};
-    use super::super::{ChannelQuant, Clamp, Padding, Window};
+    use super::super::{ChannelQuant, Clamp, Padding, Store, Window};
     use super::*;
     use proptest::prelude::*;
 
@@ -201,10 +210,10 @@ mod tests {
         macro_rules! exact {
             ($($n:literal),*) => {
                 match (taps, single) {
-                    $(($n, false) => conv2d_packed_rows::<false, 0, $n, &[u8]>(params, x, w, t, out),
-                      ($n, true) => conv2d_packed_rows::<true, 0, $n, &[u8]>(params, x, w, t, out),)*
-                    (_, false) => conv2d_packed_rows::<false, 0, MAX_WINDOW, &[u8]>(params, x, w, t, out),
-                    (_, true) => conv2d_packed_rows::<true, 0, MAX_WINDOW, &[u8]>(params, x, w, t, out),
+                    $(($n, false) => conv2d_packed_rows::<false, 0, $n, &[u8], Store>(params, x, w, t, out, &Store),
+                      ($n, true) => conv2d_packed_rows::<true, 0, $n, &[u8], Store>(params, x, w, t, out, &Store),)*
+                    (_, false) => conv2d_packed_rows::<false, 0, MAX_WINDOW, &[u8], Store>(params, x, w, t, out, &Store),
+                    (_, true) => conv2d_packed_rows::<true, 0, MAX_WINDOW, &[u8], Store>(params, x, w, t, out, &Store),
                 }
             };
         }
@@ -240,7 +249,7 @@ mod tests {
     /// Windows of 3×3 over 16 channels (the buffer's largest, more than one
     /// packed run's worth) and one row of 144: every value at an extreme
     /// in the worst case, odd and even sizes, strides, both paddings.
-    fn long_window_case() -> impl Strategy<Value = ([u16; 8], Vec<i8>, Vec<i8>, Vec<ChannelQuant>)> {
+    fn long_window_case() -> impl Strategy<Value = (reference::Params, Vec<i8>, Vec<i8>, Vec<ChannelQuant>)> {
         let extreme = || prop_oneof![Just(-128i8), Just(127), any::<i8>()];
         (
             prop_oneof![Just((3u16, 3u16, 16u16)), Just((1, 3, 48)), Just((1, 1, 144)), Just((2, 2, 36))],
@@ -255,7 +264,7 @@ mod tests {
                 let ch = (-200_000i32..200_000, (1i32 << 30)..=i32::MAX, -12i32..=1)
                     .prop_map(|(bias, multiplier, shift)| ChannelQuant { bias, multiplier, shift });
                 (
-                    Just([in_h, in_w, in_c, out_c, kh, kw, stride, pad]),
+                    Just(reference::conv_record([in_h, in_w, in_c, out_c, kh, kw, stride, pad, stride])),
                     proptest::collection::vec(extreme(), (in_h * in_w * in_c) as usize),
                     proptest::collection::vec(extreme(), (out_c * kh * kw * in_c) as usize),
                     proptest::collection::vec(ch, out_c as usize),
@@ -271,7 +280,7 @@ mod tests {
             let want = reference::conv2d(p, &x, &w, &ch, q);
             let mut got = vec![0i8; want.len()];
             if p[4] * p[5] * p[2] == 144 {
-                conv2d_packed_rows::<false, 0, 144, &[u8]>(&params, &x, &w, &table(&ch), &mut got);
+                conv2d_packed_rows::<false, 0, 144, &[u8], Store>(&params, &x, &w, &table(&ch), &mut got, &Store);
             } else {
                 run(&params, &x, &w, &table(&ch), &mut got, false);
             }

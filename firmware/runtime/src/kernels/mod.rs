@@ -7,7 +7,9 @@
 //! Activations are channels-last (HWC): element `(h, w, c)` of an `H × W × C`
 //! tensor is at `(h · W + w) · C + c`; 1-D data has `H = 1`.
 
+pub mod add;
 pub mod conv;
+pub mod conv_add;
 pub mod conv_gathered;
 // Only cores with SMLAD take it (and the host's tests).
 #[cfg(any(tinykd_dsp, test))]
@@ -27,7 +29,7 @@ pub use fully_connected::{fully_connected, fully_connected_rounded};
 pub use pool::{avg_pool2d, global_avg_pool, max_pool2d};
 pub use window::{Padding, Window};
 
-use crate::format::CHANNEL_ENTRY_LEN;
+use crate::format::{CHANNEL_ENTRY_LEN, layer::PARAM_COUNT};
 use crate::requant::QuantizedMultiplier;
 
 /// Per-output-channel requantization parameters, read from the channel table.
@@ -301,6 +303,25 @@ fn saturate_i8(v: i32) -> i8 {
     }
 }
 
+/// What a kernel does with each requantized output value: store it
+/// ([`Store`]), or combine it with the value already there (a convolution
+/// followed by an addition, see [`add::AddInto`]). A type parameter of the
+/// convolution kernels, so the plain store costs nothing.
+pub trait Epilogue: Copy {
+    fn put(&self, slot: &mut i8, value: i8);
+}
+
+/// Stores each output value: every kernel's default.
+#[derive(Debug, Clone, Copy)]
+pub struct Store;
+
+impl Epilogue for Store {
+    #[inline(always)]
+    fn put(&self, slot: &mut i8, value: i8) {
+        *slot = value;
+    }
+}
+
 /// Output clamp of a fused activation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Clamp {
@@ -339,22 +360,27 @@ pub struct PoolParams {
 
 impl ConvParams {
     /// From a layer record's parameters `[in_h, in_w, in_c, out_c, kernel_h,
-    /// kernel_w, stride, padding]` (see [`crate::format`]). `const`, so a
-    /// model compiled into the firmware has its shapes at compile time.
+    /// kernel_w, stride_h, padding, stride_w, 0, 0, 0]` (see
+    /// [`crate::format`]). `const`, so a model compiled into the firmware
+    /// has its shapes at compile time.
     pub const fn from_record(
-        p: [u16; 8],
+        p: [u16; PARAM_COUNT],
         input_zero_point: i32,
         output_zero_point: i32,
         clamp: Clamp,
     ) -> Result<ConvParams, &'static str> {
-        let [in_h, in_w, in_c, out_c, kh, kw, stride, padding] = p;
+        let [in_h, in_w, in_c, out_c, kh, kw, stride_h, padding, stride_w, r0, r1, r2] = p;
+        if r0 != 0 || r1 != 0 || r2 != 0 {
+            return Err("convolution parameters 9, 10 and 11 must be 0");
+        }
         if in_c == 0 || out_c == 0 {
             return Err("convolution channel count is 0");
         }
         let Some(padding) = Padding::from_u16(padding) else {
             return Err("convolution padding must be 0 (valid) or 1 (same)");
         };
-        match Window::new(in_h as usize, in_w as usize, kh as usize, kw as usize, stride as usize, padding) {
+        let (kh, kw, sh, sw) = (kh as usize, kw as usize, stride_h as usize, stride_w as usize);
+        match Window::with_strides(in_h as usize, in_w as usize, kh, kw, sh, sw, padding) {
             Ok(window) => Ok(ConvParams {
                 window,
                 in_channels: in_c as usize,
@@ -370,11 +396,12 @@ impl ConvParams {
 
 impl PoolParams {
     /// From a layer record's parameters `[in_h, in_w, c, pool_h, pool_w,
-    /// stride, padding, 0]`; `const` like [`ConvParams::from_record`].
-    pub const fn from_record(p: [u16; 8], clamp: Clamp) -> Result<PoolParams, &'static str> {
-        let [in_h, in_w, c, ph, pw, stride, padding, reserved] = p;
-        if reserved != 0 {
-            return Err("pool parameter 7 must be 0");
+    /// stride_h, padding, 0, stride_w, 0, 0, 0]`; `const` like
+    /// [`ConvParams::from_record`].
+    pub const fn from_record(p: [u16; PARAM_COUNT], clamp: Clamp) -> Result<PoolParams, &'static str> {
+        let [in_h, in_w, c, ph, pw, stride_h, padding, r0, stride_w, r1, r2, r3] = p;
+        if r0 != 0 || r1 != 0 || r2 != 0 || r3 != 0 {
+            return Err("pool parameters 7, 9, 10 and 11 must be 0");
         }
         if c == 0 {
             return Err("pool channel count is 0");
@@ -382,7 +409,8 @@ impl PoolParams {
         let Some(padding) = Padding::from_u16(padding) else {
             return Err("pool padding must be 0 (valid) or 1 (same)");
         };
-        match Window::new(in_h as usize, in_w as usize, ph as usize, pw as usize, stride as usize, padding) {
+        let (ph, pw, sh, sw) = (ph as usize, pw as usize, stride_h as usize, stride_w as usize);
+        match Window::with_strides(in_h as usize, in_w as usize, ph, pw, sh, sw, padding) {
             Ok(window) => Ok(PoolParams { window, channels: c as usize, clamp }),
             Err(e) => Err(e),
         }

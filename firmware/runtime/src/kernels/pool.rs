@@ -264,7 +264,7 @@ impl Operator for GlobalAvgPool {
     fn validate(l: &Layer) -> Result<(), Error> {
         let [in_h, in_w, c, rest @ ..] = l.params.map(usize::from);
         if rest.iter().any(|&v| v != 0) {
-            return Err(Error::Malformed("global average pool parameters 3..8 must be 0"));
+            return Err(Error::Malformed("global average pool parameters 3..12 must be 0"));
         }
         if in_h == 0 || in_w == 0 || c == 0 {
             return Err(Error::Malformed("global average pool dimension is 0"));
@@ -412,21 +412,23 @@ mod tests {
         assert_eq!(out, [9, 9]);
     }
 
-    /// A random pool case: params `[in_h, in_w, c, kh, kw, stride, padding, 0]` and input
-    /// (values often at the int8 ends, where the clamps act).
-    fn pool_case() -> impl Strategy<Value = ([u16; 8], Vec<i8>)> {
-        (1u16..6, 1u16..9, 1u16..20, 1u16..4, 1u16..5, 1u16..4, 0u16..2).prop_flat_map(
-            |(in_h, in_w, c, kh, kw, stride, pad)| {
+    /// A random pool case: params (rectangular windows, a stride per axis)
+    /// and input (values often at the int8 ends, where the clamps act).
+    fn pool_case() -> impl Strategy<Value = (reference::Params, Vec<i8>)> {
+        (1u16..6, 1u16..9, 1u16..20, 1u16..4, 1u16..5, (1u16..4, 1u16..4), 0u16..2).prop_flat_map(
+            |(in_h, in_w, c, kh, kw, (sh, sw), pad)| {
                 let (kh, kw) = if pad == 0 { (kh.min(in_h), kw.min(in_w)) } else { (kh, kw) };
                 let n = (in_h * in_w * c) as usize;
-                (Just([in_h, in_w, c, kh, kw, stride, pad, 0]), proptest::collection::vec(reference::edgy_i8(), n))
+                let p = reference::pool_record([in_h, in_w, c, kh, kw, sh, pad, sw]);
+                (Just(p), proptest::collection::vec(reference::edgy_i8(), n))
             },
         )
     }
 
-    fn pool_params(p: [u16; 8], q: Quant) -> PoolParams {
+    fn pool_params(p: reference::Params, q: Quant) -> PoolParams {
         let pad = Padding::from_u16(p[6]).unwrap();
-        let win = Window::new(p[0] as usize, p[1] as usize, p[3] as usize, p[4] as usize, p[5] as usize, pad).unwrap();
+        let [in_h, in_w, kh, kw, sh, sw] = [p[0], p[1], p[3], p[4], p[5], p[8]].map(usize::from);
+        let win = Window::with_strides(in_h, in_w, kh, kw, sh, sw, pad).unwrap();
         params(win, p[2] as usize, Clamp { min: q.min, max: q.max })
     }
 

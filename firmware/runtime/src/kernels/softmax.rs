@@ -175,7 +175,7 @@ impl Operator for Softmax {
             return Err(Error::Malformed("softmax depth is 0 or more than 4095"));
         }
         if l.params[1..].iter().any(|&p| p != 0) {
-            return Err(Error::Malformed("softmax parameters 1..8 must be 0"));
+            return Err(Error::Malformed("softmax parameters 1..12 must be 0"));
         }
         if l.input_len % depth != 0 || l.output_len != l.input_len {
             return Err(Error::Malformed("softmax lengths are not whole rows of its depth"));

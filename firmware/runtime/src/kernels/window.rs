@@ -87,7 +87,7 @@ fn taps(o: usize, stride: usize, pad: usize, kernel: usize, input: usize) -> Tap
     Taps { k0, k1: k1.max(k0), i0 }
 }
 
-/// Geometry of a 2-D sliding window (same stride along H and W). Built only
+/// Geometry of a 2-D sliding window (a stride per axis). Built only
 /// by [`Window::new`], so the derived output size and padding always agree
 /// with the inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +96,8 @@ pub struct Window {
     in_w: usize,
     kernel_h: usize,
     kernel_w: usize,
-    stride: usize,
+    stride_h: usize,
+    stride_w: usize,
     pad_top: usize,
     pad_left: usize,
     out_h: usize,
@@ -104,8 +105,7 @@ pub struct Window {
 }
 
 impl Window {
-    /// Computes the output size and padding; the error says which rule the
-    /// parameters break (it becomes `Error::Malformed` at model load).
+    /// A window with the same stride along both axes (see [`Window::with_strides`]).
     pub const fn new(
         in_h: usize,
         in_w: usize,
@@ -114,24 +114,38 @@ impl Window {
         stride: usize,
         padding: Padding,
     ) -> Result<Window, &'static str> {
+        Window::with_strides(in_h, in_w, kernel_h, kernel_w, stride, stride, padding)
+    }
+
+    /// Computes the output size and padding; the error says which rule the
+    /// parameters break (it becomes `Error::Malformed` at model load).
+    pub const fn with_strides(
+        in_h: usize,
+        in_w: usize,
+        kernel_h: usize,
+        kernel_w: usize,
+        stride_h: usize,
+        stride_w: usize,
+        padding: Padding,
+    ) -> Result<Window, &'static str> {
         if in_h == 0 || in_w == 0 {
             return Err("window input height or width is 0");
         }
         if kernel_h == 0 || kernel_w == 0 {
             return Err("window kernel height or width is 0");
         }
-        if stride == 0 {
+        if stride_h == 0 || stride_w == 0 {
             return Err("window stride is 0");
         }
-        let (out_h, pad_top) = match axis(in_h, kernel_h, stride, padding) {
+        let (out_h, pad_top) = match axis(in_h, kernel_h, stride_h, padding) {
             Ok(v) => v,
             Err(e) => return Err(e),
         };
-        let (out_w, pad_left) = match axis(in_w, kernel_w, stride, padding) {
+        let (out_w, pad_left) = match axis(in_w, kernel_w, stride_w, padding) {
             Ok(v) => v,
             Err(e) => return Err(e),
         };
-        Ok(Window { in_h, in_w, kernel_h, kernel_w, stride, pad_top, pad_left, out_h, out_w })
+        Ok(Window { in_h, in_w, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, out_h, out_w })
     }
 
     pub fn in_h(&self) -> usize {
@@ -146,8 +160,11 @@ impl Window {
     pub fn kernel_w(&self) -> usize {
         self.kernel_w
     }
-    pub fn stride(&self) -> usize {
-        self.stride
+    pub fn stride_h(&self) -> usize {
+        self.stride_h
+    }
+    pub fn stride_w(&self) -> usize {
+        self.stride_w
     }
     pub fn pad_top(&self) -> usize {
         self.pad_top
@@ -180,13 +197,13 @@ impl Window {
     /// In-bounds kernel rows of output row `oy`.
     #[inline(always)]
     pub(crate) fn rows(&self, oy: usize) -> Taps {
-        taps(oy, self.stride, self.pad_top, self.kernel_h, self.in_h)
+        taps(oy, self.stride_h, self.pad_top, self.kernel_h, self.in_h)
     }
 
     /// In-bounds kernel columns of output column `ox`.
     #[inline(always)]
     pub(crate) fn cols(&self, ox: usize) -> Taps {
-        taps(ox, self.stride, self.pad_left, self.kernel_w, self.in_w)
+        taps(ox, self.stride_w, self.pad_left, self.kernel_w, self.in_w)
     }
 
     /// Output columns whose windows lie entirely inside the input

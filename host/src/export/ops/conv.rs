@@ -7,7 +7,7 @@ use tinykd_tflite_schema::tflite as tfl;
 
 use super::Int8Op;
 use crate::export::onnx::{Builder, attr_int, window_attrs};
-use crate::export::tflite_import::{Reader, activation, channel_table, io, one_stride, padding};
+use crate::export::tflite_import::{Reader, activation, channel_table, io, padding, strides};
 use crate::export::tkd::TkdLayer;
 use crate::export::{ChannelScales, qdq, tflite};
 use crate::student::geometry::window2d;
@@ -27,18 +27,18 @@ impl Int8Op for Convolution {
         name: &dyn Fn(&str) -> String,
     ) -> Result<i32> {
         let p = l.params.map(usize::from);
-        let (ih, iw, ic, oc, kh, kw, stride) = (p[0], p[1], p[2], p[3], p[4], p[5], p[6]);
+        let (ih, iw, ic, oc, kh, kw, stride) = (p[0], p[1], p[2], p[3], p[4], p[5], [p[6], p[8]]);
         let pad = tflite::padding(l.params[7]);
         let window = window2d([ic, ih, iw], [kh, kw], stride, tflite::pad_spec(pad)).0;
         let bias: Vec<i32> = s.entries.iter().map(|q| q.bias).collect();
-        let stride = i32::try_from(stride)?;
+        let (stride_h, stride_w) = (i32::try_from(stride[0])?, i32::try_from(stride[1])?);
         let fused = tflite::fused(l.activation);
         let (wt, code, options, kind) = if !self.depthwise {
             let wt = g.weights(name("conv/filter"), &[oc, kh, kw, ic], weights, &s.weight_scales, 0)?;
             let options = tfl::BuiltinOptions::Conv2DOptions(Box::new(tfl::Conv2DOptions {
                 padding: pad,
-                stride_w: stride,
-                stride_h: stride,
+                stride_w,
+                stride_h,
                 fused_activation_function: fused,
                 dilation_w_factor: 1,
                 dilation_h_factor: 1,
@@ -49,8 +49,8 @@ impl Int8Op for Convolution {
             let wt = g.weights(name("depthwise/filter"), &[1, kh, kw, ic], weights, &s.weight_scales, 3)?;
             let options = tfl::BuiltinOptions::DepthwiseConv2DOptions(Box::new(tfl::DepthwiseConv2DOptions {
                 padding: pad,
-                stride_w: stride,
-                stride_h: stride,
+                stride_w,
+                stride_h,
                 depth_multiplier: 1,
                 fused_activation_function: fused,
                 dilation_w_factor: 1,
@@ -67,7 +67,7 @@ impl Int8Op for Convolution {
 
     fn qdq(&self, b: &mut Builder, at: &mut qdq::Cursor, l: &Layer, weights: &[i8], s: &ChannelScales) -> Result<()> {
         let p = l.params.map(usize::from);
-        let (ih, iw, ic, oc, kh, kw, stride) = (p[0], p[1], p[2], p[3], p[4], p[5], p[6]);
+        let (ih, iw, ic, oc, kh, kw, stride) = (p[0], p[1], p[2], p[3], p[4], p[5], [p[6], p[8]]);
         let depthwise = self.depthwise;
         // Device layouts: conv [O][kh][kw][C], depthwise [kh][kw][C] → [O][C][kh][kw] / [C][1][kh][kw].
         let mut t = vec![0i8; weights.len()];
@@ -142,11 +142,11 @@ impl Int8Op for Convolution {
                 if self.depthwise { " (tinykd takes depth multiplier 1)" } else { "" }
             ),
         };
-        let stride = one_stride(stride, (oh, ow))?;
+        let [sh, sw] = strides(stride)?;
         let pad = padding(pad);
-        let out = window2d([c, h, w], [kh, kw], stride, qdq::padding(pad)).0;
+        let out = window2d([c, h, w], [kh, kw], [sh, sw], qdq::padding(pad)).0;
         if out != [oh, ow] {
-            bail!("output {oh}×{ow} is not what a {kh}×{kw} window with stride {stride} gives on {h}×{w}: {out:?}");
+            bail!("output {oh}×{ow} is not what a {kh}×{kw} window with strides {sh}×{sw} gives on {h}×{w}: {out:?}");
         }
         let (in_q, out_q) = (r.activation(*x)?, r.activation(*y)?);
         let scales = r.weight_scales(*f, oc)?;
@@ -159,12 +159,14 @@ impl Int8Op for Convolution {
             clamp: tflite::tflite_clamp(activation, out_q),
             input_len: h * w * c,
             output_len: oh * ow * oc,
-            params: [u(h)?, u(w)?, u(c)?, u(oc)?, u(kh)?, u(kw)?, u(stride)?, pad],
+            params: [u(h)?, u(w)?, u(c)?, u(oc)?, u(kh)?, u(kw)?, u(sh)?, pad, u(sw)?, 0, 0, 0],
             input_zero_point: in_q.zero_point,
             output: out_q,
             weights: r.int8(*f)?,
             channels: channel_table(&bias, &scales, in_q.scale, out_q.scale),
             weight_scales: scales,
+            input: None,
+            second: None,
         })
     }
 }

@@ -102,7 +102,7 @@ impl Int8Op for FullyConnected {
             })
             .collect();
         let activation = activation(o.fused_activation_function)?;
-        let mut params = [0u16; 8];
+        let mut params = [0u16; tinykd_runtime::format::layer::PARAM_COUNT];
         params[0] = crate::student::layer::u16p(inf, "fully connected inputs")?;
         params[1] = crate::student::layer::u16p(outf, "fully connected outputs")?;
         Ok(TkdLayer {
@@ -117,6 +117,8 @@ impl Int8Op for FullyConnected {
             weights,
             channels: channel_table(&folded, &scales, in_q.scale, out_q.scale),
             weight_scales: scales,
+            input: None,
+            second: None,
         })
     }
 }

@@ -8,6 +8,7 @@
 //! input and output); an operator appends its layer at the cursor and moves
 //! the cursor to the layer's output.
 
+mod add;
 mod conv;
 mod fully_connected;
 mod pool;
@@ -95,7 +96,7 @@ pub(super) trait Int8Op: Sync {
 }
 
 /// Every family, for the importer's lookup by TFLite operator.
-const FAMILIES: [&dyn Int8Op; 7] = [
+const FAMILIES: [&dyn Int8Op; 8] = [
     &fully_connected::FullyConnected,
     &conv::Convolution { depthwise: false },
     &conv::Convolution { depthwise: true },
@@ -103,6 +104,7 @@ const FAMILIES: [&dyn Int8Op; 7] = [
     &pool::Pool::Average,
     &pool::Pool::GlobalAverage,
     &softmax::Softmax,
+    &add::Add,
 ];
 
 /// The family that imports TFLite operator `code`.
@@ -120,5 +122,6 @@ pub(super) fn int8_op(op: Op) -> &'static dyn Int8Op {
         Op::AvgPool2d => &pool::Pool::Average,
         Op::GlobalAvgPool => &pool::Pool::GlobalAverage,
         Op::Softmax => &softmax::Softmax,
+        Op::Add => &add::Add,
     }
 }

@@ -11,7 +11,7 @@ use tinykd_tflite_schema::tflite as tfl;
 
 use super::Int8Op;
 use crate::export::onnx::{Builder, attr_int, window_attrs};
-use crate::export::tflite_import::{Reader, activation, io, one_stride, padding};
+use crate::export::tflite_import::{Reader, activation, io, strides, padding};
 use crate::export::tkd::TkdLayer;
 use crate::export::{ChannelScales, qdq, tflite};
 use crate::student::geometry::window2d;
@@ -35,8 +35,8 @@ impl Int8Op for Pool {
         let p = l.params.map(usize::from);
         let (ih, iw, ch) = (p[0], p[1], p[2]);
         let (ph, pw, stride, pad) = match self {
-            Pool::GlobalAverage => (ih, iw, 1, tfl::Padding::Valid),
-            _ => (p[3], p[4], p[5], tflite::padding(l.params[6])),
+            Pool::GlobalAverage => (ih, iw, [1, 1], tfl::Padding::Valid),
+            _ => (p[3], p[4], [p[5], p[8]], tflite::padding(l.params[6])),
         };
         let window = window2d([ch, ih, iw], [ph, pw], stride, tflite::pad_spec(pad)).0;
         let (code, kind) = match self {
@@ -46,8 +46,8 @@ impl Int8Op for Pool {
         };
         let options = tfl::BuiltinOptions::Pool2DOptions(Box::new(tfl::Pool2DOptions {
             padding: pad,
-            stride_w: i32::try_from(stride)?,
-            stride_h: i32::try_from(stride)?,
+            stride_w: i32::try_from(stride[1])?,
+            stride_h: i32::try_from(stride[0])?,
             filter_width: i32::try_from(pw)?,
             filter_height: i32::try_from(ph)?,
             fused_activation_function: tflite::fused(l.activation),
@@ -65,7 +65,7 @@ impl Int8Op for Pool {
             return Ok(());
         }
         let p = l.params.map(usize::from);
-        let (ih, iw, ch, ph, pw, stride) = (p[0], p[1], p[2], p[3], p[4], p[5]);
+        let (ih, iw, ch, ph, pw, stride) = (p[0], p[1], p[2], p[3], p[4], [p[5], p[8]]);
         let pad = qdq::padding(l.params[6]);
         let mut attrs = window_attrs([ch, ih, iw], [ph, pw], stride, pad, at.one_d);
         if let Pool::Max = self {
@@ -95,11 +95,11 @@ impl Int8Op for Pool {
         let Some(tfl::BuiltinOptions::Pool2DOptions(o)) = &op.builtin_options else { bail!("has no pool options") };
         let ([h, w, c], [oh, ow, oc]) = (r.hwc(*x)?, r.hwc(*y)?);
         let (ph, pw) = (usize::try_from(o.filter_height)?, usize::try_from(o.filter_width)?);
-        let stride = one_stride((o.stride_h, o.stride_w), (oh, ow))?;
+        let [sh, sw] = strides((o.stride_h, o.stride_w))?;
         let pad = padding(o.padding);
-        let out = window2d([c, h, w], [ph, pw], stride, qdq::padding(pad)).0;
+        let out = window2d([c, h, w], [ph, pw], [sh, sw], qdq::padding(pad)).0;
         if out != [oh, ow] || oc != c {
-            bail!("output {oh}×{ow}×{oc} is not what a {ph}×{pw} window with stride {stride} gives on {h}×{w}×{c}");
+            bail!("output {oh}×{ow}×{oc} is not what a {ph}×{pw} window with strides {sh}×{sw} gives on {h}×{w}×{c}");
         }
         let (in_q, out_q) = (r.activation(*x)?, r.activation(*y)?);
         if in_q != out_q {
@@ -113,12 +113,14 @@ impl Int8Op for Pool {
             clamp: tflite::tflite_clamp(activation, out_q),
             input_len: h * w * c,
             output_len: oh * ow * c,
-            params: [u(h)?, u(w)?, u(c)?, u(ph)?, u(pw)?, u(stride)?, pad, 0],
+            params: [u(h)?, u(w)?, u(c)?, u(ph)?, u(pw)?, u(sh)?, pad, 0, u(sw)?, 0, 0, 0],
             input_zero_point: in_q.zero_point,
             output: out_q,
             weights: Vec::new(),
             channels: Vec::new(),
             weight_scales: Vec::new(),
+            input: None,
+            second: None,
         })
     }
 

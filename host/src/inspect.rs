@@ -159,7 +159,13 @@ fn inspect_tkd(o: &mut String, path: &Path) -> Result<()> {
         oq.scale,
         oq.zero_point
     )?;
-    writeln!(o, "  arena {} bytes, model CRC-32 {:#010x}", m.arena_bytes(), m.crc())?;
+    writeln!(
+        o,
+        "  arena {} bytes (most alive at once: {}), model CRC-32 {:#010x}",
+        m.arena_bytes(),
+        crate::int8::liveness_bound(&m)?,
+        m.crc()
+    )?;
     writeln!(
         o,
         "  requantization rounds {}",
@@ -174,10 +180,25 @@ fn inspect_tkd(o: &mut String, path: &Path) -> Result<()> {
     }
     for (i, l) in m.layers().enumerate() {
         let l = l.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let tensor = |t: u16| if t == 0 { "input".to_string() } else { format!("layer {}", t - 1) };
+        let reads = match l.second_tensor {
+            tinykd_runtime::format::NO_TENSOR => tensor(l.input_tensor),
+            t => format!("{} + {}", tensor(l.input_tensor), tensor(t)),
+        };
         writeln!(
             o,
-            "  layer {i}: {:?} {} → {} values, {:?}, params {:?}, {} weights, clamp [{}, {}]",
-            l.op, l.input_len, l.output_len, l.activation, l.params, l.weights_len, l.clamp.min, l.clamp.max
+            "  layer {i}: {:?} {} → {} values, {:?}, params {:?}, {} weights, clamp [{}, {}], reads {reads}, \
+             writes arena {}..{}",
+            l.op,
+            l.input_len,
+            l.output_len,
+            l.activation,
+            l.params,
+            l.weights_len,
+            l.clamp.min,
+            l.clamp.max,
+            l.output_offset,
+            l.output_offset + l.output_len
         )?;
     }
     Ok(())

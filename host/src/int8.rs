@@ -22,6 +22,19 @@ pub fn read(path: &Path) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// The most bytes of layer outputs alive at once in `model`'s graph (with
+/// in-place layers writing over their second input, as planned): no arena
+/// plan needs less, so `arena_bytes` at this bound is optimal.
+pub fn liveness_bound(model: &Model<'_>) -> Result<usize> {
+    let mut layers = Vec::with_capacity(model.layer_count());
+    for l in model.layers() {
+        let l = l.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let second = (l.second_tensor != format::NO_TENSOR).then_some(l.second_tensor as usize);
+        layers.push(tinykd_runtime::plan::PlanLayer { output_len: l.output_len, input: l.input_tensor as usize, second });
+    }
+    Ok(tinykd_runtime::plan::plan(&layers).bound)
+}
+
 /// The runtime's parsed view of a blob (validated again: cheap, and a blob
 /// from anywhere gets a clear error instead of a panic).
 pub fn parse(bytes: &[u8]) -> Result<Model<'_>> {

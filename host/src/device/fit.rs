@@ -40,6 +40,7 @@ fn packed_ring_bytes(board: &Board, model: &Model<'_>) -> u64 {
     (0..model.layer_count())
         .filter_map(|i| match model.compiled_layer(i).ok()?.step {
             Step::Conv(conv) => tinykd_runtime::kernels::conv_gathered::gathered_window(&conv.params),
+            Step::ConvAdd(fused) => tinykd_runtime::kernels::conv_gathered::gathered_window(&fused.conv.params),
             _ => None,
         })
         .max()
@@ -67,10 +68,12 @@ pub fn fit_check(board: &Board, model: &Model<'_>, what: &Path) -> Result<()> {
     let (rx, ram_need) = (need.receive_buffer, need.ram);
     if ram_need > board.ram_bytes {
         bail!(
-            "{}: does not fit {}: arena {} + receive buffer {} + stack ~{} = {} bytes of RAM, the board has {}",
+            "{}: does not fit {}: arena {} (planned; most alive at once: {}) + receive buffer {} + stack ~{} = {} \
+             bytes of RAM, the board has {}",
             what.display(),
             board.name,
             model.arena_bytes(),
+            crate::int8::liveness_bound(model)?,
             rx,
             board.engine_stack_bytes,
             ram_need,

@@ -1,6 +1,7 @@
 //! Artefact writers: the `.tkd` blob, the float student as ONNX, the int8
 //! student as QDQ ONNX or TFLite, the blob as Rust or C source.
 
+pub mod fuse;
 pub mod onnx;
 mod ops;
 pub mod qdq;

@@ -282,8 +282,13 @@ fn finish(g: Graph, input: i32, output: i32, crc: u32) -> Result<Vec<u8>> {
         buffers: Some(g.buffers),
         ..Default::default()
     };
+    write_model(&model)
+}
+
+/// A TFLite model as flatbuffer bytes, with its file identifier.
+pub fn write_model(model: &tfl::Model) -> Result<Vec<u8>> {
     let mut builder = planus::Builder::new();
-    let mut bytes = builder.finish(&model, Some(FILE_IDENTIFIER)).to_vec();
+    let mut bytes = builder.finish(model, Some(FILE_IDENTIFIER)).to_vec();
     put_file_identifier_after_root_offset(&mut bytes)?;
     Ok(bytes)
 }

@@ -43,15 +43,23 @@ pub(super) fn code_name(code: i32) -> String {
         |_| format!("operator code {code}"),
         |c| {
             let debug = format!("{c:?}");
-            // `Conv2d` → `CONV_2D`, `DepthwiseConv2d` → `DEPTHWISE_CONV_2D`.
+            // The schema's names that do not follow the rule below.
+            match debug.as_str() {
+                "Relu6" => return "RELU6".into(),
+                "Rfft2d" => return "RFFT2D".into(),
+                "ReluN1To1" => return "RELU_N1_TO_1".into(),
+                _ => {}
+            }
+            // `Conv2d` → `CONV_2D`, `DepthwiseConv2d` → `DEPTHWISE_CONV_2D`,
+            // `L2Pool2d` → `L2_POOL_2D` (a one-letter word keeps its digit).
             let mut out = String::new();
+            let mut word = 0;
             for (i, ch) in debug.chars().enumerate() {
-                let boundary = i > 0
-                    && (ch.is_ascii_uppercase()
-                        || (ch.is_ascii_digit() && !out.ends_with(|p: char| p.is_ascii_digit())));
+                let boundary = i > 0 && (ch.is_ascii_uppercase() || (ch.is_ascii_digit() && word > 1));
                 if boundary {
                     out.push('_');
                 }
+                word = if ch.is_ascii_alphabetic() && !boundary { word + 1 } else if ch.is_ascii_alphabetic() { 1 } else { 0 };
                 out.push(ch.to_ascii_uppercase());
             }
             out
@@ -223,7 +231,9 @@ pub(super) fn io(op: &tfl::Operator) -> (&[i32], &[i32]) {
 
 /// The flatbuffer's model, owned; a file without TFLite's identifier, or
 /// one planus cannot read whole, is an error.
-fn read_model(bytes: &[u8]) -> Result<tfl::Model> {
+/// A `.tflite` flatbuffer read into TFLite's object form (one-line errors
+/// for foreign, truncated or corrupt files).
+pub fn read_model(bytes: &[u8]) -> Result<tfl::Model> {
     if bytes.get(4..8) != Some(b"TFL3") {
         bail!("not a TFLite model (no TFL3 file identifier)");
     }
@@ -291,6 +301,7 @@ pub fn import(bytes: &[u8]) -> Result<TkdModel> {
         bail!("the model's output '{}' is not written by its last operator", r.name(*output));
     }
     add_over_dying_inputs(&mut layers);
+    super::fuse::conv_add(&mut layers);
     let in_shape = r.shape(*input)?;
     let (input_shape, channels_last) = match in_shape.as_slice() {
         [1, n] => (vec![*n], false),
@@ -369,9 +380,10 @@ pub fn describe(bytes: &[u8]) -> Result<String> {
             let m = crate::int8::parse(&blob)?;
             writeln!(
                 o,
-                "tinykd runs it: {} layers, arena {} B, {} B as .tkd",
+                "tinykd runs it: {} layers, arena {} B (most alive at once: {} B), {} B as .tkd",
                 m.layer_count(),
                 m.arena_bytes(),
+                crate::int8::liveness_bound(&m)?,
                 blob.len()
             )?;
         }
@@ -385,4 +397,25 @@ pub fn import_file(path: &std::path::Path) -> Result<Vec<u8>> {
     let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
     let model = import(&bytes).with_context(|| format!("{}: cannot import", path.display()))?;
     super::tkd::encode(&model).with_context(|| format!("{}: cannot import", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operator_codes_are_named_as_in_the_tflite_schema() {
+        for (op, name) in [
+            (tfl::BuiltinOperator::Conv2d, "CONV_2D"),
+            (tfl::BuiltinOperator::DepthwiseConv2d, "DEPTHWISE_CONV_2D"),
+            (tfl::BuiltinOperator::L2Pool2d, "L2_POOL_2D"),
+            (tfl::BuiltinOperator::FullyConnected, "FULLY_CONNECTED"),
+            (tfl::BuiltinOperator::Relu6, "RELU6"),
+            (tfl::BuiltinOperator::Conv3dTranspose, "CONV_3D_TRANSPOSE"),
+            (tfl::BuiltinOperator::Add, "ADD"),
+        ] {
+            assert_eq!(code_name(op as i32), name);
+        }
+        assert_eq!(code_name(100_000), "operator code 100000");
+    }
 }

@@ -9,7 +9,9 @@
 //!
 //! The record: the convolution's parameters (`params[0..9]`, see
 //! [`crate::ops::Op::Conv2d`]) with its clamp in `params[9]` (min) and
-//! `params[10]` (max) as int8 bytes; its input zero point; its weights;
+//! `params[10]` (max) as int8 bytes and its fused activation in
+//! `params[11]` (informative, as the record's own activation byte is the
+//! addition's); its input zero point; its weights;
 //! its `out_c` channel entries followed by the addition's three (see
 //! [`super::add`]: the first input is the convolution's output, whose zero
 //! point the first entry's bias holds; the second is the skip, the layer's
@@ -19,7 +21,7 @@ use super::add::{AddInto, AddStep, decode_entries};
 use super::conv::{ConvStep, conv2d_layer_with, validate_conv};
 use super::{ChannelTable, Clamp, ConvParams};
 use crate::error::Error;
-use crate::format::CHANNEL_ENTRY_LEN;
+use crate::format::{Activation, CHANNEL_ENTRY_LEN};
 use crate::model::Layer;
 use crate::ops::Operator;
 
@@ -32,9 +34,10 @@ pub struct ConvAddStep<'a, C> {
 }
 
 /// The layer's convolution alone: the record with the convolution's clamp
-/// and output zero point, its parameters 9 and 10 cleared and its own
-/// channel entries.
-fn conv_record(l: &Layer) -> Result<Layer, Error> {
+/// and activation, its parameters 9 to 11 cleared and its own channel
+/// entries (its output quantization is the addition's first input's, which
+/// the record's first addition entry and weight scale hold).
+pub fn conv_layer(l: &Layer) -> Result<Layer, Error> {
     let mut conv = *l;
     // An int8 as its byte: 0..=255.
     let byte = |p: u16| u8::try_from(p).ok().map(|b| b as i8);
@@ -42,8 +45,13 @@ fn conv_record(l: &Layer) -> Result<Layer, Error> {
         return Err(Error::Malformed("convolution-add clamp parameters are not int8"));
     };
     conv.clamp = Clamp { min, max };
+    conv.activation = u8::try_from(l.params[11])
+        .ok()
+        .and_then(Activation::from_u8)
+        .ok_or(Error::Malformed("convolution-add activation parameter is unknown"))?;
     conv.params[9] = 0;
     conv.params[10] = 0;
+    conv.params[11] = 0;
     let short = Error::Malformed("channel table size differs from output channels");
     conv.channel_count = l.channel_count.checked_sub(3).ok_or(short)?;
     Ok(conv)
@@ -52,7 +60,7 @@ fn conv_record(l: &Layer) -> Result<Layer, Error> {
 impl ConvAddStep<'_, &[u8]> {
     /// The convolution's parameters from a record.
     fn conv_params(l: &Layer, add: &AddStep) -> Result<ConvParams, Error> {
-        let conv = conv_record(l)?;
+        let conv = conv_layer(l)?;
         ConvParams::from_record(conv.params, conv.input_zero_point, add.entries[0].bias, conv.clamp)
             .map_err(Error::Malformed)
     }
@@ -67,7 +75,7 @@ impl Operator for ConvAdd {
     const INPUTS: usize = 2;
 
     fn validate(l: &Layer) -> Result<(), Error> {
-        let conv = conv_record(l)?;
+        let conv = conv_layer(l)?;
         if conv.clamp.min > conv.clamp.max {
             return Err(Error::Malformed("activation min exceeds max"));
         }
@@ -115,7 +123,7 @@ impl Operator for ConvAdd {
         krate: &str,
         tensors: &mut dyn FnMut(&[i8]) -> alloc::string::String,
     ) -> alloc::string::String {
-        let conv = match conv_record(l) {
+        let conv = match conv_layer(l) {
             Ok(c) => Layer { output: crate::QuantParams { zero_point: s.add.entries[0].bias, ..c.output }, ..c },
             Err(_) => *l,
         };

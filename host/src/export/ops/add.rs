@@ -15,6 +15,7 @@ use crate::export::{ChannelScales, channel_scales, qdq, tflite};
 
 pub(super) struct Add;
 
+
 impl Int8Op for Add {
     fn tflite(
         &self,

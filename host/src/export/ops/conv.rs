@@ -12,7 +12,7 @@ use crate::export::tkd::TkdLayer;
 use crate::export::{ChannelScales, qdq, tflite};
 use crate::student::geometry::window2d;
 
-pub(super) struct Convolution {
+pub(crate) struct Convolution {
     pub depthwise: bool,
 }
 

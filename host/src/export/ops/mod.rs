@@ -10,6 +10,7 @@
 
 mod add;
 mod conv;
+mod conv_add;
 mod fully_connected;
 mod pool;
 mod softmax;
@@ -123,5 +124,6 @@ pub(super) fn int8_op(op: Op) -> &'static dyn Int8Op {
         Op::GlobalAvgPool => &pool::Pool::GlobalAverage,
         Op::Softmax => &softmax::Softmax,
         Op::Add => &add::Add,
+        Op::ConvAdd => &conv_add::ConvAdd,
     }
 }

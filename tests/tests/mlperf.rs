@@ -51,6 +51,7 @@ fn mlperf_tiny_models_on_the_cortex_m4_equal_the_host() {
         ("kws_ref_model.tflite", &[49usize, 10, 1][..], 12),
         ("ad01_int8.tflite", &[640][..], 640),
         ("vww_96_int8.tflite", &[96, 96, 3][..], 2),
+        ("pretrainedResnet_quant.tflite", &[32, 32, 3][..], 10),
     ] {
         let blob = tinykd::export::tflite_import::import_file(&models().join("mlperf-tiny").join(file)).unwrap();
         let tkd = dir.path().join(file.replace(".tflite", ".tkd"));

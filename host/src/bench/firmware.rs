@@ -27,6 +27,10 @@ pub struct Case {
     pub input: &'static [usize],
     /// CMSIS-NN's instructions per MAC on M3 and M4 (measured with QEMU `-icount`), if measured.
     pub cmsis_nn: Option<(f64, f64)>,
+    /// A layer of an MLPerf Tiny reference model instead of `spec`: the
+    /// file in `models/mlperf-tiny/` and the layer's index once imported,
+    /// alone in a model with its real weights and quantization.
+    pub layer: Option<(&'static str, usize)>,
 }
 
 impl Case {
@@ -39,77 +43,175 @@ impl Case {
 /// The CMSIS-NN shapes (H×W×Cin→Cout in its notation) and the models/ students.
 pub const CASES: &[Case] = &[
     // Almost no arithmetic: what every inference pays (layer decoding, checks, dispatch).
-    Case { name: "overhead (FC 4→2)", spec: "dense(2)", input: &[4], cmsis_nn: None },
-    Case { name: "FC 40→32", spec: "dense(32)", input: &[40], cmsis_nn: Some((4.54, 3.25)) },
-    Case { name: "FC 80→10", spec: "dense(10)", input: &[80], cmsis_nn: Some((4.26, 2.65)) },
-    Case { name: "FC 512→64", spec: "dense(64)", input: &[512], cmsis_nn: Some((3.45, 1.98)) },
     Case {
+        layer: None,
+        name: "overhead (FC 4→2)", spec: "dense(2)", input: &[4], cmsis_nn: None },
+    Case {
+        layer: None,
+        name: "FC 40→32", spec: "dense(32)", input: &[40], cmsis_nn: Some((4.54, 3.25)) },
+    Case {
+        layer: None,
+        name: "FC 80→10", spec: "dense(10)", input: &[80], cmsis_nn: Some((4.26, 2.65)) },
+    Case {
+        layer: None,
+        name: "FC 512→64", spec: "dense(64)", input: &[512], cmsis_nn: Some((3.45, 1.98)) },
+    Case {
+        layer: None,
         name: "conv 1×40×1→8 (1×5, s2)",
         spec: "conv1d(8,k5,s2) relu",
         input: &[1, 40],
         cmsis_nn: Some((19.0, 19.5)),
     },
     Case {
+        layer: None,
         name: "conv 1×20×8→16 (1×3, s2)",
         spec: "conv1d(16,k3,s2) relu",
         input: &[8, 20],
         cmsis_nn: Some((5.24, 4.43)),
     },
     Case {
+        layer: None,
         name: "conv 8×8×1→8 (3×3)", spec: "conv2d(8,k3) relu", input: &[1, 8, 8], cmsis_nn: Some((14.35, 14.02))
     },
     Case {
+        layer: None,
         name: "conv 4×4×8→16 (3×3)", spec: "conv2d(16,k3) relu", input: &[8, 4, 4], cmsis_nn: Some((3.87, 2.90))
     },
     Case {
+        layer: None,
         name: "conv 8×8×16→16 (3×3)", spec: "conv2d(16,k3) relu", input: &[16, 8, 8], cmsis_nn: Some((3.35, 2.34))
     },
     Case {
+        layer: None,
         name: "depthwise 8×8×8 (3×3)", spec: "dwconv2d(k3) relu", input: &[8, 8, 8], cmsis_nn: Some((9.93, 8.52))
     },
     // Three input channels (an RGB image): a window whose length (27) is not
     // a multiple of four, the M4's gathering path that stores each value's
     // SMLAD slot on its own (the others gather groups of four).
-    Case { name: "conv 8×8×3→8 (3×3)", spec: "conv2d(8,k3) relu", input: &[3, 8, 8], cmsis_nn: None },
+    Case {
+        layer: None,
+        name: "conv 8×8×3→8 (3×3)", spec: "conv2d(8,k3) relu", input: &[3, 8, 8], cmsis_nn: None },
     // The example students layer by layer (each layer alone, on its input
     // shape inside the student): where a whole-model count goes.
     Case {
+        layer: None,
         name: "  main job 1: conv 1×40×1→12 (1×5, s2)",
         spec: "conv1d(12,k5,s2) relu",
         input: &[1, 40],
         cmsis_nn: None,
     },
     Case {
+        layer: None,
         name: "  main job 2: conv 1×20×12→16 (1×3, s2)",
         spec: "conv1d(16,k3,s2) relu",
         input: &[12, 20],
         cmsis_nn: None,
     },
     Case {
+        layer: None,
         name: "  main job 3: conv 1×10×16→24 (1×3)", spec: "conv1d(24,k3) relu", input: &[16, 10], cmsis_nn: None
     },
-    Case { name: "  main job 4: GAP 1×10×24 + FC 24→10", spec: "gap dense(10)", input: &[24, 10], cmsis_nn: None },
     Case {
+        layer: None,
+        name: "  main job 4: GAP 1×10×24 + FC 24→10", spec: "gap dense(10)", input: &[24, 10], cmsis_nn: None },
+    Case {
+        layer: None,
         name: "main-job CNN (MNIST-1D)",
         spec: "conv1d(12,k5,s2) relu conv1d(16,k3,s2) relu conv1d(24,k3) relu gap dense(10)",
         input: &[40],
         cmsis_nn: None,
     },
-    Case { name: "  digits 1: conv 8×8×1→8 (3×3)", spec: "conv2d(8,k3) relu", input: &[1, 8, 8], cmsis_nn: None },
     Case {
+        layer: None,
+        name: "  digits 1: conv 8×8×1→8 (3×3)", spec: "conv2d(8,k3) relu", input: &[1, 8, 8], cmsis_nn: None },
+    Case {
+        layer: None,
         name: "  digits 2: max pool 8×8×8 + conv 4×4×8→16 (3×3)",
         spec: "maxpool(2) conv2d(16,k3) relu",
         input: &[8, 8, 8],
         cmsis_nn: None,
     },
-    Case { name: "  digits 3: GAP 4×4×16 + FC 16→10", spec: "gap dense(10)", input: &[16, 4, 4], cmsis_nn: None },
     Case {
+        layer: None,
+        name: "  digits 3: GAP 4×4×16 + FC 16→10", spec: "gap dense(10)", input: &[16, 4, 4], cmsis_nn: None },
+    Case {
+        layer: None,
         name: "digits 2-D CNN",
         spec: "conv2d(8,k3) relu maxpool(2) conv2d(16,k3) relu gap dense(10)",
         input: &[1, 8, 8],
         cmsis_nn: None,
     },
+    // MLPerf Tiny's layers, with their real weights (CMSIS-NN's counts on
+    // the same layers: ../shared figures, M3 / M4 instructions per MAC).
+    mlperf("KWS conv 49×10×1→64 (10×4, s2)", KWS, 0, (4.30, 3.49)),
+    mlperf("KWS depthwise 25×5×64 (3×3)", KWS, 1, (9.23, 7.79)),
+    mlperf("KWS conv 25×5×64→64 (1×1)", KWS, 2, (3.11, 2.09)),
+    mlperf("IC conv 32×32×3→16 (3×3)", IC, 0, (5.49, 4.77)),
+    mlperf("IC conv 32×32×16→16 (3×3)", IC, 1, (3.34, 2.33)),
+    mlperf("IC conv 32×32×16→32 (3×3, s2)", IC, 3, (3.07, 2.14)),
+    mlperf("IC conv 16×16×32→32 (3×3)", IC, 4, (2.87, 1.93)),
+    mlperf("IC conv 8×8×64→64 (3×3)", IC, 7, (2.67, 1.76)),
+    mlperf("VWW conv 96×96×3→8 (3×3, s2)", VWW, 0, (6.94, 6.12)),
+    mlperf("VWW depthwise 48×48×8 (3×3)", VWW, 1, (10.50, 8.86)),
+    mlperf("VWW conv 48×48×8→16 (1×1)", VWW, 2, (7.07, 6.63)),
+    mlperf("VWW depthwise 48×48×16 (3×3, s2)", VWW, 3, (10.11, 8.45)),
+    mlperf("VWW conv 24×24×16→32 (1×1)", VWW, 4, (4.79, 3.96)),
+    mlperf("VWW depthwise 24×24×32 (3×3)", VWW, 5, (9.77, 8.15)),
+    mlperf("VWW conv 24×24×32→32 (1×1)", VWW, 6, (3.65, 2.70)),
+    mlperf("VWW depthwise 12×12×64 (3×3)", VWW, 9, (9.40, 7.88)),
+    mlperf("VWW conv 12×12×64→64 (1×1)", VWW, 10, (3.10, 2.08)),
+    mlperf("VWW depthwise 6×6×128 (3×3)", VWW, 13, (8.85, 7.51)),
+    mlperf("VWW conv 6×6×128→128 (1×1)", VWW, 14, (2.88, 1.83)),
+    mlperf("VWW conv 3×3×256→256 (1×1)", VWW, 26, (3.10, 1.97)),
+    mlperf("AD FC 640→128 (per-tensor)", AD, 0, (3.44, 1.95)),
+    mlperf("AD FC 128→128 (per-tensor)", AD, 1, (3.68, 2.27)),
+    mlperf("AD FC 8→128 (per-tensor)", AD, 5, (8.20, 8.16)),
 ];
+
+const KWS: &str = "kws_ref_model.tflite";
+const IC: &str = "pretrainedResnet_quant.tflite";
+const VWW: &str = "vww_96_int8.tflite";
+const AD: &str = "ad01_int8.tflite";
+
+/// A case of layer `layer` of the MLPerf Tiny model `file`.
+const fn mlperf(name: &'static str, file: &'static str, layer: usize, cmsis_nn: (f64, f64)) -> Case {
+    Case { layer: Some((file, layer)), name, spec: "", input: &[], cmsis_nn: Some(cmsis_nn) }
+}
+
+/// Where the MLPerf Tiny models are: `TINYKD_MLPERF_DIR`, else the
+/// checkout's `models/mlperf-tiny/`.
+fn mlperf_dir() -> std::path::PathBuf {
+    std::env::var_os("TINYKD_MLPERF_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/mlperf-tiny"))
+}
+
+/// Layer `k` of the imported `file`, alone in a model: its input the
+/// model's, its output the logits.
+fn imported_layer(file: &str, k: usize) -> Result<(Vec<u8>, usize)> {
+    use tinykd_runtime::format::Op;
+    let path = mlperf_dir().join(file);
+    let bytes = std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let model = crate::export::tflite_import::import(&bytes)?;
+    let Some(l) = model.layers.get(k).cloned() else { bail!("{file} has no layer {k}") };
+    let p = l.params.map(usize::from);
+    let (input_shape, macs) = match l.op {
+        Op::Conv2d => (vec![p[2], p[0], p[1]], l.output_len * p[4] * p[5] * p[2]),
+        Op::DepthwiseConv2d => (vec![p[2], p[0], p[1]], l.output_len * p[4] * p[5]),
+        Op::FullyConnected => (vec![p[0]], p[0] * p[1]),
+        op => bail!("{file} layer {k} is {}: the layer cases are convolutions and fully connected layers", op.name()),
+    };
+    let one = crate::export::tkd::TkdModel {
+        input_shape,
+        input: tinykd_runtime::QuantParams { scale: 1.0, zero_point: l.input_zero_point },
+        output: l.output,
+        classes: l.output_len,
+        layers: vec![crate::export::tkd::TkdLayer { input: None, second: None, ..l }],
+        data_channels_last: true,
+        single_rounding: false,
+    };
+    Ok((crate::export::tkd::encode(&one)?, macs))
+}
 
 /// A case measured on one board.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -193,6 +295,9 @@ const SAMPLES: usize = 16;
 
 /// Builds the case's model with random weights; returns the `.tkd` bytes.
 fn case_model(case: &Case, seed: u64) -> Result<(Vec<u8>, usize)> {
+    if let Some((file, k)) = case.layer {
+        return imported_layer(file, k);
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let student = Student::from_spec_any_output(case.spec, case.input, &mut rng)?;
     let len = student.input_len();

@@ -28,15 +28,18 @@ pub fn fit_estimate(board: &Board, model: &Model<'_>) -> FitEstimate {
     }
 }
 
-/// The stack a Cortex-M4/M7 build for speed takes beyond the engine's
-/// estimate for its convolutions' packed rows (`kernels::conv_packed_rows`):
-/// a ring of twice the largest window it takes, four bytes a value (3×3
-/// over 16 channels: 1,152 B). 0 on other cores.
+/// The stack a Cortex-M3/M4/M7 build for speed takes beyond the engine's
+/// estimate for the windows its convolutions gather: on the M4/M7 a ring
+/// of twice the largest window (`kernels::conv_packed_rows`), four bytes a
+/// value (3×3 over 64 channels: 4,608 B); on the M3 two pixels' windows,
+/// two bytes a value. 0 on other cores.
 fn packed_ring_bytes(board: &Board, model: &Model<'_>) -> u64 {
     use tinykd_runtime::compiled::Step;
-    if !board.target.starts_with("thumbv7em") {
-        return 0;
-    }
+    let bytes_per_value = match board.target {
+        t if t.starts_with("thumbv7em") => 8,
+        t if t.starts_with("thumbv7m") => 4,
+        _ => return 0,
+    };
     (0..model.layer_count())
         .filter_map(|i| match model.compiled_layer(i).ok()?.step {
             Step::Conv(conv) => tinykd_runtime::kernels::conv_gathered::gathered_window(&conv.params),
@@ -44,7 +47,7 @@ fn packed_ring_bytes(board: &Board, model: &Model<'_>) -> u64 {
             _ => None,
         })
         .max()
-        .map_or(0, |n| 2 * 4 * n as u64)
+        .map_or(0, |n| bytes_per_value * n as u64)
 }
 
 /// Refuses a model that cannot fit the board, before anything is built:
@@ -91,7 +94,7 @@ mod tests {
     use rand::SeedableRng;
 
     #[test]
-    fn the_m4_estimate_counts_the_packed_ring() {
+    fn the_estimate_counts_the_gathered_windows() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let spec = "conv2d(16,k3) relu conv2d(16,k3) relu gap dense(5)";
         let s = crate::student::Student::from_spec_any_output(spec, &[3, 7, 9], &mut rng).unwrap();
@@ -101,8 +104,11 @@ mod tests {
         let model = Model::from_bytes(&bytes).unwrap();
         let m3 = fit_estimate(boards::board("qemu-mps2-an385").unwrap(), &model);
         let m4 = fit_estimate(boards::board("qemu-mps2-an386").unwrap(), &model);
-        // The largest window: 3×3 over 16 channels, a ring of 2 × 144 words.
-        assert_eq!(m4.ram - m3.ram, 1152);
+        // The largest window: 3×3 over 16 channels, a ring of 2 × 144 words
+        // on the M4, two windows of 144 halfwords on the M3, none on the M0.
+        let ring = |b: &str| packed_ring_bytes(boards::board(b).unwrap(), &model);
+        assert_eq!((ring("qemu-mps2-an386"), ring("qemu-mps2-an385"), ring("qemu-microbit")), (1152, 576, 0));
+        assert_eq!(m4.ram - m3.ram, 1152 - 576);
         assert_eq!(
             m4.flash,
             m3.flash + boards::board("qemu-mps2-an386").unwrap().engine_flash_bytes

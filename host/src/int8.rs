@@ -30,7 +30,11 @@ pub fn liveness_bound(model: &Model<'_>) -> Result<usize> {
     for l in model.layers() {
         let l = l.map_err(|e| anyhow::anyhow!("{e}"))?;
         let second = (l.second_tensor != format::NO_TENSOR).then_some(l.second_tensor as usize);
-        layers.push(tinykd_runtime::plan::PlanLayer { output_len: l.output_len, input: l.input_tensor as usize, second });
+        layers.push(tinykd_runtime::plan::PlanLayer {
+            output_len: l.output_len,
+            input: l.input_tensor as usize,
+            second,
+        });
     }
     Ok(tinykd_runtime::plan::plan(&layers).bound)
 }

@@ -105,7 +105,11 @@ fn a_model_tinykd_cannot_run_is_refused_naming_the_operator() {
     assert!(text.contains("L2_POOL_2D") && text.contains("NOT SUPPORTED"), "{text}");
     assert!(text.contains("tinykd does not run it"), "{text}");
     let o = tinykd(&["inspect", mlperf("kws_ref_model.tflite").to_str().unwrap()], dir.path());
-    assert!(stdout(&o).contains("tinykd runs it: 12 layers, arena 16000 B (most alive at once: 16000 B)"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("tinykd runs it: 12 layers, arena 16000 B (most alive at once: 16000 B)"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]

@@ -162,9 +162,7 @@ impl<const OPS: OpSet, C: ChannelTable> Compiled<'_, OPS, C> {
         match self.specialized {
             None => {
                 let layer = |i: usize| self.layers.get(i).copied().ok_or(missing);
-                run_graph(self.layers.len(), input, len, arena, bytes, layer, |l, x, y| {
-                    l.step.run::<OPS>(single, x, y)
-                })
+                run_graph(self.layers.len(), input, len, arena, bytes, layer, |l, x, y| l.step.run::<OPS>(single, x, y))
             }
             Some(Specialized::Layers(fns)) => {
                 let layer = |i: usize| fns.get(i).copied().ok_or(missing);

@@ -262,10 +262,8 @@ impl<'a> Model<'a> {
                 if s >= end || start >= e {
                     continue;
                 }
-                let in_place = l.second_tensor == tensor
-                    && l.input_tensor != tensor
-                    && i == last_read
-                    && (s, e) == (start, end);
+                let in_place =
+                    l.second_tensor == tensor && l.input_tensor != tensor && i == last_read && (s, e) == (start, end);
                 if !in_place {
                     return Err(overlap);
                 }

@@ -48,6 +48,9 @@ struct Buffer {
     last: usize,
 }
 
+/// A placement order: buffers sorted by this key are placed first-fit.
+type Order = fn(&Buffer) -> (isize, usize);
+
 /// Plans the arena of layers in execution order (their inputs checked by
 /// the caller: each reads the model input or an earlier layer).
 pub fn plan(layers: &[PlanLayer]) -> Plan {
@@ -70,9 +73,10 @@ pub fn plan(layers: &[PlanLayer]) -> Plan {
     let mut buffer_of: Vec<usize> = Vec::with_capacity(n);
     let mut buffers: Vec<Buffer> = Vec::new();
     for (i, l) in layers.iter().enumerate() {
-        let in_place = l.second.and_then(|s| s.checked_sub(1)).filter(|&k| {
-            last_read[k] == i && l.input != k + 1 && buffers[buffer_of[k]].len == l.output_len
-        });
+        let in_place = l
+            .second
+            .and_then(|s| s.checked_sub(1))
+            .filter(|&k| last_read[k] == i && l.input != k + 1 && buffers[buffer_of[k]].len == l.output_len);
         match in_place {
             Some(k) => {
                 let b = buffer_of[k];
@@ -85,15 +89,10 @@ pub fn plan(layers: &[PlanLayer]) -> Plan {
             }
         }
     }
-    let bound = (0..n)
-        .map(|i| buffers.iter().filter(|b| b.first <= i && i <= b.last).map(|b| b.len).sum())
-        .max()
-        .unwrap_or(0);
-    let orders: [fn(&Buffer) -> (isize, usize); 3] = [
-        |b| (-(b.len as isize), b.first),
-        |b| (b.first as isize, 0),
-        |b| (-((b.last - b.first) as isize), b.first),
-    ];
+    let bound =
+        (0..n).map(|i| buffers.iter().filter(|b| b.first <= i && i <= b.last).map(|b| b.len).sum()).max().unwrap_or(0);
+    let orders: [Order; 3] =
+        [|b| (-(b.len as isize), b.first), |b| (b.first as isize, 0), |b| (-((b.last - b.first) as isize), b.first)];
     let (arena, placed) = orders
         .iter()
         .map(|key| {
@@ -154,9 +153,9 @@ mod tests {
             let last = readers(j + 1).max().unwrap_or(j).max(if j == n - 1 { n - 1 } else { j });
             let (s, e) = (p.offsets[j], p.offsets[j] + layers[j].output_len);
             assert!(e <= p.arena);
-            for i in j + 1..=last {
-                let (a, b) = (p.offsets[i], p.offsets[i] + layers[i].output_len);
-                let in_place = layers[i].second == Some(j + 1) && i == last && (a, b) == (s, e);
+            for (i, (l, &at)) in layers.iter().zip(&p.offsets).enumerate().take(last + 1).skip(j + 1) {
+                let (a, b) = (at, at + l.output_len);
+                let in_place = l.second == Some(j + 1) && i == last && (a, b) == (s, e);
                 assert!(a >= e || s >= b || in_place, "layer {i} writes over tensor {} ({p:?})", j + 1);
             }
         }
@@ -177,11 +176,11 @@ mod tests {
     #[test]
     fn a_residual_add_writes_over_its_dying_skip() {
         let layers = [
-            PlanLayer { output_len: 100, input: 0, second: None },     // t1 = stem
-            PlanLayer { output_len: 100, input: 1, second: None },     // t2 = conv(t1)
-            PlanLayer { output_len: 100, input: 2, second: None },     // t3 = conv(t2)
-            PlanLayer { output_len: 100, input: 3, second: Some(1) },  // t4 = t3 + t1, over t1
-            PlanLayer { output_len: 10, input: 4, second: None },      // t5 = head(t4)
+            PlanLayer { output_len: 100, input: 0, second: None }, // t1 = stem
+            PlanLayer { output_len: 100, input: 1, second: None }, // t2 = conv(t1)
+            PlanLayer { output_len: 100, input: 2, second: None }, // t3 = conv(t2)
+            PlanLayer { output_len: 100, input: 3, second: Some(1) }, // t4 = t3 + t1, over t1
+            PlanLayer { output_len: 10, input: 4, second: None },  // t5 = head(t4)
         ];
         let p = plan(&layers);
         assert_eq!(p.offsets[3], p.offsets[0], "{p:?}");

@@ -4,6 +4,7 @@
 //! instructions per MAC against CMSIS-NN.
 
 pub mod firmware;
+pub mod mlperf;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

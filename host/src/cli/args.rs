@@ -417,6 +417,14 @@ pub struct BenchArgs {
     /// Boards for --firmware.
     #[arg(long, value_delimiter = ',', default_value = "qemu-mps2-an385,qemu-mps2-an386")]
     pub boards: Vec<String>,
+    /// For --firmware: MLPerf Tiny's four reference models whole (imported from
+    /// --mlperf-dir), on the boards (default an386 and an500), beside CMSIS-NN and the
+    /// published figures; --case picks models by name (e.g. "KWS").
+    #[arg(long, requires = "firmware")]
+    pub mlperf: bool,
+    /// Where the MLPerf Tiny `.tflite` files are.
+    #[arg(long, value_name = "DIR", default_value = "models/mlperf-tiny")]
+    pub mlperf_dir: PathBuf,
     /// For --firmware: only the cases whose name contains this text (e.g. "8×8×16", "FC").
     #[arg(long, value_name = "TEXT")]
     pub case: Option<String>,

@@ -161,6 +161,9 @@ pub(super) fn bench(a: BenchArgs, progress: &Progress) -> Result<()> {
 
 /// `bench --firmware`: instructions per MAC on the boards, and the footprint images.
 fn bench_firmware(a: &BenchArgs, progress: &Progress) -> Result<()> {
+    if a.mlperf {
+        return bench_mlperf(a, progress);
+    }
     let boards: Vec<&str> = a.boards.iter().map(String::as_str).collect();
     let (ms, fp) = crate::bench::firmware::measure(&boards, a.keep.as_deref(), a.case.as_deref(), progress)?;
     if a.json {
@@ -186,6 +189,27 @@ fn bench_firmware(a: &BenchArgs, progress: &Progress) -> Result<()> {
             f.interpreted_model_bytes
         );
     }
+    Ok(())
+}
+
+/// `bench --firmware --mlperf`: the four MLPerf Tiny models whole on the
+/// boards (an386 and an500 unless --boards names others).
+fn bench_mlperf(a: &BenchArgs, progress: &Progress) -> Result<()> {
+    let defaults = ["qemu-mps2-an385", "qemu-mps2-an386"];
+    let boards: Vec<&str> = if a.boards.iter().map(String::as_str).eq(defaults) {
+        vec!["qemu-mps2-an386", "qemu-mps2-an500"]
+    } else {
+        a.boards.iter().map(String::as_str).collect()
+    };
+    let runs = crate::bench::mlperf::run(&a.mlperf_dir, &boards, a.case.as_deref(), &a.python, progress)?;
+    if runs.is_empty() {
+        anyhow::bail!("no MLPerf Tiny model's name contains {:?}", a.case.as_deref().unwrap_or_default());
+    }
+    if a.json {
+        outln!("{}", serde_json::json!({ "mlperf": runs }));
+        return Ok(());
+    }
+    out!("{}", crate::bench::mlperf::table(&runs));
     Ok(())
 }
 

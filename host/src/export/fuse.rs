@@ -37,10 +37,8 @@ fn fusion(layers: &[TkdLayer], j: usize) -> Option<TkdLayer> {
     if conv.op != Op::Conv2d || add.op != Op::Add || first == second || (first != j && second != j) {
         return None;
     }
-    let read_later = layers[j + 1..]
-        .iter()
-        .enumerate()
-        .any(|(k, l)| l.input_tensor(j + 1 + k) == j || l.second == Some(j));
+    let read_later =
+        layers[j + 1..].iter().enumerate().any(|(k, l)| l.input_tensor(j + 1 + k) == j || l.second == Some(j));
     if read_later || add.channels.len() != 3 || add.weight_scales.len() != 3 {
         return None;
     }

@@ -59,7 +59,13 @@ pub(super) fn code_name(code: i32) -> String {
                 if boundary {
                     out.push('_');
                 }
-                word = if ch.is_ascii_alphabetic() && !boundary { word + 1 } else if ch.is_ascii_alphabetic() { 1 } else { 0 };
+                word = if ch.is_ascii_alphabetic() && !boundary {
+                    word + 1
+                } else if ch.is_ascii_alphabetic() {
+                    1
+                } else {
+                    0
+                };
                 out.push(ch.to_ascii_uppercase());
             }
             out
@@ -270,7 +276,11 @@ pub fn import(bytes: &[u8]) -> Result<TkdModel> {
         let context = || format!("operator {k} ({name}, output '{}')", r.name(*y));
         let source = |t: i32| {
             written.get(&t).copied().with_context(|| {
-                format!("{}: reads tensor '{}', which is neither the model input nor an operator's output", context(), r.name(t))
+                format!(
+                    "{}: reads tensor '{}', which is neither the model input nor an operator's output",
+                    context(),
+                    r.name(t)
+                )
             })
         };
         if is_view(code) {

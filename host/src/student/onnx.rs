@@ -213,8 +213,9 @@ pub fn window_attrs(
     one_d: bool,
 ) -> Vec<AttributeProto> {
     let (out, before) = window2d(shape, kernel, stride, padding);
-    let after =
-        |axis: usize| ((out[axis].max(1) - 1) * stride[axis] + kernel[axis]).saturating_sub(shape[axis + 1] + before[axis]);
+    let after = |axis: usize| {
+        ((out[axis].max(1) - 1) * stride[axis] + kernel[axis]).saturating_sub(shape[axis + 1] + before[axis])
+    };
     if one_d {
         vec![
             attr_ints("kernel_shape", &[kernel[1]]),

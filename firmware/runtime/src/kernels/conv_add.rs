@@ -137,8 +137,8 @@ impl Operator for ConvAdd {
 
 #[cfg(test)]
 mod tests {
-    use super::super::reference::{self, Quant, add_case, conv_case_up_to, conv_params, edgy_i8, quant, table};
     use super::super::conv_gathered::MAX_WINDOW;
+    use super::super::reference::{self, Quant, add_case, conv_case_up_to, conv_params, edgy_i8, quant, table};
     use super::*;
     use proptest::prelude::*;
 

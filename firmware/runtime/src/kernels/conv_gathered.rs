@@ -356,8 +356,9 @@ fn pixel_pair_channels<const SINGLE: bool, const LAYER: usize, const WINDOW: usi
 ) {
     let n = taps.min(WINDOW);
     let (x0, x1) = (&patches[0][..n], &patches[1][..n]);
-    let mut store =
-        |ch: usize, s0: i32, s1: i32| store_pair::<SINGLE, C, E>(p, channels, ch, [s0, s1], p0, p1.as_deref_mut(), epilogue);
+    let mut store = |ch: usize, s0: i32, s1: i32| {
+        store_pair::<SINGLE, C, E>(p, channels, ch, [s0, s1], p0, p1.as_deref_mut(), epilogue)
+    };
     let out_c = p.out_channels;
     let mut o = 0;
     // Three channels per pass while they last, when the filter fills the

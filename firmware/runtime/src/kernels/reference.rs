@@ -207,7 +207,11 @@ pub(crate) fn add_case() -> impl Strategy<Value = [ChannelQuant; 3]> {
             let (multiplier, shift) = quantize_multiplier(real);
             ChannelQuant { bias, multiplier, shift }
         };
-        [entry(za as i32, sa / twice_max), entry(zb as i32, sb / twice_max), entry(0, twice_max / (so * (1 << 20) as f64))]
+        [
+            entry(za as i32, sa / twice_max),
+            entry(zb as i32, sb / twice_max),
+            entry(0, twice_max / (so * (1 << 20) as f64)),
+        ]
     })
 }
 

@@ -613,7 +613,15 @@ fn residual() -> Vec<L> {
         input: Some(input),
         second: Some(second),
     };
-    let pool = L { op: Op::MaxPool2d, params: pool_record([6, 6, 4, 2, 2, 2, 0, 2]), input_len: 144, output_len: 36, zin: 3, zout: 3, ..p[1].clone() };
+    let pool = L {
+        op: Op::MaxPool2d,
+        params: pool_record([6, 6, 4, 2, 2, 2, 0, 2]),
+        input_len: 144,
+        output_len: 36,
+        zin: 3,
+        zout: 3,
+        ..p[1].clone()
+    };
     vec![
         conv.clone(),
         dw,
@@ -664,21 +672,36 @@ fn broken_wirings_name_the_broken_rule() {
         Model::from_bytes(&b).err()
     };
     let m = |s| Some(Error::Malformed(s));
-    assert_eq!(edit(1, layer::INPUT_TENSOR, &3u16.to_le_bytes()), m("layer reads a tensor that is not produced before it"));
-    assert_eq!(edit(1, layer::INPUT_TENSOR, &0u16.to_le_bytes()), m("layer input length differs from its input tensor's"));
-    assert_eq!(edit(1, layer::SECOND_TENSOR, &1u16.to_le_bytes()), m("second input tensor does not match the operator"));
+    assert_eq!(
+        edit(1, layer::INPUT_TENSOR, &3u16.to_le_bytes()),
+        m("layer reads a tensor that is not produced before it")
+    );
+    assert_eq!(
+        edit(1, layer::INPUT_TENSOR, &0u16.to_le_bytes()),
+        m("layer input length differs from its input tensor's")
+    );
+    assert_eq!(
+        edit(1, layer::SECOND_TENSOR, &1u16.to_le_bytes()),
+        m("second input tensor does not match the operator")
+    );
     assert_eq!(
         edit(2, layer::SECOND_TENSOR, &format::NO_TENSOR.to_le_bytes()),
         m("second input tensor does not match the operator")
     );
-    assert_eq!(edit(4, layer::SECOND_TENSOR, &1u16.to_le_bytes()), m("second input length differs from the output length"));
+    assert_eq!(
+        edit(4, layer::SECOND_TENSOR, &1u16.to_le_bytes()),
+        m("second input length differs from the output length")
+    );
     // The depthwise output written over the conv output it reads.
     let conv_at = Model::from_bytes(&bytes).unwrap().layer(0).unwrap().output_offset as u32;
     assert_eq!(
         edit(1, layer::OUTPUT_OFFSET, &conv_at.to_le_bytes()),
         m("the arena plan writes over a tensor that is still read")
     );
-    assert_eq!(edit(1, layer::OUTPUT_OFFSET, &1000u32.to_le_bytes()), m("layer output does not fit the declared arena"));
+    assert_eq!(
+        edit(1, layer::OUTPUT_OFFSET, &1000u32.to_le_bytes()),
+        m("layer output does not fit the declared arena")
+    );
 }
 
 /// A convolution added into a tensor in one pass (ResNet's block end), as
@@ -708,7 +731,15 @@ fn fused() -> Vec<L> {
         second: Some(1),
         ..conv
     };
-    let gap = L { zin: 3, zout: -2, input_len: 144, params: [6, 6, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0], input: None, second: None, ..r[5].clone() };
+    let gap = L {
+        zin: 3,
+        zout: -2,
+        input_len: 144,
+        params: [6, 6, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        input: None,
+        second: None,
+        ..r[5].clone()
+    };
     vec![r[0].clone(), r[1].clone(), fused, gap, r[6].clone()]
 }
 

@@ -15,7 +15,6 @@ use crate::export::{ChannelScales, channel_scales, qdq, tflite};
 
 pub(super) struct Add;
 
-
 impl Int8Op for Add {
     fn tflite(
         &self,

@@ -11,7 +11,7 @@ use tinykd_tflite_schema::tflite as tfl;
 
 use super::Int8Op;
 use crate::export::onnx::{Builder, attr_int, window_attrs};
-use crate::export::tflite_import::{Reader, activation, io, strides, padding};
+use crate::export::tflite_import::{Reader, activation, io, padding, strides};
 use crate::export::tkd::TkdLayer;
 use crate::export::{ChannelScales, qdq, tflite};
 use crate::student::geometry::window2d;

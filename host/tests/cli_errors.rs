@@ -228,3 +228,18 @@ fn bench_firmware_with_no_matching_case() {
     assert_clean_failure(&o, "no benchmark case's name contains \"no such layer\"");
     assert!(d.join("kept").read_dir().unwrap().next().is_none(), "a model was written");
 }
+
+#[test]
+fn bench_mlperf_with_no_matching_model_or_no_models() {
+    // Filtered before anything is imported or built.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let o = tinykd(&["bench", "--firmware", "--mlperf", "--case", "LeNet"], d);
+    assert_clean_failure(&o, "no MLPerf Tiny model's name contains \"LeNet\"");
+    // A directory without the models: the file is named.
+    let o = tinykd(&["bench", "--firmware", "--mlperf", "--case", "KWS", "--mlperf-dir", "nowhere"], d);
+    assert_clean_failure(&o, "kws_ref_model.tflite: cannot read");
+    // --mlperf belongs to --firmware.
+    let o = tinykd(&["bench", "--mlperf"], d);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

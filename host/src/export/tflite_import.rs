@@ -310,7 +310,7 @@ pub fn import(bytes: &[u8]) -> Result<TkdModel> {
     if layers.is_empty() || written.get(output) != Some(&layers.len()) {
         bail!("the model's output '{}' is not written by its last operator", r.name(*output));
     }
-    add_over_dying_inputs(&mut layers);
+    super::fuse::add_over_dying_inputs(&mut layers);
     super::fuse::conv_add(&mut layers);
     let in_shape = r.shape(*input)?;
     let (input_shape, channels_last) = match in_shape.as_slice() {
@@ -331,32 +331,6 @@ pub fn import(bytes: &[u8]) -> Result<TkdModel> {
         data_channels_last: channels_last,
         single_rounding: false,
     })
-}
-
-/// Puts each addition's dying input second, so that the sum is written
-/// over it (in place, see `tinykd_runtime::plan`): an addition computes
-/// over its second input, and its two inputs swap with their
-/// requantization entries, the sum unchanged bit for bit.
-fn add_over_dying_inputs(layers: &mut [TkdLayer]) {
-    let n = layers.len();
-    let mut last_read = vec![0; n + 1];
-    for (i, l) in layers.iter().enumerate() {
-        for t in std::iter::once(l.input_tensor(i)).chain(l.second) {
-            last_read[t] = i;
-        }
-    }
-    last_read[n] = n;
-    for (i, l) in layers.iter_mut().enumerate() {
-        let (Some(second), first) = (l.second, l.input_tensor(i)) else { continue };
-        let (first_dies, second_dies) = (first > 0 && last_read[first] == i, second > 0 && last_read[second] == i);
-        if first_dies && !second_dies && first != second && l.channels.len() == 3 && l.weight_scales.len() == 3 {
-            l.input = Some(second);
-            l.second = Some(first);
-            l.channels.swap(0, 1);
-            l.weight_scales.swap(0, 1);
-            l.input_zero_point = l.channels[0].bias;
-        }
-    }
 }
 
 /// What `tinykd inspect` says of a `.tflite`: each operator with its

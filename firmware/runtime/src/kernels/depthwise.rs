@@ -48,7 +48,7 @@ pub fn depthwise_conv2d_rounded<const SINGLE: bool, C: ChannelTable>(
     channels: C,
     output: &mut [i8],
 ) {
-    depthwise_layer::<SINGLE, false, C>(p, input, weights, channels, output)
+    depthwise_layer::<SINGLE, false, 0, C>(p, input, weights, channels, output)
 }
 
 /// [`depthwise_conv2d_rounded`], for a compiled model's layer function
@@ -58,7 +58,7 @@ pub fn depthwise_conv2d_rounded<const SINGLE: bool, C: ChannelTable>(
 /// accumulators on the stack (Cortex-M4, depthwise 8×8×8 3×3: 9.12 → see
 /// the README, instructions per MAC).
 #[inline(always)]
-pub fn depthwise_layer<const SINGLE: bool, const OWN_COPY: bool, C: ChannelTable>(
+pub fn depthwise_layer<const SINGLE: bool, const OWN_COPY: bool, const WINDOW: usize, C: ChannelTable>(
     p: &ConvParams,
     input: &[i8],
     weights: &[i8],
@@ -75,13 +75,83 @@ pub fn depthwise_layer<const SINGLE: bool, const OWN_COPY: bool, C: ChannelTable
     if !lengths_ok || ch == 0 {
         return;
     }
+    // On the M4/M7, whole words of four channels (see `depthwise_quads`),
+    // the rest in blocks below.
+    #[cfg(tinykd_dsp)]
+    let first = quads_first::<SINGLE, WINDOW, C>(p, input, weights, channels, output);
+    #[cfg(not(tinykd_dsp))]
+    let first = 0;
+    blocks_from::<SINGLE, OWN_COPY, C>(first, p, input, weights, channels, output)
+}
+
+/// Longest buffer (in halfword pairs) a compiled layer's ring of unpacked
+/// rows may take on the stack: 4 KB, e.g. 3×3 windows over rows up to
+/// 100 wide (wider layers take the word-at-a-time path).
+pub const RING_MAX: usize = 512;
+
+/// The `WINDOW` a compiled model's depthwise layer runs with on the
+/// Cortex-M4/M7: the pairs of its unpacked filter and ring of padded rows
+/// (see `depthwise_quads::depthwise_ring`), or 0 when it has under four
+/// channels, a stride, or the buffer would pass [`RING_MAX`]. A strided
+/// layer unpacks every input row for a quarter of the windows (2×2):
+/// VWW's depthwise 48×48×16 3×3 s2 took 5.97 instructions per MAC
+/// through the ring, 5.00 a word at a time.
+pub fn ring_window(p: &ConvParams) -> usize {
+    let win = p.window;
+    if p.in_channels < 4 || p.out_channels != p.in_channels || win.stride_h() != 1 || win.stride_w() != 1 {
+        return 0;
+    }
+    let width = (win.out_w() - 1).checked_mul(win.stride_w()).and_then(|w| w.checked_add(win.kernel_w()));
+    let ring = width.and_then(|w| (2 * win.kernel_h() - 1).checked_mul(w));
+    let total = ring.and_then(|r| win.kernel_len().and_then(|t| r.checked_add(t)));
+    total.filter(|&t| t <= RING_MAX).unwrap_or(0)
+}
+
+/// [`depthwise_quads::depthwise_quads`] where it applies (an int8 input
+/// zero point, as every validated model has), through the ring of
+/// unpacked rows when `WINDOW` is the layer's [`ring_window`], returning
+/// the first channel it left to the blocks.
+#[cfg(any(tinykd_dsp, test))]
+#[inline(always)]
+fn quads_first<const SINGLE: bool, const WINDOW: usize, C: ChannelTable>(
+    p: &ConvParams,
+    input: &[i8],
+    weights: &[i8],
+    channels: C,
+    output: &mut [i8],
+) -> usize {
+    use super::depthwise_quads::{QUAD, depthwise_quads, depthwise_ring};
+    if !(-128..=127).contains(&p.input_zero_point) || p.in_channels < QUAD {
+        return 0;
+    }
+    if WINDOW != 0 && WINDOW == ring_window(p) {
+        depthwise_ring::<SINGLE, WINDOW, C>(p, input, weights, channels, output);
+    } else {
+        depthwise_quads::<SINGLE, C>(p, input, weights, channels, output);
+    }
+    p.in_channels - p.in_channels % QUAD
+}
+
+/// The depthwise convolution of channels `first..` in blocks of [`BLOCK`],
+/// for slices whose lengths [`depthwise_layer`] has checked.
+#[inline(always)]
+fn blocks_from<const SINGLE: bool, const OWN_COPY: bool, C: ChannelTable>(
+    first: usize,
+    p: &ConvParams,
+    input: &[i8],
+    weights: &[i8],
+    channels: C,
+    output: &mut [i8],
+) {
+    let win = p.window;
+    let ch = p.in_channels;
     let (in_w, kw, zin) = (win.in_w(), win.kernel_w(), p.input_zero_point);
     let blank = Channel {
         bias: 0,
         full_bias: 0,
         requant: Requantizer::new(ChannelQuant { bias: 0, multiplier: 0, shift: 0 }, 0, p.clamp),
     };
-    for c0 in (0..ch).step_by(BLOCK) {
+    for c0 in (first..ch).step_by(BLOCK) {
         let n = BLOCK.min(ch - c0);
         let mut block = [blank; BLOCK];
         for (k, chan) in block.iter_mut().enumerate().take(n) {
@@ -244,11 +314,15 @@ impl Operator for DepthwiseConv2d {
         output: &mut [i8],
     ) -> Result<(), Error> {
         if LAYER != usize::MAX {
-            depthwise_layer::<SINGLE, true, _>(&s.params, input, s.weights, s.channels, output)
+            depthwise_layer::<SINGLE, true, WINDOW, _>(&s.params, input, s.weights, s.channels, output)
         } else {
             depthwise_conv2d_rounded::<SINGLE, _>(&s.params, input, s.weights, s.channels, output)
         }
         Ok(())
+    }
+
+    fn window<C: ChannelTable>(s: &ConvStep<'_, C>) -> usize {
+        ring_window(&s.params)
     }
 
     fn channels<C: ChannelTable>(s: &ConvStep<'_, C>) -> Option<C> {
@@ -347,6 +421,29 @@ mod tests {
         assert_eq!(out, [9; 4]);
     }
 
+    /// [`quads_first`] through the ring, with the largest buffer the
+    /// test cases need (inputs up to 9 wide, 4×5 kernels, strides to 3).
+    fn with_ring<const SINGLE: bool, C: ChannelTable>(
+        p: &ConvParams,
+        x: &[i8],
+        w: &[i8],
+        t: C,
+        out: &mut [i8],
+    ) -> usize {
+        macro_rules! sizes {
+            ($($n:literal)*) => {
+                match ring_window(p) {
+                    $( $n => quads_first::<SINGLE, $n, C>(p, x, w, t, out), )*
+                    0 => quads_first::<SINGLE, 0, C>(p, x, w, t, out),
+                    n => panic!("a ring of {n} pairs: add it to the test's sizes"),
+                }
+            };
+        }
+        sizes!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 36 37 38 39 40
+               41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60 61 62 63 64 65 66 67 68 69 70 71 72 73 74 75 76 77 78 79 80
+               81 82 83 84 85 86 87 88 89 90 91 92 93 94 95 96 97 98 99 100 101 102 103 104 105 106 107 108 109 110 111 112 113 114 115 116 117 118 119 120)
+    }
+
     proptest! {
         #[test]
         fn matches_naive_reference((p, x, w, ch) in conv_case(true), q in quant()) {
@@ -354,6 +451,33 @@ mod tests {
             let mut got = vec![0i8; want.len()];
             depthwise_conv2d(&conv_params(p, q), &x, &w, &table(&ch), &mut got);
             prop_assert_eq!(&got, &want);
+        }
+
+        /// The M4/M7's four channels per pass (the rest in blocks), both
+        /// roundings, against the shared kernel.
+        #[test]
+        fn quads_match_the_shared_kernel((p, x, w, ch) in conv_case(true), q in quant()) {
+            let (params, t) = (conv_params(p, q), table(&ch));
+            for single in [false, true] {
+                let mut want = vec![0i8; reference::depthwise_conv2d(p, &x, &w, &ch, q).len()];
+                let mut got = vec![3i8; want.len()];
+                let mut ring = vec![4i8; want.len()];
+                if single {
+                    depthwise_conv2d_rounded::<true, _>(&params, &x, &w, t.as_slice(), &mut want);
+                    let first = quads_first::<true, 0, _>(&params, &x, &w, t.as_slice(), &mut got);
+                    blocks_from::<true, false, _>(first, &params, &x, &w, t.as_slice(), &mut got);
+                    let first = with_ring::<true, _>(&params, &x, &w, t.as_slice(), &mut ring);
+                    blocks_from::<true, false, _>(first, &params, &x, &w, t.as_slice(), &mut ring);
+                } else {
+                    want = reference::depthwise_conv2d(p, &x, &w, &ch, q);
+                    let first = quads_first::<false, 0, _>(&params, &x, &w, t.as_slice(), &mut got);
+                    blocks_from::<false, true, _>(first, &params, &x, &w, t.as_slice(), &mut got);
+                    let first = with_ring::<false, _>(&params, &x, &w, t.as_slice(), &mut ring);
+                    blocks_from::<false, true, _>(first, &params, &x, &w, t.as_slice(), &mut ring);
+                }
+                prop_assert_eq!(&got, &want);
+                prop_assert_eq!(&ring, &want);
+            }
         }
 
         /// A compiled model's own copy (windows inside the input summed
@@ -368,12 +492,12 @@ mod tests {
                 let (mut own, mut own_prepared) = (vec![1i8; want.len()], vec![2i8; want.len()]);
                 if single {
                     depthwise_conv2d_rounded::<true, _>(&params, &x, &w, t.as_slice(), &mut want);
-                    depthwise_layer::<true, true, _>(&params, &x, &w, t.as_slice(), &mut own);
-                    depthwise_layer::<true, true, _>(&params, &x, &w, prepared.as_slice(), &mut own_prepared);
+                    depthwise_layer::<true, true, 0, _>(&params, &x, &w, t.as_slice(), &mut own);
+                    depthwise_layer::<true, true, 0, _>(&params, &x, &w, prepared.as_slice(), &mut own_prepared);
                 } else {
                     want = reference::depthwise_conv2d(p, &x, &w, &ch, q);
-                    depthwise_layer::<false, true, _>(&params, &x, &w, t.as_slice(), &mut own);
-                    depthwise_layer::<false, true, _>(&params, &x, &w, prepared.as_slice(), &mut own_prepared);
+                    depthwise_layer::<false, true, 0, _>(&params, &x, &w, t.as_slice(), &mut own);
+                    depthwise_layer::<false, true, 0, _>(&params, &x, &w, prepared.as_slice(), &mut own_prepared);
                 }
                 prop_assert_eq!(&own, &want);
                 prop_assert_eq!(&own_prepared, &want);

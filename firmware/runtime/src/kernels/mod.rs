@@ -15,6 +15,9 @@ pub mod conv_gathered;
 #[cfg(any(tinykd_dsp, test))]
 mod conv_packed_rows;
 pub mod depthwise;
+// Only cores with SXTB16 take it (and the host's tests).
+#[cfg(any(tinykd_dsp, test))]
+mod depthwise_quads;
 pub mod dot;
 pub mod fully_connected;
 pub mod pool;

@@ -35,7 +35,7 @@ pub const MODELS: [Reference; 4] = [
     Reference {
         name: "KWS DS-CNN",
         file: "kws_ref_model.tflite",
-        cmsis_nn: (7.69e6, 7.64e6),
+        cmsis_nn: (7_692_760.0, 7_638_440.0),
         published_m4: (5.18, 5.73),
         published_m7: 3.17,
         tflm_arena: 24_272,
@@ -43,7 +43,7 @@ pub const MODELS: [Reference; 4] = [
     Reference {
         name: "IC ResNet-8",
         file: "pretrainedResnet_quant.tflite",
-        cmsis_nn: (29.9e6, 30.0e6),
+        cmsis_nn: (29_858_360.0, 30_021_040.0),
         published_m4: (19.8, 20.1),
         published_m7: 11.4,
         tflm_arena: 55_984,
@@ -51,7 +51,7 @@ pub const MODELS: [Reference; 4] = [
     Reference {
         name: "VWW MobileNetV1 0.25",
         file: "vww_96_int8.tflite",
-        cmsis_nn: (24.1e6, 24.0e6),
+        cmsis_nn: (24_092_440.0, 24_015_880.0),
         published_m4: (10.7, 11.9),
         published_m7: 6.67,
         tflm_arena: 103_672,
@@ -59,7 +59,7 @@ pub const MODELS: [Reference; 4] = [
     Reference {
         name: "AD autoencoder",
         file: "ad01_int8.tflite",
-        cmsis_nn: (0.58e6, 0.58e6),
+        cmsis_nn: (580_240.0, 580_480.0),
         published_m4: (0.63, 0.49),
         published_m7: 0.34,
         tflm_arena: 4_632,
@@ -183,7 +183,7 @@ pub fn table(runs: &[ModelRun]) -> String {
     for r in runs {
         let tflm = r.tflm_agreement.map_or("–".into(), |a| format!("{:.0} %", 100.0 * a));
         s.push_str(&format!(
-            "| {} | {} | {:.3} M | {:.2} M | {:.2} | {} / {}, {} | {} ({}) | {} ({}) | {} | {:.0} % of {} | {tflm} |\n",
+            "| {} | {} | {:.3} M | {:.3} M | {:.3} | {} / {}, {} | {} ({}) | {} ({}) | {} | {:.0} % of {} | {tflm} |\n",
             r.model,
             r.board,
             r.instructions / 1e6,

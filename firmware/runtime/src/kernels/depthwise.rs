@@ -251,7 +251,10 @@ fn full_window_by_channel<const SINGLE: bool, C: ChannelTable>(
 #[inline(always)]
 fn requantizer<C: ChannelTable>(p: &ConvParams, channels: C, c: usize, chan: &Channel) -> Option<Requantizer> {
     if C::PREPARED {
-        channels.channel(c).map(|q| Requantizer::prepared(q.multiplier, p.output_zero_point, p.clamp))
+        // `?`, not a `map` closure, which every layer would share (see
+        // `fully_connected::rows_by`).
+        let q = channels.channel(c)?;
+        Some(Requantizer::prepared(q.multiplier, p.output_zero_point, p.clamp))
     } else {
         Some(chan.requant)
     }

@@ -17,6 +17,7 @@
 //! proptest in [`super::depthwise`]); the emulator harness compares the M4
 //! board with the host on every input.
 
+use super::dot::unpack_word as unpack;
 use super::{ChannelTable, ConvParams, Requantizer};
 use crate::requant::QuantizedMultiplier;
 
@@ -196,34 +197,7 @@ pub(super) fn ring_width(p: &ConvParams) -> usize {
     (win.out_w() - 1) * win.stride_w() + win.kernel_w()
 }
 
-/// A word of four int8 values as the halfword pairs `(v0, v2)`, `(v1, v3)`.
-#[inline(always)]
-fn unpack(v: u32) -> [u32; 2] {
-    #[cfg(tinykd_dsp)]
-    {
-        let (even, odd): (u32, u32);
-        // SAFETY: register-only instructions.
-        #[allow(unsafe_code)]
-        unsafe {
-            core::arch::asm!(
-                "sxtb16 {e}, {v}",
-                "sxtb16 {o}, {v}, ror #8",
-                v = in(reg) v,
-                e = out(reg) even,
-                o = out(reg) odd,
-                options(pure, nomem, nostack),
-            );
-        }
-        [even, odd]
-    }
-    #[cfg(not(tinykd_dsp))]
-    {
-        let half = |b: u32| (b as u8 as i8 as i16 as u16) as u32;
-        [half(v) | half(v >> 16) << 16, half(v >> 8) | half(v >> 24) << 16]
-    }
-}
-
-/// `acc[k] += x[k] · w[k]` of four channels unpacked by [`unpack`].
+/// `acc[k] += x[k] · w[k]` of four channels unpacked by [`unpack`] (SXTB16's pairs).
 #[inline(always)]
 fn tap_unpacked(acc: &mut [i32; QUAD], x: [u32; 2], w: [u32; 2]) {
     #[cfg(tinykd_dsp)]

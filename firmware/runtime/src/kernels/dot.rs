@@ -182,6 +182,78 @@ pub fn dot1x5<const W: usize>(x: &[i8; W], f: &[i8]) -> [i32; 5] {
     [a, b, c, d, dot(x, &f[4 * W..])]
 }
 
+/// An input run of `W` int8 values as SMLAD takes them, unpacked once for
+/// every row it meets: each whole word `(x0, x1, x2, x3)` as the
+/// halfword pairs `(x0, x2)`, `(x1, x3)` (what SXTB16 makes of it); the
+/// last `W % 4` values are not used. 8-byte aligned, for `ldrd`.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(8))]
+pub struct Unpacked<const W: usize> {
+    pub pairs: [i16; W],
+}
+
+impl<const W: usize> Unpacked<W> {
+    /// Zeros, to be [`Unpacked::fill`]ed in place (returned by value, the
+    /// run was copied).
+    #[inline(always)]
+    pub fn zeroed() -> Unpacked<W> {
+        Unpacked { pairs: [0; W] }
+    }
+
+    #[inline(always)]
+    pub fn fill(&mut self, x: &[i8; W]) {
+        for (p, x) in self.pairs.chunks_exact_mut(4).zip(x.chunks_exact(4)) {
+            let [even, odd] = unpack_word(u32::from_le_bytes([x[0] as u8, x[1] as u8, x[2] as u8, x[3] as u8]));
+            p.copy_from_slice(&[even as i16, (even >> 16) as i16, odd as i16, (odd >> 16) as i16]);
+        }
+    }
+}
+
+/// A word of four int8 values `(v0, v1, v2, v3)` as the halfword pairs
+/// `(v0, v2)`, `(v1, v3)`: SXTB16 and SXTB16 with ROR 8 on cores with
+/// SMLAD, portable elsewhere.
+#[inline(always)]
+pub fn unpack_word(v: u32) -> [u32; 2] {
+    #[cfg(tinykd_dsp)]
+    {
+        let (even, odd): (u32, u32);
+        // SAFETY: register-only instructions; `e` is written before `v`
+        // is read again, so it takes its own register (not `lateout`).
+        #[allow(unsafe_code)]
+        unsafe {
+            core::arch::asm!(
+                "sxtb16 {e}, {v}",
+                "sxtb16 {o}, {v}, ror #8",
+                v = in(reg) v,
+                e = out(reg) even,
+                o = out(reg) odd,
+                options(pure, nomem, nostack),
+            );
+        }
+        [even, odd]
+    }
+    #[cfg(not(tinykd_dsp))]
+    {
+        let half = |b: u32| (b as u8 as i8 as i16 as u16) as u32;
+        [half(v) | half(v >> 16) << 16, half(v >> 8) | half(v >> 24) << 16]
+    }
+}
+
+/// [`dot1x5`] with its input also unpacked ahead ([`Unpacked`]), on
+/// cores with SMLAD: each group of four inputs is one `ldrd` instead of
+/// a load and two SXTB16 (FC 640→128 on the M4: see the firmware
+/// performance notes); elsewhere [`dot1x5`]. Zeros if `f` is too short.
+#[inline(always)]
+pub fn dot1x5_unpacked<const W: usize>(x: &[i8; W], xu: &Unpacked<W>, f: &[i8]) -> [i32; 5] {
+    #[cfg(tinykd_dsp)]
+    if W <= ROW5_MAX {
+        let Some(f) = f.get(..5 * W) else { return [0; 5] };
+        return dsp::dot1x5_unpacked::<W>(x, xu, f);
+    }
+    let _ = xu;
+    dot1x5::<W>(x, f)
+}
+
 /// [`dot2x2`] over a 2-D window, `[x0·a, x0·b, x1·a, x1·b]`: `rows` runs of
 /// `len` bytes, `x_stride` apart in the two inputs and `w_stride` apart in
 /// the two filters, summed. One bounds check for the whole window; zeros if
@@ -314,6 +386,24 @@ mod tests {
         assert_eq!(dot2(&[1, -2, 3, 4, 5], &[1, 1, 1, 1, 1], &[-128, 127, 0, 2, -1]), [11, -128 - 254 + 8 - 5]);
         // Lengths differ: the common length counts.
         assert_eq!(dot2(&[2, 2, 2], &[3, 3], &[1, 1, 1, 1]), [12, 4]);
+    }
+
+    #[test]
+    fn unpacked_pairs_hand_computed() {
+        // (v0, v1, v2, v3) -> (v0, v2), (v1, v3) as halfwords, sign kept.
+        let v = u32::from_le_bytes([1, 0xFE, 0x80, 0x7F]); // 1, −2, −128, 127
+        assert_eq!(unpack_word(v), [0xFF80_0001, 0x007F_FFFE]);
+        let mut u = Unpacked::<6>::zeroed();
+        u.fill(&[1, -2, -128, 127, 9, 9]);
+        // The last `6 % 4` values are not unpacked.
+        assert_eq!(u.pairs, [1, -128, -2, 127, 0, 0]);
+        // The fallback five-row dot product with the input unpacked.
+        let x = [1i8, -2, 3, -4, 5, 6];
+        let f: Vec<i8> = (0..30).map(|k| (k as i8) - 15).collect();
+        let mut u = Unpacked::<6>::zeroed();
+        u.fill(&x);
+        let want: [i32; 5] = core::array::from_fn(|r| naive(&x, &f[r * 6..(r + 1) * 6]));
+        assert_eq!(dot1x5_unpacked::<6>(&x, &u, &f), want);
     }
 
     /// [`dot2x3_wide`] against the naive sums for one window length.

@@ -3,7 +3,7 @@
 #[cfg(all(any(tinykd_v7m, tinykd_dsp), not(tinykd_small)))]
 use super::dot::{ROW4_MAX, dot1x4};
 #[cfg(all(tinykd_dsp, not(tinykd_small)))]
-use super::dot::{ROW5_MAX, dot1x5};
+use super::dot::{ROW5_MAX, Unpacked, dot1x5_unpacked};
 use super::dot::{dot, dot2_unrolled};
 use super::{ChannelTable, Clamp, Requantizer};
 use crate::error::Error;
@@ -46,10 +46,13 @@ pub fn fully_connected_rounded<const SINGLE: bool, C: ChannelTable>(
     }
     let rows = output.len().min(weights.len() / in_features).min(channels.count());
     let requant = |o: usize, d: i32| {
-        channels.channel(o).map(|q| {
+        // `?`, not a `map` closure: that closure's type is shared by every
+        // layer of the same table kind, and LLVM may call it out of line.
+        let q = channels.channel(o)?;
+        Some(
             Requantizer::prepared(q.multiplier, output_zero_point, clamp)
-                .apply_rounded::<SINGLE>(q.bias.wrapping_add(d))
-        })
+                .apply_rounded::<SINGLE>(q.bias.wrapping_add(d)),
+        )
     };
     let row = |o: usize| weights.get(o * in_features..(o + 1) * in_features);
     if cfg!(tinykd_small) && !cfg!(tinykd_dsp) {
@@ -111,8 +114,12 @@ pub fn fully_connected_layer<const SINGLE: bool, const IN: usize, C: ChannelTabl
     if IN > 0 && IN <= ROW4_MAX && weights.len() >= FOUR_ROWS_MIN_WEIGHTS {
         if let Ok(x) = <&[i8; IN]>::try_from(input) {
             // With SMLAD, five rows per pass where the fifth is in reach.
+            // The input is unpacked for SMLAD once, not once per pass
+            // (`IN` halfwords on the stack).
             #[cfg(tinykd_dsp)]
             if IN <= ROW5_MAX {
+                let mut xu = Unpacked::zeroed();
+                xu.fill(x);
                 return rows_by::<SINGLE, IN, 5, C, _>(
                     x,
                     weights,
@@ -120,7 +127,7 @@ pub fn fully_connected_layer<const SINGLE: bool, const IN: usize, C: ChannelTabl
                     output_zero_point,
                     clamp,
                     output,
-                    rows5::<IN>,
+                    |x, f| rows5::<IN>(x, &xu, f),
                 );
             }
             return rows_by::<SINGLE, IN, 4, C, _>(x, weights, channels, output_zero_point, clamp, output, rows4::<IN>);
@@ -154,18 +161,17 @@ fn rows_by<
     // per output row for a few instructions each (measured on the M4 with
     // FC 24→10, +1.2 KB, before layers that small kept the two-row pass).
     let rows = core::hint::black_box(output.len().min(weights.len() / IN).min(channels.count()));
-    let requant = |o: usize, d: i32| {
-        channels.channel(o).map(|q| {
-            Requantizer::prepared(q.multiplier, output_zero_point, clamp)
-                .apply_rounded_saturating::<SINGLE>(q.bias.wrapping_add(d))
-        })
-    };
+    // Requantized through an inline-always function, not a closure: layers
+    // of one shape share a closure's type, and with two of them LLVM
+    // called it out of line for every row, its multiplier no longer a
+    // constant (AD's second 128→128 layer: 27.0 k instructions alone,
+    // 36.6 k after the first).
     let mut o = 0;
     while o + (R - 1) < rows {
         let Some(f) = weights.get(o * IN..(o + R) * IN) else { return };
         let d = pass(x, f);
         for (k, d) in d.into_iter().enumerate() {
-            let Some(y) = requant(o + k, d) else { return };
+            let Some(y) = row_requantize::<SINGLE, C>(channels, o + k, d, output_zero_point, clamp) else { return };
             output[o + k] = y;
         }
         o += R;
@@ -200,6 +206,20 @@ fn rows_by<
     }
 }
 
+/// Row `o`'s output in the passes of [`rows_by`].
+#[cfg(all(any(tinykd_v7m, tinykd_dsp), not(tinykd_small)))]
+#[inline(always)]
+fn row_requantize<const SINGLE: bool, C: ChannelTable>(
+    channels: C,
+    o: usize,
+    d: i32,
+    zp: i32,
+    clamp: Clamp,
+) -> Option<i8> {
+    let q = channels.channel(o)?;
+    Some(Requantizer::prepared(q.multiplier, zp, clamp).apply_rounded_saturating::<SINGLE>(q.bias.wrapping_add(d)))
+}
+
 /// Row `o`'s output, for the rows after the four-row passes: not inlined,
 /// so the requantization is not three more copies in the layer's code.
 #[cfg(all(any(tinykd_v7m, tinykd_dsp), not(tinykd_small)))]
@@ -211,9 +231,8 @@ fn tail_requantize<const SINGLE: bool, C: ChannelTable>(
     zp: i32,
     clamp: Clamp,
 ) -> Option<i8> {
-    channels.channel(o).map(|q| {
-        Requantizer::prepared(q.multiplier, zp, clamp).apply_rounded_saturating::<SINGLE>(q.bias.wrapping_add(d))
-    })
+    let q = channels.channel(o)?;
+    Some(Requantizer::prepared(q.multiplier, zp, clamp).apply_rounded_saturating::<SINGLE>(q.bias.wrapping_add(d)))
 }
 
 /// Not inlined, as [`rows2`].
@@ -226,8 +245,8 @@ fn rows4<const IN: usize>(x: &[i8; IN], f: &[i8]) -> [i32; 4] {
 /// Not inlined, as [`rows2`].
 #[cfg(all(tinykd_dsp, not(tinykd_small)))]
 #[inline(never)]
-fn rows5<const IN: usize>(x: &[i8; IN], f: &[i8]) -> [i32; 5] {
-    dot1x5::<IN>(x, f)
+fn rows5<const IN: usize>(x: &[i8; IN], xu: &Unpacked<IN>, f: &[i8]) -> [i32; 5] {
+    dot1x5_unpacked::<IN>(x, xu, f)
 }
 
 /// Not inlined: the dot product keeps every register for itself instead of

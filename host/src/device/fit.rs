@@ -29,25 +29,34 @@ pub fn fit_estimate(board: &Board, model: &Model<'_>) -> FitEstimate {
 }
 
 /// The stack a Cortex-M3/M4/M7 build for speed takes beyond the engine's
-/// estimate for the windows its convolutions gather: on the M4/M7 a ring
-/// of twice the largest window (`kernels::conv_packed_rows`), four bytes a
-/// value (3×3 over 64 channels: 4,608 B); on the M3 two pixels' windows,
-/// two bytes a value. 0 on other cores.
+/// estimate for its largest layer buffer: the windows convolutions gather
+/// (on the M4/M7 a ring of twice the largest window,
+/// `kernels::conv_packed_rows`, four bytes a value: 3×3 over 64 channels
+/// is 4,608 B; on the M3 two pixels' windows, two bytes a value), and on
+/// the M4/M7 a depthwise layer's ring of unpacked rows (eight bytes a
+/// pair) and a fully connected layer's input unpacked ahead. 0 on other
+/// cores.
 fn packed_ring_bytes(board: &Board, model: &Model<'_>) -> u64 {
     use tinykd_runtime::compiled::Step;
-    let bytes_per_value = match board.target {
-        t if t.starts_with("thumbv7em") => 8,
-        t if t.starts_with("thumbv7m") => 4,
+    use tinykd_runtime::kernels::{conv_gathered::gathered_window, depthwise, fully_connected};
+    let (bytes_per_value, dsp) = match board.target {
+        t if t.starts_with("thumbv7em") => (8, true),
+        t if t.starts_with("thumbv7m") => (4, false),
         _ => return 0,
     };
     (0..model.layer_count())
         .filter_map(|i| match model.compiled_layer(i).ok()?.step {
-            Step::Conv(conv) => tinykd_runtime::kernels::conv_gathered::gathered_window(&conv.params),
-            Step::ConvAdd(fused) => tinykd_runtime::kernels::conv_gathered::gathered_window(&fused.conv.params),
+            Step::Conv(conv) => gathered_window(&conv.params).map(|n| bytes_per_value * n),
+            Step::ConvAdd(fused) => gathered_window(&fused.conv.params).map(|n| bytes_per_value * n),
+            Step::Depthwise(dw) if dsp => Some(8 * depthwise::ring_window(&dw.params)),
+            Step::FullyConnected(fc) if dsp => {
+                let rows = fc.channels.len() / tinykd_runtime::format::CHANNEL_ENTRY_LEN;
+                Some(fully_connected::unpacked_input_bytes(fc.weights.len().checked_div(rows)?, rows))
+            }
             _ => None,
         })
         .max()
-        .map_or(0, |n| bytes_per_value * n as u64)
+        .map_or(0, |n| n as u64)
 }
 
 /// Refuses a model that cannot fit the board, before anything is built:
@@ -92,6 +101,25 @@ mod tests {
     use super::*;
     use crate::device::boards;
     use rand::SeedableRng;
+
+    #[test]
+    fn the_estimate_counts_depthwise_rings_and_unpacked_inputs_on_the_m4() {
+        let rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let ring = |spec: &str, shape: &[usize], board: &str| {
+            let s = crate::student::Student::from_spec_any_output(spec, shape, &mut rng.clone()).unwrap();
+            let calib = vec![0.5f32; 4 * s.input_len()];
+            let q = crate::quant::quantize_student(&s, &calib, 4, crate::quant::Calibration::Minmax).unwrap();
+            let bytes = crate::export::tkd::encode(&q).unwrap();
+            packed_ring_bytes(boards::board(board).unwrap(), &Model::from_bytes(&bytes).unwrap())
+        };
+        // Depthwise 3×3 over 8×8×8: rows of 8 + 2 padding pairs, 5 slots,
+        // and the 9 taps: 59 pairs of 8 bytes, on the M4 only.
+        assert_eq!(ring("dwconv2d(k3) relu flatten dense(4)", &[8, 8, 8], "qemu-mps2-an386"), 472);
+        assert_eq!(ring("dwconv2d(k3) relu flatten dense(4)", &[8, 8, 8], "qemu-mps2-an385"), 0);
+        // FC 40→32 unpacks its 40 inputs (80 B); 40→10 has too few rows.
+        assert_eq!(ring("dense(32)", &[40], "qemu-mps2-an386"), 80);
+        assert_eq!(ring("dense(10)", &[40], "qemu-mps2-an386"), 0);
+    }
 
     #[test]
     fn the_estimate_counts_the_gathered_windows() {

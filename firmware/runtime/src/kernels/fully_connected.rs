@@ -271,8 +271,17 @@ fn rows5_unpacked<const IN: usize>(x: &[i8; IN], xu: &Unpacked<IN>, f: &[i8]) ->
 /// Fewest output rows for which a five-row layer unpacks its input ahead
 /// (five passes; on the M4 FC 80→10, two passes, took 1,402 instructions
 /// plain and 1,572 unpacked; FC 640→128 123,580 and 117,368).
-#[cfg(all(tinykd_dsp, not(tinykd_small)))]
-const UNPACKED_MIN_ROWS: usize = 25;
+pub const UNPACKED_MIN_ROWS: usize = 25;
+
+/// The stack a layer's function takes on the Cortex-M4/M7 (built for
+/// speed) for its input unpacked ahead: `in_features` halfwords when the
+/// layer has the rows for it, else 0 (for fit estimates on the host).
+pub fn unpacked_input_bytes(in_features: usize, out_features: usize) -> usize {
+    let five_rows = in_features <= super::dot::ROW5_MAX
+        && in_features.saturating_mul(out_features) >= FOUR_ROWS_MIN_WEIGHTS
+        && out_features >= UNPACKED_MIN_ROWS;
+    if five_rows { 2 * in_features } else { 0 }
+}
 
 /// Not inlined: the dot product keeps every register for itself instead of
 /// sharing them with the row loop's state (which made it spill). The length

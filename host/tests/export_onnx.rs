@@ -79,6 +79,12 @@ fn onnx_export_matches_the_checkpoint_in_both_runtimes() {
         Layout::ChannelsFirst,
     );
     check("conv2d(4,k3,s2) relu flatten dense(10)", &[3, 8, 8], Layout::ChannelsLast);
+    // Rectangular windows and strides per axis.
+    check(
+        "conv2d(6,k5x3,s2x1) relu dwconv2d(k1x3,s1x2) relu avgpool(3x2,s1x2) maxpool(2x1) gap dense(10)",
+        &[2, 15, 9],
+        Layout::ChannelsFirst,
+    );
 }
 
 #[test]
@@ -254,7 +260,7 @@ fn qdq_export_runs_in_onnxruntime_with_the_runtimes_answers() {
     // Layer by layer: one rounding apart at most (onnxruntime requantizes in
     // float, the device with Q31 multipliers).
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, &[usize]); 9] = [
+    let cases: [(&str, &[usize]); 11] = [
         ("dense(16) relu", &[40]),
         ("conv1d(8,k5,s2) relu", &[1, 40]),
         ("conv1d(6,k3,valid) relu6", &[4, 20]),
@@ -264,6 +270,8 @@ fn qdq_export_runs_in_onnxruntime_with_the_runtimes_answers() {
         ("conv1d(4,k3) avgpool(2)", &[2, 20]),
         ("conv2d(4,k3) avgpool(3,s1)", &[2, 8, 8]),
         ("conv2d(5,k3) gap", &[2, 6, 6]),
+        ("conv2d(6,k4x2,s2x1) relu", &[2, 9, 7]),
+        ("dwconv2d(k3x1,s1x2) relu avgpool(2x3)", &[4, 8, 9]),
     ];
     for (k, (spec, shape)) in cases.iter().enumerate() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(k as u64);

@@ -18,7 +18,9 @@ pub struct Conv {
     pub in_shape: Shape,
     pub out_channels: usize,
     pub kernel: [usize; 2],
-    pub stride: usize,
+    /// Per axis `[height, width]` (saved as one number when they agree).
+    #[serde(with = "super::geometry::one_or_two")]
+    pub stride: [usize; 2],
     pub padding: Padding,
     /// `[O][C][kh][kw]`.
     pub weight: Vec<f32>,
@@ -31,7 +33,7 @@ impl Conv {
         in_shape: Shape,
         out_channels: usize,
         kernel: [usize; 2],
-        stride: usize,
+        stride: [usize; 2],
         padding: Padding,
         rng: &mut impl Rng,
     ) -> Option<Conv> {
@@ -45,7 +47,7 @@ impl Conv {
 
     /// Output shape and leading padding (top, left).
     pub fn geometry(&self) -> (Shape, [usize; 2]) {
-        let ([oh, ow], pad) = window2d(self.in_shape, self.kernel, [self.stride; 2], self.padding);
+        let ([oh, ow], pad) = window2d(self.in_shape, self.kernel, self.stride, self.padding);
         ([self.out_channels, oh, ow], pad)
     }
 
@@ -67,7 +69,7 @@ impl Conv {
             let xc = &x[ci * h * w..(ci + 1) * h * w];
             for r in runs {
                 let dst = &mut cols[(ci * taps + r.tap) * stride + offset + r.out..][..r.len];
-                let s = self.stride;
+                let s = self.stride[1];
                 let src = &xc[r.input..r.input + (r.len - 1) * s + 1];
                 if s == 1 {
                     dst.copy_from_slice(src);
@@ -89,7 +91,7 @@ impl Conv {
             let dxc = &mut dx[ci * h * w..(ci + 1) * h * w];
             for r in runs {
                 let src = &cols[(ci * taps + r.tap) * stride + offset + r.out..][..r.len];
-                let s = self.stride;
+                let s = self.stride[1];
                 let dst = &mut dxc[r.input..r.input + (r.len - 1) * s + 1];
                 if s == 1 {
                     dst.iter_mut().zip(src).for_each(|(d, v)| *d += *v);
@@ -264,7 +266,7 @@ impl LayerKind for Conv {
         let dims = [&[self.out_channels, s[0]][..], &at.kernel_dims(self.kernel)].concat();
         let wt = b.init_f32("weight", &dims, &self.weight);
         let bias = b.init_f32("bias", &[self.out_channels], &self.bias);
-        b.op("Conv", &[wt, bias], window_attrs(s, self.kernel, [self.stride; 2], self.padding, at.one_d));
+        b.op("Conv", &[wt, bias], window_attrs(s, self.kernel, self.stride, self.padding, at.one_d));
         Ok(())
     }
 }
@@ -283,7 +285,7 @@ mod tests {
             in_shape: [1, 1, 4],
             out_channels: 1,
             kernel: [1, 3],
-            stride: 1,
+            stride: [1, 1],
             padding: Padding::Same,
             weight: vec![1.0, 0.0, -1.0],
             bias: vec![0.5],
@@ -298,7 +300,7 @@ mod tests {
             in_shape: [1, 1, 5],
             out_channels: 1,
             kernel: [1, 2],
-            stride: 2,
+            stride: [2, 2],
             padding: Padding::Valid,
             weight: vec![1.0, 1.0],
             bias: vec![0.0],
@@ -319,7 +321,7 @@ mod tests {
             let got = conv.forward(&x, n);
             assert_eq!(got.len(), want.len());
             for (a, b) in got.iter().zip(&want) {
-                assert!((a - b).abs() < 1e-4, "{shape:?} k{k:?} s{s} {pad:?}: {got:?} vs {want:?}");
+                assert!((a - b).abs() < 1e-4, "{shape:?} k{k:?} s{s:?} {pad:?}: {got:?} vs {want:?}");
             }
         }
     }
@@ -328,9 +330,12 @@ mod tests {
     fn gradients_match_finite_differences() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         for (shape, k, s, pad) in [
-            ([2, 1, 9], [1, 3], 2, Padding::Same),
-            ([2, 5, 5], [3, 3], 1, Padding::Same),
-            ([1, 6, 6], [3, 3], 2, Padding::Valid),
+            ([2, 1, 9], [1, 3], [2, 2], Padding::Same),
+            ([2, 5, 5], [3, 3], [1, 1], Padding::Same),
+            ([1, 6, 6], [3, 3], [2, 2], Padding::Valid),
+            // KWS's first layer in small: a tall window, strides per axis.
+            ([1, 9, 5], [4, 2], [2, 1], Padding::Same),
+            ([2, 7, 6], [3, 2], [1, 2], Padding::Valid),
         ] {
             let conv = Conv::new(shape, 3, k, s, pad, &mut rng).unwrap();
             let n = 2;

@@ -15,7 +15,9 @@ use super::spec::Padding;
 pub struct Depthwise {
     pub in_shape: Shape,
     pub kernel: [usize; 2],
-    pub stride: usize,
+    /// Per axis `[height, width]` (saved as one number when they agree).
+    #[serde(with = "super::geometry::one_or_two")]
+    pub stride: [usize; 2],
     pub padding: Padding,
     /// `[C][kh][kw]`.
     pub weight: Vec<f32>,
@@ -26,7 +28,7 @@ impl Depthwise {
     pub fn new(
         in_shape: Shape,
         kernel: [usize; 2],
-        stride: usize,
+        stride: [usize; 2],
         padding: Padding,
         rng: &mut impl Rng,
     ) -> Option<Depthwise> {
@@ -39,7 +41,7 @@ impl Depthwise {
     }
 
     pub fn geometry(&self) -> (Shape, [usize; 2]) {
-        let ([oh, ow], pad) = window2d(self.in_shape, self.kernel, [self.stride; 2], self.padding);
+        let ([oh, ow], pad) = window2d(self.in_shape, self.kernel, self.stride, self.padding);
         ([self.in_shape[0], oh, ow], pad)
     }
 
@@ -64,8 +66,8 @@ impl Depthwise {
         let in_len: usize = self.in_shape.iter().product();
         let [c, oh, ow] = self.out_shape();
         let p = oh * ow;
-        let s = self.stride;
-        let runs = tap_runs(self.in_shape, self.kernel, s, self.padding);
+        let s = self.stride[1];
+        let runs = tap_runs(self.in_shape, self.kernel, self.stride, self.padding);
         let mut y = vec![0.0; n * c * p];
         for smp in 0..n {
             let xs = &x[smp * in_len..(smp + 1) * in_len];
@@ -101,8 +103,8 @@ impl Depthwise {
         let in_len: usize = self.in_shape.iter().product();
         let [c, oh, ow] = self.out_shape();
         let p = oh * ow;
-        let s = self.stride;
-        let runs = tap_runs(self.in_shape, self.kernel, s, self.padding);
+        let s = self.stride[1];
+        let runs = tap_runs(self.in_shape, self.kernel, self.stride, self.padding);
         let mut dx = vec![0.0; if input_grad { n * in_len } else { 0 }];
         for smp in 0..n {
             let xs = &x[smp * in_len..(smp + 1) * in_len];
@@ -198,7 +200,7 @@ impl LayerKind for Depthwise {
         let dims = [&[s[0], 1][..], &at.kernel_dims(self.kernel)].concat();
         let wt = b.init_f32("weight", &dims, &self.weight);
         let bias = b.init_f32("bias", &[s[0]], &self.bias);
-        let mut attrs = window_attrs(s, self.kernel, [self.stride; 2], self.padding, at.one_d);
+        let mut attrs = window_attrs(s, self.kernel, self.stride, self.padding, at.one_d);
         attrs.push(attr_int("group", s[0] as i64));
         b.op("Conv", &[wt, bias], attrs);
         Ok(())
@@ -217,7 +219,7 @@ mod tests {
         let d = Depthwise {
             in_shape: [2, 1, 3],
             kernel: [1, 2],
-            stride: 1,
+            stride: [1, 1],
             padding: Padding::Valid,
             weight: vec![1.0, 1.0, 2.0, -1.0],
             bias: vec![0.0, 1.0],
@@ -237,7 +239,7 @@ mod tests {
             let got = d.forward(&x, n);
             assert_eq!(got.len(), want.len());
             for (a, b) in got.iter().zip(&want) {
-                assert!((a - b).abs() < 1e-4, "{shape:?} k{k:?} s{s} {pad:?}: {got:?} vs {want:?}");
+                assert!((a - b).abs() < 1e-4, "{shape:?} k{k:?} s{s:?} {pad:?}: {got:?} vs {want:?}");
             }
         }
     }
@@ -246,9 +248,12 @@ mod tests {
     fn gradients_match_finite_differences() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
         for (shape, k, s, pad) in [
-            ([3, 1, 8], [1, 3], 2, Padding::Same),
-            ([2, 5, 4], [3, 3], 1, Padding::Same),
-            ([2, 5, 5], [3, 3], 2, Padding::Valid),
+            ([3, 1, 8], [1, 3], [2, 2], Padding::Same),
+            ([2, 5, 4], [3, 3], [1, 1], Padding::Same),
+            ([2, 5, 5], [3, 3], [2, 2], Padding::Valid),
+            // Rectangular windows, strides per axis.
+            ([2, 8, 5], [5, 1], [1, 1], Padding::Same),
+            ([2, 7, 6], [2, 3], [2, 1], Padding::Same),
         ] {
             let d = Depthwise::new(shape, k, s, pad, &mut rng).unwrap();
             let n = 2;

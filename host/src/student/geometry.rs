@@ -41,8 +41,33 @@ pub fn valid_outputs(out: usize, stride: usize, k: usize, pad: usize, input: usi
 
 /// Whether a `kernel` window fits `shape` (SAME always does; VALID needs
 /// the kernel no larger than the input).
-pub fn fits(shape: Shape, kernel: [usize; 2], stride: usize, padding: Padding) -> bool {
-    window(shape[1], kernel[0], stride, padding).is_some() && window(shape[2], kernel[1], stride, padding).is_some()
+pub fn fits(shape: Shape, kernel: [usize; 2], stride: [usize; 2], padding: Padding) -> bool {
+    window(shape[1], kernel[0], stride[0], padding).is_some()
+        && window(shape[2], kernel[1], stride[1], padding).is_some()
+}
+
+/// Serde for a per-axis pair (a window's strides) written as one number
+/// when both axes agree: the form saved students had before strides per
+/// axis, which they keep.
+pub mod one_or_two {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[usize; 2], s: S) -> Result<S::Ok, S::Error> {
+        if v[0] == v[1] { v[0].serialize(s) } else { v.serialize(s) }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[usize; 2], D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrTwo {
+            One(usize),
+            Two([usize; 2]),
+        }
+        Ok(match OneOrTwo::deserialize(d)? {
+            OneOrTwo::One(v) => [v, v],
+            OneOrTwo::Two(v) => v,
+        })
+    }
 }
 
 /// A straight run of in-bounds taps of one channel: outputs
@@ -57,24 +82,25 @@ pub struct TapRun {
 }
 
 /// Every in-bounds tap of a `kernel` window over one `[H, W]` channel of
-/// `shape`, as runs (TFLite windows). Convolution, depthwise convolution and
-/// their gradients all walk these, computed once per call instead of testing
-/// bounds per tap.
-pub fn tap_runs(shape: Shape, kernel: [usize; 2], stride: usize, padding: Padding) -> Vec<TapRun> {
-    let ([oh, ow], [pt, pl]) = window2d(shape, kernel, [stride; 2], padding);
+/// `shape`, as runs (TFLite windows; within a run inputs step by the
+/// width's stride). Convolution, depthwise convolution and their gradients
+/// all walk these, computed once per call instead of testing bounds per
+/// tap.
+pub fn tap_runs(shape: Shape, kernel: [usize; 2], [sh, sw]: [usize; 2], padding: Padding) -> Vec<TapRun> {
+    let ([oh, ow], [pt, pl]) = window2d(shape, kernel, [sh, sw], padding);
     let [_, h, w] = shape;
     let mut runs = Vec::new();
     for ky in 0..kernel[0] {
         for kx in 0..kernel[1] {
-            let xs = valid_outputs(ow, stride, kx, pl, w);
+            let xs = valid_outputs(ow, sw, kx, pl, w);
             if xs.is_empty() {
                 continue;
             }
-            for oy in valid_outputs(oh, stride, ky, pt, h) {
+            for oy in valid_outputs(oh, sh, ky, pt, h) {
                 runs.push(TapRun {
                     tap: ky * kernel[1] + kx,
                     out: oy * ow + xs.start,
-                    input: (oy * stride + ky - pt) * w + xs.start * stride + kx - pl,
+                    input: (oy * sh + ky - pt) * w + xs.start * sw + kx - pl,
                     len: xs.len(),
                 });
             }

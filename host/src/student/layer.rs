@@ -187,7 +187,7 @@ pub(crate) fn window_params(
     [c, h, w]: Shape,
     out: usize,
     kernel: [usize; 2],
-    stride: usize,
+    stride: [usize; 2],
     padding: super::spec::Padding,
 ) -> Result<[u16; PARAM_COUNT]> {
     Ok([
@@ -197,9 +197,9 @@ pub(crate) fn window_params(
         u16p(out, "channels")?,
         u16p(kernel[0], "kernel")?,
         u16p(kernel[1], "kernel")?,
-        u16p(stride, "stride")?,
+        u16p(stride[0], "stride")?,
         (padding == super::spec::Padding::Same) as u16,
-        u16p(stride, "stride")?,
+        u16p(stride[1], "stride")?,
         0,
         0,
         0,

@@ -128,30 +128,40 @@ impl Student {
                 LayerSpec::Conv1d { channels, kernel, stride, padding } => {
                     one_d("conv1d")?;
                     Layer::Conv(
-                        Conv::new(shape, *channels, [1, *kernel], *stride, *padding, rng).ok_or_else(too_small)?,
+                        Conv::new(shape, *channels, [1, *kernel], [*stride; 2], *padding, rng).ok_or_else(too_small)?,
                     )
                 }
                 LayerSpec::Conv2d { channels, kernel, stride, padding } => {
                     two_d("conv2d")?;
-                    Layer::Conv(
-                        Conv::new(shape, *channels, [*kernel, *kernel], *stride, *padding, rng)
-                            .ok_or_else(too_small)?,
-                    )
+                    Layer::Conv(Conv::new(shape, *channels, *kernel, *stride, *padding, rng).ok_or_else(too_small)?)
                 }
                 LayerSpec::Dwconv1d { kernel, stride, padding } => {
                     one_d("dwconv1d")?;
-                    Layer::Depthwise(Depthwise::new(shape, [1, *kernel], *stride, *padding, rng).ok_or_else(too_small)?)
+                    Layer::Depthwise(
+                        Depthwise::new(shape, [1, *kernel], [*stride; 2], *padding, rng).ok_or_else(too_small)?,
+                    )
                 }
                 LayerSpec::Dwconv2d { kernel, stride, padding } => {
                     two_d("dwconv2d")?;
-                    Layer::Depthwise(
-                        Depthwise::new(shape, [*kernel, *kernel], *stride, *padding, rng).ok_or_else(too_small)?,
-                    )
+                    Layer::Depthwise(Depthwise::new(shape, *kernel, *stride, *padding, rng).ok_or_else(too_small)?)
                 }
                 LayerSpec::Maxpool { size, stride } | LayerSpec::Avgpool { size, stride } => {
                     let kind = if matches!(s, LayerSpec::Maxpool { .. }) { PoolKind::Max } else { PoolKind::Avg };
-                    let k = if shape[1] == 1 { [1, *size] } else { [*size, *size] };
-                    Layer::Pool(Pool::new(kind, shape, k, *stride, spec::Padding::Valid).ok_or_else(too_small)?)
+                    // Over 1-D input a pool's window is one row: `avgpool(5)`
+                    // or `avgpool(1x5)`.
+                    let (k, stride) = match (shape[1], size) {
+                        (1, [h, w]) if *h == *w || *h == 1 => ([1, *w], *stride),
+                        (1, _) => bail!(
+                            "student spec '{spec}': {} over 1-D input [C, L] = [{}, {}] takes one size (or 1xL), got {}x{}",
+                            s.to_spec_string(),
+                            shape[0],
+                            shape[2],
+                            size[0],
+                            size[1]
+                        ),
+                        _ => (*size, *stride),
+                    };
+                    Layer::Pool(Pool::new(kind, shape, k, stride, spec::Padding::Valid).ok_or_else(too_small)?)
                 }
                 LayerSpec::Gap => Layer::Gap(pool::Gap { shape }),
                 LayerSpec::Bn => {

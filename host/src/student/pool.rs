@@ -25,18 +25,26 @@ pub struct Pool {
     pub kind: PoolKind,
     pub in_shape: Shape,
     pub size: [usize; 2],
-    pub stride: usize,
+    /// Per axis `[height, width]` (saved as one number when they agree).
+    #[serde(with = "super::geometry::one_or_two")]
+    pub stride: [usize; 2],
     pub padding: Padding,
 }
 
 impl Pool {
     /// `None` when the window does not fit.
-    pub fn new(kind: PoolKind, in_shape: Shape, size: [usize; 2], stride: usize, padding: Padding) -> Option<Pool> {
+    pub fn new(
+        kind: PoolKind,
+        in_shape: Shape,
+        size: [usize; 2],
+        stride: [usize; 2],
+        padding: Padding,
+    ) -> Option<Pool> {
         fits(in_shape, size, stride, padding).then_some(Pool { kind, in_shape, size, stride, padding })
     }
 
     pub fn geometry(&self) -> (Shape, [usize; 2]) {
-        let ([oh, ow], pad) = window2d(self.in_shape, self.size, [self.stride; 2], self.padding);
+        let ([oh, ow], pad) = window2d(self.in_shape, self.size, self.stride, self.padding);
         ([self.in_shape[0], oh, ow], pad)
     }
 
@@ -54,12 +62,12 @@ impl Pool {
                 for ox in 0..ow {
                     idx.clear();
                     for ky in 0..self.size[0] {
-                        let iy = (oy * self.stride + ky) as isize - pt as isize;
+                        let iy = (oy * self.stride[0] + ky) as isize - pt as isize;
                         if iy < 0 || iy as usize >= h {
                             continue;
                         }
                         for kx in 0..self.size[1] {
-                            let ix = (ox * self.stride + kx) as isize - pl as isize;
+                            let ix = (ox * self.stride[1] + kx) as isize - pl as isize;
                             if ix >= 0 && (ix as usize) < w {
                                 idx.push((ci * h + iy as usize) * w + ix as usize);
                             }
@@ -154,10 +162,10 @@ impl LayerKind for Pool {
             u16p(c, "channels")?,
             u16p(self.size[0], "pool")?,
             u16p(self.size[1], "pool")?,
-            u16p(self.stride, "stride")?,
+            u16p(self.stride[0], "stride")?,
             (self.padding == Padding::Same) as u16,
             0,
-            u16p(self.stride, "stride")?,
+            u16p(self.stride[1], "stride")?,
             0,
             0,
             0,
@@ -167,7 +175,7 @@ impl LayerKind for Pool {
     }
 
     fn onnx(&self, b: &mut Builder, at: &mut Cursor) -> Result<()> {
-        let mut attrs = window_attrs(at.shape, self.size, [self.stride; 2], self.padding, at.one_d);
+        let mut attrs = window_attrs(at.shape, self.size, self.stride, self.padding, at.one_d);
         let op = match self.kind {
             PoolKind::Max => "MaxPool",
             PoolKind::Avg => {
@@ -223,10 +231,10 @@ mod tests {
     #[test]
     fn forward_hand_computed() {
         let x = [1.0, 5.0, 2.0, 4.0, 3.0];
-        let max = Pool::new(PoolKind::Max, [1, 1, 5], [1, 2], 2, Padding::Same).unwrap();
+        let max = Pool::new(PoolKind::Max, [1, 1, 5], [1, 2], [2, 2], Padding::Same).unwrap();
         // SAME, k 2, s 2 over 5: out 3, total pad 1 → 0 before: [1,5] [2,4] [3].
         assert_eq!(max.forward(&x, 1), vec![5.0, 4.0, 3.0]);
-        let avg = Pool::new(PoolKind::Avg, [1, 1, 5], [1, 2], 2, Padding::Same).unwrap();
+        let avg = Pool::new(PoolKind::Avg, [1, 1, 5], [1, 2], [2, 2], Padding::Same).unwrap();
         assert_eq!(avg.forward(&x, 1), vec![3.0, 3.0, 3.0]); // the edge window averages one tap
         assert_eq!(gap_forward([2, 1, 2], &[1.0, 3.0, -2.0, 0.0], 1), vec![2.0, -1.0]);
     }
@@ -235,9 +243,12 @@ mod tests {
     fn gradients_match_finite_differences() {
         for kind in [PoolKind::Max, PoolKind::Avg] {
             for (shape, k, s, pad) in [
-                ([2, 1, 9], [1, 2], 2, Padding::Same),
-                ([2, 5, 5], [3, 3], 2, Padding::Valid),
-                ([1, 4, 5], [2, 2], 1, Padding::Same),
+                ([2, 1, 9], [1, 2], [2, 2], Padding::Same),
+                ([2, 5, 5], [3, 3], [2, 2], Padding::Valid),
+                ([1, 4, 5], [2, 2], [1, 1], Padding::Same),
+                // KWS's pool in small (25×5 over 25×5), and strides per axis.
+                ([2, 5, 3], [5, 3], [5, 3], Padding::Valid),
+                ([1, 6, 5], [3, 2], [2, 1], Padding::Valid),
             ] {
                 let p = Pool::new(kind, shape, k, s, pad).unwrap();
                 let n = 2;

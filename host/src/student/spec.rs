@@ -2,6 +2,8 @@
 
 use anyhow::{Context, Result, bail};
 
+use super::geometry::one_or_two;
+
 /// Padding of a convolution or pooling window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -14,6 +16,10 @@ fn one() -> usize {
     1
 }
 
+fn ones() -> [usize; 2] {
+    [1, 1]
+}
+
 fn same() -> Padding {
     Padding::Same
 }
@@ -21,6 +27,8 @@ fn same() -> Padding {
 /// One layer of a student spec. Also the TOML form of a layer, e.g.
 /// `{ kind = "conv1d", channels = 8, kernel = 5, stride = 2 }` (stride 1 and
 /// SAME padding by default; a pool's stride defaults to its size when 0).
+/// 2-D windows and their strides are `[height, width]`, or one number for
+/// both: `{ kind = "conv2d", channels = 64, kernel = [10, 4], stride = 2 }`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum LayerSpec {
@@ -37,9 +45,10 @@ pub enum LayerSpec {
     },
     Conv2d {
         channels: usize,
-        kernel: usize,
-        #[serde(default = "one")]
-        stride: usize,
+        #[serde(with = "one_or_two")]
+        kernel: [usize; 2],
+        #[serde(default = "ones", with = "one_or_two")]
+        stride: [usize; 2],
         #[serde(default = "same")]
         padding: Padding,
     },
@@ -51,21 +60,24 @@ pub enum LayerSpec {
         padding: Padding,
     },
     Dwconv2d {
-        kernel: usize,
-        #[serde(default = "one")]
-        stride: usize,
+        #[serde(with = "one_or_two")]
+        kernel: [usize; 2],
+        #[serde(default = "ones", with = "one_or_two")]
+        stride: [usize; 2],
         #[serde(default = "same")]
         padding: Padding,
     },
     Maxpool {
-        size: usize,
-        #[serde(default)]
-        stride: usize,
+        #[serde(with = "one_or_two")]
+        size: [usize; 2],
+        #[serde(default, with = "one_or_two")]
+        stride: [usize; 2],
     },
     Avgpool {
-        size: usize,
-        #[serde(default)]
-        stride: usize,
+        #[serde(with = "one_or_two")]
+        size: [usize; 2],
+        #[serde(default, with = "one_or_two")]
+        stride: [usize; 2],
     },
     Gap,
     Relu,
@@ -82,22 +94,23 @@ impl LayerSpec {
     pub fn to_spec_string(&self) -> String {
         let pad = |p: &Padding| if *p == Padding::Valid { ",valid" } else { "" };
         let stride = |s: &usize| if *s != 1 { format!(",s{s}") } else { String::new() };
+        let strides = |s: &[usize; 2]| if *s != [1, 1] { format!(",s{}", extent(*s)) } else { String::new() };
         match self {
             LayerSpec::Dense { units } => format!("dense({units})"),
             LayerSpec::Conv1d { channels, kernel, stride: s, padding } => {
                 format!("conv1d({channels},k{kernel}{}{})", stride(s), pad(padding))
             }
             LayerSpec::Conv2d { channels, kernel, stride: s, padding } => {
-                format!("conv2d({channels},k{kernel}{}{})", stride(s), pad(padding))
+                format!("conv2d({channels},k{}{}{})", extent(*kernel), strides(s), pad(padding))
             }
             LayerSpec::Dwconv1d { kernel, stride: s, padding } => {
                 format!("dwconv1d(k{kernel}{}{})", stride(s), pad(padding))
             }
             LayerSpec::Dwconv2d { kernel, stride: s, padding } => {
-                format!("dwconv2d(k{kernel}{}{})", stride(s), pad(padding))
+                format!("dwconv2d(k{}{}{})", extent(*kernel), strides(s), pad(padding))
             }
-            LayerSpec::Maxpool { size, stride: s } => format!("maxpool({size}{})", stride(s)),
-            LayerSpec::Avgpool { size, stride: s } => format!("avgpool({size}{})", stride(s)),
+            LayerSpec::Maxpool { size, stride: s } => format!("maxpool({}{})", extent(*size), strides(s)),
+            LayerSpec::Avgpool { size, stride: s } => format!("avgpool({}{})", extent(*size), strides(s)),
             LayerSpec::Gap => "gap".into(),
             LayerSpec::Relu => "relu".into(),
             LayerSpec::Relu6 => "relu6".into(),
@@ -108,13 +121,21 @@ impl LayerSpec {
     }
 }
 
+/// `h x w` as a spec writes it: one number when both agree, else `HxW`.
+fn extent([h, w]: [usize; 2]) -> String {
+    if h == w { h.to_string() } else { format!("{h}x{w}") }
+}
+
 /// The spec string of a TOML layer list (validated by parsing it back).
 pub fn from_layers(layers: &[LayerSpec]) -> Result<String> {
+    // A pool's stride of 0 (left out) is its size, per axis.
+    let or_size =
+        |stride: [usize; 2], size: [usize; 2]| [0, 1].map(|a| if stride[a] == 0 { size[a] } else { stride[a] });
     let fixed: Vec<LayerSpec> = layers
         .iter()
         .map(|l| match l {
-            LayerSpec::Maxpool { size, stride: 0 } => LayerSpec::Maxpool { size: *size, stride: *size },
-            LayerSpec::Avgpool { size, stride: 0 } => LayerSpec::Avgpool { size: *size, stride: *size },
+            LayerSpec::Maxpool { size, stride } => LayerSpec::Maxpool { size: *size, stride: or_size(*stride, *size) },
+            LayerSpec::Avgpool { size, stride } => LayerSpec::Avgpool { size: *size, stride: or_size(*stride, *size) },
             other => other.clone(),
         })
         .collect();
@@ -193,22 +214,32 @@ fn parse_layer(token: &str) -> Result<LayerSpec> {
         }
         Ok(v)
     };
-    // Options shared by conv and depthwise layers: kK, sS, same|valid.
-    let window = |args: &[&str]| -> Result<(usize, usize, Padding)> {
-        let (mut k, mut s, mut p) = (None, 1, Padding::Same);
+    // `N` or, where 2-D, `HxW`.
+    let extent = |s: &str, what: &str, two_d: bool| -> Result<[usize; 2]> {
+        match s.split_once(['x', 'X']) {
+            Some((h, w)) if two_d => Ok([positive(h, what)?, positive(w, what)?]),
+            Some(_) => bail!("'{token}': a 1-D layer's {what} is one number, got '{s}'"),
+            None => positive(s, what).map(|v| [v, v]),
+        }
+    };
+    // Options shared by conv and depthwise layers: kK, sS (kHxW, sHxW in
+    // 2-D), same|valid.
+    let window = |args: &[&str], two_d: bool| -> Result<([usize; 2], [usize; 2], Padding)> {
+        let (mut k, mut s, mut p) = (None, [1, 1], Padding::Same);
         for a in args {
             if let Some(v) = a.strip_prefix('k') {
-                k = Some(positive(v, "kernel size")?);
+                k = Some(extent(v, "kernel size", two_d)?);
             } else if let Some(v) = a.strip_prefix('s') {
                 if *a == "same" {
                     p = Padding::Same;
                 } else {
-                    s = positive(v, "stride")?;
+                    s = extent(v, "stride", two_d)?;
                 }
             } else if *a == "valid" {
                 p = Padding::Valid;
             } else {
-                bail!("'{token}': unknown option '{a}' (expected kK, sS, same or valid)");
+                let forms = if two_d { "kK or kHxW, sS or sHxW" } else { "kK, sS" };
+                bail!("'{token}': unknown option '{a}' (expected {forms}, same or valid)");
             }
         }
         Ok((k.with_context(|| format!("'{token}': kernel size kK is required"))?, s, p))
@@ -228,28 +259,30 @@ fn parse_layer(token: &str) -> Result<LayerSpec> {
             let (c, rest) =
                 args.split_first().with_context(|| format!("'{token}': expected {name}(C,kK[,sS][,same|valid])"))?;
             let channels = positive(c, "channels")?;
-            let (kernel, stride, padding) = window(rest)?;
+            let (kernel, stride, padding) = window(rest, name == "conv2d")?;
             Ok(if name == "conv1d" {
-                LayerSpec::Conv1d { channels, kernel, stride, padding }
+                LayerSpec::Conv1d { channels, kernel: kernel[1], stride: stride[1], padding }
             } else {
                 LayerSpec::Conv2d { channels, kernel, stride, padding }
             })
         }
         "dwconv1d" | "dwconv2d" => {
-            let (kernel, stride, padding) = window(&args)?;
+            let (kernel, stride, padding) = window(&args, name == "dwconv2d")?;
             Ok(if name == "dwconv1d" {
-                LayerSpec::Dwconv1d { kernel, stride, padding }
+                LayerSpec::Dwconv1d { kernel: kernel[1], stride: stride[1], padding }
             } else {
                 LayerSpec::Dwconv2d { kernel, stride, padding }
             })
         }
         "maxpool" | "avgpool" => {
-            let (k, rest) = args.split_first().with_context(|| format!("'{token}': expected {name}(K[,sS])"))?;
-            let size = positive(k, "pool size")?;
+            let (k, rest) = args
+                .split_first()
+                .with_context(|| format!("'{token}': expected {name}(K[,sS]) or {name}(HxW[,sHxW])"))?;
+            let size = extent(k, "pool size", true)?;
             let stride = match rest {
                 [] => size,
-                [s] => positive(s.strip_prefix('s').with_context(|| format!("'{token}': expected sS"))?, "stride")?,
-                _ => bail!("'{token}': expected {name}(K[,sS])"),
+                [s] => extent(s.strip_prefix('s').with_context(|| format!("'{token}': expected sS"))?, "stride", true)?,
+                _ => bail!("'{token}': expected {name}(K[,sS]) or {name}(HxW[,sHxW])"),
             };
             Ok(if name == "maxpool" {
                 LayerSpec::Maxpool { size, stride }
@@ -295,9 +328,49 @@ mod tests {
     #[test]
     fn parses_pools_and_dropout() {
         let l = parse("maxpool(2) avgpool(3,s1) dropout(0.25) relu6 flatten bn").unwrap();
-        assert_eq!(l[0], LayerSpec::Maxpool { size: 2, stride: 2 });
-        assert_eq!(l[1], LayerSpec::Avgpool { size: 3, stride: 1 });
+        assert_eq!(l[0], LayerSpec::Maxpool { size: [2, 2], stride: [2, 2] });
+        assert_eq!(l[1], LayerSpec::Avgpool { size: [3, 3], stride: [1, 1] });
         assert_eq!(l[2], LayerSpec::Dropout { p: 0.25 });
+    }
+
+    #[test]
+    fn parses_rectangular_windows_and_strides_per_axis() {
+        // MLPerf Tiny's keyword spotter: a 10×4 stride-2 convolution, a
+        // 25×5 average pool.
+        let l = parse("conv2d(64,k10x4,s2) relu dwconv2d(k15x1,s2x1,valid) avgpool(25x5) maxpool(3x2,s1x2)").unwrap();
+        assert_eq!(l[0], LayerSpec::Conv2d { channels: 64, kernel: [10, 4], stride: [2, 2], padding: Padding::Same });
+        assert_eq!(l[2], LayerSpec::Dwconv2d { kernel: [15, 1], stride: [2, 1], padding: Padding::Valid });
+        assert_eq!(l[3], LayerSpec::Avgpool { size: [25, 5], stride: [25, 5] });
+        assert_eq!(l[4], LayerSpec::Maxpool { size: [3, 2], stride: [1, 2] });
+        assert_eq!(
+            to_string(&l),
+            "conv2d(64,k10x4,s2) relu dwconv2d(k15x1,s2x1,valid) avgpool(25x5,s25x5) maxpool(3x2,s1x2)"
+        );
+        assert_eq!(parse(&to_string(&l)).unwrap(), l);
+        // 1-D layers take one number.
+        let err = format!("{:#}", parse("conv1d(8,k3x3)").unwrap_err());
+        assert!(err.contains("1-D layer's kernel size is one number"), "{err}");
+        assert!(format!("{:#}", parse("conv2d(8,k3x0)").unwrap_err()).contains("at least 1"));
+    }
+
+    #[test]
+    fn toml_windows_take_one_number_or_height_and_width() {
+        #[derive(serde::Deserialize, serde::Serialize)]
+        struct Doc {
+            student: Vec<LayerSpec>,
+        }
+        let doc: Doc = toml::from_str(
+            r#"student = [
+                { kind = "conv2d", channels = 64, kernel = [10, 4], stride = 2 },
+                { kind = "dwconv2d", kernel = 3, stride = [2, 1] },
+                { kind = "avgpool", size = [25, 5] },
+            ]"#,
+        )
+        .unwrap();
+        assert_eq!(from_layers(&doc.student).unwrap(), "conv2d(64,k10x4,s2) dwconv2d(k3,s2x1) avgpool(25x5,s25x5)");
+        // Written back: one number where both axes agree.
+        let text = toml::to_string(&doc).unwrap();
+        assert!(text.contains("kernel = [10, 4]") && text.contains("stride = 2"), "{text}");
     }
 
     #[test]

@@ -59,12 +59,12 @@ pub fn direct_conv(
     weight: &[f32],
     bias: &[f32],
     kernel: [usize; 2],
-    stride: usize,
+    [sh, sw]: [usize; 2],
     padding: super::spec::Padding,
     depthwise: bool,
 ) -> Vec<f32> {
     let [c, h, w] = in_shape;
-    let ([oh, ow], [pt, pl]) = super::geometry::window2d(in_shape, kernel, [stride; 2], padding);
+    let ([oh, ow], [pt, pl]) = super::geometry::window2d(in_shape, kernel, [sh, sw], padding);
     let [kh, kw] = kernel;
     let mut y = Vec::with_capacity(n * bias.len() * oh * ow);
     for s in 0..n {
@@ -77,8 +77,8 @@ pub fn direct_conv(
                     for ci in channels {
                         for ky in 0..kh {
                             for kx in 0..kw {
-                                let iy = (oy * stride + ky) as isize - pt as isize;
-                                let ix = (ox * stride + kx) as isize - pl as isize;
+                                let iy = (oy * sh + ky) as isize - pt as isize;
+                                let ix = (ox * sw + kx) as isize - pl as isize;
                                 if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= w {
                                     continue;
                                 }
@@ -99,20 +99,30 @@ pub fn direct_conv(
     y
 }
 
+/// Input shape, kernel, strides and padding of a test convolution.
+pub type ConvGeometry = ([usize; 3], [usize; 2], [usize; 2], super::spec::Padding);
+
 /// Small convolution geometries covering SAME/VALID, strides 1–3, 1-D and
-/// 2-D, kernels larger than the input and padding on both sides.
-pub fn conv_geometries() -> Vec<([usize; 3], [usize; 2], usize, super::spec::Padding)> {
+/// 2-D, kernels larger than the input and padding on both sides, and in
+/// 2-D rectangular kernels and strides that differ per axis.
+pub fn conv_geometries() -> Vec<ConvGeometry> {
     use super::spec::Padding;
     let mut out = Vec::new();
     for (h, w) in [(1, 1), (1, 2), (1, 7), (1, 10), (3, 3), (4, 5), (6, 6)] {
         for k in 1..=4 {
-            let kernel = if h == 1 { [1, k] } else { [k, k] };
-            for stride in 1..=3 {
-                for padding in [Padding::Same, Padding::Valid] {
-                    if padding == Padding::Valid && (kernel[0] > h || kernel[1] > w) {
-                        continue;
+            let kernels: &[[usize; 2]] = if h == 1 { &[[1, k]] } else { &[[k, k], [k, 5 - k]] };
+            for &kernel in kernels {
+                for stride in 1..=3 {
+                    let strides: &[[usize; 2]] =
+                        if h == 1 { &[[stride, stride]] } else { &[[stride, stride], [stride, 4 - stride]] };
+                    for &stride in strides {
+                        for padding in [Padding::Same, Padding::Valid] {
+                            if padding == Padding::Valid && (kernel[0] > h || kernel[1] > w) {
+                                continue;
+                            }
+                            out.push(([2, h, w], kernel, stride, padding));
+                        }
                     }
-                    out.push(([2, h, w], kernel, stride, padding));
                 }
             }
         }

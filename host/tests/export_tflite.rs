@@ -99,7 +99,7 @@ fn every_layer_kind_is_bit_identical_in_tflite_micro() {
     if skip() {
         return;
     }
-    let cases: [(&str, &[usize]); 15] = [
+    let cases: [(&str, &[usize]); 17] = [
         ("dense(16) relu", &[40]),
         ("dense(12) relu6 dense(7)", &[33]),
         ("conv1d(8,k5,s2) relu", &[1, 40]),
@@ -116,6 +116,9 @@ fn every_layer_kind_is_bit_identical_in_tflite_micro() {
         ("conv2d(6,k4x2,s2x1) relu", &[2, 9, 7]),
         ("dwconv2d(k3x1,s1x2) relu", &[4, 8, 8]),
         ("conv2d(4,k1) avgpool(3x2,s2x1) maxpool(2x3)", &[2, 9, 8]),
+        // Named architectures at small widths (their features: no class layer).
+        ("ds-cnn-s(0.25)", &[1, 49, 10]),
+        ("mobilenet-v1(0.25)", &[3, 32, 32]),
     ];
     for (k, (spec, shape)) in cases.iter().enumerate() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(100 + k as u64);

@@ -189,19 +189,30 @@ fn rectangular_windows_on_the_m3_and_the_m4() {
     use rand::{Rng, SeedableRng};
     use tinykd::student::Student;
     let dir = tempfile::tempdir().unwrap();
-    let spec = "conv2d(8,k5x2,s2x1) relu dwconv2d(k3x1) relu conv2d(8,k1) relu avgpool(3x2,s2x1) flatten dense(5)";
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
-    let student = Student::from_spec_any_output(spec, &[1, 13, 6], &mut rng).unwrap();
-    let len = student.input_len();
-    let calib: Vec<f32> = (0..64 * len).map(|_| rng.random_range(-1.0..1.0)).collect();
-    let q = tinykd::quant::quantize_student(&student, &calib, 64, tinykd::quant::Calibration::Minmax).unwrap();
-    let path = dir.path().join("rect.tkd");
-    std::fs::write(&path, tinykd::export::tkd::encode(&q).unwrap()).unwrap();
-    let n = 24;
-    let inputs: Vec<i8> = (0..n * len).map(|_| rng.random()).collect();
-    for board in ["qemu-mps2-an385", "qemu-mps2-an386"] {
-        let r = tinykd::device::emulate(tinykd::device::board(board).unwrap(), &path, &inputs, n, None).unwrap();
-        assert_eq!(r.agreement, 1.0, "{board}");
+    for (k, (spec, shape)) in [
+        (
+            "conv2d(8,k5x2,s2x1) relu dwconv2d(k3x1) relu conv2d(8,k1) relu avgpool(3x2,s2x1) flatten dense(5)",
+            &[1, 13, 6],
+        ),
+        // MLPerf Tiny's keyword spotter at a quarter of its width.
+        ("ds-cnn-s(0.25) dense(12)", &[1, 49, 10]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let student = Student::from_spec_any_output(spec, shape, &mut rng).unwrap();
+        let len = student.input_len();
+        let calib: Vec<f32> = (0..64 * len).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let q = tinykd::quant::quantize_student(&student, &calib, 64, tinykd::quant::Calibration::Minmax).unwrap();
+        let path = dir.path().join(format!("rect{k}.tkd"));
+        std::fs::write(&path, tinykd::export::tkd::encode(&q).unwrap()).unwrap();
+        let n = 24;
+        let inputs: Vec<i8> = (0..n * len).map(|_| rng.random()).collect();
+        for board in ["qemu-mps2-an385", "qemu-mps2-an386"] {
+            let r = tinykd::device::emulate(tinykd::device::board(board).unwrap(), &path, &inputs, n, None).unwrap();
+            assert_eq!(r.agreement, 1.0, "{spec} on {board}");
+        }
     }
 }
 

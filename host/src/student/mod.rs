@@ -93,7 +93,16 @@ impl Student {
     }
 
     fn build(spec: &str, input_shape: &[usize], classes: Option<usize>, rng: &mut impl Rng) -> Result<Student> {
-        let specs = spec::parse(spec)?;
+        let parsed = spec::parse_tokens(spec)?;
+        let mut specs = parsed.layers;
+        // A named architecture ends in its features: the class layer is the task's.
+        if let (true, Some(classes)) = (parsed.named_last, classes) {
+            specs.push(LayerSpec::Dense { units: classes });
+        }
+        // Blocks and architectures are kept (and printed) as the layers
+        // they expand to.
+        let expanded = if parsed.expanded { spec::to_string(&specs) } else { spec.to_owned() };
+        let spec = expanded.as_str();
         let Some(mut shape) = geometry::as_chw(input_shape) else {
             bail!("input shape {input_shape:?} is not supported: students take [L], [C, L] or [C, H, W] samples");
         };
@@ -113,8 +122,10 @@ impl Student {
                 }
                 Ok(())
             };
+            // 2-D layers need 2-D samples; a 2-D map may shrink to one row
+            // (MobileNet's last blocks at 32×32).
             let two_d = |what: &str| -> Result<()> {
-                if shape[1] == 1 {
+                if input_shape.len() < 3 {
                     bail!(
                         "student spec '{spec}': {what} needs 2-D input [C, H, W], got 1-D [C, L] = [{}, {}] (use the 1-D layer)",
                         shape[0],
@@ -258,6 +269,42 @@ impl Student {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn named_architectures_build_with_the_task_s_class_layer() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        // MLPerf Tiny's KWS DS-CNN: 49×10 MFCCs, 12 classes; 22,604
+        // parameters once BatchNorm is folded (each BN holds 2 per channel).
+        let s = Student::from_spec("ds-cnn-s", &[1, 49, 10], 12, &mut rng).unwrap();
+        assert_eq!(s.shapes[1], [64, 25, 5]);
+        let bn: usize = s
+            .layers
+            .iter()
+            .filter_map(|l| if let Layer::BatchNorm(b) = l { Some(b.params()[0].len() * 2) } else { None })
+            .sum();
+        assert_eq!(s.param_count() - bn, 22_604);
+        assert!(
+            s.spec.starts_with("conv2d(64,k10x4,s2) bn relu dwconv2d(k3)") && s.spec.ends_with("gap dense(12)"),
+            "{}",
+            s.spec
+        );
+        // The spec it keeps builds the same student.
+        let again = Student::from_spec(&s.spec, &[1, 49, 10], 12, &mut rng).unwrap();
+        assert_eq!(again.shapes, s.shapes);
+        // MobileNetV1 0.25 at 96×96×3 (MLPerf Tiny's VWW: 210,850 parameters folded).
+        let m = Student::from_spec("mobilenet-v1(0.25)", &[3, 96, 96], 2, &mut rng).unwrap();
+        let bn: usize = m
+            .layers
+            .iter()
+            .filter_map(|l| if let Layer::BatchNorm(b) = l { Some(b.params()[0].len() * 2) } else { None })
+            .sum();
+        assert_eq!(m.param_count() - bn, 210_850);
+        assert_eq!(m.shapes[m.shapes.len() - 3], [256, 3, 3]);
+        // Any input size; 1-D input is refused naming the layer.
+        Student::from_spec("mobilenet-v1(0.5)", &[1, 32, 32], 4, &mut rng).unwrap();
+        let err = format!("{:#}", Student::from_spec("ds-cnn-s", &[1, 40], 10, &mut rng).unwrap_err());
+        assert!(err.contains("conv2d needs 2-D input"), "{err}");
+    }
     use rand::SeedableRng;
 
     fn rng() -> rand_chacha::ChaCha8Rng {

@@ -150,15 +150,146 @@ pub fn to_string(layers: &[LayerSpec]) -> String {
 }
 
 /// Parses a spec string such as `conv1d(8,k5,s2) relu gap dense(10)`.
+/// Blocks (`dsconv(…)`) and named architectures (`ds-cnn-s`,
+/// `mobilenet-v1(0.25)`) become the layers they stand for.
 pub fn parse(spec: &str) -> Result<Vec<LayerSpec>> {
-    let mut layers = Vec::new();
+    Ok(parse_tokens(spec)?.layers)
+}
+
+/// A spec's layers, with what its tokens were.
+#[derive(Debug)]
+pub struct Parsed {
+    pub layers: Vec<LayerSpec>,
+    /// The last token was a named architecture (whose class layer,
+    /// `dense(classes)`, the student adds).
+    pub named_last: bool,
+    /// Some token was a block or an architecture.
+    pub expanded: bool,
+}
+
+/// [`parse`], saying what the tokens were.
+pub fn parse_tokens(spec: &str) -> Result<Parsed> {
+    let mut p = Parsed { layers: Vec::new(), named_last: false, expanded: false };
     for token in tokens(spec)? {
-        layers.push(parse_layer(&token).with_context(|| format!("in student spec '{spec}'"))?);
+        let expanded = expand(&token).with_context(|| format!("in student spec '{spec}'"))?;
+        p.named_last = matches!(expanded, Expanded::Architecture(_));
+        match expanded {
+            Expanded::Layer(l) => p.layers.push(l),
+            Expanded::Block(ls) | Expanded::Architecture(ls) => {
+                p.expanded = true;
+                p.layers.extend(ls)
+            }
+        }
     }
-    if layers.is_empty() {
+    if p.layers.is_empty() {
         bail!("student spec is empty (example: \"dense(32) relu dense(10)\")");
     }
-    Ok(layers)
+    Ok(p)
+}
+
+/// Named architectures, as `tinykd` writes them: name, what it is.
+pub const ARCHITECTURES: [(&str, &str); 2] = [
+    ("ds-cnn-s[(W)]", "MLPerf Tiny's keyword-spotting DS-CNN: conv2d(64,k10x4,s2) bn relu, four dsconv(64,k3), gap"),
+    (
+        "mobilenet-v1(W)",
+        "MobileNetV1 at width W (MLPerf Tiny's visual wake words: 0.25): conv2d(32,k3,s2) bn relu, 13 dsconv, gap",
+    ),
+];
+
+/// What one token of a spec stands for.
+enum Expanded {
+    Layer(LayerSpec),
+    Block(Vec<LayerSpec>),
+    Architecture(Vec<LayerSpec>),
+}
+
+fn expand(token: &str) -> Result<Expanded> {
+    let (name, args) = split_token(token)?;
+    let width = |args: &[&str], default: Option<f64>| -> Result<f64> {
+        let w = match (args, default) {
+            ([], Some(d)) => d,
+            ([w], _) => {
+                w.parse().with_context(|| format!("'{token}': the width multiplier must be a number, got '{w}'"))?
+            }
+            _ => bail!("'{token}': expected {name}(W) with a width multiplier W"),
+        };
+        if !(w > 0.0 && w <= 16.0) {
+            bail!("'{token}': the width multiplier must be in (0, 16], got {w}");
+        }
+        Ok(w)
+    };
+    // Channels at a width multiplier (as Keras: truncated, at least 1).
+    let at = |c: usize, w: f64| ((c as f64 * w) as usize).max(1);
+    let body = |s: String| -> Result<Vec<LayerSpec>> { parse(&s) };
+    match name.as_str() {
+        "dsconv" => {
+            let (c, rest) = args
+                .split_first()
+                .with_context(|| format!("'{token}': expected dsconv(C,kK[,sS]) or dsconv(C,kHxW[,sHxW])"))?;
+            let inner = rest.join(",");
+            let units: usize = c
+                .parse()
+                .ok()
+                .filter(|&c| c > 0)
+                .with_context(|| format!("'{token}': channels C must be a positive integer, got '{c}'"))?;
+            // Depthwise + BN + ReLU, then a 1×1 convolution + BN + ReLU.
+            let mut ls = match parse_layer(&format!("dwconv2d({inner})"))? {
+                dw @ LayerSpec::Dwconv2d { .. } => vec![dw, LayerSpec::Bn, LayerSpec::Relu],
+                _ => unreachable!("dwconv2d parses to a depthwise layer"),
+            };
+            ls.extend([
+                LayerSpec::Conv2d { channels: units, kernel: [1, 1], stride: [1, 1], padding: Padding::Same },
+                LayerSpec::Bn,
+                LayerSpec::Relu,
+            ]);
+            Ok(Expanded::Block(ls))
+        }
+        "ds-cnn-s" => {
+            let w = width(&args, Some(1.0))?;
+            let c = at(64, w);
+            let blocks = vec![format!("dsconv({c},k3)"); 4].join(" ");
+            Ok(Expanded::Architecture(body(format!("conv2d({c},k10x4,s2) bn relu {blocks} gap"))?))
+        }
+        "mobilenet-v1" => {
+            let w = width(&args, None)?;
+            let blocks: Vec<String> = [
+                (64, 1),
+                (128, 2),
+                (128, 1),
+                (256, 2),
+                (256, 1),
+                (512, 2),
+                (512, 1),
+                (512, 1),
+                (512, 1),
+                (512, 1),
+                (512, 1),
+                (1024, 2),
+                (1024, 1),
+            ]
+            .iter()
+            .map(
+                |&(c, s)| {
+                    if s == 1 { format!("dsconv({},k3)", at(c, w)) } else { format!("dsconv({},k3,s{s})", at(c, w)) }
+                },
+            )
+            .collect();
+            Ok(Expanded::Architecture(body(format!("conv2d({},k3,s2) bn relu {} gap", at(32, w), blocks.join(" ")))?))
+        }
+        _ => Ok(Expanded::Layer(parse_layer(token)?)),
+    }
+}
+
+/// A token's lowercase name and its comma-separated arguments.
+fn split_token(token: &str) -> Result<(String, Vec<&str>)> {
+    Ok(match token.find('(') {
+        Some(i) => {
+            let inner =
+                token[i + 1..].strip_suffix(')').with_context(|| format!("'{token}': expected ')' at the end"))?;
+            (token[..i].to_ascii_lowercase(), inner.split(',').map(str::trim).filter(|s| !s.is_empty()).collect())
+        }
+        None => (token.to_ascii_lowercase(), Vec::new()),
+    })
 }
 
 /// Splits on whitespace outside parentheses, so `conv1d(8, k5)` is one token.
@@ -198,15 +329,7 @@ fn tokens(spec: &str) -> Result<Vec<String>> {
 }
 
 fn parse_layer(token: &str) -> Result<LayerSpec> {
-    let (name, args) = match token.find('(') {
-        Some(i) => {
-            let inner =
-                token[i + 1..].strip_suffix(')').with_context(|| format!("'{token}': expected ')' at the end"))?;
-            (&token[..i], inner.split(',').map(str::trim).filter(|s| !s.is_empty()).collect::<Vec<_>>())
-        }
-        None => (token, Vec::new()),
-    };
-    let name = name.to_ascii_lowercase();
+    let (name, args) = split_token(token)?;
     let positive = |s: &str, what: &str| -> Result<usize> {
         let v: usize = s.parse().with_context(|| format!("'{token}': {what} must be a positive integer, got '{s}'"))?;
         if v == 0 {
@@ -306,7 +429,7 @@ fn parse_layer(token: &str) -> Result<LayerSpec> {
         "flatten" => no_args(LayerSpec::Flatten),
         "bn" => no_args(LayerSpec::Bn),
         _ => bail!(
-            "unknown layer '{token}' (layers: dense, conv1d, conv2d, dwconv1d, dwconv2d, maxpool, avgpool, gap, relu, relu6, flatten, dropout, bn)"
+            "unknown layer '{token}' (layers: dense, conv1d, conv2d, dwconv1d, dwconv2d, maxpool, avgpool, gap, relu, relu6, flatten, dropout, bn; blocks: dsconv; architectures: ds-cnn-s, mobilenet-v1)"
         ),
     }
 }
@@ -351,6 +474,35 @@ mod tests {
         let err = format!("{:#}", parse("conv1d(8,k3x3)").unwrap_err());
         assert!(err.contains("1-D layer's kernel size is one number"), "{err}");
         assert!(format!("{:#}", parse("conv2d(8,k3x0)").unwrap_err()).contains("at least 1"));
+    }
+
+    #[test]
+    fn blocks_and_named_architectures_expand_to_layers() {
+        assert_eq!(
+            to_string(&parse("dsconv(16,k3,s2) dsconv(8,k5x1)").unwrap()),
+            "dwconv2d(k3,s2) bn relu conv2d(16,k1) bn relu dwconv2d(k5x1) bn relu conv2d(8,k1) bn relu"
+        );
+        let ds = to_string(&parse("ds-cnn-s").unwrap());
+        assert!(ds.starts_with("conv2d(64,k10x4,s2) bn relu dwconv2d(k3) bn relu conv2d(64,k1) bn relu"), "{ds}");
+        assert!(ds.ends_with("conv2d(64,k1) bn relu gap"), "{ds}");
+        assert_eq!(ds.matches("dwconv2d").count(), 4);
+        assert!(to_string(&parse("ds-cnn-s(0.5)").unwrap()).starts_with("conv2d(32,k10x4,s2)"));
+        // MobileNetV1 0.25: 8 channels first, 13 blocks, 256 channels last.
+        let mb = parse("mobilenet-v1(0.25)").unwrap();
+        assert_eq!(mb[0], LayerSpec::Conv2d { channels: 8, kernel: [3, 3], stride: [2, 2], padding: Padding::Same });
+        let dws: Vec<_> = mb.iter().filter(|l| matches!(l, LayerSpec::Dwconv2d { .. })).collect();
+        assert_eq!(dws.len(), 13);
+        let strided = dws.iter().filter(|l| matches!(l, LayerSpec::Dwconv2d { stride: [2, 2], .. })).count();
+        assert_eq!(strided, 4);
+        assert_eq!(
+            mb[mb.len() - 4],
+            LayerSpec::Conv2d { channels: 256, kernel: [1, 1], stride: [1, 1], padding: Padding::Same }
+        );
+        let err = |s: &str| format!("{:#}", parse(s).unwrap_err());
+        assert!(err("mobilenet-v1").contains("width multiplier"), "{}", err("mobilenet-v1"));
+        assert!(err("ds-cnn-s(0)").contains("(0, 16]"));
+        assert!(err("dsconv(8)").contains("kernel size"));
+        assert!(err("dsconv(k3)").contains("channels"));
     }
 
     #[test]

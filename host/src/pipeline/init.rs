@@ -42,6 +42,17 @@ struct Proposal {
 /// with a one-line reason.
 fn starter_student(shape: &[usize], classes: usize) -> (String, &'static str) {
     match *shape {
+        // Time × features, as MFCCs or spectrograms (49×10 for keyword spotting).
+        [_, h, w] if h >= 20 && w >= 4 && h >= 2 * w => (
+            format!("ds-cnn-s dense({classes})"),
+            "tall 2-D samples such as spectrograms: MLPerf Tiny's keyword-spotting DS-CNN \
+             (conv2d(64,k10x4,s2), four depthwise-separable blocks)",
+        ),
+        [_, h, w] if h >= 32 && w >= 32 => (
+            format!("mobilenet-v1(0.25) dense({classes})"),
+            "images of 32×32 or more: MobileNetV1 at width 0.25 (MLPerf Tiny's visual wake words), \
+             13 depthwise-separable blocks",
+        ),
         [_, h, w] if h >= 8 && w >= 8 => (
             format!("conv2d(8,k3) relu maxpool(2) conv2d(16,k3) relu gap dense({classes})"),
             "2-D samples: two 3×3 convolutions, a 2×2 max pool, global average pooling",
@@ -242,9 +253,25 @@ mod tests {
         assert!(starter_student(&[2, 8], 3).0.starts_with("conv1d(16,k3)"));
         assert!(starter_student(&[64], 10).0.starts_with("conv1d(12,k5,s2)"));
         assert_eq!(starter_student(&[12], 10).0, "dense(16) relu dense(32) relu dense(10)");
+        // Larger inputs take the architectures the field ships.
+        assert_eq!(starter_student(&[1, 49, 10], 12).0, "ds-cnn-s dense(12)");
+        assert_eq!(starter_student(&[3, 96, 96], 2).0, "mobilenet-v1(0.25) dense(2)");
+        assert!(starter_student(&[1, 28, 28], 10).0.starts_with("conv2d(8,k3) relu maxpool(2)"));
         // Every starter builds on its shape.
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-        for shape in [&[1, 8, 8][..], &[3, 5, 5], &[3, 3, 3], &[1, 40], &[2, 8], &[2, 3], &[64], &[12], &[4]] {
+        for shape in [
+            &[1, 8, 8][..],
+            &[3, 5, 5],
+            &[3, 3, 3],
+            &[1, 40],
+            &[2, 8],
+            &[2, 3],
+            &[64],
+            &[12],
+            &[4],
+            &[1, 49, 10],
+            &[3, 32, 40],
+        ] {
             let (spec, _) = starter_student(shape, 5);
             Student::from_spec(&spec, shape, 5, &mut rng).unwrap_or_else(|e| panic!("{spec} on {shape:?}: {e}"));
         }

@@ -27,8 +27,10 @@ pub struct Throughput {
     pub parameters: usize,
 }
 
-/// tinykd's training throughput: KD loss against fixed random teacher logits.
-pub fn tinykd_training(data: &Path, spec: &str, epochs: usize, batch_size: usize) -> Result<Throughput> {
+/// tinykd's training throughput: KD loss against fixed random teacher
+/// logits; and the student's spec as its layers (blocks and named
+/// architectures expanded, for the PyTorch side).
+pub fn tinykd_training(data: &Path, spec: &str, epochs: usize, batch_size: usize) -> Result<(Throughput, String)> {
     let d = Dataset::load(data, LoadOptions::default())?;
     let y = d.labels(SplitName::Train)?;
     let classes = d.class_count;
@@ -55,11 +57,12 @@ pub fn tinykd_training(data: &Path, spec: &str, epochs: usize, batch_size: usize
     let start = Instant::now();
     distill::train(&mut student, set, None, &cfg, &Progress::hidden());
     let seconds = start.elapsed().as_secs_f64();
-    Ok(Throughput {
+    let throughput = Throughput {
         samples_per_second: (epochs * d.train.n) as f64 / seconds,
         seconds,
         parameters: student.param_count(),
-    })
+    };
+    Ok((throughput, student.spec))
 }
 
 /// The PyTorch script shipped with tinykd.
@@ -184,8 +187,8 @@ pub struct StudentBench {
 pub fn students(data: &Path, specs: &str, epochs: usize, batch_size: usize, python: &str) -> Result<Vec<StudentBench>> {
     let mut out = Vec::new();
     for spec in specs.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-        let tinykd = tinykd_training(data, spec, epochs, batch_size)?;
-        let pytorch = pytorch_training(python, data, spec, epochs, batch_size)?;
+        let (tinykd, layers) = tinykd_training(data, spec, epochs, batch_size)?;
+        let pytorch = pytorch_training(python, data, &layers, epochs, batch_size)?;
         let ratio = pytorch.as_ref().map(|t| tinykd.samples_per_second / t.samples_per_second);
         out.push(StudentBench { student: spec.to_owned(), tinykd, pytorch, ratio });
     }

@@ -95,7 +95,7 @@ pub(super) fn depthwise_quads<const SINGLE: bool, C: ChannelTable>(
 }
 
 /// [`depthwise_quads`] for a compiled model's layer whose
-/// [`super::depthwise::ring_window`] is `WINDOW` (not 0): per group of four
+/// [`super::depthwise::ring_window`] is `WINDOW` (or less; not 0): per group of four
 /// channels, the filter's taps are unpacked once into halfword pairs on
 /// the stack, and so is each input row, into a ring of padded rows (a
 /// column or row outside the input holds `z_in`). Every window, edge or
@@ -119,7 +119,9 @@ pub(super) fn depthwise_ring<const SINGLE: bool, const WINDOW: usize, C: Channel
     let (ch, in_h, in_w, kh, kw) = (p.in_channels, win.in_h(), win.in_w(), win.kernel_h(), win.kernel_w());
     let (out_w, sh, sw) = (win.out_w(), win.stride_h(), win.stride_w());
     let (width, taps) = (ring_width(p), kh * kw);
-    if super::depthwise::ring_window(p) != WINDOW || WINDOW == 0 {
+    // The buffer holds at least the layer's ring (a compiled layer's
+    // `WINDOW` is exactly it).
+    if !(1..=WINDOW).contains(&super::depthwise::ring_window(p)) {
         return;
     }
     let zin = p.input_zero_point;

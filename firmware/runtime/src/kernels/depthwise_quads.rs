@@ -38,19 +38,11 @@ pub(super) fn depthwise_quads<const SINGLE: bool, C: ChannelTable>(
     let win = p.window;
     let (ch, in_w, kh, kw) = (p.in_channels, win.in_w(), win.kernel_h(), win.kernel_w());
     let outside = u32::from_ne_bytes([p.input_zero_point as u8; 4]);
-    let zin = p.input_zero_point;
     // A window wholly inside the input spans this much of it from its
     // first tap (`Window` kernels are at least 1×1).
     let span = ((kh - 1) * in_w + (kw - 1)) * ch + QUAD;
     for c0 in (0..ch / QUAD).map(|g| g * QUAD) {
-        let mut start = [0i32; QUAD];
-        let mut requant = [Requantizer::prepared(QuantizedMultiplier::new(0, 0), 0, p.clamp); QUAD];
-        for k in 0..QUAD {
-            let Some(q) = channels.channel(c0 + k) else { return };
-            let wsum = weights.iter().skip(c0 + k).step_by(ch).fold(0i32, |s, w| s.wrapping_add(*w as i32));
-            start[k] = q.bias.wrapping_sub(zin.wrapping_mul(wsum));
-            requant[k] = Requantizer::prepared(q.multiplier, p.output_zero_point, p.clamp);
-        }
+        let Some((start, requant)) = group(p, weights, channels, c0) else { return };
         for (oy, out_row) in output.chunks_exact_mut(win.out_w() * ch).enumerate() {
             let rows = win.rows(oy);
             for (ox, pixel) in out_row.chunks_exact_mut(ch).enumerate() {
@@ -86,9 +78,7 @@ pub(super) fn depthwise_quads<const SINGLE: bool, C: ChannelTable>(
                     }
                 }
                 let Some(out) = pixel.get_mut(c0..c0 + QUAD) else { return };
-                for ((y, a), r) in out.iter_mut().zip(acc).zip(&requant) {
-                    *y = r.apply_rounded::<SINGLE>(a);
-                }
+                store::<SINGLE>(out, acc, &requant);
             }
         }
     }
@@ -131,14 +121,7 @@ pub(super) fn depthwise_ring<const SINGLE: bool, const WINDOW: usize, C: Channel
     let mut buf = [[0u32; 2]; WINDOW];
     let (filter, ring) = buf.split_at_mut(taps);
     for c0 in (0..ch / QUAD).map(|g| g * QUAD) {
-        let mut start = [0i32; QUAD];
-        let mut requant = [Requantizer::prepared(QuantizedMultiplier::new(0, 0), 0, p.clamp); QUAD];
-        for k in 0..QUAD {
-            let Some(q) = channels.channel(c0 + k) else { return };
-            let wsum = weights.iter().skip(c0 + k).step_by(ch).fold(0i32, |s, w| s.wrapping_add(*w as i32));
-            start[k] = q.bias.wrapping_sub(zin.wrapping_mul(wsum));
-            requant[k] = Requantizer::prepared(q.multiplier, p.output_zero_point, p.clamp);
-        }
+        let Some((start, requant)) = group(p, weights, channels, c0) else { return };
         for (t, f) in filter.iter_mut().enumerate() {
             let Some(w) = word(weights, t * ch + c0) else { return };
             *f = unpack(w);
@@ -184,11 +167,37 @@ pub(super) fn depthwise_ring<const SINGLE: bool, const WINDOW: usize, C: Channel
                     }
                 }
                 let Some(out) = pixel.get_mut(c0..c0 + QUAD) else { return };
-                for ((y, a), r) in out.iter_mut().zip(acc).zip(&requant) {
-                    *y = r.apply_rounded::<SINGLE>(a);
-                }
+                store::<SINGLE>(out, acc, &requant);
             }
         }
+    }
+}
+
+/// Channels `c0..c0 + 4`: where each window's sum starts (`bias − z_in ·
+/// Σ w` over the whole filter) and their requantizers.
+#[inline(always)]
+fn group<C: ChannelTable>(
+    p: &ConvParams,
+    weights: &[i8],
+    channels: C,
+    c0: usize,
+) -> Option<([i32; QUAD], [Requantizer; QUAD])> {
+    let mut start = [0i32; QUAD];
+    let mut requant = [Requantizer::prepared(QuantizedMultiplier::new(0, 0), 0, p.clamp); QUAD];
+    for k in 0..QUAD {
+        let q = channels.channel(c0 + k)?;
+        let wsum = weights.iter().skip(c0 + k).step_by(p.in_channels).fold(0i32, |s, w| s.wrapping_add(*w as i32));
+        start[k] = q.bias.wrapping_sub(p.input_zero_point.wrapping_mul(wsum));
+        requant[k] = Requantizer::prepared(q.multiplier, p.output_zero_point, p.clamp);
+    }
+    Some((start, requant))
+}
+
+/// One pixel's four outputs, requantized.
+#[inline(always)]
+fn store<const SINGLE: bool>(out: &mut [i8], acc: [i32; QUAD], requant: &[Requantizer; QUAD]) {
+    for ((y, a), r) in out.iter_mut().zip(acc).zip(requant) {
+        *y = r.apply_rounded::<SINGLE>(a);
     }
 }
 

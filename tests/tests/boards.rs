@@ -180,13 +180,28 @@ fn unfamiliar_shapes_on_every_core() {
     }
 }
 
+/// `student` quantized on 64 random calibration rows and written to
+/// `path`; returns `n` random int8 inputs for it.
+fn random_model(
+    student: &tinykd::student::Student,
+    rng: &mut impl rand::Rng,
+    path: &std::path::Path,
+    n: usize,
+) -> Vec<i8> {
+    let len = student.input_len();
+    let calib: Vec<f32> = (0..64 * len).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let q = tinykd::quant::quantize_student(student, &calib, 64, tinykd::quant::Calibration::Minmax).unwrap();
+    std::fs::write(path, tinykd::export::tkd::encode(&q).unwrap()).unwrap();
+    (0..n * len).map(|_| rng.random()).collect()
+}
+
 /// Rectangular windows and strides per axis (a keyword spotter's shapes
 /// in small: a tall stride-2×1 convolution, a 3×1 depthwise, a 3×2
 /// pool), random weights and inputs, on the Cortex-M3 and M4: the same
 /// logits as the host.
 #[test]
 fn rectangular_windows_on_the_m3_and_the_m4() {
-    use rand::{Rng, SeedableRng};
+    use rand::SeedableRng;
     use tinykd::student::Student;
     let dir = tempfile::tempdir().unwrap();
     for (k, (spec, shape)) in [
@@ -202,13 +217,8 @@ fn rectangular_windows_on_the_m3_and_the_m4() {
     {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
         let student = Student::from_spec_any_output(spec, shape, &mut rng).unwrap();
-        let len = student.input_len();
-        let calib: Vec<f32> = (0..64 * len).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let q = tinykd::quant::quantize_student(&student, &calib, 64, tinykd::quant::Calibration::Minmax).unwrap();
-        let path = dir.path().join(format!("rect{k}.tkd"));
-        std::fs::write(&path, tinykd::export::tkd::encode(&q).unwrap()).unwrap();
-        let n = 24;
-        let inputs: Vec<i8> = (0..n * len).map(|_| rng.random()).collect();
+        let (path, n) = (dir.path().join(format!("rect{k}.tkd")), 24);
+        let inputs = random_model(&student, &mut rng, &path, n);
         for board in ["qemu-mps2-an385", "qemu-mps2-an386"] {
             let r = tinykd::device::emulate(tinykd::device::board(board).unwrap(), &path, &inputs, n, None).unwrap();
             assert_eq!(r.agreement, 1.0, "{spec} on {board}");
@@ -225,7 +235,7 @@ fn rectangular_windows_on_the_m3_and_the_m4() {
 /// window is summed in runs of 128 + 16.
 #[test]
 fn long_windows_on_the_m4() {
-    use rand::{Rng, SeedableRng};
+    use rand::SeedableRng;
     use tinykd::student::Student;
     let dir = tempfile::tempdir().unwrap();
     let spec = "conv2d(16,k3) relu conv2d(16,k3) relu gap dense(5)";
@@ -239,13 +249,8 @@ fn long_windows_on_the_m4() {
                 *w = if (i * 7919) % 5 < 2 { -0.05 } else { 0.05 };
             }
         }
-        let len = student.input_len();
-        let calib: Vec<f32> = (0..64 * len).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let q = tinykd::quant::quantize_student(&student, &calib, 64, tinykd::quant::Calibration::Minmax).unwrap();
-        let path = dir.path().join(format!("long-{flat}.tkd"));
-        std::fs::write(&path, tinykd::export::tkd::encode(&q).unwrap()).unwrap();
-        let n = 24;
-        let inputs: Vec<i8> = (0..n * len).map(|_| rng.random()).collect();
+        let (path, n) = (dir.path().join(format!("long-{flat}.tkd")), 24);
+        let inputs = random_model(&student, &mut rng, &path, n);
         let r = tinykd::device::emulate(board, &path, &inputs, n, None).unwrap();
         println!(
             "qemu-mps2-an386 long windows ({}) instructions/inference={}",

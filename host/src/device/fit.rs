@@ -38,7 +38,7 @@ pub fn fit_estimate(board: &Board, model: &Model<'_>) -> FitEstimate {
 /// cores.
 fn packed_ring_bytes(board: &Board, model: &Model<'_>) -> u64 {
     use tinykd_runtime::compiled::Step;
-    use tinykd_runtime::kernels::{conv_gathered::gathered_window, depthwise, fully_connected};
+    use tinykd_runtime::kernels::{ChannelTable, conv_gathered::gathered_window, depthwise, fully_connected};
     let (bytes_per_value, dsp) = match board.target {
         t if t.starts_with("thumbv7em") => (8, true),
         t if t.starts_with("thumbv7m") => (4, false),
@@ -50,7 +50,7 @@ fn packed_ring_bytes(board: &Board, model: &Model<'_>) -> u64 {
             Step::ConvAdd(fused) => gathered_window(&fused.conv.params).map(|n| bytes_per_value * n),
             Step::Depthwise(dw) if dsp => Some(8 * depthwise::ring_window(&dw.params)),
             Step::FullyConnected(fc) if dsp => {
-                let rows = fc.channels.len() / tinykd_runtime::format::CHANNEL_ENTRY_LEN;
+                let rows = fc.channels.count();
                 Some(fully_connected::unpacked_input_bytes(fc.weights.len().checked_div(rows)?, rows))
             }
             _ => None,

@@ -101,10 +101,16 @@ pub fn ring_window(p: &ConvParams) -> usize {
     if p.in_channels < 4 || p.out_channels != p.in_channels || win.stride_h() != 1 || win.stride_w() != 1 {
         return 0;
     }
-    let width = (win.out_w() - 1).checked_mul(win.stride_w()).and_then(|w| w.checked_add(win.kernel_w()));
-    let ring = width.and_then(|w| (2 * win.kernel_h() - 1).checked_mul(w));
+    let ring = ring_width(p).and_then(|w| (2 * win.kernel_h() - 1).checked_mul(w));
     let total = ring.and_then(|r| win.kernel_len().and_then(|t| r.checked_add(t)));
     total.filter(|&t| t <= RING_MAX).unwrap_or(0)
+}
+
+/// Pairs in one padded row of the ring: every column the windows reach,
+/// padding included (`None` on overflow).
+pub(super) fn ring_width(p: &ConvParams) -> Option<usize> {
+    let win = p.window;
+    (win.out_w() - 1).checked_mul(win.stride_w())?.checked_add(win.kernel_w())
 }
 
 /// [`depthwise_quads::depthwise_quads`] where it applies (an int8 input

@@ -119,7 +119,7 @@ pub fn fully_connected_layer<const SINGLE: bool, const IN: usize, C: ChannelTabl
             // about as much as four passes save).
             #[cfg(tinykd_dsp)]
             if IN <= ROW5_MAX {
-                if output.len() >= UNPACKED_MIN_ROWS {
+                if unpacked_input_bytes(IN, output.len()) != 0 {
                     let mut xu = Unpacked::zeroed();
                     xu.fill(x);
                     return rows_by::<SINGLE, IN, 5, C, _>(
@@ -243,8 +243,7 @@ fn tail_requantize<const SINGLE: bool, C: ChannelTable>(
     zp: i32,
     clamp: Clamp,
 ) -> Option<i8> {
-    let q = channels.channel(o)?;
-    Some(Requantizer::prepared(q.multiplier, zp, clamp).apply_rounded_saturating::<SINGLE>(q.bias.wrapping_add(d)))
+    row_requantize::<SINGLE, C>(channels, o, d, zp, clamp)
 }
 
 /// Not inlined, as [`rows2`].

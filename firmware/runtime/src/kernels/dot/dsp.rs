@@ -99,14 +99,11 @@ macro_rules! channel_at {
     };
 }
 
-/// One group of [`dot1x4`]: an input word as the pairs (x0, x2), (x1, x3),
-/// against a weight word of each of the four rows.
-macro_rules! four_rows_group {
+/// The input pairs `{xl}` = (x0, x2), `{xh}` = (x1, x3) against a weight
+/// word of each of four rows (the first advancing `{fp}`).
+macro_rules! four_rows {
     () => {
         concat!(
-            "ldr {xl}, [{xp}], #4\n",
-            "sxtb16 {xh}, {xl}, ror #8\n",
-            "sxtb16 {xl}, {xl}\n",
             "ldr {w}, [{fp}], #4\n",
             "sxtb16 {t}, {w}\n",
             "smlad {s0}, {xl}, {t}, {s0}\n",
@@ -119,6 +116,14 @@ macro_rules! four_rows_group {
             channel_at!("s3", "d"),
             "\n",
         )
+    };
+}
+
+/// One group of [`dot1x4`]: an input word as the pairs (x0, x2), (x1, x3),
+/// against a weight word of each of the four rows.
+macro_rules! four_rows_group {
+    () => {
+        concat!("ldr {xl}, [{xp}], #4\n", "sxtb16 {xh}, {xl}, ror #8\n", "sxtb16 {xl}, {xl}\n", four_rows!(),)
     };
 }
 
@@ -133,22 +138,7 @@ macro_rules! five_rows_group {
 /// ([`super::Unpacked`]): one `ldrd` instead of a load and two SXTB16.
 macro_rules! five_rows_group_unpacked {
     () => {
-        concat!(
-            "ldrd {xl}, {xh}, [{xp}], #8\n",
-            "ldr {w}, [{fp}], #4\n",
-            "sxtb16 {t}, {w}\n",
-            "smlad {s0}, {xl}, {t}, {s0}\n",
-            "sxtb16 {t}, {w}, ror #8\n",
-            "smlad {s0}, {xh}, {t}, {s0}\n",
-            channel_at!("s1", "b"),
-            "\n",
-            channel_at!("s2", "c"),
-            "\n",
-            channel_at!("s3", "d"),
-            "\n",
-            channel_at!("s4", "e"),
-            "\n",
-        )
+        concat!("ldrd {xl}, {xh}, [{xp}], #8\n", four_rows!(), channel_at!("s4", "e"), "\n")
     };
 }
 

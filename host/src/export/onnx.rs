@@ -25,6 +25,7 @@ pub fn float_model(student: &Student, layout: Layout) -> Result<Vec<u8>> {
     let mut at = Cursor { shape: student.shapes[0], one_d, flat: false };
     for (layer, shape) in student.layers.iter().zip(&student.shapes) {
         at.shape = *shape;
+        b.activations.push(b.x.clone());
         layer.kind().onnx(&mut b, &mut at)?;
     }
     at.flatten(&mut b);

@@ -9,7 +9,8 @@
 
 use anyhow::{Result, bail};
 
-use super::{Calibration, Scheme, activation_params, fuse, quantize_with_params, range_params};
+use super::lower::{OpKind, lower};
+use super::{Calibration, Scheme, activation_params, quantize_with_params, range_params};
 use crate::export::tkd::TkdModel;
 use crate::student::{Layer, Student};
 
@@ -26,8 +27,9 @@ const MSE_SAMPLE: usize = 65_536;
 const MSE_STEPS: usize = 16;
 
 /// The range of every tensor [`quantize_with_params`] needs parameters for:
-/// the input, then each weighted layer's (fused) output, chosen by `method`
-/// on `n` calibration samples.
+/// the input, then the output of each device operator that computes new
+/// values (a weighted layer with what fuses into it, a residual block's
+/// projection and addition), chosen by `method` on `n` calibration samples.
 pub fn calibrate(
     student: &Student,
     calib: &[f32],
@@ -80,19 +82,23 @@ pub fn calibrate_resolved(
 /// The ranges a concrete `method` picks from the student's float
 /// activations (`Student::activations` on the calibration set).
 fn ranges_from(student: &Student, acts: &[Vec<f32>], method: Calibration) -> Result<Vec<TensorRange>> {
+    let ops = lower(student)?;
+    let calibrated: Vec<_> = ops.iter().filter(|o| o.kind != OpKind::Unweighted).collect();
     let mut ranges = vec![choose(&acts[0], method)];
-    let mut i = 0;
-    while i < student.layers.len() {
-        if student.layers[i].is_weighted() {
-            let (f, next) = fuse(student, i)?;
-            // The logits are never clipped: saturated logits tie, and the
-            // argmax then picks the first of them, not the largest.
-            let logits = !student.layers[next..].iter().any(Layer::is_weighted);
-            ranges.push(choose(&acts[f.output_act], if logits { Calibration::Minmax } else { method }));
-            i = next;
-        } else {
-            i += 1;
-        }
+    for (k, op) in calibrated.iter().enumerate() {
+        // The logits are never clipped: saturated logits tie, and the
+        // argmax then picks the first of them, not the largest.
+        let method = if k + 1 == calibrated.len() { Calibration::Minmax } else { method };
+        let values = match (op.output_act, &student.layers[op.layer]) {
+            (Some(a), _) => std::borrow::Cow::Borrowed(&acts[a]),
+            (None, Layer::Add(add)) => {
+                let Some(p) = &add.projection else { bail!("layer {} has no projection", op.layer) };
+                let n = acts[op.input_act].len() / p.in_shape.iter().product::<usize>().max(1);
+                std::borrow::Cow::Owned(p.forward(&acts[op.input_act], n))
+            }
+            (None, l) => bail!("layer {} ({l:?}) computes no activation", op.layer),
+        };
+        ranges.push(choose(&values, method));
     }
     Ok(ranges)
 }

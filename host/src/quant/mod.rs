@@ -4,6 +4,7 @@
 //! Activation ranges come from [`calibration`].
 
 pub mod calibration;
+mod lower;
 
 pub use calibration::{calibrate, calibrate_resolved};
 pub mod qat;
@@ -14,8 +15,7 @@ use tinykd_runtime::format::{Activation, Op, layer};
 use tinykd_runtime::kernels::{ChannelQuant, Clamp};
 
 use crate::export::tkd::{TkdLayer, TkdModel};
-use crate::student::layer::DeviceWeights;
-use crate::student::{Device, Layer, Student};
+use crate::student::Student;
 
 /// How activation ranges are taken from the calibration set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize, Default)]
@@ -152,49 +152,7 @@ fn range(v: &[f32]) -> (f32, f32) {
     v.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), x| (lo.min(*x), hi.max(*x)))
 }
 
-/// A weighted layer with what is fused into it on the device.
-pub(super) struct Fused<'a> {
-    /// Weights in the device layout and bias, BatchNorm folded in.
-    weights: DeviceWeights,
-    activation: Activation,
-    layer: &'a Layer,
-    /// Index of the activation (in `Student::activations`) that is this op's output.
-    output_act: usize,
-}
-
-/// Folds a following BatchNorm and picks up a following activation.
-pub(super) fn fuse(student: &Student, i: usize) -> Result<(Fused<'_>, usize)> {
-    let layer = &student.layers[i];
-    // The layout the device feeds this layer: a layer that is nothing on the
-    // device (flatten, dropout) in between changes nothing, so look through them.
-    let mut k = i;
-    while k > 0 && student.layers[k - 1].device() == Device::Nothing {
-        k -= 1;
-    }
-    let in_shape = student.shapes[k];
-    let Some(mut f) = layer.kind().device_weights(in_shape) else {
-        bail!("layer {i} ({layer:?}) has no weights to quantize")
-    };
-    let mut j = i + 1;
-    if let Some((a, b)) = student.layers.get(j).and_then(|l| l.kind().folded_affine()) {
-        let per_channel = f.per_channel;
-        for (o, (scale, shift)) in a.iter().zip(&b).enumerate() {
-            f.weights[o * per_channel..(o + 1) * per_channel].iter_mut().for_each(|w| *w *= scale);
-            f.bias[o] = f.bias[o] * scale + shift;
-        }
-        j += 1;
-    }
-    let activation = match student.layers.get(j).map(Layer::device) {
-        Some(Device::Activation(a)) => {
-            j += 1;
-            a
-        }
-        _ => Activation::None,
-    };
-    Ok((Fused { weights: f, activation, layer, output_act: j }, j))
-}
-
-fn clamp_for(activation: Activation, out: QuantParams) -> Clamp {
+pub(crate) fn clamp_for(activation: Activation, out: QuantParams) -> Clamp {
     match activation {
         Activation::None => Clamp { min: -128, max: 127 },
         Activation::Relu => Clamp { min: out.zero_point.clamp(-128, 127) as i8, max: 127 },
@@ -230,112 +188,15 @@ pub fn quantize_student_ranges(
 }
 
 /// Quantizes `student` with fixed activation parameters: `params[0]` for
-/// the input, then one per weighted layer's output (as [`calibrate`] lists
-/// them). Weights and biases are quantized from the current float values.
+/// the input, then one per tensor [`calibrate`] lists. Weights and biases
+/// are quantized from the current float values. A convolution whose
+/// output only a residual addition reads is fused into it (the same
+/// arithmetic, one tensor less in the arena).
 pub fn quantize_with_params(student: &Student, params: &[QuantParams], g: Scheme) -> Result<TkdModel> {
-    let Some(&input) = params.first() else { bail!("no quantization parameters for the input") };
-    let mut next_params = params[1..].iter().copied();
-    let mut layers = Vec::new();
-    let mut in_params = input;
-    let mut i = 0;
-    while i < student.layers.len() {
-        let [c, h, w] = student.shapes[i];
-        let input_len = c * h * w;
-        let layer = &student.layers[i];
-        match layer.device() {
-            Device::Weighted => {
-                let Some(out) = next_params.next() else {
-                    bail!("no quantization parameters for the output of layer {i}")
-                };
-                let (layer, next) = weighted_layer(student, i, in_params, out, g)?;
-                layers.push(layer);
-                in_params = out;
-                i = next;
-            }
-            Device::Unweighted => {
-                let Some((op, params)) = layer.kind().device_op(student.shapes[i])? else {
-                    bail!("layer {i} ({layer:?}) has no operator on the device")
-                };
-                let output_len = student.shapes[i + 1].iter().product();
-                layers.push(pass_through(op, params, input_len, output_len, in_params));
-                i += 1;
-            }
-            Device::Nothing => i += 1,
-            Device::Folded | Device::Activation(_) => {
-                bail!("layer {i} ({layer:?}) cannot be quantized on its own: it must follow a dense or conv layer")
-            }
-        }
-    }
-    let output = layers.last().map(|l| l.output).unwrap_or(input);
-    Ok(TkdModel {
-        input_shape: student.input_shape.clone(),
-        input,
-        output,
-        classes: student.classes,
-        layers,
-        data_channels_last: false,
-        single_rounding: g.rounding == Rounding::Single,
-    })
-}
-
-/// The weighted layer `i` with what is fused into it, quantized: int8
-/// weights, and per channel the int32 bias and requantization multiplier.
-/// Returns the layer and the index of the first layer after the fused ones.
-fn weighted_layer(
-    student: &Student,
-    i: usize,
-    in_params: QuantParams,
-    out: QuantParams,
-    g: Scheme,
-) -> Result<(TkdLayer, usize)> {
-    let (f, next) = fuse(student, i)?;
-    let in_shape = student.shapes[i];
-    let DeviceWeights { weights, bias, per_channel, folds_input_zero_point } = &f.weights;
-    let channels = bias.len();
-    let mut q_weights = Vec::with_capacity(weights.len());
-    let mut table = Vec::with_capacity(channels);
-    let mut weight_scales = Vec::with_capacity(channels);
-    let scales = layer_weight_scales(weights, *per_channel, g.weight_scales);
-    for (o, &s_w) in scales.iter().enumerate() {
-        let row = &weights[o * per_channel..(o + 1) * per_channel];
-        let q_row: Vec<i8> = row.iter().map(|w| quantize_weight(*w, s_w)).collect();
-        let acc_scale = in_params.scale as f64 * s_w as f64;
-        let bias = quantize_bias(bias[o], acc_scale);
-        // Fully connected folds −z_in·Σw into the bias (plain dot
-        // product on the device); convolutions skip padded taps,
-        // so they keep TFLite's plain bias and subtract z_in per tap.
-        let stored = if *folds_input_zero_point {
-            bias - in_params.zero_point as i64 * q_row.iter().map(|w| *w as i64).sum::<i64>()
-        } else {
-            bias
-        };
-        let stored =
-            i32::try_from(stored).map_err(|_| anyhow::anyhow!("bias of layer {i} channel {o} overflows int32"))?;
-        let (multiplier, shift) = quantize_multiplier(acc_scale / out.scale as f64);
-        table.push(ChannelQuant { bias: stored, multiplier, shift });
-        weight_scales.push(s_w);
-        q_weights.extend(q_row);
-    }
-    let Some((op, params)) = f.layer.kind().device_op(in_shape)? else {
-        bail!("layer {i} has no operator on the device")
-    };
-    let q_weights = f.layer.kind().device_layout(q_weights, in_shape);
-    let layer = TkdLayer {
-        op,
-        activation: f.activation,
-        clamp: clamp_for(f.activation, out),
-        input_len: in_shape.iter().product(),
-        output_len: student.shapes[next].iter().product(),
-        params,
-        input_zero_point: in_params.zero_point,
-        output: out,
-        weights: q_weights,
-        channels: table,
-        weight_scales,
-        input: None,
-        second: None,
-    };
-    Ok((layer, next))
+    let mut m = lower::quantize_ops(student, params, g)?;
+    crate::export::fuse::add_over_dying_inputs(&mut m.layers);
+    crate::export::fuse::conv_add(&mut m.layers);
+    Ok(m)
 }
 
 /// TFLite's int8 softmax parameters for an input at scale `input_scale`
@@ -440,7 +301,7 @@ pub fn add_layer(
 }
 
 /// A layer that keeps its input's quantization (pools).
-fn pass_through(
+pub(crate) fn pass_through(
     op: Op,
     params: [u16; layer::PARAM_COUNT],
     input_len: usize,
@@ -568,6 +429,9 @@ mod tests {
             ("conv1d(6,k3) bn relu maxpool(2) dwconv1d(k3,s2) relu6 avgpool(2) flatten dense(10)", vec![2, 24]),
             ("conv2d(4,k3) relu conv2d(8,k3,s2,valid) relu flatten dense(10)", vec![1, 8, 8]),
             ("conv2d(4,k3,s2) relu dwconv2d(k3) relu gap dense(10)", vec![3, 6, 6]),
+            // Residual blocks: identity and projection shortcuts.
+            ("conv2d(4,k3) bn relu res(conv2d(4,k3) bn relu conv2d(4,k3) bn) relu gap dense(10)", vec![3, 6, 6]),
+            ("conv1d(4,k3) relu res(conv1d(8,k3,s2) relu conv1d(8,k3)) relu6 gap dense(10)", vec![2, 24]),
         ] {
             let (err, agree) = int8_vs_float(spec, &shape, 10);
             assert!(err < 0.08, "{spec}: relative error {err}");

@@ -23,8 +23,10 @@ use anyhow::{Result, bail};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tinykd_runtime::QuantParams;
+use tinykd_runtime::format::Activation;
 
 use super::calibration::TensorRange;
+use super::lower::{OpKind, lower, quantize_ops};
 use super::{Calibration, Scheme, WeightScales, calibrate, quantize_with_params};
 use crate::distill::optimizer::Adam;
 use crate::distill::trainer::{Batch, Batches, batch_loss};
@@ -65,6 +67,14 @@ pub fn fold_batch_norm(student: &Student) -> Student {
             }
             s.layers.remove(i + 1);
             s.shapes.remove(i + 1);
+            // The BatchNorm's output is now activation i + 1.
+            for l in &mut s.layers {
+                if let Layer::Add(add) = l
+                    && add.from > i + 1
+                {
+                    add.from -= 1;
+                }
+            }
         }
         i += 1;
     }
@@ -73,16 +83,15 @@ pub fn fold_batch_norm(student: &Student) -> Student {
 
 /// The student as the device holds it, dequantized: per-channel int8
 /// weights and int32 biases (at `s_in · s_w`) back in float.
-fn fake_quantized(student: &Student, params: &[QuantParams], g: WeightScales) -> Student {
+fn fake_quantized(student: &Student, params: &[QuantParams], g: WeightScales) -> Result<Student> {
     let mut s = student.clone();
-    let mut k = 0;
-    for layer in &mut s.layers {
-        if !layer.is_weighted() {
-            continue;
-        }
-        let s_in = params[k].scale;
-        k += 1;
-        let mut p = layer.params_mut();
+    let ops = lower(student)?;
+    // The parameters of each device tensor: the input's, then each operator's output's.
+    let tensor_params: Vec<QuantParams> =
+        std::iter::once(params[0]).chain(ops.iter().map(|o| params[o.param])).collect();
+    for op in ops.iter().filter(|o| matches!(o.kind, OpKind::Weighted | OpKind::Projection)) {
+        let s_in = tensor_params[op.input].scale;
+        let mut p = s.layers[op.layer].params_mut();
         let per_channel = p[0].len() / p[1].len().max(1);
         // The quantizer's own rounding, so the backward pass sees the shipped weights.
         let scales = super::layer_weight_scales(p[0], per_channel, g);
@@ -94,7 +103,7 @@ fn fake_quantized(student: &Student, params: &[QuantParams], g: WeightScales) ->
             *b = (super::quantize_bias(*b, acc) as f64 * acc) as f32;
         }
     }
-    s
+    Ok(s)
 }
 
 /// `[N, H, W, C]` int8 to dequantized `[N, C, H, W]` float.
@@ -113,57 +122,70 @@ fn dequantize_chw(q: &[i8], p: QuantParams, [c, h, w]: [usize; 3]) -> Vec<f32> {
 
 /// The int8 forward pass of a batch through the runtime, layer by layer:
 /// every student layer's input (dequantized, channels first) for the
-/// backward pass, and the dequantized logits. A fused ReLU's recorded
-/// "input" is +1 where the int8 output was strictly inside its clamp and −1
-/// where the clamp held it, so the ReLU's backward applies the
-/// straight-through mask.
+/// backward pass, and the dequantized logits. `blob` holds one layer per
+/// device operator of `student` (`lower::quantize_ops`, not fused further).
+/// A fused ReLU's recorded "input" is +1 where the int8 output was strictly
+/// inside its clamp and −1 where the clamp held it, so the ReLU's backward
+/// applies the straight-through mask.
 fn forward(student: &Student, blob: &[u8], x: &[f32], n: usize) -> Result<(Vec<Vec<f32>>, Vec<f32>)> {
     let model = crate::int8::parse(blob)?;
     let layers = model.layers().collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let ops = lower(student)?;
+    if ops.len() != layers.len() {
+        bail!("the int8 model has {} layers for the student's {} device operators", layers.len(), ops.len());
+    }
     let q_in = crate::int8::quantize_inputs(&model, x);
     // outs[k]: runtime layer k's outputs for the whole batch (HWC).
     let mut outs: Vec<Vec<i8>> = layers.iter().map(|l| vec![0i8; n * l.output_len]).collect();
     let len = model.input_len();
-    let mut buf = (Vec::new(), Vec::new());
+    // One sample's tensors: the input, then every layer's output.
+    let mut tensors: Vec<Vec<i8>> = vec![Vec::new(); layers.len() + 1];
     for i in 0..n {
-        buf.0.clear();
-        buf.0.extend_from_slice(&q_in[i * len..(i + 1) * len]);
+        tensors[0].clear();
+        tensors[0].extend_from_slice(&q_in[i * len..(i + 1) * len]);
         for (k, l) in layers.iter().enumerate() {
-            buf.1.resize(l.output_len, 0);
-            model.run_layer_at(k, &buf.0, &mut buf.1).map_err(|e| anyhow::anyhow!("{e}"))?;
-            outs[k][i * l.output_len..(i + 1) * l.output_len].copy_from_slice(&buf.1);
-            std::mem::swap(&mut buf.0, &mut buf.1);
+            let mut out = std::mem::take(&mut tensors[k + 1]);
+            out.clear();
+            // A two-input layer finds its second input in its output.
+            match tensors.get(l.second_tensor as usize) {
+                Some(second) if l.second_tensor != tinykd_runtime::format::NO_TENSOR => out.extend_from_slice(second),
+                _ => out.resize(l.output_len, 0),
+            }
+            model.run_layer_at(k, &tensors[l.input_tensor as usize], &mut out).map_err(|e| anyhow::anyhow!("{e}"))?;
+            outs[k][i * l.output_len..(i + 1) * l.output_len].copy_from_slice(&out);
+            tensors[k + 1] = out;
         }
     }
     let in_shape = crate::student::geometry::as_chw(&student.input_shape).unwrap_or([1, 1, len]);
-    let mut current = dequantize_chw(&q_in, model.input_quant(), in_shape);
-    let mut inputs = Vec::with_capacity(student.layers.len());
-    let (mut j, mut k) = (0, 0);
-    while j < student.layers.len() {
-        match student.layers[j].device() {
-            Device::Weighted | Device::Unweighted => {
-                let Some(l) = layers.get(k) else { bail!("layer {j} has no int8 counterpart") };
-                let fused = matches!(student.layers.get(j + 1).map(Layer::device), Some(Device::Activation(_)))
-                    && student.layers[j].is_weighted();
-                let out_shape = student.shapes[j + 1 + fused as usize];
-                let next = dequantize_chw(&outs[k], l.output, out_shape);
-                inputs.push(std::mem::replace(&mut current, next));
-                if fused {
-                    let (lo, hi) = (l.clamp.min, l.clamp.max);
-                    let pass: Vec<i8> = outs[k].iter().map(|q| if *q > lo && *q < hi { 1 } else { -1 }).collect();
-                    inputs.push(dequantize_chw(&pass, QuantParams { scale: 1.0, zero_point: 0 }, out_shape));
-                    j += 1;
-                }
-                k += 1;
-            }
-            Device::Nothing => inputs.push(current.clone()),
-            Device::Folded | Device::Activation(_) => {
-                bail!("layer {j} ({:?}) cannot be trained quantized: fold or remove it first", student.layers[j])
-            }
+    let mut acts: Vec<Option<Vec<f32>>> = vec![None; student.layers.len() + 1];
+    acts[0] = Some(dequantize_chw(&q_in, model.input_quant(), in_shape));
+    for ((op, l), out) in ops.iter().zip(&layers).zip(&outs) {
+        let Some(a) = op.output_act else { continue };
+        let shape = student.shapes[a];
+        acts[a] = Some(dequantize_chw(out, l.output, shape));
+        if op.activation != Activation::None {
+            let (lo, hi) = (l.clamp.min, l.clamp.max);
+            let pass: Vec<i8> = out.iter().map(|q| if *q > lo && *q < hi { 1 } else { -1 }).collect();
+            acts[a - 1] = Some(dequantize_chw(&pass, QuantParams { scale: 1.0, zero_point: 0 }, shape));
         }
-        j += 1;
     }
-    Ok((inputs, current))
+    // What is nothing on the device (flatten, dropout) passes its input on.
+    for (j, layer) in student.layers.iter().enumerate() {
+        if acts[j + 1].is_none() && layer.device() == Device::Nothing {
+            acts[j + 1] = acts[j].clone();
+        }
+    }
+    let mut acts = acts.into_iter().enumerate().map(|(j, a)| {
+        a.ok_or_else(|| {
+            anyhow::anyhow!(
+                "layer {j} ({:?}) cannot be trained quantized: fold or remove it first",
+                student.layers.get(j)
+            )
+        })
+    });
+    let inputs = acts.by_ref().take(student.layers.len()).collect::<Result<Vec<_>>>()?;
+    let logits = acts.next().transpose()?.unwrap_or_default();
+    Ok((inputs, logits))
 }
 
 /// Int8 accuracy of `model` on the validation set.
@@ -215,12 +237,12 @@ pub fn train(
     for step in 0..cfg.steps {
         let Batch { samples: batch, rows, x } = batches.next(set, batch_size, &mut rng);
         let b = batch.len();
-        let model = quantize_with_params(&folded, &params, g)?;
+        let model = quantize_ops(&folded, &params, g)?;
         let (inputs, logits) = forward(&folded, &encode(&model)?, &x, b)?;
         let (dlogits, loss) = batch_loss(&logits, &batch, &rows, set, cfg, b);
         period_loss += loss;
         period_samples += b;
-        let fq = fake_quantized(&folded, &params, g.weight_scales);
+        let fq = fake_quantized(&folded, &params, g.weight_scales)?;
         let tape = Tape::replay(&fq, inputs, b);
         let mut grads = fq.zero_grads();
         fq.backward(&tape, dlogits, b, &mut grads);
@@ -290,6 +312,13 @@ mod tests {
     fn folding_batch_norm_keeps_the_function() {
         let s = student("conv1d(4,k3,s2) bn relu dwconv1d(k3) bn relu6 flatten dense(6) bn relu dense(3)", &[2, 12], 1);
         let f = fold_batch_norm(&s);
+        let r =
+            student("conv1d(4,k3) bn relu res(conv1d(6,k3,s2) bn relu conv1d(6,k3) bn) relu gap dense(3)", &[2, 12], 1);
+        let folded = fold_batch_norm(&r);
+        let x: Vec<f32> = (0..5 * 24).map(|i| ((i * 29) % 23) as f32 * 0.1 - 1.1).collect();
+        for (u, v) in r.forward(&x, 5).iter().zip(&folded.forward(&x, 5)) {
+            assert!((u - v).abs() < 1e-4, "residual: {u} vs {v}");
+        }
         assert!(!f.layers.iter().any(|l| matches!(l, Layer::BatchNorm(_))));
         assert_eq!(f.shapes.len(), f.layers.len() + 1);
         let x: Vec<f32> = (0..5 * 24).map(|i| ((i * 37) % 23) as f32 * 0.1 - 1.1).collect();
@@ -307,6 +336,10 @@ mod tests {
             ("conv1d(4,k3,s2) bn relu maxpool(2) conv1d(6,k3) relu6 gap dense(3)", &[2, 20][..]),
             ("conv2d(4,k3) relu avgpool(2) dwconv2d(k3) relu flatten dropout(0.1) dense(3)", &[1, 8, 8]),
             ("dense(8) bn relu dense(3)", &[10]),
+            (
+                "conv2d(4,k3) bn relu res(conv2d(6,k3,s2) bn relu conv2d(6,k3) bn) relu res(conv2d(6,k3)) gap dense(3)",
+                &[2, 8, 8],
+            ),
         ] {
             let s = fold_batch_norm(&student(spec, shape, 2));
             let len: usize = shape.iter().product();
@@ -317,7 +350,7 @@ mod tests {
             for g in [WeightScales::PerChannel.into(), WeightScales::PerTensor.into(), single] {
                 let ranges = calibrate(&s, &x, n, Calibration::Minmax, g).unwrap();
                 let params = super::super::range_params(&ranges);
-                let blob = encode(&quantize_with_params(&s, &params, g).unwrap()).unwrap();
+                let blob = encode(&quantize_ops(&s, &params, g).unwrap()).unwrap();
                 let m = tinykd_runtime::Model::from_bytes(&blob).unwrap();
                 assert_eq!(m.single_rounding(), g == single);
                 let (inputs, logits) = forward(&s, &blob, &x, n).unwrap();
@@ -327,6 +360,12 @@ mod tests {
                 let q = m.output_quant();
                 let want: Vec<f32> = int8.iter().map(|v| q.scale * (*v as i32 - q.zero_point) as f32).collect();
                 assert_eq!(logits, want, "{spec} {g:?}");
+                // What ships fuses a convolution into the addition reading it: the same int8 logits.
+                let shipped = quantize_with_params(&s, &params, g).unwrap();
+                let (_, fused) = crate::int8::run_int8(&encode(&shipped).unwrap(), &x, n).unwrap();
+                assert_eq!(fused, int8, "{spec} {g:?}");
+                let adds = spec.matches("res(").count();
+                assert_eq!(shipped.layers.len() + adds, m.layer_count(), "{spec}");
             }
         }
     }
@@ -379,7 +418,7 @@ mod tests {
             let ranges = calibrate(&s, &x, 8, Calibration::Minmax, g.into()).unwrap();
             let params = super::super::range_params(&ranges);
             let model = quantize_with_params(&s, &params, g.into()).unwrap();
-            let fq = fake_quantized(&s, &params, g);
+            let fq = fake_quantized(&s, &params, g).unwrap();
             // Channel 0 of the conv: same multiset of values (layouts differ).
             let Layer::Conv(c) = &fq.layers[0] else { panic!() };
             let l = &model.layers[0];

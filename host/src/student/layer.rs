@@ -29,6 +29,9 @@ pub enum Device {
     Folded,
     /// A clamp fused into the operator before it.
     Activation(Activation),
+    /// The addition closing a residual block (two inputs; an activation
+    /// after it fuses into its clamp).
+    Add,
     /// Nothing: the device's activation already is its output (flatten,
     /// dropout at inference).
     Nothing,
@@ -247,6 +250,8 @@ layers! {
     Relu6(super::activation::Relu6),
     Flatten(super::flatten::Flatten),
     Dropout(super::dropout::Dropout),
+    /// The addition closing a residual block.
+    Add(super::residual::Add),
 }
 
 impl Layer {

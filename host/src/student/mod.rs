@@ -5,7 +5,9 @@
 //! bit-reproducible for a seed.
 
 pub mod activation;
+pub mod architectures;
 pub mod batchnorm;
+mod build;
 pub mod conv;
 pub mod dense;
 pub mod depthwise;
@@ -15,12 +17,13 @@ pub mod geometry;
 pub mod layer;
 pub mod onnx;
 pub mod pool;
+pub mod residual;
 pub mod spec;
 #[cfg(test)]
 pub(crate) mod testing;
 mod training;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use rand::Rng;
 
 pub use batchnorm::BatchNorm;
@@ -72,11 +75,6 @@ pub(crate) fn he_normal(count: usize, fan_in: usize, rng: &mut impl Rng) -> Opti
 /// Gradients: one vector per parameter tensor, layer by layer.
 pub type Grads = Vec<Vec<Vec<f32>>>;
 
-/// Whether an activation can follow `prev` on the device (fused into its clamp).
-fn fusable(prev: Option<&Layer>) -> bool {
-    prev.is_some_and(|l| matches!(l.device(), Device::Weighted | Device::Folded))
-}
-
 impl Student {
     /// Builds a freshly initialised student from a spec. Layers the firmware
     /// cannot run, or orderings it cannot fuse, are refused here, before any
@@ -92,134 +90,6 @@ impl Student {
         Self::build(spec, input_shape, None, rng)
     }
 
-    fn build(spec: &str, input_shape: &[usize], classes: Option<usize>, rng: &mut impl Rng) -> Result<Student> {
-        let parsed = spec::parse_tokens(spec)?;
-        let mut specs = parsed.layers;
-        // A named architecture ends in its features: the class layer is the task's.
-        if let (true, Some(classes)) = (parsed.named_last, classes) {
-            specs.push(LayerSpec::Dense { units: classes });
-        }
-        // Blocks and architectures are kept (and printed) as the layers
-        // they expand to.
-        let expanded = if parsed.expanded { spec::to_string(&specs) } else { spec.to_owned() };
-        let spec = expanded.as_str();
-        let Some(mut shape) = geometry::as_chw(input_shape) else {
-            bail!("input shape {input_shape:?} is not supported: students take [L], [C, L] or [C, H, W] samples");
-        };
-        let mut layers: Vec<Layer> = Vec::new();
-        let mut shapes = vec![shape];
-        for s in &specs {
-            let name = s.to_spec_string();
-            let current = shape;
-            let too_small = || {
-                anyhow::anyhow!("student spec '{spec}': {name} does not fit its input of shape [C, H, W] = {current:?}")
-            };
-            let one_d = |what: &str| -> Result<()> {
-                if shape[1] != 1 {
-                    bail!(
-                        "student spec '{spec}': {what} needs 1-D input [C, L], got [C, H, W] = {shape:?} (use the 2-D layer)"
-                    );
-                }
-                Ok(())
-            };
-            // 2-D layers need 2-D samples; a 2-D map may shrink to one row
-            // (MobileNet's last blocks at 32×32).
-            let two_d = |what: &str| -> Result<()> {
-                if input_shape.len() < 3 {
-                    bail!(
-                        "student spec '{spec}': {what} needs 2-D input [C, H, W], got 1-D [C, L] = [{}, {}] (use the 1-D layer)",
-                        shape[0],
-                        shape[2]
-                    );
-                }
-                Ok(())
-            };
-            let layer = match s {
-                LayerSpec::Dense { units } => Layer::Dense(Dense::new(shape.iter().product(), *units, rng)),
-                LayerSpec::Conv1d { channels, kernel, stride, padding } => {
-                    one_d("conv1d")?;
-                    Layer::Conv(
-                        Conv::new(shape, *channels, [1, *kernel], [*stride; 2], *padding, rng).ok_or_else(too_small)?,
-                    )
-                }
-                LayerSpec::Conv2d { channels, kernel, stride, padding } => {
-                    two_d("conv2d")?;
-                    Layer::Conv(Conv::new(shape, *channels, *kernel, *stride, *padding, rng).ok_or_else(too_small)?)
-                }
-                LayerSpec::Dwconv1d { kernel, stride, padding } => {
-                    one_d("dwconv1d")?;
-                    Layer::Depthwise(
-                        Depthwise::new(shape, [1, *kernel], [*stride; 2], *padding, rng).ok_or_else(too_small)?,
-                    )
-                }
-                LayerSpec::Dwconv2d { kernel, stride, padding } => {
-                    two_d("dwconv2d")?;
-                    Layer::Depthwise(Depthwise::new(shape, *kernel, *stride, *padding, rng).ok_or_else(too_small)?)
-                }
-                LayerSpec::Maxpool { size, stride } | LayerSpec::Avgpool { size, stride } => {
-                    let kind = if matches!(s, LayerSpec::Maxpool { .. }) { PoolKind::Max } else { PoolKind::Avg };
-                    // Over 1-D input a pool's window is one row: `avgpool(5)`
-                    // or `avgpool(1x5)`.
-                    let (k, stride) = match (shape[1], size) {
-                        (1, [h, w]) if *h == *w || *h == 1 => ([1, *w], *stride),
-                        (1, _) => bail!(
-                            "student spec '{spec}': {} over 1-D input [C, L] = [{}, {}] takes one size (or 1xL), got {}x{}",
-                            s.to_spec_string(),
-                            shape[0],
-                            shape[2],
-                            size[0],
-                            size[1]
-                        ),
-                        _ => (*size, *stride),
-                    };
-                    Layer::Pool(Pool::new(kind, shape, k, stride, spec::Padding::Valid).ok_or_else(too_small)?)
-                }
-                LayerSpec::Gap => Layer::Gap(pool::Gap { shape }),
-                LayerSpec::Bn => {
-                    if !layers.last().is_some_and(Layer::is_weighted) {
-                        bail!(
-                            "student spec '{spec}': bn must directly follow dense, conv or dwconv (it is folded into it on the device)"
-                        );
-                    }
-                    Layer::BatchNorm(BatchNorm::new(shape[0], shape[1] * shape[2]))
-                }
-                LayerSpec::Relu | LayerSpec::Relu6 => {
-                    if !fusable(layers.last()) {
-                        bail!(
-                            "student spec '{spec}': {name} must directly follow dense, conv, dwconv or bn (it is fused into it on the device)"
-                        );
-                    }
-                    if *s == LayerSpec::Relu {
-                        Layer::Relu(activation::Relu {})
-                    } else {
-                        Layer::Relu6(activation::Relu6 {})
-                    }
-                }
-                LayerSpec::Flatten => Layer::Flatten(flatten::Flatten {}),
-                LayerSpec::Dropout { p } => Layer::Dropout(dropout::Dropout { p: *p }),
-            };
-            shape = layer.kind().out_shape(shape);
-            if shape.contains(&0) {
-                return Err(too_small());
-            }
-            layers.push(layer);
-            shapes.push(shape);
-        }
-        let Some(classes) = classes else {
-            let classes = shapes.last().map_or(0, |s| s.iter().product());
-            return Ok(Student { spec: spec.to_owned(), input_shape: input_shape.to_vec(), classes, layers, shapes });
-        };
-        match layers.iter().rev().find(|l| l.device() != Device::Nothing) {
-            Some(Layer::Dense(d)) if d.outputs == classes => {}
-            Some(Layer::Dense(d)) => bail!(
-                "student spec '{spec}': the last dense layer has {} outputs but there are {classes} classes (end with dense({classes}))",
-                d.outputs
-            ),
-            _ => bail!("student spec '{spec}': must end with dense({classes}) producing the class logits"),
-        }
-        Ok(Student { spec: spec.to_owned(), input_shape: input_shape.to_vec(), classes, layers, shapes })
-    }
-
     /// Number of input values per sample.
     pub fn input_len(&self) -> usize {
         self.input_shape.iter().product()
@@ -232,14 +102,35 @@ impl Student {
 
     /// Inference forward pass over `n` samples; returns `n × classes` logits.
     pub fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
-        self.layers.iter().fold(x.to_vec(), |a, l| l.forward(a, n))
+        // Only the activations a residual addition reads again are kept.
+        let mut kept: Vec<Option<Vec<f32>>> = vec![None; self.layers.len() + 1];
+        for l in &self.layers {
+            if let Layer::Add(add) = l {
+                kept[add.from] = Some(Vec::new());
+            }
+        }
+        let mut a = x.to_vec();
+        for (i, l) in self.layers.iter().enumerate() {
+            if let Some(k) = kept[i].as_mut() {
+                k.clone_from(&a);
+            }
+            a = match l {
+                Layer::Add(add) => add.forward_skip(a, kept[add.from].as_deref().unwrap_or_default(), n).0,
+                l => l.forward(a, n),
+            };
+        }
+        a
     }
 
     /// The input of every layer and the final output (inference mode).
     pub fn activations(&self, x: &[f32], n: usize) -> Vec<Vec<f32>> {
         let mut acts = vec![x.to_vec()];
         for l in &self.layers {
-            let next = l.forward(acts[acts.len() - 1].clone(), n);
+            let last = acts[acts.len() - 1].clone();
+            let next = match l {
+                Layer::Add(add) => add.forward_skip(last, &acts[add.from], n).0,
+                l => l.forward(last, n),
+            };
             acts.push(next);
         }
         acts
@@ -300,6 +191,18 @@ mod tests {
             .sum();
         assert_eq!(m.param_count() - bn, 210_850);
         assert_eq!(m.shapes[m.shapes.len() - 3], [256, 3, 3]);
+        // MLPerf Tiny's ResNet-8 at 32×32×3: 77,706 parameters folded
+        // (Keras counts 78,666 with BatchNorm's four per channel).
+        let r = Student::from_spec("resnet8", &[3, 32, 32], 10, &mut rng).unwrap();
+        let bn: usize = r
+            .layers
+            .iter()
+            .filter_map(|l| if let Layer::BatchNorm(b) = l { Some(b.params()[0].len() * 2) } else { None })
+            .sum();
+        assert_eq!(r.param_count() - bn, 77_706);
+        assert_eq!(r.shapes[r.shapes.len() - 3], [64, 8, 8]);
+        let projections = r.layers.iter().filter(|l| matches!(l, Layer::Add(a) if a.projection.is_some())).count();
+        assert_eq!(projections, 2);
         // Any input size; 1-D input is refused naming the layer.
         Student::from_spec("mobilenet-v1(0.5)", &[1, 32, 32], 4, &mut rng).unwrap();
         let err = format!("{:#}", Student::from_spec("ds-cnn-s", &[1, 40], 10, &mut rng).unwrap_err());
@@ -345,6 +248,9 @@ mod tests {
             ("dense(6) relu dense(5) relu6 dense(3)", vec![4]),
             ("conv1d(4,k3,s2) relu maxpool(2) dwconv1d(k3) relu6 gap dense(3)", vec![1, 20]),
             ("conv2d(3,k3) relu avgpool(2) flatten dense(3)", vec![2, 6, 6]),
+            // Residual blocks: an identity shortcut, and a strided projection.
+            ("conv1d(4,k3) relu res(conv1d(4,k3) relu conv1d(4,k3)) relu gap dense(3)", vec![1, 12]),
+            ("conv2d(3,k3) relu res(conv2d(5,k3,s2) relu6 conv2d(5,k3)) flatten dense(3)", vec![2, 6, 6]),
         ];
         for (spec, shape) in specs {
             let mut s = Student::from_spec(spec, &shape, 3, &mut rng()).unwrap();
@@ -380,6 +286,71 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Through residual blocks with BatchNorm in their bodies (training mode:
+    /// batch statistics), the gradient of every parameter matches finite
+    /// differences of the training forward pass.
+    #[test]
+    fn residual_gradient_with_batch_norm_matches_finite_differences() {
+        let spec = "conv2d(3,k3) bn relu res(conv2d(4,k3,s2) bn relu conv2d(4,k3) bn) relu \
+                    res(conv2d(4,k3) bn relu conv2d(4,k3) bn) relu gap dense(3)";
+        let mut s = Student::from_spec(spec, &[2, 5, 5], 3, &mut rng()).unwrap();
+        assert_eq!(s.layers.iter().filter(|l| matches!(l, Layer::Add(a) if a.projection.is_some())).count(), 1);
+        for l in &mut s.layers {
+            if let Some(b) = l.params_mut().into_iter().nth(1) {
+                b.iter_mut().enumerate().for_each(|(i, v)| *v += 0.05 + 0.01 * i as f32);
+            }
+        }
+        let n = 4;
+        let x: Vec<f32> = (0..n * 50).map(|i| ((i * 13 % 9) as f32 - 4.0) / 2.0 + i as f32 * 1e-3).collect();
+        let w: Vec<f32> = (0..n * 3).map(|i| ((i * 3 % 5) as f32 - 2.0) / 2.0).collect();
+        let loss = |s: &Student| -> f64 {
+            let (y, _) = s.forward_train_shared(&x, n, &mut rng());
+            y.iter().zip(&w).map(|(a, b)| (*a * *b) as f64).sum()
+        };
+        let (_, tape) = s.forward_train_shared(&x, n, &mut rng());
+        let mut g = s.zero_grads();
+        s.backward(&tape, w.clone(), n, &mut g);
+        let h = 1e-3f32;
+        let mut checked = 0;
+        for (li, gl) in g.iter().enumerate() {
+            for (pi, gp) in gl.iter().enumerate() {
+                for (i, analytic) in gp.iter().enumerate().step_by(3) {
+                    let bump = |delta: f32| {
+                        let mut c = s.clone();
+                        c.layers[li].params_mut()[pi][i] += delta;
+                        loss(&c)
+                    };
+                    let num = (bump(h) - bump(-h)) / (2.0 * h as f64);
+                    assert!(
+                        (num - *analytic as f64).abs() < 3e-2 * (1.0 + num.abs()),
+                        "layer {li} ({:?}) param {pi}[{i}]: {num} vs {analytic}",
+                        s.layers[li].kind().device()
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 100, "{checked}");
+    }
+
+    #[test]
+    fn residual_blocks_whose_branches_cannot_be_added_are_one_line_errors() {
+        let err =
+            |spec: &str, shape: &[usize]| format!("{:#}", Student::from_spec(spec, shape, 3, &mut rng()).unwrap_err());
+        // A VALID window shrinks the body's map by 2; the projection cannot.
+        let e = err("conv2d(4,k3) res(conv2d(8,k3,valid) bn) relu gap dense(3)", &[1, 8, 8]);
+        assert!(e.contains("cannot add its input [C, H, W] = [4, 8, 8] to its output [8, 6, 6]"), "{e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+        let e = err("res(bn relu) dense(3)", &[1, 4, 4]);
+        assert!(e.contains("bn must directly follow"), "{e}");
+        let e = err("conv2d(4,k3) res(maxpool(2)) gap dense(3)", &[1, 4, 4]);
+        assert!(e.contains("nothing to add its input to"), "{e}");
+        let e = err("conv2d(4,k3) res(conv2d(4,k3)) bn dense(3)", &[1, 4, 4]);
+        assert!(e.contains("bn must directly follow"), "{e}");
+        // An activation after the block fuses into its addition.
+        Student::from_spec("conv2d(4,k3) res(conv2d(4,k3) bn) relu6 gap dense(3)", &[1, 4, 4], 3, &mut rng()).unwrap();
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub struct Builder {
     /// The current activation's name.
     pub x: String,
     pub count: usize,
+    /// The name of each activation written so far (`Student::activations`'
+    /// numbering; residual additions read earlier ones).
+    pub activations: Vec<String>,
     /// Declared input shape (`None`: the batch axis).
     input_dims: Vec<Option<usize>>,
 }
@@ -104,8 +107,14 @@ impl Builder {
     /// the channels-first `[N, C, L]` (`one_d`) or `[N, C, H, W]` the layers use.
     pub fn new(layout: Layout, internal: &[usize], [c, h, w]: [usize; 3], one_d: bool) -> Builder {
         let stored = layout.to_stored_shape(internal);
-        let mut b =
-            Builder { nodes: Vec::new(), inits: Vec::new(), x: "input".into(), count: 0, input_dims: vec![None] };
+        let mut b = Builder {
+            nodes: Vec::new(),
+            inits: Vec::new(),
+            x: "input".into(),
+            count: 0,
+            activations: Vec::new(),
+            input_dims: vec![None],
+        };
         b.input_dims.extend(stored.iter().map(|d| Some(*d)));
         if layout == Layout::ChannelsLast && stored.len() >= 2 {
             let mut perm = vec![0usize, stored.len()];

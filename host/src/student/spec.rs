@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result, bail};
 
+use super::architectures::{Expanded, expand};
 use super::geometry::one_or_two;
 
 /// Padding of a convolution or pooling window.
@@ -87,6 +88,12 @@ pub enum LayerSpec {
         p: f32,
     },
     Bn,
+    /// A residual block: the block's input is added to its body's output
+    /// (through a 1×1 projection with the body's stride when their shapes
+    /// differ). TOML: `{ kind = "res", body = [ … ] }`.
+    Res {
+        body: Vec<LayerSpec>,
+    },
 }
 
 impl LayerSpec {
@@ -117,6 +124,7 @@ impl LayerSpec {
             LayerSpec::Flatten => "flatten".into(),
             LayerSpec::Dropout { p } => format!("dropout({p})"),
             LayerSpec::Bn => "bn".into(),
+            LayerSpec::Res { body } => format!("res({})", to_string(body)),
         }
     }
 }
@@ -131,15 +139,22 @@ pub fn from_layers(layers: &[LayerSpec]) -> Result<String> {
     // A pool's stride of 0 (left out) is its size, per axis.
     let or_size =
         |stride: [usize; 2], size: [usize; 2]| [0, 1].map(|a| if stride[a] == 0 { size[a] } else { stride[a] });
-    let fixed: Vec<LayerSpec> = layers
-        .iter()
-        .map(|l| match l {
-            LayerSpec::Maxpool { size, stride } => LayerSpec::Maxpool { size: *size, stride: or_size(*stride, *size) },
-            LayerSpec::Avgpool { size, stride } => LayerSpec::Avgpool { size: *size, stride: or_size(*stride, *size) },
-            other => other.clone(),
-        })
-        .collect();
-    let s = to_string(&fixed);
+    fn fixed(layers: &[LayerSpec], or_size: &impl Fn([usize; 2], [usize; 2]) -> [usize; 2]) -> Vec<LayerSpec> {
+        layers
+            .iter()
+            .map(|l| match l {
+                LayerSpec::Maxpool { size, stride } => {
+                    LayerSpec::Maxpool { size: *size, stride: or_size(*stride, *size) }
+                }
+                LayerSpec::Avgpool { size, stride } => {
+                    LayerSpec::Avgpool { size: *size, stride: or_size(*stride, *size) }
+                }
+                LayerSpec::Res { body } => LayerSpec::Res { body: fixed(body, or_size) },
+                other => other.clone(),
+            })
+            .collect()
+    }
+    let s = to_string(&fixed(layers, &or_size));
     parse(&s)?;
     Ok(s)
 }
@@ -150,7 +165,7 @@ pub fn to_string(layers: &[LayerSpec]) -> String {
 }
 
 /// Parses a spec string such as `conv1d(8,k5,s2) relu gap dense(10)`.
-/// Blocks (`dsconv(…)`) and named architectures (`ds-cnn-s`,
+/// Blocks (`dsconv(…)`) and named architectures (`ds-cnn-s`, `resnet8`,
 /// `mobilenet-v1(0.25)`) become the layers they stand for.
 pub fn parse(spec: &str) -> Result<Vec<LayerSpec>> {
     Ok(parse_tokens(spec)?.layers)
@@ -165,16 +180,22 @@ pub struct Parsed {
     pub named_last: bool,
     /// Some token was a block or an architecture.
     pub expanded: bool,
+    /// Some token was a named architecture.
+    pub named: bool,
 }
 
 /// [`parse`], saying what the tokens were.
 pub fn parse_tokens(spec: &str) -> Result<Parsed> {
-    let mut p = Parsed { layers: Vec::new(), named_last: false, expanded: false };
+    let mut p = Parsed { layers: Vec::new(), named_last: false, expanded: false, named: false };
     for token in tokens(spec)? {
         let expanded = expand(&token).with_context(|| format!("in student spec '{spec}'"))?;
         p.named_last = matches!(expanded, Expanded::Architecture(_));
+        p.named |= p.named_last;
         match expanded {
-            Expanded::Layer(l) => p.layers.push(l),
+            Expanded::Layer { layer, expanded } => {
+                p.expanded |= expanded;
+                p.layers.push(layer)
+            }
             Expanded::Block(ls) | Expanded::Architecture(ls) => {
                 p.expanded = true;
                 p.layers.extend(ls)
@@ -187,101 +208,8 @@ pub fn parse_tokens(spec: &str) -> Result<Parsed> {
     Ok(p)
 }
 
-/// Named architectures, as `tinykd` writes them: name, what it is.
-pub const ARCHITECTURES: [(&str, &str); 2] = [
-    ("ds-cnn-s[(W)]", "MLPerf Tiny's keyword-spotting DS-CNN: conv2d(64,k10x4,s2) bn relu, four dsconv(64,k3), gap"),
-    (
-        "mobilenet-v1(W)",
-        "MobileNetV1 at width W (MLPerf Tiny's visual wake words: 0.25): conv2d(32,k3,s2) bn relu, 13 dsconv, gap",
-    ),
-];
-
-/// What one token of a spec stands for.
-enum Expanded {
-    Layer(LayerSpec),
-    Block(Vec<LayerSpec>),
-    Architecture(Vec<LayerSpec>),
-}
-
-fn expand(token: &str) -> Result<Expanded> {
-    let (name, args) = split_token(token)?;
-    let width = |args: &[&str], default: Option<f64>| -> Result<f64> {
-        let w = match (args, default) {
-            ([], Some(d)) => d,
-            ([w], _) => {
-                w.parse().with_context(|| format!("'{token}': the width multiplier must be a number, got '{w}'"))?
-            }
-            _ => bail!("'{token}': expected {name}(W) with a width multiplier W"),
-        };
-        if !(w > 0.0 && w <= 16.0) {
-            bail!("'{token}': the width multiplier must be in (0, 16], got {w}");
-        }
-        Ok(w)
-    };
-    // Channels at a width multiplier (as Keras: truncated, at least 1).
-    let at = |c: usize, w: f64| ((c as f64 * w) as usize).max(1);
-    let body = |s: String| -> Result<Vec<LayerSpec>> { parse(&s) };
-    match name.as_str() {
-        "dsconv" => {
-            let (c, rest) = args
-                .split_first()
-                .with_context(|| format!("'{token}': expected dsconv(C,kK[,sS]) or dsconv(C,kHxW[,sHxW])"))?;
-            let inner = rest.join(",");
-            let units: usize = c
-                .parse()
-                .ok()
-                .filter(|&c| c > 0)
-                .with_context(|| format!("'{token}': channels C must be a positive integer, got '{c}'"))?;
-            // Depthwise + BN + ReLU, then a 1×1 convolution + BN + ReLU.
-            let mut ls = match parse_layer(&format!("dwconv2d({inner})"))? {
-                dw @ LayerSpec::Dwconv2d { .. } => vec![dw, LayerSpec::Bn, LayerSpec::Relu],
-                _ => unreachable!("dwconv2d parses to a depthwise layer"),
-            };
-            ls.extend([
-                LayerSpec::Conv2d { channels: units, kernel: [1, 1], stride: [1, 1], padding: Padding::Same },
-                LayerSpec::Bn,
-                LayerSpec::Relu,
-            ]);
-            Ok(Expanded::Block(ls))
-        }
-        "ds-cnn-s" => {
-            let w = width(&args, Some(1.0))?;
-            let c = at(64, w);
-            let blocks = vec![format!("dsconv({c},k3)"); 4].join(" ");
-            Ok(Expanded::Architecture(body(format!("conv2d({c},k10x4,s2) bn relu {blocks} gap"))?))
-        }
-        "mobilenet-v1" => {
-            let w = width(&args, None)?;
-            let blocks: Vec<String> = [
-                (64, 1),
-                (128, 2),
-                (128, 1),
-                (256, 2),
-                (256, 1),
-                (512, 2),
-                (512, 1),
-                (512, 1),
-                (512, 1),
-                (512, 1),
-                (512, 1),
-                (1024, 2),
-                (1024, 1),
-            ]
-            .iter()
-            .map(
-                |&(c, s)| {
-                    if s == 1 { format!("dsconv({},k3)", at(c, w)) } else { format!("dsconv({},k3,s{s})", at(c, w)) }
-                },
-            )
-            .collect();
-            Ok(Expanded::Architecture(body(format!("conv2d({},k3,s2) bn relu {} gap", at(32, w), blocks.join(" ")))?))
-        }
-        _ => Ok(Expanded::Layer(parse_layer(token)?)),
-    }
-}
-
 /// A token's lowercase name and its comma-separated arguments.
-fn split_token(token: &str) -> Result<(String, Vec<&str>)> {
+pub(super) fn split_token(token: &str) -> Result<(String, Vec<&str>)> {
     Ok(match token.find('(') {
         Some(i) => {
             let inner =
@@ -292,7 +220,9 @@ fn split_token(token: &str) -> Result<(String, Vec<&str>)> {
     })
 }
 
-/// Splits on whitespace outside parentheses, so `conv1d(8, k5)` is one token.
+/// Splits on whitespace outside parentheses, so `conv1d(8, k5)` is one
+/// token; inside them a run of whitespace is kept as one space (a residual
+/// block's layers are separated by it).
 fn tokens(spec: &str) -> Result<Vec<String>> {
     let mut out = Vec::new();
     let mut cur = String::new();
@@ -315,7 +245,11 @@ fn tokens(spec: &str) -> Result<Vec<String>> {
                     out.push(std::mem::take(&mut cur));
                 }
             }
-            c if c.is_whitespace() => {}
+            c if c.is_whitespace() => {
+                if !cur.ends_with(' ') {
+                    cur.push(' ');
+                }
+            }
             c => cur.push(c),
         }
     }
@@ -328,7 +262,7 @@ fn tokens(spec: &str) -> Result<Vec<String>> {
     Ok(out)
 }
 
-fn parse_layer(token: &str) -> Result<LayerSpec> {
+pub(super) fn parse_layer(token: &str) -> Result<LayerSpec> {
     let (name, args) = split_token(token)?;
     let positive = |s: &str, what: &str| -> Result<usize> {
         let v: usize = s.parse().with_context(|| format!("'{token}': {what} must be a positive integer, got '{s}'"))?;
@@ -429,7 +363,7 @@ fn parse_layer(token: &str) -> Result<LayerSpec> {
         "flatten" => no_args(LayerSpec::Flatten),
         "bn" => no_args(LayerSpec::Bn),
         _ => bail!(
-            "unknown layer '{token}' (layers: dense, conv1d, conv2d, dwconv1d, dwconv2d, maxpool, avgpool, gap, relu, relu6, flatten, dropout, bn; blocks: dsconv; architectures: ds-cnn-s, mobilenet-v1)"
+            "unknown layer '{token}' (layers: dense, conv1d, conv2d, dwconv1d, dwconv2d, maxpool, avgpool, gap, relu, relu6, flatten, dropout, bn; blocks: dsconv, res; architectures: ds-cnn-s, resnet8, mobilenet-v1)"
         ),
     }
 }
@@ -503,6 +437,43 @@ mod tests {
         assert!(err("ds-cnn-s(0)").contains("(0, 16]"));
         assert!(err("dsconv(8)").contains("kernel size"));
         assert!(err("dsconv(k3)").contains("channels"));
+    }
+
+    #[test]
+    fn residual_blocks_nest_and_keep_their_layers() {
+        let l = parse("conv2d(16,k3) res( conv2d(32,k3,s2) bn relu\n conv2d(32,k3) bn ) relu").unwrap();
+        let LayerSpec::Res { body } = &l[1] else { panic!("{l:?}") };
+        assert_eq!(to_string(body), "conv2d(32,k3,s2) bn relu conv2d(32,k3) bn");
+        assert_eq!(to_string(&l), "conv2d(16,k3) res(conv2d(32,k3,s2) bn relu conv2d(32,k3) bn) relu");
+        assert_eq!(parse(&to_string(&l)).unwrap(), l);
+        // Blocks inside are written out; blocks nest.
+        let p = parse_tokens("res(dsconv(8,k3) res(conv1d(8,k3)))").unwrap();
+        assert!(p.expanded);
+        assert_eq!(to_string(&p.layers), "res(dwconv2d(k3) bn relu conv2d(8,k1) bn relu res(conv1d(8,k3)))");
+        // ResNet-8: three stacks, the last two strided.
+        let r = to_string(&parse("resnet8").unwrap());
+        assert_eq!(r.matches("res(").count(), 3, "{r}");
+        assert!(r.starts_with("conv2d(16,k3) bn relu res(conv2d(16,k3) bn relu conv2d(16,k3) bn) relu"), "{r}");
+        assert!(r.ends_with("res(conv2d(64,k3,s2) bn relu conv2d(64,k3) bn) relu gap"), "{r}");
+        assert!(to_string(&parse("resnet8(0.5)").unwrap()).starts_with("conv2d(8,k3)"));
+        let err = |s: &str| format!("{:#}", parse(s).unwrap_err());
+        assert!(err("res(resnet8)").contains("not a named architecture"), "{}", err("res(resnet8)"));
+        assert!(err("res(lstm(3))").contains("unknown layer"));
+        assert!(err("res()").contains("empty"));
+        // TOML: `{ kind = "res", body = [ … ] }`.
+        #[derive(serde::Deserialize)]
+        struct Doc {
+            student: Vec<LayerSpec>,
+        }
+        let doc: Doc = toml::from_str(
+            r#"student = [
+                { kind = "conv2d", channels = 8, kernel = 3 },
+                { kind = "res", body = [{ kind = "conv2d", channels = 8, kernel = 3 }, { kind = "bn" }] },
+                { kind = "relu" },
+            ]"#,
+        )
+        .unwrap();
+        assert_eq!(from_layers(&doc.student).unwrap(), "conv2d(8,k3) res(conv2d(8,k3) bn) relu");
     }
 
     #[test]

@@ -33,7 +33,15 @@ impl Tape {
     /// runtime). No dropout masks (dropout is the identity) and no batch
     /// statistics, so `student` must have no BatchNorm layer.
     pub(crate) fn replay(student: &Student, inputs: Vec<Vec<f32>>, n: usize) -> Tape {
-        let saved = student.layers.iter().zip(&inputs).map(|(l, x)| l.kind().replay(x, n)).collect();
+        let saved = student
+            .layers
+            .iter()
+            .zip(&inputs)
+            .map(|(l, x)| match l {
+                Layer::Add(add) => add.replay_skip(&inputs[add.from], n),
+                l => l.kind().replay(x, n),
+            })
+            .collect();
         Tape { inputs, saved }
     }
 }
@@ -131,6 +139,8 @@ impl Student {
         let (next, saved) = match (&self.layers[i], stats) {
             // The batch's statistics, gathered over every shard.
             (Layer::BatchNorm(b), Some(st)) => (b.normalize(a, n, st), Saved::Stats(st.clone())),
+            // The block's input is an earlier layer's, on the tape already.
+            (Layer::Add(add), _) => add.forward_skip(a.clone(), &tape.inputs[add.from], n),
             (layer, _) => layer.kind().forward_train(a, n, rng),
         };
         tape.inputs.push(std::mem::replace(a, next));
@@ -153,6 +163,9 @@ impl Student {
         // Below the first layer with parameters no gradient is needed.
         let first = self.layers.iter().position(|l| !l.params().is_empty()).unwrap_or(0);
         let mut own_sums: Vec<Option<[Vec<f32>; 2]>> = vec![None; shards.len()];
+        // Per shard, the gradient residual additions sent back to each
+        // activation (a block's input), added in when the pass reaches it.
+        let mut skips: Vec<Vec<Option<Vec<f32>>>> = vec![vec![None; self.layers.len() + 1]; shards.len()];
         let mut units = vec![(); shards.len()];
         // `top` is the next layer to run; `total` the batch's sums for it when it is BatchNorm.
         let mut top = self.layers.len();
@@ -162,15 +175,26 @@ impl Student {
             // The stretch runs down to (excluding) the next BatchNorm still needing sums.
             let stop = (first..top).rev().find(|&j| self.is_bn(j) && !(pending && j == top - 1));
             let low = stop.map_or(first, |b| b + 1);
-            let mut items: Vec<_> = shards.iter_mut().zip(own_sums.iter_mut()).collect();
-            each_shard(&mut items, &mut units, |((tape, d, n, grads), sums), _| {
+            let mut items: Vec<_> = shards.iter_mut().zip(own_sums.iter_mut()).zip(skips.iter_mut()).collect();
+            each_shard(&mut items, &mut units, |(((tape, d, n, grads), sums), skips), _| {
                 for j in (low..top).rev() {
+                    add_into(d, skips[j + 1].take());
+                    if let Layer::Add(add) = &self.layers[j] {
+                        let g = add.skip_grad(&tape.saved[j], d, *n, &mut grads[j]);
+                        let slot = &mut skips[add.from];
+                        match slot {
+                            Some(s) => s.iter_mut().zip(&g).for_each(|(a, b)| *a += b),
+                            None => *slot = Some(g),
+                        }
+                    }
                     // Only the stretch's top layer can be a BatchNorm with its sums ready.
                     let (own, bn_total) = if j == top - 1 { (sums.take(), total.as_ref()) } else { (None, None) };
                     *d = self.backward_layer(j, tape, d, *n, &mut grads[j], j > first, own, bn_total);
                 }
                 if let Some(Layer::BatchNorm(bn)) = stop.map(|b| &self.layers[b]) {
                     let b = low - 1;
+                    // The BatchNorm's output gradient, whole: its sums need it.
+                    add_into(d, skips[low].take());
                     **sums = Some(bn.grad_sums(&tape.inputs[b], d, *n, bn_stats(tape, b)));
                 }
             });
@@ -222,6 +246,13 @@ impl Student {
     }
 }
 
+/// Adds a pending gradient (a residual block's, for its input) into `d`.
+fn add_into(d: &mut [f32], g: Option<Vec<f32>>) {
+    if let Some(g) = g {
+        d.iter_mut().zip(&g).for_each(|(a, b)| *a += b);
+    }
+}
+
 /// The batch statistics a forward pass recorded for BatchNorm layer `i`.
 fn bn_stats(tape: &Tape, i: usize) -> &BatchStats {
     match &tape.saved[i] {
@@ -246,7 +277,12 @@ mod tests {
     #[test]
     fn sharded_batch_norm_student_matches_the_whole_batch() {
         let mut rng = ChaCha8Rng::seed_from_u64(2);
-        for spec in ["conv1d(4,k3,s2) bn relu conv1d(6,k3) bn relu6 gap dense(3)", "dense(8) bn relu dense(3)"] {
+        for spec in [
+            "conv1d(4,k3,s2) bn relu conv1d(6,k3) bn relu6 gap dense(3)",
+            "dense(8) bn relu dense(3)",
+            // Block inputs cross the BatchNorm stretches.
+            "conv1d(4,k3,s2) bn relu res(conv1d(6,k3,s2) bn relu conv1d(6,k3) bn) relu res(conv1d(6,k3) bn) gap dense(3)",
+        ] {
             let s = Student::from_spec(spec, &[2, 9], 3, &mut rng).unwrap();
             let n = 10;
             let x: Vec<f32> = (0..n * 18).map(|i| ((i * 37) % 23) as f32 * 0.1 - 1.1).collect();

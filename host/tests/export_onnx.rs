@@ -85,6 +85,14 @@ fn onnx_export_matches_the_checkpoint_in_both_runtimes() {
         &[2, 15, 9],
         Layout::ChannelsFirst,
     );
+    // Residual blocks (Add nodes reading an earlier tensor, through a
+    // projection Conv when the shapes differ), 1-D and 2-D.
+    check(
+        "conv1d(6,k3) bn relu res(conv1d(6,k3) bn relu conv1d(6,k3) bn) relu res(conv1d(8,k3,s2) bn) relu6 gap dense(10)",
+        &[2, 30],
+        Layout::ChannelsFirst,
+    );
+    check("resnet8(0.25)", &[3, 16, 16], Layout::ChannelsLast);
 }
 
 #[test]
@@ -317,6 +325,37 @@ fn qdq_export_runs_in_onnxruntime_with_the_runtimes_answers() {
         std::fs::write(&tkd, tinykd::export::tkd::encode(&q).unwrap()).unwrap();
         let (agree, steps) = qdq_against_runtime(&tkd, &d.test.x, d.test.n, &d.sample_shape);
         eprintln!("single rounding, {spec}: argmax agreement {agree}, largest logit difference {steps} steps");
+        assert!(agree == 1.0 && steps <= 1.0 + 1e-3, "{spec}: {agree} of the classes, {steps} steps");
+    }
+    // Residual students with single rounding: additions reading an earlier
+    // tensor, fused into the convolution before them (identity shortcut)
+    // or into the projection, TFLite's integer addition against
+    // onnxruntime's float one; the whole test split to within one step.
+    for (spec, data) in [
+        (
+            "conv1d(8,k5,s2) bn relu res(conv1d(8,k3) bn relu conv1d(8,k3) bn) relu \
+             res(conv1d(16,k3,s2) bn relu conv1d(16,k3) bn) relu gap dense(10)",
+            "mnist1d.npz",
+        ),
+        ("conv2d(8,k3) relu res(conv2d(16,k3,s2) relu conv2d(16,k3)) relu6 gap dense(10)", "digits.npz"),
+    ] {
+        let d = tinykd::data::Dataset::load(&models().join("data").join(data), tinykd::data::LoadOptions::default())
+            .unwrap();
+        let s = random_student(spec, &d.sample_shape, 6);
+        let n = 500.min(d.train.n);
+        let (q, _) = quantize_student_ranges(
+            &s,
+            &d.train.x[..n * d.sample_len()],
+            n,
+            Calibration::Minmax,
+            Scheme { rounding: Rounding::Single, ..Default::default() },
+        )
+        .unwrap();
+        assert!(q.layers.iter().any(|l| l.op == tinykd_runtime::format::Op::ConvAdd), "{spec}");
+        let tkd = dir.path().join(format!("residual-{data}.tkd"));
+        std::fs::write(&tkd, tinykd::export::tkd::encode(&q).unwrap()).unwrap();
+        let (agree, steps) = qdq_against_runtime(&tkd, &d.test.x, d.test.n, &d.sample_shape);
+        eprintln!("residual, {spec}: argmax agreement {agree}, largest logit difference {steps} steps");
         assert!(agree == 1.0 && steps <= 1.0 + 1e-3, "{spec}: {agree} of the classes, {steps} steps");
     }
 }

@@ -99,7 +99,7 @@ fn every_layer_kind_is_bit_identical_in_tflite_micro() {
     if skip() {
         return;
     }
-    let cases: [(&str, &[usize]); 17] = [
+    let cases: [(&str, &[usize]); 19] = [
         ("dense(16) relu", &[40]),
         ("dense(12) relu6 dense(7)", &[33]),
         ("conv1d(8,k5,s2) relu", &[1, 40]),
@@ -119,6 +119,9 @@ fn every_layer_kind_is_bit_identical_in_tflite_micro() {
         // Named architectures at small widths (their features: no class layer).
         ("ds-cnn-s(0.25)", &[1, 49, 10]),
         ("mobilenet-v1(0.25)", &[3, 32, 32]),
+        ("resnet8(0.5)", &[3, 32, 32]),
+        // Residual blocks in 1-D, identity and projection shortcuts.
+        ("conv1d(6,k3) relu res(conv1d(6,k3) bn relu conv1d(6,k3)) relu6 res(conv1d(8,k5,s2) bn)", &[2, 30]),
     ];
     for (k, (spec, shape)) in cases.iter().enumerate() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(100 + k as u64);

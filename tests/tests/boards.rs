@@ -197,8 +197,8 @@ fn random_model(
 
 /// Rectangular windows and strides per axis (a keyword spotter's shapes
 /// in small: a tall stride-2×1 convolution, a 3×1 depthwise, a 3×2
-/// pool), random weights and inputs, on the Cortex-M3 and M4: the same
-/// logits as the host.
+/// pool) and residual students, random weights and inputs, on the
+/// Cortex-M3 and M4: the same logits as the host.
 #[test]
 fn rectangular_windows_on_the_m3_and_the_m4() {
     use rand::SeedableRng;
@@ -211,6 +211,9 @@ fn rectangular_windows_on_the_m3_and_the_m4() {
         ),
         // MLPerf Tiny's keyword spotter at a quarter of its width.
         ("ds-cnn-s(0.25) dense(12)", &[1, 49, 10]),
+        // Its image classifier, ResNet-8, at half width: residual
+        // additions, two fused into their projections.
+        ("resnet8(0.5) dense(10)", &[3, 32, 32]),
     ]
     .into_iter()
     .enumerate()

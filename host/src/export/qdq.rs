@@ -36,13 +36,16 @@ pub(super) fn padding(p: u16) -> Padding {
 }
 
 /// Where the QDQ graph stands before a layer: the activation's `[C, H, W]`,
-/// whether it is flat already, whether the graph is 1-D (`[N, C, L]`), and
-/// the activation's quantization.
+/// whether it is flat already, whether the graph is 1-D (`[N, C, L]`), the
+/// activation's quantization, and a two-input layer's second input (its
+/// name in the graph).
+#[derive(Clone)]
 pub(super) struct Cursor {
     pub chw: [usize; 3],
     pub flat: bool,
     pub one_d: bool,
     pub q: QuantParams,
+    pub second: Option<String>,
 }
 
 impl Cursor {
@@ -139,7 +142,8 @@ impl Builder {
         self.qdq(q);
     }
 
-    fn activation(&mut self, a: Activation, out: QuantParams) {
+    /// A fused activation, then the output's Q/DQ pair.
+    pub(super) fn activation(&mut self, a: Activation, out: QuantParams) {
         match a {
             Activation::None => {}
             Activation::Relu => self.op("Relu", &[], vec![]),
@@ -165,21 +169,29 @@ pub fn int8_model(blob: &[u8], layout: Layout) -> Result<Vec<u8>> {
     let one_d = h == 1 && internal.len() <= 2 && layers.iter().all(|l| int8_op(l.op).runs_in_1d(l));
     let mut b = Builder::new(layout, &internal, [c, h, w], one_d);
     b.qdq(m.input_quant());
-    let mut at = Cursor { chw: [c, h, w], flat: false, one_d, q: m.input_quant() };
+    // Every tensor so far, as the graph names it: the input, then each layer's output.
+    let mut tensors =
+        vec![(b.x.clone(), Cursor { chw: [c, h, w], flat: false, one_d, q: m.input_quant(), second: None })];
     for (i, l) in layers.iter().enumerate() {
-        if l.input_tensor as usize != i {
-            bail!(
-                "layer {i} ({}) reads tensor {}, not the layer before it: graph models do not export to ONNX yet \
-                 (TFLite and C do)",
-                l.op.name(),
-                l.input_tensor
-            );
+        let tensor = |t: u16| {
+            tensors
+                .get(t as usize)
+                .cloned()
+                .ok_or_else(|| anyhow::anyhow!("layer {i} reads a tensor not written before it"))
+        };
+        let (name, mut at) = tensor(l.input_tensor)?;
+        if l.second_tensor != tinykd_runtime::format::NO_TENSOR {
+            at.second = Some(tensor(l.second_tensor)?.0);
         }
+        b.x = name;
         let scales = super::channel_scales(&m, l, at.q.scale)?;
         int8_op(l.op).qdq(&mut b, &mut at, l, m.weights(l), &scales)?;
         b.activation(l.activation, l.output);
         at.q = l.output;
+        at.second = None;
+        tensors.push((b.x.clone(), at));
     }
+    let Some((_, at)) = tensors.pop() else { bail!("the model has no layers") };
     let flat = at.flat;
     if !flat {
         b.op("Flatten", &[], vec![attr_int("axis", 1)]);

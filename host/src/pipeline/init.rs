@@ -48,10 +48,15 @@ fn starter_student(shape: &[usize], classes: usize) -> (String, &'static str) {
             "tall 2-D samples such as spectrograms: MLPerf Tiny's keyword-spotting DS-CNN \
              (conv2d(64,k10x4,s2), four depthwise-separable blocks)",
         ),
-        [_, h, w] if h >= 32 && w >= 32 => (
+        [_, h, w] if h >= 64 && w >= 64 => (
             format!("mobilenet-v1(0.25) dense({classes})"),
-            "images of 32×32 or more: MobileNetV1 at width 0.25 (MLPerf Tiny's visual wake words), \
+            "images of 64×64 or more: MobileNetV1 at width 0.25 (MLPerf Tiny's visual wake words), \
              13 depthwise-separable blocks",
+        ),
+        [_, h, w] if h >= 32 && w >= 32 => (
+            format!("resnet8 dense({classes})"),
+            "images of 32×32 or more: MLPerf Tiny's image-classification ResNet-8 \
+             (three residual stacks of 16, 32 and 64 channels)",
         ),
         [_, h, w] if h >= 8 && w >= 8 => (
             format!("conv2d(8,k3) relu maxpool(2) conv2d(16,k3) relu gap dense({classes})"),
@@ -256,6 +261,7 @@ mod tests {
         // Larger inputs take the architectures the field ships.
         assert_eq!(starter_student(&[1, 49, 10], 12).0, "ds-cnn-s dense(12)");
         assert_eq!(starter_student(&[3, 96, 96], 2).0, "mobilenet-v1(0.25) dense(2)");
+        assert_eq!(starter_student(&[3, 32, 32], 10).0, "resnet8 dense(10)");
         assert!(starter_student(&[1, 28, 28], 10).0.starts_with("conv2d(8,k3) relu maxpool(2)"));
         // Every starter builds on its shape.
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
@@ -271,6 +277,7 @@ mod tests {
             &[4],
             &[1, 49, 10],
             &[3, 32, 40],
+            &[1, 64, 80],
         ] {
             let (spec, _) = starter_student(shape, 5);
             Student::from_spec(&spec, shape, 5, &mut rng).unwrap_or_else(|e| panic!("{spec} on {shape:?}: {e}"));

@@ -35,8 +35,12 @@ impl Int8Op for Add {
         Ok(out)
     }
 
-    fn qdq(&self, _: &mut Builder, _: &mut qdq::Cursor, _: &Layer, _: &[i8], _: &ChannelScales) -> Result<()> {
-        bail!("ADD: models with residual connections do not export to ONNX yet (TFLite and C do)")
+    /// Both inputs leave their Q/DQ pairs as real values; their float sum
+    /// is quantized after the fused activation.
+    fn qdq(&self, b: &mut Builder, at: &mut qdq::Cursor, _: &Layer, _: &[i8], _: &ChannelScales) -> Result<()> {
+        let Some(second) = at.second.take() else { bail!("the addition has no second input") };
+        b.op("Add", &[second], vec![]);
+        Ok(())
     }
 
     fn tflite_scales(&self, m: &Model<'_>, l: &Layer, in_scale: f32) -> Result<ChannelScales> {

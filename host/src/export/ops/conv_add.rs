@@ -51,8 +51,13 @@ impl Int8Op for ConvAdd {
         Ok(out)
     }
 
-    fn qdq(&self, _: &mut Builder, _: &mut qdq::Cursor, _: &Layer, _: &[i8], _: &ChannelScales) -> Result<()> {
-        bail!("CONV_2D + ADD: models with residual connections do not export to ONNX yet (TFLite and C do)")
+    /// The convolution with its own clamp and output Q/DQ pair (the
+    /// addition's first input), then the addition.
+    fn qdq(&self, b: &mut Builder, at: &mut qdq::Cursor, l: &Layer, weights: &[i8], s: &ChannelScales) -> Result<()> {
+        let (conv, conv_scales, add_scales) = split(l, s)?;
+        Convolution { depthwise: false }.qdq(b, at, &conv, weights, &conv_scales)?;
+        b.activation(conv.activation, conv.output);
+        Add.qdq(b, at, l, &[], &add_scales)
     }
 
     /// The convolution's multipliers and clamp as TFLite derives them at

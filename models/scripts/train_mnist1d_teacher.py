@@ -168,6 +168,7 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--data", default="mnist1d.npz", help="dataset in models/data (e.g. mnist1d_50k.npz)")
     p.add_argument("--out", default=os.path.join(TEACHERS_DIR, ONNX_FILE))
     args = p.parse_args()
 
@@ -176,7 +177,7 @@ def main():
     # whenever anything else was using the CPU. A fixed count also keeps the
     # floating-point reduction order, and so the result, reproducible.
     torch.set_num_threads(args.threads)
-    raw = load_npz("mnist1d.npz")
+    raw = load_npz(args.data)
     data = {
         "x_train": torch.from_numpy(raw["x_train"]),
         "y_train": torch.from_numpy(raw["y_train"]),
@@ -210,7 +211,8 @@ def main():
     print(f"onnxruntime test accuracy {100 * correct / total:.2f} % ({correct}/{total}); "
           f"max |logit diff| vs torch {max_diff:.2e}; {os.path.getsize(args.out)} bytes")
 
-    if args.out == os.path.join(TEACHERS_DIR, ONNX_FILE):
+    out_name = os.path.basename(args.out)
+    if os.path.abspath(args.out) == os.path.abspath(os.path.join(TEACHERS_DIR, out_name)):
         inputs, outputs, opsets = io_card(args.out)
         if len(members) == 1:
             desc = "1D CNN (4 conv + 2 dense layers) on MNIST-1D"
@@ -218,9 +220,9 @@ def main():
         else:
             desc = f"ensemble of {len(members)} 1D CNNs on MNIST-1D (mean of member logits)"
             schedule = f"{len(members)} members x {args.epochs} epochs"
-        write_teacher_card(ONNX_FILE, {
+        write_teacher_card(out_name, {
             "description": desc,
-            "dataset": "data/mnist1d.npz",
+            "dataset": f"data/{args.data}",
             "inputs": inputs,
             "outputs": outputs,
             "opsets": opsets,

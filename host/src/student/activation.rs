@@ -23,8 +23,10 @@ impl LayerKind for Relu {
         x.into_iter().map(|v| v.max(0.0)).collect()
     }
 
+    /// In place: the output gradient's buffer becomes the input's.
     fn backward(&self, x: &[f32], _: &Saved, d: &mut Vec<f32>, _: usize, _: &mut [Vec<f32>], _: bool) -> Vec<f32> {
-        d.iter().zip(x).map(|(g, v)| if *v > 0.0 { *g } else { 0.0 }).collect()
+        d.iter_mut().zip(x).for_each(|(g, v)| *g = if *v > 0.0 { *g } else { 0.0 });
+        std::mem::take(d)
     }
 
     fn device(&self) -> Device {
@@ -47,7 +49,8 @@ impl LayerKind for Relu6 {
     }
 
     fn backward(&self, x: &[f32], _: &Saved, d: &mut Vec<f32>, _: usize, _: &mut [Vec<f32>], _: bool) -> Vec<f32> {
-        d.iter().zip(x).map(|(g, v)| if *v > 0.0 && *v < 6.0 { *g } else { 0.0 }).collect()
+        d.iter_mut().zip(x).for_each(|(g, v)| *g = if *v > 0.0 && *v < 6.0 { *g } else { 0.0 });
+        std::mem::take(d)
     }
 
     fn device(&self) -> Device {

@@ -41,43 +41,55 @@ impl BatchNorm {
         (a, b)
     }
 
-    fn each(&self, n: usize, mut f: impl FnMut(usize, usize)) {
-        for s in 0..n {
-            for c in 0..self.channels {
-                for p in 0..self.spatial {
-                    f(c, (s * self.channels + c) * self.spatial + p);
-                }
-            }
+    /// Calls `f(channel, values)` on each sample's plane of each channel.
+    fn planes<'x>(&self, x: &'x [f32], n: usize, mut f: impl FnMut(usize, &'x [f32])) {
+        for (k, plane) in x.chunks_exact(self.spatial.max(1)).take(n * self.channels).enumerate() {
+            f(k % self.channels, plane);
         }
+    }
+
+    /// `y = a[c]·x + b[c]` plane by plane.
+    fn affine_map(&self, x: &[f32], n: usize, a: &[f32], b: &[f32]) -> Vec<f32> {
+        let p = self.spatial.max(1);
+        let mut y = Vec::with_capacity(x.len());
+        for (k, plane) in x.chunks_exact(p).take(n * self.channels).enumerate() {
+            let c = k % self.channels;
+            y.extend(plane.iter().map(|v| a[c] * v + b[c]));
+        }
+        y
     }
 
     /// Inference: running statistics.
     pub fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
         let (a, b) = self.affine();
-        let mut y = x.to_vec();
-        self.each(n, |c, i| y[i] = a[c] * x[i] + b[c]);
-        y
+        self.affine_map(x, n, &a, &b)
     }
 
-    /// Per-channel sums of `f(channel, index)` over one shard.
-    fn channel_sums(&self, n: usize, f: impl Fn(usize, usize) -> f32) -> Vec<f32> {
+    /// Per-channel sums of `f(channel, plane)` over one shard.
+    fn channel_sums(&self, x: &[f32], n: usize, f: impl Fn(usize, &[f32]) -> f32) -> Vec<f32> {
         let mut sums = vec![0.0f32; self.channels];
-        self.each(n, |c, i| sums[c] += f(c, i));
+        self.planes(x, n, |c, plane| sums[c] += f(c, plane));
         sums
     }
 
     /// Mean and biased variance per channel over a batch given as shards
-    /// `(x, n)`: sums are taken per shard and added in shard order, so a
-    /// batch split across threads normalises exactly as one batch would
-    /// (up to float summation order), and a single shard is the plain batch.
+    /// `(x, n)`, each shard's sums taken on its own thread: sums are added
+    /// in shard order, so a batch split across threads normalises exactly
+    /// as one batch would (up to float summation order), and a single
+    /// shard is the plain batch.
     pub fn stats(&self, shards: &[(&[f32], usize)]) -> BatchStats {
+        use rayon::prelude::*;
         let count = shards.iter().map(|(_, n)| n * self.spatial).sum::<usize>() as f32;
-        let add = |a: Vec<f32>, b: Vec<f32>| a.into_iter().zip(b).map(|(x, y)| x + y).collect::<Vec<f32>>();
-        let zero = vec![0.0f32; self.channels];
-        let mut mean = shards.iter().map(|(x, n)| self.channel_sums(*n, |_, i| x[i])).fold(zero.clone(), add);
+        let total = |parts: Vec<Vec<f32>>| {
+            parts
+                .into_iter()
+                .fold(vec![0.0f32; self.channels], |a, b| a.into_iter().zip(b).map(|(x, y)| x + y).collect())
+        };
+        let mut mean = total(shards.par_iter().map(|(x, n)| self.channel_sums(x, *n, |_, v| sum(v))).collect());
         mean.iter_mut().for_each(|m| *m /= count);
-        let mut var =
-            shards.iter().map(|(x, n)| self.channel_sums(*n, |c, i| (x[i] - mean[c]).powi(2))).fold(zero, add);
+        let mut var = total(
+            shards.par_iter().map(|(x, n)| self.channel_sums(x, *n, |c, v| squared_deviation(v, mean[c]))).collect(),
+        );
         var.iter_mut().for_each(|v| *v /= count);
         let inv_std = var.iter().map(|v| 1.0 / (v + EPS).sqrt()).collect();
         BatchStats { mean, var, inv_std, count }
@@ -102,16 +114,22 @@ impl BatchNorm {
 
     /// The training transform with the batch's statistics.
     pub fn normalize(&self, x: &[f32], n: usize, st: &BatchStats) -> Vec<f32> {
-        let mut y = x.to_vec();
-        self.each(n, |c, i| y[i] = self.gamma[c] * (x[i] - st.mean[c]) * st.inv_std[c] + self.beta[c]);
-        y
+        let a: Vec<f32> = self.gamma.iter().zip(&st.inv_std).map(|(g, s)| g * s).collect();
+        let b: Vec<f32> = self.beta.iter().zip(&st.mean).zip(&a).map(|((be, m), a)| be - m * a).collect();
+        self.affine_map(x, n, &a, &b)
     }
 
     /// One shard's `[Σ dy, Σ dy·x̂]` per channel: they are dβ and dγ, and,
     /// summed over the shards, what every shard's `dx` needs.
     pub fn grad_sums(&self, x: &[f32], dy: &[f32], n: usize, st: &BatchStats) -> [Vec<f32>; 2] {
-        let sum_dy = self.channel_sums(n, |_, i| dy[i]);
-        let sum_dy_xhat = self.channel_sums(n, |c, i| dy[i] * (x[i] - st.mean[c]) * st.inv_std[c]);
+        let p = self.spatial.max(1);
+        let mut sum_dy = vec![0.0f32; self.channels];
+        let mut sum_dy_xhat = vec![0.0f32; self.channels];
+        for (k, (d, v)) in dy.chunks_exact(p).zip(x.chunks_exact(p)).take(n * self.channels).enumerate() {
+            let c = k % self.channels;
+            sum_dy[c] += sum(d);
+            sum_dy_xhat[c] += deviation_dot(d, v, st.mean[c]) * st.inv_std[c];
+        }
         [sum_dy, sum_dy_xhat]
     }
 
@@ -119,11 +137,16 @@ impl BatchNorm {
     pub fn input_grad(&self, x: &[f32], dy: &[f32], n: usize, st: &BatchStats, sums: &[Vec<f32>; 2]) -> Vec<f32> {
         let [sum_dy, sum_dy_xhat] = sums;
         let count = st.count;
-        let mut dx = vec![0.0; x.len()];
-        self.each(n, |c, i| {
-            let xhat = (x[i] - st.mean[c]) * st.inv_std[c];
-            dx[i] = self.gamma[c] * st.inv_std[c] / count * (count * dy[i] - sum_dy[c] - xhat * sum_dy_xhat[c]);
-        });
+        // dx = γ·σ⁻¹ · (dy − Σdy/N − x̂ · Σ(dy·x̂)/N), per channel constants.
+        let p = self.spatial.max(1);
+        let mut dx = Vec::with_capacity(x.len());
+        for (k, (d, v)) in dy.chunks_exact(p).zip(x.chunks_exact(p)).take(n * self.channels).enumerate() {
+            let c = k % self.channels;
+            let (scale, mean_dy) = (self.gamma[c] * st.inv_std[c], sum_dy[c] / count);
+            let slope = sum_dy_xhat[c] / count * st.inv_std[c];
+            let m = st.mean[c];
+            dx.extend(d.iter().zip(v).map(|(d, v)| scale * (d - mean_dy - (v - m) * slope)));
+        }
         dx
     }
 
@@ -136,6 +159,41 @@ impl BatchNorm {
         g_gamma.iter_mut().zip(&sums[1]).for_each(|(g, s)| *g += s);
         self.input_grad(x, dy, n, &st, &sums)
     }
+}
+
+/// `Σ v`, in eight lanes (a vector register) instead of one serial chain.
+fn sum(v: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let chunks = v.chunks_exact(8);
+    let rest: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        lanes.iter_mut().zip(c).for_each(|(l, x)| *l += x);
+    }
+    lanes.iter().sum::<f32>() + rest
+}
+
+/// `Σ (v − m)²`, in eight lanes.
+fn squared_deviation(v: &[f32], m: f32) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let chunks = v.chunks_exact(8);
+    let rest: f32 = chunks.remainder().iter().map(|x| (x - m) * (x - m)).sum();
+    for c in chunks {
+        lanes.iter_mut().zip(c).for_each(|(l, x)| *l += (x - m) * (x - m));
+    }
+    lanes.iter().sum::<f32>() + rest
+}
+
+/// `Σ d·(v − m)`, in eight lanes.
+fn deviation_dot(d: &[f32], v: &[f32], m: f32) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (dc, vc) = (d.chunks_exact(8), v.chunks_exact(8));
+    let rest: f32 = dc.remainder().iter().zip(vc.remainder()).map(|(d, x)| d * (x - m)).sum();
+    for (a, b) in dc.zip(vc) {
+        for ((l, d), x) in lanes.iter_mut().zip(a).zip(b) {
+            *l += d * (x - m);
+        }
+    }
+    lanes.iter().sum::<f32>() + rest
 }
 
 /// Statistics of one training batch, per channel.

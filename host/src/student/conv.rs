@@ -104,38 +104,56 @@ impl Conv {
         }
     }
 
+    /// A 1×1 convolution at stride 1: a matrix product per sample, on the
+    /// input as it is (its im2col matrix would be a copy of it).
+    pub fn pointwise(&self) -> bool {
+        self.kernel == [1, 1] && self.stride == [1, 1]
+    }
+
     /// Forward over a batch: one im2col matrix `[K][n·P]` for the whole
     /// batch and a single GEMM, so small layers are not dominated by call
     /// overhead. Returns the output and the im2col matrix, which training
-    /// keeps for the backward pass.
-    pub fn forward_cols(&self, x: &[f32], n: usize) -> (Vec<f32>, Vec<f32>) {
+    /// keeps for the backward pass; a pointwise convolution has none (one
+    /// GEMM per sample on the input itself, which backward takes instead).
+    pub fn forward_cols(&self, x: &[f32], n: usize) -> (Vec<f32>, Option<Vec<f32>>) {
         let [o, oh, ow] = self.out_shape();
         let p = oh * ow;
         let k = self.patch_len();
+        if self.pointwise() {
+            // Every sample's output starts as the bias.
+            let mut y = vec![0.0; n * o * p];
+            for (row, b) in y.chunks_exact_mut(p).zip(self.bias.iter().cycle()) {
+                row.fill(*b);
+            }
+            for (ys, xs) in y.chunks_exact_mut(o * p).zip(x.chunks_exact(k * p)) {
+                gemm(o, k, p, &self.weight, k as isize, 1, xs, p as isize, 1, 1.0, ys);
+            }
+            return (y, None);
+        }
         let np = n * p;
         let cols = self.cols(x, n);
         let mut all = vec![0.0; o * np];
         gemm(o, k, np, &self.weight, k as isize, 1, &cols, np as isize, 1, 0.0, &mut all);
-        let mut y = vec![0.0; n * o * p];
+        let mut y = Vec::with_capacity(n * o * p);
         for s in 0..n {
-            for oc in 0..o {
-                let src = &all[oc * np + s * p..oc * np + (s + 1) * p];
-                let b = self.bias[oc];
-                for (d, v) in y[(s * o + oc) * p..(s * o + oc + 1) * p].iter_mut().zip(src) {
-                    *d = v + b;
-                }
+            for (oc, b) in self.bias.iter().enumerate() {
+                y.extend(all[oc * np + s * p..oc * np + (s + 1) * p].iter().map(|v| v + b));
             }
         }
-        (y, cols)
+        (y, Some(cols))
     }
 
     pub fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
         self.forward_cols(x, n).0
     }
 
-    /// The `[C·kh·kw][n·P]` im2col matrix of a batch (sample `s` in columns
-    /// `s·P..(s + 1)·P`).
+    /// What [`Conv::backward_cols`] takes: the `[C·kh·kw][n·P]` im2col
+    /// matrix of a batch (sample `s` in columns `s·P..(s + 1)·P`), or a
+    /// pointwise convolution's input itself.
     pub(crate) fn cols(&self, x: &[f32], n: usize) -> Vec<f32> {
+        if self.pointwise() {
+            return x.to_vec();
+        }
         let in_len: usize = self.in_shape.iter().product();
         let p: usize = self.out_shape()[1..].iter().product();
         let np = n * p;
@@ -152,9 +170,9 @@ impl Conv {
         self.backward_cols(&self.cols(x, n), dy, n, gw, gb, true)
     }
 
-    /// [`Conv::backward`] from the im2col matrix of [`Conv::forward_cols`];
-    /// `input_grad: false` skips `dx` (the first layer's is never used) and
-    /// returns an empty vector.
+    /// [`Conv::backward`] from what [`Conv::cols`] gives; `input_grad:
+    /// false` skips `dx` (the first layer's is never used) and returns an
+    /// empty vector.
     pub fn backward_cols(
         &self,
         cols: &[f32],
@@ -168,15 +186,28 @@ impl Conv {
         let [o, oh, ow] = self.out_shape();
         let p = oh * ow;
         let k = self.patch_len();
+        if self.pointwise() {
+            let mut dx = vec![0.0; if input_grad { n * in_len } else { 0 }];
+            for (s, (ds, xs)) in dy.chunks_exact(o * p).zip(cols.chunks_exact(k * p)).take(n).enumerate() {
+                for (g, row) in gb.iter_mut().zip(ds.chunks_exact(p)) {
+                    *g += row.iter().sum::<f32>();
+                }
+                // dW[O×C] += dY_s[O×P] · X_sᵀ[P×C]
+                gemm(o, p, k, ds, p as isize, 1, xs, 1, p as isize, 1.0, gw);
+                if input_grad {
+                    // dX_s[C×P] = Wᵀ[C×O] · dY_s[O×P]
+                    let dxs = &mut dx[s * in_len..(s + 1) * in_len];
+                    gemm(k, o, p, &self.weight, 1, k as isize, ds, p as isize, 1, 0.0, dxs);
+                }
+            }
+            return dx;
+        }
         let np = n * p;
         // dY as [O][n·P].
-        let mut dall = vec![0.0; o * np];
-        for s in 0..n {
-            for oc in 0..o {
-                let src = &dy[(s * o + oc) * p..(s * o + oc + 1) * p];
-                dall[oc * np + s * p..oc * np + (s + 1) * p].copy_from_slice(src);
-            }
-        }
+        let dall: Vec<f32> = (0..o)
+            .flat_map(|oc| (0..n).flat_map(move |s| &dy[(s * o + oc) * p..(s * o + oc + 1) * p]))
+            .copied()
+            .collect();
         for (oc, g) in gb.iter_mut().enumerate() {
             *g += dall[oc * np..(oc + 1) * np].iter().sum::<f32>();
         }
@@ -214,16 +245,16 @@ impl LayerKind for Conv {
 
     fn forward_train(&self, x: &[f32], n: usize, _: &mut dyn RngCore) -> (Vec<f32>, Saved) {
         let (y, cols) = self.forward_cols(x, n);
-        (y, Saved::Cols(cols))
+        (y, cols.map_or(Saved::Nothing, Saved::Cols))
     }
 
     fn replay(&self, x: &[f32], n: usize) -> Saved {
-        Saved::Cols(self.cols(x, n))
+        if self.pointwise() { Saved::Nothing } else { Saved::Cols(self.cols(x, n)) }
     }
 
     fn backward(
         &self,
-        _: &[f32],
+        x: &[f32],
         saved: &Saved,
         d: &mut Vec<f32>,
         n: usize,
@@ -231,7 +262,12 @@ impl LayerKind for Conv {
         input_grad: bool,
     ) -> Vec<f32> {
         let (gw, gb) = grads.split_at_mut(1);
-        let Saved::Cols(cols) = saved else { unreachable!("the forward pass records im2col for a conv layer") };
+        let cols = match saved {
+            Saved::Cols(cols) => cols,
+            // A pointwise convolution works on its input.
+            _ if self.pointwise() => x,
+            _ => unreachable!("the forward pass records im2col for a conv layer"),
+        };
         self.backward_cols(cols, d, n, &mut gw[0], &mut gb[0], input_grad)
     }
 
@@ -336,6 +372,8 @@ mod tests {
             // KWS's first layer in small: a tall window, strides per axis.
             ([1, 9, 5], [4, 2], [2, 1], Padding::Same),
             ([2, 7, 6], [3, 2], [1, 2], Padding::Valid),
+            // Pointwise: a product per sample on the input itself.
+            ([3, 4, 5], [1, 1], [1, 1], Padding::Same),
         ] {
             let conv = Conv::new(shape, 3, k, s, pad, &mut rng).unwrap();
             let n = 2;

@@ -1,12 +1,15 @@
 //! Depthwise convolution (one filter per channel, depth multiplier 1),
-//! channels-first: input `[C, H, W]`, weight `[C][kh][kw]`. Direct loops:
-//! the per-channel work is too small for a GEMM to pay off.
+//! channels-first like the other layers: input `[C, H, W]`, weight
+//! `[C][kh][kw]`. Direct loops, computed channels-last: the per-channel
+//! work is too small for a GEMM to pay off, and rows are short (5 wide in
+//! a keyword spotter) while the channels are many, so each tap is one
+//! vector operation over the channels.
 
 use anyhow::Result;
-use rand::Rng;
+use rand::{Rng, RngCore};
 use tinykd_runtime::format::{Op, layer::PARAM_COUNT};
 
-use super::geometry::{Shape, TapRun, fits, tap_runs, window2d};
+use super::geometry::{Shape, fits, tap_runs, window2d};
 use super::layer::{Device, DeviceWeights, LayerKind, Saved, weight_and_bias, window_params};
 use super::onnx::{Builder, Cursor, attr_int, window_attrs};
 use super::spec::Padding;
@@ -49,41 +52,50 @@ impl Depthwise {
         self.geometry().0
     }
 
-    /// Visits the in-bounds taps run by run: `(o, i, k, len)` means outputs
-    /// `o..o + len` read inputs `i, i + stride, …` with weight `k`.
-    fn runs(&self, runs: &[TapRun], mut f: impl FnMut(usize, usize, usize, usize)) {
-        let ([c, oh, ow], _) = self.geometry();
-        let [_, h, w] = self.in_shape;
+    /// The weights as `[kh·kw][C]`, a row per tap.
+    fn weight_rows(&self) -> Vec<f32> {
+        let c = self.in_shape[0];
         let taps = self.kernel[0] * self.kernel[1];
+        let mut t = vec![0.0; self.weight.len()];
         for ci in 0..c {
-            for r in runs {
-                f(ci * oh * ow + r.out, ci * h * w + r.input, ci * taps + r.tap, r.len);
+            for k in 0..taps {
+                t[k * c + ci] = self.weight[ci * taps + k];
             }
         }
+        t
     }
 
     pub fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
-        let in_len: usize = self.in_shape.iter().product();
-        let [c, oh, ow] = self.out_shape();
-        let p = oh * ow;
+        self.forward_hwc(&to_hwc(x, n, self.in_shape), n)
+    }
+
+    /// Forward from the channels-last input `xt` (`[n][H·W][C]`).
+    fn forward_hwc(&self, xt: &[f32], n: usize) -> Vec<f32> {
+        let [c, h, w] = self.in_shape;
+        let out = self.out_shape();
+        let p = out[1] * out[2];
         let s = self.stride[1];
+        let wt = self.weight_rows();
         let runs = tap_runs(self.in_shape, self.kernel, self.stride, self.padding);
-        let mut y = vec![0.0; n * c * p];
-        for smp in 0..n {
-            let xs = &x[smp * in_len..(smp + 1) * in_len];
-            let ys = &mut y[smp * c * p..(smp + 1) * c * p];
-            for (ci, b) in self.bias.iter().enumerate() {
-                ys[ci * p..(ci + 1) * p].iter_mut().for_each(|v| *v = *b);
-            }
-            self.runs(&runs, |o, i, k, len| {
-                let w = self.weight[k];
-                let src = &xs[i..i + (len - 1) * s + 1];
-                for (j, d) in ys[o..o + len].iter_mut().enumerate() {
-                    *d += src[j * s] * w;
-                }
-            });
+        let mut yt = Vec::with_capacity(n * p * c);
+        for _ in 0..n * p {
+            yt.extend_from_slice(&self.bias);
         }
-        y
+        for smp in 0..n {
+            let xs = &xt[smp * h * w * c..(smp + 1) * h * w * c];
+            let ys = &mut yt[smp * p * c..(smp + 1) * p * c];
+            for r in &runs {
+                let wr = &wt[r.tap * c..(r.tap + 1) * c];
+                for j in 0..r.len {
+                    let (o, i) = (r.out + j, r.input + j * s);
+                    let (yr, xr) = (&mut ys[o * c..(o + 1) * c], &xs[i * c..(i + 1) * c]);
+                    for ((y, x), w) in yr.iter_mut().zip(xr).zip(wr) {
+                        *y += x * w;
+                    }
+                }
+            }
+        }
+        to_chw(&yt, n, out)
     }
 
     pub fn backward(&self, x: &[f32], dy: &[f32], n: usize, gw: &mut [f32], gb: &mut [f32]) -> Vec<f32> {
@@ -100,38 +112,84 @@ impl Depthwise {
         gb: &mut [f32],
         input_grad: bool,
     ) -> Vec<f32> {
-        let in_len: usize = self.in_shape.iter().product();
-        let [c, oh, ow] = self.out_shape();
-        let p = oh * ow;
-        let s = self.stride[1];
-        let runs = tap_runs(self.in_shape, self.kernel, self.stride, self.padding);
-        let mut dx = vec![0.0; if input_grad { n * in_len } else { 0 }];
-        for smp in 0..n {
-            let xs = &x[smp * in_len..(smp + 1) * in_len];
-            let dys = &dy[smp * c * p..(smp + 1) * c * p];
-            let dxs = if input_grad { &mut dx[smp * in_len..(smp + 1) * in_len] } else { &mut [][..] };
-            for (ci, g) in gb.iter_mut().enumerate() {
-                *g += dys[ci * p..(ci + 1) * p].iter().sum::<f32>();
-            }
-            self.runs(&runs, |o, i, k, len| {
-                let w = self.weight[k];
-                let mut acc = 0.0;
-                let src = &xs[i..i + (len - 1) * s + 1];
-                for (j, g) in dys[o..o + len].iter().enumerate() {
-                    acc += g * src[j * s];
-                }
-                gw[k] += acc;
-                if !input_grad {
-                    return;
-                }
-                let dst = &mut dxs[i..i + (len - 1) * s + 1];
-                for (j, g) in dys[o..o + len].iter().enumerate() {
-                    dst[j * s] += g * w;
-                }
-            });
-        }
-        dx
+        self.backward_hwc(&to_hwc(x, n, self.in_shape), dy, n, gw, gb, input_grad)
     }
+
+    /// [`Depthwise::backward_with`] from the channels-last input `xt`.
+    /// Channels-last, each tap is a vector operation over the channels
+    /// (64 in a keyword spotter) instead of a run along a row (5 wide).
+    fn backward_hwc(
+        &self,
+        xt: &[f32],
+        dy: &[f32],
+        n: usize,
+        gw: &mut [f32],
+        gb: &mut [f32],
+        input_grad: bool,
+    ) -> Vec<f32> {
+        let [c, h, w] = self.in_shape;
+        let out = self.out_shape();
+        let p = out[1] * out[2];
+        let s = self.stride[1];
+        let taps = self.kernel[0] * self.kernel[1];
+        let wt = self.weight_rows();
+        let runs = tap_runs(self.in_shape, self.kernel, self.stride, self.padding);
+        let dyt = to_hwc(dy, n, out);
+        let mut gwt = vec![0.0; taps * c];
+        let mut dxt = vec![0.0; if input_grad { n * h * w * c } else { 0 }];
+        for smp in 0..n {
+            let xs = &xt[smp * h * w * c..(smp + 1) * h * w * c];
+            let ds = &dyt[smp * p * c..(smp + 1) * p * c];
+            for row in ds.chunks_exact(c) {
+                gb.iter_mut().zip(row).for_each(|(g, d)| *g += d);
+            }
+            for r in &runs {
+                let (wr, gr) = (&wt[r.tap * c..(r.tap + 1) * c], &mut gwt[r.tap * c..(r.tap + 1) * c]);
+                for j in 0..r.len {
+                    let (o, i) = (r.out + j, r.input + j * s);
+                    let (dr, xr) = (&ds[o * c..(o + 1) * c], &xs[i * c..(i + 1) * c]);
+                    for ((g, d), x) in gr.iter_mut().zip(dr).zip(xr) {
+                        *g += d * x;
+                    }
+                    if input_grad {
+                        let dxr = &mut dxt[(smp * h * w + i) * c..(smp * h * w + i + 1) * c];
+                        for ((g, d), w) in dxr.iter_mut().zip(dr).zip(wr) {
+                            *g += d * w;
+                        }
+                    }
+                }
+            }
+        }
+        for ci in 0..c {
+            for k in 0..taps {
+                gw[ci * taps + k] += gwt[k * c + ci];
+            }
+        }
+        if input_grad { to_chw(&dxt, n, self.in_shape) } else { Vec::new() }
+    }
+}
+
+/// `[n][C][H·W]` → `[n][H·W][C]` (collected in order: no zeroing pass).
+fn to_hwc(x: &[f32], n: usize, [c, h, w]: Shape) -> Vec<f32> {
+    transpose(x, n, c, h * w)
+}
+
+/// `[n][H·W][C]` → `[n][C][H·W]`.
+fn to_chw(t: &[f32], n: usize, [c, h, w]: Shape) -> Vec<f32> {
+    transpose(t, n, h * w, c)
+}
+
+/// Each of `n` `rows × cols` matrices transposed.
+fn transpose(x: &[f32], n: usize, rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0.0; n * rows * cols];
+    for (src, dst) in x.chunks_exact(rows * cols).zip(t.chunks_exact_mut(rows * cols)) {
+        for (r, row) in src.chunks_exact(cols).enumerate() {
+            for (c, v) in row.iter().enumerate() {
+                dst[c * rows + r] = *v;
+            }
+        }
+    }
+    t
 }
 
 impl LayerKind for Depthwise {
@@ -149,17 +207,30 @@ impl LayerKind for Depthwise {
         Depthwise::forward(self, x, n)
     }
 
+    /// Keeps the channels-last input for the backward pass.
+    fn forward_train(&self, x: &[f32], n: usize, _: &mut dyn RngCore) -> (Vec<f32>, Saved) {
+        let xt = to_hwc(x, n, self.in_shape);
+        (self.forward_hwc(&xt, n), Saved::Cols(xt))
+    }
+
+    fn replay(&self, x: &[f32], n: usize) -> Saved {
+        Saved::Cols(to_hwc(x, n, self.in_shape))
+    }
+
     fn backward(
         &self,
         x: &[f32],
-        _: &Saved,
+        saved: &Saved,
         d: &mut Vec<f32>,
         n: usize,
         grads: &mut [Vec<f32>],
         input_grad: bool,
     ) -> Vec<f32> {
         let (gw, gb) = grads.split_at_mut(1);
-        self.backward_with(x, d, n, &mut gw[0], &mut gb[0], input_grad)
+        match saved {
+            Saved::Cols(xt) => self.backward_hwc(xt, d, n, &mut gw[0], &mut gb[0], input_grad),
+            _ => self.backward_with(x, d, n, &mut gw[0], &mut gb[0], input_grad),
+        }
     }
 
     fn device(&self) -> Device {

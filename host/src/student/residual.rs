@@ -37,7 +37,7 @@ impl Add {
         let (added, saved) = match &self.projection {
             Some(p) => {
                 let (y, cols) = p.forward_cols(skip, n);
-                (std::borrow::Cow::Owned(y), Saved::Cols(cols))
+                (std::borrow::Cow::Owned(y), Saved::Cols(cols.unwrap_or_else(|| skip.to_vec())))
             }
             None => (std::borrow::Cow::Borrowed(skip), Saved::Nothing),
         };

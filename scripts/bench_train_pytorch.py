@@ -7,7 +7,9 @@ Supports the spec language as tinykd expands it (blocks and named
 architectures arrive as their layers): dense(N), conv1d(C,kK[,sS]
 [,same|valid]), conv2d(C,kK|kHxW[,sS|sHxW][,same|valid]), dwconv1d(…),
 dwconv2d(…), maxpool(K|HxW[,sS|sHxW]), avgpool(…), bn, relu, relu6,
-dropout(P), gap, flatten. SAME padding is TFLite's (the odd pixel after),
+dropout(P), gap, flatten, res( … ) (the block's input added to its
+output, through a 1×1 projection with the body's stride when the shapes
+differ). SAME padding is TFLite's (the odd pixel after),
 as tinykd trains. 2-D students are timed in PyTorch's default memory
 format and in channels-last, and the faster is reported (both are in the
 JSON). Needs torch and numpy.
@@ -38,19 +40,52 @@ def same_pad(size, k, s):
     return total // 2, total - total // 2
 
 
-def parse(spec, in_shape):
-    """The student as an nn.Sequential and its input shape (channels first)."""
-    if len(in_shape) == 1:
-        shape = (1, 1, in_shape[0])
-    elif len(in_shape) == 2:
-        shape = (in_shape[0], 1, in_shape[1])
-    else:
-        shape = tuple(in_shape)
-    two_d = len(in_shape) == 3
-    c, h, w = shape
-    layers, flat = [], False
-    for tok in re.findall(r"[\w-]+(?:\([^)]*\))?", spec):
+def tokens(spec):
+    """Whitespace-separated tokens, parentheses kept whole (res( … ) nests)."""
+    out, cur, depth = [], "", 0
+    for ch in spec:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch.isspace() and depth == 0:
+            if cur:
+                out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    if cur:
+        out.append(cur)
+    return out
+
+
+class Residual(nn.Module):
+    def __init__(self, body, projection):
+        super().__init__()
+        self.body, self.projection = body, projection
+
+    def forward(self, x):
+        skip = x if self.projection is None else self.projection(x)
+        return self.body(x) + skip
+
+
+def build(spec, state, two_d):
+    """The layers of `spec` from `state` = [c, h, w, flat, stride_h, stride_w]."""
+    layers = []
+    for tok in tokens(spec):
         name, _, args = tok.partition("(")
+        if name == "res":
+            before = list(state)
+            state[4:6] = [1, 1]
+            body = nn.Sequential(*build(args[:-1], state, two_d))
+            c, h, w, _, sh, sw = state
+            projection = None
+            if (c, h, w) != tuple(before[:3]):
+                projection = nn.Conv2d(before[0], c, 1, stride=(sh, sw))
+            layers.append(Residual(body, projection))
+            state[4:6] = [before[4] * sh, before[5] * sw]
+            continue
+        c, h, w, flat = state[:4]
         args = [a.strip() for a in args.rstrip(")").split(",") if a.strip()]
         if name == "dense":
             if not flat:
@@ -79,6 +114,7 @@ def parse(spec, in_shape):
                 layers.append(nn.ZeroPad2d((pl, pr, pt, pb)))
                 layers.append(nn.Conv2d(c, out, (kh, kw), stride=(sh, sw), groups=groups))
             h, w, c = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1, out
+            state[4:6] = [state[4] * sh, state[5] * sw]
         elif name in ("maxpool", "avgpool"):
             kh, kw = extent(args[0])
             sh, sw = extent(args[1][1:]) if len(args) > 1 else (kh, kw)
@@ -86,6 +122,7 @@ def parse(spec, in_shape):
                 kh, sh = 1, 1
             layers.append((nn.MaxPool2d if name == "maxpool" else nn.AvgPool2d)((kh, kw), stride=(sh, sw)))
             h, w = (h - kh) // sh + 1, (w - kw) // sw + 1
+            state[4:6] = [state[4] * sh, state[5] * sw]
         elif name == "bn":
             layers.append(nn.BatchNorm2d(c) if not flat else nn.BatchNorm1d(c))
         elif name == "dropout":
@@ -103,7 +140,20 @@ def parse(spec, in_shape):
             flat, c = True, c * h * w
         else:
             raise SystemExit(f"bench_train_pytorch.py: unsupported layer {tok}")
-    return nn.Sequential(*layers), shape
+        state[:4] = [c, h, w, flat]
+    return layers
+
+
+def parse(spec, in_shape):
+    """The student as an nn.Sequential and its input shape (channels first)."""
+    if len(in_shape) == 1:
+        shape = (1, 1, in_shape[0])
+    elif len(in_shape) == 2:
+        shape = (in_shape[0], 1, in_shape[1])
+    else:
+        shape = tuple(in_shape)
+    state = [shape[0], shape[1], shape[2], False, 1, 1]
+    return nn.Sequential(*build(spec, state, len(in_shape) == 3)), shape
 
 
 def train(a, x, y, teacher, channels_last):

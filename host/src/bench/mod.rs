@@ -27,10 +27,38 @@ pub struct Throughput {
     pub parameters: usize,
 }
 
+/// Floating-point operations of one training sample: the forward pass's
+/// multiply-accumulates, twice again in the backward pass (input and
+/// weight gradients), two operations each.
+pub fn training_flops_per_sample(student: &Student) -> f64 {
+    6.0 * student.macs_per_sample() as f64
+}
+
+/// The machine's float throughput as a matrix product reaches it: one
+/// 1024×1024×1024 SGEMM per core, both cores at once (the trainer's GEMM,
+/// `matrixmultiply`), in GFLOP/s. The peak a training run's share is
+/// taken of.
+pub fn gemm_peak_gflops() -> f64 {
+    const N: usize = 1024;
+    let a: Vec<f32> = (0..N * N).map(|i| (i % 17) as f32 * 0.01).collect();
+    let b = a.clone();
+    let run = || {
+        let mut c = vec![0.0f32; N * N];
+        let start = Instant::now();
+        for _ in 0..3 {
+            crate::student::dense::gemm(N, N, N, &a, N as isize, 1, &b, N as isize, 1, 0.0, &mut c);
+        }
+        3.0 * 2.0 * (N * N * N) as f64 / start.elapsed().as_secs_f64() / 1e9
+    };
+    run();
+    let (x, y) = rayon::join(run, run);
+    x + y
+}
+
 /// tinykd's training throughput: KD loss against fixed random teacher
-/// logits; and the student's spec as its layers (blocks and named
-/// architectures expanded, for the PyTorch side).
-pub fn tinykd_training(data: &Path, spec: &str, epochs: usize, batch_size: usize) -> Result<(Throughput, String)> {
+/// logits; and the trained student (its spec is the layers, blocks and
+/// named architectures expanded, for the PyTorch side).
+pub fn tinykd_training(data: &Path, spec: &str, epochs: usize, batch_size: usize) -> Result<(Throughput, Student)> {
     let d = Dataset::load(data, LoadOptions::default())?;
     let y = d.labels(SplitName::Train)?;
     let classes = d.class_count;
@@ -62,7 +90,7 @@ pub fn tinykd_training(data: &Path, spec: &str, epochs: usize, batch_size: usize
         seconds,
         parameters: student.param_count(),
     };
-    Ok((throughput, student.spec))
+    Ok((throughput, student))
 }
 
 /// The PyTorch script shipped with tinykd.
@@ -175,6 +203,8 @@ pub fn teachers(teachers: &[PathBuf], data: &Path) -> Vec<TeacherBench> {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StudentBench {
     pub student: String,
+    /// Training operations per sample ([`training_flops_per_sample`]).
+    pub flops_per_sample: f64,
     pub tinykd: Throughput,
     /// `None` when the Python has no torch.
     pub pytorch: Option<Throughput>,
@@ -187,10 +217,11 @@ pub struct StudentBench {
 pub fn students(data: &Path, specs: &str, epochs: usize, batch_size: usize, python: &str) -> Result<Vec<StudentBench>> {
     let mut out = Vec::new();
     for spec in specs.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-        let (tinykd, layers) = tinykd_training(data, spec, epochs, batch_size)?;
-        let pytorch = pytorch_training(python, data, &layers, epochs, batch_size)?;
+        let (tinykd, student) = tinykd_training(data, spec, epochs, batch_size)?;
+        let pytorch = pytorch_training(python, data, &student.spec, epochs, batch_size)?;
         let ratio = pytorch.as_ref().map(|t| tinykd.samples_per_second / t.samples_per_second);
-        out.push(StudentBench { student: spec.to_owned(), tinykd, pytorch, ratio });
+        let flops_per_sample = training_flops_per_sample(&student);
+        out.push(StudentBench { student: spec.to_owned(), flops_per_sample, tinykd, pytorch, ratio });
     }
     Ok(out)
 }

@@ -126,11 +126,16 @@ pub(super) fn bench(a: BenchArgs, progress: &Progress) -> Result<()> {
     }
     let specs = a.student.as_deref().unwrap_or("");
     let students = crate::bench::students(&data, specs, a.epochs, a.batch_size, &a.python)?;
+    // The machine's GEMM throughput, measured after the runs it is compared with.
+    let peak = (!students.is_empty()).then(crate::bench::gemm_peak_gflops);
     if a.json {
         let mut rows: Vec<serde_json::Value> =
             teachers.iter().map(|t| serde_json::json!({ "teacher": t.teacher, "throughput": t.throughput })).collect();
         for s in &students {
             rows.push(serde_json::to_value(s)?);
+        }
+        if let Some(p) = peak {
+            rows.push(serde_json::json!({ "gemm_peak_gflops": p }));
         }
         outln!("{}", serde_json::to_string(&rows)?);
         return Ok(());
@@ -146,15 +151,31 @@ pub(super) fn bench(a: BenchArgs, progress: &Progress) -> Result<()> {
             }
         }
     }
+    let gflops = |samples_per_second: f64, flops: f64| {
+        let g = samples_per_second * flops / 1e9;
+        match peak {
+            Some(p) if p > 0.0 => format!("{g:>6.1} GFLOP/s, {:>4.1} % of peak", 100.0 * g / p),
+            _ => format!("{g:>6.1} GFLOP/s"),
+        }
+    };
     for s in &students {
         outln!("{} ({} parameters), batch {}, {} epochs:", s.student, s.tinykd.parameters, a.batch_size, a.epochs);
-        outln!("  tinykd   {:>10.0} samples/s", s.tinykd.samples_per_second);
+        outln!(
+            "  tinykd   {:>10.0} samples/s  {}",
+            s.tinykd.samples_per_second,
+            gflops(s.tinykd.samples_per_second, s.flops_per_sample)
+        );
         match (&s.pytorch, s.ratio) {
-            (Some(t), Some(r)) => {
-                outln!("  PyTorch  {:>10.0} samples/s  → tinykd is {r:.2}× PyTorch", t.samples_per_second)
-            }
+            (Some(t), Some(r)) => outln!(
+                "  PyTorch  {:>10.0} samples/s  {}  → tinykd is {r:.2}× PyTorch",
+                t.samples_per_second,
+                gflops(t.samples_per_second, s.flops_per_sample)
+            ),
             _ => outln!("  PyTorch  not available ({} has no torch)", a.python),
         }
+    }
+    if let Some(p) = peak {
+        outln!("peak: {p:.1} GFLOP/s (a 1024³ SGEMM per core, both cores; a training sample is 6 × its MACs)");
     }
     Ok(())
 }

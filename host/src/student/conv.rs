@@ -3,7 +3,7 @@
 //! TFLite (`geometry::window`), so training sees the device's windows.
 
 use anyhow::Result;
-use rand::{Rng, RngCore};
+use rand::Rng;
 use tinykd_runtime::format::{Op, layer::PARAM_COUNT};
 
 use super::dense::gemm;
@@ -110,72 +110,71 @@ impl Conv {
         self.kernel == [1, 1] && self.stride == [1, 1]
     }
 
-    /// Forward over a batch: one im2col matrix `[K][n·P]` for the whole
-    /// batch and a single GEMM, so small layers are not dominated by call
-    /// overhead. Returns the output and the im2col matrix, which training
-    /// keeps for the backward pass; a pointwise convolution has none (one
-    /// GEMM per sample on the input itself, which backward takes instead).
-    pub fn forward_cols(&self, x: &[f32], n: usize) -> (Vec<f32>, Option<Vec<f32>>) {
+    /// Samples per GEMM of a batch of `n`: enough output positions for an
+    /// efficient product, few enough that the group's im2col matrix stays
+    /// in the core's cache between being written and being multiplied.
+    fn group(&self, n: usize) -> usize {
+        let p: usize = self.out_shape()[1..].iter().product();
+        (GEMM_COLUMNS / p.max(1)).clamp(1, n.max(1))
+    }
+
+    /// Forward over a batch. A pointwise convolution is one GEMM per
+    /// sample on its input; any other runs a group of samples at a time
+    /// through an im2col matrix `[C·kh·kw][group·P]` and one GEMM.
+    pub fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
         let [o, oh, ow] = self.out_shape();
         let p = oh * ow;
         let k = self.patch_len();
+        let in_len: usize = self.in_shape.iter().product();
+        // Every sample's output starts as the bias.
+        let mut y = vec![0.0; n * o * p];
+        for (row, b) in y.chunks_exact_mut(p).zip(self.bias.iter().cycle()) {
+            row.fill(*b);
+        }
         if self.pointwise() {
-            // Every sample's output starts as the bias.
-            let mut y = vec![0.0; n * o * p];
-            for (row, b) in y.chunks_exact_mut(p).zip(self.bias.iter().cycle()) {
-                row.fill(*b);
-            }
             for (ys, xs) in y.chunks_exact_mut(o * p).zip(x.chunks_exact(k * p)) {
                 gemm(o, k, p, &self.weight, k as isize, 1, xs, p as isize, 1, 1.0, ys);
             }
-            return (y, None);
+            return y;
         }
-        let np = n * p;
-        let cols = self.cols(x, n);
-        let mut all = vec![0.0; o * np];
-        gemm(o, k, np, &self.weight, k as isize, 1, &cols, np as isize, 1, 0.0, &mut all);
-        let mut y = Vec::with_capacity(n * o * p);
-        for s in 0..n {
-            for (oc, b) in self.bias.iter().enumerate() {
-                y.extend(all[oc * np + s * p..oc * np + (s + 1) * p].iter().map(|v| v + b));
+        let g = self.group(n);
+        let gp = g * p;
+        let runs = tap_runs(self.in_shape, self.kernel, self.stride, self.padding);
+        // Zeroed once: every group writes the same in-bounds entries, and
+        // the others are the zero padding.
+        let mut cols = vec![0.0; k * gp];
+        let mut out = vec![0.0; o * gp];
+        for first in (0..n).step_by(g) {
+            let m = g.min(n - first);
+            for j in 0..m {
+                let s = first + j;
+                self.im2col(&runs, &x[s * in_len..(s + 1) * in_len], &mut cols, gp, j * p);
+            }
+            // The product's rows are m·P long (the last group may be short).
+            let mp = m * p;
+            gemm(o, k, mp, &self.weight, k as isize, 1, &cols, gp as isize, 1, 0.0, &mut out);
+            for j in 0..m {
+                let ys = &mut y[(first + j) * o * p..(first + j + 1) * o * p];
+                for (oc, row) in ys.chunks_exact_mut(p).enumerate() {
+                    row.iter_mut().zip(&out[oc * mp + j * p..oc * mp + (j + 1) * p]).for_each(|(d, v)| *d += v);
+                }
             }
         }
-        (y, Some(cols))
-    }
-
-    pub fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
-        self.forward_cols(x, n).0
-    }
-
-    /// What [`Conv::backward_cols`] takes: the `[C·kh·kw][n·P]` im2col
-    /// matrix of a batch (sample `s` in columns `s·P..(s + 1)·P`), or a
-    /// pointwise convolution's input itself.
-    pub(crate) fn cols(&self, x: &[f32], n: usize) -> Vec<f32> {
-        if self.pointwise() {
-            return x.to_vec();
-        }
-        let in_len: usize = self.in_shape.iter().product();
-        let p: usize = self.out_shape()[1..].iter().product();
-        let np = n * p;
-        let mut cols = vec![0.0; self.patch_len() * np];
-        let runs = tap_runs(self.in_shape, self.kernel, self.stride, self.padding);
-        for s in 0..n {
-            self.im2col(&runs, &x[s * in_len..(s + 1) * in_len], &mut cols, np, s * p);
-        }
-        cols
+        y
     }
 
     /// Accumulates `dW`, `db` into `gw`, `gb`; returns `dx`.
     pub fn backward(&self, x: &[f32], dy: &[f32], n: usize, gw: &mut [f32], gb: &mut [f32]) -> Vec<f32> {
-        self.backward_cols(&self.cols(x, n), dy, n, gw, gb, true)
+        self.backward_with(x, dy, n, gw, gb, true)
     }
 
-    /// [`Conv::backward`] from what [`Conv::cols`] gives; `input_grad:
-    /// false` skips `dx` (the first layer's is never used) and returns an
-    /// empty vector.
-    pub fn backward_cols(
+    /// [`Conv::backward`]; `input_grad: false` skips `dx` (the first
+    /// layer's is never used) and returns an empty vector. The im2col
+    /// matrices are built again, a group at a time, rather than kept from
+    /// the forward pass: a whole batch's would be kh·kw times its input.
+    pub fn backward_with(
         &self,
-        cols: &[f32],
+        x: &[f32],
         dy: &[f32],
         n: usize,
         gw: &mut [f32],
@@ -186,12 +185,12 @@ impl Conv {
         let [o, oh, ow] = self.out_shape();
         let p = oh * ow;
         let k = self.patch_len();
+        for (i, row) in dy.chunks_exact(p).take(n * o).enumerate() {
+            gb[i % o] += row.iter().sum::<f32>();
+        }
+        let mut dx = vec![0.0; if input_grad { n * in_len } else { 0 }];
         if self.pointwise() {
-            let mut dx = vec![0.0; if input_grad { n * in_len } else { 0 }];
-            for (s, (ds, xs)) in dy.chunks_exact(o * p).zip(cols.chunks_exact(k * p)).take(n).enumerate() {
-                for (g, row) in gb.iter_mut().zip(ds.chunks_exact(p)) {
-                    *g += row.iter().sum::<f32>();
-                }
+            for (s, (ds, xs)) in dy.chunks_exact(o * p).zip(x.chunks_exact(k * p)).take(n).enumerate() {
                 // dW[O×C] += dY_s[O×P] · X_sᵀ[P×C]
                 gemm(o, p, k, ds, p as isize, 1, xs, 1, p as isize, 1.0, gw);
                 if input_grad {
@@ -202,31 +201,40 @@ impl Conv {
             }
             return dx;
         }
-        let np = n * p;
-        // dY as [O][n·P].
-        let dall: Vec<f32> = (0..o)
-            .flat_map(|oc| (0..n).flat_map(move |s| &dy[(s * o + oc) * p..(s * o + oc + 1) * p]))
-            .copied()
-            .collect();
-        for (oc, g) in gb.iter_mut().enumerate() {
-            *g += dall[oc * np..(oc + 1) * np].iter().sum::<f32>();
-        }
-        // dW[O×K] += dY[O×nP] · colsᵀ[nP×K]
-        gemm(o, np, k, &dall, np as isize, 1, cols, 1, np as isize, 1.0, gw);
-        if !input_grad {
-            return Vec::new();
-        }
-        // dcols[K×nP] = Wᵀ[K×O] · dY[O×nP]
-        let mut dcols = vec![0.0; k * np];
-        gemm(k, o, np, &self.weight, 1, k as isize, &dall, np as isize, 1, 0.0, &mut dcols);
-        let mut dx = vec![0.0; n * in_len];
+        let g = self.group(n);
+        let gp = g * p;
         let runs = tap_runs(self.in_shape, self.kernel, self.stride, self.padding);
-        for s in 0..n {
-            self.col2im(&runs, &dcols, &mut dx[s * in_len..(s + 1) * in_len], np, s * p);
+        let mut cols = vec![0.0; k * gp];
+        let mut dyg = vec![0.0; o * gp];
+        let mut dcols = vec![0.0; if input_grad { k * gp } else { 0 }];
+        for first in (0..n).step_by(g) {
+            let m = g.min(n - first);
+            for j in 0..m {
+                let s = first + j;
+                self.im2col(&runs, &x[s * in_len..(s + 1) * in_len], &mut cols, gp, j * p);
+                for oc in 0..o {
+                    dyg[oc * gp + j * p..oc * gp + (j + 1) * p]
+                        .copy_from_slice(&dy[(s * o + oc) * p..(s * o + oc + 1) * p]);
+                }
+            }
+            let mp = m * p;
+            // dW[O×K] += dY[O×mP] · colsᵀ[mP×K]
+            gemm(o, mp, k, &dyg, gp as isize, 1, &cols, 1, gp as isize, 1.0, gw);
+            if input_grad {
+                // dcols[K×mP] = Wᵀ[K×O] · dY[O×mP], rows m·P long.
+                gemm(k, o, mp, &self.weight, 1, k as isize, &dyg, gp as isize, 1, 0.0, &mut dcols);
+                for j in 0..m {
+                    let s = first + j;
+                    self.col2im(&runs, &dcols, &mut dx[s * in_len..(s + 1) * in_len], mp, j * p);
+                }
+            }
         }
         dx
     }
 }
+
+/// Output positions per GEMM in [`Conv::forward`] and its backward pass.
+const GEMM_COLUMNS: usize = 512;
 
 impl LayerKind for Conv {
     weight_and_bias!();
@@ -243,32 +251,18 @@ impl LayerKind for Conv {
         Conv::forward(self, x, n)
     }
 
-    fn forward_train(&self, x: &[f32], n: usize, _: &mut dyn RngCore) -> (Vec<f32>, Saved) {
-        let (y, cols) = self.forward_cols(x, n);
-        (y, cols.map_or(Saved::Nothing, Saved::Cols))
-    }
-
-    fn replay(&self, x: &[f32], n: usize) -> Saved {
-        if self.pointwise() { Saved::Nothing } else { Saved::Cols(self.cols(x, n)) }
-    }
 
     fn backward(
         &self,
         x: &[f32],
-        saved: &Saved,
+        _: &Saved,
         d: &mut Vec<f32>,
         n: usize,
         grads: &mut [Vec<f32>],
         input_grad: bool,
     ) -> Vec<f32> {
         let (gw, gb) = grads.split_at_mut(1);
-        let cols = match saved {
-            Saved::Cols(cols) => cols,
-            // A pointwise convolution works on its input.
-            _ if self.pointwise() => x,
-            _ => unreachable!("the forward pass records im2col for a conv layer"),
-        };
-        self.backward_cols(cols, d, n, &mut gw[0], &mut gb[0], input_grad)
+        self.backward_with(x, d, n, &mut gw[0], &mut gb[0], input_grad)
     }
 
     fn device(&self) -> Device {
@@ -359,6 +353,35 @@ mod tests {
             for (a, b) in got.iter().zip(&want) {
                 assert!((a - b).abs() < 1e-4, "{shape:?} k{k:?} s{s:?} {pad:?}: {got:?} vs {want:?}");
             }
+        }
+    }
+
+    /// A batch runs in groups of samples (the last one short): the same
+    /// outputs and gradients as sample by sample.
+    #[test]
+    fn grouped_batches_match_one_sample_at_a_time() {
+        use crate::student::testing::direct_conv;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(12);
+        for (shape, k, s) in [([2, 1, 40], [1, 5], [2, 2]), ([3, 9, 7], [3, 3], [1, 1])] {
+            let conv = Conv::new(shape, 4, k, s, Padding::Same, &mut rng).unwrap();
+            let (in_len, out_len) = (shape.iter().product::<usize>(), conv.out_shape().iter().product::<usize>());
+            let n = 60;
+            assert!(conv.group(n) < n && !n.is_multiple_of(conv.group(n)), "several groups, the last one short");
+            let x: Vec<f32> = (0..n * in_len).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
+            let dy: Vec<f32> = (0..n * out_len).map(|i| ((i * 104_729) % 11) as f32 - 5.0).collect();
+            let want = direct_conv(&x, n, shape, &conv.weight, &conv.bias, k, s, Padding::Same, false);
+            let got = conv.forward(&x, n);
+            assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-3), "{shape:?}");
+            let (mut gw, mut gb) = (vec![0.0; conv.weight.len()], vec![0.0; 4]);
+            let dx = conv.backward(&x, &dy, n, &mut gw, &mut gb);
+            let (mut gw1, mut gb1) = (vec![0.0; conv.weight.len()], vec![0.0; 4]);
+            for i in 0..n {
+                let one = |v: &[f32], len: usize| v[i * len..(i + 1) * len].to_vec();
+                let dx1 = conv.backward(&one(&x, in_len), &one(&dy, out_len), 1, &mut gw1, &mut gb1);
+                assert!(dx1.iter().zip(&dx[i * in_len..]).all(|(a, b)| (a - b).abs() < 1e-3), "{shape:?} dx");
+            }
+            let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(u, v)| (u - v).abs() <= 1e-3 * (1.0 + u.abs()));
+            assert!(close(&gw, &gw1) && close(&gb, &gb1), "{shape:?} weight gradients");
         }
     }
 

@@ -115,7 +115,7 @@ impl Student {
                 k.clone_from(&a);
             }
             a = match l {
-                Layer::Add(add) => add.forward_skip(a, kept[add.from].as_deref().unwrap_or_default(), n).0,
+                Layer::Add(add) => add.forward_skip(a, kept[add.from].as_deref().unwrap_or_default(), n),
                 l => l.forward(a, n),
             };
         }
@@ -128,7 +128,7 @@ impl Student {
         for l in &self.layers {
             let last = acts[acts.len() - 1].clone();
             let next = match l {
-                Layer::Add(add) => add.forward_skip(last, &acts[add.from], n).0,
+                Layer::Add(add) => add.forward_skip(last, &acts[add.from], n),
                 l => l.forward(last, n),
             };
             acts.push(next);

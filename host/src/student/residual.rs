@@ -31,38 +31,25 @@ pub struct Add {
 }
 
 impl Add {
-    /// The sum of the body's output `x` and the block's input `skip`, and
-    /// the projection's im2col matrix (training keeps it).
-    pub fn forward_skip(&self, mut x: Vec<f32>, skip: &[f32], n: usize) -> (Vec<f32>, Saved) {
-        let (added, saved) = match &self.projection {
-            Some(p) => {
-                let (y, cols) = p.forward_cols(skip, n);
-                (std::borrow::Cow::Owned(y), Saved::Cols(cols.unwrap_or_else(|| skip.to_vec())))
-            }
-            None => (std::borrow::Cow::Borrowed(skip), Saved::Nothing),
-        };
-        x.iter_mut().zip(added.iter()).for_each(|(a, b)| *a += b);
-        (x, saved)
-    }
-
-    /// What [`Add::forward_skip`] saves, for a block input `skip`.
-    pub fn replay_skip(&self, skip: &[f32], n: usize) -> Saved {
+    /// The sum of the body's output `x` and the block's input `skip`.
+    pub fn forward_skip(&self, mut x: Vec<f32>, skip: &[f32], n: usize) -> Vec<f32> {
         match &self.projection {
-            Some(p) => Saved::Cols(p.cols(skip, n)),
-            None => Saved::Nothing,
+            Some(p) => x.iter_mut().zip(p.forward(skip, n)).for_each(|(a, b)| *a += b),
+            None => x.iter_mut().zip(skip).for_each(|(a, b)| *a += b),
         }
+        x
     }
 
     /// The block input's gradient for the sum's gradient `d` (the body's
-    /// is `d` itself); accumulates the projection's gradients into `grads`.
-    pub fn skip_grad(&self, saved: &Saved, d: &[f32], n: usize, grads: &mut [Vec<f32>]) -> Vec<f32> {
-        match (&self.projection, saved) {
-            (Some(p), Saved::Cols(cols)) => {
+    /// is `d` itself), the block's input being `skip`; accumulates the
+    /// projection's gradients into `grads`.
+    pub fn skip_grad(&self, skip: &[f32], d: &[f32], n: usize, grads: &mut [Vec<f32>]) -> Vec<f32> {
+        match &self.projection {
+            Some(p) => {
                 let (gw, gb) = grads.split_at_mut(1);
-                p.backward_cols(cols, d, n, &mut gw[0], &mut gb[0], true)
+                p.backward_with(skip, d, n, &mut gw[0], &mut gb[0], true)
             }
-            (Some(_), _) => unreachable!("the forward pass records the projection's im2col"),
-            (None, _) => d.to_vec(),
+            None => d.to_vec(),
         }
     }
 }
@@ -159,21 +146,20 @@ mod tests {
             add.params().into_iter().cloned().collect(),
             |x, params| {
                 let (body, skip) = split(x);
-                with(params).forward_skip(body, &skip, n).0
+                with(params).forward_skip(body, &skip, n)
             },
             |x, params, dy, grads| {
-                let (body, skip) = split(x);
+                let (_, skip) = split(x);
                 let a = with(params);
-                let (_, saved) = a.forward_skip(body, &skip, n);
-                let mut dx = a.backward(&[], &saved, &mut dy.to_vec(), n, grads, true);
-                dx.extend(a.skip_grad(&saved, dy, n, grads));
+                let mut dx = a.backward(&[], &Saved::Nothing, &mut dy.to_vec(), n, grads, true);
+                dx.extend(a.skip_grad(&skip, dy, n, grads));
                 dx
             },
         );
         // Without a projection the block input's gradient is the sum's.
         let identity = Add { from: 0, shape, projection: None };
-        let (y, saved) = identity.forward_skip(vec![1.0, 2.0], &[0.5, -1.0], 1);
+        let y = identity.forward_skip(vec![1.0, 2.0], &[0.5, -1.0], 1);
         assert_eq!(y, [1.5, 1.0]);
-        assert_eq!(identity.skip_grad(&saved, &[3.0, 4.0], 1, &mut []), [3.0, 4.0]);
+        assert_eq!(identity.skip_grad(&[0.5, -1.0], &[3.0, 4.0], 1, &mut []), [3.0, 4.0]);
     }
 }

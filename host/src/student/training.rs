@@ -37,10 +37,7 @@ impl Tape {
             .layers
             .iter()
             .zip(&inputs)
-            .map(|(l, x)| match l {
-                Layer::Add(add) => add.replay_skip(&inputs[add.from], n),
-                l => l.kind().replay(x, n),
-            })
+            .map(|(l, x)| l.kind().replay(x, n))
             .collect();
         Tape { inputs, saved }
     }
@@ -140,7 +137,7 @@ impl Student {
             // The batch's statistics, gathered over every shard.
             (Layer::BatchNorm(b), Some(st)) => (b.normalize(a, n, st), Saved::Stats(st.clone())),
             // The block's input is an earlier layer's, on the tape already.
-            (Layer::Add(add), _) => add.forward_skip(a.clone(), &tape.inputs[add.from], n),
+            (Layer::Add(add), _) => (add.forward_skip(a.clone(), &tape.inputs[add.from], n), Saved::Nothing),
             (layer, _) => layer.kind().forward_train(a, n, rng),
         };
         tape.inputs.push(std::mem::replace(a, next));
@@ -180,7 +177,7 @@ impl Student {
                 for j in (low..top).rev() {
                     add_into(d, skips[j + 1].take());
                     if let Layer::Add(add) = &self.layers[j] {
-                        let g = add.skip_grad(&tape.saved[j], d, *n, &mut grads[j]);
+                        let g = add.skip_grad(&tape.inputs[add.from], d, *n, &mut grads[j]);
                         let slot = &mut skips[add.from];
                         match slot {
                             Some(s) => s.iter_mut().zip(&g).for_each(|(a, b)| *a += b),

@@ -36,8 +36,8 @@ pub fn training_flops_per_sample(student: &Student) -> f64 {
 
 /// The machine's float throughput as a matrix product reaches it: one
 /// 1024×1024×1024 SGEMM per core, both cores at once (the trainer's GEMM,
-/// `matrixmultiply`), in GFLOP/s. The peak a training run's share is
-/// taken of.
+/// `matrixmultiply`), the best of three rounds, in GFLOP/s. The peak a
+/// training run's share is taken of.
 pub fn gemm_peak_gflops() -> f64 {
     const N: usize = 1024;
     let a: Vec<f32> = (0..N * N).map(|i| (i % 17) as f32 * 0.01).collect();
@@ -51,8 +51,7 @@ pub fn gemm_peak_gflops() -> f64 {
         3.0 * 2.0 * (N * N * N) as f64 / start.elapsed().as_secs_f64() / 1e9
     };
     run();
-    let (x, y) = rayon::join(run, run);
-    x + y
+    (0..3).map(|_| rayon::join(run, run)).map(|(x, y)| x + y).fold(0.0, f64::max)
 }
 
 /// tinykd's training throughput: KD loss against fixed random teacher

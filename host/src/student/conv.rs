@@ -115,6 +115,9 @@ impl Conv {
     /// in the core's cache between being written and being multiplied.
     fn group(&self, n: usize) -> usize {
         let p: usize = self.out_shape()[1..].iter().product();
+        if self.patch_len() * n * p <= WHOLE_BATCH_COLS {
+            return n.max(1);
+        }
         (GEMM_COLUMNS / p.max(1)).clamp(1, n.max(1))
     }
 
@@ -185,8 +188,9 @@ impl Conv {
         let [o, oh, ow] = self.out_shape();
         let p = oh * ow;
         let k = self.patch_len();
-        for (i, row) in dy.chunks_exact(p).take(n * o).enumerate() {
-            gb[i % o] += row.iter().sum::<f32>();
+        // db: each channel's sum over the batch, in sample order.
+        for (oc, g) in gb.iter_mut().enumerate() {
+            *g += (0..n).flat_map(|s| &dy[(s * o + oc) * p..(s * o + oc + 1) * p]).sum::<f32>();
         }
         let mut dx = vec![0.0; if input_grad { n * in_len } else { 0 }];
         if self.pointwise() {
@@ -238,6 +242,10 @@ impl Conv {
 /// of 64 … 4,096, 4,096 a third slower).
 const GEMM_COLUMNS: usize = 256;
 
+/// A batch whose im2col matrix has at most this many values (1 MiB) runs
+/// as one group: one GEMM is cheaper than several small ones.
+const WHOLE_BATCH_COLS: usize = 1 << 18;
+
 impl LayerKind for Conv {
     weight_and_bias!();
 
@@ -252,7 +260,6 @@ impl LayerKind for Conv {
     fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
         Conv::forward(self, x, n)
     }
-
 
     fn backward(
         &self,
@@ -364,10 +371,9 @@ mod tests {
     fn grouped_batches_match_one_sample_at_a_time() {
         use crate::student::testing::direct_conv;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(12);
-        for (shape, k, s) in [([2, 1, 40], [1, 5], [2, 2]), ([3, 9, 7], [3, 3], [1, 1])] {
+        for (shape, k, s, n) in [([8, 1, 200], [1, 5], [2, 2], 71), ([16, 9, 7], [3, 3], [1, 1], 61)] {
             let conv = Conv::new(shape, 4, k, s, Padding::Same, &mut rng).unwrap();
             let (in_len, out_len) = (shape.iter().product::<usize>(), conv.out_shape().iter().product::<usize>());
-            let n = 60;
             assert!(conv.group(n) < n && !n.is_multiple_of(conv.group(n)), "several groups, the last one short");
             let x: Vec<f32> = (0..n * in_len).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
             let dy: Vec<f32> = (0..n * out_len).map(|i| ((i * 104_729) % 11) as f32 - 5.0).collect();

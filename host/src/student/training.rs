@@ -33,12 +33,7 @@ impl Tape {
     /// runtime). No dropout masks (dropout is the identity) and no batch
     /// statistics, so `student` must have no BatchNorm layer.
     pub(crate) fn replay(student: &Student, inputs: Vec<Vec<f32>>, n: usize) -> Tape {
-        let saved = student
-            .layers
-            .iter()
-            .zip(&inputs)
-            .map(|(l, x)| l.kind().replay(x, n))
-            .collect();
+        let saved = student.layers.iter().zip(&inputs).map(|(l, x)| l.kind().replay(x, n)).collect();
         Tape { inputs, saved }
     }
 }

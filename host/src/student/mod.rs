@@ -161,6 +161,16 @@ impl Student {
 mod tests {
     use super::*;
 
+    /// Parameters once BatchNorm is folded (each BN holds 2 per channel).
+    fn folded_params(s: &Student) -> usize {
+        let bn: usize = s
+            .layers
+            .iter()
+            .filter_map(|l| if let Layer::BatchNorm(b) = l { Some(b.params()[0].len() * 2) } else { None })
+            .sum();
+        s.param_count() - bn
+    }
+
     #[test]
     fn named_architectures_build_with_the_task_s_class_layer() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
@@ -168,12 +178,7 @@ mod tests {
         // parameters once BatchNorm is folded (each BN holds 2 per channel).
         let s = Student::from_spec("ds-cnn-s", &[1, 49, 10], 12, &mut rng).unwrap();
         assert_eq!(s.shapes[1], [64, 25, 5]);
-        let bn: usize = s
-            .layers
-            .iter()
-            .filter_map(|l| if let Layer::BatchNorm(b) = l { Some(b.params()[0].len() * 2) } else { None })
-            .sum();
-        assert_eq!(s.param_count() - bn, 22_604);
+        assert_eq!(folded_params(&s), 22_604);
         assert!(
             s.spec.starts_with("conv2d(64,k10x4,s2) bn relu dwconv2d(k3)") && s.spec.ends_with("gap dense(12)"),
             "{}",
@@ -184,22 +189,12 @@ mod tests {
         assert_eq!(again.shapes, s.shapes);
         // MobileNetV1 0.25 at 96×96×3 (MLPerf Tiny's VWW: 210,850 parameters folded).
         let m = Student::from_spec("mobilenet-v1(0.25)", &[3, 96, 96], 2, &mut rng).unwrap();
-        let bn: usize = m
-            .layers
-            .iter()
-            .filter_map(|l| if let Layer::BatchNorm(b) = l { Some(b.params()[0].len() * 2) } else { None })
-            .sum();
-        assert_eq!(m.param_count() - bn, 210_850);
+        assert_eq!(folded_params(&m), 210_850);
         assert_eq!(m.shapes[m.shapes.len() - 3], [256, 3, 3]);
         // MLPerf Tiny's ResNet-8 at 32×32×3: 77,706 parameters folded
         // (Keras counts 78,666 with BatchNorm's four per channel).
         let r = Student::from_spec("resnet8", &[3, 32, 32], 10, &mut rng).unwrap();
-        let bn: usize = r
-            .layers
-            .iter()
-            .filter_map(|l| if let Layer::BatchNorm(b) = l { Some(b.params()[0].len() * 2) } else { None })
-            .sum();
-        assert_eq!(r.param_count() - bn, 77_706);
+        assert_eq!(folded_params(&r), 77_706);
         assert_eq!(r.shapes[r.shapes.len() - 3], [64, 8, 8]);
         let projections = r.layers.iter().filter(|l| matches!(l, Layer::Add(a) if a.projection.is_some())).count();
         assert_eq!(projections, 2);

@@ -141,6 +141,31 @@ fn every_layer_kind_is_bit_identical_in_tflite_micro() {
     }
 }
 
+/// The three MLPerf Tiny architectures at full width (1), with their class
+/// layers, on inputs smaller than MLPerf's where the model is large
+/// (TFLite Micro's reference kernels run in Python).
+#[test]
+fn named_architectures_at_width_one_are_bit_identical_in_tflite_micro() {
+    if skip() {
+        return;
+    }
+    let cases: [(&str, &[usize], usize, usize); 3] = [
+        ("ds-cnn-s", &[1, 49, 10], 12, 32),
+        ("resnet8", &[3, 32, 32], 10, 32),
+        ("mobilenet-v1(1)", &[3, 32, 32], 2, 8),
+    ];
+    for (k, (spec, shape, classes, n)) in cases.into_iter().enumerate() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(300 + k as u64);
+        let len: usize = shape.iter().product();
+        let x: Vec<f32> = (0..n * len).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let blob = random_blob_with(spec, shape, Some(classes), &x, n, k as u64, WeightScales::PerChannel);
+        let model = tinykd_runtime::Model::from_bytes(&blob).unwrap();
+        let q = tinykd::int8::quantize_inputs(&model, &x);
+        let (same, _) = tflm_agreement(&format!("width1-{k}"), &blob, &q, n);
+        assert_eq!(same, n, "{spec}: TFLite Micro differs on {} of {n} samples", n - same);
+    }
+}
+
 #[test]
 fn whole_students_are_bit_identical_in_tflite_micro_on_the_test_split() {
     if skip() {

@@ -213,6 +213,9 @@ fn bench_reports_training_and_teacher_throughput() {
     assert!(tract.is_some_and(|r| r["samples_per_second"].as_f64().unwrap() > 0.0));
     assert!(rows[1]["tinykd"]["samples_per_second"].as_f64().unwrap() > 0.0);
     assert!(rows[1]["pytorch"].is_null());
+    // Training operations per sample (6 × (40·8 + 8·10) MACs) and the SGEMM peak.
+    assert_eq!(rows[1]["flops_per_sample"].as_f64(), Some(6.0 * 400.0));
+    assert!(rows[1]["gemm_peak_gflops"].as_f64().unwrap() > 0.0);
 }
 
 #[test]

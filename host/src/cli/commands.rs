@@ -132,10 +132,11 @@ pub(super) fn bench(a: BenchArgs, progress: &Progress) -> Result<()> {
         let mut rows: Vec<serde_json::Value> =
             teachers.iter().map(|t| serde_json::json!({ "teacher": t.teacher, "throughput": t.throughput })).collect();
         for s in &students {
-            rows.push(serde_json::to_value(s)?);
-        }
-        if let Some(p) = peak {
-            rows.push(serde_json::json!({ "gemm_peak_gflops": p }));
+            let mut row = serde_json::to_value(s)?;
+            if let (Some(p), Some(o)) = (peak, row.as_object_mut()) {
+                o.insert("gemm_peak_gflops".into(), p.into());
+            }
+            rows.push(row);
         }
         outln!("{}", serde_json::to_string(&rows)?);
         return Ok(());

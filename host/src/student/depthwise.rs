@@ -210,11 +210,11 @@ impl LayerKind for Depthwise {
     /// Keeps the channels-last input for the backward pass.
     fn forward_train(&self, x: &[f32], n: usize, _: &mut dyn RngCore) -> (Vec<f32>, Saved) {
         let xt = to_hwc(x, n, self.in_shape);
-        (self.forward_hwc(&xt, n), Saved::Cols(xt))
+        (self.forward_hwc(&xt, n), Saved::ChannelsLast(xt))
     }
 
     fn replay(&self, x: &[f32], n: usize) -> Saved {
-        Saved::Cols(to_hwc(x, n, self.in_shape))
+        Saved::ChannelsLast(to_hwc(x, n, self.in_shape))
     }
 
     fn backward(
@@ -228,7 +228,7 @@ impl LayerKind for Depthwise {
     ) -> Vec<f32> {
         let (gw, gb) = grads.split_at_mut(1);
         match saved {
-            Saved::Cols(xt) => self.backward_hwc(xt, d, n, &mut gw[0], &mut gb[0], input_grad),
+            Saved::ChannelsLast(xt) => self.backward_hwc(xt, d, n, &mut gw[0], &mut gb[0], input_grad),
             _ => self.backward_with(x, d, n, &mut gw[0], &mut gb[0], input_grad),
         }
     }

@@ -59,8 +59,8 @@ pub enum Saved {
     Nothing,
     /// A dropout keep-mask (scaled).
     Mask(Vec<f32>),
-    /// A convolution's im2col matrix.
-    Cols(Vec<f32>),
+    /// A depthwise convolution's input, channels-last.
+    ChannelsLast(Vec<f32>),
     /// A BatchNorm's batch statistics (of the whole batch when sharded).
     Stats(BatchStats),
 }

@@ -1,5 +1,5 @@
 //! Training passes: the forward pass that records what backward needs (layer
-//! inputs, dropout masks, im2col matrices, batch statistics) and the
+//! inputs, dropout masks, channels-last depthwise inputs, batch statistics) and the
 //! backward pass.
 //!
 //! A batch can run as several shards in lockstep, layer by layer, one
@@ -21,8 +21,8 @@ use super::{Grads, Layer, Student};
 pub struct Tape {
     /// Input of every layer.
     inputs: Vec<Vec<f32>>,
-    /// What every layer kept beside its input (dropout masks, im2col
-    /// matrices, batch statistics).
+    /// What every layer kept beside its input (dropout masks, channels-last
+    /// depthwise inputs, batch statistics).
     pub(super) saved: Vec<Saved>,
 }
 
@@ -118,7 +118,7 @@ impl Student {
     }
 
     /// Layer `i` forward on one shard: replaces `a` by the output and records
-    /// the input (and mask, im2col matrix, statistics) on the tape.
+    /// the input (and mask, channels-last input, statistics) on the tape.
     fn forward_layer(
         &self,
         i: usize,

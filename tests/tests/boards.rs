@@ -229,6 +229,35 @@ fn rectangular_windows_on_the_m3_and_the_m4() {
     }
 }
 
+/// The three MLPerf Tiny architectures at full width, random weights
+/// and inputs, on the Cortex-M4: the same logits as the host. MobileNet
+/// runs at width 1 on 32×32 (3.2M weights, most of the board's 4 MiB)
+/// and at MLPerf's own 0.25 on 96×96 (maps of 48×48×8 and up).
+#[test]
+fn mlperf_architectures_at_full_width_on_the_m4() {
+    use rand::SeedableRng;
+    use tinykd::student::Student;
+    let dir = tempfile::tempdir().unwrap();
+    let board = tinykd::device::board("qemu-mps2-an386").unwrap();
+    for (k, (spec, shape)) in [
+        ("ds-cnn-s dense(12)", &[1, 49, 10]),
+        ("resnet8 dense(10)", &[3, 32, 32]),
+        ("mobilenet-v1(1) dense(2)", &[3, 32, 32]),
+        ("mobilenet-v1(0.25) dense(2)", &[3, 96, 96]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let student = Student::from_spec_any_output(spec, shape, &mut rng).unwrap();
+        let (path, n) = (dir.path().join(format!("mlperf{k}.tkd")), 8);
+        let inputs = random_model(&student, &mut rng, &path, n);
+        let r = tinykd::device::emulate(board, &path, &inputs, n, None).unwrap();
+        println!("qemu-mps2-an386 {spec} {shape:?} instructions/inference={}", r.instructions_per_inference);
+        assert_eq!(r.agreement, 1.0, "{spec} {shape:?}");
+    }
+}
+
 /// Windows longer than one packed run on the M4 (`kernels::conv_packed_rows`:
 /// 3×3 over 16 channels, 144 values), odd width and height (the last
 /// column in vertical pairs, the last row alone), random inputs, the same

@@ -410,6 +410,57 @@ mod tests {
         assert_eq!(Some(acc), report.best_val_accuracy);
     }
 
+    /// MLPerf Tiny's three architectures at full width (and MobileNet at
+    /// MLPerf's 0.25 on 96×96): the QAT forward pass is the runtime's int8
+    /// output, and two QAT steps move the shipped weights.
+    #[test]
+    fn the_named_architectures_at_full_width_train_with_qat() {
+        for (spec, shape) in [
+            ("ds-cnn-s", &[1, 49, 10][..]),
+            ("resnet8", &[3, 32, 32]),
+            ("mobilenet-v1(1)", &[3, 32, 32]),
+            ("mobilenet-v1(0.25)", &[3, 96, 96]),
+        ] {
+            let s = student(spec, shape, 6);
+            let folded = fold_batch_norm(&s);
+            let len: usize = shape.iter().product();
+            let n = 4;
+            let mut rng = ChaCha8Rng::seed_from_u64(7);
+            let x: Vec<f32> = (0..n * len).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let g = Scheme::default();
+            let params = super::super::range_params(&calibrate(&folded, &x, n, Calibration::Minmax, g).unwrap());
+            let start = quantize_with_params(&folded, &params, g).unwrap();
+            let blob = encode(&quantize_ops(&folded, &params, g).unwrap()).unwrap();
+            let (_, logits) = forward(&folded, &blob, &x, n).unwrap();
+            let (_, int8) = crate::int8::run_int8(&blob, &x, n).unwrap();
+            let q = tinykd_runtime::Model::from_bytes(&blob).unwrap().output_quant();
+            let want: Vec<f32> = int8.iter().map(|v| q.scale * (*v as i32 - q.zero_point) as f32).collect();
+            assert_eq!(logits, want, "{spec}");
+
+            let labels: Vec<Option<usize>> = (0..n).map(|i| Some(i % 3)).collect();
+            let set = TrainSet { x: &x, n, views: 1, labels: &labels, teacher: None, mix: &[] };
+            let cfg = TrainConfig {
+                steps: 2,
+                eval_every: 1,
+                batch_size: n,
+                learning_rate: 1e-3,
+                weight_decay: 0.0,
+                optimizer: crate::distill::Optimizer::Adamw,
+                schedule: crate::distill::Schedule::Constant,
+                warmup_steps: 0,
+                patience: 0,
+                seed: 1,
+                loss: crate::distill::LossConfig { kind: crate::distill::LossKind::Kl, temperature: 1.0, alpha: 0.0 },
+            };
+            let (model, _, report) =
+                train(&s, set, None, &x, n, Calibration::Minmax, g, &cfg, &Progress::hidden()).unwrap();
+            assert_eq!((report.steps, report.best_step), (2, 2), "{spec}");
+            assert!(report.final_train_loss.is_finite(), "{spec}: {report:?}");
+            let moved = model.layers.iter().zip(&start.layers).filter(|(a, b)| a.weights != b.weights).count();
+            assert!(moved > 0, "{spec}: QAT left every weight where it was");
+        }
+    }
+
     #[test]
     fn fake_quantized_weights_are_the_blobs_weights() {
         let s = fold_batch_norm(&student("conv1d(4,k3) bn relu flatten dense(3)", &[2, 9], 4));

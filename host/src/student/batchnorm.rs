@@ -162,7 +162,7 @@ impl BatchNorm {
 }
 
 /// `Σ v`, in eight lanes (a vector register) instead of one serial chain.
-fn sum(v: &[f32]) -> f32 {
+pub(super) fn sum(v: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 8];
     let chunks = v.chunks_exact(8);
     let rest: f32 = chunks.remainder().iter().sum();

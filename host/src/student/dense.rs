@@ -19,45 +19,7 @@ pub struct Dense {
     pub bias: Vec<f32>,
 }
 
-/// `c = alpha · a·b + beta · c` for row-major matrices, with explicit strides
-/// so transposes are free.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[f32],
-    rsa: isize,
-    csa: isize,
-    b: &[f32],
-    rsb: isize,
-    csb: isize,
-    beta: f32,
-    c: &mut [f32],
-) {
-    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
-    // SAFETY: the assert above bounds every index the strides reach: `a` is
-    // an m×k and `b` a k×n view of slices at least that large, `c` is m×n.
-    #[allow(unsafe_code)]
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            rsa,
-            csa,
-            b.as_ptr(),
-            rsb,
-            csb,
-            beta,
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        );
-    }
-}
+pub(crate) use super::sgemm::{gemm, packed};
 
 impl Dense {
     /// He-normal initialisation (suits the ReLU that usually follows), zero bias.

@@ -19,6 +19,7 @@ pub mod onnx;
 pub mod pool;
 pub mod residual;
 pub mod spec;
+mod sgemm;
 #[cfg(test)]
 pub(crate) mod testing;
 mod training;

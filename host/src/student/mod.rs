@@ -18,8 +18,8 @@ pub mod layer;
 pub mod onnx;
 pub mod pool;
 pub mod residual;
-pub mod spec;
 mod sgemm;
+pub mod spec;
 #[cfg(test)]
 pub(crate) mod testing;
 mod training;

@@ -192,7 +192,9 @@ mod streamed {
         for i in (0..m).step_by(ROWS) {
             let r = ROWS.min(m - i);
             // SAFETY: rows i..i + r ≤ m of A; the panel is k × 16, the tile r × 16.
-            unsafe { rows(r, k, a.as_ptr().add(i * rsa), rsa, csa, panel.as_ptr(), COLS, tile.as_mut_ptr(), COLS, false) };
+            unsafe {
+                rows(r, k, a.as_ptr().add(i * rsa), rsa, csa, panel.as_ptr(), COLS, tile.as_mut_ptr(), COLS, false)
+            };
             for (t, crow) in tile.chunks_exact(COLS).zip(c[i * n..].chunks_mut(n)).take(r) {
                 let dst = &mut crow[full..n];
                 if accumulate {
@@ -406,7 +408,17 @@ mod tests {
     /// loop: the streamed kernel (when the CPU has it) and matrixmultiply.
     #[test]
     fn products_match_a_triple_loop() {
-        for (m, k, n) in [(1, 1, 32), (6, 3, 32), (7, 5, 33), (16, 144, 100), (13, 17, 47), (5, 9, 3), (2, 0, 40), (9, 1100, 7), (5, 67, 4)] {
+        for (m, k, n) in [
+            (1, 1, 32),
+            (6, 3, 32),
+            (7, 5, 33),
+            (16, 144, 100),
+            (13, 17, 47),
+            (5, 9, 3),
+            (2, 0, 40),
+            (9, 1100, 7),
+            (5, 67, 4),
+        ] {
             for (at, bt) in [(false, false), (true, false), (false, true), (true, true)] {
                 for beta in [0.0, 1.0] {
                     let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 23) as f32 * 0.25 - 2.5).collect();

@@ -108,7 +108,8 @@ pub type ConvGeometry = ([usize; 3], [usize; 2], [usize; 2], super::spec::Paddin
 pub fn conv_geometries() -> Vec<ConvGeometry> {
     use super::spec::Padding;
     let mut out = Vec::new();
-    for (h, w) in [(1, 1), (1, 2), (1, 7), (1, 10), (3, 3), (4, 5), (6, 6)] {
+    // Rows of 35 and 37 are wide enough for depthwise layers to run channels-first.
+    for (h, w) in [(1, 1), (1, 2), (1, 7), (1, 10), (3, 3), (4, 5), (6, 6), (1, 35), (3, 37)] {
         for k in 1..=4 {
             let kernels: &[[usize; 2]] = if h == 1 { &[[1, k]] } else { &[[k, k], [k, 5 - k]] };
             for &kernel in kernels {

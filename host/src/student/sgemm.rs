@@ -67,6 +67,7 @@ pub(crate) fn gemm(
         && k >= dots::MIN_DEPTH
         && m > 0
         && n > 0
+        && (m.min(n) <= dots::NARROW || k >= dots::DEEP)
         && streamed::available()
     {
         let (rsa, csb) = (rsa as usize, csb as usize);
@@ -298,6 +299,13 @@ mod dots {
 
     /// Shallower sums are mostly horizontal additions.
     pub const MIN_DEPTH: usize = 64;
+    /// Where the dot products win (measured): one side of `C` at most
+    /// this narrow (ResNet-8's first stage, 16 channels: 50–70 GFLOP/s
+    /// against 37–44 for 16×1008×144), or sums at least this deep.
+    /// Square-ish products of shallow sums pack better (64×256×576:
+    /// 48 against 57–61).
+    pub const NARROW: usize = 16;
+    pub const DEEP: usize = 1024;
     /// Floats of each row per chunk: 7 rows × 2 KiB in L1.
     const CHUNK: usize = 512;
 

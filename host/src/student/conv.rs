@@ -7,10 +7,10 @@ use rand::Rng;
 use tinykd_runtime::format::{Op, layer::PARAM_COUNT};
 
 use super::batchnorm::sum;
-use super::dense::gemm;
 use super::geometry::{Shape, TapRun, fits, tap_runs, window2d};
 use super::layer::{Device, DeviceWeights, LayerKind, Saved, weight_and_bias, window_params};
 use super::onnx::{Builder, Cursor, window_attrs};
+use super::sgemm::{gemm, packed};
 use super::spec::Padding;
 
 /// A convolution layer with its geometry.
@@ -122,6 +122,20 @@ impl Conv {
         (GEMM_COLUMNS / p.max(1)).clamp(1, n.max(1))
     }
 
+    /// [`Conv::group`], and the matrix product for it: a small
+    /// convolution (its whole batch one group) multiplies with
+    /// `matrixmultiply` alone, as it always has (its students keep their
+    /// rounding bit for bit); a large one with [`gemm`], which streams the
+    /// wide operand where that is faster.
+    #[allow(clippy::type_complexity)]
+    fn group_and_product(
+        &self,
+        n: usize,
+    ) -> (usize, fn(usize, usize, usize, &[f32], isize, isize, &[f32], isize, isize, f32, &mut [f32])) {
+        let g = self.group(n);
+        (g, if g >= n { packed } else { gemm })
+    }
+
     /// Forward over a batch. A pointwise convolution is one GEMM per
     /// sample on its input; any other runs a group of samples at a time
     /// through an im2col matrix `[C·kh·kw][group·P]` and one GEMM.
@@ -136,12 +150,13 @@ impl Conv {
             row.fill(*b);
         }
         if self.pointwise() {
+            let gemm = self.group_and_product(n).1;
             for (ys, xs) in y.chunks_exact_mut(o * p).zip(x.chunks_exact(k * p)) {
                 gemm(o, k, p, &self.weight, k as isize, 1, xs, p as isize, 1, 1.0, ys);
             }
             return y;
         }
-        let g = self.group(n);
+        let (g, gemm) = self.group_and_product(n);
         let gp = g * p;
         let runs = tap_runs(self.in_shape, self.kernel, self.stride, self.padding);
         // Zeroed once: every group writes the same in-bounds entries, and
@@ -197,8 +212,13 @@ impl Conv {
         let p = oh * ow;
         let k = self.patch_len();
         // db: each channel's sum over the batch, in sample order.
+        let (g, gemm) = self.group_and_product(n);
+        let whole_batch = g >= n;
         for (oc, g) in gb.iter_mut().enumerate() {
-            *g += (0..n).map(|s| sum(&dy[(s * o + oc) * p..(s * o + oc + 1) * p])).sum::<f32>();
+            let planes = (0..n).map(|s| &dy[(s * o + oc) * p..(s * o + oc + 1) * p]);
+            // A small convolution (its batch one group) keeps the serial
+            // sum it always had, and with it its students' rounding.
+            *g += if whole_batch { planes.flatten().sum::<f32>() } else { planes.map(sum).sum::<f32>() };
         }
         let mut dx = vec![0.0; if input_grad { n * in_len } else { 0 }];
         if self.pointwise() {
@@ -213,7 +233,6 @@ impl Conv {
             }
             return dx;
         }
-        let g = self.group(n);
         let gp = g * p;
         let runs = tap_runs(self.in_shape, self.kernel, self.stride, self.padding);
         let ld = row_stride(gp);

@@ -19,7 +19,9 @@ pub struct Dense {
     pub bias: Vec<f32>,
 }
 
-pub(crate) use super::sgemm::{gemm, packed};
+// Dense layers are small beside convolutions: `matrixmultiply` alone.
+pub(crate) use super::sgemm::packed as gemm;
+pub(crate) use super::sgemm::packed;
 
 impl Dense {
     /// He-normal initialisation (suits the ReLU that usually follows), zero bias.

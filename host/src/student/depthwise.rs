@@ -79,24 +79,25 @@ impl Depthwise {
         self.out_shape()[2] >= ROWS_FIRST_WIDTH
     }
 
-    /// Forward channels-first: each tap of each channel one run along a row.
+    /// Forward channels-first: each tap of each channel one run along a row
+    /// (a strided layer reads its input split into column phases, where
+    /// the run is contiguous again).
     fn forward_chw(&self, x: &[f32], n: usize) -> Vec<f32> {
         let [c, h, w] = self.in_shape;
         let p = self.out_shape()[1..].iter().product::<usize>();
-        let (s, taps) = (self.stride[1], self.kernel[0] * self.kernel[1]);
+        let taps = self.kernel[0] * self.kernel[1];
         let runs = tap_runs(self.in_shape, self.kernel, self.stride, self.padding);
+        let phases = Phases::new(w, self.stride[1]);
+        let mut split = vec![0.0; if phases.strided() { phases.len(h) } else { 0 }];
         let mut y = vec![0.0; n * c * p];
         for (k, (ys, xs)) in y.chunks_exact_mut(p).zip(x.chunks_exact(h * w)).enumerate() {
             let ci = k % c;
             ys.fill(self.bias[ci]);
+            let src = phases.split(xs, &mut split);
             for r in &runs {
                 let wv = self.weight[ci * taps + r.tap];
-                let yr = &mut ys[r.out..r.out + r.len];
-                if s == 1 {
-                    yr.iter_mut().zip(&xs[r.input..r.input + r.len]).for_each(|(y, x)| *y += wv * x);
-                } else {
-                    yr.iter_mut().zip(xs[r.input..].iter().step_by(s)).for_each(|(y, x)| *y += wv * x);
-                }
+                let i = phases.at(r.input);
+                ys[r.out..r.out + r.len].iter_mut().zip(&src[i..i + r.len]).for_each(|(y, x)| *y += wv * x);
             }
         }
         y
@@ -114,29 +115,37 @@ impl Depthwise {
     ) -> Vec<f32> {
         let [c, h, w] = self.in_shape;
         let p = self.out_shape()[1..].iter().product::<usize>();
-        let (s, taps) = (self.stride[1], self.kernel[0] * self.kernel[1]);
+        let taps = self.kernel[0] * self.kernel[1];
         let runs = tap_runs(self.in_shape, self.kernel, self.stride, self.padding);
+        let phases = Phases::new(w, self.stride[1]);
+        let strided = phases.strided();
+        let mut split = vec![0.0; if strided { phases.len(h) } else { 0 }];
+        let mut dsplit = vec![0.0; if strided && input_grad { phases.len(h) } else { 0 }];
         let mut dx = vec![0.0; if input_grad { n * c * h * w } else { 0 }];
         for (k, (ds, xs)) in dy.chunks_exact(p).zip(x.chunks_exact(h * w)).take(n * c).enumerate() {
             let ci = k % c;
             gb[ci] += sum(ds);
+            let src = phases.split(xs, &mut split);
+            // The input gradient gathers in phases too, merged into the plane after.
+            let dxs: &mut [f32] = match (input_grad, strided) {
+                (false, _) => &mut [],
+                (true, false) => &mut dx[k * h * w..(k + 1) * h * w],
+                (true, true) => {
+                    dsplit.fill(0.0);
+                    &mut dsplit
+                }
+            };
             for r in &runs {
                 let d = &ds[r.out..r.out + r.len];
-                let g = &mut gw[ci * taps + r.tap];
-                if s == 1 {
-                    *g += dot(d, &xs[r.input..r.input + r.len]);
-                } else {
-                    *g += d.iter().zip(xs[r.input..].iter().step_by(s)).map(|(d, x)| d * x).sum::<f32>();
-                }
+                let i = phases.at(r.input);
+                gw[ci * taps + r.tap] += dot(d, &src[i..i + r.len]);
                 if input_grad {
                     let wv = self.weight[ci * taps + r.tap];
-                    let dxs = &mut dx[k * h * w..(k + 1) * h * w];
-                    if s == 1 {
-                        dxs[r.input..r.input + r.len].iter_mut().zip(d).for_each(|(g, d)| *g += wv * d);
-                    } else {
-                        dxs[r.input..].iter_mut().step_by(s).zip(d).for_each(|(g, d)| *g += wv * d);
-                    }
+                    dxs[i..i + r.len].iter_mut().zip(d).for_each(|(g, d)| *g += wv * d);
                 }
+            }
+            if input_grad && strided {
+                phases.merge(&dsplit, &mut dx[k * h * w..(k + 1) * h * w]);
             }
         }
         dx
@@ -250,6 +259,64 @@ impl Depthwise {
 /// ones channels-first, which spares four transposes of the layer's
 /// activations per step).
 const ROWS_FIRST_WIDTH: usize = 16;
+
+/// A plane of rows `w` wide, its columns split by phase modulo the
+/// stride `s`: row `iy`'s columns `ix ≡ φ (mod s)` sit contiguously at
+/// `iy·s·hw + φ·hw + ix / s` (`hw = ⌈w / s⌉`). A run of taps, which reads
+/// every `s`-th column of one row, is then a contiguous run (vector
+/// operations where it was a strided, scalar one). Stride 1 is the plane
+/// itself.
+struct Phases {
+    w: usize,
+    s: usize,
+    hw: usize,
+}
+
+impl Phases {
+    fn new(w: usize, s: usize) -> Phases {
+        Phases { w, s, hw: w.div_ceil(s) }
+    }
+
+    fn strided(&self) -> bool {
+        self.s > 1
+    }
+
+    /// Floats of a split plane of `h` rows.
+    fn len(&self, h: usize) -> usize {
+        h * self.s * self.hw
+    }
+
+    /// Where the plane's flat index `input` is in the split plane.
+    fn at(&self, input: usize) -> usize {
+        if !self.strided() {
+            return input;
+        }
+        let (iy, ix) = (input / self.w, input % self.w);
+        iy * self.s * self.hw + (ix % self.s) * self.hw + ix / self.s
+    }
+
+    /// The plane split into `buf` (the plane itself at stride 1).
+    fn split<'a>(&self, plane: &'a [f32], buf: &'a mut [f32]) -> &'a [f32] {
+        if !self.strided() {
+            return plane;
+        }
+        for (iy, row) in plane.chunks_exact(self.w).enumerate() {
+            for (phase, out) in buf[iy * self.s * self.hw..].chunks_exact_mut(self.hw).take(self.s).enumerate() {
+                row.iter().skip(phase).step_by(self.s).zip(out).for_each(|(v, o)| *o = *v);
+            }
+        }
+        buf
+    }
+
+    /// A split plane written back into plane order.
+    fn merge(&self, split: &[f32], plane: &mut [f32]) {
+        for (iy, row) in plane.chunks_exact_mut(self.w).enumerate() {
+            for (phase, src) in split[iy * self.s * self.hw..].chunks_exact(self.hw).take(self.s).enumerate() {
+                row.iter_mut().skip(phase).step_by(self.s).zip(src).for_each(|(o, v)| *o = *v);
+            }
+        }
+    }
+}
 
 /// `Σ a·b`, in eight lanes.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -405,6 +472,24 @@ mod tests {
             bias: vec![0.0, 1.0],
         };
         assert_eq!(d.forward(&[1.0, 2.0, 3.0, 1.0, 0.0, -1.0], 1), vec![3.0, 5.0, 3.0, 2.0]);
+    }
+
+    #[test]
+    fn phases_split_and_merge_a_plane() {
+        // Two rows of 5 at stride 2: phases of 3 (columns 0, 2, 4 | 1, 3).
+        let ph = Phases::new(5, 2);
+        let plane: Vec<f32> = (0..10).map(|v| v as f32).collect();
+        let mut buf = vec![-1.0; ph.len(2)];
+        let split = ph.split(&plane, &mut buf).to_vec();
+        assert_eq!(split[..5], [0.0, 2.0, 4.0, 1.0, 3.0]);
+        assert_eq!(split[6..11], [5.0, 7.0, 9.0, 6.0, 8.0]);
+        // Row 1, column 3 → phase 1, index 1.
+        assert_eq!(ph.at(8), 6 + 3 + 1);
+        let mut back = vec![0.0; 10];
+        ph.merge(&split, &mut back);
+        assert_eq!(back, plane);
+        // Stride 1 is the plane itself.
+        assert_eq!(Phases::new(5, 1).at(8), 8);
     }
 
     #[test]

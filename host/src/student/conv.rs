@@ -220,7 +220,11 @@ impl Conv {
             // sum it always had, and with it its students' rounding.
             *g += if whole_batch { planes.flatten().sum::<f32>() } else { planes.map(sum).sum::<f32>() };
         }
-        let mut dx = vec![0.0; if input_grad { n * in_len } else { 0 }];
+        // A large stride-1 SAME convolution with odd windows takes its input
+        // gradient as a convolution of dY (at the end), not through col2im.
+        let transposed = (input_grad && !whole_batch).then(|| self.transposed()).flatten();
+        let scatter = input_grad && transposed.is_none();
+        let mut dx = vec![0.0; if scatter { n * in_len } else { 0 }];
         if self.pointwise() {
             for (s, (ds, xs)) in dy.chunks_exact(o * p).zip(x.chunks_exact(k * p)).take(n).enumerate() {
                 // dW[O×C] += dY_s[O×P] · X_sᵀ[P×C]
@@ -238,7 +242,7 @@ impl Conv {
         let ld = row_stride(gp);
         let mut cols = vec![0.0; k * ld];
         let mut dyg = vec![0.0; o * ld];
-        let mut dcols = vec![0.0; if input_grad { k * gp } else { 0 }];
+        let mut dcols = vec![0.0; if scatter { k * gp } else { 0 }];
         for first in (0..n).step_by(g) {
             let m = g.min(n - first);
             for j in 0..m {
@@ -252,7 +256,7 @@ impl Conv {
             let mp = m * p;
             // dW[O×K] += dY[O×mP] · colsᵀ[mP×K]
             gemm(o, mp, k, &dyg, ld as isize, 1, &cols, 1, ld as isize, 1.0, gw);
-            if input_grad {
+            if scatter {
                 // dcols[K×mP] = Wᵀ[K×O] · dY[O×mP], rows m·P long.
                 gemm(k, o, mp, &self.weight, 1, k as isize, &dyg, ld as isize, 1, 0.0, &mut dcols);
                 for j in 0..m {
@@ -261,7 +265,46 @@ impl Conv {
                 }
             }
         }
-        dx
+        match transposed {
+            Some(t) => t.forward(dy, n),
+            None => dx,
+        }
+    }
+
+    /// The convolution whose forward pass is this one's input gradient,
+    /// when there is one of the same form: at stride 1, SAME, odd windows
+    /// (TFLite pads (k − 1)/2 on both sides), dX = dY convolved with the
+    /// weights turned 180° and their channels swapped, SAME again. Its
+    /// product is `C × (O·kh·kw) × P`, as deep as a forward pass's, where
+    /// `Wᵀ · dY` is `(C·kh·kw) × O × P`, only `O` deep, and its result is
+    /// a matrix kh·kw times the input to add back into it.
+    fn transposed(&self) -> Option<Conv> {
+        let [kh, kw] = self.kernel;
+        if self.stride != [1, 1] || self.padding != Padding::Same || kh % 2 == 0 || kw % 2 == 0 || self.pointwise() {
+            return None;
+        }
+        let [c, h, w] = self.in_shape;
+        let o = self.out_channels;
+        let mut weight = vec![0.0; self.weight.len()];
+        for oc in 0..o {
+            for ci in 0..c {
+                for y in 0..kh {
+                    for x in 0..kw {
+                        weight[((ci * o + oc) * kh + kh - 1 - y) * kw + kw - 1 - x] =
+                            self.weight[((oc * c + ci) * kh + y) * kw + x];
+                    }
+                }
+            }
+        }
+        Some(Conv {
+            in_shape: [o, h, w],
+            out_channels: c,
+            kernel: self.kernel,
+            stride: [1, 1],
+            padding: Padding::Same,
+            weight,
+            bias: vec![0.0; c],
+        })
     }
 }
 
@@ -409,10 +452,15 @@ mod tests {
     fn grouped_batches_match_one_sample_at_a_time() {
         use crate::student::testing::direct_conv;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(12);
-        for (shape, k, s, n) in [([8, 1, 200], [1, 5], [2, 2], 71), ([16, 9, 7], [3, 3], [1, 1], 61)] {
+        // Strided (the input gradient through col2im), and stride 1 with odd
+        // windows (the input gradient a convolution of dY), 2-D and 1-D.
+        for (shape, k, s, n) in
+            [([8, 1, 200], [1, 5], [2, 2], 71), ([16, 9, 7], [3, 3], [1, 1], 61), ([8, 1, 100], [1, 5], [1, 1], 71)]
+        {
             let conv = Conv::new(shape, 4, k, s, Padding::Same, &mut rng).unwrap();
             let (in_len, out_len) = (shape.iter().product::<usize>(), conv.out_shape().iter().product::<usize>());
             assert!(conv.group(n) < n && !n.is_multiple_of(conv.group(n)), "several groups, the last one short");
+            assert_eq!(conv.transposed().is_some(), s == [1, 1], "{shape:?}");
             let x: Vec<f32> = (0..n * in_len).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
             let dy: Vec<f32> = (0..n * out_len).map(|i| ((i * 104_729) % 11) as f32 - 5.0).collect();
             let want = direct_conv(&x, n, shape, &conv.weight, &conv.bias, k, s, Padding::Same, false);

@@ -10,7 +10,7 @@ use super::batchnorm::sum;
 use super::geometry::{Shape, TapRun, fits, tap_runs, window2d};
 use super::layer::{Device, DeviceWeights, LayerKind, Saved, weight_and_bias, window_params};
 use super::onnx::{Builder, Cursor, window_attrs};
-use super::sgemm::{gemm, packed};
+use super::sgemm::{dots_gather, gemm, gemm_gather, packed};
 use super::spec::Padding;
 
 /// A convolution layer with its geometry.
@@ -157,6 +157,18 @@ impl Conv {
             return y;
         }
         let (g, gemm) = self.group_and_product(n);
+        if let Some(pd) = self.padded().filter(|_| g < n) {
+            let mut xpad = vec![0.0; pd.plane_len(self.in_shape[0])];
+            let mut ypad = vec![0.0; o * pd.cols];
+            for (xs, ys) in x.chunks_exact(in_len).zip(y.chunks_exact_mut(o * p)).take(n) {
+                pd.pad(xs, self.in_shape, &mut xpad);
+                gemm_gather(o, k, pd.cols, &self.weight, k as isize, 1, &xpad, &pd.taps, 0.0, &mut ypad);
+                for (yrow, prow) in ys.chunks_exact_mut(p).zip(ypad.chunks_exact(pd.cols)) {
+                    pd.unpad_add(prow, yrow, ow);
+                }
+            }
+            return y;
+        }
         let gp = g * p;
         let runs = tap_runs(self.in_shape, self.kernel, self.stride, self.padding);
         // Zeroed once: every group writes the same in-bounds entries, and
@@ -225,6 +237,22 @@ impl Conv {
         let transposed = (input_grad && !whole_batch).then(|| self.transposed()).flatten();
         let scatter = input_grad && transposed.is_none();
         let mut dx = vec![0.0; if scatter { n * in_len } else { 0 }];
+        if let Some(pd) = self.padded().filter(|_| !whole_batch && !scatter) {
+            // dW[O×K] += dY[O×cols] · (implicit im2col)ᵀ, per sample; dY
+            // spread over the padded width with zeros in the dropped columns.
+            let [c, _, _] = self.in_shape;
+            let mut xpad = vec![0.0; pd.plane_len(c)];
+            let mut dypad = vec![0.0; o * pd.cols];
+            let ow = self.out_shape()[2];
+            for (xs, ds) in x.chunks_exact(in_len).zip(dy.chunks_exact(o * p)).take(n) {
+                pd.pad(xs, self.in_shape, &mut xpad);
+                for (prow, drow) in dypad.chunks_exact_mut(pd.cols).zip(ds.chunks_exact(p)) {
+                    pd.spread(drow, prow, ow);
+                }
+                dots_gather(o, pd.cols, k, &dypad, pd.cols, &xpad, &pd.taps, 1.0, gw);
+            }
+            return transposed.map_or(dx, |t| t.forward(dy, n));
+        }
         if self.pointwise() {
             for (s, (ds, xs)) in dy.chunks_exact(o * p).zip(x.chunks_exact(k * p)).take(n).enumerate() {
                 // dW[O×C] += dY_s[O×P] · X_sᵀ[P×C]
@@ -271,6 +299,26 @@ impl Conv {
         }
     }
 
+    /// The implicit-im2col geometry of a stride-1 convolution whose
+    /// outputs are wide enough (see [`Padded`]); `None` otherwise.
+    fn padded(&self) -> Option<Padded> {
+        if self.stride != [1, 1] || self.pointwise() {
+            return None;
+        }
+        let ([oh, ow], [pt, pl]) = window2d(self.in_shape, self.kernel, self.stride, self.padding);
+        let [kh, kw] = self.kernel;
+        let (hp, wp) = (oh + kh - 1, ow + kw - 1);
+        let cols = (oh - 1) * wp + ow;
+        if cols < IMPLICIT_COLUMNS {
+            return None;
+        }
+        let c = self.in_shape[0];
+        let taps = (0..c)
+            .flat_map(|ci| (0..kh).flat_map(move |ky| (0..kw).map(move |kx| ci * hp * wp + ky * wp + kx)))
+            .collect();
+        Some(Padded { hp, wp, pt, pl, cols, taps })
+    }
+
     /// The convolution whose forward pass is this one's input gradient,
     /// when there is one of the same form: at stride 1, SAME, odd windows
     /// (TFLite pads (k − 1)/2 on both sides), dX = dY convolved with the
@@ -307,6 +355,59 @@ impl Conv {
         })
     }
 }
+
+/// A stride-1 convolution as a product with its im2col matrix left
+/// implicit: the input copied once into zero-padded planes `hp × wp`, the
+/// outputs computed over the padded width (`cols` positions, the columns
+/// from `ow` on dropped), so the im2col row of tap `(ci, ky, kx)` is the
+/// padded input itself from offset `taps[…] = ci·hp·wp + ky·wp + kx`. No
+/// im2col copy (nine times the input for a 3×3 window), at the price of
+/// `(kw − 1) / ow` wasted columns (6 % at ResNet-8's 32-wide maps).
+struct Padded {
+    hp: usize,
+    wp: usize,
+    pt: usize,
+    pl: usize,
+    cols: usize,
+    taps: Vec<usize>,
+}
+
+impl Padded {
+    fn plane_len(&self, channels: usize) -> usize {
+        channels * self.hp * self.wp
+    }
+
+    /// One sample `[C, H, W]` into the padded planes (whose border stays zero).
+    fn pad(&self, xs: &[f32], [c, h, w]: Shape, buf: &mut [f32]) {
+        for ci in 0..c {
+            for iy in 0..h {
+                let at = ci * self.hp * self.wp + (iy + self.pt) * self.wp + self.pl;
+                buf[at..at + w].copy_from_slice(&xs[(ci * h + iy) * w..(ci * h + iy + 1) * w]);
+            }
+        }
+    }
+
+    /// Adds an output row over the padded width (`cols` long) into its
+    /// `[oh·ow]` plane, the dropped columns left out.
+    fn unpad_add(&self, padded: &[f32], plane: &mut [f32], ow: usize) {
+        for (row, src) in plane.chunks_exact_mut(ow).zip(padded.chunks(self.wp)) {
+            row.iter_mut().zip(src).for_each(|(d, v)| *d += v);
+        }
+    }
+
+    /// An `[oh·ow]` plane spread over the padded width (the dropped
+    /// columns keep their zeros).
+    fn spread(&self, plane: &[f32], padded: &mut [f32], ow: usize) {
+        for (row, dst) in plane.chunks_exact(ow).zip(padded.chunks_mut(self.wp)) {
+            dst[..ow].copy_from_slice(row);
+        }
+    }
+}
+
+/// Fewer output positions per sample (ResNet-8's 8×8 maps) make the
+/// implicit product's weight gradient too shallow a sum: such layers go
+/// through grouped im2col matrices instead.
+const IMPLICIT_COLUMNS: usize = 256;
 
 /// Output positions per GEMM in [`Conv::forward`] and its backward pass
 /// (measured on ResNet-8 and MobileNetV1 training: 256 was as fast as any
@@ -476,6 +577,46 @@ mod tests {
             }
             let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(u, v)| (u - v).abs() <= 1e-3 * (1.0 + u.abs()));
             assert!(close(&gw, &gw1) && close(&gb, &gb1), "{shape:?} weight gradients");
+        }
+    }
+
+    /// Large stride-1 convolutions multiply with their im2col matrix left
+    /// implicit (padded planes): the same outputs and gradients as one
+    /// sample at a time through im2col, with and without the input gradient.
+    #[test]
+    fn implicit_im2col_matches_one_sample_at_a_time() {
+        use crate::student::testing::direct_conv;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(13);
+        for (shape, k, pad, n) in [
+            ([8, 20, 20], [3, 3], Padding::Same, 13),
+            ([12, 22, 21], [3, 2], Padding::Valid, 11),
+            ([4, 1, 600], [1, 5], Padding::Same, 30),
+        ] {
+            let conv = Conv::new(shape, 5, k, [1, 1], pad, &mut rng).unwrap();
+            let conv = Conv { bias: vec![0.1, -0.2, 0.3, 0.0, 0.5], ..conv };
+            assert!(conv.group(n) < n && conv.padded().is_some(), "{shape:?}: implicit");
+            let (in_len, out_len) = (shape.iter().product::<usize>(), conv.out_shape().iter().product::<usize>());
+            let x: Vec<f32> = (0..n * in_len).map(|i| ((i * 7919) % 13) as f32 * 0.25 - 1.5).collect();
+            let dy: Vec<f32> = (0..n * out_len).map(|i| ((i * 104_729) % 11) as f32 * 0.25 - 1.25).collect();
+            let want = direct_conv(&x, n, shape, &conv.weight, &conv.bias, k, [1, 1], pad, false);
+            let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(u, v)| (u - v).abs() <= 1e-3 * (1.0 + u.abs()));
+            assert!(close(&conv.forward(&x, n), &want), "{shape:?} forward");
+            let (mut gw1, mut gb1) = (vec![0.0; conv.weight.len()], vec![0.0; 5]);
+            let mut dx1 = Vec::new();
+            for i in 0..n {
+                let one = |v: &[f32], len: usize| v[i * len..(i + 1) * len].to_vec();
+                dx1.extend(conv.backward(&one(&x, in_len), &one(&dy, out_len), 1, &mut gw1, &mut gb1));
+            }
+            for input_grad in [true, false] {
+                let (mut gw, mut gb) = (vec![0.0; conv.weight.len()], vec![0.0; 5]);
+                let dx = conv.backward_with(&x, &dy, n, &mut gw, &mut gb, input_grad);
+                assert!(close(&gw1, &gw) && close(&gb1, &gb), "{shape:?} weight gradients ({input_grad})");
+                if input_grad {
+                    assert!(close(&dx1, &dx), "{shape:?} dx");
+                } else {
+                    assert!(dx.is_empty());
+                }
+            }
         }
     }
 

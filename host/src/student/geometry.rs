@@ -168,7 +168,10 @@ mod tests {
                 for ox in 0..ow {
                     for ky in 0..kernel[0] {
                         for kx in 0..kernel[1] {
-                            let (iy, ix) = ((oy * stride[0] + ky) as isize - pt as isize, (ox * stride[1] + kx) as isize - pl as isize);
+                            let (iy, ix) = (
+                                (oy * stride[0] + ky) as isize - pt as isize,
+                                (ox * stride[1] + kx) as isize - pl as isize,
+                            );
                             if (0..shape[1] as isize).contains(&iy) && (0..shape[2] as isize).contains(&ix) {
                                 want.push((oy * ow + ox, iy as usize * shape[2] + ix as usize, ky * kernel[1] + kx));
                             }
@@ -177,8 +180,10 @@ mod tests {
                 }
             }
             let runs = tap_runs(shape, kernel, stride, padding);
-            let mut got: Vec<_> =
-                runs.iter().flat_map(|r| (0..r.len).map(move |j| (r.out + j, r.input + j * stride[1], r.tap))).collect();
+            let mut got: Vec<_> = runs
+                .iter()
+                .flat_map(|r| (0..r.len).map(move |j| (r.out + j, r.input + j * stride[1], r.tap)))
+                .collect();
             want.sort_unstable();
             got.sort_unstable();
             assert_eq!(got, want, "{shape:?} {kernel:?} {stride:?} {padding:?}");

@@ -43,20 +43,8 @@ pub(crate) fn gemm(
         && m * k <= streamed::MAX_LEFT
         && streamed::available()
     {
-        let (rsa, csa, rsb) = (rsa as usize, csa as usize, rsb as usize);
-        // Every index the kernel reads: a[i·rsa + p·csa] (i < m, p < k),
-        // b[p·rsb + j] (j < n), c[i·n + j].
-        let last = |rows: usize, rs: usize, cols: usize, cs: usize| {
-            (rows - 1).checked_mul(rs)?.checked_add((cols - 1).checked_mul(cs)?)
-        };
-        assert!(last(m, rsa, k, csa).is_some_and(|l| l < a.len()));
-        assert!(last(k, rsb, n, 1).is_some_and(|l| l < b.len()));
-        // SAFETY: AVX2 and FMA are present (checked above); the asserts
-        // bound every index the kernel reads and writes.
-        #[allow(unsafe_code)]
-        unsafe {
-            streamed::gemm(m, k, n, a, rsa, csa, b, rsb, beta != 0.0, c);
-        }
+        let b_rows: Vec<usize> = (0..k).map(|p| p * rsb as usize).collect();
+        gemm_gather(m, k, n, a, rsa, csa, b, &b_rows, beta, c);
         return;
     }
     #[cfg(target_arch = "x86_64")]
@@ -70,19 +58,87 @@ pub(crate) fn gemm(
         && (m.min(n) <= dots::NARROW || k >= dots::DEEP)
         && streamed::available()
     {
-        let (rsa, csb) = (rsa as usize, csb as usize);
-        let last = |rows: usize, rs: usize| (rows - 1).checked_mul(rs)?.checked_add(k - 1);
-        assert!(last(m, rsa).is_some_and(|l| l < a.len()));
-        assert!(last(n, csb).is_some_and(|l| l < b.len()));
-        // SAFETY: AVX2 and FMA are present (checked above); the asserts
-        // bound every index the kernel reads and writes.
-        #[allow(unsafe_code)]
-        unsafe {
-            dots::gemm(m, k, n, a, rsa, b, csb, beta != 0.0, c);
-        }
+        let b_cols: Vec<usize> = (0..n).map(|j| j * csb as usize).collect();
+        dots_gather(m, k, n, a, rsa as usize, b, &b_cols, beta, c);
         return;
     }
     packed(m, k, n, a, rsa, csa, b, rsb, csb, beta, c);
+}
+
+/// `c = a·b + beta·c` where row `p` of `b` is `b[b_rows[p]..][..n]`: an
+/// im2col matrix left implicit, each of its rows a window tap of one
+/// input channel read in place from a padded input plane (`b_rows[p]` is
+/// the tap's offset). `a` as in [`gemm`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_gather(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    rsa: isize,
+    csa: isize,
+    b: &[f32],
+    b_rows: &[usize],
+    beta: f32,
+    c: &mut [f32],
+) {
+    assert!(b_rows.len() == k && c.len() >= m * n && a.len() >= m * k);
+    assert!(b_rows.iter().all(|&r| r.checked_add(n).is_some_and(|end| end <= b.len())));
+    #[cfg(target_arch = "x86_64")]
+    if rsa >= 0
+        && csa >= 0
+        && m > 0
+        && (1..=streamed::MAX_DEPTH).contains(&k)
+        && m * k <= streamed::MAX_LEFT
+        && n > 0
+        && streamed::available()
+    {
+        let (rsa, csa) = (rsa as usize, csa as usize);
+        let last = (m - 1).checked_mul(rsa).and_then(|l| l.checked_add((k - 1).checked_mul(csa)?));
+        assert!(last.is_some_and(|l| l < a.len()));
+        // SAFETY: AVX2 and FMA are present (checked above); the asserts
+        // bound every index the kernel reads (a[i·rsa + p·csa],
+        // b[b_rows[p] + j]) and writes (c[i·n + j]).
+        #[allow(unsafe_code)]
+        unsafe {
+            streamed::gemm(m, k, n, a, rsa, csa, b, b_rows, beta != 0.0, c);
+        }
+        return;
+    }
+    let dense: Vec<f32> = b_rows.iter().flat_map(|&r| &b[r..r + n]).copied().collect();
+    packed(m, k, n, a, rsa, csa, &dense, n as isize, 1, beta, c);
+}
+
+/// `c[i][j] = Σ_p a[i·rsa + p] · b[b_cols[j] + p] + beta·c[i][j]`: a
+/// product whose operands both run along the sum (a weight gradient),
+/// `b`'s rows read in place at their offsets (an implicit im2col's).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dots_gather(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    rsa: usize,
+    b: &[f32],
+    b_cols: &[usize],
+    beta: f32,
+    c: &mut [f32],
+) {
+    assert!(b_cols.len() == n && c.len() >= m * n);
+    assert!(b_cols.iter().all(|&r| r.checked_add(k).is_some_and(|end| end <= b.len())));
+    assert!(m == 0 || (m - 1).checked_mul(rsa).and_then(|l| l.checked_add(k)).is_some_and(|end| end <= a.len()));
+    #[cfg(target_arch = "x86_64")]
+    if m > 0 && n > 0 && k > 0 && streamed::available() {
+        // SAFETY: AVX2 and FMA are present; the asserts bound every index
+        // the kernel reads and writes.
+        #[allow(unsafe_code)]
+        unsafe {
+            dots::gemm(m, k, n, a, rsa, b, b_cols, beta != 0.0, c);
+        }
+        return;
+    }
+    let bt: Vec<f32> = b_cols.iter().flat_map(|&r| &b[r..r + k]).copied().collect();
+    packed(m, k, n, a, rsa as isize, 1, &bt, 1, k as isize, beta, c);
 }
 
 /// [`gemm`] by `matrixmultiply` alone (both operands packed, blocked for
@@ -149,11 +205,11 @@ mod streamed {
         *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
     }
 
-    /// See [`super::gemm`]; `b`'s rows are `rsb` apart, contiguous.
+    /// See [`super::gemm_gather`]: row `p` of `B` at `b[b_rows[p]..]`.
     ///
     /// # Safety
     /// AVX2 and FMA must be available, and every index named in
-    /// [`super::gemm`] in bounds.
+    /// [`super::gemm_gather`] in bounds.
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn gemm(
@@ -164,7 +220,7 @@ mod streamed {
         rsa: usize,
         csa: usize,
         b: &[f32],
-        rsb: usize,
+        b_rows: &[usize],
         accumulate: bool,
         c: &mut [f32],
     ) {
@@ -175,7 +231,7 @@ mod streamed {
                 // SAFETY: rows i..i + R ≤ m, columns j..j + 16 ≤ n.
                 unsafe {
                     let (ap, bp, cp) = (a.as_ptr().add(i * rsa), b.as_ptr().add(j), c.as_mut_ptr().add(i * n + j));
-                    rows(m - i, k, ap, rsa, csa, bp, rsb, cp, n, accumulate);
+                    rows(m - i, k, ap, rsa, csa, bp, b_rows, cp, n, accumulate);
                 }
             }
         }
@@ -186,15 +242,27 @@ mod streamed {
         // computed into a tile and added in.
         let cols = n - full;
         let mut panel = vec![0.0f32; k * COLS];
-        for (p, row) in panel.chunks_exact_mut(COLS).enumerate() {
-            row[..cols].copy_from_slice(&b[p * rsb + full..p * rsb + n]);
+        for (row, &at) in panel.chunks_exact_mut(COLS).zip(b_rows) {
+            row[..cols].copy_from_slice(&b[at + full..at + n]);
         }
+        let panel_rows: Vec<usize> = (0..k).map(|p| p * COLS).collect();
         let mut tile = [0.0f32; ROWS * COLS];
         for i in (0..m).step_by(ROWS) {
             let r = ROWS.min(m - i);
             // SAFETY: rows i..i + r ≤ m of A; the panel is k × 16, the tile r × 16.
             unsafe {
-                rows(r, k, a.as_ptr().add(i * rsa), rsa, csa, panel.as_ptr(), COLS, tile.as_mut_ptr(), COLS, false)
+                rows(
+                    r,
+                    k,
+                    a.as_ptr().add(i * rsa),
+                    rsa,
+                    csa,
+                    panel.as_ptr(),
+                    &panel_rows,
+                    tile.as_mut_ptr(),
+                    COLS,
+                    false,
+                )
             };
             for (t, crow) in tile.chunks_exact(COLS).zip(c[i * n..].chunks_mut(n)).take(r) {
                 let dst = &mut crow[full..n];
@@ -221,7 +289,7 @@ mod streamed {
         rsa: usize,
         csa: usize,
         b: *const f32,
-        rsb: usize,
+        b_rows: &[usize],
         c: *mut f32,
         ldc: usize,
         accumulate: bool,
@@ -229,18 +297,18 @@ mod streamed {
         // SAFETY: the caller's.
         unsafe {
             match left.min(ROWS) {
-                6 => block::<6>(k, a, rsa, csa, b, rsb, c, ldc, accumulate),
-                5 => block::<5>(k, a, rsa, csa, b, rsb, c, ldc, accumulate),
-                4 => block::<4>(k, a, rsa, csa, b, rsb, c, ldc, accumulate),
-                3 => block::<3>(k, a, rsa, csa, b, rsb, c, ldc, accumulate),
-                2 => block::<2>(k, a, rsa, csa, b, rsb, c, ldc, accumulate),
-                _ => block::<1>(k, a, rsa, csa, b, rsb, c, ldc, accumulate),
+                6 => block::<6>(k, a, rsa, csa, b, b_rows, c, ldc, accumulate),
+                5 => block::<5>(k, a, rsa, csa, b, b_rows, c, ldc, accumulate),
+                4 => block::<4>(k, a, rsa, csa, b, b_rows, c, ldc, accumulate),
+                3 => block::<3>(k, a, rsa, csa, b, b_rows, c, ldc, accumulate),
+                2 => block::<2>(k, a, rsa, csa, b, b_rows, c, ldc, accumulate),
+                _ => block::<1>(k, a, rsa, csa, b, b_rows, c, ldc, accumulate),
             }
         }
     }
 
     /// `C[..R][..16] (+)= A[..R][..k] · B[..k][..16]`: `R` rows of `A` from
-    /// `a` (strides `rsa`, `csa`), `k` rows of `B` from `b` (`rsb` apart),
+    /// `a` (strides `rsa`, `csa`), row `p` of `B` at `b + b_rows[p]`,
     /// `R` rows of `C` from `c` (`ldc` apart).
     ///
     /// # Safety
@@ -254,7 +322,7 @@ mod streamed {
         rsa: usize,
         csa: usize,
         b: *const f32,
-        rsb: usize,
+        b_rows: &[usize],
         c: *mut f32,
         ldc: usize,
         accumulate: bool,
@@ -262,15 +330,15 @@ mod streamed {
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
         // SAFETY (all pointer arithmetic below): the caller's bounds.
         unsafe {
-            let (mut brow, mut acol) = (b, a);
-            for _ in 0..k {
+            let mut acol = a;
+            for &at in &b_rows[..k] {
+                let brow = b.add(at);
                 let (b0, b1) = (_mm256_loadu_ps(brow), _mm256_loadu_ps(brow.add(8)));
                 for (r, acc) in acc.iter_mut().enumerate() {
                     let av = _mm256_broadcast_ss(&*acol.add(r * rsa));
                     acc[0] = _mm256_fmadd_ps(av, b0, acc[0]);
                     acc[1] = _mm256_fmadd_ps(av, b1, acc[1]);
                 }
-                brow = brow.add(rsb);
                 acol = acol.add(csa);
             }
             for (r, acc) in acc.iter().enumerate() {
@@ -309,11 +377,11 @@ mod dots {
     /// Floats of each row per chunk: 7 rows × 2 KiB in L1.
     const CHUNK: usize = 512;
 
-    /// `c[i][j] (+)= Σ_p a[i·rsa + p] · b[j·csb + p]`, `c` of row stride `n`.
+    /// `c[i][j] (+)= Σ_p a[i·rsa + p] · b[b_cols[j] + p]`, `c` of row stride `n`.
     ///
     /// # Safety
     /// AVX2 and FMA available; `a` holds `m` rows of `k` at `rsa`, `b` `n`
-    /// rows of `k` at `csb`, `c` `m × n`.
+    /// rows of `k` at `b_cols`, `c` `m × n`.
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn gemm(
@@ -323,7 +391,7 @@ mod dots {
         a: &[f32],
         rsa: usize,
         b: &[f32],
-        csb: usize,
+        b_cols: &[usize],
         accumulate: bool,
         c: &mut [f32],
     ) {
@@ -336,21 +404,23 @@ mod dots {
                 for j in (0..n).step_by(3) {
                     // SAFETY: rows i.. of a and j.. of b hold p + len ≤ k floats.
                     unsafe {
-                        let (ap, bp) = (a.as_ptr().add(i * rsa + p), b.as_ptr().add(j * csb + p));
+                        let ap = a.as_ptr().add(i * rsa + p);
+                        let bp = b.as_ptr().add(p);
+                        let cols = &b_cols[j..];
                         let cp = c.as_mut_ptr().add(i * n + j);
                         match ((m - i).min(4), (n - j).min(3)) {
-                            (4, 3) => tile::<4, 3>(len, ap, rsa, bp, csb, cp, n),
-                            (4, 2) => tile::<4, 2>(len, ap, rsa, bp, csb, cp, n),
-                            (4, _) => tile::<4, 1>(len, ap, rsa, bp, csb, cp, n),
-                            (3, 3) => tile::<3, 3>(len, ap, rsa, bp, csb, cp, n),
-                            (3, 2) => tile::<3, 2>(len, ap, rsa, bp, csb, cp, n),
-                            (3, _) => tile::<3, 1>(len, ap, rsa, bp, csb, cp, n),
-                            (2, 3) => tile::<2, 3>(len, ap, rsa, bp, csb, cp, n),
-                            (2, 2) => tile::<2, 2>(len, ap, rsa, bp, csb, cp, n),
-                            (2, _) => tile::<2, 1>(len, ap, rsa, bp, csb, cp, n),
-                            (_, 3) => tile::<1, 3>(len, ap, rsa, bp, csb, cp, n),
-                            (_, 2) => tile::<1, 2>(len, ap, rsa, bp, csb, cp, n),
-                            _ => tile::<1, 1>(len, ap, rsa, bp, csb, cp, n),
+                            (4, 3) => tile::<4, 3>(len, ap, rsa, bp, cols, cp, n),
+                            (4, 2) => tile::<4, 2>(len, ap, rsa, bp, cols, cp, n),
+                            (4, _) => tile::<4, 1>(len, ap, rsa, bp, cols, cp, n),
+                            (3, 3) => tile::<3, 3>(len, ap, rsa, bp, cols, cp, n),
+                            (3, 2) => tile::<3, 2>(len, ap, rsa, bp, cols, cp, n),
+                            (3, _) => tile::<3, 1>(len, ap, rsa, bp, cols, cp, n),
+                            (2, 3) => tile::<2, 3>(len, ap, rsa, bp, cols, cp, n),
+                            (2, 2) => tile::<2, 2>(len, ap, rsa, bp, cols, cp, n),
+                            (2, _) => tile::<2, 1>(len, ap, rsa, bp, cols, cp, n),
+                            (_, 3) => tile::<1, 3>(len, ap, rsa, bp, cols, cp, n),
+                            (_, 2) => tile::<1, 2>(len, ap, rsa, bp, cols, cp, n),
+                            _ => tile::<1, 1>(len, ap, rsa, bp, cols, cp, n),
                         }
                     }
                 }
@@ -358,7 +428,7 @@ mod dots {
         }
     }
 
-    /// `c[r][s] += Σ_{p < len} a[r·rsa + p] · b[s·csb + p]` for `r < I`, `s < J`.
+    /// `c[r][s] += Σ_{p < len} a[r·rsa + p] · b[b_cols[s] + p]` for `r < I`, `s < J`.
     ///
     /// # Safety
     /// As [`gemm`], for this tile.
@@ -369,16 +439,18 @@ mod dots {
         a: *const f32,
         rsa: usize,
         b: *const f32,
-        csb: usize,
+        b_cols: &[usize],
         c: *mut f32,
         ldc: usize,
     ) {
         let mut acc = [[_mm256_setzero_ps(); J]; I];
+        // SAFETY: the caller's bounds.
+        let bs: [*const f32; J] = std::array::from_fn(|s| unsafe { b.add(b_cols[s]) });
         let body = len - len % 8;
         // SAFETY (all pointer arithmetic below): the caller's bounds.
         unsafe {
             for p in (0..body).step_by(8) {
-                let bv: [__m256; J] = std::array::from_fn(|s| _mm256_loadu_ps(b.add(s * csb + p)));
+                let bv: [__m256; J] = std::array::from_fn(|s| _mm256_loadu_ps(bs[s].add(p)));
                 for (r, acc) in acc.iter_mut().enumerate() {
                     let av = _mm256_loadu_ps(a.add(r * rsa + p));
                     for (acc, bv) in acc.iter_mut().zip(&bv) {
@@ -390,7 +462,7 @@ mod dots {
                 for (s, acc) in acc.iter().enumerate() {
                     let mut sum = horizontal_sum(*acc);
                     for p in body..len {
-                        sum += *a.add(r * rsa + p) * *b.add(s * csb + p);
+                        sum += *a.add(r * rsa + p) * *bs[s].add(p);
                     }
                     *c.add(r * ldc + s) += sum;
                 }

@@ -54,6 +54,9 @@ pub fn gemm_peak_gflops() -> f64 {
     (0..3).map(|_| rayon::join(run, run)).map(|(x, y)| x + y).fold(0.0, f64::max)
 }
 
+/// Training steps each side runs untimed before the timed epochs.
+pub const WARMUP_STEPS: usize = 5;
+
 /// tinykd's training throughput: KD loss against fixed random teacher
 /// logits; and the trained student (its spec is the layers, blocks and
 /// named architectures expanded, for the PyTorch side).
@@ -81,6 +84,10 @@ pub fn tinykd_training(data: &Path, spec: &str, epochs: usize, batch_size: usize
         seed: 0,
         loss: LossConfig { kind: LossKind::Kl, temperature: 4.0, alpha: 0.9 },
     };
+    // Untimed warm-up steps on a copy, as the PyTorch side takes: neither
+    // side's one-time costs (first page faults, pools filling) are timed.
+    let mut warm = student.clone();
+    distill::train(&mut warm, set, None, &TrainConfig { steps: WARMUP_STEPS, ..cfg.clone() }, &Progress::hidden());
     let start = Instant::now();
     distill::train(&mut student, set, None, &cfg, &Progress::hidden());
     let seconds = start.elapsed().as_secs_f64();
@@ -117,6 +124,8 @@ pub fn pytorch_training(
         &epochs.to_string(),
         "--batch-size",
         &batch_size.to_string(),
+        "--warmup-steps",
+        &WARMUP_STEPS.to_string(),
     ]))
     .with_context(|| format!("cannot run {python}"))?;
     if !out.status.success() {

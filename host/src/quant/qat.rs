@@ -308,6 +308,23 @@ mod tests {
         s
     }
 
+    /// AdamW on the labels alone (α = 0), evaluated every step.
+    fn config(steps: usize, batch_size: usize, learning_rate: f32, schedule: crate::distill::Schedule) -> TrainConfig {
+        TrainConfig {
+            steps,
+            eval_every: 1,
+            batch_size,
+            learning_rate,
+            weight_decay: 0.0,
+            optimizer: crate::distill::Optimizer::Adamw,
+            schedule,
+            warmup_steps: 0,
+            patience: 0,
+            seed: 1,
+            loss: crate::distill::LossConfig { kind: crate::distill::LossKind::Kl, temperature: 1.0, alpha: 0.0 },
+        }
+    }
+
     #[test]
     fn folding_batch_norm_keeps_the_function() {
         let s = student("conv1d(4,k3,s2) bn relu dwconv1d(k3) bn relu6 flatten dense(6) bn relu dense(3)", &[2, 12], 1);
@@ -388,19 +405,7 @@ mod tests {
         let s = Student::from_spec("dense(8) bn relu dense(3)", &[3], 3, &mut rng).unwrap();
         let set = TrainSet { x: &x, n: 300, views: 1, labels: &labels, teacher: None, mix: &[] };
         let val = ValSet { x: &x, n: 300, labels: &y };
-        let cfg = TrainConfig {
-            steps: 400,
-            eval_every: 50,
-            batch_size: 32,
-            learning_rate: 1e-2,
-            weight_decay: 0.0,
-            optimizer: crate::distill::Optimizer::Adamw,
-            schedule: crate::distill::Schedule::Cosine,
-            warmup_steps: 0,
-            patience: 0,
-            seed: 1,
-            loss: crate::distill::LossConfig { kind: crate::distill::LossKind::Kl, temperature: 1.0, alpha: 0.0 },
-        };
+        let cfg = TrainConfig { eval_every: 50, ..config(400, 32, 1e-2, crate::distill::Schedule::Cosine) };
         let (model, _, report) =
             train(&s, set, Some(val), &x, 300, Calibration::Minmax, Scheme::default(), &cfg, &Progress::hidden())
                 .unwrap();
@@ -439,19 +444,7 @@ mod tests {
 
             let labels: Vec<Option<usize>> = (0..n).map(|i| Some(i % 3)).collect();
             let set = TrainSet { x: &x, n, views: 1, labels: &labels, teacher: None, mix: &[] };
-            let cfg = TrainConfig {
-                steps: 2,
-                eval_every: 1,
-                batch_size: n,
-                learning_rate: 1e-3,
-                weight_decay: 0.0,
-                optimizer: crate::distill::Optimizer::Adamw,
-                schedule: crate::distill::Schedule::Constant,
-                warmup_steps: 0,
-                patience: 0,
-                seed: 1,
-                loss: crate::distill::LossConfig { kind: crate::distill::LossKind::Kl, temperature: 1.0, alpha: 0.0 },
-            };
+            let cfg = config(2, n, 1e-3, crate::distill::Schedule::Constant);
             let (model, _, report) =
                 train(&s, set, None, &x, n, Calibration::Minmax, g, &cfg, &Progress::hidden()).unwrap();
             assert_eq!((report.steps, report.best_step), (2, 2), "{spec}");

@@ -87,7 +87,7 @@ pub fn tinykd_training(data: &Path, spec: &str, epochs: usize, batch_size: usize
     // Untimed warm-up steps on a copy, as the PyTorch side takes: neither
     // side's one-time costs (first page faults, pools filling) are timed.
     let mut warm = student.clone();
-    distill::train(&mut warm, set, None, &TrainConfig { steps: WARMUP_STEPS, ..cfg.clone() }, &Progress::hidden());
+    distill::train(&mut warm, set, None, &TrainConfig { steps: WARMUP_STEPS, ..cfg }, &Progress::hidden());
     let start = Instant::now();
     distill::train(&mut student, set, None, &cfg, &Progress::hidden());
     let seconds = start.elapsed().as_secs_f64();

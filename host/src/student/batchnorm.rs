@@ -183,6 +183,11 @@ fn squared_deviation(v: &[f32], m: f32) -> f32 {
     lanes.iter().sum::<f32>() + rest
 }
 
+/// `Σ a·b`, in eight lanes (`v − 0` is `v` exactly).
+pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    deviation_dot(a, b, 0.0)
+}
+
 /// `Σ d·(v − m)`, in eight lanes.
 fn deviation_dot(d: &[f32], v: &[f32], m: f32) -> f32 {
     let mut lanes = [0.0f32; 8];

@@ -157,7 +157,7 @@ impl Conv {
             return y;
         }
         let (g, gemm) = self.group_and_product(n);
-        if let Some(pd) = self.padded().filter(|_| g < n) {
+        if let Some(pd) = (g < n).then(|| self.padded()).flatten() {
             let mut xpad = vec![0.0; pd.plane_len(self.in_shape[0])];
             let mut ypad = vec![0.0; o * pd.cols];
             for (xs, ys) in x.chunks_exact(in_len).zip(y.chunks_exact_mut(o * p)).take(n) {
@@ -237,13 +237,12 @@ impl Conv {
         let transposed = (input_grad && !whole_batch).then(|| self.transposed()).flatten();
         let scatter = input_grad && transposed.is_none();
         let mut dx = vec![0.0; if scatter { n * in_len } else { 0 }];
-        if let Some(pd) = self.padded().filter(|_| !whole_batch && !scatter) {
+        if let Some(pd) = (!whole_batch && !scatter).then(|| self.padded()).flatten() {
             // dW[O×K] += dY[O×cols] · (implicit im2col)ᵀ, per sample; dY
             // spread over the padded width with zeros in the dropped columns.
             let [c, _, _] = self.in_shape;
             let mut xpad = vec![0.0; pd.plane_len(c)];
             let mut dypad = vec![0.0; o * pd.cols];
-            let ow = self.out_shape()[2];
             for (xs, ds) in x.chunks_exact(in_len).zip(dy.chunks_exact(o * p)).take(n) {
                 pd.pad(xs, self.in_shape, &mut xpad);
                 for (prow, drow) in dypad.chunks_exact_mut(pd.cols).zip(ds.chunks_exact(p)) {

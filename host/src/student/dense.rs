@@ -8,6 +8,8 @@ use tinykd_runtime::format::{Op, layer::PARAM_COUNT};
 use super::Shape;
 use super::layer::{Device, DeviceWeights, LayerKind, Saved, u16p, weight_and_bias};
 use super::onnx::{Builder, Cursor, attr_int};
+// Dense layers are small beside convolutions: `matrixmultiply` alone.
+use super::sgemm::packed;
 
 /// Weights and bias of a dense layer.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -18,10 +20,6 @@ pub struct Dense {
     pub weight: Vec<f32>,
     pub bias: Vec<f32>,
 }
-
-// Dense layers are small beside convolutions: `matrixmultiply` alone.
-pub(crate) use super::sgemm::packed as gemm;
-pub(crate) use super::sgemm::packed;
 
 impl Dense {
     /// He-normal initialisation (suits the ReLU that usually follows), zero bias.
@@ -40,7 +38,7 @@ impl Dense {
     pub fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
         let mut y: Vec<f32> = (0..n).flat_map(|_| self.bias.iter().copied()).collect();
         // y[n×out] += x[n×in] · Wᵀ[in×out]
-        gemm(
+        packed(
             n,
             self.inputs,
             self.outputs,
@@ -68,7 +66,7 @@ impl Dense {
         input_grad: bool,
     ) -> Vec<f32> {
         // dW[out×in] += dyᵀ[out×n] · x[n×in]
-        gemm(self.outputs, n, self.inputs, dy, 1, self.outputs as isize, x, self.inputs as isize, 1, 1.0, gw);
+        packed(self.outputs, n, self.inputs, dy, 1, self.outputs as isize, x, self.inputs as isize, 1, 1.0, gw);
         for row in dy.chunks_exact(self.outputs) {
             for (g, d) in gb.iter_mut().zip(row) {
                 *g += d;
@@ -79,7 +77,7 @@ impl Dense {
         }
         // dx[n×in] = dy[n×out] · W[out×in]
         let mut dx = vec![0.0; n * self.inputs];
-        gemm(
+        packed(
             n,
             self.outputs,
             self.inputs,

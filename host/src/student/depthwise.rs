@@ -9,7 +9,7 @@ use anyhow::Result;
 use rand::{Rng, RngCore};
 use tinykd_runtime::format::{Op, layer::PARAM_COUNT};
 
-use super::batchnorm::sum;
+use super::batchnorm::{dot, sum};
 use super::geometry::{Shape, fits, tap_runs, window2d};
 use super::layer::{Device, DeviceWeights, LayerKind, Saved, weight_and_bias, window_params};
 use super::onnx::{Builder, Cursor, attr_int, window_attrs};
@@ -316,19 +316,6 @@ impl Phases {
             }
         }
     }
-}
-
-/// `Σ a·b`, in eight lanes.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let rest: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(a, b)| a * b).sum();
-    for (a, b) in ac.zip(bc) {
-        for ((l, a), b) in lanes.iter_mut().zip(a).zip(b) {
-            *l += a * b;
-        }
-    }
-    lanes.iter().sum::<f32>() + rest
 }
 
 /// `[n][C][H·W]` → `[n][H·W][C]` (collected in order: no zeroing pass).

@@ -18,7 +18,7 @@ pub mod layer;
 pub mod onnx;
 pub mod pool;
 pub mod residual;
-mod sgemm;
+pub(crate) mod sgemm;
 pub mod spec;
 #[cfg(test)]
 pub(crate) mod testing;

@@ -33,16 +33,7 @@ pub(crate) fn gemm(
     assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
     debug_assert!(beta == 0.0 || beta == 1.0);
     #[cfg(target_arch = "x86_64")]
-    if csb == 1
-        && rsb >= n as isize
-        && rsa >= 0
-        && csa >= 0
-        && n >= streamed::MIN_COLUMNS
-        && m > 0
-        && (1..=streamed::MAX_DEPTH).contains(&k)
-        && m * k <= streamed::MAX_LEFT
-        && streamed::available()
-    {
+    if csb == 1 && rsb >= n as isize && n >= streamed::MIN_COLUMNS && streamed::takes(m, k, n, rsa, csa) {
         let b_rows: Vec<usize> = (0..k).map(|p| p * rsb as usize).collect();
         gemm_gather(m, k, n, a, rsa, csa, b, &b_rows, beta, c);
         return;
@@ -85,14 +76,7 @@ pub(crate) fn gemm_gather(
     assert!(b_rows.len() == k && c.len() >= m * n && a.len() >= m * k);
     assert!(b_rows.iter().all(|&r| r.checked_add(n).is_some_and(|end| end <= b.len())));
     #[cfg(target_arch = "x86_64")]
-    if rsa >= 0
-        && csa >= 0
-        && m > 0
-        && (1..=streamed::MAX_DEPTH).contains(&k)
-        && m * k <= streamed::MAX_LEFT
-        && n > 0
-        && streamed::available()
-    {
+    if streamed::takes(m, k, n, rsa, csa) {
         let (rsa, csa) = (rsa as usize, csa as usize);
         let last = (m - 1).checked_mul(rsa).and_then(|l| l.checked_add((k - 1).checked_mul(csa)?));
         assert!(last.is_some_and(|l| l < a.len()));
@@ -193,12 +177,18 @@ mod streamed {
     /// The kernel does not block for the caches: a deeper product's panel
     /// of `B` (k × 16) and a larger `A` outgrow them, and `matrixmultiply`
     /// is faster.
-    pub const MAX_DEPTH: usize = 1024;
-    pub const MAX_LEFT: usize = 1 << 16;
+    const MAX_DEPTH: usize = 1024;
+    const MAX_LEFT: usize = 1 << 16;
     /// Rows of `C` per pass: 6 × 2 accumulators, 2 for `B`, 1 broadcast.
     const ROWS: usize = 6;
     /// Columns of `C` per pass: two 8-wide vectors.
     const COLS: usize = 16;
+
+    /// Whether the kernel runs an `m×k` by `k×n` product with `A` at
+    /// strides `rsa`, `csa` (it broadcasts `A` forwards only).
+    pub fn takes(m: usize, k: usize, n: usize, rsa: isize, csa: isize) -> bool {
+        rsa >= 0 && csa >= 0 && m > 0 && n > 0 && (1..=MAX_DEPTH).contains(&k) && m * k <= MAX_LEFT && available()
+    }
 
     pub fn available() -> bool {
         static HAS: OnceLock<bool> = OnceLock::new();

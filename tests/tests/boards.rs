@@ -195,14 +195,22 @@ fn random_model(
     (0..n * len).map(|_| rng.random()).collect()
 }
 
+/// A student of `spec` on samples of `shape` with random weights (from
+/// `seed`), quantized and written to `path` by [`random_model`]; returns
+/// `n` random int8 inputs for it.
+fn random_spec_model(spec: &str, shape: &[usize], seed: u64, path: &std::path::Path, n: usize) -> Vec<i8> {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let student = tinykd::student::Student::from_spec_any_output(spec, shape, &mut rng).unwrap();
+    random_model(&student, &mut rng, path, n)
+}
+
 /// Rectangular windows and strides per axis (a keyword spotter's shapes
 /// in small: a tall stride-2×1 convolution, a 3×1 depthwise, a 3×2
 /// pool) and residual students, random weights and inputs, on the
 /// Cortex-M3 and M4: the same logits as the host.
 #[test]
 fn rectangular_windows_on_the_m3_and_the_m4() {
-    use rand::SeedableRng;
-    use tinykd::student::Student;
     let dir = tempfile::tempdir().unwrap();
     for (k, (spec, shape)) in [
         (
@@ -218,10 +226,8 @@ fn rectangular_windows_on_the_m3_and_the_m4() {
     .into_iter()
     .enumerate()
     {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
-        let student = Student::from_spec_any_output(spec, shape, &mut rng).unwrap();
         let (path, n) = (dir.path().join(format!("rect{k}.tkd")), 24);
-        let inputs = random_model(&student, &mut rng, &path, n);
+        let inputs = random_spec_model(spec, shape, 11, &path, n);
         for board in ["qemu-mps2-an385", "qemu-mps2-an386"] {
             let r = tinykd::device::emulate(tinykd::device::board(board).unwrap(), &path, &inputs, n, None).unwrap();
             assert_eq!(r.agreement, 1.0, "{spec} on {board}");
@@ -235,8 +241,6 @@ fn rectangular_windows_on_the_m3_and_the_m4() {
 /// and at MLPerf's own 0.25 on 96×96 (maps of 48×48×8 and up).
 #[test]
 fn mlperf_architectures_at_full_width_on_the_m4() {
-    use rand::SeedableRng;
-    use tinykd::student::Student;
     let dir = tempfile::tempdir().unwrap();
     let board = tinykd::device::board("qemu-mps2-an386").unwrap();
     for (k, (spec, shape)) in [
@@ -248,10 +252,8 @@ fn mlperf_architectures_at_full_width_on_the_m4() {
     .into_iter()
     .enumerate()
     {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
-        let student = Student::from_spec_any_output(spec, shape, &mut rng).unwrap();
         let (path, n) = (dir.path().join(format!("mlperf{k}.tkd")), 8);
-        let inputs = random_model(&student, &mut rng, &path, n);
+        let inputs = random_spec_model(spec, shape, 5, &path, n);
         let r = tinykd::device::emulate(board, &path, &inputs, n, None).unwrap();
         println!("qemu-mps2-an386 {spec} {shape:?} instructions/inference={}", r.instructions_per_inference);
         assert_eq!(r.agreement, 1.0, "{spec} {shape:?}");

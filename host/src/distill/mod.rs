@@ -2,6 +2,7 @@
 
 pub mod augment;
 pub mod loss;
+mod memory;
 pub mod optimizer;
 mod pair;
 pub mod record;

@@ -253,6 +253,7 @@ pub fn train(
     cfg: &TrainConfig,
     progress: &Progress,
 ) -> TrainReport {
+    super::memory::keep_freed_memory();
     train_splitting_above(student, set, val, cfg, progress, PARALLEL_MIN_MACS_PER_SYNC)
 }
 

@@ -5,6 +5,7 @@ use tinykd_runtime::format::Activation;
 
 use super::layer::{Device, LayerKind, Saved};
 use super::onnx::{Builder, Cursor};
+use super::simd::vectorised;
 
 /// `max(x, 0)`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -16,16 +17,25 @@ pub struct Relu6 {}
 
 impl LayerKind for Relu {
     fn forward(&self, x: &[f32], _: usize) -> Vec<f32> {
-        x.iter().map(|v| v.max(0.0)).collect()
+        vectorised(
+            #[inline(always)]
+            || x.iter().map(|v| v.max(0.0)).collect(),
+        )
     }
 
     fn forward_owned(&self, x: Vec<f32>, _: usize) -> Vec<f32> {
-        x.into_iter().map(|v| v.max(0.0)).collect()
+        vectorised(
+            #[inline(always)]
+            || x.into_iter().map(|v| v.max(0.0)).collect(),
+        )
     }
 
     /// In place: the output gradient's buffer becomes the input's.
     fn backward(&self, x: &[f32], _: &Saved, d: &mut Vec<f32>, _: usize, _: &mut [Vec<f32>], _: bool) -> Vec<f32> {
-        d.iter_mut().zip(x).for_each(|(g, v)| *g = if *v > 0.0 { *g } else { 0.0 });
+        vectorised(
+            #[inline(always)]
+            || d.iter_mut().zip(x).for_each(|(g, v)| *g = if *v > 0.0 { *g } else { 0.0 }),
+        );
         std::mem::take(d)
     }
 
@@ -41,15 +51,24 @@ impl LayerKind for Relu {
 
 impl LayerKind for Relu6 {
     fn forward(&self, x: &[f32], _: usize) -> Vec<f32> {
-        x.iter().map(|v| v.clamp(0.0, 6.0)).collect()
+        vectorised(
+            #[inline(always)]
+            || x.iter().map(|v| v.clamp(0.0, 6.0)).collect(),
+        )
     }
 
     fn forward_owned(&self, x: Vec<f32>, _: usize) -> Vec<f32> {
-        x.into_iter().map(|v| v.clamp(0.0, 6.0)).collect()
+        vectorised(
+            #[inline(always)]
+            || x.into_iter().map(|v| v.clamp(0.0, 6.0)).collect(),
+        )
     }
 
     fn backward(&self, x: &[f32], _: &Saved, d: &mut Vec<f32>, _: usize, _: &mut [Vec<f32>], _: bool) -> Vec<f32> {
-        d.iter_mut().zip(x).for_each(|(g, v)| *g = if *v > 0.0 && *v < 6.0 { *g } else { 0.0 });
+        vectorised(
+            #[inline(always)]
+            || d.iter_mut().zip(x).for_each(|(g, v)| *g = if *v > 0.0 && *v < 6.0 { *g } else { 0.0 }),
+        );
         std::mem::take(d)
     }
 

@@ -7,6 +7,7 @@ use rand::RngCore;
 
 use super::layer::{Device, LayerKind, Saved};
 use super::onnx::{Builder, Cursor, attr_float};
+use super::simd::vectorised;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BatchNorm {
@@ -42,6 +43,7 @@ impl BatchNorm {
     }
 
     /// Calls `f(channel, values)` on each sample's plane of each channel.
+    #[inline(always)]
     fn planes<'x>(&self, x: &'x [f32], n: usize, mut f: impl FnMut(usize, &'x [f32])) {
         for (k, plane) in x.chunks_exact(self.spatial.max(1)).take(n * self.channels).enumerate() {
             f(k % self.channels, plane);
@@ -49,6 +51,7 @@ impl BatchNorm {
     }
 
     /// `y = a[c]·x + b[c]` plane by plane.
+    #[inline(always)]
     fn affine_map(&self, x: &[f32], n: usize, a: &[f32], b: &[f32]) -> Vec<f32> {
         let p = self.spatial.max(1);
         let mut y = Vec::with_capacity(x.len());
@@ -62,13 +65,19 @@ impl BatchNorm {
     /// Inference: running statistics.
     pub fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
         let (a, b) = self.affine();
-        self.affine_map(x, n, &a, &b)
+        vectorised(
+            #[inline(always)]
+            || self.affine_map(x, n, &a, &b),
+        )
     }
 
     /// Per-channel sums of `f(channel, plane)` over one shard.
     fn channel_sums(&self, x: &[f32], n: usize, f: impl Fn(usize, &[f32]) -> f32) -> Vec<f32> {
         let mut sums = vec![0.0f32; self.channels];
-        self.planes(x, n, |c, plane| sums[c] += f(c, plane));
+        vectorised(
+            #[inline(always)]
+            || self.planes(x, n, |c, plane| sums[c] += f(c, plane)),
+        );
         sums
     }
 
@@ -116,7 +125,10 @@ impl BatchNorm {
     pub fn normalize(&self, x: &[f32], n: usize, st: &BatchStats) -> Vec<f32> {
         let a: Vec<f32> = self.gamma.iter().zip(&st.inv_std).map(|(g, s)| g * s).collect();
         let b: Vec<f32> = self.beta.iter().zip(&st.mean).zip(&a).map(|((be, m), a)| be - m * a).collect();
-        self.affine_map(x, n, &a, &b)
+        vectorised(
+            #[inline(always)]
+            || self.affine_map(x, n, &a, &b),
+        )
     }
 
     /// One shard's `[Σ dy, Σ dy·x̂]` per channel: they are dβ and dγ, and,
@@ -125,11 +137,16 @@ impl BatchNorm {
         let p = self.spatial.max(1);
         let mut sum_dy = vec![0.0f32; self.channels];
         let mut sum_dy_xhat = vec![0.0f32; self.channels];
-        for (k, (d, v)) in dy.chunks_exact(p).zip(x.chunks_exact(p)).take(n * self.channels).enumerate() {
-            let c = k % self.channels;
-            sum_dy[c] += sum(d);
-            sum_dy_xhat[c] += deviation_dot(d, v, st.mean[c]) * st.inv_std[c];
-        }
+        vectorised(
+            #[inline(always)]
+            || {
+                for (k, (d, v)) in dy.chunks_exact(p).zip(x.chunks_exact(p)).take(n * self.channels).enumerate() {
+                    let c = k % self.channels;
+                    sum_dy[c] += sum(d);
+                    sum_dy_xhat[c] += deviation_dot(d, v, st.mean[c]) * st.inv_std[c];
+                }
+            },
+        );
         [sum_dy, sum_dy_xhat]
     }
 
@@ -139,15 +156,20 @@ impl BatchNorm {
         let count = st.count;
         // dx = γ·σ⁻¹ · (dy − Σdy/N − x̂ · Σ(dy·x̂)/N), per channel constants.
         let p = self.spatial.max(1);
-        let mut dx = Vec::with_capacity(x.len());
-        for (k, (d, v)) in dy.chunks_exact(p).zip(x.chunks_exact(p)).take(n * self.channels).enumerate() {
-            let c = k % self.channels;
-            let (scale, mean_dy) = (self.gamma[c] * st.inv_std[c], sum_dy[c] / count);
-            let slope = sum_dy_xhat[c] / count * st.inv_std[c];
-            let m = st.mean[c];
-            dx.extend(d.iter().zip(v).map(|(d, v)| scale * (d - mean_dy - (v - m) * slope)));
-        }
-        dx
+        vectorised(
+            #[inline(always)]
+            || {
+                let mut dx = Vec::with_capacity(x.len());
+                for (k, (d, v)) in dy.chunks_exact(p).zip(x.chunks_exact(p)).take(n * self.channels).enumerate() {
+                    let c = k % self.channels;
+                    let (scale, mean_dy) = (self.gamma[c] * st.inv_std[c], sum_dy[c] / count);
+                    let slope = sum_dy_xhat[c] / count * st.inv_std[c];
+                    let m = st.mean[c];
+                    dx.extend(d.iter().zip(v).map(|(d, v)| scale * (d - mean_dy - (v - m) * slope)));
+                }
+                dx
+            },
+        )
     }
 
     /// Backward of the training transform over one batch; accumulates dγ,
@@ -162,6 +184,7 @@ impl BatchNorm {
 }
 
 /// `Σ v`, in eight lanes (a vector register) instead of one serial chain.
+#[inline(always)]
 pub(super) fn sum(v: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 8];
     let chunks = v.chunks_exact(8);
@@ -173,6 +196,7 @@ pub(super) fn sum(v: &[f32]) -> f32 {
 }
 
 /// `Σ (v − m)²`, in eight lanes.
+#[inline(always)]
 fn squared_deviation(v: &[f32], m: f32) -> f32 {
     let mut lanes = [0.0f32; 8];
     let chunks = v.chunks_exact(8);
@@ -184,11 +208,13 @@ fn squared_deviation(v: &[f32], m: f32) -> f32 {
 }
 
 /// `Σ a·b`, in eight lanes (`v − 0` is `v` exactly).
+#[inline(always)]
 pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
     deviation_dot(a, b, 0.0)
 }
 
 /// `Σ d·(v − m)`, in eight lanes.
+#[inline(always)]
 fn deviation_dot(d: &[f32], v: &[f32], m: f32) -> f32 {
     let mut lanes = [0.0f32; 8];
     let (dc, vc) = (d.chunks_exact(8), v.chunks_exact(8));

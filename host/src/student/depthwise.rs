@@ -14,6 +14,7 @@ use super::geometry::{Shape, fits, tap_runs, window2d};
 use super::layer::{Device, DeviceWeights, LayerKind, Saved, weight_and_bias, window_params};
 use super::onnx::{Builder, Cursor, attr_int, window_attrs};
 use super::spec::Padding;
+use super::transpose::transpose;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Depthwise {
@@ -68,9 +69,15 @@ impl Depthwise {
 
     pub fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
         if self.rows_first() {
-            return self.forward_chw(x, n);
+            return super::simd::vectorised(
+                #[inline(always)]
+                || self.forward_chw(x, n),
+            );
         }
-        self.forward_hwc(&to_hwc(x, n, self.in_shape), n)
+        super::simd::vectorised(
+            #[inline(always)]
+            || self.forward_hwc(&to_hwc(x, n, self.in_shape), n),
+        )
     }
 
     /// Whether output rows are wide enough to be the vectors (each tap a
@@ -79,31 +86,34 @@ impl Depthwise {
         self.out_shape()[2] >= ROWS_FIRST_WIDTH
     }
 
-    /// Forward channels-first: each tap of each channel one run along a row
-    /// (a strided layer reads its input split into column phases, where
-    /// the run is contiguous again).
+    /// Forward channels-first: each plane zero-padded and split into its
+    /// stride phases (see [`PhasePlanes`]), each tap one run over the
+    /// whole plane.
+    #[inline(always)]
     fn forward_chw(&self, x: &[f32], n: usize) -> Vec<f32> {
         let [c, h, w] = self.in_shape;
-        let p = self.out_shape()[1..].iter().product::<usize>();
+        let [oh, ow] = [self.out_shape()[1], self.out_shape()[2]];
         let taps = self.kernel[0] * self.kernel[1];
-        let runs = tap_runs(self.in_shape, self.kernel, self.stride, self.padding);
-        let phases = Phases::new(w, self.stride[1]);
-        let mut split = vec![0.0; if phases.strided() { phases.len(h) } else { 0 }];
-        let mut y = vec![0.0; n * c * p];
-        for (k, (ys, xs)) in y.chunks_exact_mut(p).zip(x.chunks_exact(h * w)).enumerate() {
+        let g = PhasePlanes::new(self);
+        let mut split = vec![0.0; g.len()];
+        let mut out = vec![0.0; g.cols];
+        let mut y = vec![0.0; n * c * oh * ow];
+        for (k, (ys, xs)) in y.chunks_exact_mut(oh * ow).zip(x.chunks_exact(h * w)).enumerate() {
             let ci = k % c;
-            ys.fill(self.bias[ci]);
-            let src = phases.split(xs, &mut split);
-            for r in &runs {
-                let wv = self.weight[ci * taps + r.tap];
-                let i = phases.at(r.input);
-                ys[r.out..r.out + r.len].iter_mut().zip(&src[i..i + r.len]).for_each(|(y, x)| *y += wv * x);
+            g.split(xs, &mut split);
+            out.fill(self.bias[ci]);
+            for (&wv, &at) in self.weight[ci * taps..(ci + 1) * taps].iter().zip(&g.taps) {
+                out.iter_mut().zip(&split[at..at + g.cols]).for_each(|(y, x)| *y += wv * x);
             }
+            g.crop(&out, ys);
         }
         y
     }
 
-    /// Backward channels-first (see [`Depthwise::forward_chw`]).
+    /// Backward channels-first (see [`Depthwise::forward_chw`]): per tap,
+    /// the weight gradient is one dot product over the plane and the input
+    /// gradient one run added into the split plane's gradient.
+    #[inline(always)]
     fn backward_chw(
         &self,
         x: &[f32],
@@ -114,44 +124,36 @@ impl Depthwise {
         input_grad: bool,
     ) -> Vec<f32> {
         let [c, h, w] = self.in_shape;
-        let p = self.out_shape()[1..].iter().product::<usize>();
+        let [oh, ow] = [self.out_shape()[1], self.out_shape()[2]];
         let taps = self.kernel[0] * self.kernel[1];
-        let runs = tap_runs(self.in_shape, self.kernel, self.stride, self.padding);
-        let phases = Phases::new(w, self.stride[1]);
-        let strided = phases.strided();
-        let mut split = vec![0.0; if strided { phases.len(h) } else { 0 }];
-        let mut dsplit = vec![0.0; if strided && input_grad { phases.len(h) } else { 0 }];
+        let g = PhasePlanes::new(self);
+        let mut split = vec![0.0; g.len()];
+        let mut dsplit = vec![0.0; if input_grad { g.len() } else { 0 }];
+        // The dropped columns stay zero: they add nothing to any sum.
+        let mut dout = vec![0.0; g.cols];
         let mut dx = vec![0.0; if input_grad { n * c * h * w } else { 0 }];
-        for (k, (ds, xs)) in dy.chunks_exact(p).zip(x.chunks_exact(h * w)).take(n * c).enumerate() {
+        for (k, (ds, xs)) in dy.chunks_exact(oh * ow).zip(x.chunks_exact(h * w)).take(n * c).enumerate() {
             let ci = k % c;
             gb[ci] += sum(ds);
-            let src = phases.split(xs, &mut split);
-            // The input gradient gathers in phases too, merged into the plane after.
-            let dxs: &mut [f32] = match (input_grad, strided) {
-                (false, _) => &mut [],
-                (true, false) => &mut dx[k * h * w..(k + 1) * h * w],
-                (true, true) => {
-                    dsplit.fill(0.0);
-                    &mut dsplit
-                }
-            };
-            for r in &runs {
-                let d = &ds[r.out..r.out + r.len];
-                let i = phases.at(r.input);
-                gw[ci * taps + r.tap] += dot(d, &src[i..i + r.len]);
-                if input_grad {
-                    let wv = self.weight[ci * taps + r.tap];
-                    dxs[i..i + r.len].iter_mut().zip(d).for_each(|(g, d)| *g += wv * d);
-                }
+            g.split(xs, &mut split);
+            g.spread(ds, &mut dout);
+            let (gws, ws) = (&mut gw[ci * taps..(ci + 1) * taps], &self.weight[ci * taps..(ci + 1) * taps]);
+            for (gv, &at) in gws.iter_mut().zip(&g.taps) {
+                *gv += dot(&dout, &split[at..at + g.cols]);
             }
-            if input_grad && strided {
-                phases.merge(&dsplit, &mut dx[k * h * w..(k + 1) * h * w]);
+            if input_grad {
+                dsplit.fill(0.0);
+                for (&wv, &at) in ws.iter().zip(&g.taps) {
+                    dsplit[at..at + g.cols].iter_mut().zip(&dout).for_each(|(g, d)| *g += wv * d);
+                }
+                g.gather(&dsplit, &mut dx[k * h * w..(k + 1) * h * w]);
             }
         }
         dx
     }
 
     /// Forward from the channels-last input `xt` (`[n][H·W][C]`).
+    #[inline(always)]
     fn forward_hwc(&self, xt: &[f32], n: usize) -> Vec<f32> {
         let [c, h, w] = self.in_shape;
         let out = self.out_shape();
@@ -195,14 +197,21 @@ impl Depthwise {
         input_grad: bool,
     ) -> Vec<f32> {
         if self.rows_first() {
-            return self.backward_chw(x, dy, n, gw, gb, input_grad);
+            return super::simd::vectorised(
+                #[inline(always)]
+                || self.backward_chw(x, dy, n, gw, gb, input_grad),
+            );
         }
-        self.backward_hwc(&to_hwc(x, n, self.in_shape), dy, n, gw, gb, input_grad)
+        super::simd::vectorised(
+            #[inline(always)]
+            || self.backward_hwc(&to_hwc(x, n, self.in_shape), dy, n, gw, gb, input_grad),
+        )
     }
 
     /// [`Depthwise::backward_with`] from the channels-last input `xt`.
     /// Channels-last, each tap is a vector operation over the channels
     /// (64 in a keyword spotter) instead of a run along a row (5 wide).
+    #[inline(always)]
     fn backward_hwc(
         &self,
         xt: &[f32],
@@ -260,60 +269,102 @@ impl Depthwise {
 /// activations per step).
 const ROWS_FIRST_WIDTH: usize = 16;
 
-/// A plane of rows `w` wide, its columns split by phase modulo the
-/// stride `s`: row `iy`'s columns `ix ≡ φ (mod s)` sit contiguously at
-/// `iy·s·hw + φ·hw + ix / s` (`hw = ⌈w / s⌉`). A run of taps, which reads
-/// every `s`-th column of one row, is then a contiguous run (vector
-/// operations where it was a strided, scalar one). Stride 1 is the plane
-/// itself.
-struct Phases {
-    w: usize,
-    s: usize,
-    hw: usize,
+/// A plane zero-padded and split into its stride phases, so that every
+/// tap of the window is one contiguous run over the whole plane.
+///
+/// The padded input pixel `(y, x)` goes to phase `(y mod sh, x mod sw)`,
+/// row `y / sh`, column `x / sw` of an `h2 × w2` phase plane. Output
+/// `(oy, ox)` reads tap `(ky, kx)` at row `oy + ky / sh`, column
+/// `ox + kx / sw` of phase `(ky mod sh, kx mod sw)`; computed over the
+/// phase planes' width `w2` (`cols` positions, the columns from `ow` on
+/// dropped), the outputs of one tap are then the phase plane itself from
+/// offset `taps[tap]`. No bounds per row, no short runs: at the price of
+/// `w2 − ow` wasted columns per row (one or two of 48).
+struct PhasePlanes {
+    stride: [usize; 2],
+    pad: [usize; 2],
+    in_hw: [usize; 2],
+    out_w: usize,
+    h2: usize,
+    w2: usize,
+    cols: usize,
+    taps: Vec<usize>,
 }
 
-impl Phases {
-    fn new(w: usize, s: usize) -> Phases {
-        Phases { w, s, hw: w.div_ceil(s) }
+impl PhasePlanes {
+    fn new(d: &Depthwise) -> PhasePlanes {
+        let ([_, oh, ow], pad) = d.geometry();
+        let [_, h, w] = d.in_shape;
+        let ([kh, kw], [sh, sw]) = (d.kernel, d.stride);
+        // The padded extent the window reaches, or the input's if longer (VALID).
+        let h2 = ((oh - 1) * sh + kh).max(pad[0] + h).div_ceil(sh);
+        let w2 = ((ow - 1) * sw + kw).max(pad[1] + w).div_ceil(sw);
+        let taps = (0..kh)
+            .flat_map(|ky| (0..kw).map(move |kx| ((ky % sh) * sw + kx % sw) * h2 * w2 + (ky / sh) * w2 + kx / sw))
+            .collect();
+        PhasePlanes { stride: d.stride, pad, in_hw: [h, w], out_w: ow, h2, w2, cols: (oh - 1) * w2 + ow, taps }
     }
 
-    fn strided(&self) -> bool {
-        self.s > 1
+    /// Floats of a split plane.
+    fn len(&self) -> usize {
+        self.stride[0] * self.stride[1] * self.h2 * self.w2
     }
 
-    /// Floats of a split plane of `h` rows.
-    fn len(&self, h: usize) -> usize {
-        h * self.s * self.hw
-    }
-
-    /// Where the plane's flat index `input` is in the split plane.
-    fn at(&self, input: usize) -> usize {
-        if !self.strided() {
-            return input;
-        }
-        let (iy, ix) = (input / self.w, input % self.w);
-        iy * self.s * self.hw + (ix % self.s) * self.hw + ix / self.s
-    }
-
-    /// The plane split into `buf` (the plane itself at stride 1).
-    fn split<'a>(&self, plane: &'a [f32], buf: &'a mut [f32]) -> &'a [f32] {
-        if !self.strided() {
-            return plane;
-        }
-        for (iy, row) in plane.chunks_exact(self.w).enumerate() {
-            for (phase, out) in buf[iy * self.s * self.hw..].chunks_exact_mut(self.hw).take(self.s).enumerate() {
-                row.iter().skip(phase).step_by(self.s).zip(out).for_each(|(v, o)| *o = *v);
+    /// Calls `f(row, column phase, first column, phase row start)` for
+    /// every input row and column phase: the row's columns `first`,
+    /// `first + sw`, … go to the phase plane from `start` on.
+    fn rows(&self, mut f: impl FnMut(usize, usize, usize)) {
+        let ([sh, sw], [pt, pl], [h, _]) = (self.stride, self.pad, self.in_hw);
+        for iy in 0..h {
+            let py = iy + pt;
+            for px in 0..sw {
+                // The first column of this phase: (ix + pl) ≡ px (mod sw).
+                let first = (px + sw - pl % sw) % sw;
+                let start = ((py % sh) * sw + px) * self.h2 * self.w2 + (py / sh) * self.w2 + (first + pl) / sw;
+                f(iy, first, start);
             }
         }
-        buf
     }
 
-    /// A split plane written back into plane order.
-    fn merge(&self, split: &[f32], plane: &mut [f32]) {
-        for (iy, row) in plane.chunks_exact_mut(self.w).enumerate() {
-            for (phase, src) in split[iy * self.s * self.hw..].chunks_exact(self.hw).take(self.s).enumerate() {
-                row.iter_mut().skip(phase).step_by(self.s).zip(src).for_each(|(o, v)| *o = *v);
+    /// An input plane `[h·w]` into `buf`, whose padding keeps its zeros.
+    fn split(&self, plane: &[f32], buf: &mut [f32]) {
+        let (w, sw) = (self.in_hw[1], self.stride[1]);
+        self.rows(|iy, first, start| {
+            let row = &plane[iy * w..(iy + 1) * w];
+            if sw == 1 {
+                buf[start..start + w].copy_from_slice(row);
+            } else {
+                row.iter().skip(first).step_by(sw).zip(&mut buf[start..]).for_each(|(v, o)| *o = *v);
             }
+        });
+    }
+
+    /// The inverse of [`PhasePlanes::split`]: the input pixels of a split
+    /// plane (a gradient) back into plane order, the padding left out.
+    fn gather(&self, buf: &[f32], plane: &mut [f32]) {
+        let (w, sw) = (self.in_hw[1], self.stride[1]);
+        self.rows(|iy, first, start| {
+            let row = &mut plane[iy * w..(iy + 1) * w];
+            if sw == 1 {
+                row.copy_from_slice(&buf[start..start + w]);
+            } else {
+                row.iter_mut().skip(first).step_by(sw).zip(&buf[start..]).for_each(|(o, v)| *o = *v);
+            }
+        });
+    }
+
+    /// Outputs over the phase width (`cols`) into their `[oh·ow]` plane.
+    fn crop(&self, out: &[f32], plane: &mut [f32]) {
+        for (row, src) in plane.chunks_exact_mut(self.out_w).zip(out.chunks(self.w2)) {
+            row.copy_from_slice(&src[..self.out_w]);
+        }
+    }
+
+    /// An `[oh·ow]` plane over the phase width (the dropped columns keep
+    /// what they hold: zeros).
+    fn spread(&self, plane: &[f32], out: &mut [f32]) {
+        for (row, dst) in plane.chunks_exact(self.out_w).zip(out.chunks_mut(self.w2)) {
+            dst[..self.out_w].copy_from_slice(row);
         }
     }
 }
@@ -326,27 +377,6 @@ fn to_hwc(x: &[f32], n: usize, [c, h, w]: Shape) -> Vec<f32> {
 /// `[n][H·W][C]` → `[n][C][H·W]`.
 fn to_chw(t: &[f32], n: usize, [c, h, w]: Shape) -> Vec<f32> {
     transpose(t, n, h * w, c)
-}
-
-/// Each of `n` `rows × cols` matrices transposed.
-fn transpose(x: &[f32], n: usize, rows: usize, cols: usize) -> Vec<f32> {
-    // In 8 × 8 tiles: a tile's reads and writes each touch 8 cache lines,
-    // where a whole row's writes would touch one line per value.
-    const TILE: usize = 8;
-    let mut t = vec![0.0; n * rows * cols];
-    for (src, dst) in x.chunks_exact(rows * cols).zip(t.chunks_exact_mut(rows * cols)) {
-        for r0 in (0..rows).step_by(TILE) {
-            for c0 in (0..cols).step_by(TILE) {
-                for r in r0..(r0 + TILE).min(rows) {
-                    let row = &src[r * cols..(r + 1) * cols];
-                    for c in c0..(c0 + TILE).min(cols) {
-                        dst[c * rows + r] = row[c];
-                    }
-                }
-            }
-        }
-    }
-    t
 }
 
 impl LayerKind for Depthwise {
@@ -367,10 +397,22 @@ impl LayerKind for Depthwise {
     /// Keeps the channels-last input for the backward pass.
     fn forward_train(&self, x: &[f32], n: usize, _: &mut dyn RngCore) -> (Vec<f32>, Saved) {
         if self.rows_first() {
-            return (self.forward_chw(x, n), Saved::Nothing);
+            return (
+                super::simd::vectorised(
+                    #[inline(always)]
+                    || self.forward_chw(x, n),
+                ),
+                Saved::Nothing,
+            );
         }
         let xt = to_hwc(x, n, self.in_shape);
-        (self.forward_hwc(&xt, n), Saved::ChannelsLast(xt))
+        (
+            super::simd::vectorised(
+                #[inline(always)]
+                || self.forward_hwc(&xt, n),
+            ),
+            Saved::ChannelsLast(xt),
+        )
     }
 
     fn replay(&self, x: &[f32], n: usize) -> Saved {
@@ -391,7 +433,10 @@ impl LayerKind for Depthwise {
     ) -> Vec<f32> {
         let (gw, gb) = grads.split_at_mut(1);
         match saved {
-            Saved::ChannelsLast(xt) => self.backward_hwc(xt, d, n, &mut gw[0], &mut gb[0], input_grad),
+            Saved::ChannelsLast(xt) => super::simd::vectorised(
+                #[inline(always)]
+                || self.backward_hwc(xt, d, n, &mut gw[0], &mut gb[0], input_grad),
+            ),
             _ => self.backward_with(x, d, n, &mut gw[0], &mut gb[0], input_grad),
         }
     }
@@ -462,21 +507,27 @@ mod tests {
     }
 
     #[test]
-    fn phases_split_and_merge_a_plane() {
-        // Two rows of 5 at stride 2: phases of 3 (columns 0, 2, 4 | 1, 3).
-        let ph = Phases::new(5, 2);
-        let plane: Vec<f32> = (0..10).map(|v| v as f32).collect();
-        let mut buf = vec![-1.0; ph.len(2)];
-        let split = ph.split(&plane, &mut buf).to_vec();
-        assert_eq!(split[..5], [0.0, 2.0, 4.0, 1.0, 3.0]);
-        assert_eq!(split[6..11], [5.0, 7.0, 9.0, 6.0, 8.0]);
-        // Row 1, column 3 → phase 1, index 1.
-        assert_eq!(ph.at(8), 6 + 3 + 1);
+    fn phase_planes_split_and_gather_a_plane() {
+        // 2 × 5 at stride 2, SAME 3 × 3: padding (0, 1) before and after
+        // → padded 3 × 6 (the window reaches 2·2 + 3 = 7 columns: w2 = 4);
+        // phase (0, 1) holds padded columns 1, 3, 5 = input columns 0, 2, 4.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let d = Depthwise::new([1, 2, 5], [3, 3], [2, 2], Padding::Same, &mut rng).unwrap();
+        let g = PhasePlanes::new(&d);
+        assert_eq!((g.h2, g.w2, g.pad), (2, 4, [0, 1]));
+        let plane: Vec<f32> = (1..=10).map(|v| v as f32).collect();
+        let mut buf = vec![0.0; g.len()];
+        g.split(&plane, &mut buf);
+        let phase = |py: usize, px: usize| buf[(py * 2 + px) * 8..(py * 2 + px + 1) * 8].to_vec();
+        assert_eq!(phase(0, 0), [0.0, 2.0, 4.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        assert_eq!(phase(0, 1), [1.0, 3.0, 5.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        assert_eq!(phase(1, 0), [0.0, 7.0, 9.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        assert_eq!(phase(1, 1), [6.0, 8.0, 10.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        // Tap (1, 2): phase (1, 0), column 1.
+        assert_eq!(g.taps[5], 2 * 8 + 1);
         let mut back = vec![0.0; 10];
-        ph.merge(&split, &mut back);
+        g.gather(&buf, &mut back);
         assert_eq!(back, plane);
-        // Stride 1 is the plane itself.
-        assert_eq!(Phases::new(5, 1).at(8), 8);
     }
 
     #[test]

@@ -19,10 +19,12 @@ pub mod onnx;
 pub mod pool;
 pub mod residual;
 pub(crate) mod sgemm;
+mod simd;
 pub mod spec;
 #[cfg(test)]
 pub(crate) mod testing;
 mod training;
+mod transpose;
 
 use anyhow::Result;
 use rand::Rng;

@@ -169,7 +169,6 @@ pub(crate) fn packed(
 #[allow(unsafe_code)]
 mod streamed {
     use std::arch::x86_64::*;
-    use std::sync::OnceLock;
 
     /// Narrower products gain nothing from streaming (their columns are
     /// mostly the masked tail).
@@ -191,8 +190,7 @@ mod streamed {
     }
 
     pub fn available() -> bool {
-        static HAS: OnceLock<bool> = OnceLock::new();
-        *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+        super::super::simd::avx2_fma()
     }
 
     /// See [`super::gemm_gather`]: row `p` of `B` at `b[b_rows[p]..]`.

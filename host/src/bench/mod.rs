@@ -213,23 +213,93 @@ pub struct StudentBench {
     pub student: String,
     /// Training operations per sample ([`training_flops_per_sample`]).
     pub flops_per_sample: f64,
+    /// The median round's (by samples per second).
     pub tinykd: Throughput,
-    /// `None` when the Python has no torch.
+    /// The median round's; `None` when the Python has no torch.
     pub pytorch: Option<Throughput>,
-    /// tinykd's samples per second over PyTorch's.
+    /// tinykd's samples per second over PyTorch's: the median of the rounds' ratios.
     pub ratio: Option<f64>,
+    /// Each round's ratio, in order (tinykd ran first in each).
+    pub round_ratios: Vec<f64>,
 }
 
 /// Training throughput of each student (`;`-separated specs), tinykd and
-/// PyTorch on the same data, batch size and epochs.
-pub fn students(data: &Path, specs: &str, epochs: usize, batch_size: usize, python: &str) -> Result<Vec<StudentBench>> {
+/// PyTorch on the same data, batch size and epochs, `rounds` times each,
+/// alternating: a slow spell of a shared machine then falls on both sides
+/// of a round, and the median round is reported.
+pub fn students(
+    data: &Path,
+    specs: &str,
+    epochs: usize,
+    batch_size: usize,
+    rounds: usize,
+    python: &str,
+) -> Result<Vec<StudentBench>> {
     let mut out = Vec::new();
     for spec in specs.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-        let (tinykd, student) = tinykd_training(data, spec, epochs, batch_size)?;
-        let pytorch = pytorch_training(python, data, &student.spec, epochs, batch_size)?;
-        let ratio = pytorch.as_ref().map(|t| tinykd.samples_per_second / t.samples_per_second);
+        let mut ours = Vec::new();
+        let mut theirs = Vec::new();
+        let mut student = None;
+        for _ in 0..rounds.max(1) {
+            let (t, s) = tinykd_training(data, spec, epochs, batch_size)?;
+            ours.push(t);
+            let p = pytorch_training(python, data, &s.spec, epochs, batch_size)?;
+            student = Some(s);
+            match p {
+                Some(p) => theirs.push(p),
+                // No torch: one round says all there is.
+                None => break,
+            }
+        }
+        let Some(student) = student else { continue };
+        let round_ratios: Vec<f64> =
+            ours.iter().zip(&theirs).map(|(a, b)| a.samples_per_second / b.samples_per_second).collect();
+        let ratio = median(&round_ratios);
         let flops_per_sample = training_flops_per_sample(&student);
-        out.push(StudentBench { student: spec.to_owned(), flops_per_sample, tinykd, pytorch, ratio });
+        out.push(StudentBench {
+            student: spec.to_owned(),
+            flops_per_sample,
+            tinykd: median_throughput(ours).expect("at least one round"),
+            pytorch: median_throughput(theirs),
+            ratio,
+            round_ratios,
+        });
     }
     Ok(out)
+}
+
+/// The median of `v` (the mean of the middle two for an even count), `None` when empty.
+fn median(v: &[f64]) -> Option<f64> {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let m = s.len() / 2;
+    match s.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(s[m]),
+        _ => Some((s[m - 1] + s[m]) / 2.0),
+    }
+}
+
+/// The round with the median throughput (the lower middle one for an even count).
+fn median_throughput(mut v: Vec<Throughput>) -> Option<Throughput> {
+    v.sort_by(|a, b| a.samples_per_second.total_cmp(&b.samples_per_second));
+    let m = v.len().saturating_sub(1) / 2;
+    (!v.is_empty()).then(|| v.swap_remove(m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_of_rounds() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[1.2]), Some(1.2));
+        assert_eq!(median(&[1.5, 0.5, 1.0]), Some(1.0));
+        assert_eq!(median(&[1.0, 3.0, 2.0, 0.0]), Some(1.5));
+        let t = |s: f64| Throughput { samples_per_second: s, seconds: 1.0, parameters: 0 };
+        assert_eq!(median_throughput(vec![t(3.0), t(1.0), t(2.0)]).map(|t| t.samples_per_second), Some(2.0));
+        assert_eq!(median_throughput(vec![t(4.0), t(1.0)]).map(|t| t.samples_per_second), Some(1.0));
+        assert!(median_throughput(Vec::new()).is_none());
+    }
 }

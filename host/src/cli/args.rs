@@ -442,6 +442,10 @@ pub struct BenchArgs {
     pub epochs: usize,
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
+    /// For --student: time tinykd and PyTorch this many times each, alternating, and report
+    /// the median round (on a shared or virtual machine, one round can be off by a third).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub rounds: u32,
     /// Python interpreter with torch for the comparison.
     #[arg(long, default_value = "python3")]
     pub python: String,

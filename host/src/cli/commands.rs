@@ -125,7 +125,7 @@ pub(super) fn bench(a: BenchArgs, progress: &Progress) -> Result<()> {
         t.failures.iter().for_each(|f| eprintln!("{f}"));
     }
     let specs = a.student.as_deref().unwrap_or("");
-    let students = crate::bench::students(&data, specs, a.epochs, a.batch_size, &a.python)?;
+    let students = crate::bench::students(&data, specs, a.epochs, a.batch_size, a.rounds as usize, &a.python)?;
     // The machine's GEMM throughput, measured after the runs it is compared with.
     let peak = (!students.is_empty()).then(crate::bench::gemm_peak_gflops);
     if a.json {
@@ -161,6 +161,10 @@ pub(super) fn bench(a: BenchArgs, progress: &Progress) -> Result<()> {
     };
     for s in &students {
         outln!("{} ({} parameters), batch {}, {} epochs:", s.student, s.tinykd.parameters, a.batch_size, a.epochs);
+        if s.round_ratios.len() > 1 {
+            let rounds: Vec<String> = s.round_ratios.iter().map(|r| format!("{r:.2}")).collect();
+            outln!("  rounds (tinykd / PyTorch): {} → median {:.2}×", rounds.join(", "), s.ratio.unwrap_or(f64::NAN));
+        }
         outln!(
             "  tinykd   {:>10.0} samples/s  {}",
             s.tinykd.samples_per_second,

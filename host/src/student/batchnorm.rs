@@ -53,11 +53,17 @@ impl BatchNorm {
     /// `y = a[c]·x + b[c]` plane by plane.
     #[inline(always)]
     fn affine_map(&self, x: &[f32], n: usize, a: &[f32], b: &[f32]) -> Vec<f32> {
+        self.affine_map_then(x, n, a, b, |v| v)
+    }
+
+    /// `y = f(a[c]·x + b[c])` plane by plane.
+    #[inline(always)]
+    fn affine_map_then(&self, x: &[f32], n: usize, a: &[f32], b: &[f32], f: impl Fn(f32) -> f32) -> Vec<f32> {
         let p = self.spatial.max(1);
         let mut y = Vec::with_capacity(x.len());
         for (k, plane) in x.chunks_exact(p).take(n * self.channels).enumerate() {
             let c = k % self.channels;
-            y.extend(plane.iter().map(|v| a[c] * v + b[c]));
+            y.extend(plane.iter().map(|v| f(a[c] * v + b[c])));
         }
         y
     }
@@ -123,12 +129,29 @@ impl BatchNorm {
 
     /// The training transform with the batch's statistics.
     pub fn normalize(&self, x: &[f32], n: usize, st: &BatchStats) -> Vec<f32> {
+        self.normalize_clamped(x, n, st, None)
+    }
+
+    /// [`BatchNorm::normalize`], then clamped to `[0, hi]` when `hi` is
+    /// given (a ReLU after it, `hi` infinite, or a ReLU6), in the same pass.
+    pub fn normalize_clamped(&self, x: &[f32], n: usize, st: &BatchStats, hi: Option<f32>) -> Vec<f32> {
         let a: Vec<f32> = self.gamma.iter().zip(&st.inv_std).map(|(g, s)| g * s).collect();
         let b: Vec<f32> = self.beta.iter().zip(&st.mean).zip(&a).map(|((be, m), a)| be - m * a).collect();
-        vectorised(
-            #[inline(always)]
-            || self.affine_map(x, n, &a, &b),
-        )
+        match hi {
+            None => vectorised(
+                #[inline(always)]
+                || self.affine_map_then(x, n, &a, &b, |v| v),
+            ),
+            // As the activation layers clamp: `max`, then `min` for ReLU6.
+            Some(f32::INFINITY) => vectorised(
+                #[inline(always)]
+                || self.affine_map_then(x, n, &a, &b, |v| v.max(0.0)),
+            ),
+            Some(hi) => vectorised(
+                #[inline(always)]
+                || self.affine_map_then(x, n, &a, &b, |v| v.clamp(0.0, hi)),
+            ),
+        }
     }
 
     /// One shard's `[Σ dy, Σ dy·x̂]` per channel: they are dβ and dγ, and,

@@ -291,7 +291,9 @@ mod tests {
     /// differences of the training forward pass.
     #[test]
     fn residual_gradient_with_batch_norm_matches_finite_differences() {
-        let spec = "conv2d(3,k3) bn relu res(conv2d(4,k3,s2) bn relu conv2d(4,k3) bn) relu \
+        // Each `bn relu` (and `bn relu6`) trains fused: the activation's
+        // backward pass reads its output.
+        let spec = "conv2d(3,k3) bn relu6 res(conv2d(4,k3,s2) bn relu conv2d(4,k3) bn) relu \
                     res(conv2d(4,k3) bn relu conv2d(4,k3) bn) relu gap dense(3)";
         let mut s = Student::from_spec(spec, &[2, 5, 5], 3, &mut rng()).unwrap();
         assert_eq!(s.layers.iter().filter(|l| matches!(l, Layer::Add(a) if a.projection.is_some())).count(), 1);

@@ -129,14 +129,48 @@ impl Student {
         tape: &mut Tape,
     ) {
         let (next, saved) = match (&self.layers[i], stats) {
-            // The batch's statistics, gathered over every shard.
-            (Layer::BatchNorm(b), Some(st)) => (b.normalize(a, n, st), Saved::Stats(st.clone())),
-            // The block's input is an earlier layer's, on the tape already.
-            (Layer::Add(add), _) => (add.forward_skip(a.clone(), &tape.inputs[add.from], n), Saved::Nothing),
+            // The batch's statistics, gathered over every shard; the
+            // activation after it applied in the same pass when it fuses.
+            (Layer::BatchNorm(b), Some(st)) => {
+                let clamp = match self.layers.get(i + 1) {
+                    Some(Layer::Relu(_)) if self.fuses_into_batch_norm(i + 1) => Some(f32::INFINITY),
+                    Some(Layer::Relu6(_)) if self.fuses_into_batch_norm(i + 1) => Some(6.0),
+                    _ => None,
+                };
+                (b.normalize_clamped(a, n, st, clamp), Saved::Stats(st.clone()))
+            }
+            // Applied by the BatchNorm before it: its input is not kept.
+            (Layer::Relu(_) | Layer::Relu6(_), _) if self.fuses_into_batch_norm(i) => {
+                tape.inputs.push(Vec::new());
+                tape.saved.push(Saved::Nothing);
+                return;
+            }
+            // The block's input is an earlier layer's, on the tape already;
+            // the sum's own input is not needed backward (nor kept).
+            (Layer::Add(add), _) => {
+                let sum = add.forward_skip(std::mem::take(a), &tape.inputs[add.from], n);
+                tape.inputs.push(Vec::new());
+                tape.saved.push(Saved::Nothing);
+                *a = sum;
+                return;
+            }
             (layer, _) => layer.kind().forward_train(a, n, rng),
         };
         tape.inputs.push(std::mem::replace(a, next));
         tape.saved.push(saved);
+    }
+
+    /// Whether activation layer `i` (ReLU or ReLU6) runs inside the
+    /// BatchNorm before it in training: one pass over the map instead of
+    /// two, and one activation fewer kept. Its backward pass then reads its
+    /// output (the next layer's input: `y > 0` exactly where `x > 0`), so
+    /// it must not be the last layer, nor a residual block's input.
+    fn fuses_into_batch_norm(&self, i: usize) -> bool {
+        i >= 1
+            && i + 1 < self.layers.len()
+            && matches!(self.layers[i - 1], Layer::BatchNorm(_))
+            && matches!(self.layers[i], Layer::Relu(_) | Layer::Relu6(_))
+            && !self.layers.iter().any(|l| matches!(l, Layer::Add(add) if add.from == i))
     }
 
     /// Backward pass from `dlogits`; accumulates into `grads` (see `zero_grads`).
@@ -232,6 +266,10 @@ impl Student {
                 g[1].iter_mut().zip(&own[0]).for_each(|(a, b)| *a += b);
                 g[0].iter_mut().zip(&own[1]).for_each(|(a, b)| *a += b);
                 b.input_grad(x, d, n, st, total.unwrap_or(&own))
+            }
+            // Fused into the BatchNorm before it: the output marks where it passed.
+            layer @ (Layer::Relu(_) | Layer::Relu6(_)) if x.is_empty() => {
+                layer.kind().backward(&tape.inputs[i + 1], &tape.saved[i], d, n, g, input_grad)
             }
             layer => layer.kind().backward(x, &tape.saved[i], d, n, g, input_grad),
         }

@@ -15,18 +15,34 @@ pub struct Relu {}
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Relu6 {}
 
+impl Relu {
+    /// The activation of one value (also applied inside a BatchNorm before it in training).
+    #[inline(always)]
+    pub fn apply(v: f32) -> f32 {
+        v.max(0.0)
+    }
+}
+
+impl Relu6 {
+    /// The activation of one value (also applied inside a BatchNorm before it in training).
+    #[inline(always)]
+    pub fn apply(v: f32) -> f32 {
+        v.clamp(0.0, 6.0)
+    }
+}
+
 impl LayerKind for Relu {
     fn forward(&self, x: &[f32], _: usize) -> Vec<f32> {
         vectorised(
             #[inline(always)]
-            || x.iter().map(|v| v.max(0.0)).collect(),
+            || x.iter().map(|v| Relu::apply(*v)).collect(),
         )
     }
 
     fn forward_owned(&self, x: Vec<f32>, _: usize) -> Vec<f32> {
         vectorised(
             #[inline(always)]
-            || x.into_iter().map(|v| v.max(0.0)).collect(),
+            || x.into_iter().map(Relu::apply).collect(),
         )
     }
 
@@ -53,14 +69,14 @@ impl LayerKind for Relu6 {
     fn forward(&self, x: &[f32], _: usize) -> Vec<f32> {
         vectorised(
             #[inline(always)]
-            || x.iter().map(|v| v.clamp(0.0, 6.0)).collect(),
+            || x.iter().map(|v| Relu6::apply(*v)).collect(),
         )
     }
 
     fn forward_owned(&self, x: Vec<f32>, _: usize) -> Vec<f32> {
         vectorised(
             #[inline(always)]
-            || x.into_iter().map(|v| v.clamp(0.0, 6.0)).collect(),
+            || x.into_iter().map(Relu6::apply).collect(),
         )
     }
 

@@ -129,29 +129,18 @@ impl BatchNorm {
 
     /// The training transform with the batch's statistics.
     pub fn normalize(&self, x: &[f32], n: usize, st: &BatchStats) -> Vec<f32> {
-        self.normalize_clamped(x, n, st, None)
+        self.normalize_then(x, n, st, |v| v)
     }
 
-    /// [`BatchNorm::normalize`], then clamped to `[0, hi]` when `hi` is
-    /// given (a ReLU after it, `hi` infinite, or a ReLU6), in the same pass.
-    pub fn normalize_clamped(&self, x: &[f32], n: usize, st: &BatchStats, hi: Option<f32>) -> Vec<f32> {
+    /// [`BatchNorm::normalize`] with `f` (the activation after it, in
+    /// training) applied to each value in the same pass.
+    pub fn normalize_then(&self, x: &[f32], n: usize, st: &BatchStats, f: impl Fn(f32) -> f32) -> Vec<f32> {
         let a: Vec<f32> = self.gamma.iter().zip(&st.inv_std).map(|(g, s)| g * s).collect();
         let b: Vec<f32> = self.beta.iter().zip(&st.mean).zip(&a).map(|((be, m), a)| be - m * a).collect();
-        match hi {
-            None => vectorised(
-                #[inline(always)]
-                || self.affine_map_then(x, n, &a, &b, |v| v),
-            ),
-            // As the activation layers clamp: `max`, then `min` for ReLU6.
-            Some(f32::INFINITY) => vectorised(
-                #[inline(always)]
-                || self.affine_map_then(x, n, &a, &b, |v| v.max(0.0)),
-            ),
-            Some(hi) => vectorised(
-                #[inline(always)]
-                || self.affine_map_then(x, n, &a, &b, |v| v.clamp(0.0, hi)),
-            ),
-        }
+        vectorised(
+            #[inline(always)]
+            || self.affine_map_then(x, n, &a, &b, f),
+        )
     }
 
     /// One shard's `[Σ dy, Σ dy·x̂]` per channel: they are dβ and dγ, and,

@@ -13,6 +13,7 @@ use super::batchnorm::{dot, sum};
 use super::geometry::{Shape, fits, tap_runs, window2d};
 use super::layer::{Device, DeviceWeights, LayerKind, Saved, weight_and_bias, window_params};
 use super::onnx::{Builder, Cursor, attr_int, window_attrs};
+use super::simd::vectorised;
 use super::spec::Padding;
 use super::transpose::transpose;
 
@@ -69,12 +70,12 @@ impl Depthwise {
 
     pub fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
         if self.rows_first() {
-            return super::simd::vectorised(
+            return vectorised(
                 #[inline(always)]
                 || self.forward_chw(x, n),
             );
         }
-        super::simd::vectorised(
+        vectorised(
             #[inline(always)]
             || self.forward_hwc(&to_hwc(x, n, self.in_shape), n),
         )
@@ -92,7 +93,7 @@ impl Depthwise {
     #[inline(always)]
     fn forward_chw(&self, x: &[f32], n: usize) -> Vec<f32> {
         let [c, h, w] = self.in_shape;
-        let [oh, ow] = [self.out_shape()[1], self.out_shape()[2]];
+        let [_, oh, ow] = self.out_shape();
         let taps = self.kernel[0] * self.kernel[1];
         let g = PhasePlanes::new(self);
         let mut split = vec![0.0; g.len()];
@@ -124,7 +125,7 @@ impl Depthwise {
         input_grad: bool,
     ) -> Vec<f32> {
         let [c, h, w] = self.in_shape;
-        let [oh, ow] = [self.out_shape()[1], self.out_shape()[2]];
+        let [_, oh, ow] = self.out_shape();
         let taps = self.kernel[0] * self.kernel[1];
         let g = PhasePlanes::new(self);
         let mut split = vec![0.0; g.len()];
@@ -197,12 +198,12 @@ impl Depthwise {
         input_grad: bool,
     ) -> Vec<f32> {
         if self.rows_first() {
-            return super::simd::vectorised(
+            return vectorised(
                 #[inline(always)]
                 || self.backward_chw(x, dy, n, gw, gb, input_grad),
             );
         }
-        super::simd::vectorised(
+        vectorised(
             #[inline(always)]
             || self.backward_hwc(&to_hwc(x, n, self.in_shape), dy, n, gw, gb, input_grad),
         )
@@ -398,7 +399,7 @@ impl LayerKind for Depthwise {
     fn forward_train(&self, x: &[f32], n: usize, _: &mut dyn RngCore) -> (Vec<f32>, Saved) {
         if self.rows_first() {
             return (
-                super::simd::vectorised(
+                vectorised(
                     #[inline(always)]
                     || self.forward_chw(x, n),
                 ),
@@ -407,7 +408,7 @@ impl LayerKind for Depthwise {
         }
         let xt = to_hwc(x, n, self.in_shape);
         (
-            super::simd::vectorised(
+            vectorised(
                 #[inline(always)]
                 || self.forward_hwc(&xt, n),
             ),
@@ -433,7 +434,7 @@ impl LayerKind for Depthwise {
     ) -> Vec<f32> {
         let (gw, gb) = grads.split_at_mut(1);
         match saved {
-            Saved::ChannelsLast(xt) => super::simd::vectorised(
+            Saved::ChannelsLast(xt) => vectorised(
                 #[inline(always)]
                 || self.backward_hwc(xt, d, n, &mut gw[0], &mut gb[0], input_grad),
             ),

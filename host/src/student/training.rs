@@ -12,6 +12,7 @@
 use rand::{Rng, RngCore};
 use rayon::prelude::*;
 
+use super::activation::{Relu, Relu6};
 use super::batchnorm::BatchStats;
 use super::layer::Saved;
 use super::{Grads, Layer, Student};
@@ -132,12 +133,16 @@ impl Student {
             // The batch's statistics, gathered over every shard; the
             // activation after it applied in the same pass when it fuses.
             (Layer::BatchNorm(b), Some(st)) => {
-                let clamp = match self.layers.get(i + 1) {
-                    Some(Layer::Relu(_)) if self.fuses_into_batch_norm(i + 1) => Some(f32::INFINITY),
-                    Some(Layer::Relu6(_)) if self.fuses_into_batch_norm(i + 1) => Some(6.0),
-                    _ => None,
+                let next = match self.layers.get(i + 1) {
+                    Some(Layer::Relu(_)) if self.fuses_into_batch_norm(i + 1) => {
+                        b.normalize_then(a, n, st, Relu::apply)
+                    }
+                    Some(Layer::Relu6(_)) if self.fuses_into_batch_norm(i + 1) => {
+                        b.normalize_then(a, n, st, Relu6::apply)
+                    }
+                    _ => b.normalize(a, n, st),
                 };
-                (b.normalize_clamped(a, n, st, clamp), Saved::Stats(st.clone()))
+                (next, Saved::Stats(st.clone()))
             }
             // Applied by the BatchNorm before it: its input is not kept.
             (Layer::Relu(_) | Layer::Relu6(_), _) if self.fuses_into_batch_norm(i) => {
